@@ -1,0 +1,136 @@
+//! Time as the scheduler sees it.
+//!
+//! Cron has minute resolution, so inside the scheduler time is a bare [`Minute`]: whole minutes since
+//! the Unix epoch, UTC. This module is the ONE place that converts between wall-clock instants and
+//! ticks; everything downstream (the wheel, the tick loop) counts minutes.
+//!
+//! The [`Clock`] trait is injected into the tick loop so tests drive time with [`ManualClock`] instead
+//! of sleeping to a minute boundary.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Whole minutes since 1970-01-01T00:00Z.
+///
+/// Conversion from an instant rounds DOWN (floor) to the minute that contains it, so the instant
+/// `12:00:59.999` belongs to minute `12:00`; conversion back yields the minute's first second.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Minute(pub i64);
+
+impl Minute {
+    /// The minute containing `at` (floor).
+    pub fn containing(at: DateTime<Utc>) -> Minute {
+        Minute(at.timestamp().div_euclid(60))
+    }
+
+    /// The first instant of this minute. `None` only for minutes beyond chrono's range.
+    pub fn start(self) -> Option<DateTime<Utc>> {
+        self.0
+            .checked_mul(60)
+            .and_then(|secs| Utc.timestamp_opt(secs, 0).single())
+    }
+
+    /// The minute after this one.
+    pub fn next(self) -> Minute {
+        Minute(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Minute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.start() {
+            Some(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%MZ")),
+            None => write!(f, "minute {}", self.0),
+        }
+    }
+}
+
+/// Where the tick loop reads the current time from.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to: tests set it, jump it forward (a stalled process, a
+/// suspended machine) or backwards (an NTP step) and watch what the tick loop does.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    millis: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: DateTime<Utc>) -> ManualClock {
+        ManualClock {
+            millis: Arc::new(AtomicI64::new(at.timestamp_millis())),
+        }
+    }
+
+    /// Moves the clock to `at` (forwards or backwards).
+    pub fn set(&self, at: DateTime<Utc>) {
+        self.millis.store(at.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// Moves the clock by `delta` (may be negative).
+    pub fn advance(&self, delta: chrono::Duration) {
+        self.millis
+            .fetch_add(delta.num_milliseconds(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        let ms = self.millis.load(Ordering::SeqCst);
+        Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minute_floors_instants_and_round_trips() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 12, 34, 59).unwrap();
+        let m = Minute::containing(t);
+        assert_eq!(
+            m.start(),
+            Some(Utc.with_ymd_and_hms(2026, 11, 26, 12, 34, 0).unwrap())
+        );
+        assert_eq!(
+            m.next().start(),
+            Some(Utc.with_ymd_and_hms(2026, 11, 26, 12, 35, 0).unwrap())
+        );
+        assert_eq!(m.to_string(), "2026-11-26T12:34Z");
+    }
+
+    #[test]
+    fn minute_before_epoch_floors_towards_minus_infinity() {
+        let t = Utc.timestamp_opt(-1, 0).unwrap();
+        assert_eq!(Minute::containing(t), Minute(-1));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let clock = ManualClock::new(t0);
+        assert_eq!(clock.now(), t0);
+        clock.advance(chrono::Duration::minutes(90));
+        assert_eq!(clock.now(), t0 + chrono::Duration::minutes(90));
+        clock.set(t0);
+        assert_eq!(clock.now(), t0);
+    }
+}

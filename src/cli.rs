@@ -1,15 +1,22 @@
-//! The command line: `cronq next | explain` (and the daemon subcommands as they land).
+//! The command line: `cronq run | validate | next | explain`.
 //! Every flag is also an environment variable (`CRONQ_*`); durations use humantime (`90s`, `1h`).
 //! stdout carries only data so it can be piped; logs and errors go to stderr.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
+use crate::clock::{Clock, ManualClock, Minute, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
+use crate::dispatcher::{dry_run, ScheduleSource, Scheduler, TickLoop};
+use crate::schedule::fingerprint::Digest;
+use crate::schedule::{self, LoadError, LoadOptions, Schedule};
 
 /// cronq: turns a schedule of cron jobs into Kafka messages.
 #[derive(Debug, Parser)]
@@ -26,10 +33,60 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the dispatcher: every due job of the schedule becomes one message.
+    Run(RunArgs),
+    /// Check a schedule file: every problem (exit 1), or each job's next run (exit 0).
+    Validate(ValidateArgs),
     /// Print the next instants at which a cron expression fires, one RFC 3339 instant per line.
     Next(NextArgs),
     /// Describe a cron expression in English and show its next 5 instants.
     Explain(ExplainArgs),
+}
+
+/// `cronq run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The schedule file (checked for changes on every tick).
+    #[arg(long, env = "CRONQ_SCHEDULE", default_value = "schedule/schedule.json")]
+    pub schedule: PathBuf,
+    /// Zone for jobs without a `timezone` field (IANA name).
+    #[arg(long, env = "CRONQ_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
+    /// Topic for jobs without a `topic` field.
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    pub topic: String,
+    /// How often the loop wakes up to check the clock and the schedule file.
+    #[arg(long, env = "CRONQ_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
+    /// After a stall or a clock jump, dispatch missed minutes up to this far back; older are skipped.
+    #[arg(long, env = "CRONQ_MAX_CATCHUP", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_catchup: Duration,
+    /// On SIGINT/SIGTERM, how long to let queued dispatches drain before exiting.
+    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Capacity of the queue between the tick loop and the sink (a full queue makes the loop wait).
+    #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000)]
+    pub queue_capacity: usize,
+    /// Print each dispatch as a JSON line on stdout instead of producing to Kafka.
+    #[arg(long, env = "CRONQ_DRY_RUN")]
+    pub dry_run: bool,
+    /// Replay the window [FROM, UNTIL) as fast as possible and exit (RFC 3339 instants).
+    #[arg(long, env = "CRONQ_FROM", requires = "until")]
+    pub from: Option<String>,
+    /// End (exclusive) of the replay window.
+    #[arg(long, env = "CRONQ_UNTIL", requires = "from")]
+    pub until: Option<String>,
+}
+
+/// `cronq validate`
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The schedule file.
+    #[arg(default_value = "schedule/schedule.json", env = "CRONQ_SCHEDULE")]
+    pub path: PathBuf,
+    /// Zone for jobs without a `timezone` field.
+    #[arg(long, env = "CRONQ_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
 }
 
 /// `cronq next`
@@ -73,14 +130,25 @@ pub enum CliError {
     /// A bad time zone given on the command line.
     #[error("--tz: {0}")]
     Zone(CronError),
-    /// `--after` is not RFC 3339.
-    #[error("--after: {value:?} is not an RFC 3339 instant (e.g. 2026-11-26T12:00:00Z): {source}")]
-    After {
+    /// A time argument is not RFC 3339.
+    #[error("{flag}: {value:?} is not an RFC 3339 instant (e.g. 2026-11-26T12:00:00Z): {source}")]
+    Instant {
+        /// Which flag.
+        flag: &'static str,
         /// As given.
         value: String,
         /// Why.
         source: chrono::ParseError,
     },
+    /// `--from` is not before `--until`.
+    #[error("--from must be before --until")]
+    EmptyWindow,
+    /// The schedule can't be loaded.
+    #[error(transparent)]
+    Schedule(#[from] LoadError),
+    /// A flag combination we can't run yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -90,8 +158,12 @@ impl CliError {
     /// The process exit status for this error: 2 for bad input on the command line.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Expression { .. } | CliError::Zone(_) | CliError::After { .. } => 2,
-            CliError::Output(_) => 1,
+            CliError::Expression { .. }
+            | CliError::Zone(_)
+            | CliError::Instant { .. }
+            | CliError::EmptyWindow
+            | CliError::Unsupported(_) => 2,
+            CliError::Output(_) | CliError::Schedule(_) => 1,
         }
     }
 }
@@ -103,6 +175,7 @@ pub fn init_tracing(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -110,6 +183,8 @@ pub fn init_tracing(filter: &str) {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Run(args) => run_dispatcher(args),
+        Command::Validate(args) => validate(args),
         Command::Next(args) => next(args),
         Command::Explain(args) => explain(args),
     }
@@ -151,12 +226,7 @@ fn upcoming(expr: &CronExpr, after: DateTime<Utc>, count: usize) -> Vec<DateTime
 fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     let expr = compile(&args.expr, &args.tz)?;
     let after = match &args.after {
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .map_err(|source| CliError::After {
-                value: text.clone(),
-                source,
-            })?
-            .with_timezone(&Utc),
+        Some(text) => parse_instant("--after", text)?,
         None => Utc::now(),
     };
     let mut out = std::io::stdout().lock();
@@ -176,4 +246,175 @@ fn explain(args: ExplainArgs) -> Result<ExitCode, CliError> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|source| CliError::Instant {
+            flag,
+            value: text.to_string(),
+            source,
+        })
+}
+
+/// Reads and validates the schedule, returning it with the digest of the bytes it came from.
+fn load_schedule(
+    path: &std::path::Path,
+    options: LoadOptions,
+) -> Result<(Schedule, Digest), CliError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let schedule = schedule::parse(&bytes, path, options)?;
+    Ok((schedule, Digest::of(&bytes)))
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
+    let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
+    let options = LoadOptions { default_tz };
+    let schedule = match load_schedule(&args.path, options) {
+        Ok((s, _)) => s,
+        Err(CliError::Schedule(LoadError::Invalid { path, problems })) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{}: {} problem{}; nothing was changed",
+                path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e),
+    };
+    let now = Utc::now();
+    let enabled = schedule.jobs.iter().filter(|j| j.spec.enabled).count();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: OK, {} jobs ({} enabled)",
+        args.path.display(),
+        schedule.jobs.len(),
+        enabled
+    )?;
+    for job in &schedule.jobs {
+        let next = if job.spec.enabled {
+            job.expr
+                .next_after(now)
+                .map_or_else(|| "never".to_string(), |t| format_instant(t, job.expr.tz()))
+        } else {
+            "disabled".to_string()
+        };
+        writeln!(
+            out,
+            "{}\t{}\t{}\tnext {}",
+            job.spec.name,
+            job.spec.cron_time,
+            job.spec.timezone.name(),
+            next
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
+    let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
+    let options = LoadOptions { default_tz };
+    let window = match (&args.from, &args.until) {
+        (Some(f), Some(u)) => {
+            let from = parse_instant("--from", f)?;
+            let until = parse_instant("--until", u)?;
+            if from >= until {
+                return Err(CliError::EmptyWindow);
+            }
+            Some((from, until))
+        }
+        _ => None,
+    };
+    if !args.dry_run {
+        return Err(CliError::Unsupported(
+            "producing to Kafka is not available in this build yet; use --dry-run".into(),
+        ));
+    }
+    let (schedule, digest) = load_schedule(&args.schedule, options)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(args.queue_capacity.max(1));
+        let printer = tokio::spawn(dry_run::print_lines(rx, args.topic.clone()));
+        match window {
+            Some((from, until)) => {
+                // [from, until): the first slot is the first whole minute at or after `from`.
+                let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
+                let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
+                let clock = ManualClock::new(last.start().unwrap_or(until));
+                let scheduler = Scheduler::new(schedule, Minute(first.0 - 1));
+                tracing::info!(message = "replaying window", from = %first, until = %last, jobs = scheduler.scheduled());
+                let mut tick_loop =
+                    TickLoop::new(Arc::new(clock), scheduler, None, tx, Duration::MAX);
+                let report = tick_loop.tick().await;
+                drop(tick_loop);
+                let printed = printer.await.map_err(std::io::Error::other)??;
+                match report {
+                    Ok(r) => tracing::info!(message = "replay done", minutes = r.minutes, dispatched = r.dispatched, printed),
+                    Err(e) => tracing::error!(message = "replay stopped early", error = %e),
+                }
+            }
+            None => {
+                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+                let now = Minute::containing(clock.now());
+                let scheduler = Scheduler::new(schedule, now);
+                tracing::info!(
+                    message = "cronq dispatcher started (dry run)",
+                    schedule = %args.schedule.display(),
+                    jobs = scheduler.scheduled(),
+                    md5 = %digest,
+                );
+                let source = ScheduleSource::new(args.schedule.clone(), Some(digest), options);
+                let tick_loop = TickLoop::new(clock, scheduler, Some(source), tx, args.max_catchup);
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let loop_task = tokio::spawn(tick_loop.run(args.tick, shutdown.clone()));
+                shutdown_signal().await;
+                tracing::info!(message = "shutting down", grace = %humantime::format_duration(args.shutdown_grace));
+                shutdown.cancel();
+                let _ = loop_task.await;
+                match tokio::time::timeout(args.shutdown_grace, printer).await {
+                    Ok(done) => {
+                        done.map_err(std::io::Error::other)??;
+                    }
+                    Err(_) => tracing::warn!(message = "sink did not drain within the shutdown grace"),
+                }
+            }
+        }
+        Ok::<_, CliError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

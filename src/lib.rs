@@ -17,3 +17,6 @@
 pub mod cli;
 pub mod clock;
 pub mod cron;
+pub mod dispatcher;
+pub mod schedule;
+pub mod wheel;

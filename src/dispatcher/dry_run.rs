@@ -1,0 +1,61 @@
+//! The `--dry-run` sink: each dispatch as one JSON line on stdout, for previews and tests.
+
+use std::io::Write;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::Dispatch;
+
+/// One dry-run line.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunLine<'a> {
+    /// The job.
+    pub job_name: &'a str,
+    /// The slot, RFC 3339 UTC.
+    pub scheduled_at: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Its payload.
+    pub job: &'a str,
+    /// The topic it would go to.
+    pub topic: &'a str,
+}
+
+/// Renders `dispatch` as a JSON line (without the newline).
+pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
+    let line = DryRunLine {
+        job_name: &dispatch.spec.name,
+        scheduled_at: dispatch
+            .scheduled_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        priority: dispatch.spec.priority,
+        job: &dispatch.spec.job,
+        topic: dispatch.spec.topic.as_deref().unwrap_or(default_topic),
+    };
+    // Serializing plain strings and integers cannot fail.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// Prints every dispatch from `rx` until the channel closes, flushing whenever it runs dry so a
+/// reader of the pipe sees each minute as it happens. Returns how many lines were written.
+pub async fn print_lines(
+    mut rx: mpsc::Receiver<Dispatch>,
+    default_topic: String,
+) -> std::io::Result<u64> {
+    // Not `stdout().lock()`: the guard is not Send and this future crosses awaits.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let mut written = 0;
+    while let Some(d) = rx.recv().await {
+        writeln!(out, "{}", render(&d, &default_topic))?;
+        written += 1;
+        while let Ok(d) = rx.try_recv() {
+            writeln!(out, "{}", render(&d, &default_topic))?;
+            written += 1;
+        }
+        out.flush()?;
+    }
+    out.flush()?;
+    Ok(written)
+}

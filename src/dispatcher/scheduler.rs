@@ -1,0 +1,246 @@
+//! The scheduling state the tick loop drives: every enabled job in the timing wheel, keyed by a dense
+//! [`JobId`]. Pure and synchronous (no IO, no tokio, no wall clock), so it is tested minute by minute.
+//!
+//! Invariant: every enabled job that can still fire sits in the wheel at its next instant strictly
+//! after [`Scheduler::processed`], the last minute whose due jobs were handed out. Everything that
+//! moves a job (a fire, a reload) computes "next after `processed`", which is why a reload can
+//! neither fire a job twice for one slot nor skip one.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Minute;
+use crate::schedule::diff::Diff;
+use crate::schedule::{Job, JobSpec, Schedule};
+use crate::wheel::{JobId, Wheel};
+
+/// One due job for one slot: what goes to the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The job's settings at the time it fired.
+    pub spec: Arc<JobSpec>,
+    /// The slot: the instant the job was due.
+    pub scheduled_at: DateTime<Utc>,
+}
+
+impl Dispatch {
+    /// `jobName@scheduledAt`: unique per slot, the idempotency key consumers dedupe on.
+    pub fn dispatch_id(&self) -> String {
+        format!(
+            "{}@{}",
+            self.spec.name,
+            self.scheduled_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+/// A job whose expression has no further instant (e.g. `0 0 29 2 *` past year 9999) stays in the
+/// table but not in the wheel.
+#[derive(Debug)]
+struct Entry {
+    job: Job,
+}
+
+/// The jobs, the wheel, and how far time has been processed.
+#[derive(Debug)]
+pub struct Scheduler {
+    wheel: Wheel,
+    entries: Vec<Option<Entry>>,
+    free: Vec<JobId>,
+    by_name: HashMap<String, JobId>,
+    schedule: Schedule,
+    processed: Minute,
+    due: Vec<(JobId, Minute)>,
+}
+
+/// The minute a cron instant falls in. Cron instants are whole minutes, so this is exact.
+fn minute_of(at: DateTime<Utc>) -> Minute {
+    Minute::containing(at)
+}
+
+impl Scheduler {
+    /// Schedules every enabled job of `schedule` at its next instant after minute `processed`.
+    pub fn new(schedule: Schedule, processed: Minute) -> Scheduler {
+        let mut s = Scheduler {
+            wheel: Wheel::new(processed),
+            entries: Vec::with_capacity(schedule.jobs.len()),
+            free: Vec::new(),
+            by_name: HashMap::with_capacity(schedule.jobs.len()),
+            schedule: Schedule::default(),
+            processed,
+            due: Vec::new(),
+        };
+        for job in schedule.jobs.iter().filter(|j| j.spec.enabled) {
+            s.add(job.clone());
+        }
+        s.schedule = schedule;
+        s
+    }
+
+    /// The last minute whose due jobs were handed out.
+    pub fn processed(&self) -> Minute {
+        self.processed
+    }
+
+    /// The schedule in force.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// Number of jobs in the wheel.
+    pub fn scheduled(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// When `name` fires next, if it is scheduled.
+    pub fn next_run(&self, name: &str) -> Option<Minute> {
+        let id = self.by_name.get(name)?;
+        self.wheel.scheduled_at(*id)
+    }
+
+    /// The earliest minute at which something may be due.
+    pub fn next_due(&self) -> Option<Minute> {
+        self.wheel.next_due()
+    }
+
+    fn add(&mut self, job: Job) {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.entries.push(None);
+                JobId((self.entries.len() - 1) as u32)
+            }
+        };
+        self.by_name.insert(job.spec.name.clone(), id);
+        self.schedule_next(id, &job, self.processed);
+        self.entries[id.0 as usize] = Some(Entry { job });
+    }
+
+    /// Puts `id` in the wheel at its first instant after minute `after`.
+    fn schedule_next(&mut self, id: JobId, job: &Job, after: Minute) {
+        let Some(start) = after.start() else { return };
+        // `next_after` of the minute's first second: strictly after the whole minute `after`.
+        if let Some(next) = job.expr.next_after(start) {
+            let at = minute_of(next);
+            if let Err(e) = self.wheel.insert(id, at) {
+                debug_assert!(false, "cron returned a time not after {after}: {e}");
+            }
+        }
+    }
+
+    /// Replaces the running schedule with `new`, applying the difference by `jobName`: added jobs
+    /// are scheduled after [`processed`](Self::processed), removed ones leave the wheel, a changed
+    /// `cronTime`/`timezone` reschedules, a payload-only change keeps the next run.
+    pub fn apply(&mut self, new: Schedule) -> Diff {
+        let diff = Diff::between(&self.schedule, &new);
+        let by_new_name: HashMap<&str, &Job> = new
+            .jobs
+            .iter()
+            .filter(|j| j.spec.enabled)
+            .map(|j| (j.spec.name.as_str(), j))
+            .collect();
+        for name in &diff.removed {
+            if let Some(id) = self.by_name.remove(name) {
+                self.wheel.remove(id);
+                self.entries[id.0 as usize] = None;
+                self.free.push(id);
+            }
+        }
+        for name in &diff.rescheduled {
+            if let (Some(&id), Some(job)) = (self.by_name.get(name), by_new_name.get(name.as_str()))
+            {
+                self.wheel.remove(id);
+                let job = (*job).clone();
+                self.schedule_next(id, &job, self.processed);
+                self.entries[id.0 as usize] = Some(Entry { job });
+            }
+        }
+        for name in &diff.updated {
+            if let (Some(&id), Some(job)) = (self.by_name.get(name), by_new_name.get(name.as_str()))
+            {
+                self.entries[id.0 as usize] = Some(Entry {
+                    job: (*job).clone(),
+                });
+            }
+        }
+        for name in &diff.added {
+            if let Some(job) = by_new_name.get(name.as_str()) {
+                self.add((*job).clone());
+            }
+        }
+        self.schedule = new;
+        diff
+    }
+
+    /// Processes minute `minute` (which must be `processed + 1`): appends its due jobs to `out`,
+    /// highest priority first, then by name, and reinserts each at its next instant.
+    pub fn run_minute(&mut self, minute: Minute, out: &mut Vec<Dispatch>) {
+        debug_assert_eq!(
+            minute,
+            self.processed.next(),
+            "minutes are processed in order"
+        );
+        let first = out.len();
+        self.due.clear();
+        self.wheel.advance(minute, &mut self.due);
+        self.processed = minute;
+        let Some(slot) = minute.start() else { return };
+        let due = std::mem::take(&mut self.due);
+        for &(id, at) in &due {
+            debug_assert_eq!(at, minute, "a job surfaced at the wrong minute");
+            let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            let job = entry.job.clone();
+            out.push(Dispatch {
+                spec: Arc::clone(&job.spec),
+                scheduled_at: slot,
+            });
+            self.schedule_next(id, &job, minute);
+        }
+        self.due = due;
+        out[first..].sort_unstable_by(|a, b| {
+            (Reverse(a.spec.priority), &a.spec.name).cmp(&(Reverse(b.spec.priority), &b.spec.name))
+        });
+    }
+
+    /// Skips every slot up to and including `until` without dispatching; returns how many job
+    /// slots were skipped (counting stops at `cap` per job, so a month-long suspension of an
+    /// every-minute job doesn't cost 43 200 cron evaluations just to count them).
+    pub fn skip_until(&mut self, until: Minute, cap: u64) -> u64 {
+        if until <= self.processed {
+            return 0;
+        }
+        self.due.clear();
+        self.wheel.advance(until, &mut self.due);
+        self.processed = until;
+        let due = std::mem::take(&mut self.due);
+        let mut skipped = 0;
+        for &(id, at) in &due {
+            let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            let job = entry.job.clone();
+            skipped += 1;
+            let mut cursor = at;
+            let mut counted = 1;
+            while counted < cap {
+                match cursor.start().and_then(|t| job.expr.next_after(t)) {
+                    Some(next) if minute_of(next) <= until => {
+                        skipped += 1;
+                        counted += 1;
+                        cursor = minute_of(next);
+                    }
+                    _ => break,
+                }
+            }
+            self.schedule_next(id, &job, until);
+        }
+        self.due = due;
+        skipped
+    }
+}

@@ -1,0 +1,584 @@
+//! Parse and validate a schedule file into a [`Schedule`], collecting EVERY problem in one pass.
+//!
+//! Each [`Problem`] names the file, the `line:column` of the offending value, the job (index and
+//! name) and the field: `schedule.json:14:19: jobs[2] "nightly": cronTime: minute: 61 is out of range 0-59`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use serde_json::value::RawValue;
+
+use super::file::{offset_in, LineIndex, RawObject, JOB_FIELDS, TOP_FIELDS};
+use crate::cron::{tz::parse_zone, CronError, CronExpr};
+
+/// One job's settings, shared (behind an `Arc`) by the scheduler and every dispatch of the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Unique name; the Kafka key.
+    pub name: String,
+    /// Higher runs first within a minute.
+    pub priority: i32,
+    /// The payload: what a worker executes.
+    pub job: String,
+    /// The cron expression as written.
+    pub cron_time: String,
+    /// The zone `cron_time` is read in.
+    pub timezone: Tz,
+    /// Overrides the global topic.
+    pub topic: Option<String>,
+    /// Disabled jobs are validated but never scheduled.
+    pub enabled: bool,
+}
+
+/// A validated job: its settings and its compiled expression.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Settings.
+    pub spec: Arc<JobSpec>,
+    /// Compiled `cron_time` in `timezone` (shared between jobs with the same expression and zone).
+    pub expr: Arc<CronExpr>,
+}
+
+/// A whole valid schedule, jobs in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Schedule {
+    /// Every job, enabled or not.
+    pub jobs: Vec<Job>,
+}
+
+/// Where a problem is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line and column, where known.
+    pub position: Option<(usize, usize)>,
+    /// Index in `jobs` and the job's name when it has a readable one.
+    pub job: Option<(usize, Option<String>)>,
+    /// The field (`cronTime`, …).
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        f.write_str(": ")?;
+        if let Some((index, name)) = &self.job {
+            write!(f, "jobs[{index}]")?;
+            if let Some(name) = name {
+                write!(f, " {name:?}")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a schedule could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read schedule file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read but has problems; all of them are listed.
+    #[error("{} has {} problem{}:\n{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" }, ProblemList(problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings the file's jobs fall back to.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Zone for jobs without `timezone`.
+    pub default_tz: Tz,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            default_tz: Tz::UTC,
+        }
+    }
+}
+
+/// Reads and validates the schedule at `path`.
+pub fn load(path: &Path, options: LoadOptions) -> Result<Schedule, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&bytes, path, options)
+}
+
+/// Validates the bytes of a schedule file; `path` is used in messages only.
+pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule, LoadError> {
+    let mut checker = Checker {
+        path,
+        text: "",
+        index: None,
+        problems: Vec::new(),
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            checker.problems.push(Problem {
+                file: path.to_path_buf(),
+                position: None,
+                job: None,
+                field: None,
+                message: format!(
+                    "the file is not UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            });
+            return Err(checker.into_error());
+        }
+    };
+    checker.text = text;
+    let schedule = checker.check_file(options);
+    if checker.problems.is_empty() {
+        Ok(schedule)
+    } else {
+        Err(checker.into_error())
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    index: Option<LineIndex>,
+    problems: Vec<Problem>,
+}
+
+/// A JSON value's type, for "expected a string, found a number" messages.
+fn json_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// Kafka's rule for topic names.
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn suggestion(unknown: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default()
+}
+
+impl<'a> Checker<'a> {
+    fn into_error(mut self) -> LoadError {
+        // File order reads best; problems without a position go last.
+        self.problems
+            .sort_by_key(|p| (p.position.is_none(), p.position));
+        LoadError::Invalid {
+            path: self.path.to_path_buf(),
+            problems: self.problems,
+        }
+    }
+
+    fn position_of(&mut self, raw: Option<&str>) -> Option<(usize, usize)> {
+        let offset = offset_in(self.text, raw?)?;
+        let text = self.text;
+        let index = self.index.get_or_insert_with(|| LineIndex::new(text));
+        Some(index.position(text, offset))
+    }
+
+    fn report(
+        &mut self,
+        at: Option<&str>,
+        job: Option<(usize, Option<&str>)>,
+        field: Option<&str>,
+        message: String,
+    ) {
+        let position = self.position_of(at);
+        self.problems.push(Problem {
+            file: self.path.to_path_buf(),
+            position,
+            job: job.map(|(i, n)| (i, n.map(str::to_string))),
+            field: field.map(str::to_string),
+            message,
+        });
+    }
+
+    fn check_file(&mut self, options: LoadOptions) -> Schedule {
+        let top: RawObject<'a> = match serde_json::from_str(self.text) {
+            Ok(top) => top,
+            Err(e) => {
+                let message = if e.is_data() {
+                    format!("expected an object like {{\"jobs\": [...]}}: {e}")
+                } else {
+                    format!("invalid JSON: {e}")
+                };
+                // serde_json's own message ends with "at line L column C"; keep ours uniform.
+                let message = match message.rfind(" at line ") {
+                    Some(i) => message[..i].to_string(),
+                    None => message,
+                };
+                self.problems.push(Problem {
+                    file: self.path.to_path_buf(),
+                    position: (e.line() > 0).then_some((e.line(), e.column())),
+                    job: None,
+                    field: None,
+                    message,
+                });
+                return Schedule::default();
+            }
+        };
+        for (key, value) in &top.members {
+            if !TOP_FIELDS.contains(&key.as_ref()) {
+                let hint = suggestion(key, TOP_FIELDS);
+                self.report(
+                    Some(value.get()),
+                    None,
+                    None,
+                    format!("unknown field {key:?}{hint}; the file holds {{\"jobs\": [...]}}"),
+                );
+            }
+        }
+        let Some(jobs_raw) = top.get("jobs") else {
+            self.report(
+                None,
+                None,
+                None,
+                "missing field \"jobs\" (the list of jobs)".into(),
+            );
+            return Schedule::default();
+        };
+        let entries: Vec<&'a RawValue> = match serde_json::from_str(jobs_raw.get()) {
+            Ok(v) => v,
+            Err(_) => {
+                let found = json_kind(jobs_raw);
+                self.report(
+                    Some(jobs_raw.get()),
+                    None,
+                    Some("jobs"),
+                    format!("expected an array of jobs, found {found}"),
+                );
+                return Schedule::default();
+            }
+        };
+
+        let mut jobs = Vec::with_capacity(entries.len());
+        let mut first_seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        let mut compiled: HashMap<(String, Tz), Result<Arc<CronExpr>, CronError>> = HashMap::new();
+        for (i, raw) in entries.into_iter().enumerate() {
+            if let Some(job) = self.check_job(i, raw, options, &mut first_seen, &mut compiled) {
+                jobs.push(job);
+            }
+        }
+        Schedule { jobs }
+    }
+
+    fn string_field(
+        &mut self,
+        raw: &'a RawValue,
+        job: (usize, Option<&str>),
+        field: &str,
+    ) -> Option<String> {
+        match serde_json::from_str::<String>(raw.get()) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                let found = json_kind(raw);
+                self.report(
+                    Some(raw.get()),
+                    Some(job),
+                    Some(field),
+                    format!("expected a string, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_job(
+        &mut self,
+        i: usize,
+        raw: &'a RawValue,
+        options: LoadOptions,
+        first_seen: &mut HashMap<String, usize>,
+        compiled: &mut HashMap<(String, Tz), Result<Arc<CronExpr>, CronError>>,
+    ) -> Option<Job> {
+        let obj: RawObject<'a> = match serde_json::from_str(raw.get()) {
+            Ok(o) => o,
+            Err(_) => {
+                let found = json_kind(raw);
+                self.report(
+                    Some(raw.get()),
+                    Some((i, None)),
+                    None,
+                    format!("expected a job object, found {found}"),
+                );
+                return None;
+            }
+        };
+        let before = self.problems.len();
+
+        // The name first, so every later problem can name the job.
+        let name = match obj.get("jobName") {
+            Some(v) => self.string_field(v, (i, None), "jobName"),
+            None => None,
+        };
+        let name_ref = name.as_deref().filter(|n| !n.trim().is_empty());
+        let job_ref = (i, name_ref);
+
+        let mut seen_keys: Vec<&str> = Vec::with_capacity(obj.members.len());
+        for (key, value) in &obj.members {
+            if !JOB_FIELDS.contains(&key.as_ref()) {
+                let hint = suggestion(key, JOB_FIELDS);
+                self.report(
+                    Some(value.get()),
+                    Some(job_ref),
+                    None,
+                    format!("unknown field {key:?}{hint}"),
+                );
+            } else if seen_keys.contains(&key.as_ref()) {
+                self.report(
+                    Some(value.get()),
+                    Some(job_ref),
+                    Some(key),
+                    "appears more than once".into(),
+                );
+            } else {
+                seen_keys.push(key);
+            }
+        }
+
+        let job_start = Some(raw.get());
+        for required in ["jobName", "job", "cronTime"] {
+            if obj.get(required).is_none() {
+                self.report(
+                    job_start,
+                    Some(job_ref),
+                    Some(required),
+                    "missing (required)".into(),
+                );
+            }
+        }
+
+        if let (Some(n), Some(v)) = (&name, obj.get("jobName")) {
+            if n.trim().is_empty() {
+                self.report(
+                    Some(v.get()),
+                    Some(job_ref),
+                    Some("jobName"),
+                    "must not be empty".into(),
+                );
+            } else if let Some(&first) = first_seen.get(n.as_str()) {
+                self.report(
+                    Some(v.get()),
+                    Some(job_ref),
+                    Some("jobName"),
+                    format!("duplicate: jobs[{first}] already uses this name"),
+                );
+            } else {
+                first_seen.insert(n.clone(), i);
+            }
+        }
+
+        let priority = match obj.get("priority") {
+            None => Some(0),
+            Some(v) => match serde_json::from_str::<i64>(v.get()) {
+                Ok(p) if i32::try_from(p).is_ok() => Some(p as i32),
+                Ok(p) => {
+                    self.report(
+                        Some(v.get()),
+                        Some(job_ref),
+                        Some("priority"),
+                        format!("{p} is out of range {}..{}", i32::MIN, i32::MAX),
+                    );
+                    None
+                }
+                Err(_) => {
+                    let found = json_kind(v);
+                    let found = if found == "a number" {
+                        format!("{} (not an integer)", v.get())
+                    } else {
+                        found.to_string()
+                    };
+                    self.report(
+                        Some(v.get()),
+                        Some(job_ref),
+                        Some("priority"),
+                        format!("expected an integer, found {found}"),
+                    );
+                    None
+                }
+            },
+        };
+
+        let payload = match obj.get("job") {
+            Some(v) => {
+                let s = self.string_field(v, job_ref, "job");
+                if s.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                    self.report(
+                        Some(v.get()),
+                        Some(job_ref),
+                        Some("job"),
+                        "must not be empty".into(),
+                    );
+                }
+                s
+            }
+            None => None,
+        };
+
+        let timezone = match obj.get("timezone") {
+            None => Some(options.default_tz),
+            Some(v) => match self.string_field(v, job_ref, "timezone") {
+                Some(zone) => match parse_zone(&zone) {
+                    Ok(tz) => Some(tz),
+                    Err(e) => {
+                        self.report(
+                            Some(v.get()),
+                            Some(job_ref),
+                            Some("timezone"),
+                            e.to_string(),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+
+        let topic = match obj.get("topic") {
+            None => Some(None),
+            Some(v) => match self.string_field(v, job_ref, "topic") {
+                Some(t) if valid_topic(&t) => Some(Some(t)),
+                Some(t) => {
+                    self.report(
+                        Some(v.get()),
+                        Some(job_ref),
+                        Some("topic"),
+                        format!("{t:?} is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+
+        let enabled = match obj.get("enabled") {
+            None => Some(true),
+            Some(v) => match serde_json::from_str::<bool>(v.get()) {
+                Ok(b) => Some(b),
+                Err(_) => {
+                    let found = json_kind(v);
+                    self.report(
+                        Some(v.get()),
+                        Some(job_ref),
+                        Some("enabled"),
+                        format!("expected true or false, found {found}"),
+                    );
+                    None
+                }
+            },
+        };
+
+        let cron = match obj.get("cronTime") {
+            Some(v) => match (self.string_field(v, job_ref, "cronTime"), timezone) {
+                (Some(text), Some(tz)) => {
+                    let result = compiled
+                        .entry((text.clone(), tz))
+                        .or_insert_with(|| CronExpr::parse(&text, tz).map(Arc::new))
+                        .clone();
+                    match result {
+                        Ok(expr) => Some((text, expr)),
+                        Err(e) => {
+                            self.report(
+                                Some(v.get()),
+                                Some(job_ref),
+                                Some("cronTime"),
+                                e.to_string(),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            },
+            None => None,
+        };
+
+        if self.problems.len() > before {
+            return None;
+        }
+        let (
+            Some(name),
+            Some(priority),
+            Some(job),
+            Some(timezone),
+            Some(topic),
+            Some(enabled),
+            Some((cron_time, expr)),
+        ) = (name, priority, payload, timezone, topic, enabled, cron)
+        else {
+            return None;
+        };
+        Some(Job {
+            spec: Arc::new(JobSpec {
+                name,
+                priority,
+                job,
+                cron_time,
+                timezone,
+                topic,
+                enabled,
+            }),
+            expr,
+        })
+    }
+}

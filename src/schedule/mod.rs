@@ -1,0 +1,9 @@
+//! The schedule file: parse and validate it ([`load`]), notice when it changes ([`fingerprint`]),
+//! and work out what a new version changes ([`diff`]).
+
+pub mod diff;
+pub mod file;
+pub mod fingerprint;
+pub mod load;
+
+pub use load::{load, parse, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule};

@@ -135,10 +135,17 @@ async fn slots_older_than_max_catchup_are_skipped_and_counted() {
         .filter(|d| d.spec.name == "every-minute")
         .map(|d| d.scheduled_at.format("%H:%M").to_string())
         .collect();
-    assert_eq!(minute_slots, ["12:15", "12:16", "12:17", "12:18", "12:19", "12:20"]);
+    assert_eq!(
+        minute_slots,
+        ["12:15", "12:16", "12:17", "12:18", "12:19", "12:20"]
+    );
     // skipped: every-minute 12:01..=12:14 (14) + two every-5 jobs at 12:05 and 12:10 (4)
     assert_eq!(r.skipped, 18);
-    assert_eq!(got.iter().filter(|d| d.spec.name == "every-5").count(), 2, "12:15 and 12:20");
+    assert_eq!(
+        got.iter().filter(|d| d.spec.name == "every-5").count(),
+        2,
+        "12:15 and 12:20"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +153,11 @@ async fn a_clock_going_backwards_never_refires_a_processed_minute() {
     let mut h = harness(THREE_JOBS, at(12, 0), Duration::from_secs(3600), None);
     h.clock.set(at(12, 3));
     h.tick_loop.tick().await.unwrap();
-    assert_eq!(drain(&mut h.rx).len(), 3, "12:01, 12:02, 12:03 of every-minute");
+    assert_eq!(
+        drain(&mut h.rx).len(),
+        3,
+        "12:01, 12:02, 12:03 of every-minute"
+    );
     h.clock.set(at(11, 50));
     h.tick_loop.tick().await.unwrap();
     h.clock.set(at(12, 2));

@@ -359,6 +359,10 @@ pub async fn run(
     }
 
     let mut partitions: HashMap<String, Option<i32>> = HashMap::new();
+    // The default topic up front: a missing permission or a bad name shows at start-up, and
+    // consumers (`cronq tail`, workers) can attach before the first job is due.
+    let default_partitions = ensure_topic(&client, &config, &config.default_topic).await;
+    partitions.insert(config.default_topic.clone(), default_partitions);
     while let Some(dispatch) = rx.recv().await {
         let record = encode(&dispatch, &config.default_topic, Utc::now());
         let count = match partitions.get(&record.topic) {

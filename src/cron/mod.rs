@@ -189,7 +189,7 @@ impl CronExpr {
     /// ```
     /// use cronq::cron::CronExpr;
     /// let e = CronExpr::parse("*/15 * * * *", chrono_tz::UTC).unwrap();
-    /// assert_eq!(e.describe(), "Every 15 minutes (UTC)");
+    /// assert_eq!(e.describe(), "At 0, 15, 30, and 45 minutes past the hour (UTC)");
     /// ```
     pub fn describe(&self) -> String {
         let base = match self.translation.saffron.parse::<saffron::parse::CronExpr>() {

@@ -8,8 +8,8 @@
 //!
 //! Budget: in UTC the front end (translation is done once at parse; per call it adds the zone
 //! check and, for some expressions, a day filter) may cost at most 20% over saffron. criterion's
-//! reports are per benchmark, so after them the bench times both sides itself, interleaved, and
-//! prints `cronq / saffron` per expression. One Europe/Berlin case is there for information: the
+//! reports are per benchmark, so after them `cargo bench` times both sides itself, interleaved,
+//! and prints `cronq / saffron` per expression. One Europe/Berlin case is there for information: the
 //! zone path does real work (offsets, a DST look-around) and is not held to the budget.
 
 use std::hint::black_box;
@@ -198,8 +198,11 @@ fn print_ratios() {
 }
 
 fn main() {
-    // `cargo test --benches` runs benches with `--test`, and `--list` only lists: no timing then.
-    let timing = !std::env::args().any(|a| a == "--test" || a == "--list");
+    // Like criterion: only `cargo bench` (which passes `--bench`) measures; `cargo test` runs each
+    // benchmark once as a test, and `--list` only lists.
+    let args: Vec<String> = std::env::args().collect();
+    let timing =
+        args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list");
     let mut criterion = Criterion::default().configure_from_args();
     bench_next_after(&mut criterion);
     criterion.final_summary();

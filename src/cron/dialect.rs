@@ -201,6 +201,10 @@ pub struct Translation {
     /// The `n` of an `nW` day-of-month. saffron also fires `nW` in a month that has no day `n`
     /// (on the Friday or Monday next to where it would be), so such days are checked again.
     pub nearest_weekday: Option<u32>,
+    /// The same expression with the minute, hour and month fields as the user wrote them (when they
+    /// are plain numbers, ranges and steps), for a friendlier description ("every 15 minutes"
+    /// rather than "at 0, 15, 30 and 45"). May be rejected by saffron; then `saffron` is described.
+    pub description_text: String,
 }
 
 /// A day condition checked after saffron (see [`Translation::day_filter`]).
@@ -314,6 +318,25 @@ pub fn translate(text: &str) -> Result<Translation, SyntaxError> {
         month.saffron_list(),
         dow_text
     );
+    let as_written = |spec: &FieldSpec| {
+        if spec
+            .source
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"*/-,".contains(&b))
+        {
+            spec.source.clone()
+        } else {
+            spec.saffron_list()
+        }
+    };
+    let description_text = format!(
+        "{} {} {} {} {}",
+        as_written(&minute),
+        as_written(&hour),
+        dom_text,
+        as_written(&month),
+        dow_text
+    );
     // `LW` also ends in `W`, but its `L` is no number.
     let nearest_weekday = dom
         .special
@@ -325,6 +348,7 @@ pub fn translate(text: &str) -> Result<Translation, SyntaxError> {
         day_filter,
         fixed_time,
         nearest_weekday,
+        description_text,
     })
 }
 

@@ -221,15 +221,22 @@ impl CronExpr {
     /// ```
     /// use cronq::cron::CronExpr;
     /// let e = CronExpr::parse("*/15 * * * *", chrono_tz::UTC).unwrap();
-    /// assert_eq!(e.describe(), "At 0, 15, 30, and 45 minutes past the hour (UTC)");
+    /// assert_eq!(
+    ///     e.describe(),
+    ///     "Every 15th minute starting from minute 0 to minute 59 past the hour (UTC)"
+    /// );
     /// ```
     pub fn describe(&self) -> String {
-        let base = match self.translation.saffron.parse::<saffron::parse::CronExpr>() {
-            Ok(parsed) => parsed
-                .describe(saffron::parse::English::default())
-                .to_string(),
-            Err(_) => self.translation.saffron.clone(),
+        let describe = |text: &str| {
+            text.parse::<saffron::parse::CronExpr>().ok().map(|parsed| {
+                parsed
+                    .describe(saffron::parse::English::default())
+                    .to_string()
+            })
         };
+        let base = describe(&self.translation.description_text)
+            .or_else(|| describe(&self.translation.saffron))
+            .unwrap_or_else(|| self.translation.saffron.clone());
         let filter = match self.translation.day_filter {
             None => String::new(),
             Some(DayFilter::Weekdays(mask)) => {

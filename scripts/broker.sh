@@ -52,6 +52,7 @@ start() {
     echo $! >broker.pid)
   for _ in $(seq 1 100); do
     if port_open "$port"; then
+      index_headers
       echo "broker: tansu listening on 127.0.0.1:$port (pid $(cat "$DIR/broker.pid"), log $DIR/broker.log)"
       return
     fi
@@ -60,6 +61,18 @@ start() {
   echo "broker: tansu did not start; its log:" >&2
   cat "$DIR/broker.log" >&2 || true
   exit 1
+}
+
+# tansu 0.6's sqlite schema lacks an index on header (topition, offset_id): every fetched record
+# scans the whole header table, so a topic with tens of thousands of records (3 headers each)
+# becomes unreadable. Adding the index changes no data.
+index_headers() {
+  python3 - "$DIR/tansu.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30)
+c.execute("create index if not exists cronq_header_record on header (topition, offset_id)")
+c.commit()
+PY
 }
 
 stop() {

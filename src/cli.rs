@@ -26,7 +26,12 @@ use crate::schedule::{self, LoadError, LoadOptions, Schedule};
 #[command(name = "cronq", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax, e.g. `info`, `cronq=debug`).
-    #[arg(long, global = true, env = "CRONQ_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "CRONQ_LOG",
+        default_value = "info,rskafka=warn"
+    )]
     pub log: String,
     /// What to do.
     #[command(subcommand)]

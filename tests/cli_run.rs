@@ -38,6 +38,16 @@ fn wait_for(lines: &mpsc::Receiver<String>, seen: &mut Vec<String>, needles: &[&
     }
 }
 
+/// Kills the child if the test fails before it is stopped, so no `cronq run` outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn run_dry_run_hot_reloads_reports_an_invalid_file_and_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,14 +56,17 @@ fn run_dry_run_hot_reloads_reports_an_invalid_file_and_keeps_running() {
         &path,
         r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"0 * * * *"}]}"#,
     );
-    let mut child = Command::new(BIN)
-        .args(["run", "--dry-run", "--tick", "20ms", "--schedule"])
-        .arg(&path)
-        .env("CRONQ_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--dry-run", "--tick", "20ms", "--schedule"])
+            .arg(&path)
+            .env("CRONQ_LOG", "info,rskafka=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

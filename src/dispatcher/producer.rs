@@ -84,7 +84,7 @@ pub struct ProducerConfig {
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// rskafka retries internally too; cap it so a failure surfaces to our own logging retry loop.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Delivery counters shared with whoever reports on shutdown.
 #[derive(Debug, Default)]

@@ -102,6 +102,30 @@ impl Broker {
             );
             pause();
         }
+        self.index_headers();
+    }
+
+    /// tansu 0.6's sqlite schema has no index on `header (topition, offset_id)`, so a fetch scans
+    /// the whole header table once per record: reading 20 000 records with 3 headers each takes
+    /// minutes and the broker stops answering. The index changes no data; scripts/broker.sh adds
+    /// it too.
+    fn index_headers(&self) {
+        let db = self.dir.path().join("tansu.db");
+        let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); \
+                      c.execute('create index if not exists cronq_header_record on header (topition, offset_id)'); c.commit()";
+        let status = Command::new("python3")
+            .args(["-c", script])
+            .arg(&db)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("python3 is needed to index the test broker's headers: {e}")
+            });
+        assert!(
+            status.success(),
+            "indexing {} failed; broker log:\n{}",
+            db.display(),
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -148,8 +172,9 @@ pub struct Consumed {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Reads every partition of `topic` from the beginning with rdkafka until `expected` records
-/// arrived or `timeout` passed; returns what arrived.
+/// Reads every partition of `topic` from the beginning with rdkafka up to its high watermark (so
+/// duplicates, if any, are all seen), giving up after `timeout`; returns what arrived. `expected`
+/// only sizes the buffer.
 pub fn consume_all(
     broker: &str,
     topic: &str,
@@ -157,7 +182,11 @@ pub fn consume_all(
     expected: usize,
     timeout: Duration,
 ) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Ok(debug) = std::env::var("CRONQ_TEST_RDKAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", broker)
         .set("group.id", format!("verify-{topic}"))
         .set("enable.auto.commit", "false")
@@ -170,11 +199,33 @@ pub fn consume_all(
             .expect("partition offset");
     }
     consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::with_capacity(expected);
     let deadline = Instant::now() + timeout;
-    while out.len() < expected && Instant::now() < deadline {
+    // The end of each partition: its high watermark, read once everything has been produced.
+    let mut remaining: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let high = loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "watermarks of {topic}/{p}: {e}");
+                    pause();
+                }
+            }
+        };
+        if high > 0 {
+            remaining.insert(p, high);
+        }
+    }
+    let mut out = Vec::with_capacity(expected);
+    while !remaining.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
+                if remaining
+                    .get(&m.partition())
+                    .is_some_and(|high| m.offset() + 1 >= *high)
+                {
+                    remaining.remove(&m.partition());
+                }
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -215,6 +266,7 @@ pub fn cronq_backfill(
     from: &str,
     until: &str,
     log: &PathBuf,
+    extra_args: &[&str],
 ) -> Child {
     Command::new(CRONQ)
         .args([
@@ -229,9 +281,10 @@ pub fn cronq_backfill(
             until,
         ])
         .args(["--retry-backoff", "50ms"])
+        .args(extra_args)
         .arg("--schedule")
         .arg(schedule)
-        .env("CRONQ_LOG", "info")
+        .env("CRONQ_LOG", "info,rskafka=warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()

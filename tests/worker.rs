@@ -966,3 +966,106 @@ fn a_burst_grows_the_pool_drains_many_times_faster_than_one_executor_and_the_poo
     );
     assert_eq!(counts(&ids_of(&lines(&executed))).len(), 300);
 }
+
+/// An in-process handler: what a program embedding the worker writes.
+struct Counting {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl cronq::worker::Handler for Counting {
+    fn run<'a>(
+        &'a self,
+        run: &'a cronq::worker::JobRun,
+    ) -> cronq::worker::executor::BoxFuture<'a, cronq::worker::Outcome> {
+        Box::pin(async move {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(run.message.dispatch_id.clone());
+            let mut outcome = cronq::worker::Outcome::new(cronq::worker::Status::Succeeded);
+            outcome.stdout_tail = format!("handled {}", run.message.job);
+            outcome
+        })
+    }
+}
+
+#[test]
+fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
+    use cronq::worker::{
+        autoscale::ScaleConfig, queue::Ordering, results::ReportConfig, StartAt, WorkerConfig,
+    };
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wembed");
+    create_topic(&address, &topic, 2);
+    let records: Vec<JobRecord> = (0..100)
+        .map(|i| {
+            encoded(
+                &format!("e-{i:03}"),
+                "anything at all; rm -rf /",
+                0,
+                slot(0),
+                2,
+            )
+        })
+        .collect();
+    produce(&address, &topic, &records);
+    let handler = Arc::new(Counting {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let config = WorkerConfig {
+        brokers: vec![address.clone()],
+        topic: topic.clone(),
+        group: "gembed".into(),
+        start: StartAt::Earliest,
+        ordering: Ordering::Ordered,
+        prefetch: 64,
+        report: ReportConfig {
+            results_topic: format!("{topic}.results"),
+            dlq_topic: format!("{topic}.dlq"),
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            worker: "embedded".into(),
+        },
+        scale: ScaleConfig {
+            min: 1,
+            max: 4,
+            target_drain: Duration::from_secs(1),
+            scale_down_delay: Duration::from_secs(5),
+        },
+        scale_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        commit_interval: Duration::from_millis(100),
+        session_timeout: Duration::from_secs(6),
+        dedup_capacity: 1000,
+        create_topics: true,
+        partitions: 3,
+        replication_factor: 1,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = rt.spawn(cronq::worker::run(
+        config,
+        handler.clone(),
+        shutdown.clone(),
+    ));
+    let results = consume_all(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        100,
+        Duration::from_secs(60),
+    );
+    shutdown.cancel();
+    let summary = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
+        .expect("the worker stops when cancelled")
+        .expect("worker task")
+        .expect("worker run");
+    assert_eq!(summary.succeeded, 100);
+    assert_eq!(results.len(), 100);
+    assert!(results
+        .iter()
+        .all(|r| r.value["stdoutTail"] == "handled anything at all; rm -rf /"));
+    assert_eq!(handler.seen.lock().unwrap().len(), 100);
+}

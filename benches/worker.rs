@@ -88,9 +88,14 @@ fn bare(broker: &str, topic: &str) -> Duration {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
             seen += 1;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "bare consumer stalled at {seen}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "bare consumer stalled at {seen}"
+        );
     }
-    consumer.commit_consumer_state(CommitMode::Sync).expect("commit");
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
     started.elapsed()
 }
 
@@ -153,7 +158,10 @@ fn worker(rt: &tokio::runtime::Runtime, broker: &str, topic: &str, pool: usize) 
     let started = Instant::now();
     let task = rt.spawn(cronq::worker::run(config, Arc::new(NoOp), shutdown.clone()));
     while committed_total(broker, &group, topic) < RECORDS as i64 {
-        assert!(started.elapsed() < Duration::from_secs(300), "pool {pool} stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "pool {pool} stalled"
+        );
         common::pause();
     }
     let took = started.elapsed();

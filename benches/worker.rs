@@ -123,15 +123,21 @@ fn committed_total(broker: &str, group: &str, topic: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn worker(rt: &tokio::runtime::Runtime, broker: &str, topic: &str, pool: usize) -> Duration {
-    let group = format!("bench-worker-{pool}");
+fn worker(
+    rt: &tokio::runtime::Runtime,
+    broker: &str,
+    topic: &str,
+    pool: usize,
+    prefetch: usize,
+) -> Duration {
+    let group = format!("bench-worker-{pool}-{prefetch}");
     let config = WorkerConfig {
         brokers: vec![broker.to_string()],
         topic: topic.to_string(),
         group: group.clone(),
         start: StartAt::Earliest,
         ordering: Ordering::Ordered,
-        prefetch: 256,
+        prefetch,
         report: ReportConfig {
             results_topic: format!("{topic}.results"),
             dlq_topic: format!("{topic}.dlq"),
@@ -182,10 +188,11 @@ fn main() {
         "bare rdkafka consumer: {RECORDS} records in {baseline:?} ({:.0}/s)",
         rate(baseline)
     );
-    for pool in [1, 16] {
-        let took = worker(&rt, &address, &topic, pool);
+    // 256 is the default --prefetch; a queue that never fills shows what pausing the fetch costs.
+    for (pool, prefetch) in [(1, 256), (16, 256), (16, RECORDS)] {
+        let took = worker(&rt, &address, &topic, pool, prefetch);
         println!(
-            "worker, pool {pool:>2}:     {RECORDS} records to committed offsets in {took:?} ({:.0}/s, {:.2}x the bare consumer)",
+            "worker, pool {pool:>2}, prefetch {prefetch:>4}: {RECORDS} records to committed offsets in {took:?} ({:.0}/s, {:.2}x the bare consumer)",
             rate(took),
             baseline.as_secs_f64() / took.as_secs_f64()
         );

@@ -166,7 +166,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_backoff: Duration,
     /// Jobs held in the local queue (picked by priority) before fetching pauses.
-    #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 64)]
+    #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 256)]
     pub prefetch: usize,
     /// `ordered`: runs of one jobName one at a time, in order; `unordered` lifts that.
     #[arg(long, env = "CRONQ_ORDERING", value_enum, default_value_t = Ordering::Ordered)]

@@ -602,6 +602,9 @@ pub async fn run(
         .set("bootstrap.servers", &brokers)
         .set("client.id", &config.report.worker)
         .set("acks", "all")
+        // A finished job waits for its result's ack before its offset may be committed: do not
+        // hold results back to batch them (concurrent executions still batch naturally).
+        .set("linger.ms", "1")
         .create()
         .map_err(|source| WorkerError::Client {
             what: "producer",
@@ -635,6 +638,17 @@ pub async fn run(
         .set(
             "heartbeat.interval.ms",
             (session_ms / 3).min(3000).to_string(),
+        )
+        // How long the broker may hold a fetch when it has nothing: also the pickup delay after the
+        // fetch was paused and resumed. Jobs are latency-sensitive; an idle poll 10 times a second
+        // per broker is cheap.
+        .set("fetch.wait.max.ms", "100")
+        // The loop polls all the time except while draining at shutdown: leave room for the grace.
+        .set(
+            "max.poll.interval.ms",
+            (config.shutdown_grace.as_millis() + 60_000)
+                .max(300_000)
+                .to_string(),
         )
         .create_with_context(WorkerContext {
             state: Arc::clone(&state),

@@ -33,6 +33,7 @@ pub mod queue;
 pub mod results;
 pub mod state;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -380,6 +381,8 @@ struct Worker {
     state: Arc<Mutex<WorkerState>>,
     consumer: Arc<Consumer_>,
     tasks: JoinSet<Done>,
+    /// The job each execution task runs, to clean up after a task that died.
+    spawned: HashMap<tokio::task::Id, (Ticket, JobMessage)>,
     running: usize,
     pool: autoscale::PoolState,
     summary: Summary,
@@ -403,7 +406,8 @@ impl Worker {
                     let handler = Arc::clone(&self.handler);
                     let publisher = Arc::clone(&self.publisher);
                     let report = self.config.report.clone();
-                    self.tasks.spawn(async move {
+                    let job = (ticket.clone(), message.clone());
+                    let handle = self.tasks.spawn(async move {
                         let origin = Origin {
                             topic: ticket.topic.to_string(),
                             partition: ticket.partition,
@@ -423,6 +427,7 @@ impl Worker {
                             end,
                         }
                     });
+                    self.spawned.insert(handle.id(), job);
                 }
             }
         }
@@ -430,15 +435,18 @@ impl Worker {
 
     fn admit(&mut self, record: Fetched) {
         let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
-        let key = record.key.clone();
-        let raw = record.value.clone();
         let admission = lock(&self.state).admit(record);
         match admission {
             Admission::Queued => {}
             Admission::NotAssigned => {
                 debug!(message = "record of a partition no longer assigned; ignored", topic = %topic, partition, offset)
             }
-            Admission::Malformed { ticket, error } => {
+            Admission::Malformed {
+                ticket,
+                error,
+                key,
+                value: raw,
+            } => {
                 warn!(message = "malformed record: not a JobMessage v1; sending it to the DLQ and skipping it", topic = %topic, partition, offset, error = %error);
                 self.summary.malformed += 1;
                 let publisher = Arc::clone(&self.publisher);
@@ -452,6 +460,24 @@ impl Worker {
                     dead_letter_malformed(&*publisher, &report, origin, &key, &raw, error).await;
                     Done::Malformed { ticket }
                 });
+            }
+        }
+    }
+
+    fn joined(&mut self, joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, done)) => {
+                self.spawned.remove(&id);
+                self.done(done);
+            }
+            Err(e) => {
+                if let Some((ticket, message)) = self.spawned.remove(&e.id()) {
+                    self.running = self.running.saturating_sub(1);
+                    lock(&self.state).abandon(&message);
+                    tracing::error!(message = "an execution task died; its record stays uncommitted and commits of its partition stop there until the partition moves", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %e);
+                } else {
+                    tracing::error!(message = "a dead-letter task died; its record stays uncommitted", error = %e);
+                }
             }
         }
     }
@@ -517,10 +543,7 @@ impl Worker {
                     }
                     Err(e) => warn!(message = "consumer error", error = %e),
                 },
-                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
-                    Ok(done) => self.done(done),
-                    Err(e) => warn!(message = "an execution task ended abnormally; its record stays uncommitted", error = %e),
-                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined),
                 _ = commit_tick.tick() => commit(&consumer, &self.state, CommitMode::Async),
                 _ = scale_tick.tick() => {
                     let elapsed = last_scale.elapsed().as_secs_f64().max(0.001);
@@ -569,11 +592,7 @@ impl Worker {
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while !self.tasks.is_empty() {
             tokio::select! {
-                Some(joined) = self.tasks.join_next() => {
-                    if let Ok(done) = joined {
-                        self.done(done);
-                    }
-                }
+                Some(joined) = self.tasks.join_next_with_id() => self.joined(joined),
                 _ = tokio::time::sleep_until(deadline) => {
                     self.summary.aborted = self.running as u64;
                     warn!(message = "shutdown grace expired; killing running jobs (their records stay uncommitted and run again elsewhere)", running = self.running);
@@ -690,6 +709,7 @@ pub async fn run(
         state,
         consumer,
         tasks: JoinSet::new(),
+        spawned: HashMap::new(),
         running: 0,
         summary: Summary::default(),
         completions: 0,

@@ -18,7 +18,11 @@
 //! (succeeded|failed|timed_out|rejected), exitCode, startedAt, finishedAt, durationMs, stdoutTail,
 //! stderrTail, worker`.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -216,6 +220,44 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Turns a panic into a value, so a buggy in-process handler fails its attempt (retried, then
+/// dead-lettered) instead of taking its record's bookkeeping down with it.
+struct CatchUnwind<'a>(BoxFuture<'a, Outcome>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<Outcome, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic_text(panic))),
+        }
+    }
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_string())
+}
+
+/// One attempt; a panicking handler yields a `failed` outcome.
+async fn run_guarded(handler: &dyn Handler, run: &JobRun) -> Outcome {
+    let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(run))) {
+        Ok(future) => CatchUnwind(future).await,
+        Err(panic) => Err(panic_text(panic)),
+    };
+    caught.unwrap_or_else(|panic| {
+        let mut outcome = Outcome::new(Status::Failed);
+        outcome.stderr_tail = format!("the handler panicked: {panic}");
+        outcome
+    })
+}
+
 /// Runs `message` until it succeeds, is rejected, or used up its attempts; reports each attempt and,
 /// when it did not succeed, dead-letters it. Returns once every report was delivered.
 pub async fn execute_with_retries(
@@ -234,7 +276,7 @@ pub async fn execute_with_retries(
     loop {
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        let outcome = handler.run(&run).await;
+        let outcome = run_guarded(handler, &run).await;
         let finished = started
             + chrono::Duration::from_std(clock.elapsed())
                 .unwrap_or_else(|_| chrono::Duration::zero());
@@ -471,6 +513,40 @@ mod tests {
         );
         assert_eq!(h.calls.load(Ordering::SeqCst), 1);
         assert_eq!(records(&r).len(), 2);
+    }
+
+    struct Panicking;
+
+    impl Handler for Panicking {
+        fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            if run.attempt == 1 {
+                panic!("bug before the future");
+            }
+            Box::pin(async { panic!("bug inside the future") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_its_attempts_and_is_dead_lettered() {
+        let r = Recorder::default();
+        let end = execute_with_retries(&Panicking, &r, &config(2), message(), origin()).await;
+        assert_eq!(
+            end,
+            Final::DeadLettered {
+                reason: DeadReason::AttemptsExhausted,
+                attempts: 2
+            }
+        );
+        let got = records(&r);
+        assert_eq!(
+            got[0].1["stderrTail"],
+            "the handler panicked: bug before the future"
+        );
+        assert_eq!(
+            got[1].1["stderrTail"],
+            "the handler panicked: bug inside the future"
+        );
+        assert_eq!(got[2].0, "d");
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum Admission {
         ticket: Ticket,
         /// Why it cannot be read.
         error: String,
+        /// The record's key, for the dead letter.
+        key: Vec<u8>,
+        /// The record's value, for the dead letter.
+        value: Vec<u8>,
     },
     /// The partition is not (or no longer) assigned here; the record is ignored.
     NotAssigned,
@@ -178,7 +182,12 @@ impl WorkerState {
                 });
                 Admission::Queued
             }
-            Err(error) => Admission::Malformed { ticket, error },
+            Err(error) => Admission::Malformed {
+                ticket,
+                error,
+                key: record.key,
+                value: record.value,
+            },
         }
     }
 
@@ -200,6 +209,13 @@ impl WorkerState {
             self.recent.insert(&message.dispatch_id);
         }
         self.finish_offset(ticket);
+    }
+
+    /// A job handed out never finished because its task died (a bug in the worker, not a failed
+    /// job): the ordering rule lets the next run of its name go, but its offset stays unfinished, so
+    /// commits of that partition stop there and the record runs again after the partition moves.
+    pub fn abandon(&mut self, message: &JobMessage) {
+        self.queue.release(&message.job_name, &message.dispatch_id);
     }
 
     /// A malformed record was dead-lettered.
@@ -313,10 +329,17 @@ mod tests {
         s.assign([tp(0)]);
         let mut bad = record(0, 0, "x", 0, 0);
         bad.value = b"{not json".to_vec();
-        let Admission::Malformed { ticket, error } = s.admit(bad) else {
+        let Admission::Malformed {
+            ticket,
+            error,
+            value,
+            ..
+        } = s.admit(bad)
+        else {
             panic!("not malformed")
         };
         assert!(!error.is_empty());
+        assert_eq!(value, b"{not json");
         assert_eq!(s.to_commit(), vec![(tp(0), 0)]);
         s.finish_malformed(&ticket);
         assert_eq!(s.to_commit(), vec![(tp(0), 1)]);

@@ -34,6 +34,7 @@ pub mod results;
 pub mod state;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -190,6 +191,8 @@ fn describe_tps(tps: &[Tp]) -> String {
 /// Rebalance and commit callbacks, run by rdkafka on the thread polling the consumer.
 struct WorkerContext {
     state: Arc<Mutex<WorkerState>>,
+    /// Whether the main loop paused fetching (full local queue).
+    paused: Arc<AtomicBool>,
 }
 
 impl ClientContext for WorkerContext {}
@@ -212,10 +215,16 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = tps_of(tpl);
             lock(&self.state).assign(tps.iter().cloned());
+            // A partition paused before a rebalance may come back paused; start every assignment
+            // fetching, and let the loop pause again if the queue is still full.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!(message = "resuming newly assigned partitions failed", error = %e);
+            }
+            self.paused.store(false, AtomicOrdering::SeqCst);
             info!(message = "partitions assigned", partitions = %describe_tps(&tps));
         }
     }
@@ -379,6 +388,7 @@ struct Worker {
     handler: Arc<dyn Handler>,
     publisher: Arc<dyn Publisher>,
     state: Arc<Mutex<WorkerState>>,
+    paused: Arc<AtomicBool>,
     consumer: Arc<Consumer_>,
     tasks: JoinSet<Done>,
     /// The job each execution task runs, to clean up after a task that died.
@@ -513,14 +523,14 @@ impl Worker {
         let mut last_completions = 0u64;
         let mut rate: Option<f64> = None;
         let prefetch = self.config.prefetch.max(1);
-        let mut paused = false;
+        let paused = Arc::clone(&self.paused);
         let consumer = Arc::clone(&self.consumer);
         loop {
             self.start_ready();
             let queued = lock(&self.state).queued();
-            if paused && queued <= prefetch / 2 {
+            if paused.load(AtomicOrdering::SeqCst) && queued <= prefetch / 2 {
                 pause_or_resume(&consumer, false);
-                paused = false;
+                paused.store(false, AtomicOrdering::SeqCst);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -538,7 +548,7 @@ impl Worker {
                         if lock(&self.state).queued() >= prefetch {
                             // Keep polling (group membership, rebalances) but fetch no more.
                             pause_or_resume(&consumer, true);
-                            paused = true;
+                            paused.store(true, AtomicOrdering::SeqCst);
                         }
                     }
                     Err(e) => warn!(message = "consumer error", error = %e),
@@ -639,6 +649,7 @@ pub async fn run(
         config.ordering,
         config.dedup_capacity,
     )));
+    let paused = Arc::new(AtomicBool::new(false));
     let session_ms = config.session_timeout.as_millis().max(1000);
     let consumer: Consumer_ = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -671,6 +682,7 @@ pub async fn run(
         )
         .create_with_context(WorkerContext {
             state: Arc::clone(&state),
+            paused: Arc::clone(&paused),
         })
         .map_err(|source| WorkerError::Client {
             what: "consumer",
@@ -707,6 +719,7 @@ pub async fn run(
         handler,
         publisher,
         state,
+        paused,
         consumer,
         tasks: JoinSet::new(),
         spawned: HashMap::new(),

@@ -702,7 +702,15 @@ fn a_worker_killed_with_jobs_in_flight_is_taken_over_and_every_job_runs_at_least
 
     let dir = handlers(&[("slow", SLOW)]);
     let executed = dir.path().join("executed");
-    let pool = ["--min-workers", "4", "--max-workers", "4"];
+    // A small prefetch keeps fetching paused most of the time: the takeover must work from there.
+    let pool = [
+        "--min-workers",
+        "4",
+        "--max-workers",
+        "4",
+        "--prefetch",
+        "16",
+    ];
     let first = Worker::start(
         &address,
         &topic,
@@ -778,7 +786,15 @@ fn two_members_split_the_partitions_and_one_leaving_gracefully_loses_nothing() {
 
     let dir = handlers(&[("slow", SLOW)]);
     let executed = dir.path().join("executed");
-    let pool = ["--min-workers", "2", "--max-workers", "2"];
+    // A small prefetch: members are paused when the rebalances happen.
+    let pool = [
+        "--min-workers",
+        "2",
+        "--max-workers",
+        "2",
+        "--prefetch",
+        "16",
+    ];
     let a = Worker::start(
         &address,
         &topic,
@@ -1068,4 +1084,68 @@ fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
         .iter()
         .all(|r| r.value["stdoutTail"] == "handled anything at all; rm -rf /"));
     assert_eq!(handler.seen.lock().unwrap().len(), 100);
+}
+
+#[test]
+fn a_new_group_with_start_latest_skips_what_was_dispatched_before_it_joined() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wlatest");
+    create_topic(&address, &topic, 2);
+    let old: Vec<JobRecord> = (0..5)
+        .map(|i| encoded(&format!("old-{i}"), "record", 0, slot(0), 2))
+        .collect();
+    produce(&address, &topic, &old);
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "glatest",
+        dir.path(),
+        &["--start", "latest"],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "partitions assigned",
+        Duration::from_secs(30),
+        || worker.log().contains("partitions assigned"),
+        || worker.log(),
+    );
+    // "latest" is resolved when the fetcher starts, a moment after the assignment; a record produced
+    // before that is (correctly) skipped too. So produce a fresh record every half second until one
+    // runs, instead of guessing how long that moment is.
+    let mut sent = 0usize;
+    let mut last_sent: Option<Instant> = None;
+    wait_for(
+        "a record produced after the worker joined to run",
+        Duration::from_secs(30),
+        || {
+            if last_sent.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+                produce(
+                    &address,
+                    &topic,
+                    &[encoded(&format!("new-{sent}"), "record", 0, slot(1), 2)],
+                );
+                sent += 1;
+                last_sent = Some(Instant::now());
+            }
+            !lines(&executed).is_empty()
+        },
+        || worker.log(),
+    );
+    let results = consume_all(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        1,
+        Duration::from_secs(30),
+    );
+    worker.stop();
+    let ran = lines(&executed);
+    assert!(
+        ran.iter().all(|id| id.starts_with("new-")),
+        "old records ran: {ran:?}"
+    );
+    assert_eq!(results.len(), 1);
 }

@@ -369,6 +369,16 @@ fn five_hundred_jobs_from_two_clients_each_run_once_with_a_result_each_and_offse
     assert_eq!(per_id.len(), 500);
     assert!(per_id.contains_key("raw-07@2026-11-26T05:00:00Z"));
     assert!(per_id.contains_key("job-149@2026-11-26T00:02:00Z"));
+    // The ordering rule: the three runs of each job executed in slot order.
+    for i in 0..150 {
+        let runs: Vec<&String> = ran
+            .iter()
+            .filter(|id| id.starts_with(&format!("job-{i:03}@")))
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort();
+        assert_eq!(runs, sorted, "job-{i:03} ran out of order");
+    }
     println!("500 jobs executed in {:?}", started.elapsed());
 
     let results = consume_all(

@@ -44,7 +44,7 @@ pub enum Command {
     Run(RunArgs),
     /// Check a schedule file: every problem (exit 1), or each job's next run (exit 0).
     Validate(ValidateArgs),
-    /// Consume job messages as a consumer group and execute them (see WORKERS.md).
+    /// Consume job messages as a consumer group and execute them, sizing the pool by the backlog.
     Worker(WorkerArgs),
     /// Print job messages as they arrive on a topic.
     Tail(TailArgs),

@@ -291,6 +291,46 @@ fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTreeMa
         .collect()
 }
 
+/// Records in `topic` so far (the sum of its high watermarks); None while it does not exist yet.
+fn records_in(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Option<i64> {
+    let mut total = 0;
+    for p in 0..partitions {
+        total += consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?
+            .1;
+    }
+    Some(total)
+}
+
+/// Waits (bounded) until `topic` holds at least `expected` records, then reads them all with
+/// `consume_all`. Returns what it read, which may be fewer on timeout (the caller's assertion says
+/// what was missing).
+fn wait_records(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + timeout;
+    let mut present = records_in(&consumer, topic, partitions);
+    while present.is_none_or(|n| n < expected as i64) && Instant::now() < deadline {
+        for _ in 0..5 {
+            pause();
+        }
+        present = records_in(&consumer, topic, partitions);
+    }
+    if present.is_none() {
+        return Vec::new();
+    }
+    consume_all(broker, topic, partitions, expected, Duration::from_secs(30))
+}
+
 fn high_watermarks(broker: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
@@ -381,7 +421,7 @@ fn five_hundred_jobs_from_two_clients_each_run_once_with_a_result_each_and_offse
     }
     println!("500 jobs executed in {:?}", started.elapsed());
 
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,
@@ -454,7 +494,7 @@ fn a_failing_job_is_tried_max_attempts_times_then_dead_lettered_and_malformed_re
         &["--max-attempts", "3"],
         dir.path().join("worker.log"),
     );
-    let dlq = consume_all(
+    let dlq = wait_records(
         &address,
         &format!("{topic}.dlq"),
         3,
@@ -467,7 +507,7 @@ fn a_failing_job_is_tried_max_attempts_times_then_dead_lettered_and_malformed_re
         "two malformed records and one failed job; log:\n{}",
         worker.log()
     );
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,
@@ -572,7 +612,7 @@ fn a_hanging_job_is_killed_at_the_timeout_with_everything_it_started() {
         ],
         dir.path().join("worker.log"),
     );
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,
@@ -603,7 +643,7 @@ fn a_hanging_job_is_killed_at_the_timeout_with_everything_it_started() {
             String::new,
         );
     }
-    let dlq = consume_all(
+    let dlq = wait_records(
         &address,
         &format!("{topic}.dlq"),
         3,
@@ -655,14 +695,14 @@ fn a_job_outside_the_handlers_directory_is_rejected_and_nothing_runs() {
         &[],
         dir.path().join("worker.log"),
     );
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,
         jobs.len(),
         Duration::from_secs(60),
     );
-    let dlq = consume_all(
+    let dlq = wait_records(
         &address,
         &format!("{topic}.dlq"),
         3,
@@ -1075,7 +1115,7 @@ fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
         handler.clone(),
         shutdown.clone(),
     ));
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,
@@ -1144,7 +1184,7 @@ fn a_new_group_with_start_latest_skips_what_was_dispatched_before_it_joined() {
         },
         || worker.log(),
     );
-    let results = consume_all(
+    let results = wait_records(
         &address,
         &format!("{topic}.results"),
         3,

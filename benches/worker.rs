@@ -2,8 +2,9 @@
 //! offsets with an in-process no-op handler, pool 1 and pool 16, versus a bare rdkafka consumer
 //! (same broker, same topic, its own group) that reads every record and commits once at the end.
 //!
-//! `cargo bench --bench worker` (needs the test broker: `scripts/broker.sh install`).
-//! Prints records/s for each and the ratio to the bare consumer. Every worker run also produces one
+//! `cargo bench --bench worker` measures 5 000 records (needs the test broker: `scripts/broker.sh
+//! install`); `cargo test --benches` runs a 300-record smoke pass. Prints records/s for each and the
+//! ratio to the bare consumer. Every worker run also produces one
 //! JobResult per record and waits for its ack before committing, which the bare consumer does not.
 
 #[path = "../tests/common/mod.rs"]
@@ -25,7 +26,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Records per run under `cargo bench`; `cargo test --benches` runs a small smoke pass instead.
 const RECORDS: usize = 5_000;
+const SMOKE_RECORDS: usize = 300;
 const PARTITIONS: i32 = 4;
 
 struct NoOp;
@@ -36,7 +39,7 @@ impl Handler for NoOp {
     }
 }
 
-fn fill(rt: &tokio::runtime::Runtime, broker: &str, topic: &str) {
+fn fill(rt: &tokio::runtime::Runtime, broker: &str, topic: &str, records: usize) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .create()
@@ -52,8 +55,8 @@ fn fill(rt: &tokio::runtime::Runtime, broker: &str, topic: &str) {
         .create()
         .expect("producer");
     rt.block_on(async {
-        let mut pending = Vec::with_capacity(RECORDS);
-        for i in 0..RECORDS {
+        let mut pending = Vec::with_capacity(records);
+        for i in 0..records {
             let name = format!("bench-{i:05}");
             let value = serde_json::json!({
                 "v": 1, "jobName": name, "priority": 0, "job": "noop", "cronTime": "* * * * *",
@@ -73,7 +76,7 @@ fn fill(rt: &tokio::runtime::Runtime, broker: &str, topic: &str) {
     });
 }
 
-fn bare(broker: &str, topic: &str) -> Duration {
+fn bare(broker: &str, topic: &str, records: usize) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", "bench-bare")
@@ -84,7 +87,7 @@ fn bare(broker: &str, topic: &str) -> Duration {
     consumer.subscribe(&[topic]).expect("subscribe");
     let started = Instant::now();
     let mut seen = 0;
-    while seen < RECORDS {
+    while seen < records {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
             seen += 1;
         }
@@ -129,6 +132,7 @@ fn worker(
     topic: &str,
     pool: usize,
     prefetch: usize,
+    records: usize,
 ) -> Duration {
     let group = format!("bench-worker-{pool}-{prefetch}");
     let config = WorkerConfig {
@@ -163,7 +167,7 @@ fn worker(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let task = rt.spawn(cronq::worker::run(config, Arc::new(NoOp), shutdown.clone()));
-    while committed_total(broker, &group, topic) < RECORDS as i64 {
+    while committed_total(broker, &group, topic) < records as i64 {
         assert!(
             started.elapsed() < Duration::from_secs(300),
             "pool {pool} stalled"
@@ -177,22 +181,30 @@ fn worker(
 }
 
 fn main() {
+    // Like criterion: only `cargo bench` (which passes `--bench`) measures; `cargo test` runs a
+    // small pass so the bench keeps working, and `--list` only lists.
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let measuring = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    let records = if measuring { RECORDS } else { SMOKE_RECORDS };
     let broker = Broker::start();
     let address = broker.address();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let topic = random_topic("bench-worker");
-    fill(&rt, &address, &topic);
-    let baseline = bare(&address, &topic);
-    let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64();
+    fill(&rt, &address, &topic, records);
+    let baseline = bare(&address, &topic, records);
+    let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
-        "bare rdkafka consumer: {RECORDS} records in {baseline:?} ({:.0}/s)",
+        "bare rdkafka consumer: {records} records in {baseline:?} ({:.0}/s)",
         rate(baseline)
     );
     // 256 is the default --prefetch; a queue that never fills shows what pausing the fetch costs.
-    for (pool, prefetch) in [(1, 256), (16, 256), (16, RECORDS)] {
-        let took = worker(&rt, &address, &topic, pool, prefetch);
+    for (pool, prefetch) in [(1, 256), (16, 256), (16, records)] {
+        let took = worker(&rt, &address, &topic, pool, prefetch, records);
         println!(
-            "worker, pool {pool:>2}, prefetch {prefetch:>4}: {RECORDS} records to committed offsets in {took:?} ({:.0}/s, {:.2}x the bare consumer)",
+            "worker, pool {pool:>2}, prefetch {prefetch:>4}: {records} records to committed offsets in {took:?} ({:.0}/s, {:.2}x the bare consumer)",
             rate(took),
             baseline.as_secs_f64() / took.as_secs_f64()
         );

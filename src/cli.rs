@@ -1,4 +1,4 @@
-//! The command line: `cronq run | validate | next | explain`.
+//! The command line: `cronq run | worker | tail | validate | next | explain`.
 //! Every flag is also an environment variable (`CRONQ_*`); durations use humantime (`90s`, `1h`).
 //! stdout carries only data so it can be piped; logs and errors go to stderr.
 
@@ -20,6 +20,10 @@ use crate::dispatcher::producer::{
 use crate::dispatcher::{dry_run, Dispatch, ScheduleSource, Scheduler, TickLoop};
 use crate::schedule::fingerprint::Digest;
 use crate::schedule::{self, LoadError, LoadOptions, Schedule};
+use crate::worker::autoscale::ScaleConfig;
+use crate::worker::queue::Ordering;
+use crate::worker::results::ReportConfig;
+use crate::worker::{Handler, ProcessHandler, Program, StartAt, WorkerConfig, WorkerError};
 
 /// cronq: turns a schedule of cron jobs into Kafka messages.
 #[derive(Debug, Parser)]
@@ -45,6 +49,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check a schedule file: every problem (exit 1), or each job's next run (exit 0).
     Validate(ValidateArgs),
+    /// Consume job messages as a consumer group and execute them, sizing the pool by the backlog.
+    Worker(WorkerArgs),
     /// Print job messages as they arrive on a topic.
     Tail(TailArgs),
     /// Print the next instants at which a cron expression fires, one RFC 3339 instant per line.
@@ -123,6 +129,92 @@ pub struct KafkaArgs {
         value_delimiter = ','
     )]
     pub brokers: Vec<String>,
+}
+
+/// `cronq worker`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The job topic.
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    pub topic: String,
+    /// Consumer group: workers in one group share the topic's partitions.
+    #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-workers")]
+    pub group: String,
+    /// Where a group with no committed offsets starts.
+    #[arg(long, env = "CRONQ_START", value_enum, default_value_t = StartAt::Earliest)]
+    pub start: StartAt,
+    /// Directory of handler programs: a job's first word names an executable file directly inside it.
+    #[arg(long, env = "CRONQ_HANDLERS", default_value = "handlers")]
+    pub handlers: PathBuf,
+    /// Run each job with `sh -c` instead. Anyone who can write to the topic can then run commands here.
+    #[arg(long, env = "CRONQ_SHELL")]
+    pub shell: bool,
+    /// Longest run of one attempt; then its process group gets SIGTERM, and SIGKILL after --kill-grace.
+    #[arg(long, env = "CRONQ_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a job times out.
+    #[arg(long, env = "CRONQ_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+    /// Topic for a JobResult per attempt.
+    #[arg(long, env = "CRONQ_RESULTS_TOPIC", default_value = "jobs.results")]
+    pub results_topic: String,
+    /// Topic for jobs that used up their attempts, were rejected, or could not be read.
+    #[arg(long, env = "CRONQ_DLQ_TOPIC", default_value = "jobs.dlq")]
+    pub dlq_topic: String,
+    /// Attempts per job (failed or timed out ones are retried).
+    #[arg(long, env = "CRONQ_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles (with jitter) for each further one, up to 30s.
+    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+    /// Jobs held in the local queue (picked by priority) before fetching pauses.
+    #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 256)]
+    pub prefetch: usize,
+    /// `ordered`: runs of one jobName one at a time, in order; `unordered` lifts that.
+    #[arg(long, env = "CRONQ_ORDERING", value_enum, default_value_t = Ordering::Ordered)]
+    pub ordering: Ordering,
+    /// Smallest pool of executors.
+    #[arg(long, env = "CRONQ_MIN_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_workers: u64,
+    /// Largest pool of executors.
+    #[arg(long, env = "CRONQ_MAX_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_workers: u64,
+    /// How often the pool size is decided.
+    #[arg(long, env = "CRONQ_SCALE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub scale_interval: Duration,
+    /// Grow the pool when the backlog would take longer than this at the observed rate.
+    #[arg(long, env = "CRONQ_TARGET_DRAIN", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub target_drain: Duration,
+    /// Shrink the pool (one step at a time) only after this long with spare capacity.
+    #[arg(long, env = "CRONQ_SCALE_DOWN_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub scale_down_delay: Duration,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish before they are killed.
+    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How often finished offsets are committed.
+    #[arg(long, env = "CRONQ_COMMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub commit_interval: Duration,
+    /// Group session timeout: how long a silent worker keeps its partitions.
+    #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub session_timeout: Duration,
+    /// How many finished dispatchIds are remembered to skip redeliveries.
+    #[arg(long, env = "CRONQ_DEDUP_CAPACITY", default_value_t = 100_000)]
+    pub dedup_capacity: usize,
+    /// This worker's name in results (default: hostname-pid).
+    #[arg(long, env = "CRONQ_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Partitions of the results and DLQ topics when the worker creates them.
+    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+    /// Replication factor of topics the worker creates.
+    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Never create the results and DLQ topics.
+    #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
+    pub no_create_topics: bool,
 }
 
 /// `cronq tail`
@@ -217,6 +309,18 @@ pub enum CliError {
     #[error(transparent)]
     Schedule(#[from] LoadError),
 
+    /// A flag's value cannot be used.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// Which flag.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The worker could not run.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -229,8 +333,9 @@ impl CliError {
             CliError::Expression { .. }
             | CliError::Zone(_)
             | CliError::Instant { .. }
-            | CliError::EmptyWindow => 2,
-            CliError::Output(_) | CliError::Schedule(_) => 1,
+            | CliError::EmptyWindow
+            | CliError::Invalid { .. } => 2,
+            CliError::Output(_) | CliError::Schedule(_) | CliError::Worker(_) => 1,
         }
     }
 }
@@ -252,6 +357,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run(args) => run_dispatcher(args),
         Command::Validate(args) => validate(args),
+        Command::Worker(args) => run_worker(args),
         Command::Tail(args) => crate::tail::run(args),
         Command::Next(args) => next(args),
         Command::Explain(args) => explain(args),
@@ -541,6 +647,91 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
             }
         }
         Ok::<_, CliError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_worker_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
+    if args.min_workers > args.max_workers {
+        return Err(CliError::Invalid {
+            flag: "--min-workers",
+            reason: format!(
+                "{} is more than --max-workers {}",
+                args.min_workers, args.max_workers
+            ),
+        });
+    }
+    let program = if args.shell {
+        tracing::warn!(
+            message = "--shell: jobs run with sh -c; anyone who can write to the topic can run commands on this machine",
+            topic = %args.topic,
+        );
+        Program::Shell
+    } else {
+        if !args.handlers.is_dir() {
+            return Err(CliError::Invalid {
+                flag: "--handlers",
+                reason: format!(
+                    "{} is not a directory (create it and put one executable per job name in it, or use --shell)",
+                    args.handlers.display()
+                ),
+            });
+        }
+        Program::Handlers(args.handlers.clone())
+    };
+    let handler: Arc<dyn Handler> = Arc::new(ProcessHandler {
+        program,
+        timeout: args.timeout,
+        kill_grace: args.kill_grace,
+    });
+    let config = WorkerConfig {
+        brokers: args.kafka.brokers.clone(),
+        topic: args.topic.clone(),
+        group: args.group.clone(),
+        start: args.start,
+        ordering: args.ordering,
+        prefetch: args.prefetch,
+        report: ReportConfig {
+            results_topic: args.results_topic.clone(),
+            dlq_topic: args.dlq_topic.clone(),
+            max_attempts: args.max_attempts,
+            retry_backoff: args.retry_backoff,
+            worker: args.worker_id.clone().unwrap_or_else(default_worker_id),
+        },
+        scale: ScaleConfig {
+            min: args.min_workers as usize,
+            max: args.max_workers as usize,
+            target_drain: args.target_drain,
+            scale_down_delay: args.scale_down_delay,
+        },
+        scale_interval: args.scale_interval,
+        shutdown_grace: args.shutdown_grace,
+        commit_interval: args.commit_interval,
+        session_timeout: args.session_timeout,
+        dedup_capacity: args.dedup_capacity,
+        create_topics: !args.no_create_topics,
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signal.cancel();
+        });
+        crate::worker::run(config, handler, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

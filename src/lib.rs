@@ -5,10 +5,19 @@
 //!    (MD5 checked every tick)   (validate, diff)   (compiled cron)                 │ due jobs, each minute
 //!                                                                                  ▼
 //!                                                      DispatchSink (bounded channel: dry-run printer / Kafka producers)
+//!                                                                                  │ JobMessage v1
+//!                                                                                  ▼
+//!                                                                            Kafka topic(s)
+//!                                                                                  │ consumer group
+//!                                                                                  ▼
+//!                          worker (StreamConsumer) ──► local queue ──► executors (pool size follows lag)
+//!                                     ▲                                            │ JobResult / dead letter
+//!                                     └─ offsets committed only up to the lowest unfinished ◄─┘──► results / DLQ topics
 //! ```
 //!
 //! - [`cron`]: standard cron expressions (5 fields, `@macros`) compiled through saffron, evaluated in
 //!   an IANA zone with the Debian cron(8) DST rules.
+//! - [`worker`]: `cronq worker`, the consumer group that executes job messages (pool sized by lag).
 //! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
 
 #![warn(missing_docs)]
@@ -22,3 +31,4 @@ pub mod message;
 pub mod schedule;
 pub mod tail;
 pub mod wheel;
+pub mod worker;

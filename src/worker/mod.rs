@@ -1,0 +1,748 @@
+//! `cronq worker`: consumes JobMessage v1 as a member of a consumer group, runs each job, reports
+//! results, and commits a partition's offset only past records whose execution has finished.
+//!
+//! ```text
+//!  Kafka topic ──► StreamConsumer (group --group, manual commits) ──► WorkerState::admit
+//!     ▲   (paused while the local queue holds --prefetch)                 │ local queue (priority,
+//!     │                                                                   │ then slot; one run per
+//!     │ commit every --commit-interval: lowest unfinished offset          ▼ jobName at a time)
+//!     └──────────────────────────────── WorkerState ◄── finish ◄── executors (pool of N tasks)
+//!                                                                   │ Handler (process or your own)
+//!  every --scale-interval: autoscale::decide(lag, in flight, rate)  ▼
+//!     sets N within [--min-workers, --max-workers]         results topic / DLQ topic
+//! ```
+//!
+//! Delivery is at-least-once. A record's offset is committed only once its execution, retries and
+//! reports are done; a worker that dies mid-job leaves its records uncommitted, and the member that
+//! takes the partition over runs them again. Rebalances commit what finished before the partition
+//! goes; running jobs of a revoked partition still finish and report, but their offsets are left to
+//! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
+//! commits, and leaves the group.
+//!
+//! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
+//!   trait for embedding.
+//! - [`results`]: JobResult v1, retries, dead letters.
+//! - [`state`], [`offsets`], [`queue`], [`dedup`]: the pure bookkeeping.
+//! - [`autoscale`]: the pure pool-size decision.
+
+pub mod autoscale;
+pub mod dedup;
+pub mod executor;
+pub mod offsets;
+pub mod queue;
+pub mod results;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
+use results::{
+    dead_letter_malformed, execute_with_retries, Final, KafkaPublisher, Origin, Publisher,
+    ReportConfig,
+};
+use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
+
+use crate::dispatcher::producer::Backoff;
+use crate::message::JobMessage;
+
+/// `--start`: where a group with no committed offset begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StartAt {
+    /// The oldest record: jobs dispatched before the first worker came up still run.
+    #[default]
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+}
+
+/// Everything the worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Bootstrap brokers.
+    pub brokers: Vec<String>,
+    /// The job topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Where a group without offsets starts.
+    pub start: StartAt,
+    /// `--ordering`
+    pub ordering: queue::Ordering,
+    /// Jobs held in the local queue before fetching pauses.
+    pub prefetch: usize,
+    /// Results, DLQ, retries, worker id.
+    pub report: ReportConfig,
+    /// Pool limits and timings.
+    pub scale: autoscale::ScaleConfig,
+    /// How often the pool size is decided.
+    pub scale_interval: Duration,
+    /// How long running jobs may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// How often finished offsets are committed.
+    pub commit_interval: Duration,
+    /// Consumer group session timeout: how soon a dead member's partitions move.
+    pub session_timeout: Duration,
+    /// How many finished `dispatchId`s are remembered.
+    pub dedup_capacity: usize,
+    /// Create the results and DLQ topics when missing.
+    pub create_topics: bool,
+    /// Partitions of topics the worker creates.
+    pub partitions: i32,
+    /// Replication factor of topics the worker creates.
+    pub replication_factor: i32,
+}
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A Kafka client could not be configured.
+    #[error("cannot create the Kafka {what} for {brokers}: {source}")]
+    Client {
+        /// consumer, producer, admin client
+        what: &'static str,
+        /// `--brokers`
+        brokers: String,
+        /// Why.
+        source: KafkaError,
+    },
+    /// Subscribing failed.
+    #[error("cannot subscribe to topic {topic:?}: {source}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// Why.
+        source: KafkaError,
+    },
+    /// A report topic could not be created.
+    #[error("cannot create topic {topic:?}: {reason} (create it yourself, or check the broker's permissions)")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+}
+
+/// What a run did, logged when the worker stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs sent to the DLQ (attempts used up, or rejected).
+    pub dead_lettered: u64,
+    /// Records skipped as recently finished `dispatchId`s.
+    pub duplicates: u64,
+    /// Records that were not JobMessage v1.
+    pub malformed: u64,
+    /// Jobs still running when the shutdown grace ran out.
+    pub aborted: u64,
+}
+
+fn lock(state: &Mutex<WorkerState>) -> MutexGuard<'_, WorkerState> {
+    // A panic while holding the lock leaves bookkeeping that is still consistent enough to commit
+    // conservatively; carrying on beats taking the worker down.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn tpl_of(positions: &[(Tp, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in positions {
+        // Only fails for an invalid offset; ours are positions taken from fetched records.
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+fn describe_tps(tps: &[Tp]) -> String {
+    let mut names: Vec<String> = tps.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+    names.sort();
+    names.join(",")
+}
+
+/// Rebalance and commit callbacks, run by rdkafka on the thread polling the consumer.
+struct WorkerContext {
+    state: Arc<Mutex<WorkerState>>,
+    /// Whether the main loop paused fetching (full local queue).
+    paused: Arc<AtomicBool>,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let tps = tps_of(tpl);
+                let commits = lock(&self.state).revoke(&tps);
+                if !commits.is_empty() {
+                    if let Err(e) = consumer.commit(&tpl_of(&commits), CommitMode::Sync) {
+                        warn!(message = "committing before giving partitions up failed; their finished records may run again", partitions = %describe_tps(&tps), error = %e);
+                    }
+                }
+                info!(message = "partitions revoked", partitions = %describe_tps(&tps), committed = commits.len());
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => warn!(message = "rebalance error", error = %e),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = tps_of(tpl);
+            lock(&self.state).assign(tps.iter().cloned());
+            // A partition paused before a rebalance may come back paused; start every assignment
+            // fetching, and let the loop pause again if the queue is still full.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!(message = "resuming newly assigned partitions failed", error = %e);
+            }
+            self.paused.store(false, AtomicOrdering::SeqCst);
+            info!(message = "partitions assigned", partitions = %describe_tps(&tps));
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            let tps = tps_of(offsets);
+            warn!(message = "commit failed; will retry", partitions = %describe_tps(&tps), error = %e);
+            lock(&self.state).commit_failed(&tps);
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<WorkerContext>;
+
+enum Done {
+    Job {
+        ticket: Ticket,
+        message: JobMessage,
+        end: Final,
+    },
+    Malformed {
+        ticket: Ticket,
+    },
+}
+
+/// Creates the results and DLQ topics when they are missing (tansu and many clusters do not
+/// auto-create), retrying while the cluster is unreachable.
+async fn ensure_report_topics(
+    config: &WorkerConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    if !config.create_topics {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", config.brokers.join(","))
+        .create()
+        .map_err(|source| WorkerError::Client {
+            what: "admin client",
+            brokers: config.brokers.join(","),
+            source,
+        })?;
+    let names = [&config.report.results_topic, &config.report.dlq_topic];
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    loop {
+        match admin.create_topics(&topics, &options).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(topic) => info!(
+                            message = "created topic",
+                            topic,
+                            partitions = config.partitions
+                        ),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            return Err(WorkerError::CreateTopic {
+                                topic,
+                                reason: code.to_string(),
+                            })
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(message = "cannot reach Kafka to create the report topics; retrying", brokers = %config.brokers.join(","), error = %e, retry_in_ms = delay.as_millis() as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Records not started yet on the broker side: Σ (high watermark − position) over the assigned
+/// partitions. Blocking (one watermark request per partition).
+fn broker_lag(consumer: &Consumer_) -> Option<u64> {
+    let positions = consumer.position().ok()?;
+    let mut total = 0u64;
+    for e in positions.elements() {
+        // A partition nothing was read from since it was assigned is either caught up or about to
+        // deliver; counting its whole history would be wrong, so it counts as 0 until then.
+        let Offset::Offset(position) = e.offset() else {
+            continue;
+        };
+        match consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)) {
+            Ok((_low, high)) => total += (high - position).max(0) as u64,
+            Err(err) => {
+                debug!(message = "watermarks unavailable", topic = e.topic(), partition = e.partition(), error = %err)
+            }
+        }
+    }
+    Some(total)
+}
+
+async fn watch_lag(consumer: Arc<Consumer_>, every: Duration, tx: watch::Sender<Option<u64>>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let c = Arc::clone(&consumer);
+        let lag = tokio::task::spawn_blocking(move || broker_lag(&c))
+            .await
+            .ok()
+            .flatten();
+        if tx.send(lag).is_err() {
+            return;
+        }
+    }
+}
+
+fn pause_or_resume(consumer: &Consumer_, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    if assignment.count() == 0 {
+        return;
+    }
+    let r = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    if let Err(e) = r {
+        warn!(message = if pause { "pausing fetch failed" } else { "resuming fetch failed" }, error = %e);
+    }
+}
+
+fn commit(consumer: &Consumer_, state: &Mutex<WorkerState>, mode: CommitMode) {
+    let positions = lock(state).to_commit();
+    if positions.is_empty() {
+        return;
+    }
+    match consumer.commit(&tpl_of(&positions), mode) {
+        Ok(()) => {
+            lock(state).committed(&positions);
+            debug!(message = "committed", positions = ?positions);
+        }
+        Err(e) => warn!(message = "commit failed; will retry", error = %e),
+    }
+}
+
+/// The consumer loop with everything around it.
+struct Worker {
+    config: WorkerConfig,
+    handler: Arc<dyn Handler>,
+    publisher: Arc<dyn Publisher>,
+    state: Arc<Mutex<WorkerState>>,
+    paused: Arc<AtomicBool>,
+    consumer: Arc<Consumer_>,
+    tasks: JoinSet<Done>,
+    /// The job each execution task runs, to clean up after a task that died.
+    spawned: HashMap<tokio::task::Id, (Ticket, JobMessage)>,
+    running: usize,
+    pool: autoscale::PoolState,
+    summary: Summary,
+    completions: u64,
+}
+
+impl Worker {
+    /// Starts as many ready jobs as the pool has free executors.
+    fn start_ready(&mut self) {
+        while self.running < self.pool.size {
+            let next = lock(&self.state).next_ready();
+            match next {
+                None => return,
+                Some(Next::Duplicate(ticket, message)) => {
+                    info!(message = "skipping a dispatchId this worker finished recently", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset);
+                    lock(&self.state).finish(&ticket, &message, false);
+                    self.summary.duplicates += 1;
+                }
+                Some(Next::Run(ticket, message)) => {
+                    self.running += 1;
+                    let handler = Arc::clone(&self.handler);
+                    let publisher = Arc::clone(&self.publisher);
+                    let report = self.config.report.clone();
+                    let job = (ticket.clone(), message.clone());
+                    let handle = self.tasks.spawn(async move {
+                        let origin = Origin {
+                            topic: ticket.topic.to_string(),
+                            partition: ticket.partition,
+                            offset: ticket.offset,
+                        };
+                        let end = execute_with_retries(
+                            &*handler,
+                            &*publisher,
+                            &report,
+                            message.clone(),
+                            origin,
+                        )
+                        .await;
+                        Done::Job {
+                            ticket,
+                            message,
+                            end,
+                        }
+                    });
+                    self.spawned.insert(handle.id(), job);
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, record: Fetched) {
+        let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
+        let admission = lock(&self.state).admit(record);
+        match admission {
+            Admission::Queued => {}
+            Admission::NotAssigned => {
+                debug!(message = "record of a partition no longer assigned; ignored", topic = %topic, partition, offset)
+            }
+            Admission::Malformed {
+                ticket,
+                error,
+                key,
+                value: raw,
+            } => {
+                warn!(message = "malformed record: not a JobMessage v1; sending it to the DLQ and skipping it", topic = %topic, partition, offset, error = %error);
+                self.summary.malformed += 1;
+                let publisher = Arc::clone(&self.publisher);
+                let report = self.config.report.clone();
+                self.tasks.spawn(async move {
+                    let origin = Origin {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                    };
+                    dead_letter_malformed(&*publisher, &report, origin, &key, &raw, error).await;
+                    Done::Malformed { ticket }
+                });
+            }
+        }
+    }
+
+    fn joined(&mut self, joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, done)) => {
+                self.spawned.remove(&id);
+                self.done(done);
+            }
+            Err(e) => {
+                if let Some((ticket, message)) = self.spawned.remove(&e.id()) {
+                    self.running = self.running.saturating_sub(1);
+                    lock(&self.state).abandon(&message);
+                    tracing::error!(message = "an execution task died; its record stays uncommitted and commits of its partition stop there until the partition moves", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %e);
+                } else {
+                    tracing::error!(message = "a dead-letter task died; its record stays uncommitted", error = %e);
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Job {
+                ticket,
+                message,
+                end,
+            } => {
+                self.running = self.running.saturating_sub(1);
+                self.completions += 1;
+                match end {
+                    Final::Succeeded { .. } => self.summary.succeeded += 1,
+                    Final::DeadLettered { .. } => self.summary.dead_lettered += 1,
+                }
+                lock(&self.state).finish(&ticket, &message, true);
+            }
+            Done::Malformed { ticket } => lock(&self.state).finish_malformed(&ticket),
+        }
+    }
+
+    async fn run(&mut self, shutdown: CancellationToken, lag: watch::Receiver<Option<u64>>) {
+        let mut commit_tick =
+            tokio::time::interval(self.config.commit_interval.max(Duration::from_millis(10)));
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scale_tick =
+            tokio::time::interval(self.config.scale_interval.max(Duration::from_millis(10)));
+        scale_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = Instant::now();
+        let mut last_scale = Instant::now();
+        let mut last_completions = 0u64;
+        let mut rate: Option<f64> = None;
+        let prefetch = self.config.prefetch.max(1);
+        let paused = Arc::clone(&self.paused);
+        let consumer = Arc::clone(&self.consumer);
+        loop {
+            self.start_ready();
+            let queued = lock(&self.state).queued();
+            if paused.load(AtomicOrdering::SeqCst) && queued <= prefetch / 2 {
+                pause_or_resume(&consumer, false);
+                paused.store(false, AtomicOrdering::SeqCst);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = consumer.recv() => match received {
+                    Ok(m) => {
+                        let record = Fetched {
+                            topic: Arc::from(m.topic()),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().unwrap_or_default().to_vec(),
+                            value: m.payload().unwrap_or_default().to_vec(),
+                        };
+                        drop(m);
+                        self.admit(record);
+                        if lock(&self.state).queued() >= prefetch {
+                            // Keep polling (group membership, rebalances) but fetch no more.
+                            pause_or_resume(&consumer, true);
+                            paused.store(true, AtomicOrdering::SeqCst);
+                        }
+                    }
+                    Err(e) => warn!(message = "consumer error", error = %e),
+                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined),
+                _ = commit_tick.tick() => commit(&consumer, &self.state, CommitMode::Async),
+                _ = scale_tick.tick() => {
+                    let elapsed = last_scale.elapsed().as_secs_f64().max(0.001);
+                    let now_rate = (self.completions - last_completions) as f64 / elapsed;
+                    last_scale = Instant::now();
+                    last_completions = self.completions;
+                    // Smoothed so one lucky interval does not set the size.
+                    let smoothed = rate.map_or(now_rate, |r| 0.5 * r + 0.5 * now_rate);
+                    rate = Some(smoothed);
+                    let broker = (*lag.borrow()).unwrap_or(0);
+                    let backlog = broker + lock(&self.state).queued() as u64;
+                    let obs = autoscale::Observation {
+                        backlog,
+                        in_flight: self.running,
+                        rate: smoothed,
+                        now_ms: started.elapsed().as_millis() as u64,
+                    };
+                    let decision = autoscale::decide(self.config.scale, self.pool, obs);
+                    if let Some(reason) = decision.reason {
+                        info!(
+                            message = "pool resized",
+                            from = self.pool.size,
+                            to = decision.state.size,
+                            lag = backlog,
+                            in_flight = self.running,
+                            rate = format!("{smoothed:.2}/s"),
+                            reason = %reason,
+                        );
+                    }
+                    self.pool = decision.state;
+                }
+            }
+        }
+    }
+
+    /// Stop fetching, let running jobs finish within the grace, commit.
+    async fn drain(&mut self) {
+        let dropped = lock(&self.state).drop_queue();
+        pause_or_resume(&self.consumer, true);
+        info!(
+            message = "shutting down: no new jobs start; waiting for running ones",
+            running = self.running,
+            queued_dropped = dropped,
+            grace = %humantime::format_duration(self.config.shutdown_grace),
+        );
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = self.tasks.join_next_with_id() => self.joined(joined),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.summary.aborted = self.running as u64;
+                    warn!(message = "shutdown grace expired; killing running jobs (their records stay uncommitted and run again elsewhere)", running = self.running);
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let state = Arc::clone(&self.state);
+        let _ =
+            tokio::task::spawn_blocking(move || commit(&consumer, &state, CommitMode::Sync)).await;
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains and leaves the group.
+pub async fn run(
+    config: WorkerConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> Result<Summary, WorkerError> {
+    let brokers = config.brokers.join(",");
+    ensure_report_topics(&config, &shutdown).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("client.id", &config.report.worker)
+        .set("acks", "all")
+        // A finished job waits for its result's ack before its offset may be committed: do not
+        // hold results back to batch them (concurrent executions still batch naturally).
+        .set("linger.ms", "1")
+        .create()
+        .map_err(|source| WorkerError::Client {
+            what: "producer",
+            brokers: brokers.clone(),
+            source,
+        })?;
+    let publisher: Arc<dyn Publisher> = Arc::new(KafkaPublisher {
+        producer,
+        retry_backoff: Duration::from_millis(200),
+    });
+
+    let state = Arc::new(Mutex::new(WorkerState::new(
+        config.ordering,
+        config.dedup_capacity,
+    )));
+    let paused = Arc::new(AtomicBool::new(false));
+    let session_ms = config.session_timeout.as_millis().max(1000);
+    let consumer: Consumer_ = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &config.group)
+        .set("client.id", &config.report.worker)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match config.start {
+                StartAt::Earliest => "earliest",
+                StartAt::Latest => "latest",
+            },
+        )
+        .set("session.timeout.ms", session_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 3).min(3000).to_string(),
+        )
+        // How long the broker may hold a fetch when it has nothing: also the pickup delay after the
+        // fetch was paused and resumed. Jobs are latency-sensitive; an idle poll 10 times a second
+        // per broker is cheap.
+        .set("fetch.wait.max.ms", "100")
+        // The loop polls all the time except while draining at shutdown: leave room for the grace.
+        .set(
+            "max.poll.interval.ms",
+            (config.shutdown_grace.as_millis() + 60_000)
+                .max(300_000)
+                .to_string(),
+        )
+        .create_with_context(WorkerContext {
+            state: Arc::clone(&state),
+            paused: Arc::clone(&paused),
+        })
+        .map_err(|source| WorkerError::Client {
+            what: "consumer",
+            brokers: brokers.clone(),
+            source,
+        })?;
+    consumer
+        .subscribe(&[&config.topic])
+        .map_err(|source| WorkerError::Subscribe {
+            topic: config.topic.clone(),
+            source,
+        })?;
+    let consumer = Arc::new(consumer);
+    info!(
+        message = "worker started",
+        brokers = %brokers,
+        topic = %config.topic,
+        group = %config.group,
+        worker = %config.report.worker,
+        min_workers = config.scale.min,
+        max_workers = config.scale.max,
+        ordering = ?config.ordering,
+    );
+
+    let (lag_tx, lag_rx) = watch::channel(None);
+    let lag_task = tokio::spawn(watch_lag(
+        Arc::clone(&consumer),
+        config.scale_interval.max(Duration::from_millis(100)),
+        lag_tx,
+    ));
+    let mut worker = Worker {
+        pool: autoscale::PoolState::new(config.scale.normalized().min),
+        config,
+        handler,
+        publisher,
+        state,
+        paused,
+        consumer,
+        tasks: JoinSet::new(),
+        spawned: HashMap::new(),
+        running: 0,
+        summary: Summary::default(),
+        completions: 0,
+    };
+    worker.run(shutdown, lag_rx).await;
+    worker.drain().await;
+    lag_task.abort();
+    let _ = lag_task.await;
+    let summary = worker.summary;
+    let consumer = worker.consumer;
+    drop(worker.tasks);
+    // Closing leaves the group (the revoke callback commits once more); it blocks, so off the runtime.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    info!(
+        message = "worker stopped",
+        succeeded = summary.succeeded,
+        dead_lettered = summary.dead_lettered,
+        duplicates_skipped = summary.duplicates,
+        malformed = summary.malformed,
+        aborted = summary.aborted,
+    );
+    Ok(summary)
+}

@@ -1,0 +1,425 @@
+//! The worker's bookkeeping between Kafka and the executors, in one place so the consumer loop, the
+//! rebalance callback and the completions agree: which partitions are ours, which offsets are owed an
+//! execution, what waits in the local queue, and which `dispatchId`s finished recently. Pure and
+//! synchronous (no Kafka, no tokio), so every rule is unit-tested here.
+//!
+//! ```text
+//!  fetched record ──► admit ──► queue ──► next_ready ──► (execute, report) ──► finish ──► to_commit
+//!                       │ not JobMessage v1 ──► Malformed (DLQ, then finish)
+//!  rebalance: assign (new epoch) / revoke (commit what is done, drop its queued records)
+//! ```
+//!
+//! Each assignment of a partition gets a new epoch. An execution that finishes after its partition
+//! was revoked (and maybe assigned back) carries the old epoch and does not move the new offsets: the
+//! record was re-fetched and is accounted for again under the new epoch (and then skipped as a
+//! recently finished `dispatchId`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::DateTime;
+
+use super::dedup::RecentlyFinished;
+use super::offsets::PartitionOffsets;
+use super::queue::{LocalQueue, Ordering, Queued};
+use super::results::parse_message;
+use crate::message::JobMessage;
+
+/// A topic-partition.
+pub type Tp = (Arc<str>, i32);
+
+/// Identifies one fetched record under one assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The assignment it was fetched under.
+    pub epoch: u64,
+}
+
+/// A record as the consumer handed it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+}
+
+/// What became of a fetched record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Waiting in the local queue.
+    Queued,
+    /// Not a JobMessage v1: dead-letter it, then [`WorkerState::finish_malformed`].
+    Malformed {
+        /// Its ticket.
+        ticket: Ticket,
+        /// Why it cannot be read.
+        error: String,
+        /// The record's key, for the dead letter.
+        key: Vec<u8>,
+        /// The record's value, for the dead letter.
+        value: Vec<u8>,
+    },
+    /// The partition is not (or no longer) assigned here; the record is ignored.
+    NotAssigned,
+}
+
+/// What an executor should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Run it, then [`WorkerState::finish`].
+    Run(Ticket, JobMessage),
+    /// Finished here recently: skip it, then [`WorkerState::finish`] with `ran = false`.
+    Duplicate(Ticket, JobMessage),
+}
+
+#[derive(Debug)]
+struct Assigned {
+    epoch: u64,
+    offsets: PartitionOffsets,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    ticket: Ticket,
+    message: JobMessage,
+}
+
+/// The worker's state.
+#[derive(Debug)]
+pub struct WorkerState {
+    partitions: HashMap<Tp, Assigned>,
+    queue: LocalQueue<Pending>,
+    recent: RecentlyFinished,
+    epochs: u64,
+}
+
+impl WorkerState {
+    /// Empty state.
+    pub fn new(ordering: Ordering, dedup_capacity: usize) -> WorkerState {
+        WorkerState {
+            partitions: HashMap::new(),
+            queue: LocalQueue::new(ordering),
+            recent: RecentlyFinished::new(dedup_capacity),
+            epochs: 0,
+        }
+    }
+
+    /// Partitions were assigned to this member (added to any it has).
+    pub fn assign(&mut self, tps: impl IntoIterator<Item = Tp>) {
+        for tp in tps {
+            self.epochs += 1;
+            self.partitions.insert(
+                tp,
+                Assigned {
+                    epoch: self.epochs,
+                    offsets: PartitionOffsets::new(),
+                },
+            );
+        }
+    }
+
+    /// Partitions were taken away: returns the positions to commit for them now (what finished),
+    /// and drops their queued records (the next owner reads them again).
+    pub fn revoke(&mut self, tps: &[Tp]) -> Vec<(Tp, i64)> {
+        let mut commits = Vec::new();
+        for tp in tps {
+            if let Some(a) = self.partitions.remove(tp) {
+                if let Some(position) = a.offsets.to_commit() {
+                    commits.push((tp.clone(), position));
+                }
+            }
+        }
+        self.queue.retain(|p| {
+            !tps.iter()
+                .any(|(t, part)| *t == p.ticket.topic && *part == p.ticket.partition)
+        });
+        commits
+    }
+
+    /// The partitions assigned here.
+    pub fn assigned(&self) -> Vec<Tp> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// Takes in a fetched record.
+    pub fn admit(&mut self, record: Fetched) -> Admission {
+        let tp: Tp = (record.topic.clone(), record.partition);
+        let Some(assigned) = self.partitions.get_mut(&tp) else {
+            return Admission::NotAssigned;
+        };
+        assigned.offsets.start(record.offset);
+        let ticket = Ticket {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            epoch: assigned.epoch,
+        };
+        match parse_message(&record.value) {
+            Ok(message) => {
+                let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
+                    .map(|t| t.timestamp_millis())
+                    // Unreadable slots sort last among equal priorities.
+                    .unwrap_or(i64::MAX);
+                self.queue.push(Queued {
+                    priority: message.priority,
+                    scheduled_at_ms,
+                    job_name: message.job_name.clone(),
+                    dispatch_id: message.dispatch_id.clone(),
+                    item: Pending { ticket, message },
+                });
+                Admission::Queued
+            }
+            Err(error) => Admission::Malformed {
+                ticket,
+                error,
+                key: record.key,
+                value: record.value,
+            },
+        }
+    }
+
+    /// The next job for a free executor, if any may start.
+    pub fn next_ready(&mut self) -> Option<Next> {
+        let job = self.queue.pop_ready()?;
+        let Pending { ticket, message } = job.item;
+        if self.recent.contains(&message.dispatch_id) {
+            Some(Next::Duplicate(ticket, message))
+        } else {
+            Some(Next::Run(ticket, message))
+        }
+    }
+
+    /// A job handed out by [`WorkerState::next_ready`] is done (`ran`: it was executed, not skipped).
+    pub fn finish(&mut self, ticket: &Ticket, message: &JobMessage, ran: bool) {
+        self.queue.release(&message.job_name, &message.dispatch_id);
+        if ran {
+            self.recent.insert(&message.dispatch_id);
+        }
+        self.finish_offset(ticket);
+    }
+
+    /// A job handed out never finished because its task died (a bug in the worker, not a failed
+    /// job): the ordering rule lets the next run of its name go, but its offset stays unfinished, so
+    /// commits of that partition stop there and the record runs again after the partition moves.
+    pub fn abandon(&mut self, message: &JobMessage) {
+        self.queue.release(&message.job_name, &message.dispatch_id);
+    }
+
+    /// A malformed record was dead-lettered.
+    pub fn finish_malformed(&mut self, ticket: &Ticket) {
+        self.finish_offset(ticket);
+    }
+
+    fn finish_offset(&mut self, ticket: &Ticket) {
+        let tp: Tp = (ticket.topic.clone(), ticket.partition);
+        if let Some(a) = self.partitions.get_mut(&tp) {
+            if a.epoch == ticket.epoch {
+                a.offsets.finish(ticket.offset);
+            }
+        }
+    }
+
+    /// Positions that moved since the last commit.
+    pub fn to_commit(&self) -> Vec<(Tp, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(tp, a)| a.offsets.to_commit().map(|p| (tp.clone(), p)))
+            .collect()
+    }
+
+    /// These positions were committed (or a commit is on its way).
+    pub fn committed(&mut self, positions: &[(Tp, i64)]) {
+        for (tp, position) in positions {
+            if let Some(a) = self.partitions.get_mut(tp) {
+                a.offsets.committed(*position);
+            }
+        }
+    }
+
+    /// A commit of these partitions failed: report their positions again next time.
+    pub fn commit_failed(&mut self, tps: &[Tp]) {
+        for tp in tps {
+            if let Some(a) = self.partitions.get_mut(tp) {
+                a.offsets.commit_failed();
+            }
+        }
+    }
+
+    /// Jobs waiting in the local queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Drops every waiting job (shutdown: nothing new starts; uncommitted records are read again by
+    /// the next owner). Returns how many.
+    pub fn drop_queue(&mut self) -> usize {
+        self.queue.retain(|_| false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> Tp {
+        (Arc::from("jobs"), p)
+    }
+
+    fn record(partition: i32, offset: i64, name: &str, priority: i32, minute: u32) -> Fetched {
+        let at = format!("2026-11-26T03:{minute:02}:00Z");
+        let m = JobMessage {
+            v: 1,
+            job_name: name.into(),
+            priority,
+            job: name.into(),
+            cron_time: "* * * * *".into(),
+            dispatch_id: format!("{name}@{at}"),
+            scheduled_at: at,
+        };
+        Fetched {
+            topic: Arc::from("jobs"),
+            partition,
+            offset,
+            key: name.as_bytes().to_vec(),
+            value: serde_json::to_vec(&m).unwrap(),
+        }
+    }
+
+    fn run_next(s: &mut WorkerState) -> (Ticket, JobMessage) {
+        match s.next_ready() {
+            Some(Next::Run(t, m)) => (t, m),
+            other => panic!("expected a job to run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commits_follow_the_lowest_unfinished_offset_across_priorities() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(record(0, 0, "low", 0, 0));
+        s.admit(record(0, 1, "high", 9, 0));
+        let (t1, m1) = run_next(&mut s);
+        assert_eq!(m1.job_name, "high");
+        let (t0, m0) = run_next(&mut s);
+        assert_eq!(s.to_commit(), vec![(tp(0), 0)]);
+        s.finish(&t1, &m1, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 0)], "offset 0 is still running");
+        s.finish(&t0, &m0, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
+        s.committed(&[(tp(0), 2)]);
+        assert!(s.to_commit().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_record_holds_the_commit_until_dead_lettered() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let mut bad = record(0, 0, "x", 0, 0);
+        bad.value = b"{not json".to_vec();
+        let Admission::Malformed {
+            ticket,
+            error,
+            value,
+            ..
+        } = s.admit(bad)
+        else {
+            panic!("not malformed")
+        };
+        assert!(!error.is_empty());
+        assert_eq!(value, b"{not json");
+        assert_eq!(s.to_commit(), vec![(tp(0), 0)]);
+        s.finish_malformed(&ticket);
+        assert_eq!(s.to_commit(), vec![(tp(0), 1)]);
+        assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn a_recently_finished_dispatch_id_is_skipped_and_still_committed() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(record(0, 0, "a", 0, 0));
+        let (t, m) = run_next(&mut s);
+        s.finish(&t, &m, true);
+        s.admit(record(0, 1, "a", 0, 0)); // the same slot delivered twice
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => s.finish(&t, &m, false),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
+    }
+
+    #[test]
+    fn revoking_commits_what_finished_and_drops_queued_records_of_that_partition() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0), tp(1)]);
+        s.admit(record(0, 0, "a", 0, 0));
+        s.admit(record(0, 1, "b", 0, 0));
+        s.admit(record(1, 0, "c", 0, 0));
+        let (t, m) = run_next(&mut s); // a
+        s.finish(&t, &m, true);
+        let commits = s.revoke(&[tp(0)]);
+        assert_eq!(
+            commits,
+            vec![(tp(0), 1)],
+            "b was never run: the next owner gets it"
+        );
+        assert_eq!(s.queued(), 1);
+        let (_, m) = run_next(&mut s);
+        assert_eq!(m.job_name, "c");
+        assert_eq!(
+            s.admit(record(0, 2, "z", 0, 0)),
+            Admission::NotAssigned,
+            "records of a revoked partition still in flight are ignored"
+        );
+    }
+
+    #[test]
+    fn a_run_finishing_after_its_partition_came_back_does_not_move_the_new_offsets() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(record(0, 5, "slow", 0, 0));
+        let (old, m) = run_next(&mut s);
+        s.revoke(&[tp(0)]);
+        s.assign([tp(0)]);
+        // The partition restarts from the committed offset: 5 is fetched again.
+        s.admit(record(0, 5, "slow", 0, 0));
+        assert!(s.next_ready().is_none(), "waits for the running copy");
+        s.finish(&old, &m, true);
+        assert_eq!(
+            s.to_commit(),
+            vec![(tp(0), 5)],
+            "old epoch: the re-fetched 5 is still owed"
+        );
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => s.finish(&t, &m, false),
+            other => panic!("expected the re-fetched copy to be skipped, got {other:?}"),
+        }
+        assert_eq!(s.to_commit(), vec![(tp(0), 6)]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_reported_again() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(record(0, 0, "a", 0, 0));
+        let (t, m) = run_next(&mut s);
+        s.finish(&t, &m, true);
+        s.committed(&s.to_commit());
+        assert!(s.to_commit().is_empty());
+        s.commit_failed(&[tp(0)]);
+        assert_eq!(s.to_commit(), vec![(tp(0), 1)]);
+    }
+}

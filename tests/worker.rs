@@ -1,0 +1,1201 @@
+//! `cronq worker` against a real Kafka-protocol broker (tansu): each test starts its own broker,
+//! writes job records (with the dispatcher's encoder, and raw from rdkafka as "another client"),
+//! runs worker processes with a handlers directory of small shell scripts, and checks what ran and
+//! what was reported. A broker that cannot start fails the test with the reason.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use cronq::dispatcher::Dispatch;
+use cronq::schedule::JobSpec;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Creates `topic` (tansu does not auto-create).
+fn create_topic(broker: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .expect("admin client");
+    let results = runtime()
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topic");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// One job record ready to produce.
+struct JobRecord {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// The dispatcher's murmur2 partition; None: let rdkafka's own partitioner pick.
+    partition: Option<i32>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A record exactly as the dispatcher encodes it.
+fn encoded(
+    name: &str,
+    job: &str,
+    priority: i32,
+    slot: DateTime<Utc>,
+    partitions: i32,
+) -> JobRecord {
+    let d = Dispatch {
+        spec: Arc::new(JobSpec {
+            name: name.to_string(),
+            priority,
+            job: job.to_string(),
+            cron_time: "* * * * *".to_string(),
+            timezone: chrono_tz::Tz::UTC,
+            topic: None,
+            enabled: true,
+        }),
+        scheduled_at: slot,
+    };
+    let r = cronq::message::encode(&d, "unused", Utc::now());
+    JobRecord {
+        partition: Some(cronq::message::partition_for(&r.key, partitions)),
+        key: r.key,
+        value: r.value,
+        headers: r.headers.into_iter().collect(),
+    }
+}
+
+/// A JobMessage v1 written by hand, as a client other than cronq's dispatcher would.
+fn raw(name: &str, job: &str, priority: i32, slot: &str) -> JobRecord {
+    let value = serde_json::json!({
+        "v": 1,
+        "jobName": name,
+        "priority": priority,
+        "job": job,
+        "cronTime": "@hourly",
+        "scheduledAt": slot,
+        "dispatchId": format!("{name}@{slot}"),
+    });
+    JobRecord {
+        key: name.as_bytes().to_vec(),
+        value: serde_json::to_vec(&value).unwrap(),
+        partition: None,
+        headers: Vec::new(),
+    }
+}
+
+fn produce(broker: &str, topic: &str, records: &[JobRecord]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        let mut pending = Vec::new();
+        for r in records {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut record = FutureRecord::to(topic)
+                .key(&r.key)
+                .payload(&r.value)
+                .headers(headers);
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
+            pending.push(producer.send(record, Duration::from_secs(30)));
+        }
+        for p in pending {
+            p.await.map_err(|(e, _)| e).expect("produce");
+        }
+    });
+}
+
+fn slot(minute: u32) -> DateTime<Utc> {
+    format!("2026-11-26T{:02}:{:02}:00Z", minute / 60, minute % 60)
+        .parse()
+        .unwrap()
+}
+
+/// A handlers directory with the given `(name, body)` shell scripts.
+fn handlers(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, body) in scripts {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// A `cronq worker` child process; killed if the test ends first.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(
+        broker: &str,
+        topic: &str,
+        group: &str,
+        handlers: &Path,
+        extra: &[&str],
+        log: PathBuf,
+    ) -> Worker {
+        let child = Command::new(CRONQ)
+            .args([
+                "worker",
+                "--brokers",
+                broker,
+                "--topic",
+                topic,
+                "--group",
+                group,
+            ])
+            .arg("--handlers")
+            .arg(handlers)
+            .args(["--results-topic", &format!("{topic}.results")])
+            .args(["--dlq-topic", &format!("{topic}.dlq")])
+            .args(["--commit-interval", "100ms", "--session-timeout", "6s"])
+            .args(["--retry-backoff", "50ms", "--shutdown-grace", "10s"])
+            .args(extra)
+            .env("CRONQ_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn cronq worker");
+        Worker { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal the worker");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = wait_exit(&mut self.child, Duration::from_secs(30), &self.log);
+        let log = self.log();
+        assert!(status.success(), "worker exited with {status}; log:\n{log}");
+        log
+    }
+
+    /// SIGKILL: the worker dies without warning, jobs in flight.
+    fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` until it holds or `timeout` passes; panics with `what` and `context()` otherwise.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
+        );
+        pause();
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn counts(ids: &[String]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for id in ids {
+        *out.entry(id.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// The group's committed offsets, per partition.
+fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), offset)
+        })
+        .collect()
+}
+
+/// Records in `topic` so far (the sum of its high watermarks); None while it does not exist yet.
+fn records_in(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Option<i64> {
+    let mut total = 0;
+    for p in 0..partitions {
+        total += consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?
+            .1;
+    }
+    Some(total)
+}
+
+/// Waits (bounded) until `topic` holds at least `expected` records, then reads them all with
+/// `consume_all`. Returns what it read, which may be fewer on timeout (the caller's assertion says
+/// what was missing).
+fn wait_records(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + timeout;
+    let mut present = records_in(&consumer, topic, partitions);
+    while present.is_none_or(|n| n < expected as i64) && Instant::now() < deadline {
+        for _ in 0..5 {
+            pause();
+        }
+        present = records_in(&consumer, topic, partitions);
+    }
+    if present.is_none() {
+        return Vec::new();
+    }
+    consume_all(broker, topic, partitions, expected, Duration::from_secs(30))
+}
+
+fn high_watermarks(broker: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+const RECORD: &str = r#"echo "$CRONQ_DISPATCH_ID" >> "$(dirname "$0")/executed""#;
+
+#[test]
+fn five_hundred_jobs_from_two_clients_each_run_once_with_a_result_each_and_offsets_committed() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("w500");
+    let partitions = 3;
+    create_topic(&address, &topic, partitions);
+    let mut records = Vec::new();
+    for i in 0..150 {
+        for minute in 0..3 {
+            records.push(encoded(
+                &format!("job-{i:03}"),
+                "record",
+                i % 5,
+                slot(minute),
+                partitions,
+            ));
+        }
+    }
+    for i in 0..50 {
+        records.push(raw(
+            &format!("raw-{i:02}"),
+            "record --raw",
+            0,
+            "2026-11-26T05:00:00Z",
+        ));
+    }
+    assert_eq!(records.len(), 500);
+    produce(&address, &topic, &records);
+
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let started = Instant::now();
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "g500",
+        dir.path(),
+        &[
+            "--max-workers",
+            "8",
+            "--scale-interval",
+            "200ms",
+            "--target-drain",
+            "1s",
+        ],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "500 executions",
+        Duration::from_secs(90),
+        || lines(&executed).len() >= 500,
+        || worker.log(),
+    );
+    let ran = lines(&executed);
+    let per_id = counts(&ran);
+    let twice: Vec<_> = per_id.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    assert_eq!(per_id.len(), 500);
+    assert!(per_id.contains_key("raw-07@2026-11-26T05:00:00Z"));
+    assert!(per_id.contains_key("job-149@2026-11-26T00:02:00Z"));
+    // The ordering rule: the three runs of each job executed in slot order.
+    for i in 0..150 {
+        let runs: Vec<&String> = ran
+            .iter()
+            .filter(|id| id.starts_with(&format!("job-{i:03}@")))
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort();
+        assert_eq!(runs, sorted, "job-{i:03} ran out of order");
+    }
+    println!("500 jobs executed in {:?}", started.elapsed());
+
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        500,
+        Duration::from_secs(30),
+    );
+    assert_eq!(results.len(), 500, "one result per execution");
+    let result_ids: HashSet<&str> = results
+        .iter()
+        .map(|r| r.value["dispatchId"].as_str().unwrap())
+        .collect();
+    assert_eq!(result_ids.len(), 500);
+    for r in &results {
+        assert_eq!(r.value["v"], 1);
+        assert_eq!(r.value["status"], "succeeded", "{:?}", r.value);
+        assert_eq!(r.value["attempt"], 1);
+        assert_eq!(r.value["exitCode"], 0);
+        assert!(r.value["worker"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-{}", worker.pid())));
+    }
+
+    let log = worker.stop();
+    assert!(log.contains("worker stopped"), "{log}");
+    assert_eq!(
+        committed(&address, "g500", &topic, partitions),
+        high_watermarks(&address, &topic, partitions),
+        "everything executed is committed"
+    );
+}
+
+#[test]
+fn a_failing_job_is_tried_max_attempts_times_then_dead_lettered_and_malformed_records_are_skipped()
+{
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wfail");
+    create_topic(&address, &topic, 1);
+    let mut v2 = raw("future", "record", 0, "2026-11-26T01:00:00Z");
+    v2.value = br#"{"v":2,"jobName":"future","whatever":true}"#.to_vec();
+    let not_json = JobRecord {
+        key: b"junk".to_vec(),
+        value: b"this is not json".to_vec(),
+        partition: Some(0),
+        headers: Vec::new(),
+    };
+    produce(
+        &address,
+        &topic,
+        &[
+            not_json,
+            v2,
+            encoded("flaky", "fail with-arg", 0, slot(1), 1),
+            encoded("fine", "record", 0, slot(1), 1),
+        ],
+    );
+    let dir = handlers(&[
+        ("record", RECORD),
+        (
+            "fail",
+            r#"echo "$CRONQ_ATTEMPT $*" >> "$(dirname "$0")/attempts"; echo "boom on attempt $CRONQ_ATTEMPT" >&2; exit 4"#,
+        ),
+    ]);
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "gfail",
+        dir.path(),
+        &["--max-attempts", "3"],
+        dir.path().join("worker.log"),
+    );
+    let dlq = wait_records(
+        &address,
+        &format!("{topic}.dlq"),
+        3,
+        3,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        dlq.len(),
+        3,
+        "two malformed records and one failed job; log:\n{}",
+        worker.log()
+    );
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        4,
+        Duration::from_secs(30),
+    );
+    let log = worker.stop();
+
+    assert_eq!(
+        lines(&dir.path().join("attempts")),
+        ["1 with-arg", "2 with-arg", "3 with-arg"]
+    );
+    assert_eq!(
+        lines(&dir.path().join("executed")),
+        ["fine@2026-11-26T00:01:00Z"],
+        "the worker went on after the bad records"
+    );
+
+    let mut flaky: Vec<&serde_json::Value> = results
+        .iter()
+        .map(|r| &r.value)
+        .filter(|v| v["jobName"] == "flaky")
+        .collect();
+    flaky.sort_by_key(|v| v["attempt"].as_u64());
+    assert_eq!(flaky.len(), 3, "a result per attempt: {results:?}");
+    for (i, v) in flaky.iter().enumerate() {
+        assert_eq!(v["attempt"], i as u64 + 1);
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["exitCode"], 4);
+    }
+
+    let by_reason = |reason: &str| -> Vec<&serde_json::Value> {
+        dlq.iter()
+            .map(|c| &c.value)
+            .filter(|v| v["reason"] == reason)
+            .collect()
+    };
+    let exhausted = by_reason("attempts_exhausted");
+    assert_eq!(exhausted.len(), 1, "{dlq:?}");
+    let letter = exhausted[0];
+    assert_eq!(
+        letter["message"]["dispatchId"],
+        "flaky@2026-11-26T00:01:00Z"
+    );
+    assert_eq!(letter["message"]["job"], "fail with-arg");
+    assert_eq!(letter["lastResult"]["attempt"], 3);
+    assert_eq!(letter["lastResult"]["stderrTail"], "boom on attempt 3\n");
+    assert_eq!(letter["topic"], topic.as_str());
+    assert_eq!(letter["offset"], 2);
+
+    let malformed = by_reason("malformed");
+    assert_eq!(malformed.len(), 2);
+    let offsets: HashSet<i64> = malformed
+        .iter()
+        .map(|v| v["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, HashSet::from([0, 1]));
+    assert!(malformed.iter().any(|v| v["raw"] == "this is not json"));
+    assert!(malformed
+        .iter()
+        .all(|v| v["partition"] == 0 && v["topic"] == topic.as_str()));
+    assert!(
+        log.contains("malformed record") && log.contains("offset=0"),
+        "logged with its position:\n{log}"
+    );
+}
+
+/// Is `pid` a running (not zombie) process?
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_hanging_job_is_killed_at_the_timeout_with_everything_it_started() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("whang");
+    create_topic(&address, &topic, 1);
+    produce(&address, &topic, &[encoded("stuck", "hang", 0, slot(0), 1)]);
+    // Ignores SIGTERM (so SIGKILL is needed) and starts a child that would outlive it.
+    let dir = handlers(&[(
+        "hang",
+        r#"trap '' TERM; sleep 300 & echo "$$ $!" > "$(dirname "$0")/pids"; echo waiting; wait"#,
+    )]);
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "ghang",
+        dir.path(),
+        &[
+            "--timeout",
+            "1s",
+            "--kill-grace",
+            "300ms",
+            "--max-attempts",
+            "1",
+        ],
+        dir.path().join("worker.log"),
+    );
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        1,
+        Duration::from_secs(60),
+    );
+    assert_eq!(results.len(), 1, "log:\n{}", worker.log());
+    let r = &results[0].value;
+    assert_eq!(r["status"], "timed_out");
+    assert_eq!(r["exitCode"], serde_json::Value::Null);
+    assert_eq!(r["stdoutTail"], "waiting\n");
+    let took = r["durationMs"].as_u64().unwrap();
+    assert!(
+        (1000..5000).contains(&took),
+        "killed about 1.3 s in, took {took} ms"
+    );
+    let pids: Vec<i32> = std::fs::read_to_string(dir.path().join("pids"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        wait_for(
+            &format!("process {pid} to be gone"),
+            Duration::from_secs(5),
+            || !running(pid),
+            String::new,
+        );
+    }
+    let dlq = wait_records(
+        &address,
+        &format!("{topic}.dlq"),
+        3,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].value["lastResult"]["status"], "timed_out");
+    worker.stop();
+}
+
+#[test]
+fn a_job_outside_the_handlers_directory_is_rejected_and_nothing_runs() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wreject");
+    create_topic(&address, &topic, 1);
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("pwned");
+    let evil = outside.path().join("evil");
+    std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = handlers(&[("record", RECORD)]);
+    let relative = format!(
+        "../{}/evil",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let jobs = [
+        evil.display().to_string(),
+        relative,
+        "..".to_string(),
+        format!("touch {}", marker.display()),
+        format!("record; touch {}", marker.display()),
+    ];
+    let records: Vec<JobRecord> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| encoded(&format!("evil-{i}"), job, 0, slot(0), 1))
+        .collect();
+    produce(&address, &topic, &records);
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "greject",
+        dir.path(),
+        &[],
+        dir.path().join("worker.log"),
+    );
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        jobs.len(),
+        Duration::from_secs(60),
+    );
+    let dlq = wait_records(
+        &address,
+        &format!("{topic}.dlq"),
+        3,
+        jobs.len(),
+        Duration::from_secs(30),
+    );
+    worker.stop();
+    assert_eq!(results.len(), jobs.len());
+    for r in &results {
+        assert_eq!(r.value["status"], "rejected", "{:?}", r.value);
+        assert_eq!(r.value["attempt"], 1, "a rejection is not retried");
+    }
+    assert_eq!(dlq.len(), jobs.len());
+    assert!(dlq.iter().all(|c| c.value["reason"] == "rejected"));
+    assert!(!marker.exists(), "something ran");
+    assert!(
+        !dir.path().join("executed").exists(),
+        "`record; touch` is not a shell line"
+    );
+}
+
+/// Records "<worker pid> <dispatchId>" after a short nap, so jobs are in flight when a worker goes.
+const SLOW: &str =
+    r#"sleep "${1:-0.1}"; echo "$PPID $CRONQ_DISPATCH_ID" >> "$(dirname "$0")/executed""#;
+
+fn ids_of(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(' ').map(|(_, id)| id.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_with_jobs_in_flight_is_taken_over_and_every_job_runs_at_least_once() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wkill");
+    let partitions = 4;
+    create_topic(&address, &topic, partitions);
+    let records: Vec<JobRecord> = (0..200)
+        .map(|i| encoded(&format!("k-{i:03}"), "slow", 0, slot(0), partitions))
+        .collect();
+    produce(&address, &topic, &records);
+    let expected: HashSet<String> = (0..200)
+        .map(|i| format!("k-{i:03}@2026-11-26T00:00:00Z"))
+        .collect();
+
+    let dir = handlers(&[("slow", SLOW)]);
+    let executed = dir.path().join("executed");
+    // A small prefetch keeps fetching paused most of the time: the takeover must work from there.
+    let pool = [
+        "--min-workers",
+        "4",
+        "--max-workers",
+        "4",
+        "--prefetch",
+        "16",
+    ];
+    let first = Worker::start(
+        &address,
+        &topic,
+        "gkill",
+        dir.path(),
+        &pool,
+        dir.path().join("first.log"),
+    );
+    wait_for(
+        "some progress",
+        Duration::from_secs(60),
+        || lines(&executed).len() >= 40,
+        || first.log(),
+    );
+    let first_pid = first.pid();
+    first.kill_hard();
+    let before = lines(&executed).len();
+
+    let second = Worker::start(
+        &address,
+        &topic,
+        "gkill",
+        dir.path(),
+        &pool,
+        dir.path().join("second.log"),
+    );
+    wait_for(
+        "every dispatchId to run",
+        Duration::from_secs(90),
+        || {
+            ids_of(&lines(&executed))
+                .into_iter()
+                .collect::<HashSet<_>>()
+                == expected
+        },
+        || second.log(),
+    );
+    second.stop();
+    let all = lines(&executed);
+    let per_id = counts(&ids_of(&all));
+    let twice = per_id.values().filter(|&&n| n > 1).count();
+    let by_second = all
+        .iter()
+        .filter(|l| !l.starts_with(&format!("{first_pid} ")))
+        .count();
+    println!(
+        "SIGKILL takeover: {before} ran before the kill, {by_second} by the second worker, {} executions for {} dispatchIds, {twice} ran twice",
+        all.len(),
+        per_id.len()
+    );
+    assert_eq!(per_id.len(), 200);
+    assert!(by_second > 0);
+    assert!(
+        per_id.values().all(|&n| n <= 2),
+        "at most one re-run per job: {per_id:?}"
+    );
+}
+
+#[test]
+fn two_members_split_the_partitions_and_one_leaving_gracefully_loses_nothing() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wsplit");
+    let partitions = 4;
+    create_topic(&address, &topic, partitions);
+    let records: Vec<JobRecord> = (0..240)
+        .map(|i| encoded(&format!("s-{i:03}"), "slow 0.05", 0, slot(0), partitions))
+        .collect();
+    produce(&address, &topic, &records);
+    let expected: HashSet<String> = (0..240)
+        .map(|i| format!("s-{i:03}@2026-11-26T00:00:00Z"))
+        .collect();
+
+    let dir = handlers(&[("slow", SLOW)]);
+    let executed = dir.path().join("executed");
+    // A small prefetch: members are paused when the rebalances happen.
+    let pool = [
+        "--min-workers",
+        "2",
+        "--max-workers",
+        "2",
+        "--prefetch",
+        "16",
+    ];
+    let a = Worker::start(
+        &address,
+        &topic,
+        "gsplit",
+        dir.path(),
+        &pool,
+        dir.path().join("a.log"),
+    );
+    let b = Worker::start(
+        &address,
+        &topic,
+        "gsplit",
+        dir.path(),
+        &pool,
+        dir.path().join("b.log"),
+    );
+    let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
+    let ran_by = |pid: &str| {
+        lines(&executed)
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(pid))
+            .count()
+    };
+    wait_for(
+        "both members to run jobs",
+        Duration::from_secs(60),
+        || ran_by(&a_pid) >= 5 && ran_by(&b_pid) >= 5,
+        || format!("a:\n{}\nb:\n{}", a.log(), b.log()),
+    );
+    let a_log = a.stop();
+    assert!(
+        a_log.contains("partitions assigned") && a_log.contains("worker stopped"),
+        "{a_log}"
+    );
+    let by_a = ran_by(&a_pid);
+    wait_for(
+        "every dispatchId to run",
+        Duration::from_secs(90),
+        || {
+            ids_of(&lines(&executed))
+                .into_iter()
+                .collect::<HashSet<_>>()
+                == expected
+        },
+        || b.log(),
+    );
+    let b_log = b.stop();
+    let per_id = counts(&ids_of(&lines(&executed)));
+    let twice = per_id.values().filter(|&&n| n > 1).count();
+    println!(
+        "graceful leave: member a ran {by_a}, member b ran {}, {twice} ran twice",
+        ran_by(&b_pid)
+    );
+    assert_eq!(per_id.len(), 240, "nothing lost");
+    assert!(ran_by(&a_pid) == by_a, "a ran nothing after it stopped");
+    assert!(
+        b_log.matches("partitions assigned").count() >= 2,
+        "b took a's partitions over:\n{b_log}"
+    );
+}
+
+#[test]
+fn under_a_backlog_high_priority_jobs_start_before_low_ones() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wprio");
+    create_topic(&address, &topic, 1);
+    let mut records: Vec<JobRecord> = (0..20)
+        .map(|i| encoded(&format!("low-{i:02}"), "slow 0.02", 0, slot(0), 1))
+        .collect();
+    records.extend((0..20).map(|i| encoded(&format!("high-{i:02}"), "slow 0.02", 9, slot(1), 1)));
+    produce(&address, &topic, &records);
+    let dir = handlers(&[("slow", SLOW)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "gprio",
+        dir.path(),
+        &["--min-workers", "1", "--max-workers", "1"],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "40 executions",
+        Duration::from_secs(60),
+        || lines(&executed).len() >= 40,
+        || worker.log(),
+    );
+    worker.stop();
+    let order = ids_of(&lines(&executed));
+    let last_high = order.iter().rposition(|id| id.starts_with("high")).unwrap();
+    let lows_before = order[..last_high]
+        .iter()
+        .filter(|id| id.starts_with("low"))
+        .count();
+    // The very first record may start before the rest have been fetched; after that, priority rules.
+    assert!(
+        lows_before <= 1,
+        "{lows_before} low jobs ran before the last high one: {order:?}"
+    );
+}
+
+#[test]
+fn a_burst_grows_the_pool_drains_many_times_faster_than_one_executor_and_the_pool_returns_to_min() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wburst");
+    let partitions = 4;
+    create_topic(&address, &topic, partitions);
+    let dir = handlers(&[("slow", SLOW)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "gburst",
+        dir.path(),
+        &[
+            "--min-workers",
+            "1",
+            "--max-workers",
+            "16",
+            "--scale-interval",
+            "250ms",
+            "--target-drain",
+            "2s",
+            "--scale-down-delay",
+            "2s",
+            "--prefetch",
+            "32",
+        ],
+        dir.path().join("worker.log"),
+    );
+    // Wait for the group to settle, so the clock below measures draining, not joining.
+    wait_for(
+        "partitions assigned",
+        Duration::from_secs(30),
+        || worker.log().contains("partitions assigned"),
+        || worker.log(),
+    );
+    let records: Vec<JobRecord> = (0..300)
+        .map(|i| encoded(&format!("b-{i:03}"), "slow 0.2", 0, slot(0), partitions))
+        .collect();
+    let started = Instant::now();
+    produce(&address, &topic, &records);
+    wait_for(
+        "300 executions",
+        Duration::from_secs(60),
+        || lines(&executed).len() >= 300,
+        || worker.log(),
+    );
+    let drained = started.elapsed();
+    let at_size_one = Duration::from_millis(300 * 200);
+    wait_for(
+        "the pool to return to min",
+        Duration::from_secs(30),
+        || {
+            worker
+                .log()
+                .lines()
+                .rev()
+                .find(|l| l.contains("pool resized"))
+                .is_some_and(|l| l.contains("to=1 "))
+        },
+        || worker.log(),
+    );
+    let log = worker.stop();
+    let sizes: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("pool resized"))
+        .filter_map(|l| l.split("to=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let peak = sizes.iter().copied().max().unwrap_or(1);
+    println!(
+        "burst: 300 x 200 ms drained in {drained:?} (one executor: {at_size_one:?}, {:.1}x faster); pool sizes {sizes:?}",
+        at_size_one.as_secs_f64() / drained.as_secs_f64()
+    );
+    assert!(peak >= 8, "the pool grew: {sizes:?}");
+    assert!(
+        drained * 4 < at_size_one,
+        "drained in {drained:?}, not many times faster than {at_size_one:?}"
+    );
+    assert!(
+        log.contains("reason=\"spare capacity") || log.contains("reason=spare capacity"),
+        "{log}"
+    );
+    assert_eq!(counts(&ids_of(&lines(&executed))).len(), 300);
+}
+
+/// An in-process handler: what a program embedding the worker writes.
+struct Counting {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl cronq::worker::Handler for Counting {
+    fn run<'a>(
+        &'a self,
+        run: &'a cronq::worker::JobRun,
+    ) -> cronq::worker::executor::BoxFuture<'a, cronq::worker::Outcome> {
+        Box::pin(async move {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(run.message.dispatch_id.clone());
+            let mut outcome = cronq::worker::Outcome::new(cronq::worker::Status::Succeeded);
+            outcome.stdout_tail = format!("handled {}", run.message.job);
+            outcome
+        })
+    }
+}
+
+#[test]
+fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
+    use cronq::worker::{
+        autoscale::ScaleConfig, queue::Ordering, results::ReportConfig, StartAt, WorkerConfig,
+    };
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wembed");
+    create_topic(&address, &topic, 2);
+    let records: Vec<JobRecord> = (0..100)
+        .map(|i| {
+            encoded(
+                &format!("e-{i:03}"),
+                "anything at all; rm -rf /",
+                0,
+                slot(0),
+                2,
+            )
+        })
+        .collect();
+    produce(&address, &topic, &records);
+    let handler = Arc::new(Counting {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let config = WorkerConfig {
+        brokers: vec![address.clone()],
+        topic: topic.clone(),
+        group: "gembed".into(),
+        start: StartAt::Earliest,
+        ordering: Ordering::Ordered,
+        prefetch: 64,
+        report: ReportConfig {
+            results_topic: format!("{topic}.results"),
+            dlq_topic: format!("{topic}.dlq"),
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            worker: "embedded".into(),
+        },
+        scale: ScaleConfig {
+            min: 1,
+            max: 4,
+            target_drain: Duration::from_secs(1),
+            scale_down_delay: Duration::from_secs(5),
+        },
+        scale_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        commit_interval: Duration::from_millis(100),
+        session_timeout: Duration::from_secs(6),
+        dedup_capacity: 1000,
+        create_topics: true,
+        partitions: 3,
+        replication_factor: 1,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = rt.spawn(cronq::worker::run(
+        config,
+        handler.clone(),
+        shutdown.clone(),
+    ));
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        100,
+        Duration::from_secs(60),
+    );
+    shutdown.cancel();
+    let summary = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
+        .expect("the worker stops when cancelled")
+        .expect("worker task")
+        .expect("worker run");
+    assert_eq!(summary.succeeded, 100);
+    assert_eq!(results.len(), 100);
+    assert!(results
+        .iter()
+        .all(|r| r.value["stdoutTail"] == "handled anything at all; rm -rf /"));
+    assert_eq!(handler.seen.lock().unwrap().len(), 100);
+}
+
+#[test]
+fn a_new_group_with_start_latest_skips_what_was_dispatched_before_it_joined() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wlatest");
+    create_topic(&address, &topic, 2);
+    let old: Vec<JobRecord> = (0..5)
+        .map(|i| encoded(&format!("old-{i}"), "record", 0, slot(0), 2))
+        .collect();
+    produce(&address, &topic, &old);
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "glatest",
+        dir.path(),
+        &["--start", "latest"],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "partitions assigned",
+        Duration::from_secs(30),
+        || worker.log().contains("partitions assigned"),
+        || worker.log(),
+    );
+    // "latest" is resolved when the fetcher starts, a moment after the assignment; a record produced
+    // before that is (correctly) skipped too. So produce a fresh record every half second until one
+    // runs, instead of guessing how long that moment is.
+    let mut sent = 0usize;
+    let mut last_sent: Option<Instant> = None;
+    wait_for(
+        "a record produced after the worker joined to run",
+        Duration::from_secs(30),
+        || {
+            if last_sent.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+                produce(
+                    &address,
+                    &topic,
+                    &[encoded(&format!("new-{sent}"), "record", 0, slot(1), 2)],
+                );
+                sent += 1;
+                last_sent = Some(Instant::now());
+            }
+            !lines(&executed).is_empty()
+        },
+        || worker.log(),
+    );
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        1,
+        Duration::from_secs(30),
+    );
+    worker.stop();
+    let ran = lines(&executed);
+    assert!(
+        ran.iter().all(|id| id.starts_with("new-")),
+        "old records ran: {ran:?}"
+    );
+    assert_eq!(results.len(), 1);
+}

@@ -57,6 +57,30 @@ pub struct Scheduler {
     due: Vec<(JobId, Minute)>,
 }
 
+/// Where a dispatch goes in its minute's batch: highest priority first, then by name.
+///
+/// Comparing names means following two pointers per comparison, which for a minute with a million
+/// due jobs made the sort most of the minute's cost (2 s of 2.4 s). The key carries the name's first
+/// 16 bytes, zero-padded and read big-endian, so comparing keys orders names exactly as comparing
+/// the names would, except that equal prefixes tie; only ties fall back to the full names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DispatchOrder {
+    priority: Reverse<i32>,
+    name_prefix: u128,
+}
+
+impl DispatchOrder {
+    fn of(spec: &JobSpec) -> DispatchOrder {
+        let mut prefix = [0u8; 16];
+        let len = spec.name.len().min(prefix.len());
+        prefix[..len].copy_from_slice(&spec.name.as_bytes()[..len]);
+        DispatchOrder {
+            priority: Reverse(spec.priority),
+            name_prefix: u128::from_be_bytes(prefix),
+        }
+    }
+}
+
 /// The minute a cron instant falls in. Cron instants are whole minutes, so this is exact.
 fn minute_of(at: DateTime<Utc>) -> Minute {
     Minute::containing(at)
@@ -116,17 +140,20 @@ impl Scheduler {
             }
         };
         self.by_name.insert(job.spec.name.clone(), id);
-        self.schedule_next(id, &job, self.processed);
+        Self::schedule_next(&mut self.wheel, id, &job, self.processed);
         self.entries[id.0 as usize] = Some(Entry { job });
     }
 
     /// Puts `id` in the wheel at its first instant after minute `after`.
-    fn schedule_next(&mut self, id: JobId, job: &Job, after: Minute) {
+    ///
+    /// Takes the wheel rather than `self` so that callers can pass a job borrowed from
+    /// `self.entries` instead of cloning it (two reference-count round trips per fire).
+    fn schedule_next(wheel: &mut Wheel, id: JobId, job: &Job, after: Minute) {
         let Some(start) = after.start() else { return };
         // `next_after` of the minute's first second: strictly after the whole minute `after`.
         if let Some(next) = job.expr.next_after(start) {
             let at = minute_of(next);
-            if let Err(e) = self.wheel.insert(id, at) {
+            if let Err(e) = wheel.insert(id, at) {
                 debug_assert!(false, "cron returned a time not after {after}: {e}");
             }
         }
@@ -151,17 +178,21 @@ impl Scheduler {
             }
         }
         for name in &diff.rescheduled {
-            if let (Some(&id), Some(job)) = (self.by_name.get(name), by_new_name.get(name.as_str()))
-            {
+            if let (Some(&id), Some(job)) = (
+                self.by_name.get(name.as_str()),
+                by_new_name.get(name.as_str()),
+            ) {
                 self.wheel.remove(id);
                 let job = (*job).clone();
-                self.schedule_next(id, &job, self.processed);
+                Self::schedule_next(&mut self.wheel, id, &job, self.processed);
                 self.entries[id.0 as usize] = Some(Entry { job });
             }
         }
         for name in &diff.updated {
-            if let (Some(&id), Some(job)) = (self.by_name.get(name), by_new_name.get(name.as_str()))
-            {
+            if let (Some(&id), Some(job)) = (
+                self.by_name.get(name.as_str()),
+                by_new_name.get(name.as_str()),
+            ) {
                 self.entries[id.0 as usize] = Some(Entry {
                     job: (*job).clone(),
                 });
@@ -184,28 +215,31 @@ impl Scheduler {
             self.processed.next(),
             "minutes are processed in order"
         );
-        let first = out.len();
         self.due.clear();
         self.wheel.advance(minute, &mut self.due);
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
-        let due = std::mem::take(&mut self.due);
-        for &(id, at) in &due {
+        let mut batch = Vec::with_capacity(self.due.len());
+        for &(id, at) in &self.due {
             debug_assert_eq!(at, minute, "a job surfaced at the wrong minute");
             let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
                 continue;
             };
-            let job = entry.job.clone();
-            out.push(Dispatch {
-                spec: Arc::clone(&job.spec),
-                scheduled_at: slot,
-            });
-            self.schedule_next(id, &job, minute);
+            batch.push((
+                DispatchOrder::of(&entry.job.spec),
+                Dispatch {
+                    spec: Arc::clone(&entry.job.spec),
+                    scheduled_at: slot,
+                },
+            ));
+            Self::schedule_next(&mut self.wheel, id, &entry.job, minute);
         }
-        self.due = due;
-        out[first..].sort_unstable_by(|a, b| {
-            (Reverse(a.spec.priority), &a.spec.name).cmp(&(Reverse(b.spec.priority), &b.spec.name))
+        batch.sort_unstable_by(|(a_order, a), (b_order, b)| {
+            a_order
+                .cmp(b_order)
+                .then_with(|| a.spec.name.cmp(&b.spec.name))
         });
+        out.extend(batch.into_iter().map(|(_, dispatch)| dispatch));
     }
 
     /// Skips every slot up to and including `until` without dispatching; returns how many job
@@ -218,13 +252,12 @@ impl Scheduler {
         self.due.clear();
         self.wheel.advance(until, &mut self.due);
         self.processed = until;
-        let due = std::mem::take(&mut self.due);
         let mut skipped = 0;
-        for &(id, at) in &due {
+        for &(id, at) in &self.due {
             let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
                 continue;
             };
-            let job = entry.job.clone();
+            let job = &entry.job;
             skipped += 1;
             let mut cursor = at;
             let mut counted = 1;
@@ -238,9 +271,85 @@ impl Scheduler {
                     _ => break,
                 }
             }
-            self.schedule_next(id, &job, until);
+            Self::schedule_next(&mut self.wheel, id, job, until);
         }
-        self.due = due;
         skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::schedule::{parse, LoadOptions};
+
+    fn spec(priority: i32, name: &str) -> JobSpec {
+        JobSpec {
+            name: name.to_string(),
+            priority,
+            job: "run".into(),
+            cron_time: "* * * * *".into(),
+            timezone: chrono_tz::UTC,
+            topic: None,
+            enabled: true,
+        }
+    }
+
+    /// Names longer than the key's 16-byte prefix, sharing it, and names that are prefixes of others:
+    /// the batch still comes out by priority, then by the full name.
+    #[test]
+    fn a_minute_is_dispatched_by_priority_then_full_name() {
+        let json = r#"{"jobs": [
+          {"jobName":"report-region-eu-west-2","priority":1,"job":"a","cronTime":"0 12 * * *"},
+          {"jobName":"report-region-eu-west-10","priority":1,"job":"b","cronTime":"0 12 * * *"},
+          {"jobName":"report-region-eu","priority":1,"job":"c","cronTime":"0 12 * * *"},
+          {"jobName":"report-region-eu-west","priority":1,"job":"d","cronTime":"0 12 * * *"},
+          {"jobName":"zz-urgent","priority":7,"job":"e","cronTime":"0 12 * * *"},
+          {"jobName":"report-region-eu-west-1","priority":1,"job":"f","cronTime":"0 12 * * *"}
+        ]}"#;
+        let schedule = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
+        let noon = Minute::containing(
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 2, 12, 0, 0).unwrap(),
+        );
+        let mut scheduler = Scheduler::new(schedule, Minute(noon.0 - 1));
+        let mut out = Vec::new();
+        scheduler.run_minute(noon, &mut out);
+        let names: Vec<&str> = out.iter().map(|d| d.spec.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "zz-urgent",
+                "report-region-eu",
+                "report-region-eu-west",
+                "report-region-eu-west-1",
+                "report-region-eu-west-10",
+                "report-region-eu-west-2",
+            ]
+        );
+    }
+
+    proptest! {
+        /// The key plus the tie-break orders exactly like (priority descending, name).
+        #[test]
+        fn dispatch_order_sorts_like_priority_then_name(
+            jobs in prop::collection::vec((-1i32..2, "[ab\u{0}é]{0,20}"), 0..40)
+        ) {
+            let specs: Vec<JobSpec> = jobs.iter().map(|(p, n)| spec(*p, n)).collect();
+            let mut by_key: Vec<&JobSpec> = specs.iter().collect();
+            by_key.sort_by(|a, b| {
+                DispatchOrder::of(a)
+                    .cmp(&DispatchOrder::of(b))
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            let mut expected: Vec<&JobSpec> = specs.iter().collect();
+            expected.sort_by(|a, b| {
+                (Reverse(a.priority), &a.name).cmp(&(Reverse(b.priority), &b.name))
+            });
+            let key = |v: Vec<&JobSpec>| v.iter().map(|s| (s.priority, s.name.clone())).collect::<Vec<_>>();
+            prop_assert_eq!(key(by_key), key(expected));
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Minute;
+use crate::cron::CronExpr;
 use crate::schedule::diff::Diff;
 use crate::schedule::{Job, JobSpec, Schedule};
 use crate::wheel::{JobId, Wheel};
@@ -84,6 +85,9 @@ pub struct Scheduler {
     schedule: Schedule,
     processed: Minute,
     due: Vec<(JobId, Minute)>,
+    /// Within one `run_minute`: the next minute of each compiled expression seen so far, keyed by
+    /// the expression's address (see `run_minute`).
+    next_by_expr: HashMap<usize, Option<Minute>>,
 }
 
 /// Where a dispatch goes in its minute's batch: highest priority first, then by name.
@@ -110,6 +114,12 @@ impl DispatchOrder {
     }
 }
 
+/// The first minute strictly after minute `after` at which `expr` fires.
+fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
+    // `next_after` of the minute's first second: strictly after the whole minute `after`.
+    expr.next_after(after.start()?).map(minute_of)
+}
+
 /// The minute a cron instant falls in. Cron instants are whole minutes, so this is exact.
 fn minute_of(at: DateTime<Utc>) -> Minute {
     Minute::containing(at)
@@ -126,6 +136,7 @@ impl Scheduler {
             schedule: Schedule::default(),
             processed,
             due: Vec::new(),
+            next_by_expr: HashMap::new(),
         };
         for job in schedule.jobs.iter().filter(|j| j.spec.enabled) {
             s.add(job.clone());
@@ -186,10 +197,12 @@ impl Scheduler {
     /// Takes the wheel rather than `self` so that callers can pass a job borrowed from
     /// `self.entries` instead of cloning it (two reference-count round trips per fire).
     fn schedule_next(wheel: &mut Wheel, id: JobId, job: &Job, after: Minute) {
-        let Some(start) = after.start() else { return };
-        // `next_after` of the minute's first second: strictly after the whole minute `after`.
-        if let Some(next) = job.expr.next_after(start) {
-            let at = minute_of(next);
+        Self::schedule_at(wheel, id, next_minute(&job.expr, after), after);
+    }
+
+    /// Puts `id` in the wheel at `next`, computed by [`next_minute`] from minute `after`.
+    fn schedule_at(wheel: &mut Wheel, id: JobId, next: Option<Minute>, after: Minute) {
+        if let Some(at) = next {
             if let Err(e) = wheel.insert(id, at) {
                 debug_assert!(false, "cron returned a time not after {after}: {e}");
             }
@@ -255,6 +268,12 @@ impl Scheduler {
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
         let mut batch = Vec::with_capacity(self.due.len());
+        // Jobs sharing a compiled expression (the loader compiles each distinct cronTime and zone
+        // once) fire in the same minutes, so their next minute is the same: evaluate it once per
+        // expression per minute. A minute's due jobs hold a handful of distinct expressions (all
+        // the daily jobs due at 02:30 are `30 2 * * *`), so this removes most cron evaluations.
+        // The entries keep every expression alive for the whole minute, so addresses are unique.
+        self.next_by_expr.clear();
         for &(id, at) in &self.due {
             debug_assert_eq!(at, minute, "a job surfaced at the wrong minute");
             let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
@@ -267,7 +286,12 @@ impl Scheduler {
                     scheduled_at: slot,
                 },
             ));
-            Self::schedule_next(&mut self.wheel, id, &entry.job, minute);
+            let expr = &entry.job.expr;
+            let next = *self
+                .next_by_expr
+                .entry(Arc::as_ptr(expr).addr())
+                .or_insert_with(|| next_minute(expr, minute));
+            Self::schedule_at(&mut self.wheel, id, next, minute);
         }
         batch.sort_unstable_by(|(a_order, a), (b_order, b)| {
             a_order

@@ -417,7 +417,7 @@ fn bench_day(c: &mut Criterion, rec: &Recorder, set: &JobSet, start: Minute, lar
 /// Idle-tick statistics for one job set: seconds per idle minute, net of the timer.
 struct Idle {
     jobs: usize,
-    /// An idle minute whose data is in cache (the 3rd and 4th of a run of idle minutes).
+    /// An idle minute whose data is in cache (the 3rd to 9th of a run of idle minutes).
     warm: Stats,
     /// An idle minute after the CPU caches were flushed: the state after a minute of sleep.
     cold: Stats,
@@ -426,6 +426,8 @@ struct Idle {
     /// Runs of idle minutes that crossed a 64-minute wheel boundary, where a level-1 slot cascades
     /// into level 0 (the cascade is the due jobs' amortised cost, paid on whatever minute it falls).
     cascade: Stats,
+    /// Every idle minute of the runs without a cache flush, cascades included: (seconds, minutes).
+    all: (f64, usize),
 }
 
 #[derive(Default)]
@@ -466,10 +468,14 @@ fn flush_caches(buffer: &mut [u8]) {
     black_box(&buffer);
 }
 
-/// Walks `days` simulated days of a round-minute set (jobs fire only at minutes divisible by 5):
-/// runs each busy minute untimed and times each of the four idle minutes after it on its own.
+/// Walks `days` simulated days of a round-minute set (jobs fire only at minutes divisible by 10):
+/// runs each busy minute untimed, then times the nine idle minutes after it: the first on its own
+/// (after busy), the second on its own after a cache flush in every other run (cold), and the
+/// third to ninth together in the other runs (warm; seven minutes per timing keeps the timer's
+/// granularity out of the result).
 fn idle_ticks(n: usize, days: i64, seed: u64) -> Idle {
-    const COLD_SAMPLES: i64 = 200;
+    const COLD_SAMPLES: i64 = 100;
+    const RUN: i64 = 10;
     let set = JobSet::new(n, Mix::RoundMinutes, seed);
     let start = day_start();
     let mut sim = SchedulerSim::new(&set, Minute(start.0 - 1));
@@ -482,39 +488,46 @@ fn idle_ticks(n: usize, days: i64, seed: u64) -> Idle {
         cold: Stats::default(),
         after_busy: Stats::default(),
         cascade: Stats::default(),
+        all: (0.0, 0),
     };
-    let blocks = days * DAY / 5;
-    let cold_every = (blocks / COLD_SAMPLES).max(1);
+    let blocks = days * DAY / RUN;
+    let cold_every = (blocks / COLD_SAMPLES).max(2);
+    let timed = |sim: &mut SchedulerSim, minutes: i64| {
+        let t0 = Instant::now();
+        let mut fired = 0;
+        for _ in 0..minutes {
+            fired += sim.run_minute();
+        }
+        let secs = (t0.elapsed().as_secs_f64() - overhead).max(0.0);
+        assert_eq!(fired, 0, "minutes that were to be idle dispatched");
+        secs
+    };
     for block in 0..blocks {
-        let m = start.0 + 5 * block;
+        let m = start.0 + RUN * block;
         sim.run_minute();
         // Dropping the busy minute's dispatch records belongs to the busy minute.
         sim.out.clear();
-        let cascades = (m + 1..m + 5).any(|k| k % 64 == 0);
-        let mut total = 0.0;
-        for k in 1..5 {
-            if k == 2 && block % cold_every == 0 {
-                flush_caches(&mut flush);
-            }
-            let t0 = Instant::now();
-            let fired = sim.run_minute();
-            let secs = (t0.elapsed().as_secs_f64() - overhead).max(0.0);
-            assert_eq!(fired, 0, "minute {} was to be idle", m + k);
-            total += secs;
-            if cascades {
-                continue;
-            }
-            let flushed = block % cold_every == 0;
-            match k {
-                1 => idle.after_busy.push(secs),
-                2 if flushed => idle.cold.push(secs),
-                2 => {}
-                _ if !flushed => idle.warm.push(secs),
-                _ => {}
-            }
+        let cascades = (m + 1..m + RUN).any(|k| k % 64 == 0);
+        let flushed = block % cold_every == 0;
+        let after_busy = timed(&mut sim, 1);
+        if flushed {
+            flush_caches(&mut flush);
+        }
+        let second = timed(&mut sim, 1);
+        let rest = timed(&mut sim, RUN - 3);
+        if !flushed {
+            idle.all.0 += after_busy + second + rest;
+            idle.all.1 += (RUN - 1) as usize;
         }
         if cascades {
-            idle.cascade.push(total);
+            idle.cascade.push(after_busy + second + rest);
+            continue;
+        }
+        idle.after_busy.push(after_busy);
+        if flushed {
+            idle.cold.push(second);
+        } else {
+            idle.warm.push(rest / (RUN - 3) as f64);
         }
     }
     idle
@@ -568,20 +581,6 @@ fn main() {
     c.final_summary();
 
     report(&rec, &labels, &idle_small, &idle_large);
-}
-
-/// Mean cost of an idle minute over every idle minute walked, cascades included.
-fn all_idle_mean(idle: &Idle) -> f64 {
-    let timed: f64 = [&idle.warm, &idle.cold, &idle.after_busy]
-        .iter()
-        .map(|s| s.samples.iter().sum::<f64>())
-        .sum::<f64>()
-        + idle.cascade.samples.iter().sum::<f64>();
-    let minutes = idle.warm.samples.len()
-        + idle.cold.samples.len()
-        + idle.after_busy.samples.len()
-        + 4 * idle.cascade.samples.len();
-    timed / minutes as f64
 }
 
 fn opt_secs(v: Option<f64>) -> String {
@@ -690,20 +689,20 @@ fn report(rec: &Recorder, labels: &[(String, bool)], idle_small: &Idle, idle_lar
             fmt_secs(idle.cold.median()),
             fmt_secs(idle.after_busy.median()),
             format!(
-                "{} runs, median {} / 4 min",
+                "{} runs, median {} / 9 min",
                 idle.cascade.samples.len(),
                 fmt_secs(idle.cascade.median())
             ),
         );
     }
-    println!("idle tick = Scheduler::run_minute for a minute with nothing due (round-minute job set: jobs fire only at :00, :05, …), medians net of the timer;");
-    println!("warm = 3rd/4th idle minute in a row; cold = after writing 64 MiB (a minute's sleep); after busy = right after a minute that dispatched.");
+    println!("idle tick = Scheduler::run_minute for a minute with nothing due (round-minute job set: jobs fire only at :00, :10, …), medians net of the timer;");
+    println!("warm = 3rd-9th idle minute in a row; cold = after writing 64 MiB (a minute's sleep); after busy = right after a minute that dispatched.");
     println!(
         "mean over all idle minutes incl. cascades: {} jobs {}, {} jobs {}",
         fmt_count(idle_small.jobs),
-        fmt_secs(all_idle_mean(idle_small)),
+        fmt_secs(idle_small.all.0 / idle_small.all.1 as f64),
         fmt_count(idle_large.jobs),
-        fmt_secs(all_idle_mean(idle_large)),
+        fmt_secs(idle_large.all.0 / idle_large.all.1 as f64),
     );
 
     println!();

@@ -40,8 +40,9 @@ pub enum Mix {
     /// 75 % daily `M H * * *`, 15 % weekly `M H * * D`, 9 % hourly `M * * * *`, 1 % `*/N * * * *`
     /// (N in 5, 10, 15, 30); M, H, D uniform.
     Realistic,
-    /// The realistic mix with every minute a multiple of 5 (as people tend to write cron): four
-    /// minutes in five have nothing due, which is what the idle-tick measurement needs.
+    /// The realistic mix with every minute a multiple of 10 (as people tend to write cron) and
+    /// steps of 10, 20 or 30: nine minutes in ten have nothing due, which is what the idle-tick
+    /// measurement needs.
     RoundMinutes,
     /// Only daily `M H * * *` jobs.
     Daily,
@@ -52,11 +53,14 @@ pub enum Mix {
 /// The step values of the every-N-minutes jobs.
 const STEPS: [u64; 4] = [5, 10, 15, 30];
 
+/// The step values of [`Mix::RoundMinutes`].
+const ROUND_STEPS: [u64; 3] = [10, 20, 30];
+
 /// The `cronTime` of every job of a set of `n`, in job order.
 pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
     let minute = |rng: &mut Rng| match mix {
-        Mix::RoundMinutes => 5 * rng.below(12),
+        Mix::RoundMinutes => 10 * rng.below(6),
         _ => rng.below(60),
     };
     (0..n)
@@ -71,6 +75,9 @@ pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
                 0..75 => format!("{m} {h} * * *"),
                 75..90 => format!("{m} {h} * * {}", rng.below(7)),
                 90..99 => format!("{m} * * * *"),
+                _ if mix == Mix::RoundMinutes => {
+                    format!("*/{} * * * *", ROUND_STEPS[rng.below(3) as usize])
+                }
                 _ => format!("*/{} * * * *", STEPS[rng.below(4) as usize]),
             }
         })

@@ -580,6 +580,9 @@ fn main() {
     let idle_large = idle_ticks(large, idle_days, seed);
     c.final_summary();
 
+    if !full {
+        println!("\n(smoke test under cargo test: small sizes, single iterations; run `cargo bench --bench wheel` for numbers)");
+    }
     report(&rec, &labels, &idle_small, &idle_large);
 }
 

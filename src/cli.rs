@@ -14,7 +14,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::{Clock, ManualClock, Minute, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
-use crate::dispatcher::{dry_run, ScheduleSource, Scheduler, TickLoop};
+use crate::dispatcher::producer::{
+    self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger,
+};
+use crate::dispatcher::{dry_run, Dispatch, ScheduleSource, Scheduler, TickLoop};
 use crate::schedule::fingerprint::Digest;
 use crate::schedule::{self, LoadError, LoadOptions, Schedule};
 
@@ -37,6 +40,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check a schedule file: every problem (exit 1), or each job's next run (exit 0).
     Validate(ValidateArgs),
+    /// Print job messages as they arrive on a topic.
+    Tail(TailArgs),
     /// Print the next instants at which a cron expression fires, one RFC 3339 instant per line.
     Next(NextArgs),
     /// Describe a cron expression in English and show its next 5 instants.
@@ -70,12 +75,72 @@ pub struct RunArgs {
     /// Print each dispatch as a JSON line on stdout instead of producing to Kafka.
     #[arg(long, env = "CRONQ_DRY_RUN")]
     pub dry_run: bool,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of topics cronq creates.
+    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+    /// Replication factor of topics cronq creates.
+    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i16,
+    /// Never create topics; a missing topic is an error.
+    #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
+    pub no_create_topics: bool,
+    /// Producer tasks.
+    #[arg(long, env = "CRONQ_PRODUCERS", default_value_t = 4)]
+    pub producers: usize,
+    /// Records per produce request at most.
+    #[arg(long, env = "CRONQ_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Record batch compression.
+    #[arg(long, env = "CRONQ_COMPRESSION", value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// First retry delay after a failed produce (doubles with jitter up to 30s).
+    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
     /// Replay the window [FROM, UNTIL) as fast as possible and exit (RFC 3339 instants).
     #[arg(long, env = "CRONQ_FROM", requires = "until")]
     pub from: Option<String>,
     /// End (exclusive) of the replay window.
     #[arg(long, env = "CRONQ_UNTIL", requires = "from")]
     pub until: Option<String>,
+}
+
+/// Where Kafka is.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma separated `host:port`.
+    #[arg(
+        long,
+        env = "CRONQ_BROKERS",
+        default_value = "localhost:9092",
+        value_delimiter = ','
+    )]
+    pub brokers: Vec<String>,
+}
+
+/// `cronq tail`
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic to read.
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    pub topic: String,
+    /// Start at the oldest record instead of only new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Print each record's value as JSON (one line each) instead of a readable line.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Exit when no record arrived for this long (e.g. `10s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `cronq validate`
@@ -146,9 +211,7 @@ pub enum CliError {
     /// The schedule can't be loaded.
     #[error(transparent)]
     Schedule(#[from] LoadError),
-    /// A flag combination we can't run yet.
-    #[error("{0}")]
-    Unsupported(String),
+
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -161,8 +224,7 @@ impl CliError {
             CliError::Expression { .. }
             | CliError::Zone(_)
             | CliError::Instant { .. }
-            | CliError::EmptyWindow
-            | CliError::Unsupported(_) => 2,
+            | CliError::EmptyWindow => 2,
             CliError::Output(_) | CliError::Schedule(_) => 1,
         }
     }
@@ -185,6 +247,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run(args) => run_dispatcher(args),
         Command::Validate(args) => validate(args),
+        Command::Tail(args) => crate::tail::run(args),
         Command::Next(args) => next(args),
         Command::Explain(args) => explain(args),
     }
@@ -321,6 +384,87 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sink a run feeds: the dry-run printer or the Kafka producer pool.
+enum Sink {
+    Print(tokio::task::JoinHandle<std::io::Result<u64>>),
+    Kafka(tokio::task::JoinHandle<()>, Arc<DeliveryStats>),
+}
+
+impl Sink {
+    fn start(
+        args: &RunArgs,
+        rx: tokio::sync::mpsc::Receiver<Dispatch>,
+        ledger: Option<Arc<SlotLedger>>,
+    ) -> Sink {
+        if args.dry_run {
+            return Sink::Print(tokio::spawn(dry_run::print_lines(rx, args.topic.clone())));
+        }
+        let config = ProducerConfig {
+            brokers: args.kafka.brokers.clone(),
+            default_topic: args.topic.clone(),
+            partitions: args.partitions,
+            replication_factor: args.replication_factor,
+            create_topics: !args.no_create_topics,
+            producers: args.producers,
+            batch_size: args.batch_size,
+            compression: args.compression,
+            retry_backoff: args.retry_backoff,
+        };
+        let stats = Arc::new(DeliveryStats::default());
+        Sink::Kafka(
+            tokio::spawn(producer::run(config, rx, Arc::clone(&stats), ledger)),
+            stats,
+        )
+    }
+
+    /// Waits for the sink to finish, at most `grace` (None: as long as it takes, with progress logs).
+    async fn finish(self, dispatched: u64, grace: Option<Duration>) -> Result<(), CliError> {
+        match self {
+            Sink::Print(task) => {
+                task.await.map_err(std::io::Error::other)??;
+            }
+            Sink::Kafka(mut task, stats) => {
+                let settled = |s: &DeliveryStats| {
+                    (
+                        s.delivered.load(std::sync::atomic::Ordering::Relaxed),
+                        s.failed.load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                };
+                let deadline = grace.map(|g| tokio::time::Instant::now() + g);
+                let mut progress = tokio::time::interval(Duration::from_secs(2));
+                progress.tick().await;
+                loop {
+                    let sleep_until = deadline
+                        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                    tokio::select! {
+                        r = &mut task => {
+                            r.map_err(std::io::Error::other)?;
+                            let (delivered, failed) = settled(&stats);
+                            tracing::info!(message = "all dispatches settled", dispatched, delivered, failed);
+                            return Ok(());
+                        }
+                        _ = progress.tick() => {
+                            let (delivered, failed) = settled(&stats);
+                            tracing::info!(message = "delivering", dispatched, delivered, failed, remaining = dispatched.saturating_sub(delivered + failed));
+                        }
+                        _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                            task.abort();
+                            let (delivered, failed) = settled(&stats);
+                            tracing::warn!(
+                                message = "shutdown grace expired; some dispatches were not delivered",
+                                dispatched, delivered, failed,
+                                undelivered = dispatched.saturating_sub(delivered + failed),
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
     let options = LoadOptions { default_tz };
@@ -335,18 +479,14 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         _ => None,
     };
-    if !args.dry_run {
-        return Err(CliError::Unsupported(
-            "producing to Kafka is not available in this build yet; use --dry-run".into(),
-        ));
-    }
     let (schedule, digest) = load_schedule(&args.schedule, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::channel(args.queue_capacity.max(1));
-        let printer = tokio::spawn(dry_run::print_lines(rx, args.topic.clone()));
+        let ledger = (!args.dry_run).then(|| Arc::new(SlotLedger::default()));
+        let sink = Sink::start(&args, rx, ledger.clone());
         match window {
             Some((from, until)) => {
                 // [from, until): the first slot is the first whole minute at or after `from`.
@@ -354,41 +494,45 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
                 let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
                 let clock = ManualClock::new(last.start().unwrap_or(until));
                 let scheduler = Scheduler::new(schedule, Minute(first.0 - 1));
-                tracing::info!(message = "replaying window", from = %first, until = %last, jobs = scheduler.scheduled());
+                tracing::info!(message = "replaying window", from = %first, until = %last, jobs = scheduler.scheduled(), dry_run = args.dry_run);
                 let mut tick_loop =
                     TickLoop::new(Arc::new(clock), scheduler, None, tx, Duration::MAX);
-                let report = tick_loop.tick().await;
-                drop(tick_loop);
-                let printed = printer.await.map_err(std::io::Error::other)??;
-                match report {
-                    Ok(r) => tracing::info!(message = "replay done", minutes = r.minutes, dispatched = r.dispatched, printed),
-                    Err(e) => tracing::error!(message = "replay stopped early", error = %e),
+                if let Some(l) = &ledger {
+                    tick_loop = tick_loop.with_ledger(Arc::clone(l));
                 }
+                let report = tick_loop.tick().await;
+                let dispatched = tick_loop.total_dispatched();
+                drop(tick_loop);
+                if let Err(e) = report {
+                    tracing::error!(message = "replay stopped early", error = %e);
+                }
+                tracing::info!(message = "window replayed", dispatched);
+                sink.finish(dispatched, None).await?;
             }
             None => {
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock);
                 let now = Minute::containing(clock.now());
                 let scheduler = Scheduler::new(schedule, now);
                 tracing::info!(
-                    message = "cronq dispatcher started (dry run)",
+                    message = "cronq dispatcher started",
                     schedule = %args.schedule.display(),
                     jobs = scheduler.scheduled(),
                     md5 = %digest,
+                    sink = if args.dry_run { "dry-run (stdout)" } else { "kafka" },
+                    brokers = %args.kafka.brokers.join(","),
                 );
                 let source = ScheduleSource::new(args.schedule.clone(), Some(digest), options);
-                let tick_loop = TickLoop::new(clock, scheduler, Some(source), tx, args.max_catchup);
+                let mut tick_loop = TickLoop::new(clock, scheduler, Some(source), tx, args.max_catchup);
+                if let Some(l) = &ledger {
+                    tick_loop = tick_loop.with_ledger(Arc::clone(l));
+                }
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let loop_task = tokio::spawn(tick_loop.run(args.tick, shutdown.clone()));
                 shutdown_signal().await;
                 tracing::info!(message = "shutting down", grace = %humantime::format_duration(args.shutdown_grace));
                 shutdown.cancel();
-                let _ = loop_task.await;
-                match tokio::time::timeout(args.shutdown_grace, printer).await {
-                    Ok(done) => {
-                        done.map_err(std::io::Error::other)??;
-                    }
-                    Err(_) => tracing::warn!(message = "sink did not drain within the shutdown grace"),
-                }
+                let dispatched = loop_task.await.unwrap_or(0);
+                sink.finish(dispatched, Some(args.shutdown_grace)).await?;
             }
         }
         Ok::<_, CliError>(())

@@ -18,5 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod cron;
 pub mod dispatcher;
+pub mod message;
 pub mod schedule;
+pub mod tail;
 pub mod wheel;

@@ -10,6 +10,10 @@ fn main() -> ExitCode {
     cronq::cli::init_tracing(&cli.log);
     match cronq::cli::run(cli) {
         Ok(code) => code,
+        // `cronq next … | head -1`: the reader left; that is not an error.
+        Err(cronq::cli::CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(err.exit_code())

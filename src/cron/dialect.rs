@@ -198,6 +198,13 @@ pub struct Translation {
     /// Both the minute and the hour field are fixed values (no `*`, no step): such a job fires only
     /// at the first of two repeated local times when clocks fall back.
     pub fixed_time: bool,
+    /// The `n` of an `nW` day-of-month. saffron also fires `nW` in a month that has no day `n`
+    /// (on the Friday or Monday next to where it would be), so such days are checked again.
+    pub nearest_weekday: Option<u32>,
+    /// The same expression with the minute, hour and month fields as the user wrote them (when they
+    /// are plain numbers, ranges and steps), for a friendlier description ("every 15 minutes"
+    /// rather than "at 0, 15, 30 and 45"). May be rejected by saffron; then `saffron` is described.
+    pub description_text: String,
 }
 
 /// A day condition checked after saffron (see [`Translation::day_filter`]).
@@ -311,10 +318,37 @@ pub fn translate(text: &str) -> Result<Translation, SyntaxError> {
         month.saffron_list(),
         dow_text
     );
+    let as_written = |spec: &FieldSpec| {
+        if spec
+            .source
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"*/-,".contains(&b))
+        {
+            spec.source.clone()
+        } else {
+            spec.saffron_list()
+        }
+    };
+    let description_text = format!(
+        "{} {} {} {} {}",
+        as_written(&minute),
+        as_written(&hour),
+        dom_text,
+        as_written(&month),
+        dow_text
+    );
+    // `LW` also ends in `W`, but its `L` is no number.
+    let nearest_weekday = dom
+        .special
+        .as_deref()
+        .and_then(|s| s.strip_suffix('W'))
+        .and_then(|n| n.parse().ok());
     Ok(Translation {
         saffron,
         day_filter,
         fixed_time,
+        nearest_weekday,
+        description_text,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct CronExpr {
     tz: Tz,
     translation: Translation,
     compiled: saffron::Cron,
+    /// With `nW` ORed with a day-of-week field (both restricted): that field alone, which is what
+    /// a day in a month without day `n` must match.
+    or_weekdays: Option<saffron::Cron>,
 }
 
 impl fmt::Debug for CronExpr {
@@ -107,11 +110,24 @@ impl CronExpr {
                 .map_err(|_| CronError::Translation {
                     translated: translation.saffron.clone(),
                 })?;
+        // With `nW` the day-of-week text saffron gets is `*` unless the two day fields OR.
+        let or_weekdays = match (
+            translation.nearest_weekday,
+            translation.saffron.rsplit(' ').next(),
+        ) {
+            (Some(_), Some(dow)) if dow != "*" => Some(format!("* * * * {dow}").parse().map_err(
+                |_| CronError::Translation {
+                    translated: translation.saffron.clone(),
+                },
+            )?),
+            _ => None,
+        };
         let expr = CronExpr {
             source: text.trim().to_string(),
             tz,
             translation,
             compiled,
+            or_weekdays,
         };
         let probe = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
         if probe.and_then(|t| expr.next_local_after(t)).is_none() {
@@ -141,18 +157,12 @@ impl CronExpr {
     #[inline]
     pub(crate) fn next_local_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let first = self.compiled.next_after(after)?;
-        let Some(filter) = self.translation.day_filter else {
+        if self.translation.day_filter.is_none() && self.translation.nearest_weekday.is_none() {
             return Some(first);
-        };
+        }
         let mut candidate = first;
         for _ in 0..MAX_FILTERED_DAYS {
-            let accepted = match filter {
-                DayFilter::Weekdays(mask) => {
-                    mask & (1 << candidate.weekday().num_days_from_sunday()) != 0
-                }
-                DayFilter::MonthDays(mask) => mask & (1 << candidate.day()) != 0,
-            };
-            if accepted {
+            if self.accepts_day(candidate) {
                 return Some(candidate);
             }
             let last_minute = candidate
@@ -162,6 +172,28 @@ impl CronExpr {
             candidate = self.compiled.next_after(last_minute)?;
         }
         None
+    }
+
+    /// Whether a day saffron found passes the checks saffron cannot do itself.
+    #[inline]
+    fn accepts_day(&self, candidate: DateTime<Utc>) -> bool {
+        let by_filter = match self.translation.day_filter {
+            None => true,
+            Some(DayFilter::Weekdays(mask)) => {
+                mask & (1 << candidate.weekday().num_days_from_sunday()) != 0
+            }
+            Some(DayFilter::MonthDays(mask)) => mask & (1 << candidate.day()) != 0,
+        };
+        let nearest_weekday_holds = match self.translation.nearest_weekday {
+            // saffron's `nW` found a day in a month without day n: only an ORed day-of-week
+            // field can make it a match.
+            Some(n) if n > days_in_month(candidate) => self
+                .or_weekdays
+                .as_ref()
+                .is_some_and(|weekdays| weekdays.contains(candidate)),
+            _ => true,
+        };
+        by_filter && nearest_weekday_holds
     }
 
     /// The expression as the user wrote it (trimmed).
@@ -189,15 +221,22 @@ impl CronExpr {
     /// ```
     /// use cronq::cron::CronExpr;
     /// let e = CronExpr::parse("*/15 * * * *", chrono_tz::UTC).unwrap();
-    /// assert_eq!(e.describe(), "Every 15 minutes (UTC)");
+    /// assert_eq!(
+    ///     e.describe(),
+    ///     "Every 15th minute starting from minute 0 to minute 59 past the hour (UTC)"
+    /// );
     /// ```
     pub fn describe(&self) -> String {
-        let base = match self.translation.saffron.parse::<saffron::parse::CronExpr>() {
-            Ok(parsed) => parsed
-                .describe(saffron::parse::English::default())
-                .to_string(),
-            Err(_) => self.translation.saffron.clone(),
+        let describe = |text: &str| {
+            text.parse::<saffron::parse::CronExpr>().ok().map(|parsed| {
+                parsed
+                    .describe(saffron::parse::English::default())
+                    .to_string()
+            })
         };
+        let base = describe(&self.translation.description_text)
+            .or_else(|| describe(&self.translation.saffron))
+            .unwrap_or_else(|| self.translation.saffron.clone());
         let filter = match self.translation.day_filter {
             None => String::new(),
             Some(DayFilter::Weekdays(mask)) => {
@@ -217,5 +256,15 @@ impl CronExpr {
             }
         };
         format!("{base}{filter} ({})", self.tz.name())
+    }
+}
+
+/// 28-31.
+fn days_in_month(at: DateTime<Utc>) -> u32 {
+    match at.month() {
+        4 | 6 | 9 | 11 => 30,
+        2 if at.date_naive().leap_year() => 29,
+        2 => 28,
+        _ => 31,
     }
 }

@@ -2,6 +2,7 @@
 //! sinks that take due jobs away (the `--dry-run` printer here; Kafka producers next).
 
 pub mod dry_run;
+pub mod producer;
 pub mod scheduler;
 pub mod tick_loop;
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::producer::SlotLedger;
 use super::scheduler::{Dispatch, Scheduler};
 use crate::clock::{Clock, Minute};
 use crate::schedule::fingerprint::{Change, Digest, FileWatch};
@@ -75,6 +76,8 @@ pub struct TickLoop {
     max_catchup: i64,
     clock_behind: bool,
     buf: Vec<Dispatch>,
+    ledger: Option<Arc<SlotLedger>>,
+    total_dispatched: u64,
 }
 
 /// A job slot skip is counted one by one up to this many per job per skip.
@@ -98,7 +101,20 @@ impl TickLoop {
             max_catchup: i64::try_from(max_catchup.as_secs() / 60).unwrap_or(i64::MAX),
             clock_behind: false,
             buf: Vec::new(),
+            ledger: None,
+            total_dispatched: 0,
         }
+    }
+
+    /// Reports each minute's job count to `ledger` (which logs one line per settled minute).
+    pub fn with_ledger(mut self, ledger: Arc<SlotLedger>) -> TickLoop {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Jobs sent to the sink since the loop started.
+    pub fn total_dispatched(&self) -> u64 {
+        self.total_dispatched
     }
 
     /// The scheduler (for inspection).
@@ -145,10 +161,10 @@ impl TickLoop {
             self.buf.clear();
             self.scheduler.run_minute(minute, &mut self.buf);
             report.minutes += 1;
-            if self.buf.is_empty() {
-                continue;
+            let due = self.buf.len() as u64;
+            if due > 0 {
+                debug!(message = "minute due", slot = %minute, jobs = due);
             }
-            debug!(message = "minute due", slot = %minute, jobs = self.buf.len());
             // Reserve queue slots a chunk at a time rather than one send (one semaphore
             // acquisition and one await) per job; a full queue still makes the loop wait.
             let chunk = (self.sink.max_capacity() / 4).max(1);
@@ -163,6 +179,10 @@ impl TickLoop {
                     permit.send(dispatch);
                 }
                 report.dispatched += want as u64;
+                self.total_dispatched += want as u64;
+            }
+            if let Some(ledger) = &self.ledger {
+                ledger.expect(minute, due);
             }
         }
         Ok(report)
@@ -228,7 +248,7 @@ impl TickLoop {
 
     /// Ticks every `tick` until `shutdown` is cancelled or the sink closes. Dropping the loop drops
     /// its sender, which lets the sink's consumer drain and finish.
-    pub async fn run(mut self, tick: Duration, shutdown: CancellationToken) {
+    pub async fn run(mut self, tick: Duration, shutdown: CancellationToken) -> u64 {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -247,7 +267,9 @@ impl TickLoop {
         }
         info!(
             message = "tick loop stopped",
-            processed = %self.scheduler.processed()
+            processed = %self.scheduler.processed(),
+            dispatched = self.total_dispatched,
         );
+        self.total_dispatched
     }
 }

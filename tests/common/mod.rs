@@ -1,0 +1,257 @@
+//! Test helpers for the real broker: start a tansu broker on a free port in its own temp directory,
+//! kill and restart it on the same data, give each test a random topic, consume with rdkafka (a
+//! client we did not write), run the cronq binary. A broker that cannot start fails the test with
+//! the reason — Kafka tests are never skipped silently.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const CRONQ: &str = env!("CARGO_BIN_EXE_cronq");
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// A tansu broker owned by one test.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free local port")
+}
+
+impl Broker {
+    /// Starts a broker on a free port.
+    pub fn start() -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        b.launch();
+        b
+    }
+
+    /// A port where nothing listens yet; `launch` later starts the broker there.
+    pub fn not_started() -> Broker {
+        Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts, on the same data) the broker and waits until it accepts connections.
+    pub fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("broker log");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the test broker ({}): {e}. Install it with `scripts/broker.sh install`.",
+                    tansu_binary().display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the test broker exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test broker did not listen within 20 s; log:\n{}",
+                self.log()
+            );
+            pause();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the broker dies without warning.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A short pause between two polls of something outside the test (a child process, a log file).
+/// Never used to wait for time itself to pass.
+#[allow(clippy::disallowed_methods)]
+pub fn pause() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+/// A topic name no other test uses.
+pub fn random_topic(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: serde_json::Value,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads every partition of `topic` from the beginning with rdkafka until `expected` records
+/// arrived or `timeout` passed; returns what arrived.
+pub fn consume_all(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", format!("verify-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("api.version.request", "true")
+        .create()
+        .expect("rdkafka consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::with_capacity(expected);
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .unwrap_or(serde_json::Value::Null);
+                out.push(Consumed {
+                    partition: m.partition(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value,
+                    headers,
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Writes a schedule file into a temp dir and returns (dir, path).
+pub fn schedule_file(json: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("schedule.json");
+    std::fs::write(&path, json).expect("write schedule");
+    (dir, path)
+}
+
+/// `cronq run` for a window, against `broker`, as a child process with stderr captured to a file.
+pub fn cronq_backfill(
+    broker: &str,
+    topic: &str,
+    schedule: &PathBuf,
+    from: &str,
+    until: &str,
+    log: &PathBuf,
+) -> Child {
+    Command::new(CRONQ)
+        .args([
+            "run",
+            "--brokers",
+            broker,
+            "--topic",
+            topic,
+            "--from",
+            from,
+            "--until",
+            until,
+        ])
+        .args(["--retry-backoff", "50ms"])
+        .arg("--schedule")
+        .arg(schedule)
+        .env("CRONQ_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn cronq")
+}
+
+/// Waits (bounded) for a child to exit; panics with its log if it doesn't.
+pub fn wait_exit(child: &mut Child, timeout: Duration, log: &PathBuf) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "cronq did not finish within {timeout:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        pause();
+    }
+}

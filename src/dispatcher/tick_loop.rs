@@ -165,10 +165,21 @@ impl TickLoop {
             if due > 0 {
                 debug!(message = "minute due", slot = %minute, jobs = due);
             }
-            for dispatch in self.buf.drain(..) {
-                self.sink.send(dispatch).await.map_err(|_| SinkClosed)?;
-                report.dispatched += 1;
-                self.total_dispatched += 1;
+            // Reserve queue slots a chunk at a time rather than one send (one semaphore
+            // acquisition and one await) per job; a full queue still makes the loop wait.
+            let chunk = (self.sink.max_capacity() / 4).max(1);
+            let mut dispatches = self.buf.drain(..);
+            loop {
+                let want = dispatches.len().min(chunk);
+                if want == 0 {
+                    break;
+                }
+                let permits = self.sink.reserve_many(want).await.map_err(|_| SinkClosed)?;
+                for (permit, dispatch) in permits.zip(dispatches.by_ref()) {
+                    permit.send(dispatch);
+                }
+                report.dispatched += want as u64;
+                self.total_dispatched += want as u64;
             }
             if let Some(ledger) = &self.ledger {
                 ledger.expect(minute, due);

@@ -3,6 +3,8 @@
 //! Each [`Problem`] names the file, the `line:column` of the offending value, the job (index and
 //! name) and the field: `schedule.json:14:19: jobs[2] "nightly": cronTime: minute: 61 is out of range 0-59`.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -178,6 +180,9 @@ pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule
     }
 }
 
+/// Expressions compiled so far, by zone and text: jobs with the same pair share one [`CronExpr`].
+type Compiled = HashMap<Tz, HashMap<String, Result<Arc<CronExpr>, CronError>>>;
+
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
@@ -312,8 +317,8 @@ impl<'a> Checker<'a> {
         };
 
         let mut jobs = Vec::with_capacity(entries.len());
-        let mut first_seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
-        let mut compiled: HashMap<(String, Tz), Result<Arc<CronExpr>, CronError>> = HashMap::new();
+        let mut first_seen: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(entries.len());
+        let mut compiled: Compiled = HashMap::new();
         for (i, raw) in entries.into_iter().enumerate() {
             if let Some(job) = self.check_job(i, raw, options, &mut first_seen, &mut compiled) {
                 jobs.push(job);
@@ -348,8 +353,8 @@ impl<'a> Checker<'a> {
         i: usize,
         raw: &'a RawValue,
         options: LoadOptions,
-        first_seen: &mut HashMap<String, usize>,
-        compiled: &mut HashMap<(String, Tz), Result<Arc<CronExpr>, CronError>>,
+        first_seen: &mut HashMap<Cow<'a, str>, usize>,
+        compiled: &mut Compiled,
     ) -> Option<Job> {
         let obj: RawObject<'a> = match serde_json::from_str(raw.get()) {
             Ok(o) => o,
@@ -374,25 +379,28 @@ impl<'a> Checker<'a> {
         let name_ref = name.as_deref().filter(|n| !n.trim().is_empty());
         let job_ref = (i, name_ref);
 
-        let mut seen_keys: Vec<&str> = Vec::with_capacity(obj.members.len());
+        // Bit `k` set: `JOB_FIELDS[k]` seen in this job.
+        let mut seen_fields = 0u32;
         for (key, value) in &obj.members {
-            if !JOB_FIELDS.contains(&key.as_ref()) {
-                let hint = suggestion(key, JOB_FIELDS);
-                self.report(
-                    Some(value.get()),
-                    Some(job_ref),
-                    None,
-                    format!("unknown field {key:?}{hint}"),
-                );
-            } else if seen_keys.contains(&key.as_ref()) {
-                self.report(
-                    Some(value.get()),
-                    Some(job_ref),
-                    Some(key),
-                    "appears more than once".into(),
-                );
-            } else {
-                seen_keys.push(key);
+            match JOB_FIELDS.iter().position(|field| *field == key.as_ref()) {
+                None => {
+                    let hint = suggestion(key, JOB_FIELDS);
+                    self.report(
+                        Some(value.get()),
+                        Some(job_ref),
+                        None,
+                        format!("unknown field {key:?}{hint}"),
+                    );
+                }
+                Some(k) if seen_fields & (1 << k) != 0 => {
+                    self.report(
+                        Some(value.get()),
+                        Some(job_ref),
+                        Some(key),
+                        "appears more than once".into(),
+                    );
+                }
+                Some(k) => seen_fields |= 1 << k,
             }
         }
 
@@ -416,15 +424,27 @@ impl<'a> Checker<'a> {
                     Some("jobName"),
                     "must not be empty".into(),
                 );
-            } else if let Some(&first) = first_seen.get(n.as_str()) {
-                self.report(
-                    Some(v.get()),
-                    Some(job_ref),
-                    Some("jobName"),
-                    format!("duplicate: jobs[{first}] already uses this name"),
-                );
             } else {
-                first_seen.insert(n.clone(), i);
+                // One hash and probe per job, keyed by the name's text in the file when it has
+                // no escapes (almost always): a million-job file spends much of its load here.
+                let key = match v.get().strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(text) if !text.contains('\\') => Cow::Borrowed(text),
+                    _ => Cow::Owned(n.clone()),
+                };
+                match first_seen.entry(key) {
+                    Entry::Occupied(seen) => {
+                        let first = *seen.get();
+                        self.report(
+                            Some(v.get()),
+                            Some(job_ref),
+                            Some("jobName"),
+                            format!("duplicate: jobs[{first}] already uses this name"),
+                        );
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(i);
+                    }
+                }
             }
         }
 
@@ -531,10 +551,17 @@ impl<'a> Checker<'a> {
         let cron = match obj.get("cronTime") {
             Some(v) => match (self.string_field(v, job_ref, "cronTime"), timezone) {
                 (Some(text), Some(tz)) => {
-                    let result = compiled
-                        .entry((text.clone(), tz))
-                        .or_insert_with(|| CronExpr::parse(&text, tz).map(Arc::new))
-                        .clone();
+                    // Looked up by `&str`: most jobs share an expression compiled already, and
+                    // copying the text just to probe the map cost an allocation per job.
+                    let in_zone = compiled.entry(tz).or_default();
+                    let result = match in_zone.get(text.as_str()) {
+                        Some(result) => result.clone(),
+                        None => {
+                            let result = CronExpr::parse(&text, tz).map(Arc::new);
+                            in_zone.insert(text.clone(), result.clone());
+                            result
+                        }
+                    };
                     match result {
                         Ok(expr) => Some((text, expr)),
                         Err(e) => {
@@ -580,5 +607,67 @@ impl<'a> Checker<'a> {
             }),
             expr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(json: &str) -> Vec<String> {
+        match parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()) {
+            Ok(_) => Vec::new(),
+            Err(LoadError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_name_written_with_an_escape_is_still_a_duplicate() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "nightly", "job": "a", "cronTime": "0 2 * * *"},
+  {"jobName": "night\u006cy", "job": "b", "cronTime": "0 3 * * *"}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:3:15: jobs[1] "nightly": jobName: duplicate: jobs[0] already uses this name"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_given_twice_is_reported_once_per_repeat() {
+        let got = problems(
+            r#"{"jobs": [{"jobName": "a", "job": "x", "cronTime": "* * * * *", "job": "y", "job": "z"}]}"#,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got
+            .iter()
+            .all(|p| p.ends_with(r#"jobs[0] "a": job: appears more than once"#)));
+    }
+
+    #[test]
+    fn jobs_with_the_same_expression_and_zone_share_one_compiled_expression() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "0 2 * * *"},
+  {"jobName": "b", "job": "x", "cronTime": "0 2 * * *"},
+  {"jobName": "c", "job": "x", "cronTime": "0 2 * * *", "timezone": "Europe/Berlin"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let [a, b, c] = &schedule.jobs[..] else {
+            panic!("three jobs expected")
+        };
+        assert!(Arc::ptr_eq(&a.expr, &b.expr));
+        assert!(!Arc::ptr_eq(&a.expr, &c.expr));
+        assert_eq!(c.expr.tz(), chrono_tz::Europe::Berlin);
     }
 }

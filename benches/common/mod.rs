@@ -1,0 +1,215 @@
+//! Deterministic job sets shared by the `wheel` and `scale` benches.
+//!
+//! The realistic mix is what a large installation looks like: most jobs run once a day or once a
+//! week at a fixed time, some every hour, a few every N minutes. Every set is generated from a seed
+//! with an inline SplitMix64, so two runs (and two machines) bench the same jobs.
+
+// Each bench binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use cronq::clock::Minute;
+use cronq::cron::CronExpr;
+use cronq::schedule::{Job, JobSpec, Schedule};
+
+/// SplitMix64 (Steele, Lea and Flood 2014): tiny, fast, good enough to spread cron fields.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (the modulo bias is irrelevant for n ≤ 1440).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Which kinds of expressions a set holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// 75 % daily `M H * * *`, 15 % weekly `M H * * D`, 9 % hourly `M * * * *`, 1 % `*/N * * * *`
+    /// (N in 5, 10, 15, 30); M, H, D uniform.
+    Realistic,
+    /// The realistic mix with every minute a multiple of 10 (as people tend to write cron) and
+    /// steps of 10, 20 or 30: nine minutes in ten have nothing due, which is what the idle-tick
+    /// measurement needs.
+    RoundMinutes,
+    /// Only daily `M H * * *` jobs.
+    Daily,
+    /// Every job is `0 12 * * *`: a million jobs due in the same minute.
+    AllAtNoon,
+}
+
+/// The step values of the every-N-minutes jobs.
+const STEPS: [u64; 4] = [5, 10, 15, 30];
+
+/// The step values of [`Mix::RoundMinutes`].
+const ROUND_STEPS: [u64; 3] = [10, 20, 30];
+
+/// The `cronTime` of every job of a set of `n`, in job order.
+pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let minute = |rng: &mut Rng| match mix {
+        Mix::RoundMinutes => 10 * rng.below(6),
+        _ => rng.below(60),
+    };
+    (0..n)
+        .map(|_| {
+            if mix == Mix::AllAtNoon {
+                return "0 12 * * *".to_string();
+            }
+            let kind = if mix == Mix::Daily { 0 } else { rng.below(100) };
+            let m = minute(&mut rng);
+            let h = rng.below(24);
+            match kind {
+                0..75 => format!("{m} {h} * * *"),
+                75..90 => format!("{m} {h} * * {}", rng.below(7)),
+                90..99 => format!("{m} * * * *"),
+                _ if mix == Mix::RoundMinutes => {
+                    format!("*/{} * * * *", ROUND_STEPS[rng.below(3) as usize])
+                }
+                _ => format!("*/{} * * * *", STEPS[rng.below(4) as usize]),
+            }
+        })
+        .collect()
+}
+
+/// The set as an in-memory [`Schedule`] (UTC), jobs with equal expressions sharing one compiled
+/// [`CronExpr`] as the loader does.
+pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
+    let mut compiled: HashMap<String, Arc<CronExpr>> = HashMap::new();
+    let mut rng = Rng(seed ^ 0x5EED);
+    let jobs = cron_times(n, mix, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, cron_time)| {
+            let expr = compiled
+                .entry(cron_time.clone())
+                .or_insert_with(|| {
+                    Arc::new(CronExpr::parse(&cron_time, chrono_tz::UTC).expect("valid cron"))
+                })
+                .clone();
+            Job {
+                spec: Arc::new(JobSpec {
+                    name: job_name(i),
+                    priority: rng.below(10) as i32,
+                    job: format!("run-task --id {i}"),
+                    cron_time,
+                    timezone: chrono_tz::UTC,
+                    topic: None,
+                    enabled: true,
+                }),
+                expr,
+            }
+        })
+        .collect();
+    Schedule { jobs }
+}
+
+pub fn job_name(i: usize) -> String {
+    format!("job-{i:07}")
+}
+
+/// The set as the text of a `schedule.json` file (one job per line, as people format them).
+pub fn schedule_json(n: usize, mix: Mix, seed: u64) -> String {
+    let mut rng = Rng(seed ^ 0x5EED);
+    let mut out = String::with_capacity(n * 110 + 16);
+    out.push_str("{\n  \"jobs\": [\n");
+    for (i, cron_time) in cron_times(n, mix, seed).into_iter().enumerate() {
+        let priority = rng.below(10);
+        let sep = if i + 1 == n { "" } else { "," };
+        let _ = writeln!(
+            out,
+            "    {{ \"jobName\": \"{}\", \"priority\": {priority}, \"job\": \"run-task --id {i}\", \"cronTime\": \"{cron_time}\" }}{sep}",
+            job_name(i),
+        );
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// The first minute of the simulated day: Monday 2026-03-02 00:00 UTC.
+pub fn day_start() -> Minute {
+    Minute::containing(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap())
+}
+
+/// Minutes in a day.
+pub const DAY: i64 = 1_440;
+
+/// `--bench` is on the command line only under `cargo bench`; `cargo test --all-targets` runs the
+/// bench binaries without it, and then they only smoke-test at small sizes.
+pub fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// CPU time consumed so far by the calling thread.
+///
+/// The benches report CPU time rather than wall time: the machines they run on are shared, and a
+/// neighbour's compile job stretches wall time without changing what cronq costs.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct we pass; the clock id is valid.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The 1-minute load average, printed with the results so a reader can judge the contention.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// "12.3 ms", "456 ns", "1.23 s".
+pub fn fmt_secs(secs: f64) -> String {
+    let (value, unit) = if secs >= 1.0 {
+        (secs, "s")
+    } else if secs >= 1e-3 {
+        (secs * 1e3, "ms")
+    } else if secs >= 1e-6 {
+        (secs * 1e6, "µs")
+    } else {
+        (secs * 1e9, "ns")
+    };
+    if value >= 100.0 {
+        format!("{value:.0} {unit}")
+    } else if value >= 10.0 {
+        format!("{value:.1} {unit}")
+    } else {
+        format!("{value:.2} {unit}")
+    }
+}
+
+/// "1_000_000" → "1M", "100k", "10k", "1k".
+pub fn fmt_count(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+pub fn verdict(pass: bool) -> &'static str {
+    if pass {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}

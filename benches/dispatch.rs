@@ -44,6 +44,15 @@ fn schedule_json(jobs: usize) -> String {
     format!(r#"{{"jobs":[{}]}}"#, entries.join(","))
 }
 
+fn bench_schedule(jobs: usize) -> schedule::Schedule {
+    schedule::parse(
+        schedule_json(jobs).as_bytes(),
+        Path::new("bench.json"),
+        LoadOptions::default(),
+    )
+    .expect("schedule")
+}
+
 fn config(broker: &str, topic: &str) -> ProducerConfig {
     ProducerConfig {
         brokers: vec![broker.to_string()],
@@ -61,12 +70,7 @@ fn config(broker: &str, topic: &str) -> ProducerConfig {
 /// cronq: tick loop → producers, timed from the tick until every record is acked.
 async fn cronq_run(broker: &str, jobs: usize) -> Duration {
     let topic = random_topic("bench-cronq");
-    let sched = schedule::parse(
-        schedule_json(jobs).as_bytes(),
-        Path::new("bench.json"),
-        LoadOptions::default(),
-    )
-    .expect("schedule");
+    let sched = bench_schedule(jobs);
     let slot = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
     let clock = ManualClock::new(slot - chrono::Duration::minutes(1));
     let scheduler = Scheduler::new(sched, Minute(Minute::containing(slot).0 - 1));
@@ -109,12 +113,7 @@ async fn raw_run(broker: &str, jobs: usize) -> Duration {
         .create_topic(&topic, PARTITIONS, 1, 5_000)
         .await
         .expect("create topic");
-    let sched = schedule::parse(
-        schedule_json(jobs).as_bytes(),
-        Path::new("bench.json"),
-        LoadOptions::default(),
-    )
-    .expect("schedule");
+    let sched = bench_schedule(jobs);
     let slot = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
     let mut per_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for job in &sched.jobs {

@@ -18,8 +18,7 @@ use crate::dispatcher::producer::{
     self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger,
 };
 use crate::dispatcher::{dry_run, Dispatch, ScheduleSource, Scheduler, TickLoop};
-use crate::schedule::fingerprint::Digest;
-use crate::schedule::{self, LoadError, LoadOptions, Schedule};
+use crate::schedule::{self, LoadError, LoadOptions};
 use crate::worker::autoscale::ScaleConfig;
 use crate::worker::queue::Ordering;
 use crate::worker::results::ReportConfig;
@@ -432,25 +431,12 @@ fn parse_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliErr
         })
 }
 
-/// Reads and validates the schedule, returning it with the digest of the bytes it came from.
-fn load_schedule(
-    path: &std::path::Path,
-    options: LoadOptions,
-) -> Result<(Schedule, Digest), CliError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let schedule = schedule::parse(&bytes, path, options)?;
-    Ok((schedule, Digest::of(&bytes)))
-}
-
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
     let options = LoadOptions { default_tz };
-    let schedule = match load_schedule(&args.path, options) {
+    let schedule = match schedule::load(&args.path, options) {
         Ok((s, _)) => s,
-        Err(CliError::Schedule(LoadError::Invalid { path, problems })) => {
+        Err(LoadError::Invalid { path, problems }) => {
             for p in &problems {
                 eprintln!("{p}");
             }
@@ -462,7 +448,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
             );
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let now = Utc::now();
     let enabled = schedule.jobs.iter().filter(|j| j.spec.enabled).count();
@@ -590,7 +576,7 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         _ => None,
     };
-    let (schedule, digest) = load_schedule(&args.schedule, options)?;
+    let (schedule, digest) = schedule::load(&args.schedule, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -42,17 +42,27 @@ pub const HEADER_PRIORITY: &str = "cronq-priority";
 /// Header names.
 pub const HEADER_SCHEDULED_AT: &str = "cronq-scheduled-at";
 
+/// A slot as it appears on the wire: RFC 3339, UTC, whole seconds (`2026-11-27T01:30:00Z`).
+pub fn slot_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `jobName@scheduledAt`, with `scheduled_at` as [`slot_text`] writes it.
+pub fn dispatch_id(job_name: &str, scheduled_at: &str) -> String {
+    format!("{job_name}@{scheduled_at}")
+}
+
 impl JobMessage {
     /// The message for one dispatch.
     pub fn from_dispatch(d: &Dispatch) -> JobMessage {
-        let scheduled_at = d.scheduled_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let scheduled_at = slot_text(d.scheduled_at);
         JobMessage {
             v: 1,
             job_name: d.spec.name.clone(),
             priority: d.spec.priority,
             job: d.spec.job.clone(),
             cron_time: d.spec.cron_time.clone(),
-            dispatch_id: format!("{}@{}", d.spec.name, scheduled_at),
+            dispatch_id: dispatch_id(&d.spec.name, &scheduled_at),
             scheduled_at,
         }
     }

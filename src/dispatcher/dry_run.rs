@@ -27,9 +27,7 @@ pub struct DryRunLine<'a> {
 pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
     let line = DryRunLine {
         job_name: &dispatch.spec.name,
-        scheduled_at: dispatch
-            .scheduled_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        scheduled_at: crate::message::slot_text(dispatch.scheduled_at),
         priority: dispatch.spec.priority,
         job: &dispatch.spec.job,
         topic: dispatch.spec.topic.as_deref().unwrap_or(default_topic),

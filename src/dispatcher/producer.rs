@@ -549,8 +549,6 @@ async fn send_group(
             }
         }
     }
-    let _ = lane;
-    backoff.reset();
 }
 
 #[cfg(test)]

@@ -32,20 +32,11 @@ pub struct Dispatch {
 impl Dispatch {
     /// `jobName@scheduledAt`: unique per slot, the idempotency key consumers dedupe on.
     pub fn dispatch_id(&self) -> String {
-        format!(
-            "{}@{}",
-            self.spec.name,
-            self.scheduled_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        crate::message::dispatch_id(
+            &self.spec.name,
+            &crate::message::slot_text(self.scheduled_at),
         )
     }
-}
-
-/// A job whose expression has no further instant (e.g. `0 0 29 2 *` past year 9999) stays in the
-/// table but not in the wheel.
-#[derive(Debug)]
-struct Entry {
-    job: Job,
 }
 
 /// A job's name as a key of the name index, without a copy of the name: the settings are shared
@@ -79,7 +70,9 @@ impl Borrow<str> for NameKey {
 #[derive(Debug)]
 pub struct Scheduler {
     wheel: Wheel,
-    entries: Vec<Option<Entry>>,
+    /// Indexed by `JobId`. A job whose expression has no further instant stays here but not in
+    /// the wheel.
+    entries: Vec<Option<Job>>,
     free: Vec<JobId>,
     by_name: HashMap<NameKey, JobId>,
     schedule: Schedule,
@@ -181,7 +174,7 @@ impl Scheduler {
         };
         self.by_name.insert(NameKey(Arc::clone(&job.spec)), id);
         Self::schedule_next(&mut self.wheel, id, &job, self.processed);
-        self.entries[id.0 as usize] = Some(Entry { job });
+        self.entries[id.0 as usize] = Some(job);
     }
 
     /// Installs a new version of the job `id` (same name), re-keying the name index so that it does
@@ -189,7 +182,7 @@ impl Scheduler {
     fn replace_entry(&mut self, id: JobId, job: Job) {
         self.by_name.remove(job.spec.name.as_str());
         self.by_name.insert(NameKey(Arc::clone(&job.spec)), id);
-        self.entries[id.0 as usize] = Some(Entry { job });
+        self.entries[id.0 as usize] = Some(job);
     }
 
     /// Puts `id` in the wheel at its first instant after minute `after`.
@@ -276,17 +269,17 @@ impl Scheduler {
         self.next_by_expr.clear();
         for &(id, at) in &self.due {
             debug_assert_eq!(at, minute, "a job surfaced at the wrong minute");
-            let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
+            let Some(job) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
                 continue;
             };
             batch.push((
-                DispatchOrder::of(&entry.job.spec),
+                DispatchOrder::of(&job.spec),
                 Dispatch {
-                    spec: Arc::clone(&entry.job.spec),
+                    spec: Arc::clone(&job.spec),
                     scheduled_at: slot,
                 },
             ));
-            let expr = &entry.job.expr;
+            let expr = &job.expr;
             let next = *self
                 .next_by_expr
                 .entry(Arc::as_ptr(expr).addr())
@@ -313,19 +306,18 @@ impl Scheduler {
         self.processed = until;
         let mut skipped = 0;
         for &(id, at) in &self.due {
-            let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
+            let Some(job) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
                 continue;
             };
-            let job = &entry.job;
             skipped += 1;
             let mut cursor = at;
             let mut counted = 1;
             while counted < cap {
-                match cursor.start().and_then(|t| job.expr.next_after(t)) {
-                    Some(next) if minute_of(next) <= until => {
+                match next_minute(&job.expr, cursor) {
+                    Some(next) if next <= until => {
                         skipped += 1;
                         counted += 1;
-                        cursor = minute_of(next);
+                        cursor = next;
                     }
                     _ => break,
                 }

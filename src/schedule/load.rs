@@ -14,6 +14,7 @@ use chrono_tz::Tz;
 use serde_json::value::RawValue;
 
 use super::file::{offset_in, LineIndex, RawObject, JOB_FIELDS, TOP_FIELDS};
+use super::fingerprint::Digest;
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 
 /// One job's settings, shared (behind an `Arc`) by the scheduler and every dispatch of the job.
@@ -138,13 +139,15 @@ impl Default for LoadOptions {
     }
 }
 
-/// Reads and validates the schedule at `path`.
-pub fn load(path: &Path, options: LoadOptions) -> Result<Schedule, LoadError> {
+/// Reads and validates the schedule at `path`, returning it with the MD5 of the bytes it came
+/// from (what the hot-reload watch compares against).
+pub fn load(path: &Path, options: LoadOptions) -> Result<(Schedule, Digest), LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&bytes, path, options)
+    let schedule = parse(&bytes, path, options)?;
+    Ok((schedule, Digest::of(&bytes)))
 }
 
 /// Validates the bytes of a schedule file; `path` is used in messages only.

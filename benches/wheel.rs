@@ -3,8 +3,9 @@
 //! ```text
 //!  job set (10k, 100k, 1M; realistic mix) ──► (a) naive scan: every job, every minute, saffron `Cron::contains`
 //!                                          ├─► (b) BinaryHeap by next instant: pop due, `next_after`, push
-//!                                          ├─► (c) Wheel + `next_after` reinsertion (the data structure alone)
-//!                                          └─► (d) cronq's `Scheduler::run_minute` (wheel + dispatch records + order)
+//!                                          ├─► (c) Wheel + `next_after` reinsertion, one entry per job (the data structure alone)
+//!                                          └─► (d) cronq's `Scheduler::run_minute`: one wheel entry and one `next_after`
+//!                                                  per distinct expression, plus dispatch records in priority/name order
 //!  baseline: one bare saffron `Cron::next_after` over the same fire mix (what any scheduler must pay per fire)
 //! ```
 //!
@@ -653,7 +654,7 @@ fn report(rec: &Recorder, labels: &[(String, bool)], idle_small: &Idle, idle_lar
     for note in notes {
         println!("{note}");
     }
-    println!("wheel = Wheel::advance + CronExpr::next_after + Wheel::insert; sched = Scheduler::run_minute (adds Dispatch records, priority/name order)");
+    println!("wheel = Wheel::advance + CronExpr::next_after + Wheel::insert, one entry per job; sched = Scheduler::run_minute (one entry and one next_after per distinct expression, Dispatch records in priority/name order)");
 
     println!();
     println!(
@@ -724,12 +725,14 @@ fn report(rec: &Recorder, labels: &[(String, bool)], idle_small: &Idle, idle_lar
             );
         }
         if let Some(w) = wheel {
+            // Not cronq's path: the per-job wheel is what cronq would cost if no two jobs shared an
+            // expression. Printed for comparison, without a verdict.
             println!(
                 "{:<58} {:>12} {:>10} {:>6}",
-                format!("{label}: cost per fire (Wheel direct) ÷ bare next_after"),
+                format!("{label}: per fire, one wheel entry per job ÷ next_after"),
                 format!("{w:.2}×"),
-                "≤ 1.5×",
-                verdict(*w <= 1.5)
+                "(info)",
+                ""
             );
         }
     }
@@ -758,12 +761,15 @@ fn report(rec: &Recorder, labels: &[(String, bool)], idle_small: &Idle, idle_lar
             .per_iter(&format!("{label}/scheduler"))
             .map(|s| s * (DAY / LARGE_CHUNK) as f64);
         if let Some(r) = naive.zip(sched).map(|(n, s)| n / s) {
+            // The issue sets the target for a million daily jobs; the realistic mix, with its hourly
+            // and every-N-minutes jobs, fires 4× as often and is printed for comparison.
+            let daily = label.ends_with("daily");
             println!(
                 "{:<58} {:>12} {:>10} {:>6}",
                 format!("{label}: naive scan CPU/day ÷ Scheduler CPU/day"),
                 format!("{r:.0}×"),
-                "≥ 100×",
-                verdict(r >= 100.0)
+                if daily { "≥ 100×" } else { "(info)" },
+                if daily { verdict(r >= 100.0) } else { "" }
             );
         }
     }

@@ -1,23 +1,36 @@
-//! The scheduling state the tick loop drives: every enabled job in the timing wheel, keyed by a dense
-//! [`JobId`]. Pure and synchronous (no IO, no tokio, no wall clock), so it is tested minute by minute.
+//! The scheduling state the tick loop drives: every enabled job in the timing wheel.
+//! Pure and synchronous (no IO, no tokio, no wall clock), so it is tested minute by minute.
 //!
-//! Invariant: every enabled job that can still fire sits in the wheel at its next instant strictly
-//! after [`Scheduler::processed`], the last minute whose due jobs were handed out. Everything that
-//! moves a job (a fire, a reload) computes "next after `processed`", which is why a reload can
-//! neither fire a job twice for one slot nor skip one.
+//! Jobs that share a compiled expression (the same `cronTime` in the same zone) fire in exactly the
+//! same minutes, so they share ONE wheel entry and ONE cron evaluation per fire: a schedule of a
+//! million jobs written by people holds a few thousand distinct expressions (every daily job at
+//! 02:30 is `30 2 * * *`). The wheel files these groups; a group that comes due hands out all its
+//! members. With no two jobs alike this is one entry per job, the plain design.
+//!
+//! ```text
+//!  Schedule ──► jobs, in dispatch order (priority desc, then name): a job's index is its rank
+//!            └► groups by (cronTime, zone): expression + member ranks ascending ──► Wheel (one entry per group)
+//!  run_minute: Wheel::advance ──► due groups ──► members merged by rank ──► Dispatch records
+//!                                           └──► group reinserted at its next instant
+//! ```
+//!
+//! Invariant: every group that can still fire sits in the wheel at its expression's first instant
+//! strictly after [`Scheduler::processed`], the last minute whose due jobs were handed out. The
+//! whole state is therefore a function of (schedule, processed): a reload rebuilds it from the new
+//! schedule at the same `processed`, which is why it can neither fire a job twice for one slot nor
+//! skip one, and why a payload-only change keeps the next run while a new `cronTime` moves it.
 
-use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
 use crate::clock::Minute;
 use crate::cron::CronExpr;
 use crate::schedule::diff::Diff;
-use crate::schedule::{Job, JobSpec, Schedule};
+use crate::schedule::{JobSpec, Schedule};
 use crate::wheel::{JobId, Wheel};
 
 /// One due job for one slot: what goes to the sink.
@@ -39,56 +52,36 @@ impl Dispatch {
     }
 }
 
-/// A job's name as a key of the name index, without a copy of the name: the settings are shared
-/// anyway. Copies (and the wider map buckets they need) cost 34 MB of resident memory with a
-/// million jobs (`benches/scale.rs`). Hashes and compares as the name, so the index is looked up
-/// with a `&str`.
-#[derive(Debug, Clone)]
-struct NameKey(Arc<JobSpec>);
-
-impl Hash for NameKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.name.as_str().hash(state);
-    }
+/// Jobs that fire together: one compiled expression and the ranks of the jobs that use it.
+#[derive(Debug)]
+struct Group {
+    expr: Arc<CronExpr>,
+    /// Indices into `Scheduler::jobs`, ascending, so a group's members are in dispatch order.
+    members: Vec<u32>,
 }
 
-impl PartialEq for NameKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.name == other.0.name
-    }
-}
-
-impl Eq for NameKey {}
-
-impl Borrow<str> for NameKey {
-    fn borrow(&self) -> &str {
-        &self.0.name
-    }
-}
-
-/// The jobs, the wheel, and how far time has been processed.
+/// The jobs, the wheel of their groups, and how far time has been processed.
 #[derive(Debug)]
 pub struct Scheduler {
+    /// One entry per group that can still fire, keyed by the group's index.
     wheel: Wheel,
-    /// Indexed by `JobId`. A job whose expression has no further instant stays here but not in
-    /// the wheel.
-    entries: Vec<Option<Job>>,
-    free: Vec<JobId>,
-    by_name: HashMap<NameKey, JobId>,
+    /// Enabled jobs in dispatch order: highest priority first, then by name.
+    jobs: Vec<Arc<JobSpec>>,
+    groups: Vec<Group>,
     schedule: Schedule,
     processed: Minute,
-    due: Vec<(JobId, Minute)>,
-    /// Within one `run_minute`: the next minute of each compiled expression seen so far, keyed by
-    /// the expression's address (see `run_minute`).
-    next_by_expr: HashMap<usize, Option<Minute>>,
+    /// Jobs in groups that are in the wheel.
+    scheduled: usize,
+    due_groups: Vec<(JobId, Minute)>,
+    due_jobs: Vec<u32>,
 }
 
 /// Where a dispatch goes in its minute's batch: highest priority first, then by name.
 ///
-/// Comparing names means following two pointers per comparison, which for a minute with a million
-/// due jobs made the sort most of the minute's cost (2 s of 2.4 s). The key carries the name's first
-/// 16 bytes, zero-padded and read big-endian, so comparing keys orders names exactly as comparing
-/// the names would, except that equal prefixes tie; only ties fall back to the full names.
+/// Sorting a million jobs by name means following two pointers per comparison. The key carries the
+/// name's first 16 bytes, zero-padded and read big-endian, so comparing keys orders names exactly
+/// as comparing the names would, except that equal prefixes tie; only ties fall back to the full
+/// names. Jobs are ranked once per schedule (at start-up and on reload), not per minute.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct DispatchOrder {
     priority: Reverse<i32>,
@@ -110,32 +103,73 @@ impl DispatchOrder {
 /// The first minute strictly after minute `after` at which `expr` fires.
 fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
     // `next_after` of the minute's first second: strictly after the whole minute `after`.
-    expr.next_after(after.start()?).map(minute_of)
+    expr.next_after(after.start()?).map(Minute::containing)
 }
 
-/// The minute a cron instant falls in. Cron instants are whole minutes, so this is exact.
-fn minute_of(at: DateTime<Utc>) -> Minute {
-    Minute::containing(at)
+/// Files group `id` at `next`, computed by [`next_minute`] from minute `after`.
+fn file_group(wheel: &mut Wheel, id: JobId, next: Option<Minute>, after: Minute) -> bool {
+    let Some(at) = next else { return false };
+    match wheel.insert(id, at) {
+        Ok(()) => true,
+        Err(e) => {
+            debug_assert!(false, "cron returned a time not after {after}: {e}");
+            false
+        }
+    }
 }
 
 impl Scheduler {
     /// Schedules every enabled job of `schedule` at its next instant after minute `processed`.
     pub fn new(schedule: Schedule, processed: Minute) -> Scheduler {
-        let mut s = Scheduler {
-            wheel: Wheel::new(processed),
-            entries: Vec::with_capacity(schedule.jobs.len()),
-            free: Vec::new(),
-            by_name: HashMap::with_capacity(schedule.jobs.len()),
-            schedule: Schedule::default(),
-            processed,
-            due: Vec::new(),
-            next_by_expr: HashMap::new(),
-        };
-        for job in schedule.jobs.iter().filter(|j| j.spec.enabled) {
-            s.add(job.clone());
+        let mut enabled: Vec<(DispatchOrder, &Arc<JobSpec>, &Arc<CronExpr>)> = schedule
+            .jobs
+            .iter()
+            .filter(|j| j.spec.enabled)
+            .map(|j| (DispatchOrder::of(&j.spec), &j.spec, &j.expr))
+            .collect();
+        enabled.sort_unstable_by(|(a_order, a, _), (b_order, b, _)| {
+            a_order.cmp(b_order).then_with(|| a.name.cmp(&b.name))
+        });
+
+        let mut wheel = Wheel::new(processed);
+        let mut jobs = Vec::with_capacity(enabled.len());
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: HashMap<(&str, Tz), u32> = HashMap::new();
+        for (rank, (_, spec, expr)) in (0u32..).zip(&enabled) {
+            let key = (spec.cron_time.as_str(), spec.timezone);
+            let group = *group_of.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    expr: Arc::clone(expr),
+                    members: Vec::new(),
+                });
+                (groups.len() - 1) as u32
+            });
+            groups[group as usize].members.push(rank);
+            jobs.push(Arc::clone(spec));
         }
-        s.schedule = schedule;
-        s
+        let mut scheduled = 0;
+        for (id, group) in (0u32..).zip(&groups) {
+            if file_group(
+                &mut wheel,
+                JobId(id),
+                next_minute(&group.expr, processed),
+                processed,
+            ) {
+                scheduled += group.members.len();
+            }
+        }
+        drop(group_of);
+        drop(enabled);
+        Scheduler {
+            wheel,
+            jobs,
+            groups,
+            schedule,
+            processed,
+            scheduled,
+            due_groups: Vec::new(),
+            due_jobs: Vec::new(),
+        }
     }
 
     /// The last minute whose due jobs were handed out.
@@ -148,15 +182,20 @@ impl Scheduler {
         &self.schedule
     }
 
-    /// Number of jobs in the wheel.
+    /// Number of jobs in the wheel (enabled jobs whose expression has an instant still to come).
     pub fn scheduled(&self) -> usize {
-        self.wheel.len()
+        self.scheduled
     }
 
-    /// When `name` fires next, if it is scheduled.
+    /// When `name` fires next, if it is scheduled. A scan of the jobs: for inspection and tests,
+    /// not for the tick path.
     pub fn next_run(&self, name: &str) -> Option<Minute> {
-        let id = self.by_name.get(name)?;
-        self.wheel.scheduled_at(*id)
+        let rank = self.jobs.iter().position(|spec| spec.name == name)? as u32;
+        let group = self
+            .groups
+            .iter()
+            .position(|g| g.members.binary_search(&rank).is_ok())?;
+        self.wheel.scheduled_at(JobId(group as u32))
     }
 
     /// The earliest minute at which something may be due.
@@ -164,134 +203,55 @@ impl Scheduler {
         self.wheel.next_due()
     }
 
-    fn add(&mut self, job: Job) {
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.entries.push(None);
-                JobId((self.entries.len() - 1) as u32)
-            }
-        };
-        self.by_name.insert(NameKey(Arc::clone(&job.spec)), id);
-        Self::schedule_next(&mut self.wheel, id, &job, self.processed);
-        self.entries[id.0 as usize] = Some(job);
-    }
-
-    /// Installs a new version of the job `id` (same name), re-keying the name index so that it does
-    /// not keep the old settings alive.
-    fn replace_entry(&mut self, id: JobId, job: Job) {
-        self.by_name.remove(job.spec.name.as_str());
-        self.by_name.insert(NameKey(Arc::clone(&job.spec)), id);
-        self.entries[id.0 as usize] = Some(job);
-    }
-
-    /// Puts `id` in the wheel at its first instant after minute `after`.
+    /// Replaces the running schedule with `new`: added jobs are scheduled after
+    /// [`processed`](Self::processed), removed ones never fire again, a changed
+    /// `cronTime`/`timezone` reschedules, a payload-only change keeps the next run. Returns the
+    /// difference by `jobName`, for the log.
     ///
-    /// Takes the wheel rather than `self` so that callers can pass a job borrowed from
-    /// `self.entries` instead of cloning it (two reference-count round trips per fire).
-    fn schedule_next(wheel: &mut Wheel, id: JobId, job: &Job, after: Minute) {
-        Self::schedule_at(wheel, id, next_minute(&job.expr, after), after);
-    }
-
-    /// Puts `id` in the wheel at `next`, computed by [`next_minute`] from minute `after`.
-    fn schedule_at(wheel: &mut Wheel, id: JobId, next: Option<Minute>, after: Minute) {
-        if let Some(at) = next {
-            if let Err(e) = wheel.insert(id, at) {
-                debug_assert!(false, "cron returned a time not after {after}: {e}");
-            }
-        }
-    }
-
-    /// Replaces the running schedule with `new`, applying the difference by `jobName`: added jobs
-    /// are scheduled after [`processed`](Self::processed), removed ones leave the wheel, a changed
-    /// `cronTime`/`timezone` reschedules, a payload-only change keeps the next run.
+    /// Every job's next run is its expression's first instant after `processed`, so rebuilding the
+    /// state from `new` at the same `processed` applies exactly that difference.
     pub fn apply(&mut self, new: Schedule) -> Diff {
         let diff = Diff::between(&self.schedule, &new);
-        let by_new_name: HashMap<&str, &Job> = new
-            .jobs
-            .iter()
-            .filter(|j| j.spec.enabled)
-            .map(|j| (j.spec.name.as_str(), j))
-            .collect();
-        for name in &diff.removed {
-            if let Some(id) = self.by_name.remove(name.as_str()) {
-                self.wheel.remove(id);
-                self.entries[id.0 as usize] = None;
-                self.free.push(id);
-            }
+        if diff.is_empty() {
+            // Only disabled jobs or the formatting changed: nothing to reschedule.
+            self.schedule = new;
+        } else {
+            *self = Scheduler::new(new, self.processed);
         }
-        for name in &diff.rescheduled {
-            if let (Some(&id), Some(job)) = (
-                self.by_name.get(name.as_str()),
-                by_new_name.get(name.as_str()),
-            ) {
-                self.wheel.remove(id);
-                let job = (*job).clone();
-                Self::schedule_next(&mut self.wheel, id, &job, self.processed);
-                self.replace_entry(id, job);
-            }
-        }
-        for name in &diff.updated {
-            if let (Some(&id), Some(job)) = (
-                self.by_name.get(name.as_str()),
-                by_new_name.get(name.as_str()),
-            ) {
-                self.replace_entry(id, (*job).clone());
-            }
-        }
-        for name in &diff.added {
-            if let Some(job) = by_new_name.get(name.as_str()) {
-                self.add((*job).clone());
-            }
-        }
-        self.schedule = new;
         diff
     }
 
     /// Processes minute `minute` (which must be `processed + 1`): appends its due jobs to `out`,
-    /// highest priority first, then by name, and reinserts each at its next instant.
+    /// highest priority first, then by name, and reinserts each due group at its next instant.
     pub fn run_minute(&mut self, minute: Minute, out: &mut Vec<Dispatch>) {
         debug_assert_eq!(
             minute,
             self.processed.next(),
             "minutes are processed in order"
         );
-        self.due.clear();
-        self.wheel.advance(minute, &mut self.due);
+        self.due_groups.clear();
+        self.wheel.advance(minute, &mut self.due_groups);
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
-        let mut batch = Vec::with_capacity(self.due.len());
-        // Jobs sharing a compiled expression (the loader compiles each distinct cronTime and zone
-        // once) fire in the same minutes, so their next minute is the same: evaluate it once per
-        // expression per minute. A minute's due jobs hold a handful of distinct expressions (all
-        // the daily jobs due at 02:30 are `30 2 * * *`), so this removes most cron evaluations.
-        // The entries keep every expression alive for the whole minute, so addresses are unique.
-        self.next_by_expr.clear();
-        for &(id, at) in &self.due {
-            debug_assert_eq!(at, minute, "a job surfaced at the wrong minute");
-            let Some(job) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
-                continue;
-            };
-            batch.push((
-                DispatchOrder::of(&job.spec),
-                Dispatch {
-                    spec: Arc::clone(&job.spec),
-                    scheduled_at: slot,
-                },
-            ));
-            let expr = &job.expr;
-            let next = *self
-                .next_by_expr
-                .entry(Arc::as_ptr(expr).addr())
-                .or_insert_with(|| next_minute(expr, minute));
-            Self::schedule_at(&mut self.wheel, id, next, minute);
+        self.due_jobs.clear();
+        for &(id, at) in &self.due_groups {
+            debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
+            let group = &self.groups[id.0 as usize];
+            self.due_jobs.extend_from_slice(&group.members);
+            let next = next_minute(&group.expr, minute);
+            if !file_group(&mut self.wheel, id, next, minute) {
+                self.scheduled -= group.members.len();
+            }
         }
-        batch.sort_unstable_by(|(a_order, a), (b_order, b)| {
-            a_order
-                .cmp(b_order)
-                .then_with(|| a.spec.name.cmp(&b.spec.name))
-        });
-        out.extend(batch.into_iter().map(|(_, dispatch)| dispatch));
+        if self.due_groups.len() > 1 {
+            // Each group's members are ascending runs; the stable sort merges runs.
+            self.due_jobs.sort();
+        }
+        out.reserve(self.due_jobs.len());
+        out.extend(self.due_jobs.iter().map(|&rank| Dispatch {
+            spec: Arc::clone(&self.jobs[rank as usize]),
+            scheduled_at: slot,
+        }));
     }
 
     /// Skips every slot up to and including `until` without dispatching; returns how many job
@@ -301,28 +261,28 @@ impl Scheduler {
         if until <= self.processed {
             return 0;
         }
-        self.due.clear();
-        self.wheel.advance(until, &mut self.due);
+        self.due_groups.clear();
+        self.wheel.advance(until, &mut self.due_groups);
         self.processed = until;
         let mut skipped = 0;
-        for &(id, at) in &self.due {
-            let Some(job) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
-                continue;
-            };
-            skipped += 1;
+        for &(id, at) in &self.due_groups {
+            let group = &self.groups[id.0 as usize];
             let mut cursor = at;
             let mut counted = 1;
             while counted < cap {
-                match next_minute(&job.expr, cursor) {
+                match next_minute(&group.expr, cursor) {
                     Some(next) if next <= until => {
-                        skipped += 1;
                         counted += 1;
                         cursor = next;
                     }
                     _ => break,
                 }
             }
-            Self::schedule_next(&mut self.wheel, id, job, until);
+            skipped += counted * group.members.len() as u64;
+            let next = next_minute(&group.expr, until);
+            if !file_group(&mut self.wheel, id, next, until) {
+                self.scheduled -= group.members.len();
+            }
         }
         skipped
     }
@@ -406,6 +366,103 @@ mod tests {
         assert!(scheduler.next_run("a").is_some());
     }
 
+    /// One job of a generated schedule: (name, priority, cron pool index, zone index, enabled).
+    type JobRow = (String, i32, usize, usize, bool);
+
+    /// A schedule file with these jobs.
+    fn schedule_of(jobs: &[JobRow]) -> Schedule {
+        const CRONS: [&str; 8] = [
+            "* * * * *",
+            "*/7 * * * *",
+            "0 * * * *",
+            "30 * * * *",
+            "*/15 * * * *",
+            "5,10 * * * *",
+            "0 13 * * *",
+            "59 23 31 12 *",
+        ];
+        const ZONES: [&str; 2] = ["UTC", "Asia/Kolkata"];
+        let entries: Vec<String> = jobs
+            .iter()
+            .map(|(name, priority, cron, zone, enabled)| {
+                format!(
+                    r#"{{"jobName":"{name}","priority":{priority},"job":"run {name}","cronTime":"{}","timezone":"{}","enabled":{enabled}}}"#,
+                    CRONS[*cron], ZONES[*zone]
+                )
+            })
+            .collect();
+        let json = format!(r#"{{"jobs":[{}]}}"#, entries.join(","));
+        parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+    }
+
+    /// The oracle: every enabled job on its own, its instants walked with `next_after` from `after`;
+    /// each minute's jobs sorted by (priority descending, name). No groups, no wheel, no ranks.
+    fn expected_minutes(
+        schedule: &Schedule,
+        after: Minute,
+        until: Minute,
+    ) -> HashMap<i64, Vec<(i32, String)>> {
+        let mut minutes: HashMap<i64, Vec<(i32, String)>> = HashMap::new();
+        for job in schedule.jobs.iter().filter(|j| j.spec.enabled) {
+            let mut cursor = after.start().unwrap();
+            while let Some(next) = job.expr.next_after(cursor) {
+                if Minute::containing(next) > until {
+                    break;
+                }
+                minutes
+                    .entry(Minute::containing(next).0)
+                    .or_default()
+                    .push((job.spec.priority, job.spec.name.clone()));
+                cursor = next;
+            }
+        }
+        for jobs in minutes.values_mut() {
+            jobs.sort_by(|a, b| (Reverse(a.0), &a.1).cmp(&(Reverse(b.0), &b.1)));
+        }
+        minutes
+    }
+
+    fn job_list() -> impl Strategy<Value = Vec<JobRow>> {
+        prop::collection::btree_map(
+            "[ab]{1,3}|report-region-eu-west-[0-9]{1,2}",
+            (-1i32..2, 0usize..8, 0usize..2, prop::bool::weighted(0.9)),
+            0..24,
+        )
+        .prop_map(|jobs| {
+            jobs.into_iter()
+                .map(|(name, (priority, cron, zone, enabled))| {
+                    (name, priority, cron, zone, enabled)
+                })
+                .collect()
+        })
+    }
+
+    /// Two schedules sharing some names (kept, changed, or gone) and adding others.
+    fn reload_pair() -> impl Strategy<Value = (Vec<JobRow>, Vec<JobRow>)> {
+        (
+            job_list(),
+            job_list(),
+            prop::collection::vec((0u8..4, -1i32..2, 0usize..8), 24),
+        )
+            .prop_map(|(first, extra, edits)| {
+                let mut second: Vec<_> = Vec::new();
+                for (job, (edit, priority, cron)) in first.iter().zip(edits) {
+                    match edit {
+                        0 => second.push(job.clone()),
+                        1 => second.push((job.0.clone(), priority, job.2, job.3, job.4)),
+                        2 => second.push((job.0.clone(), job.1, cron, job.3, job.4)),
+                        _ => {}
+                    }
+                }
+                for job in extra {
+                    if !second.iter().any(|j| j.0 == job.0) {
+                        second.push(job);
+                    }
+                }
+                (first, second)
+            })
+    }
+
     proptest! {
         /// The key plus the tie-break orders exactly like (priority descending, name).
         #[test]
@@ -425,6 +482,45 @@ mod tests {
             });
             let key = |v: Vec<&JobSpec>| v.iter().map(|s| (s.priority, s.name.clone())).collect::<Vec<_>>();
             prop_assert_eq!(key(by_key), key(expected));
+        }
+
+        /// Minute by minute over four hours, with a reload after a random minute, the scheduler
+        /// dispatches exactly what the per-job oracle says, in its order: nothing twice, nothing
+        /// skipped, the old schedule up to the reload and the new one after it.
+        #[test]
+        fn scheduler_matches_per_job_oracle_across_a_reload(
+            (first, second) in reload_pair(),
+            start_offset in 0i64..1_440,
+            reload_after in 1i64..240,
+        ) {
+            const SPAN: i64 = 240;
+            // 2026-12-31 00:00 UTC plus an offset: the yearly job's minute is reachable.
+            let start = Minute(29_977_920 + start_offset);
+            let reload_at = Minute(start.0 + reload_after);
+            let end = Minute(start.0 + SPAN);
+            let old = schedule_of(&first);
+            let new = schedule_of(&second);
+            let before = expected_minutes(&old, start, reload_at);
+            let after = expected_minutes(&new, reload_at, end);
+            let mut scheduler = Scheduler::new(old, start);
+            let mut out = Vec::new();
+            for m in start.0 + 1..=end.0 {
+                out.clear();
+                scheduler.run_minute(Minute(m), &mut out);
+                let got: Vec<(i32, String)> = out
+                    .iter()
+                    .map(|d| {
+                        prop_assert_eq!(d.scheduled_at, Minute(m).start().unwrap());
+                        Ok((d.spec.priority, d.spec.name.clone()))
+                    })
+                    .collect::<Result<_, TestCaseError>>()?;
+                let expected = if m <= reload_at.0 { &before } else { &after };
+                let want = expected.get(&m).cloned().unwrap_or_default();
+                prop_assert_eq!(got, want, "minute {} (reload after {})", m, reload_at.0);
+                if Minute(m) == reload_at {
+                    scheduler.apply(new.clone());
+                }
+            }
         }
     }
 }

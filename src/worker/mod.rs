@@ -49,7 +49,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -382,6 +382,24 @@ fn commit(consumer: &Consumer_, state: &Mutex<WorkerState>, mode: CommitMode) {
     }
 }
 
+/// Executions whose reports may be in flight at once. A job's executor is free as soon as its last
+/// attempt is over, so quick jobs can finish far faster than the results topic acks their reports;
+/// beyond this many unacked reports (a slow or unreachable results topic) no new job starts, the
+/// local queue fills, and fetching pauses. Each waiting report holds its message and result (a few
+/// KiB at most), so this bounds that memory to tens of MiB.
+const REPORT_WINDOW: usize = 10_000;
+
+/// How long the local queue may stay full before fetching is paused (see `Worker::run`).
+const PAUSE_AFTER_FULL: Duration = Duration::from_millis(250);
+
+/// An execution task's job.
+struct Spawned {
+    ticket: Ticket,
+    message: JobMessage,
+    /// Its last attempt is over: it holds no executor, only its reports are outstanding.
+    executed: bool,
+}
+
 /// The consumer loop with everything around it.
 struct Worker {
     config: WorkerConfig,
@@ -391,18 +409,27 @@ struct Worker {
     paused: Arc<AtomicBool>,
     consumer: Arc<Consumer_>,
     tasks: JoinSet<Done>,
-    /// The job each execution task runs, to clean up after a task that died.
-    spawned: HashMap<tokio::task::Id, (Ticket, JobMessage)>,
+    /// The job each execution task runs (and whether its last attempt is over), to free its
+    /// executor when it says so and to clean up after a task that died.
+    spawned: HashMap<tokio::task::Id, Spawned>,
+    /// Execution tasks tell the loop here when their last attempt is over (their reports may still
+    /// be in flight): their executor is free from then on.
+    executed_tx: mpsc::UnboundedSender<tokio::task::Id>,
+    executed_rx: mpsc::UnboundedReceiver<tokio::task::Id>,
+    /// Executions whose handler is running (the pool's busy executors).
     running: usize,
+    /// Executions over whose reports are not acked yet (their offsets are not finished).
+    reporting: usize,
     pool: autoscale::PoolState,
     summary: Summary,
     completions: u64,
 }
 
 impl Worker {
-    /// Starts as many ready jobs as the pool has free executors.
+    /// Starts as many ready jobs as the pool has free executors, as long as fewer than
+    /// [`REPORT_WINDOW`] executions wait for their reports to be acked.
     fn start_ready(&mut self) {
-        while self.running < self.pool.size {
+        while self.running < self.pool.size && self.reporting < REPORT_WINDOW {
             let next = lock(&self.state).next_ready();
             match next {
                 None => return,
@@ -416,7 +443,12 @@ impl Worker {
                     let handler = Arc::clone(&self.handler);
                     let publisher = Arc::clone(&self.publisher);
                     let report = self.config.report.clone();
-                    let job = (ticket.clone(), message.clone());
+                    let job = Spawned {
+                        ticket: ticket.clone(),
+                        message: message.clone(),
+                        executed: false,
+                    };
+                    let executed_tx = self.executed_tx.clone();
                     let handle = self.tasks.spawn(async move {
                         let origin = Origin {
                             topic: ticket.topic.to_string(),
@@ -429,6 +461,10 @@ impl Worker {
                             &report,
                             message.clone(),
                             origin,
+                            // The loop outlives its tasks; a send after it stopped is moot.
+                            move || {
+                                let _ = executed_tx.send(tokio::task::id());
+                            },
                         )
                         .await;
                         Done::Job {
@@ -474,15 +510,39 @@ impl Worker {
         }
     }
 
+    /// An execution task's last attempt is over: free its executor and let the next run of its
+    /// name start; its offset waits for its reports ([`Worker::done`]).
+    fn executed(&mut self, id: tokio::task::Id) {
+        // Absent when the task finished (and was joined) before this message was read.
+        let Some(job) = self.spawned.get_mut(&id) else {
+            return;
+        };
+        if !job.executed {
+            job.executed = true;
+            self.running = self.running.saturating_sub(1);
+            self.reporting += 1;
+            lock(&self.state).executed(&job.message, true);
+        }
+    }
+
     fn joined(&mut self, joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
         match joined {
             Ok((id, done)) => {
-                self.spawned.remove(&id);
-                self.done(done);
+                let executed = self.spawned.remove(&id).is_some_and(|job| job.executed);
+                self.done(done, executed);
             }
             Err(e) => {
-                if let Some((ticket, message)) = self.spawned.remove(&e.id()) {
-                    self.running = self.running.saturating_sub(1);
+                if let Some(Spawned {
+                    ticket,
+                    message,
+                    executed,
+                }) = self.spawned.remove(&e.id())
+                {
+                    if executed {
+                        self.reporting = self.reporting.saturating_sub(1);
+                    } else {
+                        self.running = self.running.saturating_sub(1);
+                    }
                     lock(&self.state).abandon(&message);
                     tracing::error!(message = "an execution task died; its record stays uncommitted and commits of its partition stop there until the partition moves", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %e);
                 } else {
@@ -492,20 +552,28 @@ impl Worker {
         }
     }
 
-    fn done(&mut self, done: Done) {
+    /// An execution task finished: its reports are acked. `executed`: the loop already freed its
+    /// executor ([`Worker::executed`]).
+    fn done(&mut self, done: Done, executed: bool) {
         match done {
             Done::Job {
                 ticket,
                 message,
                 end,
             } => {
-                self.running = self.running.saturating_sub(1);
                 self.completions += 1;
                 match end {
                     Final::Succeeded { .. } => self.summary.succeeded += 1,
                     Final::DeadLettered { .. } => self.summary.dead_lettered += 1,
                 }
-                lock(&self.state).finish(&ticket, &message, true);
+                let mut state = lock(&self.state);
+                if executed {
+                    self.reporting = self.reporting.saturating_sub(1);
+                    state.reported(&ticket);
+                } else {
+                    self.running = self.running.saturating_sub(1);
+                    state.finish(&ticket, &message, true);
+                }
             }
             Done::Malformed { ticket } => lock(&self.state).finish_malformed(&ticket),
         }
@@ -525,16 +593,32 @@ impl Worker {
         let prefetch = self.config.prefetch.max(1);
         let paused = Arc::clone(&self.paused);
         let consumer = Arc::clone(&self.consumer);
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             self.start_ready();
             let queued = lock(&self.state).queued();
-            if paused.load(AtomicOrdering::SeqCst) && queued <= prefetch / 2 {
+            let is_paused = paused.load(AtomicOrdering::SeqCst);
+            if is_paused && queued <= prefetch / 2 {
                 pause_or_resume(&consumer, false);
                 paused.store(false, AtomicOrdering::SeqCst);
             }
+            // A full queue first only stops taking records (librdkafka keeps what it fetched); if
+            // it stays full, fetching pauses. Pausing drops librdkafka's fetched records and costs a
+            // refetch on resume, too much to pay every time quick jobs fill the queue for a moment.
+            let full = queued >= prefetch;
+            if !full {
+                full_since = None;
+            }
+            let pause_at =
+                *full_since.get_or_insert_with(tokio::time::Instant::now) + PAUSE_AFTER_FULL;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                received = consumer.recv() => match received {
+                _ = tokio::time::sleep_until(pause_at), if full && !is_paused => {
+                    // Keep polling (group membership, rebalances) but fetch no more.
+                    pause_or_resume(&consumer, true);
+                    paused.store(true, AtomicOrdering::SeqCst);
+                }
+                received = consumer.recv(), if !full || is_paused => match received {
                     Ok(m) => {
                         let record = Fetched {
                             topic: Arc::from(m.topic()),
@@ -545,14 +629,10 @@ impl Worker {
                         };
                         drop(m);
                         self.admit(record);
-                        if lock(&self.state).queued() >= prefetch {
-                            // Keep polling (group membership, rebalances) but fetch no more.
-                            pause_or_resume(&consumer, true);
-                            paused.store(true, AtomicOrdering::SeqCst);
-                        }
                     }
                     Err(e) => warn!(message = "consumer error", error = %e),
                 },
+                Some(id) = self.executed_rx.recv() => self.executed(id),
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined),
                 _ = commit_tick.tick() => commit(&consumer, &self.state, CommitMode::Async),
                 _ = scale_tick.tick() => {
@@ -596,16 +676,19 @@ impl Worker {
         info!(
             message = "shutting down: no new jobs start; waiting for running ones",
             running = self.running,
+            reporting = self.reporting,
             queued_dropped = dropped,
             grace = %humantime::format_duration(self.config.shutdown_grace),
         );
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while !self.tasks.is_empty() {
             tokio::select! {
+                Some(id) = self.executed_rx.recv() => self.executed(id),
                 Some(joined) = self.tasks.join_next_with_id() => self.joined(joined),
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.summary.aborted = self.running as u64;
-                    warn!(message = "shutdown grace expired; killing running jobs (their records stay uncommitted and run again elsewhere)", running = self.running);
+                    // Jobs whose reports were still in flight are as unfinished as running ones.
+                    self.summary.aborted = (self.running + self.reporting) as u64;
+                    warn!(message = "shutdown grace expired; killing running jobs (their records stay uncommitted and run again elsewhere)", running = self.running, reporting = self.reporting);
                     self.tasks.abort_all();
                     while self.tasks.join_next().await.is_some() {}
                     break;
@@ -631,9 +714,9 @@ pub async fn run(
         .set("bootstrap.servers", &brokers)
         .set("client.id", &config.report.worker)
         .set("acks", "all")
-        // A finished job waits for its result's ack before its offset may be committed: do not
-        // hold results back to batch them (concurrent executions still batch naturally).
-        .set("linger.ms", "1")
+        // A finished job's executor is free at once; only its offset waits for the result's ack.
+        // A few milliseconds of linger batch the results of a busy pool into few produce requests.
+        .set("linger.ms", "5")
         .create()
         .map_err(|source| WorkerError::Client {
             what: "producer",
@@ -713,6 +796,7 @@ pub async fn run(
         config.scale_interval.max(Duration::from_millis(100)),
         lag_tx,
     ));
+    let (executed_tx, executed_rx) = mpsc::unbounded_channel();
     let mut worker = Worker {
         pool: autoscale::PoolState::new(config.scale.normalized().min),
         config,
@@ -723,7 +807,10 @@ pub async fn run(
         consumer,
         tasks: JoinSet::new(),
         spawned: HashMap::new(),
+        executed_tx,
+        executed_rx,
         running: 0,
+        reporting: 0,
         summary: Summary::default(),
         completions: 0,
     };

@@ -259,14 +259,17 @@ async fn run_guarded(handler: &dyn Handler, run: &JobRun) -> Outcome {
 }
 
 /// Runs `message` until it succeeds, is rejected, or used up its attempts; reports each attempt and,
-/// when it did not succeed, dead-letters it. Returns once every report was delivered.
+/// when it did not succeed, dead-letters it. Calls `executed` as soon as the last attempt is over
+/// (before its reports are delivered); returns once every report was delivered.
 pub async fn execute_with_retries(
     handler: &dyn Handler,
     publisher: &dyn Publisher,
     config: &ReportConfig,
     message: JobMessage,
     origin: Origin,
+    executed: impl FnOnce(),
 ) -> Final {
+    let mut executed = Some(executed);
     let max_attempts = config.max_attempts.max(1);
     let mut backoff = Backoff::new(config.retry_backoff);
     let mut run = JobRun {
@@ -288,6 +291,17 @@ pub async fn execute_with_retries(
             finished,
             &config.worker,
         );
+        let last = match outcome.status {
+            Status::Succeeded => true,
+            status => !(status.is_retryable() && run.attempt < max_attempts),
+        };
+        if last {
+            // The executor is free before the reports are acked: the caller starts the next job
+            // while this one's result is in flight (and batched with others).
+            if let Some(executed) = executed.take() {
+                executed();
+            }
+        }
         let key = run.message.job_name.clone().into_bytes();
         publisher
             .publish(&config.results_topic, &key, to_json(&result))
@@ -457,13 +471,23 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let r = Recorder::default();
-        let end = execute_with_retries(&h, &r, &config(3), message(), origin()).await;
+        // (handler calls, reports published) when the executor was let go.
+        let freed = std::cell::Cell::new(None);
+        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), || {
+            freed.set(Some((h.calls.load(Ordering::SeqCst), records(&r).len())))
+        })
+        .await;
         assert_eq!(
             end,
             Final::DeadLettered {
                 reason: DeadReason::AttemptsExhausted,
                 attempts: 3
             }
+        );
+        assert_eq!(
+            freed.get(),
+            Some((3, 2)),
+            "the executor is freed after the last attempt, before its result and dead letter"
         );
         let got = records(&r);
         assert_eq!(got.len(), 4);
@@ -489,7 +513,7 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let r = Recorder::default();
-        let end = execute_with_retries(&h, &r, &config(5), message(), origin()).await;
+        let end = execute_with_retries(&h, &r, &config(5), message(), origin(), || {}).await;
         assert_eq!(end, Final::Succeeded { attempts: 2 });
         let got = records(&r);
         assert_eq!(got.len(), 2);
@@ -503,7 +527,7 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let r = Recorder::default();
-        let end = execute_with_retries(&h, &r, &config(3), message(), origin()).await;
+        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), || {}).await;
         assert_eq!(
             end,
             Final::DeadLettered {
@@ -529,7 +553,8 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_fails_its_attempts_and_is_dead_lettered() {
         let r = Recorder::default();
-        let end = execute_with_retries(&Panicking, &r, &config(2), message(), origin()).await;
+        let end =
+            execute_with_retries(&Panicking, &r, &config(2), message(), origin(), || {}).await;
         assert_eq!(
             end,
             Final::DeadLettered {

@@ -202,12 +202,25 @@ impl WorkerState {
         }
     }
 
-    /// A job handed out by [`WorkerState::next_ready`] is done (`ran`: it was executed, not skipped).
+    /// A job handed out by [`WorkerState::next_ready`] is done (`ran`: it was executed, not skipped):
+    /// [`WorkerState::executed`] and [`WorkerState::reported`] at once.
     pub fn finish(&mut self, ticket: &Ticket, message: &JobMessage, ran: bool) {
+        self.executed(message, ran);
+        self.reported(ticket);
+    }
+
+    /// A job's last attempt is over, though its reports may still be on their way: the next run of
+    /// its name may start, and its `dispatchId` counts as done. Its offset stays unfinished until
+    /// [`WorkerState::reported`].
+    pub fn executed(&mut self, message: &JobMessage, ran: bool) {
         self.queue.release(&message.job_name, &message.dispatch_id);
         if ran {
             self.recent.insert(&message.dispatch_id);
         }
+    }
+
+    /// A job's result (and dead letter, if any) is acked: its offset may be committed past.
+    pub fn reported(&mut self, ticket: &Ticket) {
         self.finish_offset(ticket);
     }
 
@@ -321,6 +334,35 @@ mod tests {
         assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
         s.committed(&[(tp(0), 2)]);
         assert!(s.to_commit().is_empty());
+    }
+
+    /// Once a run is over, the next run of its name may start and its dispatchId is remembered,
+    /// but the commit waits until its reports are acked.
+    #[test]
+    fn an_executed_job_frees_its_name_but_holds_the_commit_until_reported() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(record(0, 0, "a", 0, 0));
+        s.admit(record(0, 1, "a", 0, 1));
+        s.admit(record(0, 2, "a", 0, 0)); // slot 03:00 again
+        let (t0, m0) = run_next(&mut s);
+        assert!(s.next_ready().is_none(), "one run of a name at a time");
+        s.executed(&m0, true);
+        assert_eq!(
+            s.to_commit(),
+            vec![(tp(0), 0)],
+            "its report is not acked yet"
+        );
+        let (t1, m1) = run_next(&mut s);
+        assert_eq!(m1.scheduled_at, "2026-11-26T03:01:00Z");
+        s.finish(&t1, &m1, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 0)], "offset 0 still holds it");
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => s.finish(&t, &m, false),
+            other => panic!("the executed dispatchId is a duplicate, got {other:?}"),
+        }
+        s.reported(&t0);
+        assert_eq!(s.to_commit(), vec![(tp(0), 3)]);
     }
 
     #[test]

@@ -332,6 +332,39 @@ fn idle_cpu(path: &Path) -> IdleCpu {
     })
 }
 
+/// What applying a schedule costs: building the Scheduler at start-up, and a reload that changes
+/// one job (the diff by name, then the rebuild).
+struct Reload {
+    jobs: usize,
+    build: Duration,
+    apply_one_change: Duration,
+}
+
+fn reload(path: &Path) -> Reload {
+    let bytes = std::fs::read(path).expect("read schedule");
+    let schedule = parse(&bytes, path, LoadOptions::default()).expect("valid schedule");
+    let jobs = schedule.jobs.len();
+    // The same file with one job's payload edited.
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let edited = text.replacen("\"run-task --id 0\"", "\"run-task --id 0 --v2\"", 1);
+    assert_ne!(edited, text, "the edit applies");
+    let new = parse(edited.as_bytes(), path, LoadOptions::default()).expect("valid schedule");
+    drop((text, edited));
+    let c0 = thread_cpu();
+    let mut scheduler = Scheduler::new(schedule, day_start());
+    let build = thread_cpu() - c0;
+    let c0 = thread_cpu();
+    let diff = scheduler.apply(new);
+    let apply_one_change = thread_cpu() - c0;
+    assert_eq!(diff.updated.len(), 1, "one job changed");
+    drop(black_box(scheduler));
+    Reload {
+        jobs,
+        build,
+        apply_one_change,
+    }
+}
+
 fn main() {
     if let Some(path) = std::env::var_os(RSS_CHILD) {
         rss_child(Path::new(&path));
@@ -360,8 +393,16 @@ fn main() {
     let burst = burst(big);
     eprintln!("measuring idle tick CPU ...");
     let idle = idle_cpu(&big_path);
+    eprintln!("timing a reload ...");
+    let reload = reload(&big_path);
 
     report(full, &[load_mid, load_big], &memory, &burst, &idle);
+    println!(
+        "reload, {} jobs (CPU): Scheduler::new {}; apply of a file with one job changed (diff by name + rebuild) {}; parsing the file comes on top",
+        fmt_count(reload.jobs),
+        fmt_secs(reload.build.as_secs_f64()),
+        fmt_secs(reload.apply_one_change.as_secs_f64()),
+    );
 }
 
 fn report(full: bool, loads: &[LoadTiming], memory: &Memory, burst: &Burst, idle: &IdleCpu) {

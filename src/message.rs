@@ -61,7 +61,7 @@ impl JobMessage {
             job_name: d.spec.name.clone(),
             priority: d.spec.priority,
             job: d.spec.job.clone(),
-            cron_time: d.spec.cron_time.clone(),
+            cron_time: d.spec.cron_time.to_string(),
             dispatch_id: dispatch_id(&d.spec.name, &scheduled_at),
             scheduled_at,
         }

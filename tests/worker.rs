@@ -69,7 +69,7 @@ fn encoded(
             name: name.to_string(),
             priority,
             job: job.to_string(),
-            cron_time: "* * * * *".to_string(),
+            cron_time: "* * * * *".into(),
             timezone: chrono_tz::Tz::UTC,
             topic: None,
             enabled: true,

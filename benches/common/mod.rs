@@ -87,16 +87,17 @@ pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
 /// The set as an in-memory [`Schedule`] (UTC), jobs with equal expressions sharing one compiled
 /// [`CronExpr`] as the loader does.
 pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
-    let mut compiled: HashMap<String, Arc<CronExpr>> = HashMap::new();
+    let mut compiled: HashMap<String, (Arc<str>, Arc<CronExpr>)> = HashMap::new();
     let mut rng = Rng(seed ^ 0x5EED);
     let jobs = cron_times(n, mix, seed)
         .into_iter()
         .enumerate()
         .map(|(i, cron_time)| {
-            let expr = compiled
+            let (cron_time, expr) = compiled
                 .entry(cron_time.clone())
                 .or_insert_with(|| {
-                    Arc::new(CronExpr::parse(&cron_time, chrono_tz::UTC).expect("valid cron"))
+                    let expr = CronExpr::parse(&cron_time, chrono_tz::UTC).expect("valid cron");
+                    (Arc::from(cron_time.as_str()), Arc::new(expr))
                 })
                 .clone();
             Job {

@@ -136,7 +136,7 @@ impl Scheduler {
         let mut groups: Vec<Group> = Vec::new();
         let mut group_of: HashMap<(&str, Tz), u32> = HashMap::new();
         for (rank, (_, spec, expr)) in (0u32..).zip(&enabled) {
-            let key = (spec.cron_time.as_str(), spec.timezone);
+            let key = (&*spec.cron_time, spec.timezone);
             let group = *group_of.entry(key).or_insert_with(|| {
                 groups.push(Group {
                     expr: Arc::clone(expr),

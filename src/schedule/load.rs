@@ -27,7 +27,8 @@ pub struct JobSpec {
     /// The payload: what a worker executes.
     pub job: String,
     /// The cron expression as written.
-    pub cron_time: String,
+    /// Shared by every job with the same text (one allocation per distinct expression).
+    pub cron_time: Arc<str>,
     /// The zone `cron_time` is read in.
     pub timezone: Tz,
     /// Overrides the global topic.
@@ -184,7 +185,30 @@ pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule
 }
 
 /// Expressions compiled so far, by zone and text: jobs with the same pair share one [`CronExpr`].
-type Compiled = HashMap<Tz, HashMap<String, Result<Arc<CronExpr>, CronError>>>;
+/// A schedule uses a handful of zones, so they are searched in a list (no hashing per job).
+type Compiled = Vec<(Tz, HashMap<Arc<str>, Result<Arc<CronExpr>, CronError>>)>;
+
+/// A job field's index in [`JOB_FIELDS`].
+fn job_field(key: &str) -> Option<usize> {
+    Some(match key {
+        "jobName" => JOB_NAME,
+        "priority" => PRIORITY,
+        "job" => PAYLOAD,
+        "cronTime" => CRON_TIME,
+        "timezone" => TIMEZONE,
+        "topic" => TOPIC,
+        "enabled" => ENABLED,
+        _ => return None,
+    })
+}
+
+const JOB_NAME: usize = 0;
+const PRIORITY: usize = 1;
+const PAYLOAD: usize = 2;
+const CRON_TIME: usize = 3;
+const TIMEZONE: usize = 4;
+const TOPIC: usize = 5;
+const ENABLED: usize = 6;
 
 struct Checker<'a> {
     path: &'a Path,
@@ -321,13 +345,20 @@ impl<'a> Checker<'a> {
 
         let mut jobs = Vec::with_capacity(entries.len());
         let mut first_seen: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(entries.len());
-        let mut compiled: Compiled = HashMap::new();
+        let mut compiled: Compiled = Vec::new();
         for (i, raw) in entries.into_iter().enumerate() {
             if let Some(job) = self.check_job(i, raw, options, &mut first_seen, &mut compiled) {
                 jobs.push(job);
             }
         }
         Schedule { jobs }
+    }
+
+    /// The text of a JSON string written without escapes, borrowed from the file; `None` for
+    /// anything else (then [`Checker::string_field`] decodes or reports it).
+    fn plain_str(raw: &'a RawValue) -> Option<&'a str> {
+        let text = raw.get().strip_prefix('"')?.strip_suffix('"')?;
+        (!text.contains('\\')).then_some(text)
     }
 
     fn string_field(
@@ -374,8 +405,19 @@ impl<'a> Checker<'a> {
         };
         let before = self.problems.len();
 
+        // Each known field's (first) value, by its index in `JOB_FIELDS`: one pass over the keys,
+        // then array reads. Unknown or repeated keys are rare; they are reported below.
+        let mut field: [Option<&'a RawValue>; JOB_FIELDS.len()] = [None; JOB_FIELDS.len()];
+        let mut irregular = false;
+        for (key, value) in &obj.members {
+            match job_field(key) {
+                Some(k) if field[k].is_none() => field[k] = Some(*value),
+                _ => irregular = true,
+            }
+        }
+
         // The name first, so every later problem can name the job.
-        let name = match obj.get("jobName") {
+        let name = match field[JOB_NAME] {
             Some(v) => self.string_field(v, (i, None), "jobName"),
             None => None,
         };
@@ -384,8 +426,8 @@ impl<'a> Checker<'a> {
 
         // Bit `k` set: `JOB_FIELDS[k]` seen in this job.
         let mut seen_fields = 0u32;
-        for (key, value) in &obj.members {
-            match JOB_FIELDS.iter().position(|field| *field == key.as_ref()) {
+        for (key, value) in obj.members.iter().filter(|_| irregular) {
+            match job_field(key) {
                 None => {
                     let hint = suggestion(key, JOB_FIELDS);
                     self.report(
@@ -408,18 +450,18 @@ impl<'a> Checker<'a> {
         }
 
         let job_start = Some(raw.get());
-        for required in ["jobName", "job", "cronTime"] {
-            if obj.get(required).is_none() {
+        for required in [JOB_NAME, PAYLOAD, CRON_TIME] {
+            if field[required].is_none() {
                 self.report(
                     job_start,
                     Some(job_ref),
-                    Some(required),
+                    Some(JOB_FIELDS[required]),
                     "missing (required)".into(),
                 );
             }
         }
 
-        if let (Some(n), Some(v)) = (&name, obj.get("jobName")) {
+        if let (Some(n), Some(v)) = (&name, field[JOB_NAME]) {
             if n.trim().is_empty() {
                 self.report(
                     Some(v.get()),
@@ -451,7 +493,7 @@ impl<'a> Checker<'a> {
             }
         }
 
-        let priority = match obj.get("priority") {
+        let priority = match field[PRIORITY] {
             None => Some(0),
             Some(v) => match serde_json::from_str::<i64>(v.get()) {
                 Ok(p) if i32::try_from(p).is_ok() => Some(p as i32),
@@ -482,7 +524,7 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let payload = match obj.get("job") {
+        let payload = match field[PAYLOAD] {
             Some(v) => {
                 let s = self.string_field(v, job_ref, "job");
                 if s.as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -498,7 +540,7 @@ impl<'a> Checker<'a> {
             None => None,
         };
 
-        let timezone = match obj.get("timezone") {
+        let timezone = match field[TIMEZONE] {
             None => Some(options.default_tz),
             Some(v) => match self.string_field(v, job_ref, "timezone") {
                 Some(zone) => match parse_zone(&zone) {
@@ -517,7 +559,7 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let topic = match obj.get("topic") {
+        let topic = match field[TOPIC] {
             None => Some(None),
             Some(v) => match self.string_field(v, job_ref, "topic") {
                 Some(t) if valid_topic(&t) => Some(Some(t)),
@@ -534,7 +576,7 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let enabled = match obj.get("enabled") {
+        let enabled = match field[ENABLED] {
             None => Some(true),
             Some(v) => match serde_json::from_str::<bool>(v.get()) {
                 Ok(b) => Some(b),
@@ -551,35 +593,49 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let cron = match obj.get("cronTime") {
-            Some(v) => match (self.string_field(v, job_ref, "cronTime"), timezone) {
-                (Some(text), Some(tz)) => {
-                    // Looked up by `&str`: most jobs share an expression compiled already, and
-                    // copying the text just to probe the map cost an allocation per job.
-                    let in_zone = compiled.entry(tz).or_default();
-                    let result = match in_zone.get(text.as_str()) {
-                        Some(result) => result.clone(),
-                        None => {
-                            let result = CronExpr::parse(&text, tz).map(Arc::new);
-                            in_zone.insert(text.clone(), result.clone());
-                            result
-                        }
-                    };
-                    match result {
-                        Ok(expr) => Some((text, expr)),
-                        Err(e) => {
-                            self.report(
-                                Some(v.get()),
-                                Some(job_ref),
-                                Some("cronTime"),
-                                e.to_string(),
-                            );
-                            None
+        let cron = match field[CRON_TIME] {
+            Some(v) => {
+                // Borrowed from the file when it can be: most jobs share an expression compiled
+                // already, and decoding the text into a fresh String cost an allocation per job.
+                let text: Option<Cow<'a, str>> = match Self::plain_str(v) {
+                    Some(text) => Some(Cow::Borrowed(text)),
+                    None => self.string_field(v, job_ref, "cronTime").map(Cow::Owned),
+                };
+                match (text, timezone) {
+                    (Some(text), Some(tz)) => {
+                        let zone = match compiled.iter().position(|(zone, _)| *zone == tz) {
+                            Some(z) => z,
+                            None => {
+                                compiled.push((tz, HashMap::new()));
+                                compiled.len() - 1
+                            }
+                        };
+                        let in_zone = &mut compiled[zone].1;
+                        let (shared, result) = match in_zone.get_key_value(text.as_ref()) {
+                            Some((shared, result)) => (Arc::clone(shared), result.clone()),
+                            None => {
+                                let shared: Arc<str> = Arc::from(text.as_ref());
+                                let result = CronExpr::parse(&shared, tz).map(Arc::new);
+                                in_zone.insert(Arc::clone(&shared), result.clone());
+                                (shared, result)
+                            }
+                        };
+                        match result {
+                            Ok(expr) => Some((shared, expr)),
+                            Err(e) => {
+                                self.report(
+                                    Some(v.get()),
+                                    Some(job_ref),
+                                    Some("cronTime"),
+                                    e.to_string(),
+                                );
+                                None
+                            }
                         }
                     }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             None => None,
         };
 
@@ -616,6 +672,14 @@ impl<'a> Checker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_job_field_has_its_index() {
+        for (k, name) in JOB_FIELDS.iter().enumerate() {
+            assert_eq!(job_field(name), Some(k), "{name}");
+        }
+        assert_eq!(job_field("cronTme"), None);
+    }
 
     fn problems(json: &str) -> Vec<String> {
         match parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()) {

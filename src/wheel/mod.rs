@@ -1,10 +1,10 @@
 //! The dispatcher's timing wheel: which jobs fire at which minute.
 //!
-//! cronq keeps every scheduled job in one [`Wheel`], filed under its next fire minute. The
-//! dispatcher's tick loop advances the wheel once per minute ([`Wheel::advance`]); the jobs it hands
-//! out go on to be dispatched, and for each one the next cron instant is computed and the job is
-//! inserted again ([`Wheel::insert`]). Schedule reloads unschedule or reschedule jobs
-//! ([`Wheel::remove`], [`Wheel::insert`]).
+//! cronq keeps every scheduled job in one [`Wheel`], filed under its next fire minute; jobs that
+//! share a cron expression and zone share one entry (see `dispatcher::scheduler`). The dispatcher's
+//! tick loop advances the wheel once per minute ([`Wheel::advance`]); what it hands out goes on to
+//! be dispatched, and for each entry the next cron instant is computed and the entry is inserted
+//! again ([`Wheel::insert`]). The wheel itself only knows dense ids and minutes.
 //!
 //! It is a hierarchical timing wheel (G. Varghese and T. Lauck, "Hashed and Hierarchical Timing
 //! Wheels: Data Structures for the Efficient Implementation of a Timer Facility", SOSP 1987), laid

@@ -606,11 +606,13 @@ impl Worker {
             // it stays full, fetching pauses. Pausing drops librdkafka's fetched records and costs a
             // refetch on resume, too much to pay every time quick jobs fill the queue for a moment.
             let full = queued >= prefetch;
-            if !full {
-                full_since = None;
-            }
-            let pause_at =
-                *full_since.get_or_insert_with(tokio::time::Instant::now) + PAUSE_AFTER_FULL;
+            full_since = if full {
+                full_since.or_else(|| Some(tokio::time::Instant::now()))
+            } else {
+                None
+            };
+            // Only waited on while the queue is full.
+            let pause_at = full_since.unwrap_or_else(tokio::time::Instant::now) + PAUSE_AFTER_FULL;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(pause_at), if full && !is_paused => {

@@ -45,7 +45,10 @@ start() {
     return
   fi
   mkdir -p "$DIR"
-  (cd "$DIR" && nohup tansu broker \
+  # `cd` on its own line: `cd DIR && tansu ... &` would send the cd to the background with tansu and
+  # leave the pid file in the caller's directory.
+  (cd "$DIR"
+    nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "sqlite://tansu.db" >broker.log 2>&1 &

@@ -25,6 +25,7 @@ $CRONQ validate schedule/schedule.json
 
 pids=()
 cleanup() {
+  trap - EXIT INT TERM   # once, whichever of them fired
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [[ -n "$started_broker" ]]; then scripts/broker.sh stop; fi

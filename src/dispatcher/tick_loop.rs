@@ -125,7 +125,7 @@ impl TickLoop {
     /// One tick: reload check, then every minute up to the clock's.
     pub async fn tick(&mut self) -> Result<TickReport, SinkClosed> {
         let mut report = TickReport::default();
-        self.check_reload(&mut report);
+        self.check_reload(&mut report).await;
 
         let now = Minute::containing(self.clock.now());
         let processed = self.scheduler.processed();
@@ -188,7 +188,7 @@ impl TickLoop {
         Ok(report)
     }
 
-    fn check_reload(&mut self, report: &mut TickReport) {
+    async fn check_reload(&mut self, report: &mut TickReport) {
         let Some(source) = self.source.as_mut() else {
             return;
         };
@@ -209,7 +209,24 @@ impl TickLoop {
             Change::Changed { bytes, digest } => {
                 source.vanished = false;
                 let path = source.watch.path().to_path_buf();
-                match parse(&bytes, &path, source.options) {
+                let started = std::time::Instant::now();
+                // Parsing a large file takes seconds of CPU (2 s for a million jobs): on the
+                // blocking pool, not on a runtime thread the producers share. The loop itself
+                // waits for it; minutes that pass meanwhile are caught up after.
+                let parsed = {
+                    let path = path.clone();
+                    let options = source.options;
+                    tokio::task::spawn_blocking(move || parse(&bytes, &path, options)).await
+                };
+                let parsed = match parsed {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        report.rejected = true;
+                        error!(message = "reading the schedule failed; keeping the current schedule", file = %path.display(), error = %e);
+                        return;
+                    }
+                };
+                match parsed {
                     Ok(schedule) => {
                         let jobs = schedule.jobs.len();
                         let diff = self.scheduler.apply(schedule);
@@ -223,6 +240,7 @@ impl TickLoop {
                             rescheduled = diff.rescheduled.len(),
                             updated = diff.updated.len(),
                             removed = diff.removed.len(),
+                            took_ms = started.elapsed().as_millis() as u64,
                         );
                     }
                     Err(LoadError::Invalid { problems, .. }) => {

@@ -601,8 +601,10 @@ impl<'a> Checker<'a> {
                     Some(text) => Some(Cow::Borrowed(text)),
                     None => self.string_field(v, job_ref, "cronTime").map(Cow::Owned),
                 };
-                match (text, timezone) {
-                    (Some(text), Some(tz)) => {
+                // With an invalid zone the expression is still checked (in UTC), so that its own
+                // problems are reported in the same pass; the job is rejected either way.
+                match (text, timezone.unwrap_or(chrono_tz::UTC)) {
+                    (Some(text), tz) => {
                         let zone = match compiled.iter().position(|(zone, _)| *zone == tz) {
                             Some(z) => z,
                             None => {
@@ -703,6 +705,25 @@ mod tests {
             got,
             [
                 r#"s.json:3:15: jobs[1] "nightly": jobName: duplicate: jobs[0] already uses this name"#
+            ]
+        );
+    }
+
+    /// A bad zone does not hide a bad expression in the same job, and an escaped expression is
+    /// read like the plain one.
+    #[test]
+    fn a_bad_zone_and_a_bad_cron_in_one_job_are_both_reported() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "d", "job": "x", "cronTime": "61 * * * *", "timezone": "Mars/Base"},
+  {"jobName": "e", "job": "x", "cronTime": "0 \u0032 * * *"}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:44: jobs[0] "d": cronTime: minute: 61 is out of range 0-59"#,
+                r#"s.json:2:70: jobs[0] "d": timezone: unknown time zone "Mars/Base": expected an IANA name such as "UTC" or "Europe/Berlin""#,
             ]
         );
     }

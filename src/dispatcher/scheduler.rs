@@ -177,11 +177,6 @@ impl Scheduler {
         self.processed
     }
 
-    /// The schedule in force.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-
     /// Number of jobs in the wheel (enabled jobs whose expression has an instant still to come).
     pub fn scheduled(&self) -> usize {
         self.scheduled

@@ -472,9 +472,9 @@ impl<'a> Checker<'a> {
             } else {
                 // One hash and probe per job, keyed by the name's text in the file when it has
                 // no escapes (almost always): a million-job file spends much of its load here.
-                let key = match v.get().strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                    Some(text) if !text.contains('\\') => Cow::Borrowed(text),
-                    _ => Cow::Owned(n.clone()),
+                let key = match Self::plain_str(v) {
+                    Some(text) => Cow::Borrowed(text),
+                    None => Cow::Owned(n.clone()),
                 };
                 match first_seen.entry(key) {
                     Entry::Occupied(seen) => {

@@ -291,11 +291,8 @@ pub async fn execute_with_retries(
             finished,
             &config.worker,
         );
-        let last = match outcome.status {
-            Status::Succeeded => true,
-            status => !(status.is_retryable() && run.attempt < max_attempts),
-        };
-        if last {
+        let retry = outcome.status.is_retryable() && run.attempt < max_attempts;
+        if !retry {
             // The executor is free before the reports are acked: the caller starts the next job
             // while this one's result is in flight (and batched with others).
             if let Some(executed) = executed.take() {
@@ -313,7 +310,7 @@ pub async fn execute_with_retries(
                     attempts: run.attempt,
                 };
             }
-            status if status.is_retryable() && run.attempt < max_attempts => {
+            status if retry => {
                 let delay = backoff.next_delay();
                 warn!(message = "job attempt failed; retrying", dispatch_id = %run.message.dispatch_id, attempt = run.attempt, max_attempts, status = status.as_str(), exit_code = ?outcome.exit_code, retry_in_ms = delay.as_millis() as u64);
                 tokio::time::sleep(delay).await;

@@ -85,7 +85,7 @@ async fn cronq_run(broker: &str, jobs: usize) -> Duration {
         Arc::clone(&stats),
         None,
     ));
-    let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, None, tx, Duration::MAX);
+    let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, None, tx);
     clock.set(slot);
     let start = Instant::now();
     tick_loop.tick().await.expect("tick");
@@ -120,6 +120,7 @@ async fn raw_run(broker: &str, jobs: usize) -> Duration {
         let d = cronq::dispatcher::Dispatch {
             spec: Arc::clone(&job.spec),
             scheduled_at: slot,
+            lease: None,
         };
         let r = encode(&d, &topic, Utc::now());
         per_partition

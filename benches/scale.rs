@@ -222,13 +222,7 @@ fn burst(n: usize) -> Burst {
             }
             (received, Instant::now())
         });
-        let mut tick_loop = TickLoop::new(
-            Arc::new(clock.clone()),
-            scheduler,
-            None,
-            tx,
-            Duration::from_secs(3600),
-        );
+        let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, None, tx);
         clock.set(noon.start().expect("minute"));
         let c0 = cpu_time();
         let t0 = Instant::now();
@@ -290,13 +284,7 @@ fn idle_cpu(path: &Path) -> IdleCpu {
                 black_box(&dispatch);
             }
         });
-        let mut tick_loop = TickLoop::new(
-            Arc::new(clock.clone()),
-            scheduler,
-            Some(source),
-            tx,
-            Duration::from_secs(3600),
-        );
+        let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, Some(source), tx);
         let c0 = cpu_time();
         let first = tick_loop.tick().await.expect("sink open");
         let first_tick = cpu_time() - c0;

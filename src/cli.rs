@@ -12,13 +12,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
-use crate::clock::{Clock, ManualClock, Minute, SystemClock};
+use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
-use crate::dispatcher::producer::{
-    self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger,
-};
-use crate::dispatcher::{dry_run, Dispatch, ScheduleSource, Scheduler, TickLoop};
-use crate::schedule::{self, LoadError, LoadOptions};
+use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
+use crate::dispatcher::service::{self, GroupConfig, ServiceConfig, ServiceError, SinkConfig};
+use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
 use crate::worker::autoscale::ScaleConfig;
 use crate::worker::queue::Ordering;
 use crate::worker::results::ReportConfig;
@@ -56,6 +54,8 @@ pub enum Command {
     Next(NextArgs),
     /// Describe a cron expression in English and show its next 5 instants.
     Explain(ExplainArgs),
+    /// Show the dispatcher group: members, shards, cursors, schedule MD5s (exit 1 when unhealthy).
+    Status(StatusArgs),
 }
 
 /// `cronq run`
@@ -70,18 +70,38 @@ pub struct RunArgs {
     /// Topic for jobs without a `topic` field.
     #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
     pub topic: String,
-    /// How often the loop wakes up to check the clock and the schedule file.
-    #[arg(long, env = "CRONQ_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often the loop wakes up to check the clock and the schedule file (10ms-1m).
+    #[arg(long, env = "CRONQ_TICK", default_value = "1s", value_parser = tick_duration)]
     pub tick: Duration,
-    /// After a stall or a clock jump, dispatch missed minutes up to this far back; older are skipped.
-    #[arg(long, env = "CRONQ_MAX_CATCHUP", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Default `catchupWindow` of jobs: missed slots (after downtime, a takeover or a stall) up to
+    /// this far back are dispatched, older ones skipped (1m-366d).
+    #[arg(long, env = "CRONQ_MAX_CATCHUP", default_value = "1h", value_parser = catchup_duration)]
     pub max_catchup: Duration,
-    /// On SIGINT/SIGTERM, how long to let queued dispatches drain before exiting.
-    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// On SIGINT/SIGTERM or a handover, how long to wait for acks before writing the cursors (0s-1h).
+    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "10s", value_parser = grace_duration)]
     pub shutdown_grace: Duration,
     /// Capacity of the queue between the tick loop and the sink (a full queue makes the loop wait).
-    #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000)]
-    pub queue_capacity: usize,
+    #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub queue_capacity: u32,
+    /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
+    #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
+    pub group: String,
+    /// The group's state topic (one partition per shard, cursors in it); default `<group>.state`.
+    #[arg(long, env = "CRONQ_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+    /// Shards of a state topic cronq creates (an existing topic's partition count wins).
+    #[arg(long, env = "CRONQ_SHARDS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shards: u32,
+    /// How long a silent member keeps its shards before the group moves them (1s-30m).
+    #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "10s", value_parser = session_duration)]
+    pub session_timeout: Duration,
+    /// This member's name in cursor records (default: hostname-pid).
+    #[arg(long, env = "CRONQ_MEMBER_ID")]
+    pub member_id: Option<String>,
+    /// Drill and test aid: run the wall clock SPEED times faster from Unix second EPOCH
+    /// (`10x@1764441000`). Every member of a drill must get the same value.
+    #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
+    pub drill_clock: Option<DrillClock>,
     /// Print each dispatch as a JSON line on stdout instead of producing to Kafka.
     #[arg(long, env = "CRONQ_DRY_RUN")]
     pub dry_run: bool,
@@ -239,6 +259,29 @@ pub struct TailArgs {
     pub idle_timeout: Option<Duration>,
 }
 
+/// `cronq status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The dispatcher group.
+    #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
+    pub group: String,
+    /// The group's state topic; default `<group>.state`.
+    #[arg(long, env = "CRONQ_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+    /// Print the view as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up when Kafka does not answer within this long (1s-10m).
+    #[arg(long, default_value = "10s", value_parser = session_duration)]
+    pub timeout: Duration,
+    /// Drill and test aid, as for `run`.
+    #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
+    pub drill_clock: Option<DrillClock>,
+}
+
 /// `cronq validate`
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -319,6 +362,12 @@ pub enum CliError {
     /// The worker could not run.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// The dispatcher stopped on an error.
+    #[error(transparent)]
+    Dispatcher(#[from] ServiceError),
+    /// Kafka could not be read.
+    #[error("{0}")]
+    Kafka(String),
 
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
@@ -334,7 +383,11 @@ impl CliError {
             | CliError::Instant { .. }
             | CliError::EmptyWindow
             | CliError::Invalid { .. } => 2,
-            CliError::Output(_) | CliError::Schedule(_) | CliError::Worker(_) => 1,
+            CliError::Output(_)
+            | CliError::Schedule(_)
+            | CliError::Worker(_)
+            | CliError::Dispatcher(_)
+            | CliError::Kafka(_) => 1,
         }
     }
 }
@@ -360,7 +413,94 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tail(args) => crate::tail::run(args),
         Command::Next(args) => next(args),
         Command::Explain(args) => explain(args),
+        Command::Status(args) => status(args),
     }
+}
+
+fn bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{text:?} is out of range {}-{}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn tick_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_millis(10), Duration::from_secs(60))
+}
+
+fn catchup_duration(text: &str) -> Result<Duration, String> {
+    bounded(
+        text,
+        Duration::from_secs(60),
+        schedule::load::MAX_CATCHUP_WINDOW,
+    )
+}
+
+fn grace_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::ZERO, Duration::from_secs(3600))
+}
+
+fn session_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(1), Duration::from_secs(1800))
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
+    let topic = args
+        .state_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.state", args.group));
+    let clock: Arc<dyn Clock> = match args.drill_clock {
+        Some(c) => Arc::new(c),
+        None => Arc::new(SystemClock),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let view = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                args.timeout,
+                crate::dispatcher::status::read(&args.kafka.brokers, &topic, clock.now()),
+            )
+            .await
+        })
+        .map_err(|_| {
+            CliError::Kafka(format!(
+                "Kafka at {} did not answer within {}",
+                args.kafka.brokers.join(","),
+                humantime::format_duration(args.timeout)
+            ))
+        })?
+        .map_err(CliError::Kafka)?;
+    let Some(view) = view else {
+        eprintln!(
+            "no state topic {topic:?}: no dispatcher of group {:?} has run against {}",
+            args.group,
+            args.kafka.brokers.join(",")
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&view).unwrap_or_default())?;
+    } else {
+        write!(
+            out,
+            "{}",
+            crate::dispatcher::status::render(&view, &args.group, &topic)
+        )?;
+    }
+    out.flush()?;
+    Ok(if view.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn compile(expr: &str, tz: &str) -> Result<CronExpr, CliError> {
@@ -433,7 +573,10 @@ fn parse_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliErr
 
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
-    let options = LoadOptions { default_tz };
+    let options = LoadOptions {
+        default_tz,
+        ..LoadOptions::default()
+    };
     let schedule = match schedule::load(&args.path, options) {
         Ok((s, _)) => s,
         Err(LoadError::Invalid { path, problems }) => {
@@ -481,90 +624,13 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The sink a run feeds: the dry-run printer or the Kafka producer pool.
-enum Sink {
-    Print(tokio::task::JoinHandle<std::io::Result<u64>>),
-    Kafka(tokio::task::JoinHandle<()>, Arc<DeliveryStats>),
-}
-
-impl Sink {
-    fn start(
-        args: &RunArgs,
-        rx: tokio::sync::mpsc::Receiver<Dispatch>,
-        ledger: Option<Arc<SlotLedger>>,
-    ) -> Sink {
-        if args.dry_run {
-            return Sink::Print(tokio::spawn(dry_run::print_lines(rx, args.topic.clone())));
-        }
-        let config = ProducerConfig {
-            brokers: args.kafka.brokers.clone(),
-            default_topic: args.topic.clone(),
-            partitions: args.partitions,
-            replication_factor: args.replication_factor,
-            create_topics: !args.no_create_topics,
-            producers: args.producers,
-            batch_size: args.batch_size,
-            compression: args.compression,
-            retry_backoff: args.retry_backoff,
-        };
-        let stats = Arc::new(DeliveryStats::default());
-        Sink::Kafka(
-            tokio::spawn(producer::run(config, rx, Arc::clone(&stats), ledger)),
-            stats,
-        )
-    }
-
-    /// Waits for the sink to finish, at most `grace` (None: as long as it takes, with progress logs).
-    async fn finish(self, dispatched: u64, grace: Option<Duration>) -> Result<(), CliError> {
-        match self {
-            Sink::Print(task) => {
-                task.await.map_err(std::io::Error::other)??;
-            }
-            Sink::Kafka(mut task, stats) => {
-                let settled = |s: &DeliveryStats| {
-                    (
-                        s.delivered.load(std::sync::atomic::Ordering::Relaxed),
-                        s.failed.load(std::sync::atomic::Ordering::Relaxed),
-                    )
-                };
-                let deadline = grace.map(|g| tokio::time::Instant::now() + g);
-                let mut progress = tokio::time::interval(Duration::from_secs(2));
-                progress.tick().await;
-                loop {
-                    let sleep_until = deadline
-                        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-                    tokio::select! {
-                        r = &mut task => {
-                            r.map_err(std::io::Error::other)?;
-                            let (delivered, failed) = settled(&stats);
-                            tracing::info!(message = "all dispatches settled", dispatched, delivered, failed);
-                            return Ok(());
-                        }
-                        _ = progress.tick() => {
-                            let (delivered, failed) = settled(&stats);
-                            tracing::info!(message = "delivering", dispatched, delivered, failed, remaining = dispatched.saturating_sub(delivered + failed));
-                        }
-                        _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
-                            task.abort();
-                            let (delivered, failed) = settled(&stats);
-                            tracing::warn!(
-                                message = "shutdown grace expired; some dispatches were not delivered",
-                                dispatched, delivered, failed,
-                                undelivered = dispatched.saturating_sub(delivered + failed),
-                            );
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
-    let options = LoadOptions { default_tz };
+    let load = LoadOptions {
+        default_tz,
+        default_catchup_window: args.max_catchup,
+        shards: ShardFilter::default(),
+    };
     let window = match (&args.from, &args.until) {
         (Some(f), Some(u)) => {
             let from = parse_instant("--from", f)?;
@@ -576,63 +642,74 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         _ => None,
     };
-    let (schedule, digest) = schedule::load(&args.schedule, options)?;
+    let sink = if args.dry_run {
+        SinkConfig::DryRun {
+            default_topic: args.topic.clone(),
+        }
+    } else {
+        SinkConfig::Kafka(ProducerConfig {
+            brokers: args.kafka.brokers.clone(),
+            default_topic: args.topic.clone(),
+            partitions: args.partitions,
+            replication_factor: args.replication_factor,
+            create_topics: !args.no_create_topics,
+            producers: args.producers,
+            batch_size: args.batch_size,
+            compression: args.compression,
+            retry_backoff: args.retry_backoff,
+        })
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(args.queue_capacity.max(1));
-        let ledger = (!args.dry_run).then(|| Arc::new(SlotLedger::default()));
-        let sink = Sink::start(&args, rx, ledger.clone());
-        match window {
-            Some((from, until)) => {
-                // [from, until): the first slot is the first whole minute at or after `from`.
-                let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
-                let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
-                let clock = ManualClock::new(last.start().unwrap_or(until));
-                let scheduler = Scheduler::new(schedule, Minute(first.0 - 1));
-                tracing::info!(message = "replaying window", from = %first, until = %last, jobs = scheduler.scheduled(), dry_run = args.dry_run);
-                let mut tick_loop =
-                    TickLoop::new(Arc::new(clock), scheduler, None, tx, Duration::MAX);
-                if let Some(l) = &ledger {
-                    tick_loop = tick_loop.with_ledger(Arc::clone(l));
-                }
-                let report = tick_loop.tick().await;
-                let dispatched = tick_loop.total_dispatched();
-                drop(tick_loop);
-                if let Err(e) = report {
-                    tracing::error!(message = "replay stopped early", error = %e);
-                }
-                tracing::info!(message = "window replayed", dispatched);
-                sink.finish(dispatched, None).await?;
-            }
-            None => {
-                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-                let now = Minute::containing(clock.now());
-                let scheduler = Scheduler::new(schedule, now);
-                tracing::info!(
-                    message = "cronq dispatcher started",
-                    schedule = %args.schedule.display(),
-                    jobs = scheduler.scheduled(),
-                    md5 = %digest,
-                    sink = if args.dry_run { "dry-run (stdout)" } else { "kafka" },
-                    brokers = %args.kafka.brokers.join(","),
-                );
-                let source = ScheduleSource::new(args.schedule.clone(), Some(digest), options);
-                let mut tick_loop = TickLoop::new(clock, scheduler, Some(source), tx, args.max_catchup);
-                if let Some(l) = &ledger {
-                    tick_loop = tick_loop.with_ledger(Arc::clone(l));
-                }
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let loop_task = tokio::spawn(tick_loop.run(args.tick, shutdown.clone()));
-                shutdown_signal().await;
-                tracing::info!(message = "shutting down", grace = %humantime::format_duration(args.shutdown_grace));
-                shutdown.cancel();
-                let dispatched = loop_task.await.unwrap_or(0);
-                sink.finish(dispatched, Some(args.shutdown_grace)).await?;
-            }
+    if let Some((from, until)) = window {
+        let (schedule, _) = schedule::load(&args.schedule, load)?;
+        runtime.block_on(service::replay(
+            schedule,
+            sink,
+            args.queue_capacity as usize,
+            from,
+            until,
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let clock: Arc<dyn Clock> = match args.drill_clock {
+        Some(drill) => {
+            tracing::warn!(message = "drill clock: time runs faster than the wall clock (a drill and test aid)", clock = ?drill);
+            Arc::new(drill)
         }
-        Ok::<_, CliError>(())
+        None => Arc::new(SystemClock),
+    };
+    // Dry runs print what would be sent and never join the group.
+    let group = (!args.dry_run).then(|| GroupConfig {
+        state_topic: args
+            .state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.state", args.group)),
+        group: args.group.clone(),
+        shards: args.shards,
+        replication_factor: args.replication_factor,
+        session_timeout: args.session_timeout,
+        owner: args.member_id.clone().unwrap_or_else(default_worker_id),
+    });
+    let config = ServiceConfig {
+        schedule: args.schedule.clone(),
+        load,
+        tick: args.tick,
+        shutdown_grace: args.shutdown_grace,
+        queue_capacity: args.queue_capacity as usize,
+        sink,
+        group,
+        clock,
+    };
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signal.cancel();
+        });
+        service::run(config, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

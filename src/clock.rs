@@ -64,6 +64,56 @@ impl Clock for SystemClock {
     }
 }
 
+/// A drill and test aid (`--drill-clock SPEEDx@EPOCH`): wall-clock time that runs `speed` times
+/// faster from the real instant `epoch` on, so a test or a rehearsal sees a crash, a 10-minute outage
+/// or a rolling restart of many minutes in seconds. Every process given the same setting reads the
+/// same time. Timeouts measured by Kafka (the group session) still run in real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrillClock {
+    epoch_ms: i64,
+    speed: u32,
+}
+
+/// Why a `--drill-clock` value was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not SPEEDx@EPOCH (e.g. 10x@1764441000: 10 times faster from that Unix second), SPEED 1-3600")]
+pub struct DrillClockError(String);
+
+impl std::str::FromStr for DrillClock {
+    type Err = DrillClockError;
+
+    fn from_str(text: &str) -> Result<DrillClock, DrillClockError> {
+        let bad = || DrillClockError(text.to_string());
+        let (speed, epoch) = text.split_once("x@").ok_or_else(bad)?;
+        let speed: u32 = speed.parse().map_err(|_| bad())?;
+        let epoch: i64 = epoch.parse().map_err(|_| bad())?;
+        if !(1..=3600).contains(&speed) || !(0..=4_102_444_800).contains(&epoch) {
+            return Err(bad());
+        }
+        Ok(DrillClock {
+            epoch_ms: epoch * 1000,
+            speed,
+        })
+    }
+}
+
+impl DrillClock {
+    /// The drill time at real instant `real`.
+    pub fn at(&self, real: DateTime<Utc>) -> DateTime<Utc> {
+        let elapsed = real.timestamp_millis() - self.epoch_ms;
+        let ms = self
+            .epoch_ms
+            .saturating_add(elapsed.saturating_mul(i64::from(self.speed)));
+        Utc.timestamp_millis_opt(ms).single().unwrap_or(real)
+    }
+}
+
+impl Clock for DrillClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.at(Utc::now())
+    }
+}
+
 /// A clock that moves only when told to: tests set it, jump it forward (a stalled process, a
 /// suspended machine) or backwards (an NTP step) and watch what the tick loop does.
 #[derive(Debug, Clone)]
@@ -121,6 +171,27 @@ mod tests {
     fn minute_before_epoch_floors_towards_minus_infinity() {
         let t = Utc.timestamp_opt(-1, 0).unwrap();
         assert_eq!(Minute::containing(t), Minute(-1));
+    }
+
+    #[test]
+    fn drill_clock_runs_faster_from_its_epoch_and_refuses_bad_settings() {
+        let clock: DrillClock = "10x@1764441000".parse().unwrap();
+        let epoch = Utc.timestamp_opt(1_764_441_000, 0).unwrap();
+        assert_eq!(clock.at(epoch), epoch);
+        assert_eq!(
+            clock.at(epoch + chrono::Duration::seconds(6)),
+            epoch + chrono::Duration::minutes(1)
+        );
+        for bad in [
+            "0x@1764441000",
+            "10@1764441000",
+            "x@1",
+            "10x@-5",
+            "99999x@1",
+            "",
+        ] {
+            assert!(bad.parse::<DrillClock>().is_err(), "{bad}");
+        }
     }
 
     #[test]

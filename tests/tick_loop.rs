@@ -56,13 +56,19 @@ fn harness(
     file: Option<PathBuf>,
 ) -> Harness {
     let clock = ManualClock::new(start);
-    let scheduler = Scheduler::new(schedule_from(json), Minute::containing(start));
+    let options = LoadOptions {
+        default_catchup_window: max_catchup,
+        ..LoadOptions::default()
+    };
+    let schedule =
+        schedule::parse(json.as_bytes(), Path::new("test.json"), options.clone()).unwrap();
+    let scheduler = Scheduler::new(schedule, Minute::containing(start));
     let (tx, rx) = mpsc::channel(100_000);
     let source = file.map(|p| {
         let digest = cronq::schedule::fingerprint::Digest::of(&std::fs::read(&p).unwrap());
-        ScheduleSource::new(p, Some(digest), LoadOptions::default())
+        ScheduleSource::new(p, Some(digest), options)
     });
-    let tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, source, tx, max_catchup);
+    let tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, source, tx);
     Harness {
         clock,
         tick_loop,
@@ -182,13 +188,7 @@ async fn a_full_sink_makes_the_loop_wait_and_nothing_is_dropped() {
     let clock = ManualClock::new(at(12, 0));
     let scheduler = Scheduler::new(schedule_from(&json), Minute::containing(at(12, 0)));
     let (tx, mut rx) = mpsc::channel(1);
-    let mut tick_loop = TickLoop::new(
-        Arc::new(clock.clone()),
-        scheduler,
-        None,
-        tx,
-        Duration::from_secs(3600),
-    );
+    let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, None, tx);
     clock.set(at(12, 3));
     let consumer = tokio::spawn(async move {
         let mut got = Vec::new();
@@ -247,7 +247,7 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
     write(&path, v2);
     let r = h.tick_loop.tick().await.unwrap();
     assert!(r.reloaded);
-    let s = h.tick_loop.scheduler();
+    let s = h.tick_loop.scheduler().unwrap();
     assert_eq!(
         s.next_run("payload"),
         Some(Minute::containing(at(12, 10))),
@@ -265,7 +265,7 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
     let r = h.tick_loop.tick().await.unwrap();
     assert!(r.rejected && !r.reloaded);
     assert_eq!(
-        h.tick_loop.scheduler().next_run("added"),
+        h.tick_loop.scheduler().unwrap().next_run("added"),
         Some(Minute::containing(at(12, 2)))
     );
     // ...and is not retried until it changes again
@@ -296,7 +296,7 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
     );
     let r = h.tick_loop.tick().await.unwrap();
     assert!(r.reloaded);
-    assert_eq!(h.tick_loop.scheduler().scheduled(), 1);
+    assert_eq!(h.tick_loop.scheduler().unwrap().scheduled(), 1);
 }
 
 #[tokio::test]

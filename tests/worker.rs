@@ -73,8 +73,12 @@ fn encoded(
             timezone: chrono_tz::Tz::UTC,
             topic: None,
             enabled: true,
+            catchup: cronq::schedule::Catchup::All,
+            catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW,
+            shard: 0,
         }),
         scheduled_at: slot,
+        lease: None,
     };
     let r = cronq::message::encode(&d, "unused", Utc::now());
     JobRecord {

@@ -109,6 +109,9 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                     timezone: chrono_tz::UTC,
                     topic: None,
                     enabled: true,
+                    catchup: cronq::schedule::Catchup::All,
+                    catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW,
+                    shard: 0,
                 }),
                 expr,
             }

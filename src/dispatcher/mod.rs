@@ -1,10 +1,18 @@
-//! The dispatcher: the tick loop ([`tick_loop`]) over the scheduling state ([`scheduler`]), and the
-//! sinks that take due jobs away (the `--dry-run` printer here; Kafka producers next).
+//! The dispatcher: the service that owns a `cronq run`'s lifecycle ([`service`]), the tick loop
+//! ([`tick_loop`]) over one scheduler per owned shard ([`scheduler`]), the catch-up rules of missed
+//! slots ([`catchup`]), the dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
+//! view of the group ([`status`]), and the sinks that take due jobs away (the `--dry-run` printer,
+//! the Kafka producer pool).
 
+pub mod catchup;
+pub mod cursor;
 pub mod dry_run;
+pub mod group;
 pub mod producer;
 pub mod scheduler;
+pub mod service;
+pub mod status;
 pub mod tick_loop;
 
 pub use scheduler::{Dispatch, Scheduler};
-pub use tick_loop::{DispatchSink, ScheduleSource, SinkClosed, TickLoop, TickReport};
+pub use tick_loop::{DispatchSink, ScheduleSource, ShardRun, SinkClosed, TickLoop, TickReport};

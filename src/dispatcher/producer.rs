@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use super::cursor::LeaseRef;
 use super::Dispatch;
 use crate::clock::Minute;
 use crate::message::{encode, partition_for, OutgoingRecord};
@@ -171,7 +172,7 @@ fn is_permanent(e: &KafkaError) -> bool {
 }
 
 /// Short, human form of an rskafka error (its `Display` includes whole request dumps).
-fn describe(e: &KafkaError) -> String {
+pub(crate) fn describe(e: &KafkaError) -> String {
     match e {
         KafkaError::ServerError {
             protocol_error,
@@ -331,6 +332,16 @@ struct Item {
     partition: i32,
     slot: DateTime<Utc>,
     job_name: Arc<str>,
+    lease: Option<LeaseRef>,
+}
+
+impl Item {
+    /// The broker acked the record or refused it for good: either way its shard's cursor may pass.
+    fn settle(&self) {
+        if let Some(lease) = &self.lease {
+            lease.0.settle(Minute::containing(self.slot), 1);
+        }
+    }
 }
 
 /// Runs the router and the producer pool until `rx` closes and everything queued is settled.
@@ -380,6 +391,9 @@ pub async fn run(
             if let Some(l) = &ledger {
                 l.settle(Minute::containing(slot), 0, 1, 0);
             }
+            if let Some(lease) = &dispatch.lease {
+                lease.0.settle(Minute::containing(slot), 1);
+            }
             continue;
         };
         let partition = partition_for(&record.key, count);
@@ -389,6 +403,7 @@ pub async fn run(
             partition,
             slot,
             job_name: Arc::from(dispatch.spec.name.as_str()),
+            lease: dispatch.lease,
         };
         if lanes[lane].send(item).await.is_err() {
             error!(message = "producer task ended unexpectedly", lane);
@@ -497,6 +512,9 @@ async fn send_group(
                 stats
                     .delivered
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                for item in &pending {
+                    item.settle();
+                }
                 if attempts > 0 {
                     info!(message = "delivered after retrying", lane, topic = %key.0, partition = key.1, records = pending.len(), attempts);
                 }
@@ -534,6 +552,7 @@ async fn send_group(
                 for item in pending.drain(..) {
                     error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic = %key.0, partition = key.1, error = %describe(&e));
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    item.settle();
                     if let Some(ledger) = ledger {
                         ledger.settle(Minute::containing(item.slot), 0, 1, 0);
                     }

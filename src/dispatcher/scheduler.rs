@@ -27,6 +27,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use super::catchup::{admit, window_minutes, SkipReason, Skips};
+use super::cursor::LeaseRef;
 use crate::clock::Minute;
 use crate::cron::CronExpr;
 use crate::schedule::diff::Diff;
@@ -40,6 +42,9 @@ pub struct Dispatch {
     pub spec: Arc<JobSpec>,
     /// The slot: the instant the job was due.
     pub scheduled_at: DateTime<Utc>,
+    /// The shard lease the dispatch is accounted to (its ack moves the shard's cursor); `None`
+    /// outside a dispatcher group (dry runs, backfills).
+    pub lease: Option<LeaseRef>,
 }
 
 impl Dispatch {
@@ -72,6 +77,8 @@ pub struct Scheduler {
     processed: Minute,
     /// Jobs in groups that are in the wheel.
     scheduled: usize,
+    /// The longest `catchupWindow` of the enabled jobs, in minutes.
+    longest_window: i64,
     due_groups: Vec<(JobId, Minute)>,
     due_jobs: Vec<u32>,
 }
@@ -158,6 +165,7 @@ impl Scheduler {
                 scheduled += group.members.len();
             }
         }
+        let longest_window = jobs.iter().map(|s| window_minutes(s)).max().unwrap_or(0);
         drop(group_of);
         drop(enabled);
         Scheduler {
@@ -167,6 +175,7 @@ impl Scheduler {
             schedule,
             processed,
             scheduled,
+            longest_window,
             due_groups: Vec::new(),
             due_jobs: Vec::new(),
         }
@@ -219,6 +228,27 @@ impl Scheduler {
     /// Processes minute `minute` (which must be `processed + 1`): appends its due jobs to `out`,
     /// highest priority first, then by name, and reinserts each due group at its next instant.
     pub fn run_minute(&mut self, minute: Minute, out: &mut Vec<Dispatch>) {
+        self.run(minute, None, out);
+    }
+
+    /// [`run_minute`](Self::run_minute) for a minute handed out at `now`: when `minute` is before
+    /// `now` its slots are missed, and each job's catch-up rule and window decide (see
+    /// [`catchup`](super::catchup)); what they leave out is counted in `skips`.
+    pub fn run_minute_at(
+        &mut self,
+        minute: Minute,
+        now: Minute,
+        out: &mut Vec<Dispatch>,
+        skips: &mut Skips,
+    ) {
+        if minute >= now {
+            self.run(minute, None, out);
+        } else {
+            self.run(minute, Some((now, skips)), out);
+        }
+    }
+
+    fn run(&mut self, minute: Minute, late: Option<(Minute, &mut Skips)>, out: &mut Vec<Dispatch>) {
         debug_assert_eq!(
             minute,
             self.processed.next(),
@@ -229,11 +259,23 @@ impl Scheduler {
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
         self.due_jobs.clear();
+        let mut late = late;
         for &(id, at) in &self.due_groups {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
             let group = &self.groups[id.0 as usize];
-            self.due_jobs.extend_from_slice(&group.members);
             let next = next_minute(&group.expr, minute);
+            match late.as_mut() {
+                None => self.due_jobs.extend_from_slice(&group.members),
+                Some((now, skips)) => {
+                    for &rank in &group.members {
+                        let spec = &self.jobs[rank as usize];
+                        match admit(spec.catchup, window_minutes(spec), minute, next, *now) {
+                            Ok(()) => self.due_jobs.push(rank),
+                            Err(reason) => skips.add(&spec.name, reason, 1),
+                        }
+                    }
+                }
+            }
             if !file_group(&mut self.wheel, id, next, minute) {
                 self.scheduled -= group.members.len();
             }
@@ -246,20 +288,26 @@ impl Scheduler {
         out.extend(self.due_jobs.iter().map(|&rank| Dispatch {
             spec: Arc::clone(&self.jobs[rank as usize]),
             scheduled_at: slot,
+            lease: None,
         }));
     }
 
-    /// Skips every slot up to and including `until` without dispatching; returns how many job
-    /// slots were skipped (counting stops at `cap` per job, so a month-long suspension of an
-    /// every-minute job doesn't cost 43 200 cron evaluations just to count them).
-    pub fn skip_until(&mut self, until: Minute, cap: u64) -> u64 {
+    /// The longest `catchupWindow` of the scheduled jobs, in minutes: slots older than this are
+    /// skipped by every job's rule, so [`skip_until`](Self::skip_until) may jump over them.
+    pub fn longest_window(&self) -> i64 {
+        self.longest_window
+    }
+
+    /// Skips every slot up to and including `until` without dispatching, counting them per job in
+    /// `skips` as outside the window (counting stops at `cap` slots per job, so a month-long
+    /// suspension of an every-minute job doesn't cost 43 200 cron evaluations just to count them).
+    pub fn skip_until(&mut self, until: Minute, cap: u64, skips: &mut Skips) {
         if until <= self.processed {
-            return 0;
+            return;
         }
         self.due_groups.clear();
         self.wheel.advance(until, &mut self.due_groups);
         self.processed = until;
-        let mut skipped = 0;
         for &(id, at) in &self.due_groups {
             let group = &self.groups[id.0 as usize];
             let mut cursor = at;
@@ -273,13 +321,14 @@ impl Scheduler {
                     _ => break,
                 }
             }
-            skipped += counted * group.members.len() as u64;
+            for &rank in &group.members {
+                skips.add(&self.jobs[rank as usize].name, SkipReason::Window, counted);
+            }
             let next = next_minute(&group.expr, until);
             if !file_group(&mut self.wheel, id, next, until) {
                 self.scheduled -= group.members.len();
             }
         }
-        skipped
     }
 }
 
@@ -301,6 +350,9 @@ mod tests {
             timezone: chrono_tz::UTC,
             topic: None,
             enabled: true,
+            catchup: crate::schedule::Catchup::All,
+            catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
+            shard: 0,
         }
     }
 

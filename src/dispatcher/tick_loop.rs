@@ -3,27 +3,35 @@
 //! sink.
 //!
 //! ```text
-//!  clock ──► minute M ──► for each minute P+1 ..= M:  wheel.advance ──► due jobs ──► sink (bounded; waits when full)
-//!  schedule file ──► FileWatch (MD5) ──► load + validate ──► Scheduler::apply (diff by jobName)
+//!  clock ──► minute M ──► for each minute P+1 ..= M, over the owned shards:
+//!               shard.scheduler.run_minute_at ──► due jobs (lease.expect) ──► sink (bounded; waits when full)
+//!  schedule file ──► FileWatch (MD5) ──► load + validate (the owned shards' jobs) ──► Scheduler::apply per shard
 //! ```
 //!
-//! Missed minutes (a stalled process, a suspended machine, a clock jump) are processed in order, each
-//! job with its own slot time, up to `max_catchup`; older slots are skipped and counted in a warning.
-//! A clock that goes backwards never re-fires a processed minute: the loop waits for it to catch up.
+//! Each owned shard has its own [`Scheduler`] and so its own processed minute: a shard just taken
+//! over catches up from its cursor while the others run live, and a minute's batch is merged across
+//! the shards that reach it, highest priority first. Outside a dispatcher group (dry runs, backfills,
+//! the library's own tests) the loop has one shard, 0, holding every job.
+//!
+//! Minutes handed out late (a takeover from an old cursor, a stalled process, a clock jump) follow
+//! each job's catch-up rule and window ([`super::catchup`]); the skips are summed in one warning per
+//! tick. A clock that goes backwards never re-fires a processed minute: the loop waits for it.
 
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::catchup::Skips;
+use super::cursor::{Lease, LeaseRef};
 use super::producer::SlotLedger;
 use super::scheduler::{Dispatch, Scheduler};
 use crate::clock::{Clock, Minute};
 use crate::schedule::fingerprint::{Change, Digest, FileWatch};
-use crate::schedule::{parse, LoadError, LoadOptions};
+use crate::schedule::{parse, LoadError, LoadOptions, ShardFilter};
 
 /// Where due jobs go: a bounded channel, so a slow consumer backpressures the loop.
 pub type DispatchSink = mpsc::Sender<Dispatch>;
@@ -39,6 +47,7 @@ pub struct ScheduleSource {
     watch: FileWatch,
     options: LoadOptions,
     vanished: bool,
+    in_force: Option<Digest>,
 }
 
 impl ScheduleSource {
@@ -48,18 +57,39 @@ impl ScheduleSource {
             watch: FileWatch::new(&path, digest),
             options,
             vanished: false,
+            in_force: digest,
         }
+    }
+
+    /// MD5 of the schedule in force (the last version of the file that loaded).
+    pub fn digest(&self) -> Option<Digest> {
+        self.in_force
+    }
+
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        self.watch.path()
+    }
+
+    /// The load options reloads use.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    /// Reloads keep only the jobs of `shards` from now on.
+    pub fn set_shards(&mut self, shards: ShardFilter) {
+        self.options.shards = shards;
     }
 }
 
 /// What one tick did (for tests and logs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
-    /// Minutes processed this tick.
+    /// Minutes processed this tick (a minute reached by several shards counts once).
     pub minutes: u64,
     /// Jobs sent to the sink.
     pub dispatched: u64,
-    /// Job slots skipped because they were older than `max_catchup`.
+    /// Missed job slots left out by their job's catch-up window or rule.
     pub skipped: u64,
     /// The schedule was reloaded.
     pub reloaded: bool,
@@ -67,43 +97,77 @@ pub struct TickReport {
     pub rejected: bool,
 }
 
+/// One owned shard: the scheduler of its jobs and, in a group, the lease its dispatches count on.
+#[derive(Debug)]
+pub struct ShardRun {
+    /// The shard's jobs in their wheel.
+    pub scheduler: Scheduler,
+    /// Counts the shard's dispatches until acked; `None` outside a group.
+    pub lease: Option<Arc<Lease>>,
+}
+
 /// The tick loop's state.
 pub struct TickLoop {
     clock: Arc<dyn Clock>,
-    scheduler: Scheduler,
+    shards: BTreeMap<u32, ShardRun>,
     source: Option<ScheduleSource>,
     sink: DispatchSink,
-    max_catchup: i64,
     clock_behind: bool,
     buf: Vec<Dispatch>,
     ledger: Option<Arc<SlotLedger>>,
     total_dispatched: u64,
+    replaying: bool,
 }
 
 /// A job slot skip is counted one by one up to this many per job per skip.
 const SKIP_COUNT_CAP: u64 = 10_000;
 
+/// How many jobs the skip warning names.
+const SKIP_NAMES_LOGGED: usize = 10;
+
 impl TickLoop {
-    /// A loop over `scheduler`, reading time from `clock`, sending due jobs to `sink`. With a
-    /// `source`, the schedule file is checked on every tick.
+    /// A loop over one shard holding every job of `scheduler`, reading time from `clock`, sending
+    /// due jobs to `sink`. With a `source`, the schedule file is checked on every tick.
     pub fn new(
         clock: Arc<dyn Clock>,
         scheduler: Scheduler,
         source: Option<ScheduleSource>,
         sink: DispatchSink,
-        max_catchup: Duration,
+    ) -> TickLoop {
+        let mut tick_loop = TickLoop::without_shards(clock, source, sink);
+        tick_loop.shards.insert(
+            0,
+            ShardRun {
+                scheduler,
+                lease: None,
+            },
+        );
+        tick_loop
+    }
+
+    /// A loop that owns no shard yet: a group member before its first assignment.
+    pub fn without_shards(
+        clock: Arc<dyn Clock>,
+        source: Option<ScheduleSource>,
+        sink: DispatchSink,
     ) -> TickLoop {
         TickLoop {
             clock,
-            scheduler,
+            shards: BTreeMap::new(),
             source,
             sink,
-            max_catchup: i64::try_from(max_catchup.as_secs() / 60).unwrap_or(i64::MAX),
             clock_behind: false,
             buf: Vec::new(),
             ledger: None,
             total_dispatched: 0,
+            replaying: false,
         }
+    }
+
+    /// A replay (`--from/--until`): every slot up to the clock is sent, none counts as missed.
+    pub fn replaying(mut self) -> TickLoop {
+        self.replaying = true;
+        self
     }
 
     /// Reports each minute's job count to `ledger` (which logs one line per settled minute).
@@ -117,49 +181,109 @@ impl TickLoop {
         self.total_dispatched
     }
 
-    /// The scheduler (for inspection).
-    pub fn scheduler(&self) -> &Scheduler {
-        &self.scheduler
+    /// The scheduler of the lowest owned shard (the only one outside a group), for inspection.
+    pub fn scheduler(&self) -> Option<&Scheduler> {
+        self.shards.values().next().map(|run| &run.scheduler)
     }
 
-    /// One tick: reload check, then every minute up to the clock's.
+    /// The owned shards.
+    pub fn shards(&self) -> &BTreeMap<u32, ShardRun> {
+        &self.shards
+    }
+
+    /// Starts running `shard`.
+    pub fn insert_shard(&mut self, shard: u32, run: ShardRun) {
+        self.shards.insert(shard, run);
+    }
+
+    /// Stops running `shard` at once; returns its state.
+    pub fn remove_shard(&mut self, shard: u32) -> Option<ShardRun> {
+        self.shards.remove(&shard)
+    }
+
+    /// The watched schedule file.
+    pub fn source_mut(&mut self) -> Option<&mut ScheduleSource> {
+        self.source.as_mut()
+    }
+
+    /// One tick: reload check, then every minute up to the clock's, for every owned shard.
     pub async fn tick(&mut self) -> Result<TickReport, SinkClosed> {
         let mut report = TickReport::default();
         self.check_reload(&mut report).await;
 
         let now = Minute::containing(self.clock.now());
-        let processed = self.scheduler.processed();
-        if now < processed {
+        let Some(lowest) = self.shards.values().map(|r| r.scheduler.processed()).min() else {
+            return Ok(report);
+        };
+        let highest = self
+            .shards
+            .values()
+            .map(|r| r.scheduler.processed())
+            .max()
+            .unwrap_or(lowest);
+        if now < highest {
             if !self.clock_behind {
                 warn!(
                     message = "the clock went backwards; waiting for it to pass the last processed minute",
                     now = %now,
-                    processed = %processed,
+                    processed = %highest,
                 );
                 self.clock_behind = true;
             }
-            return Ok(report);
-        }
-        self.clock_behind = false;
-
-        let oldest_allowed = Minute(now.0.saturating_sub(self.max_catchup));
-        if oldest_allowed > processed.next() {
-            let until = Minute(oldest_allowed.0 - 1);
-            let skipped = self.scheduler.skip_until(until, SKIP_COUNT_CAP);
-            report.skipped = skipped;
-            warn!(
-                message = "missed minutes older than --max-catchup were skipped",
-                from = %processed.next(),
-                until = %until,
-                minutes = until.0 - processed.0,
-                skipped_dispatches = skipped,
-            );
+        } else {
+            self.clock_behind = false;
         }
 
-        while self.scheduler.processed() < now {
-            let minute = self.scheduler.processed().next();
+        // Slots older than every job's window are skipped in one jump, not minute by minute.
+        let mut skips = Skips::default();
+        // The minute against which slots count as missed (none do in a replay).
+        let rules_now = if self.replaying {
+            Minute(i64::MIN)
+        } else {
+            now
+        };
+        for run in self.shards.values_mut().filter(|_| !self.replaying) {
+            let processed = run.scheduler.processed();
+            let oldest_allowed = Minute(now.0.saturating_sub(run.scheduler.longest_window()));
+            if oldest_allowed > processed.next() {
+                let until = Minute(oldest_allowed.0 - 1);
+                run.scheduler.skip_until(until, SKIP_COUNT_CAP, &mut skips);
+                if let Some(lease) = &run.lease {
+                    lease.expect(until, 0);
+                }
+            }
+        }
+
+        let mut minute = lowest.next();
+        while minute <= now {
             self.buf.clear();
-            self.scheduler.run_minute(minute, &mut self.buf);
+            let mut contributing = 0;
+            for run in self.shards.values_mut() {
+                if run.scheduler.processed().next() != minute {
+                    continue;
+                }
+                let start = self.buf.len();
+                run.scheduler
+                    .run_minute_at(minute, rules_now, &mut self.buf, &mut skips);
+                let due = (self.buf.len() - start) as u64;
+                if let Some(lease) = &run.lease {
+                    // Before the records are queued: an ack must find its minute expected.
+                    lease.expect(minute, due);
+                    for d in &mut self.buf[start..] {
+                        d.lease = Some(LeaseRef(Arc::clone(lease)));
+                    }
+                }
+                if due > 0 {
+                    contributing += 1;
+                }
+            }
+            if contributing > 1 {
+                // Each shard's part is in order already; the stable sort merges the runs.
+                self.buf.sort_by(|a, b| {
+                    (Reverse(a.spec.priority), &a.spec.name)
+                        .cmp(&(Reverse(b.spec.priority), &b.spec.name))
+                });
+            }
             report.minutes += 1;
             let due = self.buf.len() as u64;
             if due > 0 {
@@ -184,6 +308,20 @@ impl TickLoop {
             if let Some(ledger) = &self.ledger {
                 ledger.expect(minute, due);
             }
+            minute = minute.next();
+        }
+
+        if skips.total() > 0 {
+            report.skipped = skips.total();
+            warn!(
+                message = "missed slots were skipped by their jobs' catch-up rules",
+                until = %now,
+                skipped = skips.total(),
+                outside_window = skips.window,
+                by_rule = skips.rule,
+                jobs = skips.jobs(),
+                most = %skips.top(SKIP_NAMES_LOGGED),
+            );
         }
         Ok(report)
     }
@@ -215,7 +353,7 @@ impl TickLoop {
                 // waits for it; minutes that pass meanwhile are caught up after.
                 let parsed = {
                     let path = path.clone();
-                    let options = source.options;
+                    let options = source.options.clone();
                     tokio::task::spawn_blocking(move || parse(&bytes, &path, options)).await
                 };
                 let parsed = match parsed {
@@ -229,17 +367,28 @@ impl TickLoop {
                 match parsed {
                     Ok(schedule) => {
                         let jobs = schedule.jobs.len();
-                        let diff = self.scheduler.apply(schedule);
+                        let (mut added, mut rescheduled, mut updated, mut removed) = (0, 0, 0, 0);
+                        for (shard, part) in schedule.into_shards(self.shards.keys().copied()) {
+                            // Jobs of a shard given up since the parse started are not ours.
+                            if let Some(run) = self.shards.get_mut(&shard) {
+                                let diff = run.scheduler.apply(part);
+                                added += diff.added.len();
+                                rescheduled += diff.rescheduled.len();
+                                updated += diff.updated.len();
+                                removed += diff.removed.len();
+                            }
+                        }
                         report.reloaded = true;
+                        source.in_force = Some(digest);
                         info!(
                             message = "schedule reloaded",
                             file = %path.display(),
                             md5 = %digest,
                             jobs,
-                            added = diff.added.len(),
-                            rescheduled = diff.rescheduled.len(),
-                            updated = diff.updated.len(),
-                            removed = diff.removed.len(),
+                            added,
+                            rescheduled,
+                            updated,
+                            removed,
                             took_ms = started.elapsed().as_millis() as u64,
                         );
                     }
@@ -262,32 +411,5 @@ impl TickLoop {
                 }
             }
         }
-    }
-
-    /// Ticks every `tick` until `shutdown` is cancelled or the sink closes. Dropping the loop drops
-    /// its sender, which lets the sink's consumer drain and finish.
-    pub async fn run(mut self, tick: Duration, shutdown: CancellationToken) -> u64 {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
-            }
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.tick() => r,
-            };
-            if let Err(e) = result {
-                error!(message = "stopping the tick loop", error = %e);
-                break;
-            }
-        }
-        info!(
-            message = "tick loop stopped",
-            processed = %self.scheduler.processed(),
-            dispatched = self.total_dispatched,
-        );
-        self.total_dispatched
     }
 }

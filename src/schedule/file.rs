@@ -14,7 +14,15 @@ use serde_json::value::RawValue;
 
 /// Fields a job may have. Anything else is an error (a typo like `cronTme` must not pass silently).
 pub const JOB_FIELDS: &[&str] = &[
-    "jobName", "priority", "job", "cronTime", "timezone", "topic", "enabled",
+    "jobName",
+    "priority",
+    "job",
+    "cronTime",
+    "timezone",
+    "topic",
+    "enabled",
+    "catchup",
+    "catchupWindow",
 ];
 
 /// Fields the top-level object may have.

@@ -5,10 +5,11 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde_json::value::RawValue;
@@ -35,6 +36,92 @@ pub struct JobSpec {
     pub topic: Option<String>,
     /// Disabled jobs are validated but never scheduled.
     pub enabled: bool,
+    /// What happens to slots the job missed.
+    pub catchup: Catchup,
+    /// Missed slots older than this are never sent.
+    pub catchup_window: Duration,
+    /// The dispatcher shard the job belongs to: `murmur2(jobName) mod S`, as Kafka's partitioner.
+    pub shard: u32,
+}
+
+/// What a job does with slots that were not dispatched in their own minute (no dispatcher owned
+/// the job's shard then, or the process stalled). The `catchupWindow` bounds all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Catchup {
+    /// Every missed slot inside the window, in order, each with its own `scheduledAt`.
+    #[default]
+    All,
+    /// Only the most recent missed slot inside the window.
+    Latest,
+    /// No missed slot.
+    None,
+}
+
+impl Catchup {
+    /// The name used in the schedule file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Catchup::All => "all",
+            Catchup::Latest => "latest",
+            Catchup::None => "none",
+        }
+    }
+}
+
+/// Which jobs a dispatcher keeps: those of the shards it owns, out of `count`.
+#[derive(Debug, Clone)]
+pub struct ShardFilter {
+    count: u32,
+    /// `None`: every shard.
+    owned: Option<Arc<[bool]>>,
+}
+
+impl Default for ShardFilter {
+    fn default() -> Self {
+        ShardFilter::all(1)
+    }
+}
+
+impl ShardFilter {
+    /// Every shard of `count` (at least 1).
+    pub fn all(count: u32) -> ShardFilter {
+        ShardFilter {
+            count: count.max(1),
+            owned: None,
+        }
+    }
+
+    /// Only `owned` out of `count`.
+    pub fn only(count: u32, owned: impl IntoIterator<Item = u32>) -> ShardFilter {
+        let count = count.max(1);
+        let mut set = vec![false; count as usize];
+        for s in owned {
+            if let Some(slot) = set.get_mut(s as usize) {
+                *slot = true;
+            }
+        }
+        ShardFilter {
+            count,
+            owned: Some(set.into()),
+        }
+    }
+
+    /// The number of shards.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether jobs of `shard` are kept.
+    pub fn owns(&self, shard: u32) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|o| o.get(shard as usize).copied().unwrap_or(false))
+    }
+
+    /// The shard of a job: Kafka's default partitioner over the name (`toPositive(murmur2) mod S`).
+    pub fn shard_of(&self, job_name: &str) -> u32 {
+        crate::message::partition_for(job_name.as_bytes(), self.count as i32) as u32
+    }
 }
 
 /// A validated job: its settings and its compiled expression.
@@ -51,6 +138,21 @@ pub struct Job {
 pub struct Schedule {
     /// Every job, enabled or not.
     pub jobs: Vec<Job>,
+}
+
+impl Schedule {
+    /// The jobs of each shard (as [`JobSpec::shard`] says), file order kept; `shards` lists the
+    /// shards that must appear even when they hold no job.
+    pub fn into_shards(self, shards: impl IntoIterator<Item = u32>) -> BTreeMap<u32, Schedule> {
+        let mut out: BTreeMap<u32, Schedule> = shards
+            .into_iter()
+            .map(|s| (s, Schedule::default()))
+            .collect();
+        for job in self.jobs {
+            out.entry(job.spec.shard).or_default().jobs.push(job);
+        }
+        out
+    }
 }
 
 /// Where a problem is and what it is.
@@ -125,17 +227,29 @@ impl fmt::Display for ProblemList<'_> {
     }
 }
 
-/// Settings the file's jobs fall back to.
-#[derive(Debug, Clone, Copy)]
+/// Settings the file's jobs fall back to, and which jobs to keep.
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Zone for jobs without `timezone`.
     pub default_tz: Tz,
+    /// `catchupWindow` of jobs without one (`--max-catchup`).
+    pub default_catchup_window: Duration,
+    /// Every job is validated; only the jobs of these shards are kept.
+    pub shards: ShardFilter,
 }
+
+/// `--max-catchup`'s default.
+pub const DEFAULT_CATCHUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The longest `catchupWindow` a job may have.
+pub const MAX_CATCHUP_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             default_tz: Tz::UTC,
+            default_catchup_window: DEFAULT_CATCHUP_WINDOW,
+            shards: ShardFilter::default(),
         }
     }
 }
@@ -176,7 +290,7 @@ pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule
         }
     };
     checker.text = text;
-    let schedule = checker.check_file(options);
+    let schedule = checker.check_file(&options);
     if checker.problems.is_empty() {
         Ok(schedule)
     } else {
@@ -198,6 +312,8 @@ fn job_field(key: &str) -> Option<usize> {
         "timezone" => TIMEZONE,
         "topic" => TOPIC,
         "enabled" => ENABLED,
+        "catchup" => CATCHUP,
+        "catchupWindow" => CATCHUP_WINDOW,
         _ => return None,
     })
 }
@@ -209,6 +325,8 @@ const CRON_TIME: usize = 3;
 const TIMEZONE: usize = 4;
 const TOPIC: usize = 5;
 const ENABLED: usize = 6;
+const CATCHUP: usize = 7;
+const CATCHUP_WINDOW: usize = 8;
 
 struct Checker<'a> {
     path: &'a Path,
@@ -285,7 +403,7 @@ impl<'a> Checker<'a> {
         });
     }
 
-    fn check_file(&mut self, options: LoadOptions) -> Schedule {
+    fn check_file(&mut self, options: &LoadOptions) -> Schedule {
         let top: RawObject<'a> = match serde_json::from_str(self.text) {
             Ok(top) => top,
             Err(e) => {
@@ -386,7 +504,7 @@ impl<'a> Checker<'a> {
         &mut self,
         i: usize,
         raw: &'a RawValue,
-        options: LoadOptions,
+        options: &LoadOptions,
         first_seen: &mut HashMap<Cow<'a, str>, usize>,
         compiled: &mut Compiled,
     ) -> Option<Job> {
@@ -593,6 +711,57 @@ impl<'a> Checker<'a> {
             },
         };
 
+        let catchup = match field[CATCHUP] {
+            None => Some(Catchup::All),
+            Some(v) => match self.string_field(v, job_ref, "catchup") {
+                Some(text) => match text.as_str() {
+                    "all" => Some(Catchup::All),
+                    "latest" => Some(Catchup::Latest),
+                    "none" => Some(Catchup::None),
+                    other => {
+                        self.report(
+                            Some(v.get()),
+                            Some(job_ref),
+                            Some("catchup"),
+                            format!("{other:?} is not one of \"all\", \"latest\", \"none\""),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+
+        let catchup_window = match field[CATCHUP_WINDOW] {
+            None => Some(options.default_catchup_window),
+            Some(v) => {
+                match self.string_field(v, job_ref, "catchupWindow") {
+                    Some(text) => match humantime::parse_duration(&text) {
+                        Ok(d) if d >= Duration::from_secs(60) && d <= MAX_CATCHUP_WINDOW => Some(d),
+                        Ok(_) => {
+                            self.report(
+                            Some(v.get()),
+                            Some(job_ref),
+                            Some("catchupWindow"),
+                            format!("{text:?} is out of range 1m-366d (for no catch-up at all, use \"catchup\": \"none\")"),
+                        );
+                            None
+                        }
+                        Err(e) => {
+                            self.report(
+                            Some(v.get()),
+                            Some(job_ref),
+                            Some("catchupWindow"),
+                            format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
+                        );
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+
         let cron = match field[CRON_TIME] {
             Some(v) => {
                 // Borrowed from the file when it can be: most jobs share an expression compiled
@@ -652,10 +821,27 @@ impl<'a> Checker<'a> {
             Some(topic),
             Some(enabled),
             Some((cron_time, expr)),
-        ) = (name, priority, payload, timezone, topic, enabled, cron)
+            Some(catchup),
+            Some(catchup_window),
+        ) = (
+            name,
+            priority,
+            payload,
+            timezone,
+            topic,
+            enabled,
+            cron,
+            catchup,
+            catchup_window,
+        )
         else {
             return None;
         };
+        // Validated whoever owns it; kept only by the owner of its shard.
+        let shard = options.shards.shard_of(&name);
+        if !options.shards.owns(shard) {
+            return None;
+        }
         Some(Job {
             spec: Arc::new(JobSpec {
                 name,
@@ -665,6 +851,9 @@ impl<'a> Checker<'a> {
                 timezone,
                 topic,
                 enabled,
+                catchup,
+                catchup_window,
+                shard,
             }),
             expr,
         })

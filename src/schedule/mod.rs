@@ -6,4 +6,7 @@ pub mod file;
 pub mod fingerprint;
 pub mod load;
 
-pub use load::{load, parse, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule};
+pub use load::{
+    load, parse, Catchup, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule, ShardFilter,
+    DEFAULT_CATCHUP_WINDOW,
+};

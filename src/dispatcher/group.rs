@@ -1,0 +1,499 @@
+//! The dispatcher group: membership through Kafka's own group coordinator, and the shards' cursors
+//! in the group's state topic.
+//!
+//! ```text
+//!              <group>.state  (S partitions = S shards, cleanup.policy=compact)
+//!   member A ── rdkafka consumer, group.id = --group, subscribed to the state topic
+//!                 assigned partitions = owned shards ──► GroupEvent::Assigned / Revoked ──► service
+//!   service  ── rskafka: read a shard's last cursor at takeover; append every owned shard's cursor
+//!               once a minute (also the owner's liveness report); read every shard's last record
+//!               once a minute (orphan watchdog, one-schedule check)
+//! ```
+//!
+//! The rebalance callbacks run on the membership thread, which polls the consumer. A revoke waits
+//! there until the service has finished the minute in progress, waited for its acks and written the
+//! cursors of the shards it gives up: the coordinator hands a shard on only after that, so a clean
+//! rebalance neither loses nor repeats a slot. A lost assignment (session expired) is reported as
+//! such and the service drops those shards at once, without writing.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use rskafka::record::Record;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::cursor::{Cursor, CURSOR_KEY};
+use super::producer::{describe, Backoff};
+
+/// Errors of the group layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// An rdkafka client could not be created (a bad setting).
+    #[error("cannot create the Kafka {what} for brokers {brokers}: {source}")]
+    Client {
+        /// Which client.
+        what: &'static str,
+        /// Bootstrap brokers.
+        brokers: String,
+        /// Why.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The state topic cannot be created.
+    #[error("cannot create the state topic {topic}: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// Reading or writing the state topic failed.
+    #[error("state topic {topic} partition {shard}: {reason}")]
+    State {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        shard: u32,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A member's view of membership changes, sent by the membership thread.
+#[derive(Debug)]
+pub enum GroupEvent {
+    /// These shards are now this member's (the whole assignment).
+    Assigned(Vec<u32>),
+    /// These shards are taken away. `lost`: the session expired and another member may own them
+    /// already. The membership thread waits for `done` (bounded) before the coordinator moves on.
+    Revoked {
+        /// The shards.
+        shards: Vec<u32>,
+        /// The assignment was lost rather than handed back.
+        lost: bool,
+        /// Dropped or sent when the shards are released.
+        done: std_mpsc::SyncSender<()>,
+    },
+}
+
+/// What the membership needs.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// Bootstrap brokers.
+    pub brokers: Vec<String>,
+    /// The consumer group.
+    pub group: String,
+    /// The state topic.
+    pub state_topic: String,
+    /// How long a silent member keeps its shards.
+    pub session_timeout: Duration,
+    /// How long a revoke may wait for the handover.
+    pub handover_timeout: Duration,
+}
+
+enum Command {
+    /// Leave and join again with a fresh consumer (a fresh member id).
+    Rejoin,
+    /// Leave the group and end the thread.
+    Leave,
+}
+
+/// The membership thread: one rdkafka consumer at a time in the group.
+pub struct Membership {
+    commands: std_mpsc::Sender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct MemberContext {
+    events: mpsc::Sender<GroupEvent>,
+    handover_timeout: Duration,
+}
+
+fn shards_of(tpl: &TopicPartitionList) -> Vec<u32> {
+    let mut shards: Vec<u32> = tpl
+        .elements()
+        .iter()
+        .filter_map(|e| u32::try_from(e.partition()).ok())
+        .collect();
+    shards.sort_unstable();
+    shards
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let shards = shards_of(tpl);
+                if shards.is_empty() {
+                    return;
+                }
+                let lost = consumer.assignment_lost();
+                let (done, wait) = std_mpsc::sync_channel(1);
+                if self
+                    .events
+                    .blocking_send(GroupEvent::Revoked {
+                        shards: shards.clone(),
+                        lost,
+                        done,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                // Hold the rebalance until the cursors are written (or the service is gone).
+                if let Err(std_mpsc::RecvTimeoutError::Timeout) =
+                    wait.recv_timeout(self.handover_timeout)
+                {
+                    warn!(message = "handover took longer than allowed; releasing the shards anyway", shards = ?shards);
+                }
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => warn!(message = "dispatcher group rebalance error", error = %e),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let _ = self
+                .events
+                .blocking_send(GroupEvent::Assigned(shards_of(tpl)));
+        }
+    }
+}
+
+impl Membership {
+    /// Joins the group on a thread of its own; events arrive on `events`.
+    pub fn start(
+        config: MembershipConfig,
+        events: mpsc::Sender<GroupEvent>,
+    ) -> Result<Membership, GroupError> {
+        // Fail on bad settings now, not on the thread.
+        let first = consumer(&config, events.clone())?;
+        let (commands, inbox) = std_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("cronq-group".into())
+            .spawn(move || membership_thread(config, events, first, inbox))
+            .map_err(|e| GroupError::CreateTopic {
+                topic: String::new(),
+                reason: format!("cannot start the membership thread: {e}"),
+            })?;
+        Ok(Membership {
+            commands,
+            thread: Some(thread),
+        })
+    }
+
+    /// Leaves and joins again with a fresh consumer: on a coordinator that left a dead member's
+    /// shards unassigned, a new member id forces a complete assignment.
+    pub fn rejoin(&self) {
+        let _ = self.commands.send(Command::Rejoin);
+    }
+
+    /// Leaves the group (the remaining members take the shards over at once) and waits for the
+    /// thread. Release the shards (write their cursors) before: the final revoke is not waited for.
+    pub fn leave(mut self) {
+        let _ = self.commands.send(Command::Leave);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::block_in_place(|| thread.join());
+        }
+    }
+}
+
+fn consumer(
+    config: &MembershipConfig,
+    events: mpsc::Sender<GroupEvent>,
+) -> Result<BaseConsumer<MemberContext>, GroupError> {
+    let session_ms = config.session_timeout.as_millis().max(1) as u64;
+    let consumer: BaseConsumer<MemberContext> = ClientConfig::new()
+        .set("bootstrap.servers", config.brokers.join(","))
+        .set("group.id", &config.group)
+        .set("session.timeout.ms", session_ms.to_string())
+        .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(MemberContext {
+            events,
+            handover_timeout: config.handover_timeout,
+        })
+        .map_err(|source| GroupError::Client {
+            what: "group consumer",
+            brokers: config.brokers.join(","),
+            source,
+        })?;
+    consumer
+        .subscribe(&[&config.state_topic])
+        .map_err(|source| GroupError::Client {
+            what: "group subscription",
+            brokers: config.brokers.join(","),
+            source,
+        })?;
+    Ok(consumer)
+}
+
+fn membership_thread(
+    config: MembershipConfig,
+    events: mpsc::Sender<GroupEvent>,
+    first: BaseConsumer<MemberContext>,
+    inbox: std_mpsc::Receiver<Command>,
+) {
+    let mut current = Some(first);
+    loop {
+        let Some(member) = current.as_ref() else {
+            match consumer(&config, events.clone()) {
+                Ok(c) => current = Some(c),
+                Err(e) => {
+                    warn!(message = "cannot rejoin the dispatcher group; retrying", error = %e);
+                    if let Ok(Command::Leave) | Err(std_mpsc::RecvTimeoutError::Disconnected) =
+                        inbox.recv_timeout(Duration::from_secs(1))
+                    {
+                        return;
+                    }
+                }
+            }
+            continue;
+        };
+        // The state topic's records are read with rskafka; the consumer only keeps membership
+        // (its fetches of our own cursor records are dropped).
+        if let Some(Err(e)) = member.poll(Duration::from_millis(100)) {
+            debug!(message = "group consumer", error = %e);
+        }
+        match inbox.try_recv() {
+            Ok(Command::Rejoin) => {
+                info!(message = "rejoining the dispatcher group with a fresh member id");
+                current = None; // dropping closes the consumer: its revoke runs the handover
+            }
+            Ok(Command::Leave) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                drop(current.take());
+                return;
+            }
+            Err(std_mpsc::TryRecvError::Empty) => {}
+        }
+    }
+}
+
+/// Makes sure the state topic exists (created with `wanted` partitions and
+/// `cleanup.policy=compact` when missing) and returns its partition count, which wins over
+/// `wanted`. Waits, with logs, while Kafka cannot be reached.
+pub async fn ensure_state_topic(
+    client: &Client,
+    brokers: &[String],
+    topic: &str,
+    wanted: u32,
+    replication_factor: i16,
+) -> Result<u32, GroupError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers.join(","))
+        .create()
+        .map_err(|source| GroupError::Client {
+            what: "admin client",
+            brokers: brokers.join(","),
+            source,
+        })?;
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    loop {
+        match client.list_topics().await {
+            Ok(topics) => {
+                if let Some(t) = topics.iter().find(|t| t.name == topic) {
+                    if !t.partitions.is_empty() {
+                        let found = t.partitions.len() as u32;
+                        if found != wanted {
+                            warn!(message = "the state topic exists with another shard count; it wins over --shards", topic, shards = found, wanted);
+                        }
+                        return Ok(found);
+                    }
+                } else {
+                    let new = NewTopic::new(
+                        topic,
+                        wanted as i32,
+                        TopicReplication::Fixed(i32::from(replication_factor)),
+                    )
+                    .set("cleanup.policy", "compact");
+                    let options =
+                        AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+                    match admin.create_topics([&new], &options).await {
+                        Ok(results) => {
+                            for r in results {
+                                match r {
+                                    Ok(_) => info!(
+                                        message = "created the state topic",
+                                        topic,
+                                        shards = wanted
+                                    ),
+                                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                                    Err((_, code)) => {
+                                        return Err(GroupError::CreateTopic {
+                                            topic: topic.to_string(),
+                                            reason: code.to_string(),
+                                        })
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(message = "creating the state topic failed; retrying", topic, error = %e)
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(message = "cannot read the state topic's metadata; retrying", topic, error = %describe(&e));
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Reads and appends cursor records (rskafka).
+pub struct StateTopic {
+    client: Arc<Client>,
+    topic: String,
+    partitions: tokio::sync::Mutex<Vec<Option<Arc<PartitionClient>>>>,
+}
+
+impl StateTopic {
+    /// The state topic `topic` with `shards` partitions.
+    pub fn new(client: Arc<Client>, topic: String, shards: u32) -> StateTopic {
+        StateTopic {
+            client,
+            topic,
+            partitions: tokio::sync::Mutex::new(vec![None; shards as usize]),
+        }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn error(&self, shard: u32, reason: String) -> GroupError {
+        GroupError::State {
+            topic: self.topic.clone(),
+            shard,
+            reason,
+        }
+    }
+
+    async fn partition(&self, shard: u32) -> Result<Arc<PartitionClient>, GroupError> {
+        let mut partitions = self.partitions.lock().await;
+        let slot = partitions
+            .get_mut(shard as usize)
+            .ok_or_else(|| self.error(shard, "no such shard".into()))?;
+        if let Some(pc) = slot {
+            return Ok(Arc::clone(pc));
+        }
+        let pc = self
+            .client
+            .partition_client(
+                self.topic.clone(),
+                shard as i32,
+                UnknownTopicHandling::Retry,
+            )
+            .await
+            .map_err(|e| self.error(shard, describe(&e)))?;
+        let pc = Arc::new(pc);
+        *slot = Some(Arc::clone(&pc));
+        Ok(pc)
+    }
+
+    async fn forget(&self, shard: u32) {
+        if let Some(slot) = self.partitions.lock().await.get_mut(shard as usize) {
+            *slot = None;
+        }
+    }
+
+    /// The last cursor record of `shard`, if it ever had one.
+    pub async fn last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
+        let result = self.read_last(shard).await;
+        if result.is_err() {
+            self.forget(shard).await;
+        }
+        result
+    }
+
+    async fn read_last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
+        let pc = self.partition(shard).await?;
+        let high = pc
+            .get_offset(OffsetAt::Latest)
+            .await
+            .map_err(|e| self.error(shard, describe(&e)))?;
+        if high <= 0 {
+            return Ok(None);
+        }
+        // The last few records: the newest cursor among them (a record that is not a cursor, of a
+        // later version say, is passed over).
+        let from = (high - 16).max(0);
+        let (records, _) = pc
+            .fetch_records(from, 1..1_000_000, 1_000)
+            .await
+            .map_err(|e| self.error(shard, describe(&e)))?;
+        let newest = records
+            .iter()
+            .rev()
+            .filter(|r| r.record.key.as_deref() == Some(CURSOR_KEY))
+            .find_map(|r| match r.record.value.as_deref().map(Cursor::decode) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    warn!(message = "skipping an unreadable state record", topic = %self.topic, shard, offset = r.offset, error = %e);
+                    None
+                }
+                None => None,
+            });
+        Ok(newest)
+    }
+
+    /// The last cursor record of every shard (`None`: none, or unreadable now).
+    pub async fn all(&self, shards: u32) -> Vec<Option<Cursor>> {
+        join_all((0..shards).map(|s| async move {
+            match self.last(s).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(message = "cannot read a shard's cursor", error = %e);
+                    None
+                }
+            }
+        }))
+        .await
+    }
+
+    /// Appends `cursors`, one record to each one's partition, all at once. Returns the shards
+    /// whose record could not be written.
+    pub async fn write(&self, cursors: &[Cursor]) -> Vec<(u32, GroupError)> {
+        let results = join_all(cursors.iter().map(|c| async move {
+            let record = Record {
+                key: Some(CURSOR_KEY.to_vec()),
+                value: Some(c.encode()),
+                headers: Default::default(),
+                timestamp: c.written_at,
+            };
+            let pc = self.partition(c.shard).await?;
+            pc.produce(vec![record], Compression::NoCompression)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(c.shard, describe(&e)))
+        }))
+        .await;
+        let mut failed = Vec::new();
+        for (c, r) in cursors.iter().zip(results) {
+            if let Err(e) = r {
+                self.forget(c.shard).await;
+                failed.push((c.shard, e));
+            }
+        }
+        failed
+    }
+}

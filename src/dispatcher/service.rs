@@ -1,0 +1,706 @@
+//! `cronq run` as one service: where a dispatcher's lifecycle lives. `cli.rs` only configures it.
+//!
+//! ```text
+//!  start ──► validate the schedule ──► connect ──► state topic (S shards) ──► join the group
+//!    │
+//!    ├─ Assigned(shards) ─► takeover: read each shard's cursor, compile the shard's jobs, catch up
+//!    ├─ tick             ─► TickLoop::tick (every owned shard) ─► cursors due ─► watchdog (once a minute)
+//!    ├─ Revoked(shards)  ─► handover: wait for acks (≤ --shutdown-grace), write cursors, release
+//!    └─ SIGTERM          ─► no new minute; the minute in progress is sent whole; acks (≤ grace);
+//!                           cursors; leave the group; undelivered counted in the log
+//! ```
+//!
+//! Outside a group (`--dry-run`, `--from/--until`) the loop runs one shard holding every job and
+//! writes no cursor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::cursor::{Cursor, Lease};
+use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
+use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
+use super::tick_loop::{ScheduleSource, ShardRun, TickLoop};
+use super::{dry_run, Dispatch, Scheduler};
+use crate::clock::{Clock, ManualClock, Minute};
+use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
+
+/// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
+/// differs for this long is reported.
+pub const STALE_AFTER: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Where dispatches go.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// JSON lines on stdout.
+    DryRun {
+        /// Topic shown for jobs without their own.
+        default_topic: String,
+    },
+    /// Kafka, through the producer pool.
+    Kafka(ProducerConfig),
+}
+
+/// The dispatcher group a live, producing `cronq run` joins.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Consumer group of the dispatchers.
+    pub group: String,
+    /// The state topic (one partition per shard).
+    pub state_topic: String,
+    /// Shards of a state topic cronq creates.
+    pub shards: u32,
+    /// Replication factor of the state topic when created.
+    pub replication_factor: i16,
+    /// How long a silent member keeps its shards.
+    pub session_timeout: Duration,
+    /// This member's name in cursor records.
+    pub owner: String,
+}
+
+/// Everything a live dispatcher needs.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// The schedule file.
+    pub schedule: PathBuf,
+    /// Zone and catch-up defaults of its jobs.
+    pub load: LoadOptions,
+    /// How often the loop wakes.
+    pub tick: Duration,
+    /// Bound on waiting for acks at handover and shutdown.
+    pub shutdown_grace: Duration,
+    /// Queue between the tick loop and the sink.
+    pub queue_capacity: usize,
+    /// Where dispatches go.
+    pub sink: SinkConfig,
+    /// The group (`None` for a dry run).
+    pub group: Option<GroupConfig>,
+    /// Wall-clock source.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Errors that stop the dispatcher.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The schedule file cannot be used at start.
+    #[error(transparent)]
+    Schedule(#[from] LoadError),
+    /// The group cannot be set up.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The dry-run printer failed (a closed pipe).
+    #[error("writing dispatches to stdout: {0}")]
+    Output(#[from] std::io::Error),
+    /// A task of the dispatcher died.
+    #[error("{what} ended unexpectedly: {reason}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The sink a run feeds: the dry-run printer or the Kafka producer pool.
+enum Sink {
+    Print(JoinHandle<std::io::Result<u64>>),
+    Kafka(JoinHandle<()>, Arc<DeliveryStats>),
+}
+
+impl Sink {
+    fn start(
+        config: &SinkConfig,
+        rx: mpsc::Receiver<Dispatch>,
+        ledger: Option<Arc<SlotLedger>>,
+    ) -> Sink {
+        match config {
+            SinkConfig::DryRun { default_topic } => Sink::Print(tokio::spawn(
+                dry_run::print_lines(rx, default_topic.clone()),
+            )),
+            SinkConfig::Kafka(config) => {
+                let stats = Arc::new(DeliveryStats::default());
+                Sink::Kafka(
+                    tokio::spawn(producer::run(
+                        config.clone(),
+                        rx,
+                        Arc::clone(&stats),
+                        ledger,
+                    )),
+                    stats,
+                )
+            }
+        }
+    }
+
+    /// Waits for the sink to finish, at most `grace` (None: as long as it takes, with progress
+    /// logs). Returns how many dispatches were not delivered.
+    async fn finish(self, dispatched: u64, grace: Option<Duration>) -> Result<u64, ServiceError> {
+        match self {
+            Sink::Print(task) => {
+                task.await.map_err(|e| ServiceError::Task {
+                    what: "the dry-run printer",
+                    reason: e.to_string(),
+                })??;
+                Ok(0)
+            }
+            Sink::Kafka(mut task, stats) => {
+                let settled = |s: &DeliveryStats| {
+                    (
+                        s.delivered.load(std::sync::atomic::Ordering::Relaxed),
+                        s.failed.load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                };
+                let deadline = grace.map(|g| tokio::time::Instant::now() + g);
+                let mut progress = tokio::time::interval(Duration::from_secs(2));
+                progress.tick().await;
+                loop {
+                    let sleep_until = deadline
+                        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                    tokio::select! {
+                        r = &mut task => {
+                            r.map_err(|e| ServiceError::Task { what: "the producer pool", reason: e.to_string() })?;
+                            let (delivered, failed) = settled(&stats);
+                            info!(message = "all dispatches settled", dispatched, delivered, failed);
+                            return Ok(0);
+                        }
+                        _ = progress.tick() => {
+                            let (delivered, failed) = settled(&stats);
+                            info!(message = "delivering", dispatched, delivered, failed, remaining = dispatched.saturating_sub(delivered + failed));
+                        }
+                        _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                            task.abort();
+                            let (delivered, failed) = settled(&stats);
+                            return Ok(dispatched.saturating_sub(delivered + failed));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ledger_for(sink: &SinkConfig) -> Option<Arc<SlotLedger>> {
+    matches!(sink, SinkConfig::Kafka(_)).then(|| Arc::new(SlotLedger::default()))
+}
+
+/// Replays the window `[from, until)` as fast as possible into the sink and waits for every
+/// dispatch to settle. Never joins a group, writes no cursor.
+pub async fn replay(
+    schedule: schedule::Schedule,
+    sink_config: SinkConfig,
+    queue_capacity: usize,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<u64, ServiceError> {
+    let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+    let ledger = ledger_for(&sink_config);
+    let sink = Sink::start(&sink_config, rx, ledger.clone());
+    // [from, until): the first slot is the first whole minute at or after `from`.
+    let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
+    let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
+    let clock = ManualClock::new(last.start().unwrap_or(until));
+    let scheduler = Scheduler::new(schedule, Minute(first.0 - 1));
+    info!(message = "replaying window", from = %first, until = %last, jobs = scheduler.scheduled());
+    let mut tick_loop = TickLoop::new(Arc::new(clock), scheduler, None, tx).replaying();
+    if let Some(l) = &ledger {
+        tick_loop = tick_loop.with_ledger(Arc::clone(l));
+    }
+    let report = tick_loop.tick().await;
+    let dispatched = tick_loop.total_dispatched();
+    drop(tick_loop);
+    if let Err(e) = report {
+        error!(message = "replay stopped early", error = %e);
+    }
+    info!(message = "window replayed", dispatched);
+    sink.finish(dispatched, None).await?;
+    Ok(dispatched)
+}
+
+/// Runs a live dispatcher until `shutdown` is cancelled.
+pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    match config.group.clone() {
+        None => run_alone(config, shutdown).await,
+        Some(group) => run_in_group(config, group, shutdown).await,
+    }
+}
+
+/// Ticks until `shutdown`; a tick cut by the signal still finishes its minute, within `grace`.
+/// Returns false when the loop must stop (the sink is gone or the grace ran out mid-minute).
+async fn tick_once(
+    tick_loop: &mut TickLoop,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> bool {
+    let mut tick = pin!(tick_loop.tick());
+    let result = tokio::select! {
+        r = &mut tick => Some(r),
+        _ = shutdown.cancelled() => tokio::time::timeout(grace, &mut tick).await.ok(),
+    };
+    match result {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            error!(message = "stopping the tick loop", error = %e);
+            false
+        }
+        None => {
+            warn!(
+                message =
+                    "the minute in progress could not be queued whole within --shutdown-grace"
+            );
+            false
+        }
+    }
+}
+
+async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let (schedule, digest) = schedule::load(&config.schedule, config.load.clone())?;
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let ledger = ledger_for(&config.sink);
+    let sink = Sink::start(&config.sink, rx, ledger.clone());
+    let scheduler = Scheduler::new(schedule, Minute::containing(config.clock.now()));
+    info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), jobs = scheduler.scheduled(), md5 = %digest, group = "none (dry run)");
+    let source = ScheduleSource::new(config.schedule.clone(), Some(digest), config.load.clone());
+    let mut tick_loop = TickLoop::new(Arc::clone(&config.clock), scheduler, Some(source), tx);
+    if let Some(l) = &ledger {
+        tick_loop = tick_loop.with_ledger(Arc::clone(l));
+    }
+    let mut interval = tokio::time::interval(config.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped_early = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
+            stopped_early = !shutdown.is_cancelled();
+            break;
+        }
+    }
+    let dispatched = tick_loop.total_dispatched();
+    drop(tick_loop);
+    let undelivered = sink.finish(dispatched, Some(config.shutdown_grace)).await?;
+    info!(message = "dispatcher stopped", dispatched, undelivered);
+    if stopped_early {
+        return Err(ServiceError::Task {
+            what: "the tick loop",
+            reason: "its sink closed".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A member of the dispatcher group: the shards it owns and what it knows of the others.
+struct Member {
+    config: GroupConfig,
+    state: StateTopic,
+    shards: u32,
+    clock: Arc<dyn Clock>,
+    /// Grows by one at every assignment.
+    generation: u64,
+    /// The minute each owned shard's cursor record was last written in.
+    written: HashMap<u32, Minute>,
+    /// Shards handed back cleanly, kept compiled in case the rebalance gives them back.
+    parked: BTreeMap<u32, ShardRun>,
+    /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
+    waiting: Vec<(u32, Option<Cursor>)>,
+    /// When this member last (re)joined; the watchdog lets a new assignment settle first.
+    joined_at: DateTime<Utc>,
+    /// The minute the watchdog last looked.
+    watched: Option<Minute>,
+    /// Since when each other member has published another schedule MD5.
+    md5_differs_since: HashMap<String, DateTime<Utc>>,
+    grace: Duration,
+}
+
+impl Member {
+    fn cursor(&self, shard: u32, minute: Minute, md5: &str) -> Cursor {
+        Cursor {
+            shard,
+            minute,
+            written_at: self.clock.now(),
+            owner: self.config.owner.clone(),
+            generation: self.generation,
+            schedule_md5: md5.to_string(),
+        }
+    }
+
+    /// Waits until the leases have nothing outstanding, at most the grace.
+    async fn settle(&self, leases: &[Arc<Lease>]) {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while leases.iter().any(|l| l.outstanding() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes each released shard's final cursor; returns the undelivered dispatches.
+    async fn release(&mut self, runs: &[(u32, &ShardRun)], md5: &str, why: &str) -> u64 {
+        let leases: Vec<Arc<Lease>> = runs.iter().filter_map(|(_, r)| r.lease.clone()).collect();
+        self.settle(&leases).await;
+        let cursors: Vec<Cursor> = leases
+            .iter()
+            .map(|l| self.cursor(l.shard(), l.cursor(), md5))
+            .collect();
+        let undelivered: u64 = leases.iter().map(|l| l.outstanding()).sum();
+        for (shard, e) in self.state.write(&cursors).await {
+            error!(message = "cannot write a released shard's cursor; its next owner re-sends from the previous one", shard, error = %e);
+        }
+        for (shard, _) in runs {
+            self.written.remove(shard);
+        }
+        let shards: Vec<u32> = runs.iter().map(|(s, _)| *s).collect();
+        let cursor_of = cursors
+            .iter()
+            .map(|c| format!("{}:{}", c.shard, c.minute))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if undelivered > 0 {
+            warn!(message = "shards released with dispatches not acked; the next owner re-sends them from the cursor", why, shards = ?shards, cursors = %cursor_of, undelivered);
+        } else {
+            info!(message = "shards released", why, shards = ?shards, cursors = %cursor_of);
+        }
+        undelivered
+    }
+
+    /// Takes over `assigned`: reads each new shard's cursor, compiles its jobs, and lets the tick
+    /// loop catch it up from there.
+    async fn take_over(&mut self, tick_loop: &mut TickLoop, assigned: Vec<u32>) {
+        self.generation += 1;
+        let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+        for shard in owned.iter().filter(|s| !assigned.contains(s)) {
+            tick_loop.remove_shard(*shard);
+            self.written.remove(shard);
+        }
+        let new: Vec<u32> = assigned
+            .iter()
+            .copied()
+            .filter(|s| !owned.contains(s))
+            .collect();
+        let mut cursors = Vec::with_capacity(new.len());
+        for &shard in &new {
+            cursors.push((shard, self.read_cursor(shard).await));
+        }
+        let parked = std::mem::take(&mut self.parked);
+        let mut fresh = Vec::new();
+        let mut parked = parked;
+        for (shard, cursor) in cursors {
+            // Handed back and given back with nothing in between: keep the compiled shard.
+            let reusable = parked.remove(&shard).filter(|run| {
+                run.lease.as_ref().is_some_and(|l| {
+                    l.outstanding() == 0
+                        && cursor
+                            .as_ref()
+                            .is_some_and(|c| c.owner == self.config.owner && c.minute == l.cursor())
+                })
+            });
+            match reusable {
+                Some(mut run) => {
+                    let at = run.scheduler.processed();
+                    run.lease = Some(Lease::new(shard, at));
+                    tick_loop.insert_shard(shard, run);
+                }
+                None => fresh.push((shard, cursor)),
+            }
+        }
+        self.waiting = fresh;
+        self.start_waiting(tick_loop).await;
+        let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+        if let Some(source) = tick_loop.source_mut() {
+            source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
+        }
+        info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
+    }
+
+    /// Compiles and starts the assigned shards still waiting for their jobs.
+    async fn start_waiting(&mut self, tick_loop: &mut TickLoop) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let Some(source) = tick_loop.source_mut() else {
+            return;
+        };
+        let path = source.path().to_path_buf();
+        let mut options = source.options().clone();
+        let shards: Vec<u32> = self.waiting.iter().map(|(s, _)| *s).collect();
+        options.shards = ShardFilter::only(self.shards, shards.iter().copied());
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || schedule::load(&path, options)).await;
+        let schedule = match loaded {
+            Ok(Ok((schedule, _))) => schedule,
+            Ok(Err(e)) => {
+                error!(message = "cannot start the assigned shards: the schedule file does not load; retrying every tick", shards = ?shards, error = %e);
+                return;
+            }
+            Err(e) => {
+                error!(message = "loading the assigned shards' jobs failed; retrying", error = %e);
+                return;
+            }
+        };
+        let now = Minute::containing(self.clock.now());
+        let waiting = std::mem::take(&mut self.waiting);
+        let mut parts = schedule.into_shards(shards.iter().copied());
+        for (shard, cursor) in waiting {
+            let part = parts.remove(&shard).unwrap_or_default();
+            // A shard that never had a cursor starts at the next minute.
+            let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
+            let behind = now.0 - start.0;
+            let scheduler = Scheduler::new(part, start);
+            info!(
+                message = "taking over a shard",
+                shard,
+                jobs = scheduler.scheduled(),
+                cursor = %start,
+                behind_minutes = behind,
+                previous_owner = cursor.as_ref().map_or("", |c| c.owner.as_str()),
+                took_ms = started.elapsed().as_millis() as u64,
+            );
+            tick_loop.insert_shard(
+                shard,
+                ShardRun {
+                    scheduler,
+                    lease: Some(Lease::new(shard, start)),
+                },
+            );
+        }
+    }
+
+    /// A shard's last cursor, retrying while the broker cannot be read: starting without it
+    /// could skip slots.
+    async fn read_cursor(&self, shard: u32) -> Option<Cursor> {
+        let mut backoff = producer::Backoff::new(Duration::from_millis(100));
+        loop {
+            match self.state.last(shard).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Once a minute per shard: the cursor as soon as the minute is acked, or at second 30 with
+    /// the cursor where it is (the liveness report).
+    async fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
+        let now = self.clock.now();
+        let minute = Minute::containing(now);
+        let cursors: Vec<Cursor> = tick_loop
+            .shards()
+            .iter()
+            .filter(|(shard, _)| self.written.get(shard) != Some(&minute))
+            .filter_map(|(shard, run)| {
+                let lease = run.lease.as_ref()?;
+                let cursor = lease.cursor();
+                (cursor >= run.scheduler.processed() || now.second() >= 30)
+                    .then(|| self.cursor(*shard, cursor, md5))
+            })
+            .collect();
+        if cursors.is_empty() {
+            return;
+        }
+        let failed = self.state.write(&cursors).await;
+        for c in &cursors {
+            if !failed.iter().any(|(s, _)| *s == c.shard) {
+                self.written.insert(c.shard, minute);
+            }
+        }
+        if let Some((shard, e)) = failed.first() {
+            warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
+        }
+    }
+
+    /// Once a minute: shards with no fresh cursor record (orphaned) make this member rejoin with a
+    /// fresh consumer; a member publishing another schedule for over 2 minutes is an error.
+    async fn watch(&mut self, tick_loop: &TickLoop, md5: &str, membership: &Membership) {
+        let now = self.clock.now();
+        let minute = Minute::containing(now);
+        if self.watched == Some(minute) || now.second() < 40 {
+            return;
+        }
+        self.watched = Some(minute);
+        let cursors = self.state.all(self.shards).await;
+        let view = super::status::assess(&cursors, now, self.shards);
+        for (owner, their_md5) in &view.md5_by_owner {
+            if *owner == self.config.owner || their_md5 == md5 {
+                self.md5_differs_since.remove(owner);
+                continue;
+            }
+            let since = *self.md5_differs_since.entry(owner.clone()).or_insert(now);
+            if now - since > STALE_AFTER {
+                error!(message = "another member of the group runs a different schedule; every member must run the same file", member = %owner, their_md5 = %their_md5, our_md5 = %md5, since = %since.to_rfc3339());
+            }
+        }
+        let orphaned: Vec<u32> = view
+            .orphaned
+            .iter()
+            .copied()
+            .filter(|s| !tick_loop.shards().contains_key(s))
+            .collect();
+        if !orphaned.is_empty() && now - self.joined_at > STALE_AFTER {
+            warn!(message = "shards have no live owner (no cursor record for 2 minutes); rejoining the group to force a complete assignment", shards = ?orphaned);
+            self.joined_at = now;
+            membership.rejoin();
+        }
+    }
+}
+
+async fn run_in_group(
+    config: ServiceConfig,
+    group: GroupConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    // Validate the whole file now (a bad file at start is an error); keep no job yet.
+    let mut options = config.load.clone();
+    options.shards = ShardFilter::only(1, []);
+    let (_, digest) = schedule::load(&config.schedule, options)?;
+    let SinkConfig::Kafka(producer_config) = &config.sink else {
+        return run_alone(config, shutdown).await;
+    };
+    let client =
+        Arc::new(producer::connect(&producer_config.brokers, producer_config.retry_backoff).await);
+    let shards = group::ensure_state_topic(
+        &client,
+        &producer_config.brokers,
+        &group.state_topic,
+        group.shards,
+        group.replication_factor,
+    )
+    .await?;
+    let state = StateTopic::new(client, group.state_topic.clone(), shards);
+    let mut load = config.load.clone();
+    load.shards = ShardFilter::only(shards, []);
+    let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
+
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let ledger = ledger_for(&config.sink);
+    let sink = Sink::start(&config.sink, rx, ledger.clone());
+    let mut tick_loop = TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx);
+    if let Some(l) = &ledger {
+        tick_loop = tick_loop.with_ledger(Arc::clone(l));
+    }
+    let (events_tx, mut events) = mpsc::channel(16);
+    let membership = Membership::start(
+        MembershipConfig {
+            brokers: producer_config.brokers.clone(),
+            group: group.group.clone(),
+            state_topic: group.state_topic.clone(),
+            session_timeout: group.session_timeout,
+            handover_timeout: config.shutdown_grace + Duration::from_secs(5),
+        },
+        events_tx,
+    )?;
+    info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), md5 = %digest, group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
+    let mut member = Member {
+        config: group,
+        state,
+        shards,
+        clock: Arc::clone(&config.clock),
+        generation: 0,
+        written: HashMap::new(),
+        parked: BTreeMap::new(),
+        waiting: Vec::new(),
+        joined_at: config.clock.now(),
+        watched: None,
+        md5_differs_since: HashMap::new(),
+        grace: config.shutdown_grace,
+    };
+    let md5 = |tick_loop: &mut TickLoop| {
+        tick_loop
+            .source_mut()
+            .and_then(|s| s.digest())
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    };
+
+    let mut interval = tokio::time::interval(config.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped_early = false;
+    loop {
+        enum Next {
+            Tick,
+            Event(GroupEvent),
+            Stop,
+        }
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Next::Stop,
+            event = events.recv() => event.map_or(Next::Stop, Next::Event),
+            _ = interval.tick() => Next::Tick,
+        };
+        match next {
+            Next::Stop => break,
+            Next::Event(GroupEvent::Assigned(shards)) => {
+                member.take_over(&mut tick_loop, shards).await;
+            }
+            Next::Event(GroupEvent::Revoked { shards, lost, done }) => {
+                let runs: Vec<(u32, ShardRun)> = shards
+                    .iter()
+                    .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
+                    .collect();
+                if lost {
+                    warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them", shards = ?shards);
+                    for (s, _) in &runs {
+                        member.written.remove(s);
+                    }
+                } else {
+                    let md5 = md5(&mut tick_loop);
+                    let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+                    member.release(&refs, &md5, "rebalance").await;
+                    member.parked.extend(runs);
+                }
+                member.waiting.retain(|(s, _)| !shards.contains(s));
+                let _ = done.send(());
+            }
+            Next::Tick => {
+                member.start_waiting(&mut tick_loop).await;
+                if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
+                    stopped_early = !shutdown.is_cancelled();
+                    break;
+                }
+                let md5 = md5(&mut tick_loop);
+                member.write_cursors(&tick_loop, &md5).await;
+                member.watch(&tick_loop, &md5, &membership).await;
+            }
+        }
+    }
+
+    info!(message = "shutting down", grace = %humantime::format_duration(config.shutdown_grace));
+    let md5 = md5(&mut tick_loop);
+    let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+    let runs: Vec<(u32, ShardRun)> = owned
+        .iter()
+        .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
+        .collect();
+    let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+    let undelivered = member.release(&refs, &md5, "shutdown").await;
+    membership.leave();
+    let dispatched = tick_loop.total_dispatched();
+    drop(tick_loop);
+    sink.finish(dispatched, Some(Duration::from_millis(200)))
+        .await?;
+    if undelivered > 0 {
+        warn!(message = "dispatcher stopped; dispatches left undelivered will be re-sent by the next owner from the cursor", dispatched, undelivered);
+    } else {
+        info!(
+            message = "dispatcher stopped; every dispatch was acked",
+            dispatched
+        );
+    }
+    if stopped_early {
+        return Err(ServiceError::Task {
+            what: "the tick loop",
+            reason: "its sink closed".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `cronq status`: the dispatcher group as its cursor records tell it. Also the view the members'
+//! watchdog acts on ([`assess`]), so the operator and the members judge a shard the same way.
+//!
+//! Every owner appends a cursor record for each of its shards at least once a minute, so the last
+//! record of each shard says who owns it, how far it has dispatched, and which schedule it runs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::cursor::Cursor;
+use super::service::STALE_AFTER;
+use crate::clock::Minute;
+
+/// One shard as its last record tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardView {
+    /// The shard.
+    pub shard: u32,
+    /// Its owner, if the last record is fresh.
+    pub owner: Option<String>,
+    /// The last minute dispatched whole (RFC 3339), if ever.
+    pub cursor: Option<String>,
+    /// Minutes between the cursor and now.
+    pub behind_minutes: Option<i64>,
+    /// Seconds since the last record was written.
+    pub record_age_seconds: Option<i64>,
+    /// No fresh record: nobody is dispatching this shard.
+    pub orphaned: bool,
+}
+
+/// The whole group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    /// When it was read.
+    pub at: String,
+    /// Every shard.
+    pub shards: Vec<ShardView>,
+    /// Members (owners of fresh records) and their shards.
+    pub members: BTreeMap<String, Vec<u32>>,
+    /// Each member's schedule MD5.
+    pub md5_by_owner: BTreeMap<String, String>,
+    /// More than one MD5 among the members.
+    pub md5_disagree: bool,
+    /// Shards with no live owner.
+    pub orphaned: Vec<u32>,
+    /// Shards whose cursor is more than 2 minutes behind.
+    pub lagging: Vec<u32>,
+}
+
+impl GroupView {
+    /// Healthy: every shard owned, no cursor more than 2 minutes behind, one schedule.
+    pub fn healthy(&self) -> bool {
+        self.orphaned.is_empty() && self.lagging.is_empty() && !self.md5_disagree
+    }
+}
+
+/// Judges the group from each shard's last cursor record at `now`.
+pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> GroupView {
+    let now_minute = Minute::containing(now);
+    let stale_minutes = STALE_AFTER.num_minutes();
+    let mut view = GroupView {
+        at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        shards: Vec::new(),
+        members: BTreeMap::new(),
+        md5_by_owner: BTreeMap::new(),
+        md5_disagree: false,
+        orphaned: Vec::new(),
+        lagging: Vec::new(),
+    };
+    for shard in 0..shards {
+        let cursor = cursors.get(shard as usize).and_then(Option::as_ref);
+        let fresh = cursor.filter(|c| now - c.written_at <= STALE_AFTER);
+        let behind = cursor.map(|c| now_minute.0 - c.minute.0);
+        if let Some(c) = fresh {
+            view.members.entry(c.owner.clone()).or_default().push(shard);
+            view.md5_by_owner
+                .insert(c.owner.clone(), c.schedule_md5.clone());
+        } else {
+            view.orphaned.push(shard);
+        }
+        if behind.is_none_or(|b| b > stale_minutes) {
+            view.lagging.push(shard);
+        }
+        view.shards.push(ShardView {
+            shard,
+            owner: fresh.map(|c| c.owner.clone()),
+            cursor: cursor
+                .and_then(|c| c.minute.start())
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            behind_minutes: behind,
+            record_age_seconds: cursor.map(|c| (now - c.written_at).num_seconds()),
+            orphaned: fresh.is_none(),
+        });
+    }
+    let mut md5s: Vec<&String> = view.md5_by_owner.values().collect();
+    md5s.sort();
+    md5s.dedup();
+    view.md5_disagree = md5s.len() > 1;
+    view
+}
+
+/// The view as text for a terminal.
+pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
+    let mut out = format!(
+        "group {group} (state topic {topic}, {} shards) at {}\n\nmembers:\n",
+        view.shards.len(),
+        view.at
+    );
+    if view.members.is_empty() {
+        out.push_str("  (none alive)\n");
+    }
+    for (owner, shards) in &view.members {
+        let md5 = view.md5_by_owner.get(owner).map_or("?", String::as_str);
+        let flag = if view.md5_disagree {
+            "  <- schedules differ"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  {owner}  shards {shards:?}  schedule md5 {md5}{flag}\n"
+        ));
+    }
+    out.push_str(
+        "\nshard  owner                           cursor                behind  record age\n",
+    );
+    for s in &view.shards {
+        out.push_str(&format!(
+            "{:>5}  {:<30}  {:<20}  {:>6}  {}\n",
+            s.shard,
+            s.owner.as_deref().unwrap_or("-- NO OWNER --"),
+            s.cursor.as_deref().unwrap_or("never"),
+            s.behind_minutes
+                .map_or("-".to_string(), |b| format!("{b}m")),
+            s.record_age_seconds
+                .map_or("-".to_string(), |a| format!("{a}s")),
+        ));
+    }
+    out.push('\n');
+    if view.healthy() {
+        out.push_str("OK: every shard owned, every cursor within 2 minutes, one schedule\n");
+    } else {
+        if !view.orphaned.is_empty() {
+            out.push_str(&format!(
+                "PROBLEM: shards with no owner: {:?}\n",
+                view.orphaned
+            ));
+        }
+        if !view.lagging.is_empty() {
+            out.push_str(&format!(
+                "PROBLEM: cursors more than 2 minutes behind: {:?}\n",
+                view.lagging
+            ));
+        }
+        if view.md5_disagree {
+            out.push_str("PROBLEM: members run different schedule files\n");
+        }
+    }
+    out
+}
+
+/// Reads the group's state topic at `brokers` and judges it. `None` when the state topic does not
+/// exist (no dispatcher of this group ever ran).
+pub async fn read(
+    brokers: &[String],
+    state_topic: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<GroupView>, String> {
+    let client = rskafka::client::ClientBuilder::new(brokers.to_vec())
+        .build()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach Kafka at {}: {}",
+                brokers.join(","),
+                super::producer::describe(&e)
+            )
+        })?;
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|e| format!("cannot list topics: {}", super::producer::describe(&e)))?;
+    let Some(topic) = topics.iter().find(|t| t.name == state_topic) else {
+        return Ok(None);
+    };
+    let shards = topic.partitions.len() as u32;
+    let state =
+        super::group::StateTopic::new(std::sync::Arc::new(client), state_topic.to_string(), shards);
+    let cursors = state.all(shards).await;
+    Ok(Some(assess(&cursors, now, shards)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn cursor(shard: u32, owner: &str, minute_ago: i64, written_ago_s: i64, md5: &str) -> Cursor {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 30).unwrap();
+        Cursor {
+            shard,
+            minute: Minute(Minute::containing(now).0 - minute_ago),
+            written_at: now - chrono::Duration::seconds(written_ago_s),
+            owner: owner.into(),
+            generation: 1,
+            schedule_md5: md5.into(),
+        }
+    }
+
+    #[test]
+    fn a_healthy_group_and_each_kind_of_problem() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 30).unwrap();
+        let healthy = [
+            Some(cursor(0, "a", 0, 5, "m1")),
+            Some(cursor(1, "b", 1, 40, "m1")),
+        ];
+        let view = assess(&healthy, now, 2);
+        assert!(view.healthy(), "{view:?}");
+        assert_eq!(view.members.get("a"), Some(&vec![0]));
+
+        // shard 1's owner went silent 3 minutes ago; shard 2 never had a cursor; shard 3 is owned
+        // but 5 minutes behind; b runs another file.
+        let sick = [
+            Some(cursor(0, "a", 0, 5, "m1")),
+            Some(cursor(1, "c", 3, 180, "m1")),
+            None,
+            Some(cursor(3, "b", 5, 10, "m2")),
+        ];
+        let view = assess(&sick, now, 4);
+        assert!(!view.healthy());
+        assert_eq!(view.orphaned, [1, 2]);
+        assert_eq!(view.lagging, [1, 2, 3]);
+        assert!(view.md5_disagree);
+        assert!(!view.members.contains_key("c"));
+        let text = render(&view, "g", "g.state");
+        assert!(text.contains("shards with no owner: [1, 2]"), "{text}");
+        assert!(text.contains("-- NO OWNER --"), "{text}");
+    }
+}

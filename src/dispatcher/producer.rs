@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use super::cursor::LeaseRef;
 use super::Dispatch;
-use crate::clock::Minute;
+use crate::clock::{Clock, Minute, SystemClock};
 use crate::message::{encode, partition_for, OutgoingRecord};
 
 /// `--compression`
@@ -107,12 +107,41 @@ struct SlotState {
 
 /// Per-minute accounting: the tick loop says how many jobs a slot had, producers report acks, and
 /// once every job of a slot is settled one `info` line reports it with its skew (ack − slot time).
-#[derive(Debug, Default)]
 pub struct SlotLedger {
     slots: Mutex<BTreeMap<Minute, SlotState>>,
+    /// The dispatcher's clock: skew is measured on it (a drill clock runs faster than the wall).
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SlotLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotLedger").finish_non_exhaustive()
+    }
+}
+
+impl Default for SlotLedger {
+    fn default() -> Self {
+        SlotLedger::new(Arc::new(SystemClock))
+    }
 }
 
 impl SlotLedger {
+    /// A ledger measuring skew on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> SlotLedger {
+        SlotLedger {
+            slots: Mutex::default(),
+            clock,
+        }
+    }
+
+    /// Acks of `acked` dispatches of `slot`, now.
+    fn acked(&self, slot: Minute, acked: u64) {
+        let skew = slot
+            .start()
+            .map_or(0, |s| (self.clock.now() - s).num_milliseconds());
+        self.settle(slot, acked, 0, skew);
+    }
+
     /// The tick loop dispatched `due` jobs for `slot`.
     pub fn expect(&self, slot: Minute, due: u64) {
         self.update(slot, |s| s.due = Some(due));
@@ -508,7 +537,6 @@ async fn send_group(
         let records: Vec<Record> = pending.iter().map(to_record).collect();
         match pc.produce(records, config.compression.into()).await {
             Ok(_offsets) => {
-                let now = Utc::now();
                 stats
                     .delivered
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -524,8 +552,7 @@ async fn send_group(
                         *per_slot.entry(Minute::containing(item.slot)).or_default() += 1;
                     }
                     for (slot, n) in per_slot {
-                        let skew = slot.start().map_or(0, |s| (now - s).num_milliseconds());
-                        ledger.settle(slot, n, 0, skew);
+                        ledger.acked(slot, n);
                     }
                 }
                 pending.clear();

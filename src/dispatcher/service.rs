@@ -188,8 +188,8 @@ impl Sink {
     }
 }
 
-fn ledger_for(sink: &SinkConfig) -> Option<Arc<SlotLedger>> {
-    matches!(sink, SinkConfig::Kafka(_)).then(|| Arc::new(SlotLedger::default()))
+fn ledger_for(sink: &SinkConfig, clock: &Arc<dyn Clock>) -> Option<Arc<SlotLedger>> {
+    matches!(sink, SinkConfig::Kafka(_)).then(|| Arc::new(SlotLedger::new(Arc::clone(clock))))
 }
 
 /// Replays the window `[from, until)` as fast as possible into the sink and waits for every
@@ -202,7 +202,10 @@ pub async fn replay(
     until: DateTime<Utc>,
 ) -> Result<u64, ServiceError> {
     let (tx, rx) = mpsc::channel(queue_capacity.max(1));
-    let ledger = ledger_for(&sink_config);
+    let ledger = ledger_for(
+        &sink_config,
+        &(Arc::new(crate::clock::SystemClock) as Arc<dyn Clock>),
+    );
     let sink = Sink::start(&sink_config, rx, ledger.clone());
     // [from, until): the first slot is the first whole minute at or after `from`.
     let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
@@ -264,7 +267,7 @@ async fn tick_once(
 async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let (schedule, digest) = schedule::load(&config.schedule, config.load.clone())?;
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let ledger = ledger_for(&config.sink);
+    let ledger = ledger_for(&config.sink, &config.clock);
     let sink = Sink::start(&config.sink, rx, ledger.clone());
     let scheduler = Scheduler::new(schedule, Minute::containing(config.clock.now()));
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), jobs = scheduler.scheduled(), md5 = %digest, group = "none (dry run)");
@@ -582,7 +585,7 @@ async fn run_in_group(
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
 
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let ledger = ledger_for(&config.sink);
+    let ledger = ledger_for(&config.sink, &config.clock);
     let sink = Sink::start(&config.sink, rx, ledger.clone());
     let mut tick_loop = TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx);
     if let Some(l) = &ledger {
@@ -683,6 +686,8 @@ async fn run_in_group(
         .collect();
     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
     let undelivered = member.release(&refs, &md5, "shutdown").await;
+    // Nothing is owned any more: the revoke that leaving triggers must not wait for an answer.
+    drop(events);
     membership.leave();
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);

@@ -78,16 +78,14 @@ impl Dispatcher {
         let child = Command::new(CRONQ)
             .args(["run", "--brokers", broker, "--topic", topic])
             .args(["--group", &format!("g-{topic}"), "--member-id", name])
-            .args([
-                "--tick",
-                "100ms",
-                "--session-timeout",
-                "6s",
-                "--retry-backoff",
-                "50ms",
-            ])
+            .args(["--tick", "100ms", "--retry-backoff", "50ms"])
             .args(["--drill-clock", &drill.setting()])
             .args(extra)
+            .args(if extra.contains(&"--session-timeout") {
+                &[][..]
+            } else {
+                &["--session-timeout", "6s"][..]
+            })
             .arg("--schedule")
             .arg(schedule)
             .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
@@ -157,6 +155,67 @@ impl Drop for Dispatcher {
     }
 }
 
+/// The group after its members stopped: each shard's final cursor (drill minute), from
+/// `cronq status --json`.
+struct GroupEnd {
+    shards: u32,
+    cursors: BTreeMap<u32, i64>,
+}
+
+fn status(broker: &str, topic: &str, drill: Drill) -> (bool, serde_json::Value) {
+    let out = Command::new(CRONQ)
+        .args([
+            "status",
+            "--brokers",
+            broker,
+            "--group",
+            &format!("g-{topic}"),
+            "--json",
+        ])
+        .args(["--drill-clock", &drill.setting()])
+        .output()
+        .expect("cronq status");
+    let view = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), view)
+}
+
+/// Waits until `cronq status` says the group is healthy: every shard owned, no cursor behind.
+fn wait_healthy(broker: &str, topic: &str, drill: Drill, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (healthy, view) = status(broker, topic, drill);
+        if healthy {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not become healthy: {view}"
+        );
+        (0..25).for_each(|_| pause());
+    }
+}
+
+fn group_end(broker: &str, topic: &str, drill: Drill) -> GroupEnd {
+    let (_, view) = status(broker, topic, drill);
+    let shards = view["shards"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status: {view}"));
+    let cursors = shards
+        .iter()
+        .map(|s| {
+            let at: DateTime<Utc> = s["cursor"].as_str().expect("cursor").parse().unwrap();
+            (
+                s["shard"].as_u64().unwrap() as u32,
+                at.timestamp().div_euclid(60),
+            )
+        })
+        .collect();
+    GroupEnd {
+        shards: shards.len() as u32,
+        cursors,
+    }
+}
+
 fn every_minute_jobs(n: usize) -> String {
     let jobs: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"jobName":"job-{i:04}","job":"run {i}","cronTime":"* * * * *"}}"#))
@@ -205,10 +264,11 @@ impl Arrivals {
         Arrivals { slots, copies }
     }
 
-    /// Every job has every minute from the first slot seen to the last: nothing lost. On a
-    /// failure the dispatchers' logs are printed.
-    fn assert_no_gap(&self, jobs: usize, logs: &[&Dispatcher]) {
-        let result = std::panic::catch_unwind(|| self.check_no_gap(jobs));
+    /// Nothing lost: every job has every minute from its first slot up to its shard's final
+    /// cursor, and every final cursor reaches `stopped` (the minute the test began stopping the
+    /// group), so the check covers the whole run. On a failure the dispatchers' logs are printed.
+    fn assert_complete(&self, jobs: usize, end: &GroupEnd, stopped: i64, logs: &[&Dispatcher]) {
+        let result = std::panic::catch_unwind(|| self.check_complete(jobs, end, stopped));
         if let Err(e) = result {
             for d in logs {
                 eprintln!("===== {} =====\n{}", d.name, d.log());
@@ -217,8 +277,14 @@ impl Arrivals {
         }
     }
 
-    fn check_no_gap(&self, jobs: usize) {
+    fn check_complete(&self, jobs: usize, end: &GroupEnd, stopped: i64) {
         assert_eq!(self.slots.len(), jobs, "jobs that arrived");
+        for (shard, cursor) in &end.cursors {
+            assert!(
+                *cursor >= stopped - 1,
+                "shard {shard}: final cursor {cursor} < {stopped}"
+            );
+        }
         // A shard that never had a cursor starts at the next minute after its first owner got
         // it, so jobs may start a minute or two apart; from there on, nothing may be missing.
         let firsts: Vec<i64> = self
@@ -229,21 +295,16 @@ impl Arrivals {
             .collect();
         let (earliest, latest) = (*firsts.iter().min().unwrap(), *firsts.iter().max().unwrap());
         assert!(latest - earliest <= 2, "jobs started {earliest}..{latest}");
-        let last = self
-            .slots
-            .values()
-            .filter_map(|s| s.last())
-            .max()
-            .copied()
-            .unwrap();
         for (job, slots) in &self.slots {
+            let shard = cronq::message::partition_for(job.as_bytes(), end.shards as i32) as u32;
+            let until = end.cursors[&shard];
             let first = *slots.first().unwrap();
-            let missing: Vec<i64> = (first..=last).filter(|m| !slots.contains(m)).collect();
+            let missing: Vec<i64> = (first..=until).filter(|m| !slots.contains(m)).collect();
             assert!(
                 missing.is_empty(),
-                "{job}: {} of {} slots missing: {missing:?}",
+                "{job} (shard {shard}, cursor {until}): {} of {} slots missing: {missing:?}",
                 missing.len(),
-                last - first + 1
+                until - first + 1
             );
         }
     }
@@ -294,9 +355,11 @@ fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
     );
     second.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 10);
+    let stopped = drill.minute();
     second.terminate();
+    let end = group_end(&broker.address(), &topic, drill);
     let arrivals = Arrivals::read(&broker.address(), &topic, 200 * 10);
-    arrivals.assert_no_gap(200, &[&first, &second]);
+    arrivals.assert_complete(200, &end, stopped, &[&first, &second]);
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("crash + restart: {dups} duplicates in minutes {minutes:?}");
     assert!(
@@ -437,12 +500,15 @@ fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
         "takeover after kill -9: {took_over:?} real ({} drill minutes)",
         took_over.as_secs() * drill.speed as u64 / 60
     );
-    drill.wait_minutes(2, 10);
+    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    drill.wait_minutes(1, 10);
+    let stopped = drill.minute();
     for m in &mut members[..2] {
         m.terminate();
     }
+    let end = group_end(&broker.address(), &topic, drill);
     let arrivals = Arrivals::read(&broker.address(), &topic, 1000 * 12);
-    arrivals.assert_no_gap(1000, &members.iter().collect::<Vec<_>>());
+    arrivals.assert_complete(1000, &end, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("kill -9 of one of three: {dups} duplicates in minutes {minutes:?}");
 }
@@ -487,11 +553,14 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
         member.wait_log("taking over a shard", Duration::from_secs(90));
         drill.wait_minutes(1, 20);
     }
+    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    let stopped = drill.minute();
     for m in &mut members {
         m.terminate();
     }
+    let end = group_end(&broker.address(), &topic, drill);
     let arrivals = Arrivals::read(&broker.address(), &topic, 300 * 12);
-    arrivals.assert_no_gap(300, &members.iter().collect::<Vec<_>>());
+    arrivals.assert_complete(300, &end, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     assert_eq!(
         dups, 0,
@@ -563,4 +632,109 @@ fn status_shows_every_shard_owned_by_the_running_member() {
         text.contains("shards with no owner: [0, 1, 2, 3]"),
         "{text}"
     );
+}
+
+/// Scenario 4: the broker is SIGKILLed and restarted while a group of two runs: nothing is lost.
+#[test]
+fn a_broker_killed_and_restarted_under_a_running_group_loses_nothing() {
+    let mut broker = Broker::start();
+    let topic = random_topic("brokerkill");
+    let (dir, schedule) = schedule_file(&every_minute_jobs(200));
+    let drill = Drill::new(10);
+    let mut members: Vec<Dispatcher> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            Dispatcher::start(
+                &broker.address(),
+                &topic,
+                &schedule,
+                drill,
+                n,
+                dir.path(),
+                &[],
+            )
+        })
+        .collect();
+    for m in &mut members {
+        m.wait_log("taking over a shard", Duration::from_secs(90));
+    }
+    drill.wait_minutes(2, 30);
+    broker.kill();
+    drill.wait_minutes(2, 0);
+    broker.launch();
+    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    drill.wait_minutes(1, 10);
+    let stopped = drill.minute();
+    for m in &mut members {
+        m.terminate();
+    }
+    let end = group_end(&broker.address(), &topic, drill);
+    let arrivals = Arrivals::read(&broker.address(), &topic, 200 * 10);
+    arrivals.assert_complete(200, &end, stopped, &members.iter().collect::<Vec<_>>());
+    let (dups, minutes) = arrivals.duplicate_minutes();
+    eprintln!("broker killed under the group: {dups} duplicates in minutes {minutes:?}");
+}
+
+/// Scenario 6: SIGTERM while the queue is full (the broker is gone): the process still exits, it
+/// counts what it could not deliver, and the next owner re-sends it from the cursor.
+#[test]
+fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_them() {
+    let mut broker = Broker::start();
+    let topic = random_topic("fullq");
+    let (dir, schedule) = schedule_file(&every_minute_jobs(500));
+    let drill = Drill::new(10);
+    // The session outlives the outage, so the member still owns its shards at SIGTERM.
+    let extra = [
+        "--queue-capacity",
+        "50",
+        "--shutdown-grace",
+        "2s",
+        "--session-timeout",
+        "15s",
+    ];
+    let mut first = Dispatcher::start(
+        &broker.address(),
+        &topic,
+        &schedule,
+        drill,
+        "a",
+        dir.path(),
+        &extra,
+    );
+    first.wait_log("taking over a shard", Duration::from_secs(60));
+    drill.wait_minutes(2, 20);
+    broker.kill();
+    // A minute boundary passes: 500 dispatches meet a queue of 50 and a dead broker.
+    drill.wait_minutes(1, 20);
+    let stopped = Instant::now();
+    first.terminate();
+    eprintln!("stopped with a full queue in {:?}", stopped.elapsed());
+    let log = first.log();
+    let undelivered: u64 = log
+        .lines()
+        .find(|l| l.contains("dispatcher stopped"))
+        .and_then(|l| l.split("undelivered=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no undelivered count in the log:\n{log}"));
+    assert!(undelivered > 0, "{log}");
+    broker.launch();
+    let mut second = Dispatcher::start(
+        &broker.address(),
+        &topic,
+        &schedule,
+        drill,
+        "b",
+        dir.path(),
+        &[],
+    );
+    second.wait_log("taking over a shard", Duration::from_secs(60));
+    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(120));
+    let stopped = drill.minute();
+    second.terminate();
+    let end = group_end(&broker.address(), &topic, drill);
+    let arrivals = Arrivals::read(&broker.address(), &topic, 500 * 6);
+    arrivals.assert_complete(500, &end, stopped, &[&first, &second]);
+    let (dups, minutes) = arrivals.duplicate_minutes();
+    eprintln!("SIGTERM with a full queue: {undelivered} undelivered, re-sent; {dups} duplicates in {minutes:?}");
 }

@@ -13,6 +13,7 @@
 //! lease, so a late ack from an earlier ownership can never move the new owner's cursor.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -25,6 +26,8 @@ use crate::clock::Minute;
 pub struct Lease {
     shard: u32,
     state: Mutex<LeaseState>,
+    /// The ownership ended: no periodic cursor of it may be written any more.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -44,12 +47,24 @@ impl Lease {
                 handed_out: cursor,
                 outstanding: BTreeMap::new(),
             }),
+            closed: AtomicBool::new(false),
         })
     }
 
     /// The shard.
     pub fn shard(&self) -> u32 {
         self.shard
+    }
+
+    /// Ends the ownership: periodic cursor writes of this lease still queued are dropped, so the
+    /// final cursor written at release is the shard's last record.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut LeaseState) -> T) -> T {

@@ -58,6 +58,9 @@ pub enum GroupError {
         /// The broker's answer.
         reason: String,
     },
+    /// The membership thread could not be started.
+    #[error("cannot start the group membership thread: {0}")]
+    Thread(String),
     /// Reading or writing the state topic failed.
     #[error("state topic {topic} partition {shard}: {reason}")]
     State {
@@ -109,11 +112,27 @@ enum Command {
     Leave,
 }
 
+/// See [`Membership::rejoiner`].
+#[derive(Clone)]
+pub struct Rejoiner(std_mpsc::Sender<Command>);
+
+impl Rejoiner {
+    /// Rejoin with a fresh member id.
+    pub fn rejoin(&self) {
+        let _ = self.0.send(Command::Rejoin);
+    }
+}
+
 /// The membership thread: one rdkafka consumer at a time in the group.
 pub struct Membership {
     commands: std_mpsc::Sender<Command>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed when the membership thread ends.
+    ended: std_mpsc::Receiver<()>,
 }
+
+/// How long leaving may take: closing a consumer whose coordinator is unreachable can block for
+/// long; the process exits anyway and the group notices through the session timeout.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct MemberContext {
     events: mpsc::Sender<GroupEvent>,
@@ -183,31 +202,31 @@ impl Membership {
         // Fail on bad settings now, not on the thread.
         let first = consumer(&config, events.clone())?;
         let (commands, inbox) = std_mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let (ended_tx, ended) = std_mpsc::channel::<()>();
+        std::thread::Builder::new()
             .name("cronq-group".into())
-            .spawn(move || membership_thread(config, events, first, inbox))
-            .map_err(|e| GroupError::CreateTopic {
-                topic: String::new(),
-                reason: format!("cannot start the membership thread: {e}"),
-            })?;
-        Ok(Membership {
-            commands,
-            thread: Some(thread),
-        })
+            .spawn(move || {
+                membership_thread(config, events, first, inbox);
+                drop(ended_tx);
+            })
+            .map_err(|e| GroupError::Thread(e.to_string()))?;
+        Ok(Membership { commands, ended })
     }
 
-    /// Leaves and joins again with a fresh consumer: on a coordinator that left a dead member's
-    /// shards unassigned, a new member id forces a complete assignment.
-    pub fn rejoin(&self) {
-        let _ = self.commands.send(Command::Rejoin);
+    /// A handle that makes the member leave and join again with a fresh consumer: on a
+    /// coordinator that left a dead member's shards unassigned, a new member id forces a complete
+    /// assignment.
+    pub fn rejoiner(&self) -> Rejoiner {
+        Rejoiner(self.commands.clone())
     }
 
     /// Leaves the group (the remaining members take the shards over at once) and waits for the
     /// thread. Release the shards (write their cursors) before: the final revoke is not waited for.
-    pub fn leave(mut self) {
+    pub fn leave(self) {
         let _ = self.commands.send(Command::Leave);
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::block_in_place(|| thread.join());
+        let left = tokio::task::block_in_place(|| self.ended.recv_timeout(LEAVE_TIMEOUT));
+        if let Err(std_mpsc::RecvTimeoutError::Timeout) = left {
+            warn!(message = "leaving the dispatcher group did not finish in time (coordinator unreachable?); the group will notice through the session timeout", waited = ?LEAVE_TIMEOUT);
         }
     }
 }
@@ -358,11 +377,18 @@ pub async fn ensure_state_topic(
     }
 }
 
+/// The longest a read or write of the state topic may take (the client retries inside it): the
+/// tick loop waits for these, and an unreachable broker must not stall it.
+const STATE_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Reads and appends cursor records (rskafka).
 pub struct StateTopic {
     client: Arc<Client>,
     topic: String,
     partitions: tokio::sync::Mutex<Vec<Option<Arc<PartitionClient>>>>,
+    /// Writes one batch at a time, so a release's final cursors land after any periodic batch
+    /// already in flight.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl StateTopic {
@@ -372,6 +398,7 @@ impl StateTopic {
             client,
             topic,
             partitions: tokio::sync::Mutex::new(vec![None; shards as usize]),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -418,7 +445,9 @@ impl StateTopic {
 
     /// The last cursor record of `shard`, if it ever had one.
     pub async fn last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
-        let result = self.read_last(shard).await;
+        let result = tokio::time::timeout(STATE_IO_TIMEOUT, self.read_last(shard))
+            .await
+            .unwrap_or_else(|_| Err(self.error(shard, "no answer in time".into())));
         if result.is_err() {
             self.forget(shard).await;
         }
@@ -473,6 +502,7 @@ impl StateTopic {
     /// Appends `cursors`, one record to each one's partition, all at once. Returns the shards
     /// whose record could not be written.
     pub async fn write(&self, cursors: &[Cursor]) -> Vec<(u32, GroupError)> {
+        let _one_batch_at_a_time = self.writing.lock().await;
         let results = join_all(cursors.iter().map(|c| async move {
             let record = Record {
                 key: Some(CURSOR_KEY.to_vec()),
@@ -480,11 +510,16 @@ impl StateTopic {
                 headers: Default::default(),
                 timestamp: c.written_at,
             };
-            let pc = self.partition(c.shard).await?;
-            pc.produce(vec![record], Compression::NoCompression)
+            let write = async {
+                let pc = self.partition(c.shard).await?;
+                pc.produce(vec![record], Compression::NoCompression)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error(c.shard, describe(&e)))
+            };
+            tokio::time::timeout(STATE_IO_TIMEOUT, write)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.error(c.shard, describe(&e)))
+                .unwrap_or_else(|_| Err(self.error(c.shard, "no answer in time".into())))
         }))
         .await;
         let mut failed = Vec::new();
@@ -495,5 +530,34 @@ impl StateTopic {
             }
         }
         failed
+    }
+}
+
+/// Writes the periodic cursor batches in the background, so an unreachable broker never stalls the
+/// tick loop. A cursor whose lease was closed meanwhile is dropped (its shard was released, and its
+/// final cursor is written by the release). `written` keeps, per shard, the minute of the last
+/// batch handed over; a failed write removes it so the next tick tries again.
+pub async fn write_cursors(
+    state: Arc<StateTopic>,
+    mut batches: mpsc::Receiver<Vec<(Cursor, Arc<super::cursor::Lease>)>>,
+    written: Arc<std::sync::Mutex<std::collections::HashMap<u32, crate::clock::Minute>>>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let cursors: Vec<Cursor> = batch
+            .iter()
+            .filter(|(_, lease)| !lease.is_closed())
+            .map(|(c, _)| c.clone())
+            .collect();
+        if cursors.is_empty() {
+            continue;
+        }
+        let failed = state.write(&cursors).await;
+        if let Some((shard, e)) = failed.first() {
+            warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
+            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+            for (shard, _) in &failed {
+                written.remove(shard);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod scheduler;
 pub mod service;
 pub mod status;
 pub mod tick_loop;
+pub mod watchdog;
 
 pub use scheduler::{Dispatch, Scheduler};
 pub use tick_loop::{DispatchSink, ScheduleSource, ShardRun, SinkClosed, TickLoop, TickReport};

@@ -29,6 +29,7 @@ use super::cursor::{Cursor, Lease};
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
 use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
 use super::tick_loop::{ScheduleSource, ShardRun, TickLoop};
+use super::watchdog::MemberView;
 use super::{dry_run, Dispatch, Scheduler};
 use crate::clock::{Clock, ManualClock, Minute};
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
@@ -305,23 +306,23 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
 struct Member {
     config: GroupConfig,
-    state: StateTopic,
+    state: Arc<StateTopic>,
     shards: u32,
     clock: Arc<dyn Clock>,
     /// Grows by one at every assignment.
     generation: u64,
-    /// The minute each owned shard's cursor record was last written in.
-    written: HashMap<u32, Minute>,
+    /// The minute each owned shard's cursor record was last handed to the writer in.
+    written: Arc<std::sync::Mutex<HashMap<u32, Minute>>>,
+    /// Periodic cursor batches to the background writer.
+    batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
+    /// What the watchdog knows of this member.
+    view: Arc<std::sync::Mutex<MemberView>>,
+    /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
+    dropped: Vec<Arc<Lease>>,
     /// Shards handed back cleanly, kept compiled in case the rebalance gives them back.
     parked: BTreeMap<u32, ShardRun>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
     waiting: Vec<(u32, Option<Cursor>)>,
-    /// When this member last (re)joined; the watchdog lets a new assignment settle first.
-    joined_at: DateTime<Utc>,
-    /// The minute the watchdog last looked.
-    watched: Option<Minute>,
-    /// Since when each other member has published another schedule MD5.
-    md5_differs_since: HashMap<String, DateTime<Utc>>,
     grace: Duration,
 }
 
@@ -348,6 +349,9 @@ impl Member {
     /// Writes each released shard's final cursor; returns the undelivered dispatches.
     async fn release(&mut self, runs: &[(u32, &ShardRun)], md5: &str, why: &str) -> u64 {
         let leases: Vec<Arc<Lease>> = runs.iter().filter_map(|(_, r)| r.lease.clone()).collect();
+        for lease in &leases {
+            lease.close();
+        }
         self.settle(&leases).await;
         let cursors: Vec<Cursor> = leases
             .iter()
@@ -358,7 +362,7 @@ impl Member {
             error!(message = "cannot write a released shard's cursor; its next owner re-sends from the previous one", shard, error = %e);
         }
         for (shard, _) in runs {
-            self.written.remove(shard);
+            self.forget_written(*shard);
         }
         let shards: Vec<u32> = runs.iter().map(|(s, _)| *s).collect();
         let cursor_of = cursors
@@ -381,7 +385,7 @@ impl Member {
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         for shard in owned.iter().filter(|s| !assigned.contains(s)) {
             tick_loop.remove_shard(*shard);
-            self.written.remove(shard);
+            self.forget_written(*shard);
         }
         let new: Vec<u32> = assigned
             .iter()
@@ -492,67 +496,48 @@ impl Member {
         }
     }
 
+    fn forget_written(&self, shard: u32) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&shard);
+    }
+
     /// Once a minute per shard: the cursor as soon as the minute is acked, or at second 30 with
-    /// the cursor where it is (the liveness report).
-    async fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
+    /// the cursor where it is (the liveness report). Handed to the background writer; skipped
+    /// while a batch is still in flight.
+    fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
         let now = self.clock.now();
         let minute = Minute::containing(now);
-        let cursors: Vec<Cursor> = tick_loop
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let batch: Vec<(Cursor, Arc<Lease>)> = tick_loop
             .shards()
             .iter()
-            .filter(|(shard, _)| self.written.get(shard) != Some(&minute))
+            .filter(|(shard, _)| written.get(shard) != Some(&minute))
             .filter_map(|(shard, run)| {
                 let lease = run.lease.as_ref()?;
                 let cursor = lease.cursor();
                 (cursor >= run.scheduler.processed() || now.second() >= 30)
-                    .then(|| self.cursor(*shard, cursor, md5))
+                    .then(|| (self.cursor(*shard, cursor, md5), Arc::clone(lease)))
             })
             .collect();
-        if cursors.is_empty() {
+        if batch.is_empty() {
             return;
         }
-        let failed = self.state.write(&cursors).await;
-        for c in &cursors {
-            if !failed.iter().any(|(s, _)| *s == c.shard) {
-                self.written.insert(c.shard, minute);
+        let shards: Vec<u32> = batch.iter().map(|(c, _)| c.shard).collect();
+        if self.batches.try_send(batch).is_ok() {
+            for shard in shards {
+                written.insert(shard, minute);
             }
-        }
-        if let Some((shard, e)) = failed.first() {
-            warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
         }
     }
 
-    /// Once a minute: shards with no fresh cursor record (orphaned) make this member rejoin with a
-    /// fresh consumer; a member publishing another schedule for over 2 minutes is an error.
-    async fn watch(&mut self, tick_loop: &TickLoop, md5: &str, membership: &Membership) {
-        let now = self.clock.now();
-        let minute = Minute::containing(now);
-        if self.watched == Some(minute) || now.second() < 40 {
-            return;
-        }
-        self.watched = Some(minute);
-        let cursors = self.state.all(self.shards).await;
-        let view = super::status::assess(&cursors, now, self.shards);
-        for (owner, their_md5) in &view.md5_by_owner {
-            if *owner == self.config.owner || their_md5 == md5 {
-                self.md5_differs_since.remove(owner);
-                continue;
-            }
-            let since = *self.md5_differs_since.entry(owner.clone()).or_insert(now);
-            if now - since > STALE_AFTER {
-                error!(message = "another member of the group runs a different schedule; every member must run the same file", member = %owner, their_md5 = %their_md5, our_md5 = %md5, since = %since.to_rfc3339());
-            }
-        }
-        let orphaned: Vec<u32> = view
-            .orphaned
-            .iter()
-            .copied()
-            .filter(|s| !tick_loop.shards().contains_key(s))
-            .collect();
-        if !orphaned.is_empty() && now - self.joined_at > STALE_AFTER {
-            warn!(message = "shards have no live owner (no cursor record for 2 minutes); rejoining the group to force a complete assignment", shards = ?orphaned);
-            self.joined_at = now;
-            membership.rejoin();
+    /// Tells the watchdog what this member owns and runs.
+    fn publish(&self, tick_loop: &TickLoop, md5: &str) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.owned = tick_loop.shards().keys().copied().collect();
+        if view.md5 != md5 {
+            view.md5 = md5.to_string();
         }
     }
 }
@@ -579,7 +564,7 @@ async fn run_in_group(
         group.replication_factor,
     )
     .await?;
-    let state = StateTopic::new(client, group.state_topic.clone(), shards);
+    let state = Arc::new(StateTopic::new(client, group.state_topic.clone(), shards));
     let mut load = config.load.clone();
     load.shards = ShardFilter::only(shards, []);
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
@@ -603,18 +588,39 @@ async fn run_in_group(
         events_tx,
     )?;
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), md5 = %digest, group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
+    let written = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let (batches, batches_rx) = mpsc::channel(1);
+    let writer = tokio::spawn(group::write_cursors(
+        Arc::clone(&state),
+        batches_rx,
+        Arc::clone(&written),
+    ));
+    let view = Arc::new(std::sync::Mutex::new(MemberView::default()));
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = tokio::spawn(
+        super::watchdog::Watchdog {
+            state: Arc::clone(&state),
+            shards,
+            owner: group.owner.clone(),
+            clock: Arc::clone(&config.clock),
+            view: Arc::clone(&view),
+            rejoiner: membership.rejoiner(),
+            poll: config.tick,
+        }
+        .run(watchdog_stop.clone()),
+    );
     let mut member = Member {
         config: group,
         state,
         shards,
         clock: Arc::clone(&config.clock),
         generation: 0,
-        written: HashMap::new(),
+        written,
+        batches,
+        view,
         parked: BTreeMap::new(),
         waiting: Vec::new(),
-        joined_at: config.clock.now(),
-        watched: None,
-        md5_differs_since: HashMap::new(),
+        dropped: Vec::new(),
         grace: config.shutdown_grace,
     };
     let md5 = |tick_loop: &mut TickLoop| {
@@ -651,10 +657,16 @@ async fn run_in_group(
                     .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
                     .collect();
                 if lost {
-                    warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them", shards = ?shards);
-                    for (s, _) in &runs {
-                        member.written.remove(s);
+                    let mut unacked = 0;
+                    for (s, run) in &runs {
+                        if let Some(lease) = &run.lease {
+                            lease.close();
+                            unacked += lease.outstanding();
+                            member.dropped.push(Arc::clone(lease));
+                        }
+                        member.forget_written(*s);
                     }
+                    warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them (dispatches not acked yet are re-sent by the next owner from the cursor)", shards = ?shards, unacked);
                 } else {
                     let md5 = md5(&mut tick_loop);
                     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
@@ -671,8 +683,13 @@ async fn run_in_group(
                     break;
                 }
                 let md5 = md5(&mut tick_loop);
-                member.write_cursors(&tick_loop, &md5).await;
-                member.watch(&tick_loop, &md5, &membership).await;
+                member.write_cursors(&tick_loop, &md5);
+                member.publish(&tick_loop, &md5);
+                if writer.is_finished() || watchdog.is_finished() {
+                    error!(message = "a background task of the dispatcher group ended; stopping");
+                    stopped_early = true;
+                    break;
+                }
             }
         }
     }
@@ -685,7 +702,9 @@ async fn run_in_group(
         .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
         .collect();
     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
-    let undelivered = member.release(&refs, &md5, "shutdown").await;
+    let undelivered = member.release(&refs, &md5, "shutdown").await
+        + member.dropped.iter().map(|l| l.outstanding()).sum::<u64>();
+    watchdog_stop.cancel();
     // Nothing is owned any more: the revoke that leaving triggers must not wait for an answer.
     drop(events);
     membership.leave();

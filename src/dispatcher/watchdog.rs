@@ -1,0 +1,103 @@
+//! The orphan watchdog and the one-schedule check: once a minute a member reads every shard's last
+//! cursor record ([`super::status::assess`]). A shard nobody has written for 2 minutes is orphaned
+//! and the member rejoins the group with a fresh consumer (which forces a complete assignment on a
+//! coordinator that left a dead member's shards unassigned); a member publishing another schedule
+//! MD5 for more than 2 minutes is logged as an error. A task of its own: a slow or unreachable
+//! broker never stalls the tick loop.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::group::{Rejoiner, StateTopic};
+use super::service::STALE_AFTER;
+use crate::clock::{Clock, Minute};
+
+/// What the member tells its watchdog: the shards it owns now and the MD5 of its schedule.
+#[derive(Debug, Default, Clone)]
+pub struct MemberView {
+    /// Owned shards (not orphaned, whatever their records say).
+    pub owned: BTreeSet<u32>,
+    /// MD5 of the schedule in force.
+    pub md5: String,
+}
+
+/// One member's watchdog.
+pub struct Watchdog {
+    /// The group's state topic.
+    pub state: Arc<StateTopic>,
+    /// Its shard count.
+    pub shards: u32,
+    /// This member's name.
+    pub owner: String,
+    /// The dispatcher's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Updated by the member.
+    pub view: Arc<Mutex<MemberView>>,
+    /// Makes the member rejoin.
+    pub rejoiner: Rejoiner,
+    /// How often the clock is looked at.
+    pub poll: Duration,
+}
+
+impl Watchdog {
+    /// Runs until `shutdown`, looking once a minute (from second 40 of the minute, when every
+    /// live owner has written this minute's record).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Watchdog {
+            state,
+            shards,
+            owner,
+            clock,
+            view,
+            rejoiner,
+            poll,
+        } = self;
+        let mut joined_at = clock.now();
+        let mut watched: Option<Minute> = None;
+        let mut md5_differs_since: HashMap<String, DateTime<Utc>> = HashMap::new();
+        let mut interval = tokio::time::interval(poll);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let now = clock.now();
+            let minute = Minute::containing(now);
+            if watched == Some(minute) || now.second() < 40 {
+                continue;
+            }
+            watched = Some(minute);
+            let cursors = state.all(shards).await;
+            let group = super::status::assess(&cursors, now, shards);
+            let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (other, their_md5) in &group.md5_by_owner {
+                if *other == owner || *their_md5 == ours.md5 {
+                    md5_differs_since.remove(other);
+                    continue;
+                }
+                let since = *md5_differs_since.entry(other.clone()).or_insert(now);
+                if now - since > STALE_AFTER {
+                    error!(message = "another member of the group runs a different schedule; every member must run the same file", member = %other, their_md5 = %their_md5, our_md5 = %ours.md5, since = %since.to_rfc3339());
+                }
+            }
+            let orphaned: Vec<u32> = group
+                .orphaned
+                .iter()
+                .copied()
+                .filter(|s| !ours.owned.contains(s))
+                .collect();
+            // A member that just joined lets its first assignment settle before judging.
+            if !orphaned.is_empty() && now - joined_at > STALE_AFTER {
+                warn!(message = "shards have no live owner (no cursor record for 2 minutes); rejoining the group to force a complete assignment", shards = ?orphaned);
+                joined_at = now;
+                rejoiner.rejoin();
+            }
+        }
+    }
+}

@@ -275,7 +275,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Give up when Kafka does not answer within this long (1s-10m).
-    #[arg(long, default_value = "10s", value_parser = session_duration)]
+    #[arg(long, default_value = "10s", value_parser = status_timeout)]
     pub timeout: Duration,
     /// Drill and test aid, as for `run`.
     #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
@@ -422,11 +422,28 @@ fn bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String>
     if d < min || d > max {
         return Err(format!(
             "{text:?} is out of range {}-{}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
+            whole_unit(min),
+            whole_unit(max)
         ));
     }
     Ok(d)
+}
+
+/// A bound as people write it: `366d`, `30m`, `10ms` (humantime would say `1year 18h`).
+fn whole_unit(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s, d.subsec_millis()) {
+        (0, 0) => "0s".into(),
+        (0, ms) => format!("{ms}ms"),
+        (s, _) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        (s, _) if s % 3600 == 0 => format!("{}h", s / 3600),
+        (s, _) if s % 60 == 0 => format!("{}m", s / 60),
+        (s, _) => format!("{s}s"),
+    }
+}
+
+fn status_timeout(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(1), Duration::from_secs(600))
 }
 
 fn tick_duration(text: &str) -> Result<Duration, String> {

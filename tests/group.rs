@@ -612,6 +612,35 @@ fn status_shows_every_shard_owned_by_the_running_member() {
     );
     assert_eq!(view["orphaned"], serde_json::json!([]), "{view}");
     assert!(out.status.success(), "{view}");
+
+    // A second member with another schedule file: reported by the members after 2 drill minutes
+    // of disagreement, and by status at once.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_schedule = other_dir.path().join("schedule.json");
+    std::fs::write(&other_schedule, every_minute_jobs(11)).unwrap();
+    let mut other = Dispatcher::start(
+        &broker.address(),
+        &topic,
+        &other_schedule,
+        drill,
+        "other",
+        dir.path(),
+        &["--shards", "4"],
+    );
+    other.wait_log("taking over a shard", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(member.log() + &other.log()).contains("runs a different schedule") {
+        assert!(
+            Instant::now() < deadline,
+            "no member reported the other schedule:\n{}\n{}",
+            member.log(),
+            other.log()
+        );
+        pause();
+    }
+    let (healthy, view) = status(&broker.address(), &topic, drill);
+    assert!(!healthy && view["md5Disagree"] == true, "{view}");
+    other.kill9();
     member.kill9();
     // Its records go stale: after 2 drill minutes every shard is orphaned and status says so.
     drill.wait_minutes(3, 0);

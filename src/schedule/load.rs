@@ -918,6 +918,92 @@ mod tests {
     }
 
     #[test]
+    fn catch_up_fields_are_read_and_checked_with_precise_errors() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "catchup": "latest", "catchupWindow": "15m"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions {
+                default_catchup_window: Duration::from_secs(7200),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let (a, b) = (&schedule.jobs[0].spec, &schedule.jobs[1].spec);
+        assert_eq!(
+            (a.catchup, a.catchup_window),
+            (Catchup::Latest, Duration::from_secs(900))
+        );
+        assert_eq!(
+            (b.catchup, b.catchup_window),
+            (Catchup::All, Duration::from_secs(7200))
+        );
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "catchup": "some"},
+  {"jobName": "d", "job": "x", "cronTime": "* * * * *", "catchupWindow": "30s"},
+  {"jobName": "e", "job": "x", "cronTime": "* * * * *", "catchupWindow": "soon"},
+  {"jobName": "f", "job": "x", "cronTime": "* * * * *", "catchup": 1, "catchupWindw": "1h"}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:68: jobs[0] "c": catchup: "some" is not one of "all", "latest", "none""#,
+                r#"s.json:3:74: jobs[1] "d": catchupWindow: "30s" is out of range 1m-366d (for no catch-up at all, use "catchup": "none")"#,
+                r#"s.json:4:74: jobs[2] "e": catchupWindow: "soon" is not a duration like "90s", "15m" or "2h": expected number at 0"#,
+                r#"s.json:5:68: jobs[3] "f": catchup: expected a string, found a number"#,
+                r#"s.json:5:87: jobs[3] "f": unknown field "catchupWindw" (did you mean "catchupWindow"?)"#,
+            ]
+        );
+    }
+
+    /// A member validates every job but keeps only its shards' jobs, each tagged with its shard.
+    #[test]
+    fn a_shard_filter_keeps_only_the_owned_shards_jobs_and_still_checks_the_rest() {
+        let json = br#"{"jobs": [
+  {"jobName": "21", "job": "x", "cronTime": "* * * * *"},
+  {"jobName": "foobar", "job": "x", "cronTime": "* * * * *"},
+  {"jobName": "abc", "job": "x", "cronTime": "* * * * *"}
+]}"#;
+        // Kafka's partitioner over 3 partitions (the Java client's test vectors, see message.rs).
+        let shard = |name: &str| crate::message::partition_for(name.as_bytes(), 3) as u32;
+        let owned = shard("abc");
+        let kept = parse(
+            json,
+            Path::new("s.json"),
+            LoadOptions {
+                shards: ShardFilter::only(3, [owned]),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let names: Vec<(&str, u32)> = kept
+            .jobs
+            .iter()
+            .map(|j| (j.spec.name.as_str(), j.spec.shard))
+            .collect();
+        let expected: Vec<(&str, u32)> = ["21", "foobar", "abc"]
+            .into_iter()
+            .filter(|n| shard(n) == owned)
+            .map(|n| (n, owned))
+            .collect();
+        assert_eq!(names, expected);
+        let bad =
+            br#"{"jobs": [{"jobName": "zzz-not-ours", "job": "x", "cronTime": "61 * * * *"}]}"#;
+        let nobody = LoadOptions {
+            shards: ShardFilter::only(3, []),
+            ..LoadOptions::default()
+        };
+        assert!(
+            parse(bad, Path::new("s.json"), nobody).is_err(),
+            "a job of another shard is still validated"
+        );
+    }
+
+    #[test]
     fn a_field_given_twice_is_reported_once_per_repeat() {
         let got = problems(
             r#"{"jobs": [{"jobName": "a", "job": "x", "cronTime": "* * * * *", "job": "y", "job": "z"}]}"#,

@@ -303,6 +303,18 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
+/// Hands memory freed by dropped shards back to the OS. glibc keeps freed heap pages otherwise,
+/// and a member that briefly owned every shard (the first one up) would keep the single
+/// dispatcher's footprint after the group spread the shards out.
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
 struct Member {
     config: GroupConfig,
@@ -319,8 +331,11 @@ struct Member {
     view: Arc<std::sync::Mutex<MemberView>>,
     /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
     dropped: Vec<Arc<Lease>>,
-    /// Shards handed back cleanly, kept compiled in case the rebalance gives them back.
-    parked: BTreeMap<u32, ShardRun>,
+    /// Shards handed back cleanly, kept compiled (with the MD5 of their schedule) in case the
+    /// rebalance gives them back.
+    parked: BTreeMap<u32, (ShardRun, String)>,
+    /// The last reason assigned shards could not start, logged once.
+    waiting_error: Option<String>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
     waiting: Vec<(u32, Option<Cursor>)>,
     grace: Duration,
@@ -396,12 +411,20 @@ impl Member {
         for &shard in &new {
             cursors.push((shard, self.read_cursor(shard).await));
         }
-        let parked = std::mem::take(&mut self.parked);
+        let mut parked = std::mem::take(&mut self.parked);
+        let md5 = tick_loop
+            .source_mut()
+            .and_then(|s| s.digest())
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         let mut fresh = Vec::new();
-        let mut parked = parked;
         for (shard, cursor) in cursors {
-            // Handed back and given back with nothing in between: keep the compiled shard.
-            let reusable = parked.remove(&shard).filter(|run| {
+            // Handed back and given back with nothing in between (same schedule, our cursor, every
+            // dispatch acked): keep the compiled shard.
+            let reusable = parked
+                .remove(&shard)
+                .filter(|(_, parked_md5)| *parked_md5 == md5);
+            let reusable = reusable.map(|(run, _)| run).filter(|run| {
                 run.lease.as_ref().is_some_and(|l| {
                     l.outstanding() == 0
                         && cursor
@@ -419,6 +442,11 @@ impl Member {
             }
         }
         self.waiting = fresh;
+        if !parked.is_empty() {
+            // Shards handed back for good: their jobs are freed; give the memory back too.
+            drop(parked);
+            return_freed_memory();
+        }
         self.start_waiting(tick_loop).await;
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         if let Some(source) = tick_loop.source_mut() {
@@ -441,14 +469,22 @@ impl Member {
         options.shards = ShardFilter::only(self.shards, shards.iter().copied());
         let started = std::time::Instant::now();
         let loaded = tokio::task::spawn_blocking(move || schedule::load(&path, options)).await;
-        let schedule = match loaded {
-            Ok(Ok((schedule, _))) => schedule,
-            Ok(Err(e)) => {
-                error!(message = "cannot start the assigned shards: the schedule file does not load; retrying every tick", shards = ?shards, error = %e);
-                return;
+        let problem = match loaded {
+            Ok(Ok((schedule, _))) => Ok(schedule),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let schedule = match problem {
+            Ok(schedule) => {
+                self.waiting_error = None;
+                schedule
             }
-            Err(e) => {
-                error!(message = "loading the assigned shards' jobs failed; retrying", error = %e);
+            Err(reason) => {
+                // Once per distinct problem, not once per tick.
+                if self.waiting_error.as_deref() != Some(reason.as_str()) {
+                    error!(message = "cannot start the assigned shards: the schedule file does not load; retrying every tick until it does", shards = ?shards, error = %reason);
+                    self.waiting_error = Some(reason);
+                }
                 return;
             }
         };
@@ -619,6 +655,7 @@ async fn run_in_group(
         batches,
         view,
         parked: BTreeMap::new(),
+        waiting_error: None,
         waiting: Vec::new(),
         dropped: Vec::new(),
         grace: config.shutdown_grace,
@@ -667,11 +704,15 @@ async fn run_in_group(
                         member.forget_written(*s);
                     }
                     warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them (dispatches not acked yet are re-sent by the next owner from the cursor)", shards = ?shards, unacked);
+                    drop(runs);
+                    return_freed_memory();
                 } else {
                     let md5 = md5(&mut tick_loop);
                     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
                     member.release(&refs, &md5, "rebalance").await;
-                    member.parked.extend(runs);
+                    member
+                        .parked
+                        .extend(runs.into_iter().map(|(s, run)| (s, (run, md5.clone()))));
                 }
                 member.waiting.retain(|(s, _)| !shards.contains(s));
                 let _ = done.send(());

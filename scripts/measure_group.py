@@ -10,7 +10,8 @@
 
 For each: resident memory per process (steady VmRSS and peak VmHWM), load time (start until every
 shard runs), and the time until all of one minute's due jobs are acked (the `slot dispatched`
-line's skew_max_ms). Usage: scripts/measure_group.py [N]   (needs target/release/cronq and tansu)
+line's skew_max_ms). Usage: scripts/measure_group.py [N] [PHASES]   (PHASES: default "ABCD"; needs
+target/release/cronq and tansu)
 """
 import os, random, re, signal, socket, subprocess, sys, tempfile, time
 
@@ -18,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRONQ = os.path.join(ROOT, "target/release/cronq")
 TANSU = os.path.expanduser("~/.cargo/bin/tansu")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+PHASES = sys.argv[2] if len(sys.argv) > 2 else "ABCD"
 work = tempfile.mkdtemp(prefix="cronq-measure-")
 
 
@@ -161,10 +163,12 @@ say(f"generating {N} jobs ..."); path = schedule()
 say(f"schedule: {os.path.getsize(path) // 1_000_000} MB, work dir {work}")
 bp, brokers = broker()
 try:
-    single = run_phase("single", ["solo"], brokers, path)
-    for m in single:
-        m.term()
+    if "A" in PHASES:
+        for m in run_phase("single", ["solo"], brokers, path):
+            m.term()
     trio = run_phase("trio", ["m1", "m2", "m3"], brokers, path)
+    if "C" not in PHASES:
+        raise SystemExit(0)
     say("C: kill -9 of m3, no replacement")
     t_kill = time.time(); trio[2].kill9()
     who, at = wait_for(trio[:2], r'previous_owner="m3"', 600, since=t_kill)

@@ -417,6 +417,14 @@ impl Member {
             .and_then(|s| s.digest())
             .map(|d| d.to_string())
             .unwrap_or_default();
+        // When this member gives shards up for good (another member joined), its kept shards are
+        // compiled again from the file too: their jobs sit interleaved with the freed ones on the
+        // heap, and only a fresh load lets the memory of the given-up shards go back to the OS.
+        let shrinking = parked.keys().any(|s| !assigned.contains(s));
+        if shrinking {
+            parked.clear();
+            return_freed_memory();
+        }
         let mut fresh = Vec::new();
         for (shard, cursor) in cursors {
             // Handed back and given back with nothing in between (same schedule, our cursor, every
@@ -442,11 +450,6 @@ impl Member {
             }
         }
         self.waiting = fresh;
-        if !parked.is_empty() {
-            // Shards handed back for good: their jobs are freed; give the memory back too.
-            drop(parked);
-            return_freed_memory();
-        }
         self.start_waiting(tick_loop).await;
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         if let Some(source) = tick_loop.source_mut() {

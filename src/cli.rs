@@ -719,15 +719,7 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         group,
         clock,
     };
-    runtime.block_on(async move {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            signal.cancel();
-        });
-        service::run(config, shutdown).await
-    })?;
+    runtime.block_on(async move { service::run(config, cancel_on_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -804,16 +796,20 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            signal.cancel();
-        });
-        crate::worker::run(config, handler, shutdown).await
-    })?;
+    runtime
+        .block_on(async move { crate::worker::run(config, handler, cancel_on_signal()).await })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled on SIGINT or SIGTERM (call inside the runtime).
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    shutdown
 }
 
 /// Resolves on SIGINT or SIGTERM.

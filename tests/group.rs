@@ -216,6 +216,29 @@ fn group_end(broker: &str, topic: &str, drill: Drill) -> GroupEnd {
     }
 }
 
+/// One test's broker address, topic, schedule and drill clock: starts members by name.
+struct Setup<'a> {
+    broker: String,
+    topic: &'a str,
+    schedule: &'a Path,
+    drill: Drill,
+    dir: &'a Path,
+}
+
+impl Setup<'_> {
+    fn member(&self, name: &str, extra: &[&str]) -> Dispatcher {
+        Dispatcher::start(
+            &self.broker,
+            self.topic,
+            self.schedule,
+            self.drill,
+            name,
+            self.dir,
+            extra,
+        )
+    }
+}
+
 fn every_minute_jobs(n: usize) -> String {
     let jobs: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"jobName":"job-{i:04}","job":"run {i}","cronTime":"* * * * *"}}"#))
@@ -331,28 +354,19 @@ fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
     let topic = random_topic("crash");
     let (dir, schedule) = schedule_file(&every_minute_jobs(200));
     let drill = Drill::new(10);
-    let mut first = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
         drill,
-        "a",
-        dir.path(),
-        &[],
-    );
+        dir: dir.path(),
+    };
+    let mut first = setup.member("a", &[]);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(3, 30);
     first.kill9();
     drill.wait_minutes(3, 0);
-    let mut second = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
-        drill,
-        "a2",
-        dir.path(),
-        &[],
-    );
+    let mut second = setup.member("a2", &[]);
     second.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 10);
     let stopped = drill.minute();
@@ -383,28 +397,19 @@ fn after_an_outage_each_job_follows_its_catch_up_rule() {
         ]}"#,
     );
     let drill = Drill::new(20);
-    let mut first = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
         drill,
-        "a",
-        dir.path(),
-        &[],
-    );
+        dir: dir.path(),
+    };
+    let mut first = setup.member("a", &[]);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 30);
     first.kill9();
     drill.wait_minutes(10, 0);
-    let mut second = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
-        drill,
-        "b",
-        dir.path(),
-        &[],
-    );
+    let mut second = setup.member("b", &[]);
     second.wait_log("missed slots were skipped", Duration::from_secs(60));
     drill.wait_minutes(2, 10);
     second.terminate();
@@ -458,19 +463,16 @@ fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
     let topic = random_topic("takeover");
     let (dir, schedule) = schedule_file(&every_minute_jobs(1000));
     let drill = Drill::new(10);
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
+        drill,
+        dir: dir.path(),
+    };
     let mut members: Vec<Dispatcher> = ["a", "b", "c"]
         .iter()
-        .map(|n| {
-            Dispatcher::start(
-                &broker.address(),
-                &topic,
-                &schedule,
-                drill,
-                n,
-                dir.path(),
-                &[],
-            )
-        })
+        .map(|n| setup.member(n, &[]))
         .collect();
     for m in &mut members {
         m.wait_log("taking over a shard", Duration::from_secs(90));
@@ -520,19 +522,16 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
     let topic = random_topic("rolling");
     let (dir, schedule) = schedule_file(&every_minute_jobs(300));
     let drill = Drill::new(10);
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
+        drill,
+        dir: dir.path(),
+    };
     let mut members: Vec<Dispatcher> = ["a", "b", "c"]
         .iter()
-        .map(|n| {
-            Dispatcher::start(
-                &broker.address(),
-                &topic,
-                &schedule,
-                drill,
-                n,
-                dir.path(),
-                &[],
-            )
-        })
+        .map(|n| setup.member(n, &[]))
         .collect();
     for m in &mut members {
         m.wait_log("taking over a shard", Duration::from_secs(90));
@@ -541,15 +540,7 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
     for member in members.iter_mut() {
         member.terminate();
         let name = format!("{}2", member.name);
-        *member = Dispatcher::start(
-            &broker.address(),
-            &topic,
-            &schedule,
-            drill,
-            &name,
-            dir.path(),
-            &[],
-        );
+        *member = setup.member(&name, &[]);
         member.wait_log("taking over a shard", Duration::from_secs(90));
         drill.wait_minutes(1, 20);
     }
@@ -575,15 +566,14 @@ fn status_shows_every_shard_owned_by_the_running_member() {
     let topic = random_topic("status");
     let (dir, schedule) = schedule_file(&every_minute_jobs(10));
     let drill = Drill::new(10);
-    let mut member = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
         drill,
-        "solo",
-        dir.path(),
-        &["--shards", "4"],
-    );
+        dir: dir.path(),
+    };
+    let mut member = setup.member("solo", &["--shards", "4"]);
     member.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(1, 40);
     let out = Command::new(CRONQ)
@@ -670,20 +660,14 @@ fn a_broker_killed_and_restarted_under_a_running_group_loses_nothing() {
     let topic = random_topic("brokerkill");
     let (dir, schedule) = schedule_file(&every_minute_jobs(200));
     let drill = Drill::new(10);
-    let mut members: Vec<Dispatcher> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            Dispatcher::start(
-                &broker.address(),
-                &topic,
-                &schedule,
-                drill,
-                n,
-                dir.path(),
-                &[],
-            )
-        })
-        .collect();
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
+        drill,
+        dir: dir.path(),
+    };
+    let mut members: Vec<Dispatcher> = ["a", "b"].iter().map(|n| setup.member(n, &[])).collect();
     for m in &mut members {
         m.wait_log("taking over a shard", Duration::from_secs(90));
     }
@@ -712,6 +696,13 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
     let topic = random_topic("fullq");
     let (dir, schedule) = schedule_file(&every_minute_jobs(500));
     let drill = Drill::new(10);
+    let setup = Setup {
+        broker: broker.address(),
+        topic: &topic,
+        schedule: &schedule,
+        drill,
+        dir: dir.path(),
+    };
     // The session outlives the outage, so the member still owns its shards at SIGTERM.
     let extra = [
         "--queue-capacity",
@@ -721,15 +712,7 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
         "--session-timeout",
         "15s",
     ];
-    let mut first = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
-        drill,
-        "a",
-        dir.path(),
-        &extra,
-    );
+    let mut first = setup.member("a", &extra);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 20);
     broker.kill();
@@ -748,15 +731,7 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
         .unwrap_or_else(|| panic!("no undelivered count in the log:\n{log}"));
     assert!(undelivered > 0, "{log}");
     broker.launch();
-    let mut second = Dispatcher::start(
-        &broker.address(),
-        &topic,
-        &schedule,
-        drill,
-        "b",
-        dir.path(),
-        &[],
-    );
+    let mut second = setup.member("b", &[]);
     second.wait_log("taking over a shard", Duration::from_secs(60));
     wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(120));
     let stopped = drill.minute();

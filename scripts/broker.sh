@@ -45,10 +45,12 @@ start() {
     return
   fi
   mkdir -p "$DIR"
+  # setsid: the broker leaves the terminal's process group, so a Ctrl-C reaches the dispatcher first and
+  # the broker is stopped by `stop` after it (the dispatcher writes its cursors on the way out).
   # `cd` on its own line: `cd DIR && tansu ... &` would send the cd to the background with tansu and
   # leave the pid file in the caller's directory.
   (cd "$DIR"
-    nohup tansu broker \
+    setsid nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "sqlite://tansu.db" >broker.log 2>&1 &

@@ -15,6 +15,10 @@
 //!                                     └─ offsets committed only up to the lowest unfinished ◄─┘──► results / DLQ topics
 //! ```
 //!
+//! - [`dispatcher`]: `cronq run` as a service: the tick loop over one scheduler per owned shard, the
+//!   dispatcher group (shards = partitions of `<group>.state`, owned through Kafka's group
+//!   coordinator, a cursor per shard in Kafka, takeover catch-up under each job's rule), the
+//!   producers.
 //! - [`cron`]: standard cron expressions (5 fields, `@macros`) compiled through saffron, evaluated in
 //!   an IANA zone with the Debian cron(8) DST rules.
 //! - [`worker`]: `cronq worker`, the consumer group that executes job messages (pool sized by lag).

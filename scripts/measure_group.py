@@ -167,12 +167,13 @@ try:
         for m in run_phase("single", ["solo"], brokers, path):
             m.term()
     trio = run_phase("trio", ["m1", "m2", "m3"], brokers, path)
-    if "C" not in PHASES:
+    if "C" in PHASES:
+        say("C: kill -9 of m3, no replacement")
+        t_kill = time.time(); trio[2].kill9()
+        who, at = wait_for(trio[:2], r'previous_owner="m3"', 600, since=t_kill)
+        say(f"  m3's shards taken over by {who.name if who else None} {at - t_kill if at else float('nan'):.1f} s after the kill")
+    if "D" not in PHASES:
         raise SystemExit(0)
-    say("C: kill -9 of m3, no replacement")
-    t_kill = time.time(); trio[2].kill9()
-    who, at = wait_for(trio[:2], r'previous_owner="m3"', 600, since=t_kill)
-    say(f"  m3's shards taken over by {who.name if who else None} {at - t_kill if at else float('nan'):.1f} s after the kill")
     say("D: kill -9 of m2 and an immediate replacement m4")
     t_kill = time.time(); trio[1].kill9()
     m4 = Member("m4", "g-trio", "t-trio", brokers, path)

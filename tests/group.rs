@@ -216,26 +216,50 @@ fn group_end(broker: &str, topic: &str, drill: Drill) -> GroupEnd {
     }
 }
 
-/// One test's broker address, topic, schedule and drill clock: starts members by name.
-struct Setup<'a> {
-    broker: String,
-    topic: &'a str,
-    schedule: &'a Path,
+/// One test's broker, topic, schedule file and drill clock: starts members by name.
+struct Setup {
+    broker: Broker,
+    topic: String,
+    dir: tempfile::TempDir,
+    schedule: PathBuf,
     drill: Drill,
-    dir: &'a Path,
 }
 
-impl Setup<'_> {
+impl Setup {
+    fn new(prefix: &str, schedule_json: &str, speed: i64) -> Setup {
+        let (dir, schedule) = schedule_file(schedule_json);
+        Setup {
+            broker: Broker::start(),
+            topic: random_topic(prefix),
+            dir,
+            schedule,
+            drill: Drill::new(speed),
+        }
+    }
+
+    fn address(&self) -> String {
+        self.broker.address()
+    }
+
     fn member(&self, name: &str, extra: &[&str]) -> Dispatcher {
         Dispatcher::start(
-            &self.broker,
-            self.topic,
-            self.schedule,
+            &self.address(),
+            &self.topic,
+            &self.schedule,
             self.drill,
             name,
-            self.dir,
+            self.dir.path(),
             extra,
         )
+    }
+
+    /// Members started together, each waited for until it runs shards.
+    fn group(&self, names: &[&str]) -> Vec<Dispatcher> {
+        let mut members: Vec<Dispatcher> = names.iter().map(|n| self.member(n, &[])).collect();
+        for m in &mut members {
+            m.wait_log("taking over a shard", Duration::from_secs(90));
+        }
+        members
     }
 }
 
@@ -350,17 +374,8 @@ impl Arrivals {
 /// later: every slot of the gap arrives, duplicates only of the minute in progress.
 #[test]
 fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
-    let broker = Broker::start();
-    let topic = random_topic("crash");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(200));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
+    let setup = Setup::new("crash", &every_minute_jobs(200), 10);
+    let drill = setup.drill;
     let mut first = setup.member("a", &[]);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(3, 30);
@@ -371,8 +386,8 @@ fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
     drill.wait_minutes(2, 10);
     let stopped = drill.minute();
     second.terminate();
-    let end = group_end(&broker.address(), &topic, drill);
-    let arrivals = Arrivals::read(&broker.address(), &topic, 200 * 10);
+    let end = group_end(&setup.address(), &setup.topic, drill);
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 200 * 10);
     arrivals.assert_complete(200, &end, stopped, &[&first, &second]);
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("crash + restart: {dups} duplicates in minutes {minutes:?}");
@@ -386,24 +401,17 @@ fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
 /// Scenario 5: each catch-up rule after a 10-minute outage.
 #[test]
 fn after_an_outage_each_job_follows_its_catch_up_rule() {
-    let broker = Broker::start();
-    let topic = random_topic("rules");
-    let (dir, schedule) = schedule_file(
+    let setup = Setup::new(
+        "rules",
         r#"{"jobs":[
           {"jobName":"all","job":"x","cronTime":"* * * * *"},
           {"jobName":"all-5m","job":"x","cronTime":"* * * * *","catchupWindow":"5m"},
           {"jobName":"latest","job":"x","cronTime":"* * * * *","catchup":"latest"},
           {"jobName":"none","job":"x","cronTime":"* * * * *","catchup":"none"}
         ]}"#,
+        20,
     );
-    let drill = Drill::new(20);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
+    let drill = setup.drill;
     let mut first = setup.member("a", &[]);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 30);
@@ -413,7 +421,7 @@ fn after_an_outage_each_job_follows_its_catch_up_rule() {
     second.wait_log("missed slots were skipped", Duration::from_secs(60));
     drill.wait_minutes(2, 10);
     second.terminate();
-    let a = Arrivals::read(&broker.address(), &topic, 100);
+    let a = Arrivals::read(&setup.address(), &setup.topic, 100);
     let slots = |job: &str| a.slots.get(job).cloned().unwrap_or_default();
     let all = slots("all");
     let (first_slot, last_slot) = (*all.first().unwrap(), *all.last().unwrap());
@@ -459,24 +467,9 @@ fn after_an_outage_each_job_follows_its_catch_up_rule() {
 /// taken over (on tansu through the orphan watchdog) and no slot is missed.
 #[test]
 fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
-    let broker = Broker::start();
-    let topic = random_topic("takeover");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(1000));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
-    let mut members: Vec<Dispatcher> = ["a", "b", "c"]
-        .iter()
-        .map(|n| setup.member(n, &[]))
-        .collect();
-    for m in &mut members {
-        m.wait_log("taking over a shard", Duration::from_secs(90));
-    }
+    let setup = Setup::new("takeover", &every_minute_jobs(1000), 10);
+    let drill = setup.drill;
+    let mut members = setup.group(&["a", "b", "c"]);
     drill.wait_minutes(3, 30);
     let killed_at = Instant::now();
     let before: Vec<usize> = members[..2].iter().map(|m| m.log().len()).collect();
@@ -502,14 +495,19 @@ fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
         "takeover after kill -9: {took_over:?} real ({} drill minutes)",
         took_over.as_secs() * drill.speed as u64 / 60
     );
-    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    wait_healthy(
+        &setup.address(),
+        &setup.topic,
+        drill,
+        Duration::from_secs(240),
+    );
     drill.wait_minutes(1, 10);
     let stopped = drill.minute();
     for m in &mut members[..2] {
         m.terminate();
     }
-    let end = group_end(&broker.address(), &topic, drill);
-    let arrivals = Arrivals::read(&broker.address(), &topic, 1000 * 12);
+    let end = group_end(&setup.address(), &setup.topic, drill);
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 1000 * 12);
     arrivals.assert_complete(1000, &end, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("kill -9 of one of three: {dups} duplicates in minutes {minutes:?}");
@@ -518,24 +516,9 @@ fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
 /// Scenario 3: a rolling restart of three dispatchers loses and duplicates no slot.
 #[test]
 fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
-    let broker = Broker::start();
-    let topic = random_topic("rolling");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(300));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
-    let mut members: Vec<Dispatcher> = ["a", "b", "c"]
-        .iter()
-        .map(|n| setup.member(n, &[]))
-        .collect();
-    for m in &mut members {
-        m.wait_log("taking over a shard", Duration::from_secs(90));
-    }
+    let setup = Setup::new("rolling", &every_minute_jobs(300), 10);
+    let drill = setup.drill;
+    let mut members = setup.group(&["a", "b", "c"]);
     drill.wait_minutes(2, 20);
     for member in members.iter_mut() {
         member.terminate();
@@ -544,13 +527,18 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
         member.wait_log("taking over a shard", Duration::from_secs(90));
         drill.wait_minutes(1, 20);
     }
-    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    wait_healthy(
+        &setup.address(),
+        &setup.topic,
+        drill,
+        Duration::from_secs(240),
+    );
     let stopped = drill.minute();
     for m in &mut members {
         m.terminate();
     }
-    let end = group_end(&broker.address(), &topic, drill);
-    let arrivals = Arrivals::read(&broker.address(), &topic, 300 * 12);
+    let end = group_end(&setup.address(), &setup.topic, drill);
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 300 * 12);
     arrivals.assert_complete(300, &end, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     assert_eq!(
@@ -562,17 +550,8 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
 /// `cronq status` reads the group: healthy with one member running, every shard owned.
 #[test]
 fn status_shows_every_shard_owned_by_the_running_member() {
-    let broker = Broker::start();
-    let topic = random_topic("status");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(10));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
+    let setup = Setup::new("status", &every_minute_jobs(10), 10);
+    let drill = setup.drill;
     let mut member = setup.member("solo", &["--shards", "4"]);
     member.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(1, 40);
@@ -580,9 +559,9 @@ fn status_shows_every_shard_owned_by_the_running_member() {
         .args([
             "status",
             "--brokers",
-            &broker.address(),
+            &setup.address(),
             "--group",
-            &format!("g-{topic}"),
+            &format!("g-{}", setup.topic),
             "--json",
         ])
         .args(["--drill-clock", &drill.setting()])
@@ -609,12 +588,12 @@ fn status_shows_every_shard_owned_by_the_running_member() {
     let other_schedule = other_dir.path().join("schedule.json");
     std::fs::write(&other_schedule, every_minute_jobs(11)).unwrap();
     let mut other = Dispatcher::start(
-        &broker.address(),
-        &topic,
+        &setup.address(),
+        &setup.topic,
         &other_schedule,
         drill,
         "other",
-        dir.path(),
+        setup.dir.path(),
         &["--shards", "4"],
     );
     other.wait_log("taking over a shard", Duration::from_secs(60));
@@ -628,7 +607,7 @@ fn status_shows_every_shard_owned_by_the_running_member() {
         );
         pause();
     }
-    let (healthy, view) = status(&broker.address(), &topic, drill);
+    let (healthy, view) = status(&setup.address(), &setup.topic, drill);
     assert!(!healthy && view["md5Disagree"] == true, "{view}");
     other.kill9();
     member.kill9();
@@ -638,9 +617,9 @@ fn status_shows_every_shard_owned_by_the_running_member() {
         .args([
             "status",
             "--brokers",
-            &broker.address(),
+            &setup.address(),
             "--group",
-            &format!("g-{topic}"),
+            &format!("g-{}", setup.topic),
         ])
         .args(["--drill-clock", &drill.setting()])
         .output()
@@ -656,33 +635,29 @@ fn status_shows_every_shard_owned_by_the_running_member() {
 /// Scenario 4: the broker is SIGKILLed and restarted while a group of two runs: nothing is lost.
 #[test]
 fn a_broker_killed_and_restarted_under_a_running_group_loses_nothing() {
-    let mut broker = Broker::start();
-    let topic = random_topic("brokerkill");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(200));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
+    let mut setup = Setup::new("brokerkill", &every_minute_jobs(200), 10);
+    let drill = setup.drill;
     let mut members: Vec<Dispatcher> = ["a", "b"].iter().map(|n| setup.member(n, &[])).collect();
     for m in &mut members {
         m.wait_log("taking over a shard", Duration::from_secs(90));
     }
     drill.wait_minutes(2, 30);
-    broker.kill();
+    setup.broker.kill();
     drill.wait_minutes(2, 0);
-    broker.launch();
-    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(240));
+    setup.broker.launch();
+    wait_healthy(
+        &setup.address(),
+        &setup.topic,
+        drill,
+        Duration::from_secs(240),
+    );
     drill.wait_minutes(1, 10);
     let stopped = drill.minute();
     for m in &mut members {
         m.terminate();
     }
-    let end = group_end(&broker.address(), &topic, drill);
-    let arrivals = Arrivals::read(&broker.address(), &topic, 200 * 10);
+    let end = group_end(&setup.address(), &setup.topic, drill);
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 200 * 10);
     arrivals.assert_complete(200, &end, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("broker killed under the group: {dups} duplicates in minutes {minutes:?}");
@@ -692,17 +667,8 @@ fn a_broker_killed_and_restarted_under_a_running_group_loses_nothing() {
 /// counts what it could not deliver, and the next owner re-sends it from the cursor.
 #[test]
 fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_them() {
-    let mut broker = Broker::start();
-    let topic = random_topic("fullq");
-    let (dir, schedule) = schedule_file(&every_minute_jobs(500));
-    let drill = Drill::new(10);
-    let setup = Setup {
-        broker: broker.address(),
-        topic: &topic,
-        schedule: &schedule,
-        drill,
-        dir: dir.path(),
-    };
+    let mut setup = Setup::new("fullq", &every_minute_jobs(500), 10);
+    let drill = setup.drill;
     // The session outlives the outage, so the member still owns its shards at SIGTERM.
     let extra = [
         "--queue-capacity",
@@ -715,7 +681,7 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
     let mut first = setup.member("a", &extra);
     first.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(2, 20);
-    broker.kill();
+    setup.broker.kill();
     // A minute boundary passes: 500 dispatches meet a queue of 50 and a dead broker.
     drill.wait_minutes(1, 20);
     let stopped = Instant::now();
@@ -730,14 +696,19 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no undelivered count in the log:\n{log}"));
     assert!(undelivered > 0, "{log}");
-    broker.launch();
+    setup.broker.launch();
     let mut second = setup.member("b", &[]);
     second.wait_log("taking over a shard", Duration::from_secs(60));
-    wait_healthy(&broker.address(), &topic, drill, Duration::from_secs(120));
+    wait_healthy(
+        &setup.address(),
+        &setup.topic,
+        drill,
+        Duration::from_secs(120),
+    );
     let stopped = drill.minute();
     second.terminate();
-    let end = group_end(&broker.address(), &topic, drill);
-    let arrivals = Arrivals::read(&broker.address(), &topic, 500 * 6);
+    let end = group_end(&setup.address(), &setup.topic, drill);
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 500 * 6);
     arrivals.assert_complete(500, &end, stopped, &[&first, &second]);
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("SIGTERM with a full queue: {undelivered} undelivered, re-sent; {dups} duplicates in {minutes:?}");

@@ -253,6 +253,21 @@ impl Setup {
         )
     }
 
+    /// After the group stopped: what arrived, checked complete against each shard's final cursor
+    /// (see [`Arrivals::assert_complete`]).
+    fn arrivals(
+        &self,
+        jobs: usize,
+        expected: usize,
+        stopped: i64,
+        logs: &[&Dispatcher],
+    ) -> Arrivals {
+        let end = group_end(&self.address(), &self.topic, self.drill);
+        let arrivals = Arrivals::read(&self.address(), &self.topic, expected);
+        arrivals.assert_complete(jobs, &end, stopped, logs);
+        arrivals
+    }
+
     /// Members started together, each waited for until it runs shards.
     fn group(&self, names: &[&str]) -> Vec<Dispatcher> {
         let mut members: Vec<Dispatcher> = names.iter().map(|n| self.member(n, &[])).collect();
@@ -386,9 +401,7 @@ fn a_crashed_dispatcher_restarted_later_sends_every_slot_of_the_gap() {
     drill.wait_minutes(2, 10);
     let stopped = drill.minute();
     second.terminate();
-    let end = group_end(&setup.address(), &setup.topic, drill);
-    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 200 * 10);
-    arrivals.assert_complete(200, &end, stopped, &[&first, &second]);
+    let arrivals = setup.arrivals(200, 200 * 10, stopped, &[&first, &second]);
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("crash + restart: {dups} duplicates in minutes {minutes:?}");
     assert!(
@@ -506,9 +519,12 @@ fn a_member_killed_for_good_has_its_shards_taken_over_and_no_slot_is_missed() {
     for m in &mut members[..2] {
         m.terminate();
     }
-    let end = group_end(&setup.address(), &setup.topic, drill);
-    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 1000 * 12);
-    arrivals.assert_complete(1000, &end, stopped, &members.iter().collect::<Vec<_>>());
+    let arrivals = setup.arrivals(
+        1000,
+        1000 * 12,
+        stopped,
+        &members.iter().collect::<Vec<_>>(),
+    );
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("kill -9 of one of three: {dups} duplicates in minutes {minutes:?}");
 }
@@ -537,9 +553,7 @@ fn a_rolling_restart_of_three_dispatchers_loses_and_duplicates_nothing() {
     for m in &mut members {
         m.terminate();
     }
-    let end = group_end(&setup.address(), &setup.topic, drill);
-    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 300 * 12);
-    arrivals.assert_complete(300, &end, stopped, &members.iter().collect::<Vec<_>>());
+    let arrivals = setup.arrivals(300, 300 * 12, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     assert_eq!(
         dups, 0,
@@ -656,9 +670,7 @@ fn a_broker_killed_and_restarted_under_a_running_group_loses_nothing() {
     for m in &mut members {
         m.terminate();
     }
-    let end = group_end(&setup.address(), &setup.topic, drill);
-    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 200 * 10);
-    arrivals.assert_complete(200, &end, stopped, &members.iter().collect::<Vec<_>>());
+    let arrivals = setup.arrivals(200, 200 * 10, stopped, &members.iter().collect::<Vec<_>>());
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("broker killed under the group: {dups} duplicates in minutes {minutes:?}");
 }
@@ -707,9 +719,7 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
     );
     let stopped = drill.minute();
     second.terminate();
-    let end = group_end(&setup.address(), &setup.topic, drill);
-    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 500 * 6);
-    arrivals.assert_complete(500, &end, stopped, &[&first, &second]);
+    let arrivals = setup.arrivals(500, 500 * 6, stopped, &[&first, &second]);
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("SIGTERM with a full queue: {undelivered} undelivered, re-sent; {dups} duplicates in {minutes:?}");
 }

@@ -402,11 +402,6 @@ impl StateTopic {
         }
     }
 
-    /// The topic's name.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     fn error(&self, shard: u32, reason: String) -> GroupError {
         GroupError::State {
             topic: self.topic.clone(),

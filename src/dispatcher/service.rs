@@ -303,6 +303,15 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
+/// MD5 of the schedule in force, as cursor records carry it.
+fn schedule_md5(tick_loop: &mut TickLoop) -> String {
+    tick_loop
+        .source_mut()
+        .and_then(|s| s.digest())
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
 /// Hands memory freed by dropped shards back to the OS. glibc keeps freed heap pages otherwise,
 /// and a member that briefly owned every shard (the first one up) would keep the single
 /// dispatcher's footprint after the group spread the shards out.
@@ -412,11 +421,7 @@ impl Member {
             cursors.push((shard, self.read_cursor(shard).await));
         }
         let mut parked = std::mem::take(&mut self.parked);
-        let md5 = tick_loop
-            .source_mut()
-            .and_then(|s| s.digest())
-            .map(|d| d.to_string())
-            .unwrap_or_default();
+        let md5 = schedule_md5(tick_loop);
         // When this member gives shards up for good (another member joined), its kept shards are
         // compiled again from the file too: their jobs sit interleaved with the freed ones on the
         // heap, and only a fresh load lets the memory of the given-up shards go back to the OS.
@@ -663,14 +668,6 @@ async fn run_in_group(
         dropped: Vec::new(),
         grace: config.shutdown_grace,
     };
-    let md5 = |tick_loop: &mut TickLoop| {
-        tick_loop
-            .source_mut()
-            .and_then(|s| s.digest())
-            .map(|d| d.to_string())
-            .unwrap_or_default()
-    };
-
     let mut interval = tokio::time::interval(config.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopped_early = false;
@@ -710,7 +707,7 @@ async fn run_in_group(
                     drop(runs);
                     return_freed_memory();
                 } else {
-                    let md5 = md5(&mut tick_loop);
+                    let md5 = schedule_md5(&mut tick_loop);
                     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
                     member.release(&refs, &md5, "rebalance").await;
                     member
@@ -726,7 +723,7 @@ async fn run_in_group(
                     stopped_early = !shutdown.is_cancelled();
                     break;
                 }
-                let md5 = md5(&mut tick_loop);
+                let md5 = schedule_md5(&mut tick_loop);
                 member.write_cursors(&tick_loop, &md5);
                 member.publish(&tick_loop, &md5);
                 if writer.is_finished() || watchdog.is_finished() {
@@ -739,7 +736,7 @@ async fn run_in_group(
     }
 
     info!(message = "shutting down", grace = %humantime::format_duration(config.shutdown_grace));
-    let md5 = md5(&mut tick_loop);
+    let md5 = schedule_md5(&mut tick_loop);
     let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
     let runs: Vec<(u32, ShardRun)> = owned
         .iter()

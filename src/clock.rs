@@ -52,6 +52,21 @@ impl fmt::Display for Minute {
 pub trait Clock: Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Real time until this clock reads `at` (zero if it already does).
+    fn real_until(&self, at: DateTime<Utc>) -> std::time::Duration {
+        (at - self.now()).to_std().unwrap_or_default()
+    }
+}
+
+/// How long a loop woken by the clock sleeps: until the clock's next minute boundary, or `poll`,
+/// whichever comes first. Waking at the boundary, not on a `poll` grid of the start time's phase,
+/// is what lets a minute's jobs leave within milliseconds of their slot.
+pub fn until_next_wake(clock: &dyn Clock, poll: std::time::Duration) -> std::time::Duration {
+    Minute::containing(clock.now())
+        .next()
+        .start()
+        .map_or(poll, |boundary| clock.real_until(boundary).min(poll))
 }
 
 /// The system's wall clock.
@@ -112,6 +127,11 @@ impl Clock for DrillClock {
     fn now(&self) -> DateTime<Utc> {
         self.at(Utc::now())
     }
+
+    fn real_until(&self, at: DateTime<Utc>) -> std::time::Duration {
+        let drill = (at - self.now()).to_std().unwrap_or_default();
+        drill / self.speed
+    }
 }
 
 /// A clock that moves only when told to: tests set it, jump it forward (a stalled process, a
@@ -165,6 +185,32 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2026, 11, 26, 12, 35, 0).unwrap())
         );
         assert_eq!(m.to_string(), "2026-11-26T12:34Z");
+    }
+
+    #[test]
+    fn the_loop_wakes_at_the_next_minute_boundary_or_the_poll_whichever_is_first() {
+        let poll = std::time::Duration::from_secs(1);
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 26, 12, 34, 59).unwrap());
+        assert_eq!(until_next_wake(&clock, poll), poll);
+        clock.set(
+            Utc.with_ymd_and_hms(2026, 11, 26, 12, 34, 59).unwrap()
+                + chrono::Duration::milliseconds(250),
+        );
+        assert_eq!(
+            until_next_wake(&clock, poll),
+            std::time::Duration::from_millis(750)
+        );
+        // Exactly on a boundary: the next one is a whole minute away.
+        clock.set(Utc.with_ymd_and_hms(2026, 11, 26, 12, 35, 0).unwrap());
+        assert_eq!(
+            until_next_wake(&clock, std::time::Duration::from_secs(600)),
+            std::time::Duration::from_secs(60)
+        );
+        // A drill clock 60 times faster: a drill minute is a real second.
+        let now = Utc::now().timestamp();
+        let drill: DrillClock = format!("60x@{now}").parse().unwrap();
+        let wait = until_next_wake(&drill, std::time::Duration::from_secs(10));
+        assert!(wait <= std::time::Duration::from_secs(1), "{wait:?}");
     }
 
     #[test]

@@ -276,3 +276,50 @@ fn validate_lists_jobs_for_a_good_file_and_every_problem_for_a_bad_one() {
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
 }
+
+/// `cronq run --dry-run | head -n 1`: once the reader is gone the dispatcher cannot go on; it says
+/// why and exits non-zero instead of living on doing nothing.
+#[test]
+fn a_closed_stdout_stops_the_dry_run_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedule.json");
+    write(
+        &path,
+        r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#,
+    );
+    // A drill clock 60 times faster: a minute (and a line on stdout) every real second.
+    let drill = format!("60x@{}", Utc::now().timestamp());
+    let mut guard = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--dry-run", "--drill-clock", &drill, "--schedule"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains(r#""jobName":"a""#), "{first}");
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running with stdout closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("writing dispatches to stdout") && stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+}

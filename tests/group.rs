@@ -723,3 +723,35 @@ fn sigterm_with_a_full_queue_counts_the_undelivered_and_the_next_owner_resends_t
     let (dups, minutes) = arrivals.duplicate_minutes();
     eprintln!("SIGTERM with a full queue: {undelivered} undelivered, re-sent; {dups} duplicates in {minutes:?}");
 }
+
+/// A minute with nothing due logs nothing at info; a due one logs one line.
+#[test]
+fn an_idle_minute_logs_nothing_and_a_due_minute_one_line() {
+    let setup = Setup::new(
+        "idle",
+        r#"{"jobs":[{"jobName":"every-3","job":"x","cronTime":"*/3 * * * *"}]}"#,
+        20,
+    );
+    let drill = setup.drill;
+    let mut member = setup.member("a", &[]);
+    member.wait_log("taking over a shard", Duration::from_secs(60));
+    let from = drill.minute();
+    let until = drill.wait_minutes(7, 30);
+    member.terminate();
+    let log = member.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("slot dispatched"))
+        .collect();
+    assert!(
+        lines.iter().all(|l| l.contains("jobs=1")),
+        "only due minutes are logged: {lines:#?}"
+    );
+    // Minutes from..=until due for `*/3`; the first may have been taken over mid-minute.
+    let due = (from + 1..=until).filter(|m| m % 3 == 0).count();
+    assert!(
+        lines.len() >= due && lines.len() <= due + 1,
+        "{due} due minutes, {} lines: {lines:#?}",
+        lines.len()
+    );
+}

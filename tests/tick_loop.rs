@@ -228,7 +228,7 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
     ]}"#;
     write(&path, v1);
     let mut h = harness(v1, at(12, 0), Duration::from_secs(3600), Some(path.clone()));
-    let r = h.tick_loop.tick().await.unwrap();
+    let r = h.tick_loop.check_now().await;
     assert!(!r.reloaded, "the file in use is not reloaded");
 
     h.clock.set(at(12, 1));
@@ -245,7 +245,10 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
       {"jobName":"added","priority":1,"job":"n","cronTime":"2 12 * * *"}
     ]}"#;
     write(&path, v2);
+    // The check runs off the loop: a tick starts it, the next one after it is ready swaps it in.
     let r = h.tick_loop.tick().await.unwrap();
+    assert!(!r.reloaded && h.tick_loop.source_mut().unwrap().checking());
+    let r = h.tick_loop.settle_check().await;
     assert!(r.reloaded);
     let s = h.tick_loop.scheduler().unwrap();
     assert_eq!(
@@ -262,14 +265,14 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
         &path,
         r#"{"jobs":[{"jobName":"keep","job":"a","cronTime":"61 * * * *"}]}"#,
     );
-    let r = h.tick_loop.tick().await.unwrap();
+    let r = h.tick_loop.check_now().await;
     assert!(r.rejected && !r.reloaded);
     assert_eq!(
         h.tick_loop.scheduler().unwrap().next_run("added"),
         Some(Minute::containing(at(12, 2)))
     );
     // ...and is not retried until it changes again
-    let r = h.tick_loop.tick().await.unwrap();
+    let r = h.tick_loop.check_now().await;
     assert!(!r.rejected);
 
     // the file vanishes for a moment: the schedule keeps running
@@ -294,7 +297,7 @@ async fn hot_reload_applies_a_diff_keeps_the_last_good_schedule_on_error_and_sur
         &path,
         r#"{"jobs":[{"jobName":"keep","job":"a","cronTime":"*/10 * * * *"}]}"#,
     );
-    let r = h.tick_loop.tick().await.unwrap();
+    let r = h.tick_loop.check_now().await;
     assert!(r.reloaded);
     assert_eq!(h.tick_loop.scheduler().unwrap().scheduled(), 1);
 }
@@ -313,6 +316,7 @@ async fn a_reload_in_the_minute_a_job_fired_neither_refires_nor_skips_it() {
         &path,
         r#"{"jobs":[{"jobName":"j","job":"a","cronTime":"* * * * *"}]}"#,
     );
+    assert!(h.tick_loop.check_now().await.reloaded);
     h.clock.set(at(12, 3));
     h.tick_loop.tick().await.unwrap();
     assert_eq!(
@@ -321,5 +325,39 @@ async fn a_reload_in_the_minute_a_job_fired_neither_refires_nor_skips_it() {
             ("j".to_string(), "12:02".to_string()),
             ("j".to_string(), "12:03".to_string())
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_reload_compiled_against_a_shard_replaced_meanwhile_is_not_installed_but_checked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedule.json");
+    let v1 = r#"{"jobs":[{"jobName":"j","job":"a","cronTime":"*/2 * * * *"}]}"#;
+    let v2 = r#"{"jobs":[{"jobName":"j","job":"a","cronTime":"* * * * *"}]}"#;
+    write(&path, v1);
+    let mut h = harness(v1, at(12, 0), Duration::from_secs(3600), Some(path.clone()));
+    write(&path, v2);
+    h.tick_loop.tick().await.unwrap();
+    assert!(h.tick_loop.source_mut().unwrap().checking());
+    // A takeover replaces the shard while the check compiles against the old one.
+    let old = h.tick_loop.remove_shard(0).unwrap();
+    h.tick_loop.insert_shard(
+        0,
+        cronq::dispatcher::ShardRun {
+            scheduler: Scheduler::new(schedule_from(v1), old.scheduler.processed()),
+            lease: None,
+        },
+    );
+    let r = h.tick_loop.settle_check().await;
+    assert!(!r.reloaded, "compiled against a state that is gone");
+    assert_eq!(
+        h.tick_loop.scheduler().unwrap().next_run("j"),
+        Some(Minute::containing(at(12, 2)))
+    );
+    let r = h.tick_loop.check_now().await;
+    assert!(r.reloaded, "the file is looked at again");
+    assert_eq!(
+        h.tick_loop.scheduler().unwrap().next_run("j"),
+        Some(Minute::containing(at(12, 1)))
     );
 }

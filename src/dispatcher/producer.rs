@@ -26,7 +26,7 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::cursor::LeaseRef;
 use super::Dispatch;
@@ -171,6 +171,11 @@ impl SlotLedger {
             } else {
                 0
             };
+            if s.acked + s.failed == 0 {
+                // An idle minute is not news.
+                debug!(message = "slot dispatched", slot = %slot, jobs = 0);
+                return;
+            }
             info!(
                 message = "slot dispatched",
                 slot = %slot,

@@ -73,7 +73,8 @@ pub struct Scheduler {
     /// Enabled jobs in dispatch order: highest priority first, then by name.
     jobs: Vec<Arc<JobSpec>>,
     groups: Vec<Group>,
-    schedule: Schedule,
+    /// Shared with a reload being built off the tick loop, which diffs against it.
+    schedule: Arc<Schedule>,
     processed: Minute,
     /// Jobs in groups that are in the wheel.
     scheduled: usize,
@@ -172,7 +173,7 @@ impl Scheduler {
             wheel,
             jobs,
             groups,
-            schedule,
+            schedule: Arc::new(schedule),
             processed,
             scheduled,
             longest_window,
@@ -215,14 +216,15 @@ impl Scheduler {
     /// Every job's next run is its expression's first instant after `processed`, so rebuilding the
     /// state from `new` at the same `processed` applies exactly that difference.
     pub fn apply(&mut self, new: Schedule) -> Diff {
-        let diff = Diff::between(&self.schedule, &new);
-        if diff.is_empty() {
-            // Only disabled jobs or the formatting changed: nothing to reschedule.
-            self.schedule = new;
-        } else {
-            *self = Scheduler::new(new, self.processed);
-        }
+        let rebuilt = Rebuilt::against(&self.schedule, new, self.processed);
+        let diff = rebuilt.diff.clone();
+        rebuilt.install(self);
         diff
+    }
+
+    /// The schedule this state was built from.
+    pub fn schedule(&self) -> &Arc<Schedule> {
+        &self.schedule
     }
 
     /// Processes minute `minute` (which must be `processed + 1`): appends its due jobs to `out`,
@@ -332,6 +334,57 @@ impl Scheduler {
     }
 }
 
+/// A new version of a schedule compiled against the running one, off the tick loop: the diff, and
+/// a new [`Scheduler`] unless only disabled jobs or the formatting changed. Installing it is cheap,
+/// so the loop swaps it in between two minutes.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// What changed, by `jobName`.
+    pub diff: Diff,
+    /// The new schedule, compiled at `processed`; `None` when the diff is empty.
+    scheduler: Option<Scheduler>,
+    schedule: Arc<Schedule>,
+}
+
+impl Rebuilt {
+    /// Compiles `new` at minute `processed`, as a successor of `old`.
+    pub fn against(old: &Schedule, new: Schedule, processed: Minute) -> Rebuilt {
+        let diff = Diff::between(old, &new);
+        if diff.is_empty() {
+            Rebuilt {
+                diff,
+                scheduler: None,
+                schedule: Arc::new(new),
+            }
+        } else {
+            let scheduler = Scheduler::new(new, processed);
+            Rebuilt {
+                diff,
+                schedule: Arc::clone(&scheduler.schedule),
+                scheduler: Some(scheduler),
+            }
+        }
+    }
+
+    /// Replaces `running`'s state with this one and returns the state replaced (to be dropped off
+    /// the loop: freeing a million jobs takes a while). `running` may have processed minutes since
+    /// this was compiled: they are skipped here, as they were handed out by `running` already.
+    pub fn install(self, running: &mut Scheduler) -> Option<Scheduler> {
+        match self.scheduler {
+            None => {
+                running.schedule = self.schedule;
+                None
+            }
+            Some(mut next) => {
+                if next.processed < running.processed {
+                    next.skip_until(running.processed, 1, &mut Skips::default());
+                }
+                Some(std::mem::replace(running, next))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -387,6 +440,55 @@ mod tests {
                 "report-region-eu-west-2",
             ]
         );
+    }
+
+    /// A reload compiled off the loop at minute P and installed after the running state handed out
+    /// P+1..P+3: those minutes are not handed out again, and the new version runs from P+4 on.
+    #[test]
+    fn a_reload_installed_minutes_after_it_was_compiled_neither_refires_nor_skips() {
+        let v1 = r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#;
+        let v2 = r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"},
+                            {"jobName":"b","job":"y","cronTime":"*/2 * * * *"}]}"#;
+        let load = |json: &str| {
+            parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+        };
+        let start = Minute(29_000_000); // even: `b` fires on even minutes
+        let mut running = Scheduler::new(load(v1), start);
+        let rebuilt = Rebuilt::against(running.schedule(), load(v2), start);
+        assert_eq!(rebuilt.diff.added.len(), 1);
+        let mut out = Vec::new();
+        for m in 1..=3 {
+            running.run_minute(Minute(start.0 + m), &mut out);
+        }
+        assert!(
+            rebuilt.install(&mut running).is_some(),
+            "the old state is handed back"
+        );
+        assert_eq!(running.processed(), Minute(start.0 + 3));
+        out.clear();
+        for m in 4..=6 {
+            running.run_minute(Minute(start.0 + m), &mut out);
+        }
+        let got: Vec<(String, i64)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d.spec.name.clone(),
+                    Minute::containing(d.scheduled_at).0 - start.0,
+                )
+            })
+            .collect();
+        let want: Vec<(String, i64)> = [("a", 4), ("b", 4), ("a", 5), ("a", 6), ("b", 6)]
+            .iter()
+            .map(|(n, m)| (n.to_string(), *m))
+            .collect();
+        assert_eq!(got, want);
+
+        // An unchanged version swaps only the schedule and keeps the state.
+        let same = Rebuilt::against(running.schedule(), load(v2), running.processed());
+        assert!(same.diff.is_empty());
+        assert!(same.install(&mut running).is_none());
+        assert_eq!(running.next_run("b"), Some(Minute(start.0 + 8)));
     }
 
     /// The name index is re-keyed on reload, so replaced settings are freed, not pinned by it.

@@ -31,7 +31,7 @@ use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
 use super::tick_loop::{ScheduleSource, ShardRun, TickLoop};
 use super::watchdog::MemberView;
 use super::{dry_run, Dispatch, Scheduler};
-use crate::clock::{Clock, ManualClock, Minute};
+use crate::clock::{until_next_wake, Clock, ManualClock, Minute};
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
 
 /// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
@@ -142,6 +142,41 @@ impl Sink {
         }
     }
 
+    /// Resolves when the sink's task has ended, which it must not do while the loop feeds it: a
+    /// closed stdout, a panicked producer. Says why. Not to be awaited again after it resolved.
+    async fn ended(&mut self) -> ServiceError {
+        match self {
+            Sink::Print(task) => match task.await {
+                Ok(Err(e)) => ServiceError::Output(e),
+                Ok(Ok(_)) => ServiceError::Task {
+                    what: "the dry-run printer",
+                    reason: "it stopped".into(),
+                },
+                Err(e) => ServiceError::Task {
+                    what: "the dry-run printer",
+                    reason: e.to_string(),
+                },
+            },
+            Sink::Kafka(task, _) => ServiceError::Task {
+                what: "the producer pool",
+                reason: match task.await {
+                    Ok(()) => "it stopped".into(),
+                    Err(e) => e.to_string(),
+                },
+            },
+        }
+    }
+
+    /// Why the loop found the sink closed: the sink's own reason, if it says within a second.
+    async fn closed(&mut self) -> ServiceError {
+        tokio::time::timeout(Duration::from_secs(1), self.ended())
+            .await
+            .unwrap_or(ServiceError::Task {
+                what: "the tick loop",
+                reason: "its sink closed".into(),
+            })
+    }
+
     /// Waits for the sink to finish, at most `grace` (None: as long as it takes, with progress
     /// logs). Returns how many dispatches were not delivered.
     async fn finish(self, dispatched: u64, grace: Option<Duration>) -> Result<u64, ServiceError> {
@@ -221,8 +256,11 @@ pub async fn replay(
     let report = tick_loop.tick().await;
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);
-    if let Err(e) = report {
-        error!(message = "replay stopped early", error = %e);
+    if report.is_err() {
+        let mut sink = sink;
+        let e = sink.closed().await;
+        error!(message = "replay stopped early", dispatched, error = %e);
+        return Err(e);
     }
     info!(message = "window replayed", dispatched);
     sink.finish(dispatched, None).await?;
@@ -277,29 +315,32 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
     if let Some(l) = &ledger {
         tick_loop = tick_loop.with_ledger(Arc::clone(l));
     }
-    let mut interval = tokio::time::interval(config.tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopped_early = false;
+    let mut sink = sink;
+    let mut died = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep(until_next_wake(&*config.clock, config.tick)) => {}
+            e = sink.ended() => {
+                died = Some(e);
+                break;
+            }
         }
         if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
-            stopped_early = !shutdown.is_cancelled();
+            if !shutdown.is_cancelled() {
+                died = Some(sink.closed().await);
+            }
             break;
         }
     }
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);
+    if let Some(e) = died {
+        error!(message = "the dispatcher cannot go on; stopping", dispatched, error = %e);
+        return Err(e);
+    }
     let undelivered = sink.finish(dispatched, Some(config.shutdown_grace)).await?;
     info!(message = "dispatcher stopped", dispatched, undelivered);
-    if stopped_early {
-        return Err(ServiceError::Task {
-            what: "the tick loop",
-            reason: "its sink closed".into(),
-        });
-    }
     Ok(())
 }
 
@@ -634,14 +675,14 @@ async fn run_in_group(
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), md5 = %digest, group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
     let written = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let (batches, batches_rx) = mpsc::channel(1);
-    let writer = tokio::spawn(group::write_cursors(
+    let mut writer = tokio::spawn(group::write_cursors(
         Arc::clone(&state),
         batches_rx,
         Arc::clone(&written),
     ));
     let view = Arc::new(std::sync::Mutex::new(MemberView::default()));
     let watchdog_stop = CancellationToken::new();
-    let watchdog = tokio::spawn(
+    let mut watchdog = tokio::spawn(
         super::watchdog::Watchdog {
             state: Arc::clone(&state),
             shards,
@@ -668,23 +709,31 @@ async fn run_in_group(
         dropped: Vec::new(),
         grace: config.shutdown_grace,
     };
-    let mut interval = tokio::time::interval(config.tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopped_early = false;
+    let mut sink = sink;
+    let mut died: Option<ServiceError> = None;
     loop {
         enum Next {
             Tick,
             Event(GroupEvent),
             Stop,
+            Died(ServiceError),
         }
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Next::Stop,
-            event = events.recv() => event.map_or(Next::Stop, Next::Event),
-            _ = interval.tick() => Next::Tick,
+            event = events.recv() => event.map_or_else(|| Next::Died(ServiceError::Task {
+                what: "the group membership",
+                reason: "its thread ended".into(),
+            }), Next::Event),
+            _ = tokio::time::sleep(until_next_wake(&*config.clock, config.tick)) => Next::Tick,
+            e = sink.ended() => Next::Died(e),
         };
         match next {
             Next::Stop => break,
+            Next::Died(e) => {
+                died = Some(e);
+                break;
+            }
             Next::Event(GroupEvent::Assigned(shards)) => {
                 member.take_over(&mut tick_loop, shards).await;
             }
@@ -720,15 +769,20 @@ async fn run_in_group(
             Next::Tick => {
                 member.start_waiting(&mut tick_loop).await;
                 if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
-                    stopped_early = !shutdown.is_cancelled();
+                    if !shutdown.is_cancelled() {
+                        died = Some(sink.closed().await);
+                    }
                     break;
                 }
                 let md5 = schedule_md5(&mut tick_loop);
                 member.write_cursors(&tick_loop, &md5);
                 member.publish(&tick_loop, &md5);
-                if writer.is_finished() || watchdog.is_finished() {
-                    error!(message = "a background task of the dispatcher group ended; stopping");
-                    stopped_early = true;
+                if writer.is_finished() {
+                    died = Some(task_end("the cursor writer", &mut writer).await);
+                    break;
+                }
+                if watchdog.is_finished() {
+                    died = Some(task_end("the orphan watchdog", &mut watchdog).await);
                     break;
                 }
             }
@@ -751,6 +805,10 @@ async fn run_in_group(
     membership.leave();
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);
+    if let Some(e) = died {
+        error!(message = "the dispatcher cannot go on; stopped after writing the cursors of its shards", dispatched, undelivered, error = %e);
+        return Err(e);
+    }
     sink.finish(dispatched, Some(Duration::from_millis(200)))
         .await?;
     if undelivered > 0 {
@@ -761,11 +819,16 @@ async fn run_in_group(
             dispatched
         );
     }
-    if stopped_early {
-        return Err(ServiceError::Task {
-            what: "the tick loop",
-            reason: "its sink closed".into(),
-        });
-    }
     Ok(())
+}
+
+/// Why a background task that must run for the life of the process ended.
+async fn task_end<T>(what: &'static str, task: &mut JoinHandle<T>) -> ServiceError {
+    ServiceError::Task {
+        what,
+        reason: match task.await {
+            Ok(_) => "it stopped".into(),
+            Err(e) => e.to_string(),
+        },
+    }
 }

@@ -5,7 +5,8 @@
 //! ```text
 //!  clock ──► minute M ──► for each minute P+1 ..= M, over the owned shards:
 //!               shard.scheduler.run_minute_at ──► due jobs (lease.expect) ──► sink (bounded; waits when full)
-//!  schedule file ──► FileWatch (MD5) ──► load + validate (the owned shards' jobs) ──► Scheduler::apply per shard
+//!  schedule file ──► FileWatch (MD5) ──► load + validate + compile (the owned shards' jobs), on the
+//!                     blocking pool ──► swapped in per shard at the next tick, between two minutes
 //! ```
 //!
 //! Each owned shard has its own [`Scheduler`] and so its own processed minute: a shard just taken
@@ -21,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -28,10 +30,10 @@ use tracing::{debug, error, info, warn};
 use super::catchup::Skips;
 use super::cursor::{Lease, LeaseRef};
 use super::producer::SlotLedger;
-use super::scheduler::{Dispatch, Scheduler};
+use super::scheduler::{Dispatch, Rebuilt, Scheduler};
 use crate::clock::{Clock, Minute};
 use crate::schedule::fingerprint::{Change, Digest, FileWatch};
-use crate::schedule::{parse, LoadError, LoadOptions, ShardFilter};
+use crate::schedule::{parse, LoadError, LoadOptions, Schedule, ShardFilter};
 
 /// Where due jobs go: a bounded channel, so a slow consumer backpressures the loop.
 pub type DispatchSink = mpsc::Sender<Dispatch>;
@@ -42,19 +44,57 @@ pub type DispatchSink = mpsc::Sender<Dispatch>;
 pub struct SinkClosed;
 
 /// The schedule file as the loop watches it.
+///
+/// A check runs off the loop, on the blocking pool: the file's fingerprint, and on a change the
+/// parse, validation, diff and compilation of the owned shards (seconds at a million jobs). The loop
+/// keeps dispatching on the schedule in force meanwhile and swaps the result in between two
+/// minutes, at the first tick after it is ready.
 #[derive(Debug)]
 pub struct ScheduleSource {
-    watch: FileWatch,
+    path: PathBuf,
+    /// `None` while a check has it.
+    watch: Option<FileWatch>,
+    check: Option<Check>,
     options: LoadOptions,
     vanished: bool,
     in_force: Option<Digest>,
+}
+
+/// A check of the file running on the blocking pool.
+#[derive(Debug)]
+struct Check {
+    task: tokio::task::JoinHandle<Checked>,
+    /// Each shard's schedule and processed minute when the check started: the new version is
+    /// compiled against them, and only installed where they are still the ones running.
+    base: BTreeMap<u32, (Arc<Schedule>, Minute)>,
+}
+
+#[derive(Debug)]
+struct Checked {
+    watch: FileWatch,
+    outcome: Outcome,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Unchanged,
+    Unreadable(std::io::Error),
+    Rejected(Digest, LoadError),
+    Built {
+        digest: Digest,
+        jobs: usize,
+        took: Duration,
+        shards: BTreeMap<u32, Rebuilt>,
+    },
 }
 
 impl ScheduleSource {
     /// Watches `path`, whose current valid version (already loaded) has digest `digest`.
     pub fn new(path: PathBuf, digest: Option<Digest>, options: LoadOptions) -> ScheduleSource {
         ScheduleSource {
-            watch: FileWatch::new(&path, digest),
+            watch: Some(FileWatch::new(&path, digest)),
+            path,
+            check: None,
             options,
             vanished: false,
             in_force: digest,
@@ -68,7 +108,7 @@ impl ScheduleSource {
 
     /// The file.
     pub fn path(&self) -> &std::path::Path {
-        self.watch.path()
+        &self.path
     }
 
     /// The load options reloads use.
@@ -80,6 +120,49 @@ impl ScheduleSource {
     pub fn set_shards(&mut self, shards: ShardFilter) {
         self.options.shards = shards;
     }
+
+    /// A check is running.
+    pub fn checking(&self) -> bool {
+        self.check.is_some()
+    }
+}
+
+/// Looks at the file; on a change, parses it and compiles each shard of `base` against it.
+fn check_file(
+    mut watch: FileWatch,
+    options: LoadOptions,
+    base: Vec<(u32, Arc<Schedule>, Minute)>,
+) -> Checked {
+    let started = Instant::now();
+    let outcome = match watch.check() {
+        Change::Unchanged => Outcome::Unchanged,
+        Change::Unreadable(e) => Outcome::Unreadable(e),
+        Change::Changed { bytes, digest } => {
+            let parsed = parse(&bytes, watch.path(), options);
+            drop(bytes);
+            match parsed {
+                Err(e) => Outcome::Rejected(digest, e),
+                Ok(schedule) => {
+                    let jobs = schedule.jobs.len();
+                    let mut parts = schedule.into_shards(base.iter().map(|(s, _, _)| *s));
+                    let shards = base
+                        .into_iter()
+                        .map(|(shard, old, processed)| {
+                            let part = parts.remove(&shard).unwrap_or_default();
+                            (shard, Rebuilt::against(&old, part, processed))
+                        })
+                        .collect();
+                    Outcome::Built {
+                        digest,
+                        jobs,
+                        took: started.elapsed(),
+                        shards,
+                    }
+                }
+            }
+        }
+    };
+    Checked { watch, outcome }
 }
 
 /// What one tick did (for tests and logs).
@@ -209,10 +292,11 @@ impl TickLoop {
     /// One tick: reload check, then every minute up to the clock's, for every owned shard.
     pub async fn tick(&mut self) -> Result<TickReport, SinkClosed> {
         let mut report = TickReport::default();
-        self.check_reload(&mut report).await;
+        self.finish_check(&mut report).await;
 
         let now = Minute::containing(self.clock.now());
         let Some(lowest) = self.shards.values().map(|r| r.scheduler.processed()).min() else {
+            self.start_check();
             return Ok(report);
         };
         let highest = self
@@ -323,92 +407,180 @@ impl TickLoop {
                 most = %skips.top(SKIP_NAMES_LOGGED),
             );
         }
+        // After the minutes: a tick woken at a minute boundary sends first.
+        self.start_check();
         Ok(report)
     }
 
-    async fn check_reload(&mut self, report: &mut TickReport) {
+    /// Starts a check of the schedule file unless one is running.
+    fn start_check(&mut self) {
         let Some(source) = self.source.as_mut() else {
             return;
         };
-        match source.watch.check() {
-            Change::Unchanged => {
-                source.vanished = false;
+        if source.check.is_some() {
+            return;
+        }
+        let Some(watch) = source.watch.take() else {
+            return;
+        };
+        let base: Vec<(u32, Arc<Schedule>, Minute)> = self
+            .shards
+            .iter()
+            .map(|(shard, run)| {
+                (
+                    *shard,
+                    Arc::clone(run.scheduler.schedule()),
+                    run.scheduler.processed(),
+                )
+            })
+            .collect();
+        let options = source.options.clone();
+        let at = base
+            .iter()
+            .map(|(s, o, p)| (*s, (Arc::clone(o), *p)))
+            .collect();
+        let task = tokio::task::spawn_blocking(move || check_file(watch, options, base));
+        source.check = Some(Check { task, base: at });
+    }
+
+    /// Waits for the running check of the schedule file, if any, and applies what it found. The
+    /// loop itself never waits for a check; this is for tests and tools that need the reload now.
+    pub async fn settle_check(&mut self) -> TickReport {
+        let mut report = TickReport::default();
+        if let Some(check) = self.source.as_mut().and_then(|s| s.check.as_mut()) {
+            // Wait without taking it, so a cancelled caller leaves it in place.
+            while !check.task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Change::Unreadable(e) => {
+        }
+        self.finish_check(&mut report).await;
+        report
+    }
+
+    /// Checks the file now (off the loop's thread) and applies what the check found.
+    pub async fn check_now(&mut self) -> TickReport {
+        let mut report = self.settle_check().await;
+        self.start_check();
+        let second = self.settle_check().await;
+        report.reloaded |= second.reloaded;
+        report.rejected |= second.rejected;
+        report
+    }
+
+    /// Applies a finished check.
+    async fn finish_check(&mut self, report: &mut TickReport) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        if !source.check.as_ref().is_some_and(|c| c.task.is_finished()) {
+            return;
+        }
+        let Some(check) = source.check.take() else {
+            return;
+        };
+        let checked = match check.task.await {
+            Ok(checked) => checked,
+            Err(e) => {
+                // The watch went with the task: start over from the schedule in force, so the
+                // file is looked at again.
+                error!(message = "checking the schedule file failed; keeping the current schedule", file = %source.path.display(), error = %e);
+                report.rejected = true;
+                source.watch = Some(FileWatch::new(&source.path, source.in_force));
+                return;
+            }
+        };
+        source.watch = Some(checked.watch);
+        let path = source.path.display().to_string();
+        match checked.outcome {
+            Outcome::Unchanged => source.vanished = false,
+            Outcome::Unreadable(e) => {
                 if !source.vanished {
                     warn!(
                         message = "schedule file is unreadable; keeping the current schedule until it is back",
-                        file = %source.watch.path().display(),
+                        file = %path,
                         error = %e,
                     );
                     source.vanished = true;
                 }
             }
-            Change::Changed { bytes, digest } => {
+            Outcome::Rejected(digest, LoadError::Invalid { problems, .. }) => {
                 source.vanished = false;
-                let path = source.watch.path().to_path_buf();
-                let started = std::time::Instant::now();
-                // Parsing a large file takes seconds of CPU (2 s for a million jobs): on the
-                // blocking pool, not on a runtime thread the producers share. The loop itself
-                // waits for it; minutes that pass meanwhile are caught up after.
-                let parsed = {
-                    let path = path.clone();
-                    let options = source.options.clone();
-                    tokio::task::spawn_blocking(move || parse(&bytes, &path, options)).await
-                };
-                let parsed = match parsed {
-                    Ok(parsed) => parsed,
-                    Err(e) => {
-                        report.rejected = true;
-                        error!(message = "reading the schedule failed; keeping the current schedule", file = %path.display(), error = %e);
-                        return;
-                    }
-                };
-                match parsed {
-                    Ok(schedule) => {
-                        let jobs = schedule.jobs.len();
-                        let (mut added, mut rescheduled, mut updated, mut removed) = (0, 0, 0, 0);
-                        for (shard, part) in schedule.into_shards(self.shards.keys().copied()) {
-                            // Jobs of a shard given up since the parse started are not ours.
-                            if let Some(run) = self.shards.get_mut(&shard) {
-                                let diff = run.scheduler.apply(part);
-                                added += diff.added.len();
-                                rescheduled += diff.rescheduled.len();
-                                updated += diff.updated.len();
-                                removed += diff.removed.len();
-                            }
-                        }
-                        report.reloaded = true;
-                        source.in_force = Some(digest);
-                        info!(
-                            message = "schedule reloaded",
-                            file = %path.display(),
-                            md5 = %digest,
-                            jobs,
-                            added,
-                            rescheduled,
-                            updated,
-                            removed,
-                            took_ms = started.elapsed().as_millis() as u64,
-                        );
-                    }
-                    Err(LoadError::Invalid { problems, .. }) => {
-                        report.rejected = true;
-                        for p in &problems {
-                            error!(message = "schedule problem", problem = %p);
-                        }
-                        error!(
-                            message = "schedule file rejected; keeping the last good schedule until the file changes again",
-                            file = %path.display(),
-                            md5 = %digest,
-                            problems = problems.len(),
-                        );
-                    }
-                    Err(e) => {
-                        report.rejected = true;
-                        error!(message = "schedule file rejected", error = %e);
-                    }
+                report.rejected = true;
+                for p in &problems {
+                    error!(message = "schedule problem", problem = %p);
                 }
+                error!(
+                    message = "schedule file rejected; keeping the last good schedule until the file changes again",
+                    file = %path,
+                    md5 = %digest,
+                    problems = problems.len(),
+                );
+            }
+            Outcome::Rejected(digest, e) => {
+                source.vanished = false;
+                report.rejected = true;
+                error!(message = "schedule file rejected; keeping the last good schedule until the file changes again", file = %path, md5 = %digest, error = %e);
+            }
+            Outcome::Built {
+                digest,
+                jobs,
+                took,
+                shards,
+            } => {
+                source.vanished = false;
+                let swap_started = Instant::now();
+                let (mut added, mut rescheduled, mut updated, mut removed) = (0, 0, 0, 0);
+                let mut stale = Vec::new();
+                let mut replaced = Vec::new();
+                for (shard, rebuilt) in shards {
+                    let Some(run) = self.shards.get_mut(&shard) else {
+                        continue; // given up since the check started
+                    };
+                    let current = check.base.get(&shard).is_some_and(|(schedule, processed)| {
+                        Arc::ptr_eq(schedule, run.scheduler.schedule())
+                            && *processed <= run.scheduler.processed()
+                    });
+                    if !current {
+                        // Taken over again meanwhile: compiled from another state.
+                        stale.push(shard);
+                        continue;
+                    }
+                    added += rebuilt.diff.added.len();
+                    rescheduled += rebuilt.diff.rescheduled.len();
+                    updated += rebuilt.diff.updated.len();
+                    removed += rebuilt.diff.removed.len();
+                    replaced.extend(rebuilt.install(&mut run.scheduler));
+                }
+                if !replaced.is_empty() {
+                    // Freeing a million jobs takes a while: not on the loop.
+                    tokio::task::spawn_blocking(move || drop(replaced));
+                }
+                if stale.is_empty() {
+                    source.in_force = Some(digest);
+                } else {
+                    // Look at the file again from the schedule in force: the next check
+                    // compiles the stale shards anew (the others come out unchanged), and the
+                    // reload is reported then.
+                    debug!(message = "shards changed during the reload; checking again", shards = ?stale);
+                    source.watch = Some(FileWatch::new(&source.path, source.in_force));
+                    return;
+                }
+                if !stale.is_empty() {
+                    return;
+                }
+                report.reloaded = true;
+                info!(
+                    message = "schedule reloaded",
+                    file = %path,
+                    md5 = %digest,
+                    jobs,
+                    added,
+                    rescheduled,
+                    updated,
+                    removed,
+                    took_ms = took.as_millis() as u64,
+                    swap_ms = swap_started.elapsed().as_millis() as u64,
+                );
             }
         }
     }

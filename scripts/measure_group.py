@@ -7,6 +7,11 @@
      (on tansu through the orphan watchdog)
   D. kill -9 of another member and an immediate replacement: time until its shards move
      (the coordinator reassigns when a new member joins)
+  R. one dispatcher with N daily jobs none of which falls in the next hours, plus 2 every-minute
+     jobs, so each minute is small: the file is rewritten (1 % of payloads changed, 1 000 jobs
+     added) 2 s before a minute boundary; the skew of the minutes before, during and after the
+     reload, and the peak memory of the reload (VmHWM reset through /proc/PID/clear_refs before)
+     against the steady state
 
 For each: resident memory per process (steady VmRSS and peak VmHWM), load time (start until every
 shard runs), and the time until all of one minute's due jobs are acked (the `slot dispatched`
@@ -19,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRONQ = os.path.join(ROOT, "target/release/cronq")
 TANSU = os.path.expanduser("~/.cargo/bin/tansu")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-PHASES = sys.argv[2] if len(sys.argv) > 2 else "ABCD"
+PHASES = sys.argv[2] if len(sys.argv) > 2 else "ABCDR"
 work = tempfile.mkdtemp(prefix="cronq-measure-")
 
 
@@ -42,6 +47,58 @@ def schedule():
             f.write(f'{{"jobName":"job-{i:07d}","priority":{i % 10},"job":"run-task --id {i}","cronTime":"{cron}"}}{sep}')
         f.write("]}\n")
     return path
+
+
+def quiet_schedule(path, edited):
+    """N daily jobs at hours at least 2 away from now (UTC), 2 every-minute jobs; `edited` changes
+    1 % of the payloads and adds 1 000 jobs."""
+    rng = random.Random(11)
+    hour = time.gmtime().tm_hour
+    hours = [h for h in range(24) if min((h - hour) % 24, (hour - h) % 24) >= 2]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write('{"jobs":[\n')
+        f.write('{"jobName":"tick-a","job":"a","cronTime":"* * * * *"},\n{"jobName":"tick-b","job":"b","cronTime":"* * * * *"}')
+        for i in range(N + (1000 if edited else 0)):
+            cron = f"{rng.randrange(60)} {rng.choice(hours)} * * *"
+            payload = f"run-task --id {i}" + (" --v2" if edited and i % 100 == 0 else "")
+            f.write(f',\n{{"jobName":"job-{i:07d}","priority":{i % 10},"job":"{payload}","cronTime":"{cron}"}}')
+        f.write("\n]}\n")
+    os.rename(tmp, path)
+
+
+def reload_phase(brokers):
+    path = os.path.join(work, "quiet.json")
+    quiet_schedule(path, False)
+    m = Member("reload", "g-reload", "t-reload", brokers, path)
+    ready([m])
+    time.sleep(max(0, 60 - time.time() % 60) + 125)
+    steady = m.mem().get("VmRSS")
+    # Peak RSS from here on only.
+    with open(f"/proc/{m.p.pid}/clear_refs", "w") as f:
+        f.write("5")
+    # Write the new version to a side file first, then rename it in 2 s before a boundary.
+    side = path + ".next"
+    quiet_schedule(side, True)
+    time.sleep(max(0, 58 - time.time() % 60))
+    t_write = time.time()
+    os.rename(side, path)
+    _, at = wait_for([m], r"schedule reloaded", 300, since=t_write)
+    time.sleep(max(0, 60 - time.time() % 60) + 65)
+    line = [l for l in m.text().splitlines() if "schedule reloaded" in l][-1]
+    took = re.search(r"took_ms=(\d+)", line).group(1)
+    swap = re.search(r"swap_ms=(\d+)", line).group(1)
+    peak = m.mem().get("VmHWM")
+    say(f"R: {N} jobs, steady RSS {steady} MB; reload written at second {t_write % 60:.1f}, applied {at - t_write:.1f} s later (built in {took} ms off the loop, swapped in {swap} ms)")
+    say(f"  peak RSS during the reload {peak} MB = {peak / steady:.2f}x steady (target <= 1.6x)")
+    boundary = int(t_write // 60 + 1) * 60
+    for slot, (jobs, skew) in sorted(minute_acks([m], 0).items()):
+        from datetime import datetime, timezone
+        t = datetime.strptime(slot, "%Y-%m-%dT%H:%MZ").replace(tzinfo=timezone.utc).timestamp()
+        if boundary - 180 <= t <= boundary + 60:
+            what = "during the reload" if t == boundary else ("after" if t > boundary else "before")
+            say(f"  minute {slot} ({what}): {jobs} jobs, all acked {skew} ms after the slot")
+    m.term()
 
 
 def broker():
@@ -159,10 +216,14 @@ def run_phase(label, names, brokers, path):
     return members
 
 
-say(f"generating {N} jobs ..."); path = schedule()
-say(f"schedule: {os.path.getsize(path) // 1_000_000} MB, work dir {work}")
+say(f"generating {N} jobs ..."); path = schedule() if PHASES != "R" else None
+say(f"schedule: {os.path.getsize(path) // 1_000_000 if path else 0} MB, work dir {work}")
 bp, brokers = broker()
 try:
+    if "R" in PHASES:
+        reload_phase(brokers)
+        if PHASES == "R":
+            raise SystemExit(0)
     if "A" in PHASES:
         for m in run_phase("single", ["solo"], brokers, path):
             m.term()

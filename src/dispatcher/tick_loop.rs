@@ -54,7 +54,7 @@ impl ScheduleSource {
     /// Watches `path`, whose current valid version (already loaded) has digest `digest`.
     pub fn new(path: PathBuf, digest: Option<Digest>, options: LoadOptions) -> ScheduleSource {
         ScheduleSource {
-            watch: FileWatch::new(&path, digest),
+            watch: FileWatch::new(&path, digest).with_max_bytes(options.max_file_bytes),
             options,
             vanished: false,
             in_force: digest,

@@ -127,6 +127,29 @@ fn the_record_size_counts_the_payload_as_json_writes_it() {
     assert_eq!(problems(&letters, limit), Vec::<String>::new());
 }
 
+/// A job with an oversized payload and another bad field gets both problems in one pass.
+#[test]
+fn an_oversized_payload_is_reported_next_to_the_jobs_other_problems() {
+    let limit = LoadOptions {
+        max_message_bytes: 1024,
+        ..LoadOptions::default()
+    };
+    let text = format!(
+        r#"{{"jobs":[{{"jobName":"j","job":"{}","cronTime":"61 * * * *"}}]}}"#,
+        "x".repeat(2000)
+    );
+    let got = problems(&text, limit);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with(r#"s.json:1:31: jobs[0] "j": job: each dispatch would be a "#),
+        "{got:?}"
+    );
+    assert!(
+        got[1].ends_with(r#"jobs[0] "j": cronTime: minute: 61 is out of range 0-59"#),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn topic_names_kafka_would_refuse_are_reported_with_file_job_and_field() {
     let long = "t".repeat(250);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::load::JobSpec;
+use super::load::{Catchup, JobSpec, DEFAULT_CATCHUP_WINDOW};
 use crate::dispatcher::Dispatch;
 use crate::message::{encode, OutgoingRecord};
 
@@ -102,12 +102,25 @@ fn sample_slot() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-/// The size of the record batch every dispatch of `spec` becomes (see [`record_batch_bytes`]):
-/// the record is encoded exactly as the producer encodes it.
-pub fn dispatch_batch_bytes(spec: &Arc<JobSpec>) -> usize {
+/// The size of the record batch every dispatch of a job with these fields becomes (see
+/// [`record_batch_bytes`]): the record is encoded exactly as the producer encodes it. The other
+/// fields of a job (zone, topic, catch-up) are not in the record.
+pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &str) -> usize {
     let slot = sample_slot();
+    let spec = JobSpec {
+        name: name.to_string(),
+        priority,
+        job: job.to_string(),
+        cron_time: Arc::from(cron_time),
+        timezone: chrono_tz::UTC,
+        topic: None,
+        enabled: true,
+        catchup: Catchup::All,
+        catchup_window: DEFAULT_CATCHUP_WINDOW,
+        shard: 0,
+    };
     let dispatch = Dispatch {
-        spec: Arc::clone(spec),
+        spec: Arc::new(spec),
         scheduled_at: slot,
         lease: None,
     };
@@ -126,23 +139,7 @@ pub fn dispatch_batch_bytes_bound(name: &str, job: &str, cron_time: &str) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::load::Catchup;
     use std::collections::BTreeMap;
-
-    fn spec(name: &str, job: &str, cron_time: &str, priority: i32) -> Arc<JobSpec> {
-        Arc::new(JobSpec {
-            name: name.into(),
-            priority,
-            job: job.into(),
-            cron_time: cron_time.into(),
-            timezone: chrono_tz::UTC,
-            topic: None,
-            enabled: true,
-            catchup: Catchup::All,
-            catchup_window: std::time::Duration::from_secs(3600),
-            shard: 0,
-        })
-    }
 
     #[test]
     fn varints_grow_every_seven_bits_of_the_zigzag_value() {
@@ -184,7 +181,7 @@ mod tests {
             ("näme ✓", "jöb ✓ \u{7f}", "0 0 L * *", -1),
         ];
         for (name, job, cron, priority) in cases {
-            let exact = dispatch_batch_bytes(&spec(name, job, cron, priority));
+            let exact = dispatch_batch_bytes(name, priority, job, cron);
             let bound = dispatch_batch_bytes_bound(name, job, cron);
             assert!(exact <= bound, "{name:.20}: exact {exact} > bound {bound}");
             // The payload itself is in there (escaped at least once).

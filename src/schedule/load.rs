@@ -872,6 +872,32 @@ impl<'a> Checker<'a> {
             None => None,
         };
 
+        // The record a dispatch becomes depends on the name, payload, expression and priority only,
+        // so its size is checked even when another field failed: every problem in one pass.
+        if let (Some(n), Some(j), Some(at), Some(raw_cron)) =
+            (&name, &payload, field[PAYLOAD], field[CRON_TIME])
+        {
+            let cron_text: Cow<'_, str> = match &cron {
+                Some((text, _)) => Cow::Borrowed(text.as_ref()),
+                None => Cow::Owned(serde_json::from_str(raw_cron.get()).unwrap_or_default()),
+            };
+            let max = options.max_message_bytes;
+            if limits::dispatch_batch_bytes_bound(n, j, &cron_text) > max {
+                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text);
+                if bytes > max {
+                    self.report(
+                        Some(at.get()),
+                        Some(job_ref),
+                        Some("job"),
+                        format!(
+                            "each dispatch would be a {bytes}-byte Kafka record batch (JobMessage with key and headers), more than --max-message-bytes {max}; the payload is {} bytes",
+                            j.len()
+                        ),
+                    );
+                }
+            }
+        }
+
         if self.problems.len() > before {
             return None;
         }
@@ -901,44 +927,24 @@ impl<'a> Checker<'a> {
         };
         // Validated whoever owns it; kept only by the owner of its shard.
         let shard = options.shards.shard_of(&name);
-        let owned = options.shards.owns(shard);
-        let over_size =
-            limits::dispatch_batch_bytes_bound(&name, &job, &cron_time) > options.max_message_bytes;
-        if !owned && !over_size {
+        if !options.shards.owns(shard) {
             return None;
         }
-        let spec = Arc::new(JobSpec {
-            name,
-            priority,
-            job,
-            cron_time,
-            timezone,
-            topic,
-            enabled,
-            catchup,
-            catchup_window,
-            shard,
-        });
-        if over_size {
-            let bytes = limits::dispatch_batch_bytes(&spec);
-            if bytes > options.max_message_bytes {
-                self.report(
-                    field[PAYLOAD].map(|v| v.get()),
-                    Some((i, Some(spec.name.as_str()))),
-                    Some("job"),
-                    format!(
-                        "each dispatch would be a {bytes}-byte Kafka record batch (JobMessage with key and headers), more than --max-message-bytes {}; the payload is {} bytes",
-                        options.max_message_bytes,
-                        spec.job.len()
-                    ),
-                );
-                return None;
-            }
-        }
-        if !owned {
-            return None;
-        }
-        Some(Job { spec, expr })
+        Some(Job {
+            spec: Arc::new(JobSpec {
+                name,
+                priority,
+                job,
+                cron_time,
+                timezone,
+                topic,
+                enabled,
+                catchup,
+                catchup_window,
+                shard,
+            }),
+            expr,
+        })
     }
 }
 

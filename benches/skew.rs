@@ -40,7 +40,10 @@ fn cronq_skews(broker: &str, minutes: usize) -> Vec<(f64, f64)> {
     let mut child = Command::new(CRONQ)
         .args(["run", "--brokers", broker, "--topic", &topic])
         .args(["--group", &format!("g-{topic}")])
-        .args(["--drill-clock", &format!("{SPEED}x@{}", Utc::now().timestamp())])
+        .args([
+            "--drill-clock",
+            &format!("{SPEED}x@{}", Utc::now().timestamp()),
+        ])
         .arg("--schedule")
         .arg(&schedule)
         .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")

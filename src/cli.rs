@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
@@ -64,11 +64,14 @@ pub struct RunArgs {
     /// The schedule file (checked for changes on every tick).
     #[arg(long, env = "CRONQ_SCHEDULE", default_value = "schedule/schedule.json")]
     pub schedule: PathBuf,
+    /// Limits of the schedule file.
+    #[command(flatten)]
+    pub limits: ScheduleLimitArgs,
     /// Zone for jobs without a `timezone` field (IANA name).
     #[arg(long, env = "CRONQ_TIMEZONE", default_value = "UTC")]
     pub timezone: String,
     /// Topic for jobs without a `topic` field.
-    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs", value_parser = kafka_topic)]
     pub topic: String,
     /// How often the loop wakes up to check the clock and the schedule file (10ms-1m).
     #[arg(long, env = "CRONQ_TICK", default_value = "1s", value_parser = tick_duration)]
@@ -80,17 +83,18 @@ pub struct RunArgs {
     /// On SIGINT/SIGTERM or a handover, how long to wait for acks before writing the cursors (0s-1h).
     #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "10s", value_parser = grace_duration)]
     pub shutdown_grace: Duration,
-    /// Capacity of the queue between the tick loop and the sink (a full queue makes the loop wait).
-    #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    /// Capacity of the queue between the tick loop and the sink (a full queue makes the loop wait;
+    /// 1-10000000).
+    #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = |s: &str| whole::<u32>(s, 1, 10_000_000))]
     pub queue_capacity: u32,
     /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
     pub group: String,
     /// The group's state topic (one partition per shard, cursors in it); default `<group>.state`.
-    #[arg(long, env = "CRONQ_STATE_TOPIC")]
+    #[arg(long, env = "CRONQ_STATE_TOPIC", value_parser = kafka_topic)]
     pub state_topic: Option<String>,
-    /// Shards of a state topic cronq creates (an existing topic's partition count wins).
-    #[arg(long, env = "CRONQ_SHARDS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Shards of a state topic cronq creates (an existing topic's partition count wins; 1-10000).
+    #[arg(long, env = "CRONQ_SHARDS", default_value_t = 12, value_parser = |s: &str| whole::<u32>(s, 1, 10_000))]
     pub shards: u32,
     /// How long a silent member keeps its shards before the group moves them (1s-30m).
     #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "10s", value_parser = session_duration)]
@@ -108,28 +112,29 @@ pub struct RunArgs {
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Partitions of topics cronq creates.
-    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3)]
+    /// Partitions of topics cronq creates (1-10000).
+    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3, value_parser = |s: &str| whole::<i32>(s, 1, 10_000))]
     pub partitions: i32,
-    /// Replication factor of topics cronq creates.
-    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1)]
+    /// Replication factor of topics cronq creates (1-32).
+    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1, value_parser = |s: &str| whole::<i16>(s, 1, 32))]
     pub replication_factor: i16,
     /// Never create topics; a missing topic is an error.
     #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
-    /// Producer tasks.
-    #[arg(long, env = "CRONQ_PRODUCERS", default_value_t = 4)]
+    /// Producer tasks (1-256).
+    #[arg(long, env = "CRONQ_PRODUCERS", default_value_t = 4, value_parser = |s: &str| whole::<usize>(s, 1, 256))]
     pub producers: usize,
-    /// Records per produce request at most.
-    #[arg(long, env = "CRONQ_BATCH_SIZE", default_value_t = 1000)]
+    /// Records per produce request at most (1-100000).
+    #[arg(long, env = "CRONQ_BATCH_SIZE", default_value_t = 1000, value_parser = |s: &str| whole::<usize>(s, 1, 100_000))]
     pub batch_size: usize,
     /// Record batch compression.
     #[arg(long, env = "CRONQ_COMPRESSION", value_enum, default_value_t = CompressionArg::None)]
     pub compression: CompressionArg,
-    /// First retry delay after a failed produce (doubles with jitter up to 30s).
-    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "100ms", value_parser = humantime::parse_duration)]
+    /// First retry delay after a failed produce (doubles with jitter up to 30s; 10ms-30s).
+    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "100ms", value_parser = |s: &str| bounded(s, Duration::from_millis(10), Duration::from_secs(30)))]
     pub retry_backoff: Duration,
-    /// Replay the window [FROM, UNTIL) as fast as possible and exit (RFC 3339 instants).
+    /// Replay the window [FROM, UNTIL) as fast as possible and exit (RFC 3339 instants,
+    /// 1970-01-01T00:01:00Z to 2100-01-01T00:00:00Z).
     #[arg(long, env = "CRONQ_FROM", requires = "until")]
     pub from: Option<String>,
     /// End (exclusive) of the replay window.
@@ -157,7 +162,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The job topic.
-    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs", value_parser = kafka_topic)]
     pub topic: String,
     /// Consumer group: workers in one group share the topic's partitions.
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-workers")]
@@ -171,65 +176,67 @@ pub struct WorkerArgs {
     /// Run each job with `sh -c` instead. Anyone who can write to the topic can then run commands here.
     #[arg(long, env = "CRONQ_SHELL")]
     pub shell: bool,
-    /// Longest run of one attempt; then its process group gets SIGTERM, and SIGKILL after --kill-grace.
-    #[arg(long, env = "CRONQ_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    /// Longest run of one attempt; then its process group gets SIGTERM, and SIGKILL after
+    /// --kill-grace (1s-1d).
+    #[arg(long, env = "CRONQ_TIMEOUT", default_value = "10m", value_parser = |s: &str| bounded(s, Duration::from_secs(1), DAY))]
     pub timeout: Duration,
-    /// Between SIGTERM and SIGKILL when a job times out.
-    #[arg(long, env = "CRONQ_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Between SIGTERM and SIGKILL when a job times out (0s-10m).
+    #[arg(long, env = "CRONQ_KILL_GRACE", default_value = "5s", value_parser = |s: &str| bounded(s, Duration::ZERO, 10 * MINUTE))]
     pub kill_grace: Duration,
     /// Topic for a JobResult per attempt.
-    #[arg(long, env = "CRONQ_RESULTS_TOPIC", default_value = "jobs.results")]
+    #[arg(long, env = "CRONQ_RESULTS_TOPIC", default_value = "jobs.results", value_parser = kafka_topic)]
     pub results_topic: String,
     /// Topic for jobs that used up their attempts, were rejected, or could not be read.
-    #[arg(long, env = "CRONQ_DLQ_TOPIC", default_value = "jobs.dlq")]
+    #[arg(long, env = "CRONQ_DLQ_TOPIC", default_value = "jobs.dlq", value_parser = kafka_topic)]
     pub dlq_topic: String,
-    /// Attempts per job (failed or timed out ones are retried).
-    #[arg(long, env = "CRONQ_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Attempts per job (failed or timed out ones are retried; 1-100).
+    #[arg(long, env = "CRONQ_MAX_ATTEMPTS", default_value_t = 3, value_parser = |s: &str| whole::<u32>(s, 1, 100))]
     pub max_attempts: u32,
-    /// Wait before the second attempt; doubles (with jitter) for each further one, up to 30s.
-    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Wait before the second attempt; doubles (with jitter) for each further one, up to 30s
+    /// (10ms-30s).
+    #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "1s", value_parser = |s: &str| bounded(s, Duration::from_millis(10), Duration::from_secs(30)))]
     pub retry_backoff: Duration,
-    /// Jobs held in the local queue (picked by priority) before fetching pauses.
-    #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 256)]
+    /// Jobs held in the local queue (picked by priority) before fetching pauses (1-100000).
+    #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 256, value_parser = |s: &str| whole::<usize>(s, 1, 100_000))]
     pub prefetch: usize,
     /// `ordered`: runs of one jobName one at a time, in order; `unordered` lifts that.
     #[arg(long, env = "CRONQ_ORDERING", value_enum, default_value_t = Ordering::Ordered)]
     pub ordering: Ordering,
-    /// Smallest pool of executors.
-    #[arg(long, env = "CRONQ_MIN_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Smallest pool of executors (1-1024).
+    #[arg(long, env = "CRONQ_MIN_WORKERS", default_value_t = 1, value_parser = |s: &str| whole::<u64>(s, 1, 1024))]
     pub min_workers: u64,
-    /// Largest pool of executors.
-    #[arg(long, env = "CRONQ_MAX_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Largest pool of executors (1-1024).
+    #[arg(long, env = "CRONQ_MAX_WORKERS", default_value_t = 16, value_parser = |s: &str| whole::<u64>(s, 1, 1024))]
     pub max_workers: u64,
-    /// How often the pool size is decided.
-    #[arg(long, env = "CRONQ_SCALE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often the pool size is decided (100ms-1m).
+    #[arg(long, env = "CRONQ_SCALE_INTERVAL", default_value = "1s", value_parser = |s: &str| bounded(s, Duration::from_millis(100), MINUTE))]
     pub scale_interval: Duration,
-    /// Grow the pool when the backlog would take longer than this at the observed rate.
-    #[arg(long, env = "CRONQ_TARGET_DRAIN", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Grow the pool when the backlog would take longer than this at the observed rate (1s-1h).
+    #[arg(long, env = "CRONQ_TARGET_DRAIN", default_value = "10s", value_parser = |s: &str| bounded(s, Duration::from_secs(1), HOUR))]
     pub target_drain: Duration,
-    /// Shrink the pool (one step at a time) only after this long with spare capacity.
-    #[arg(long, env = "CRONQ_SCALE_DOWN_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Shrink the pool (one step at a time) only after this long with spare capacity (0s-1h).
+    #[arg(long, env = "CRONQ_SCALE_DOWN_DELAY", default_value = "30s", value_parser = |s: &str| bounded(s, Duration::ZERO, HOUR))]
     pub scale_down_delay: Duration,
-    /// On SIGINT/SIGTERM, how long running jobs may take to finish before they are killed.
-    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish before they are killed (0s-1h).
+    #[arg(long, env = "CRONQ_SHUTDOWN_GRACE", default_value = "30s", value_parser = grace_duration)]
     pub shutdown_grace: Duration,
-    /// How often finished offsets are committed.
-    #[arg(long, env = "CRONQ_COMMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often finished offsets are committed (100ms-5m).
+    #[arg(long, env = "CRONQ_COMMIT_INTERVAL", default_value = "1s", value_parser = |s: &str| bounded(s, Duration::from_millis(100), 5 * MINUTE))]
     pub commit_interval: Duration,
-    /// Group session timeout: how long a silent worker keeps its partitions.
-    #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    /// Group session timeout: how long a silent worker keeps its partitions (1s-30m).
+    #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "45s", value_parser = session_duration)]
     pub session_timeout: Duration,
-    /// How many finished dispatchIds are remembered to skip redeliveries.
-    #[arg(long, env = "CRONQ_DEDUP_CAPACITY", default_value_t = 100_000)]
+    /// How many finished dispatchIds are remembered to skip redeliveries (1-10000000).
+    #[arg(long, env = "CRONQ_DEDUP_CAPACITY", default_value_t = 100_000, value_parser = |s: &str| whole::<usize>(s, 1, 10_000_000))]
     pub dedup_capacity: usize,
     /// This worker's name in results (default: hostname-pid).
     #[arg(long, env = "CRONQ_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Partitions of the results and DLQ topics when the worker creates them.
-    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3)]
+    /// Partitions of the results and DLQ topics when the worker creates them (1-10000).
+    #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3, value_parser = |s: &str| whole::<i32>(s, 1, 10_000))]
     pub partitions: i32,
-    /// Replication factor of topics the worker creates.
-    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1)]
+    /// Replication factor of topics the worker creates (1-32).
+    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1, value_parser = |s: &str| whole::<i32>(s, 1, 32))]
     pub replication_factor: i32,
     /// Never create the results and DLQ topics.
     #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
@@ -243,7 +250,7 @@ pub struct TailArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The topic to read.
-    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs")]
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs", value_parser = kafka_topic)]
     pub topic: String,
     /// Start at the oldest record instead of only new ones.
     #[arg(long)]
@@ -251,11 +258,11 @@ pub struct TailArgs {
     /// Print each record's value as JSON (one line each) instead of a readable line.
     #[arg(long)]
     pub json: bool,
-    /// Exit after this many records.
-    #[arg(long)]
+    /// Exit after this many records (1-1000000000).
+    #[arg(long, value_parser = |s: &str| whole::<u64>(s, 1, 1_000_000_000))]
     pub count: Option<u64>,
-    /// Exit when no record arrived for this long (e.g. `10s`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Exit when no record arrived for this long (e.g. `10s`; 100ms-7d).
+    #[arg(long, value_parser = |s: &str| bounded(s, Duration::from_millis(100), 7 * DAY))]
     pub idle_timeout: Option<Duration>,
 }
 
@@ -269,7 +276,7 @@ pub struct StatusArgs {
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
     pub group: String,
     /// The group's state topic; default `<group>.state`.
-    #[arg(long, env = "CRONQ_STATE_TOPIC")]
+    #[arg(long, env = "CRONQ_STATE_TOPIC", value_parser = kafka_topic)]
     pub state_topic: Option<String>,
     /// Print the view as one JSON object.
     #[arg(long)]
@@ -291,6 +298,39 @@ pub struct ValidateArgs {
     /// Zone for jobs without a `timezone` field.
     #[arg(long, env = "CRONQ_TIMEZONE", default_value = "UTC")]
     pub timezone: String,
+    /// Limits of the schedule file.
+    #[command(flatten)]
+    pub limits: ScheduleLimitArgs,
+}
+
+/// What a schedule file may hold (`run` and `validate`): a file over a limit is refused with the
+/// file, job and field named.
+#[derive(Debug, Args, Clone)]
+pub struct ScheduleLimitArgs {
+    /// The largest Kafka record batch one dispatch may become (the JobMessage with its key and
+    /// headers), as the broker's `message.max.bytes` (1 MiB by default there too); a job over it
+    /// fails validation (1024-104857600).
+    #[arg(long, env = "CRONQ_MAX_MESSAGE_BYTES", default_value_t = schedule::limits::DEFAULT_MAX_MESSAGE_BYTES, value_parser = |s: &str| whole::<usize>(s, 1024, 100 << 20))]
+    pub max_message_bytes: usize,
+    /// The most jobs a schedule file may hold (1-100000000).
+    #[arg(long, env = "CRONQ_MAX_JOBS", default_value_t = schedule::limits::DEFAULT_MAX_JOBS, value_parser = |s: &str| whole::<usize>(s, 1, 100_000_000))]
+    pub max_jobs: usize,
+    /// The largest schedule file, in bytes; a larger one is refused without being read (default
+    /// 2 GiB; 1024-17179869184).
+    #[arg(long, env = "CRONQ_MAX_FILE_BYTES", default_value_t = schedule::limits::DEFAULT_MAX_FILE_BYTES, value_parser = |s: &str| whole::<u64>(s, 1024, 16 << 30))]
+    pub max_file_bytes: u64,
+}
+
+impl ScheduleLimitArgs {
+    /// `options` with these limits.
+    fn apply(&self, options: LoadOptions) -> LoadOptions {
+        LoadOptions {
+            max_message_bytes: self.max_message_bytes,
+            max_jobs: self.max_jobs,
+            max_file_bytes: self.max_file_bytes,
+            ..options
+        }
+    }
 }
 
 /// `cronq next`
@@ -301,8 +341,8 @@ pub struct NextArgs {
     /// Print instants strictly after this RFC 3339 instant (default: now).
     #[arg(long, env = "CRONQ_AFTER")]
     pub after: Option<String>,
-    /// How many instants to print.
-    #[arg(short = 'n', long = "count", default_value_t = 5, env = "CRONQ_COUNT")]
+    /// How many instants to print (0-100000).
+    #[arg(short = 'n', long = "count", default_value_t = 5, env = "CRONQ_COUNT", value_parser = |s: &str| whole::<usize>(s, 0, 100_000))]
     pub count: usize,
     /// The IANA time zone whose wall clock the expression is read on.
     #[arg(long, default_value = "UTC", env = "CRONQ_TZ")]
@@ -417,8 +457,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A duration flag in `min..=max`; every refusal names the range (clap adds the flag).
 fn bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "{text:?} is not a duration like \"90s\", \"15m\" or \"2h\" ({e}); the range is {}-{}",
+            whole_unit(min),
+            whole_unit(max)
+        )
+    })?;
     if d < min || d > max {
         return Err(format!(
             "{text:?} is out of range {}-{}",
@@ -427,6 +478,38 @@ fn bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String>
         ));
     }
     Ok(d)
+}
+
+/// An integer flag in `min..=max`; every refusal (negative, too large for any type, not a number)
+/// names the range, so `-n 18446744073709551615` is a usage error rather than an allocation.
+fn whole<T: TryFrom<i128>>(text: &str, min: i128, max: i128) -> Result<T, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+    let n = match trimmed.parse::<i128>() {
+        Ok(n) => n,
+        // Only digits but beyond i128: out of range like any other huge number.
+        Err(_) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(format!("{text:?} is out of range {min}-{max}"))
+        }
+        Err(_) => {
+            return Err(format!(
+                "{text:?} is not a whole number; the range is {min}-{max}"
+            ))
+        }
+    };
+    if n < min || n > max {
+        return Err(format!("{text:?} is out of range {min}-{max}"));
+    }
+    T::try_from(n).map_err(|_| format!("{text:?} is out of range {min}-{max}"))
+}
+
+/// A topic flag: Kafka's rule for topic names (1-249 characters of `a-z A-Z 0-9 . _ -`, not `.`
+/// or `..`).
+fn kafka_topic(text: &str) -> Result<String, String> {
+    match schedule::limits::topic_problem(text) {
+        None => Ok(text.to_string()),
+        Some(problem) => Err(problem),
+    }
 }
 
 /// A bound as people write it: `366d`, `30m`, `10ms` (humantime would say `1year 18h`).
@@ -543,11 +626,12 @@ fn upcoming(expr: &CronExpr, after: DateTime<Utc>, count: usize) -> Vec<DateTime
     let mut cursor = after;
     while out.len() < count {
         match expr.next_after(cursor) {
-            Some(t) => {
+            // RFC 3339 has four-digit years: the list ends with year 9999.
+            Some(t) if t.with_timezone(&expr.tz()).year() <= 9999 => {
                 out.push(t);
                 cursor = t;
             }
-            None => break,
+            _ => break,
         }
     }
     out
@@ -588,12 +672,33 @@ fn parse_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliErr
         })
 }
 
+/// The span a replay may cover: the wheel counts minutes from the Unix epoch and starts one minute
+/// before the first slot (so minute 0 cannot be a slot), and nobody replays a schedule for the
+/// next century.
+const REPLAY_SPAN: (&str, &str) = ("1970-01-01T00:01:00Z", "2100-01-01T00:00:00Z");
+
+/// `--from`/`--until`: an RFC 3339 instant inside [`REPLAY_SPAN`].
+fn replay_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliError> {
+    let at = parse_instant(flag, text)?;
+    let (first, last) = REPLAY_SPAN;
+    let inside = parse_instant(flag, first).is_ok_and(|f| at >= f)
+        && parse_instant(flag, last).is_ok_and(|l| at <= l);
+    if inside {
+        Ok(at)
+    } else {
+        Err(CliError::Invalid {
+            flag,
+            reason: format!("{text} is outside the replayable span {first} to {last}"),
+        })
+    }
+}
+
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
-    let options = LoadOptions {
+    let options = args.limits.apply(LoadOptions {
         default_tz,
         ..LoadOptions::default()
-    };
+    });
     let schedule = match schedule::load(&args.path, options) {
         Ok((s, _)) => s,
         Err(LoadError::Invalid { path, problems }) => {
@@ -643,15 +748,16 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
 
 fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
-    let load = LoadOptions {
+    let load = args.limits.apply(LoadOptions {
         default_tz,
         default_catchup_window: args.max_catchup,
         shards: ShardFilter::default(),
-    };
+        ..LoadOptions::default()
+    });
     let window = match (&args.from, &args.until) {
         (Some(f), Some(u)) => {
-            let from = parse_instant("--from", f)?;
-            let until = parse_instant("--until", u)?;
+            let from = replay_instant("--from", f)?;
+            let until = replay_instant("--until", u)?;
             if from >= until {
                 return Err(CliError::EmptyWindow);
             }

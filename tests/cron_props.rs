@@ -230,7 +230,8 @@ struct Spec {
     /// cron(8): a day field is restricted iff its text does not start with `*`.
     days_restricted: bool,
     weekdays_restricted: bool,
-    /// Minute and hour are plain numbers, ranges or lists: no `*` and no step anywhere.
+    /// cron(8)'s fixed-time job: neither the minute nor the hour text starts with `*` (Debian's
+    /// `MIN_STAR`/`HR_STAR` flags look at the first character only, so `0-30/10` is fixed).
     fixed_time: bool,
 }
 
@@ -247,7 +248,6 @@ impl Spec {
         };
         let f: Vec<&str> = expanded.split_whitespace().collect();
         assert_eq!(f.len(), 5, "{text:?}");
-        let plain = |t: &str| !t.contains('*') && !t.contains('/');
         Spec {
             minutes: MINUTE.set(f[0]),
             hours: HOUR.set(f[1]),
@@ -256,7 +256,7 @@ impl Spec {
             weekdays: WeekdayRule::parse(f[4]),
             days_restricted: !f[2].starts_with('*'),
             weekdays_restricted: !f[4].starts_with('*'),
-            fixed_time: plain(f[0]) && plain(f[1]),
+            fixed_time: !f[0].starts_with('*') && !f[1].starts_with('*'),
         }
     }
 
@@ -315,10 +315,11 @@ impl Spec {
     }
 }
 
-/// Walks real time minute by minute after `after` (up to `until`), the way a cron daemon would, and
-/// returns the first instant the job fires under the DST rules:
-/// - when the wall clock jumps forward, every skipped local minute (and the minute shown) that
-///   matches fires once, at that first instant after the jump;
+/// Walks real time minute by minute after `after` (up to `until`), the way Debian's cron(8) main
+/// loop does, and returns the first instant the job fires:
+/// - when the wall clock jumps forward, a wildcard job runs only if the minute now shown matches
+///   ("run wildcard jobs for current minute"); a fixed-time job fires once if any skipped local
+///   minute or the minute shown matches ("run fixed-time jobs for each minute missed");
 /// - when a local time occurs twice, a fixed-time job fires only in the first copy.
 fn zone_oracle(
     spec: &Spec,
@@ -332,7 +333,7 @@ fn zone_oracle(
     while u <= until {
         let shown = u.with_timezone(&tz).naive_local();
         let before = (u - minute).with_timezone(&tz).naive_local();
-        let fires = if shown - before > minute {
+        let fires = if shown - before > minute && spec.fixed_time {
             let mut skipped = before + minute;
             let mut any = false;
             while skipped <= shown {
@@ -710,11 +711,13 @@ fn check_against_croner(
 /// Successive instants compared per case around a transition: enough to walk through it.
 const ZONE_CHAIN: usize = 8;
 
-const ZONES: [Tz; 4] = [
+const ZONES: [Tz; 5] = [
     chrono_tz::Europe::Berlin,
     chrono_tz::America::New_York,
     chrono_tz::Australia::Sydney,
     chrono_tz::Australia::Lord_Howe,
+    // Clocks change at midnight, so a gap or a repeat straddles the date.
+    chrono_tz::America::Santiago,
 ];
 
 fn utc_offset(tz: Tz, at: DateTime<Utc>) -> i32 {
@@ -724,8 +727,8 @@ fn utc_offset(tz: Tz, at: DateTime<Utc>) -> i32 {
 }
 
 /// Every offset change of `ZONES[i]` from 2000 to 2040, to the minute, from the tz database.
-fn transitions() -> &'static [Vec<DateTime<Utc>>; 4] {
-    static ALL: OnceLock<[Vec<DateTime<Utc>>; 4]> = OnceLock::new();
+fn transitions() -> &'static [Vec<DateTime<Utc>>; 5] {
+    static ALL: OnceLock<[Vec<DateTime<Utc>>; 5]> = OnceLock::new();
     ALL.get_or_init(|| {
         ZONES.map(|tz| {
             let step = Duration::hours(6);
@@ -751,12 +754,12 @@ fn transitions() -> &'static [Vec<DateTime<Utc>>; 4] {
 /// general ones; the day fields mostly fire daily so the short scan sees firings.
 fn zone_expression() -> impl Strategy<Value = String> {
     let minute = prop_oneof![
-        3 => prop::sample::select(vec!["0", "30", "45", "15,45", "0-59/20", "*/15", "*", "10-40"])
+        3 => prop::sample::select(vec!["0", "30", "45", "15,45", "0-59/20", "*/15", "*", "10-40", "5/20", "*/10"])
             .prop_map(str::to_string),
         1 => field(MINUTE, FULL, 1),
     ];
     let hour = prop_oneof![
-        3 => prop::sample::select(vec!["1", "2", "3", "1-3", "2,3", "*", "*/2", "0-4", "1,2"])
+        3 => prop::sample::select(vec!["1", "2", "3", "1-3", "2,3", "*", "*/2", "0-4", "1,2", "0", "23", "0-5/2", "1-23/2", "22-23"])
             .prop_map(str::to_string),
         1 => field(HOUR, FULL, 1),
     ];
@@ -777,7 +780,7 @@ proptest! {
     #[test]
     fn next_after_around_dst_transitions_matches_a_real_time_walk(
         text in zone_expression(),
-        zone in 0usize..4,
+        zone in 0usize..ZONES.len(),
         pick in any::<prop::sample::Index>(),
         shift_minutes in -8 * 60i64..3 * 60,
         seconds in 0i64..60,

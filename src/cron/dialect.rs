@@ -195,8 +195,9 @@ pub struct Translation {
     /// When set, a day saffron finds must ALSO pass this filter. Needed for cron(8)'s rule that a
     /// `*`-prefixed day field makes the two day fields AND, which saffron cannot express.
     pub day_filter: Option<DayFilter>,
-    /// Both the minute and the hour field are fixed values (no `*`, no step): such a job fires only
-    /// at the first of two repeated local times when clocks fall back.
+    /// Neither the minute nor the hour field starts with `*` (cron(8)'s `MIN_STAR`/`HR_STAR` test on
+    /// the field's first character): a *fixed-time* job. `30 2`, `0,30 1-3` and `45 0-5/2` are fixed;
+    /// `* 2`, `*/15 2` and `0 */2` are *wildcard* jobs. See the DST rules in [`super::tz`].
     pub fixed_time: bool,
     /// The `n` of an `nW` day-of-month. saffron also fires `nW` in a month that has no day `n`
     /// (on the Friday or Monday next to where it would be), so such days are checked again.
@@ -267,7 +268,7 @@ pub fn translate(text: &str) -> Result<Translation, SyntaxError> {
         Err(_) => unreachable!("five fields were parsed"),
     };
 
-    let fixed_time = !minute.wildcard_or_step && !hour.wildcard_or_step;
+    let fixed_time = !minute.star_prefixed && !hour.star_prefixed;
 
     // cron(8): "If both fields are restricted (i.e., don't start with *), the command will be run
     // when either field matches"; otherwise both must match. saffron ORs two restricted fields and
@@ -361,8 +362,6 @@ struct FieldSpec {
     set: u64,
     /// The field text starts with `*` (cron(8)'s notion of "unrestricted" day fields).
     star_prefixed: bool,
-    /// The field is exactly `*` or uses a step anywhere.
-    wildcard_or_step: bool,
     /// A special day rule (`L`, `LW`, `L-3`, `15W`, `5#3`, `5L`) already in saffron syntax.
     special: Option<String>,
 }
@@ -442,7 +441,6 @@ fn parse_field(field: Field, token: &str) -> Result<FieldSpec, FieldProblem> {
         source: token.to_string(),
         set: 0,
         star_prefixed: token.starts_with('*'),
-        wildcard_or_step: token.contains('*') || token.contains('/'),
         special: None,
     };
     for item in &items {
@@ -686,12 +684,18 @@ mod tests {
     }
 
     #[test]
-    fn fixed_time_means_no_star_and_no_step_in_minute_and_hour() {
+    fn fixed_time_means_neither_minute_nor_hour_starts_with_a_star() {
         assert!(translate("30 2 * * *").unwrap().fixed_time);
         assert!(translate("0,30 1-3 * * *").unwrap().fixed_time);
+        // cron(8) looks at the first character only: a step or a later `*` keeps a job fixed.
+        assert!(translate("45 0-5/2 * * *").unwrap().fixed_time);
+        assert!(translate("0-30/10 2 * * *").unwrap().fixed_time);
+        assert!(translate("5/20 2 * * *").unwrap().fixed_time);
+        assert!(translate("1,* 2 * * *").unwrap().fixed_time);
         assert!(!translate("* 2 * * *").unwrap().fixed_time);
+        assert!(!translate("*/15 2 * * *").unwrap().fixed_time);
         assert!(!translate("30 */2 * * *").unwrap().fixed_time);
-        assert!(!translate("0-30/10 2 * * *").unwrap().fixed_time);
+        assert!(!translate("0 * * * *").unwrap().fixed_time);
     }
 
     #[test]

@@ -211,7 +211,8 @@ impl CronExpr {
         &self.translation.saffron
     }
 
-    /// Minute and hour are fixed values (see the DST rules in [`tz`]).
+    /// A fixed-time job: neither the minute nor the hour field starts with `*` (see the DST rules in
+    /// [`tz`]).
     pub fn is_fixed_time(&self) -> bool {
         self.translation.fixed_time
     }

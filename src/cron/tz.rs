@@ -1,15 +1,18 @@
 //! Wall clock ↔ UTC, with the Debian cron(8) daylight-saving rules.
 //!
 //! A cron expression describes local wall-clock times; the scheduler needs UTC instants. Most local
-//! times map to exactly one instant. Twice a year they don't:
+//! times map to exactly one instant. Twice a year they don't, and the rules are Debian cron(8)'s (its `cron.c` main loop). A job is a *wildcard job* when its
+//! minute or hour field starts with `*` (`*`, `*/15`, `@hourly`); every other job (numbers, lists,
+//! ranges, `a-b/n`) is a *fixed-time job* ([`super::dialect::Translation::fixed_time`]).
 //!
 //! - **Spring forward** (a gap: 02:00-02:59 never happens in Berlin on the last Sunday of March): a
-//!   job whose local time falls in the gap fires once, at the first instant after the gap (03:00
-//!   CEST). Several gap times of one job collapse into that one firing.
+//!   fixed-time job whose local time falls in the gap fires once, at the first instant after the
+//!   gap (03:00 CEST); several gap times of one job collapse into that one firing. A wildcard job
+//!   runs on the new time: local times that do not exist are simply skipped (`30 * * * *` runs
+//!   01:30 CET, then 03:30 CEST).
 //! - **Fall back** (a repeat: 02:00-02:59 happens twice in Berlin on the last Sunday of October): a
-//!   job whose minute and hour fields are both fixed (no `*`, no step) fires only at the first
-//!   occurrence; a job with `*` or a step in its minute or hour field follows real time and fires in
-//!   both copies.
+//!   fixed-time job fires only at the first occurrence of a repeated local time; a wildcard job
+//!   runs on real time and fires in both copies.
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -61,8 +64,11 @@ fn instants(tz: Tz, local: NaiveDateTime, fixed_time: bool, out: &mut Vec<DateTi
                 out.push(second.with_timezone(&Utc));
             }
         }
+        // A wildcard job skips a local time that does not exist.
+        LocalResult::None if !fixed_time => {}
         LocalResult::None => {
-            // In a gap: fire at the first instant after it, i.e. the first local minute that exists.
+            // A fixed-time job in a gap fires at the first instant after it, i.e. the first local
+            // minute that exists.
             for m in 1..=MAX_GAP_MINUTES {
                 let probe = local + Duration::minutes(m);
                 match tz.from_local_datetime(&probe) {

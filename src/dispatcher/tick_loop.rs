@@ -92,7 +92,7 @@ impl ScheduleSource {
     /// Watches `path`, whose current valid version (already loaded) has digest `digest`.
     pub fn new(path: PathBuf, digest: Option<Digest>, options: LoadOptions) -> ScheduleSource {
         ScheduleSource {
-            watch: Some(FileWatch::new(&path, digest)),
+            watch: Some(FileWatch::new(&path, digest).with_max_bytes(options.max_file_bytes)),
             path,
             check: None,
             options,
@@ -485,7 +485,10 @@ impl TickLoop {
                 // file is looked at again.
                 error!(message = "checking the schedule file failed; keeping the current schedule", file = %source.path.display(), error = %e);
                 report.rejected = true;
-                source.watch = Some(FileWatch::new(&source.path, source.in_force));
+                source.watch = Some(
+                    FileWatch::new(&source.path, source.in_force)
+                        .with_max_bytes(source.options.max_file_bytes),
+                );
                 return;
             }
         };
@@ -562,7 +565,10 @@ impl TickLoop {
                     // compiles the stale shards anew (the others come out unchanged), and the
                     // reload is reported then.
                     debug!(message = "shards changed during the reload; checking again", shards = ?stale);
-                    source.watch = Some(FileWatch::new(&source.path, source.in_force));
+                    source.watch = Some(
+                        FileWatch::new(&source.path, source.in_force)
+                            .with_max_bytes(source.options.max_file_bytes),
+                    );
                     return;
                 }
                 if !stale.is_empty() {

@@ -73,6 +73,7 @@ pub struct FileWatch {
     path: PathBuf,
     meta: Option<Meta>,
     digest: Option<Digest>,
+    max_bytes: u64,
 }
 
 /// Files modified this recently are hashed even if their metadata looks unchanged.
@@ -85,7 +86,15 @@ impl FileWatch {
             path: path.to_path_buf(),
             meta: None,
             digest,
+            max_bytes: u64::MAX,
         }
+    }
+
+    /// A file larger than `max` bytes (`--max-file-bytes`) is reported as unreadable instead of
+    /// being read and hashed.
+    pub fn with_max_bytes(mut self, max: u64) -> FileWatch {
+        self.max_bytes = max;
+        self
     }
 
     /// The file watched.
@@ -115,7 +124,11 @@ impl FileWatch {
         if self.meta.as_ref() == Some(&meta) && !racy {
             return Change::Unchanged;
         }
-        let bytes = match std::fs::read(&self.path) {
+        if meta.len > self.max_bytes {
+            self.meta = None;
+            return Change::Unreadable(self.too_large(meta.len));
+        }
+        let bytes = match self.read(meta.len) {
             Ok(b) => b,
             Err(e) => {
                 self.meta = None;
@@ -129,6 +142,32 @@ impl FileWatch {
         }
         self.digest = Some(digest);
         Change::Changed { bytes, digest }
+    }
+
+    /// The file's bytes, at most `max_bytes` of them (it may grow after its size was looked at).
+    fn read(&self, len: u64) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        // Sized up front: growing by doubling would hold up to twice a large file while copying.
+        let mut bytes =
+            Vec::with_capacity(usize::try_from(len.min(self.max_bytes)).unwrap_or(0) + 1);
+        std::fs::File::open(&self.path)?
+            .take(self.max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(self.too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
+    fn too_large(&self, len: u64) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "{} is {len} bytes or more, over --max-file-bytes {}; it was not read",
+                self.path.display(),
+                self.max_bytes
+            ),
+        )
     }
 }
 
@@ -169,5 +208,31 @@ mod tests {
         // back with the same bytes: not a change
         std::fs::write(&path, b"two").unwrap();
         assert!(matches!(watch.check(), Change::Unchanged));
+    }
+
+    /// A reload never reads a file over `--max-file-bytes`; once it shrinks back, it is a change.
+    #[test]
+    fn a_file_over_the_limit_is_unreadable_until_it_fits_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut watch = FileWatch::new(&path, None).with_max_bytes(10);
+        assert!(matches!(watch.check(), Change::Changed { .. }));
+        std::fs::write(&path, b"0123456789A").unwrap();
+        match watch.check() {
+            Change::Unreadable(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "{} is 11 bytes or more, over --max-file-bytes 10; it was not read",
+                        path.display()
+                    )
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(watch.check(), Change::Changed { bytes, .. } if bytes == b"short"));
     }
 }

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::file::{offset_in, LineIndex, RawObject, JOB_FIELDS, TOP_FIELDS};
 use super::fingerprint::Digest;
+use super::limits;
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 
 /// One job's settings, shared (behind an `Arc`) by the scheduler and every dispatch of the job.
@@ -236,6 +237,13 @@ pub struct LoadOptions {
     pub default_catchup_window: Duration,
     /// Every job is validated; only the jobs of these shards are kept.
     pub shards: ShardFilter,
+    /// The largest record batch a job's dispatch may become (`--max-message-bytes`, the broker's
+    /// `message.max.bytes`); see [`limits::dispatch_batch_bytes`].
+    pub max_message_bytes: usize,
+    /// The most jobs a file may hold (`--max-jobs`).
+    pub max_jobs: usize,
+    /// The largest file read (`--max-file-bytes`); a larger one is refused before it is read.
+    pub max_file_bytes: u64,
 }
 
 /// `--max-catchup`'s default.
@@ -250,6 +258,9 @@ impl Default for LoadOptions {
             default_tz: Tz::UTC,
             default_catchup_window: DEFAULT_CATCHUP_WINDOW,
             shards: ShardFilter::default(),
+            max_message_bytes: limits::DEFAULT_MAX_MESSAGE_BYTES,
+            max_jobs: limits::DEFAULT_MAX_JOBS,
+            max_file_bytes: limits::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -257,16 +268,61 @@ impl Default for LoadOptions {
 /// Reads and validates the schedule at `path`, returning it with the MD5 of the bytes it came
 /// from (what the hot-reload watch compares against).
 pub fn load(path: &Path, options: LoadOptions) -> Result<(Schedule, Digest), LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_limited(path, options.max_file_bytes)?;
     let schedule = parse(&bytes, path, options)?;
     Ok((schedule, Digest::of(&bytes)))
 }
 
+/// Reads the file unless it is larger than `max` bytes. The size is checked before reading, and
+/// the read stops after `max + 1` bytes (a file that grows meanwhile, a pipe), so a huge file never
+/// ends up in memory.
+fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > max {
+        return Err(too_large(path, len, max));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(path, bytes.len() as u64, max));
+    }
+    Ok(bytes)
+}
+
+/// The file is larger than `--max-file-bytes`.
+fn too_large(path: &Path, len: u64, max: u64) -> LoadError {
+    LoadError::Invalid {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            position: None,
+            job: None,
+            field: None,
+            message: format!(
+                "the file is {}{len} bytes, more than --max-file-bytes {max}; it was not read",
+                if len > max.saturating_add(1) {
+                    ""
+                } else {
+                    "at least "
+                }
+            ),
+        }],
+    }
+}
+
 /// Validates the bytes of a schedule file; `path` is used in messages only.
 pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule, LoadError> {
+    if bytes.len() as u64 > options.max_file_bytes {
+        return Err(too_large(path, bytes.len() as u64, options.max_file_bytes));
+    }
     let mut checker = Checker {
         path,
         text: "",
@@ -345,17 +401,6 @@ fn json_kind(raw: &RawValue) -> &'static str {
         Some(b'n') => "null",
         _ => "a number",
     }
-}
-
-/// Kafka's rule for topic names.
-fn valid_topic(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 fn suggestion(unknown: &str, known: &[&str]) -> String {
@@ -461,6 +506,26 @@ impl<'a> Checker<'a> {
             }
         };
 
+        if entries.len() > options.max_jobs {
+            // Nothing else is checked: compiling millions of jobs only to refuse them is the cost
+            // the limit is there to bound.
+            let first_over = entries[options.max_jobs];
+            let name = serde_json::from_str::<RawObject>(first_over.get())
+                .ok()
+                .and_then(|o| o.get("jobName"))
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+            self.report(
+                Some(first_over.get()),
+                Some((options.max_jobs, name.as_deref())),
+                None,
+                format!(
+                    "the file holds {} jobs, more than --max-jobs {}; this is the first one over",
+                    entries.len(),
+                    options.max_jobs
+                ),
+            );
+            return Schedule::default();
+        }
         let mut jobs = Vec::with_capacity(entries.len());
         let mut first_seen: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(entries.len());
         let mut compiled: Compiled = Vec::new();
@@ -680,16 +745,13 @@ impl<'a> Checker<'a> {
         let topic = match field[TOPIC] {
             None => Some(None),
             Some(v) => match self.string_field(v, job_ref, "topic") {
-                Some(t) if valid_topic(&t) => Some(Some(t)),
-                Some(t) => {
-                    self.report(
-                        Some(v.get()),
-                        Some(job_ref),
-                        Some("topic"),
-                        format!("{t:?} is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"),
-                    );
-                    None
-                }
+                Some(t) => match limits::topic_problem(&t) {
+                    None => Some(Some(t)),
+                    Some(problem) => {
+                        self.report(Some(v.get()), Some(job_ref), Some("topic"), problem);
+                        None
+                    }
+                },
                 None => None,
             },
         };
@@ -809,6 +871,32 @@ impl<'a> Checker<'a> {
             }
             None => None,
         };
+
+        // The record a dispatch becomes depends on the name, payload, expression and priority only,
+        // so its size is checked even when another field failed: every problem in one pass.
+        if let (Some(n), Some(j), Some(at), Some(raw_cron)) =
+            (&name, &payload, field[PAYLOAD], field[CRON_TIME])
+        {
+            let cron_text: Cow<'_, str> = match &cron {
+                Some((text, _)) => Cow::Borrowed(text.as_ref()),
+                None => Cow::Owned(serde_json::from_str(raw_cron.get()).unwrap_or_default()),
+            };
+            let max = options.max_message_bytes;
+            if limits::dispatch_batch_bytes_bound(n, j, &cron_text) > max {
+                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text);
+                if bytes > max {
+                    self.report(
+                        Some(at.get()),
+                        Some(job_ref),
+                        Some("job"),
+                        format!(
+                            "each dispatch would be a {bytes}-byte Kafka record batch (JobMessage with key and headers), more than --max-message-bytes {max}; the payload is {} bytes",
+                            j.len()
+                        ),
+                    );
+                }
+            }
+        }
 
         if self.problems.len() > before {
             return None;

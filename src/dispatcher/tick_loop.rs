@@ -33,7 +33,7 @@ use super::producer::SlotLedger;
 use super::scheduler::{Dispatch, Rebuilt, Scheduler};
 use crate::clock::{Clock, Minute};
 use crate::schedule::fingerprint::{Change, Digest, FileWatch};
-use crate::schedule::{parse, LoadError, LoadOptions, Schedule, ShardFilter};
+use crate::schedule::{parse_reusing, LoadError, LoadOptions, Schedule, ShardFilter};
 
 /// Where due jobs go: a bounded channel, so a slow consumer backpressures the loop.
 pub type DispatchSink = mpsc::Sender<Dispatch>;
@@ -138,7 +138,10 @@ fn check_file(
         Change::Unchanged => Outcome::Unchanged,
         Change::Unreadable(e) => Outcome::Unreadable(e),
         Change::Changed { bytes, digest } => {
-            let parsed = parse(&bytes, watch.path(), options);
+            // Unchanged jobs keep their settings and compiled expression: the reload holds
+            // little more than one copy of the schedule.
+            let previous = base.iter().map(|(s, o, _)| (*s, Arc::clone(o))).collect();
+            let parsed = parse_reusing(&bytes, watch.path(), options, previous);
             drop(bytes);
             match parsed {
                 Err(e) => Outcome::Rejected(digest, e),

@@ -320,6 +320,20 @@ fn too_large(path: &Path, len: u64, max: u64) -> LoadError {
 
 /// Validates the bytes of a schedule file; `path` is used in messages only.
 pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule, LoadError> {
+    parse_reusing(bytes, path, options, BTreeMap::new())
+}
+
+/// [`parse`] for a new version of a file whose previous version is `previous` (each shard's jobs,
+/// in file order, as [`Schedule::into_shards`] splits them): a job that did not change keeps its
+/// previous [`Job`] (settings and compiled expression) instead of a copy, so a reload of a large
+/// file holds little more than one schedule. Jobs are matched in file order, allowing for jobs
+/// added or removed one at a time; a job that cannot be matched is simply built anew.
+pub fn parse_reusing(
+    bytes: &[u8],
+    path: &Path,
+    options: LoadOptions,
+    previous: BTreeMap<u32, Arc<Schedule>>,
+) -> Result<Schedule, LoadError> {
     if bytes.len() as u64 > options.max_file_bytes {
         return Err(too_large(path, bytes.len() as u64, options.max_file_bytes));
     }
@@ -328,6 +342,7 @@ pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Schedule
         text: "",
         index: None,
         problems: Vec::new(),
+        previous: previous.into_iter().map(|(s, p)| (s, (p, 0))).collect(),
     };
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -389,6 +404,8 @@ struct Checker<'a> {
     text: &'a str,
     index: Option<LineIndex>,
     problems: Vec<Problem>,
+    /// The previous version per shard, and how far into it the file has been matched.
+    previous: BTreeMap<u32, (Arc<Schedule>, usize)>,
 }
 
 /// A JSON value's type, for "expected a string, found a number" messages.
@@ -563,6 +580,20 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    /// The previous version's job when `spec` is exactly it: the same name at the same place in
+    /// its shard's file order (or one place on, after a removed job), with the same settings.
+    fn unchanged(&mut self, spec: &JobSpec) -> Option<Job> {
+        let (previous, at) = self.previous.get_mut(&spec.shard)?;
+        for skip in 0..2 {
+            let job = previous.jobs.get(*at + skip)?;
+            if job.spec.name == spec.name {
+                *at += skip + 1;
+                return (*job.spec == *spec).then(|| job.clone());
+            }
+        }
+        None
     }
 
     fn check_job(
@@ -930,19 +961,23 @@ impl<'a> Checker<'a> {
         if !options.shards.owns(shard) {
             return None;
         }
+        let spec = JobSpec {
+            name,
+            priority,
+            job,
+            cron_time,
+            timezone,
+            topic,
+            enabled,
+            catchup,
+            catchup_window,
+            shard,
+        };
+        if let Some(unchanged) = self.unchanged(&spec) {
+            return Some(unchanged);
+        }
         Some(Job {
-            spec: Arc::new(JobSpec {
-                name,
-                priority,
-                job,
-                cron_time,
-                timezone,
-                topic,
-                enabled,
-                catchup,
-                catchup_window,
-                shard,
-            }),
+            spec: Arc::new(spec),
             expr,
         })
     }

@@ -9,6 +9,6 @@ pub mod limits;
 pub mod load;
 
 pub use load::{
-    load, parse, Catchup, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule, ShardFilter,
-    DEFAULT_CATCHUP_WINDOW,
+    load, parse, parse_reusing, Catchup, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule,
+    ShardFilter, DEFAULT_CATCHUP_WINDOW,
 };

@@ -122,7 +122,7 @@ async fn raw_run(broker: &str, jobs: usize) -> Duration {
             scheduled_at: slot,
             lease: None,
         };
-        let r = encode(&d, &topic, Utc::now());
+        let r = encode(&d.spec, d.scheduled_at, &topic, Utc::now());
         per_partition
             .entry(partition_for(&r.key, PARTITIONS))
             .or_default()

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::executor::{BoxFuture, Handler, JobRun, Outcome, Status};
-use crate::dispatcher::producer::Backoff;
+use crate::kafka::{Backoff, KafkaContext};
 use crate::message::JobMessage;
 
 /// One attempt's report.
@@ -122,7 +122,7 @@ pub trait Publisher: Send + Sync + 'static {
 /// [`Publisher`] over an rdkafka producer (acks from all in-sync replicas).
 pub struct KafkaPublisher {
     /// The producer.
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<KafkaContext>,
     /// First retry delay.
     pub retry_backoff: Duration,
 }

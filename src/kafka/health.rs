@@ -2,8 +2,8 @@
 //! both clients into a few state changes an operator can read during an outage:
 //!
 //! ```text
-//!   up ── a call fails ──► WARN "Kafka unreachable" (broker, error) ──► down
-//!   down ── a minute passes, still failing ──► WARN "Kafka still unreachable" (down_for, backlog)
+//!   up ── a call fails ──► WARN "cannot reach Kafka" (broker, error) ──► down
+//!   down ── a minute passes, still failing ──► WARN "still cannot reach Kafka" (down_for, backlog)
 //!   down ── a call succeeds ──► INFO "Kafka reachable again" (down_for) ──► up
 //! ```
 //!
@@ -126,14 +126,14 @@ impl Health {
         let backlog = self.backlog.load(Ordering::Relaxed);
         match change {
             Change::WentDown => warn!(
-                message = "Kafka unreachable; retrying in the background (details at debug)",
+                message = "cannot reach Kafka; retrying in the background (details at debug)",
                 client,
                 broker,
                 error,
                 backlog
             ),
             Change::StillDown => warn!(
-                message = "Kafka still unreachable",
+                message = "still cannot reach Kafka",
                 client,
                 broker,
                 error,

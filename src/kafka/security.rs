@@ -26,8 +26,10 @@ pub enum SecurityProtocol {
     /// TLS (with a client certificate when --ssl-cert/--ssl-key are given).
     Ssl,
     /// SASL authentication over plain TCP.
+    #[value(name = "sasl_plaintext", alias = "sasl-plaintext")]
     SaslPlaintext,
     /// SASL authentication over TLS.
+    #[value(name = "sasl_ssl", alias = "sasl-ssl")]
     SaslSsl,
 }
 

@@ -138,7 +138,8 @@ fn backfill(brokers: &str, schedule: &Path, log: &Path, args: &[&str]) -> std::p
         .args(args)
         .arg("--schedule")
         .arg(schedule)
-        .env("CRONQ_LOG", "info")
+        // the default log filter: what an operator sees
+        .env_remove("CRONQ_LOG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -149,7 +150,7 @@ fn cronq_status(brokers: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(CRONQ)
         .args(["status", "--brokers", brokers, "--timeout", "8s"])
         .args(args)
-        .env("CRONQ_LOG", "info")
+        .env_remove("CRONQ_LOG")
         .output()
         .expect("run cronq status");
     (

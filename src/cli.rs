@@ -157,15 +157,14 @@ impl KafkaArgs {
     /// The checked connection settings (security files read): a bad combination is an error
     /// naming the flag and the file.
     pub fn connection(&self) -> Result<crate::kafka::Connection, CliError> {
-        crate::kafka::Connection::resolve(self.brokers.clone(), &self.security).map_err(|e| {
-            match e {
-                crate::kafka::SecurityError::File { flag, path, reason } => CliError::Invalid {
-                    flag,
-                    reason: format!("{}: {reason}", path.display()),
-                },
-                crate::kafka::SecurityError::Flag { flag, reason } => {
-                    CliError::Invalid { flag, reason }
-                }
+        crate::kafka::Connection::resolve(self.brokers.clone(), &self.security).map_err(|e| match e
+        {
+            crate::kafka::SecurityError::File { flag, path, reason } => CliError::Invalid {
+                flag,
+                reason: format!("{}: {reason}", path.display()),
+            },
+            crate::kafka::SecurityError::Flag { flag, reason } => {
+                CliError::Invalid { flag, reason }
             }
         })
     }

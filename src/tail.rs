@@ -50,7 +50,10 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
             match client.list_topics().await {
                 Ok(topics) => match topics.into_iter().find(|t| t.name == args.topic) {
                     Some(t) => Ok(t.partitions),
-                    None => Err(format!("topic {:?} does not exist yet; waiting for it", args.topic)),
+                    None => Err(format!(
+                        "topic {:?} does not exist yet; waiting for it",
+                        args.topic
+                    )),
                 },
                 Err(e) => Err(format!("reading topic metadata failed: {}", describe(&e))),
             }

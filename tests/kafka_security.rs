@@ -133,7 +133,15 @@ fn create_topic(brokers: &str, topic: &str) {
 /// `cronq run` over the hour [FROM, UNTIL) with `args`, stderr to `log`.
 fn backfill(brokers: &str, schedule: &Path, log: &Path, args: &[&str]) -> std::process::Child {
     Command::new(CRONQ)
-        .args(["run", "--brokers", brokers, "--from", FROM, "--until", UNTIL])
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--from",
+            FROM,
+            "--until",
+            UNTIL,
+        ])
         .args(["--retry-backoff", "50ms"])
         .args(args)
         .arg("--schedule")
@@ -207,9 +215,7 @@ fn pki() -> Pki {
         ca: ca_path,
         ca_der: ca.der().clone(),
         server_chain: vec![server.der().clone()],
-        server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(
-            server_key.serialize_der().into(),
-        ),
+        server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
         client_cert,
         client_key: client_key_path,
         dir,
@@ -409,9 +415,7 @@ fn register_scram(port: u16, user: &str, password: &str, mechanism: i8) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream
-        .write_all(&(req.len() as i32).to_be_bytes())
-        .unwrap();
+    stream.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
     stream.write_all(&req).unwrap();
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).unwrap();
@@ -585,7 +589,12 @@ fn inconsistent_security_flags_are_refused_at_start_naming_the_flag_and_the_file
             "--ssl-cert: needs --ssl-key".into(),
         ),
         (
-            vec!["--security-protocol", "sasl_ssl", "--sasl-mechanism", "plain"],
+            vec![
+                "--security-protocol",
+                "sasl_ssl",
+                "--sasl-mechanism",
+                "plain",
+            ],
             "--sasl-username: --sasl-mechanism PLAIN needs a user name".into(),
         ),
         (
@@ -603,7 +612,11 @@ fn inconsistent_security_flags_are_refused_at_start_naming_the_flag_and_the_file
                 .arg(sub)
                 .args(["--brokers", "127.0.0.1:1"])
                 .args(args)
-                .args(if sub == "worker" { vec!["--shell"] } else { vec![] })
+                .args(if sub == "worker" {
+                    vec!["--shell"]
+                } else {
+                    vec![]
+                })
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -691,7 +704,8 @@ fn a_broker_outage_is_logged_as_a_few_state_changes_not_a_warning_per_retry() {
     let mut broker = Broker::start();
     let topic = random_topic("outage");
     let names: Vec<String> = (0..200).map(|i| format!("o-{i:03}")).collect();
-    let jobs: Vec<(&str, u32, Option<&str>)> = names.iter().map(|n| (n.as_str(), 1, None)).collect();
+    let jobs: Vec<(&str, u32, Option<&str>)> =
+        names.iter().map(|n| (n.as_str(), 1, None)).collect();
     let (dir, path) = schedule_file(&schedule(&jobs));
     let log = dir.path().join("cronq.log");
     // Small requests, so the hour (12 000 records) is still going when the broker dies.
@@ -718,12 +732,18 @@ fn a_broker_outage_is_logged_as_a_few_state_changes_not_a_warning_per_retry() {
         assert!(Instant::now() < deadline, "no progress before the outage");
         pause();
     }
-    assert!(child.try_wait().unwrap().is_none(), "finished before the outage");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before the outage"
+    );
     broker.kill();
     let down_at = Instant::now();
     let outage = Duration::from_secs(20);
     while down_at.elapsed() < outage {
-        assert!(child.try_wait().unwrap().is_none(), "cronq must wait for the broker");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "cronq must wait for the broker"
+        );
         pause();
     }
     broker.launch();
@@ -765,4 +785,3 @@ fn a_broker_outage_is_logged_as_a_few_state_changes_not_a_warning_per_retry() {
         .collect();
     assert_eq!(got.len(), 12_000, "nothing is lost in the outage");
 }
-

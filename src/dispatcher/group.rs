@@ -340,20 +340,29 @@ pub async fn ensure_state_topic(
         Duration::from_millis(200),
         || async {
             match ensure_topic(client, Some(&admin), &spec).await {
-                Err(TopicError::Refused { topic, reason }) => Ok(Err(GroupError::CreateTopic { topic, reason })),
+                Err(TopicError::Refused { topic, reason }) => {
+                    Ok(Err(GroupError::CreateTopic { topic, reason }))
+                }
                 Err(e) => Err(e),
                 Ok(n) => Ok(Ok(n)),
             }
         },
         |e: &TopicError, _, _| {
-            kafka.health().failed("dispatcher group", "", &e.to_string());
+            kafka
+                .health()
+                .failed("dispatcher group", "", &e.to_string());
         },
     )
     .await?;
     kafka.health().succeeded();
     let found = found as u32;
     if found != wanted {
-        warn!(message = "the state topic exists with another shard count; it wins over --shards", topic, shards = found, wanted);
+        warn!(
+            message = "the state topic exists with another shard count; it wins over --shards",
+            topic,
+            shards = found,
+            wanted
+        );
     }
     Ok(found)
 }

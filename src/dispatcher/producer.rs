@@ -564,11 +564,7 @@ async fn resolve_topic(
                 let since = *failing_since.get_or_insert(now);
                 if let TopicError::Unreachable { reason, .. } = &e {
                     // The broker's reachability is reported once for every client (Health).
-                    shared
-                        .config
-                        .kafka
-                        .health()
-                        .failed("producer", "", reason);
+                    shared.config.kafka.health().failed("producer", "", reason);
                 } else if reported.is_none_or(|r| now.duration_since(r) >= REPORT_EVERY) {
                     reported = Some(now);
                     error!(
@@ -674,7 +670,10 @@ async fn partition_task(
                             .health()
                             .failed("producer", "", &describe(&e));
                         debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(&e), waiting, attempt = f.attempts, retry_in = %humantime::format_duration(round_ms(delay)));
-                    } else if f.reported.is_none_or(|r| now.duration_since(r) >= REPORT_EVERY) {
+                    } else if f
+                        .reported
+                        .is_none_or(|r| now.duration_since(r) >= REPORT_EVERY)
+                    {
                         f.reported = Some(now);
                         warn!(message = "partition failing; retrying in the background (other partitions are not affected)", topic = %topic, partition, error = %describe(&e), waiting, attempts = f.attempts, failing_for = %humantime::format_duration(Duration::from_secs(f.since.elapsed().as_secs())));
                     } else {

@@ -127,10 +127,7 @@ impl Health {
         match change {
             Change::WentDown => warn!(
                 message = "cannot reach Kafka; retrying in the background (details at debug)",
-                client,
-                broker,
-                error,
-                backlog
+                client, broker, error, backlog
             ),
             Change::StillDown => warn!(
                 message = "still cannot reach Kafka",
@@ -140,7 +137,10 @@ impl Health {
                 down_for = %humantime::format_duration(Duration::from_secs(down_for.as_secs())),
                 backlog
             ),
-            _ => debug!(message = "Kafka call failed", client, broker, error, backlog),
+            _ => debug!(
+                message = "Kafka call failed",
+                client, broker, error, backlog
+            ),
         }
         change
     }
@@ -179,12 +179,20 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         assert_eq!(h.succeeded_at(at(0)), Change::None);
-        assert_eq!(h.failed_at(at(1), "producer", "", "refused"), Change::WentDown);
+        assert_eq!(
+            h.failed_at(at(1), "producer", "", "refused"),
+            Change::WentDown
+        );
         assert!(h.is_down());
         // failures every half second for 150 s: two reports, at 61 s and 121 s
         let mut changes = Vec::new();
         for half in 3..300 {
-            let c = h.failed_at(t0 + Duration::from_millis(half * 500), "producer", "", "refused");
+            let c = h.failed_at(
+                t0 + Duration::from_millis(half * 500),
+                "producer",
+                "",
+                "refused",
+            );
             if c != Change::None {
                 changes.push((half * 500, c));
             }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::ConsumerContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
@@ -46,8 +46,8 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 pub struct Connection {
     /// Bootstrap brokers, `host:port`.
     pub brokers: Vec<String>,
-    /// TLS and SASL.
-    pub security: Security,
+    /// TLS and SASL (shared: it holds certificates and keys).
+    pub security: Arc<Security>,
     health: Arc<Health>,
 }
 
@@ -57,7 +57,7 @@ impl Connection {
         let health = Arc::new(Health::new(brokers.join(",")));
         Connection {
             brokers,
-            security,
+            security: Arc::new(security),
             health,
         }
     }

@@ -374,13 +374,11 @@ impl Security {
         match &tls.ca {
             Some((path, certs)) => {
                 for cert in certs {
-                    roots
-                        .add(cert.clone())
-                        .map_err(|e| SecurityError::File {
-                            flag: "--ssl-ca",
-                            path: path.clone(),
-                            reason: format!("not a usable CA certificate: {e}"),
-                        })?;
+                    roots.add(cert.clone()).map_err(|e| SecurityError::File {
+                        flag: "--ssl-ca",
+                        path: path.clone(),
+                        reason: format!("not a usable CA certificate: {e}"),
+                    })?;
                 }
             }
             None => {
@@ -507,7 +505,10 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
         a.sasl_password_file = Some(empty);
-        assert!(Security::resolve(&a).unwrap_err().to_string().ends_with("is empty"));
+        assert!(Security::resolve(&a)
+            .unwrap_err()
+            .to_string()
+            .ends_with("is empty"));
         let file = dir.path().join("pw");
         std::fs::write(&file, "s3cret\n").unwrap();
         a.sasl_password_file = Some(file);
@@ -522,7 +523,10 @@ mod tests {
             s.rskafka_sasl(),
             Some(rskafka::client::SaslConfig::ScramSha512(ref c)) if c.password == "s3cret"
         ));
-        assert!(!format!("{s:?}").contains("s3cret"), "Debug shows the password");
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug shows the password"
+        );
     }
 
     #[test]
@@ -593,6 +597,9 @@ mod tests {
             c.get("ssl.certificate.location"),
             Some(cert_path.to_string_lossy().as_ref())
         );
-        assert_eq!(c.get("ssl.ca.location"), Some(cert_path.to_string_lossy().as_ref()));
+        assert_eq!(
+            c.get("ssl.ca.location"),
+            Some(cert_path.to_string_lossy().as_ref())
+        );
     }
 }

@@ -373,28 +373,36 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
+/// A task of the pool ended: fine when it returned or was cancelled, [`ProducerError::Task`] with
+/// what it served and its panic message when it panicked.
+fn task_ended(
+    names: &mut HashMap<tokio::task::Id, String>,
+    joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) -> Result<(), ProducerError> {
+    match joined {
+        Ok((id, ())) => {
+            names.remove(&id);
+            Ok(())
+        }
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => {
+            let what = names
+                .remove(&e.id())
+                .unwrap_or_else(|| "a producer task".into());
+            let reason = panic_text(e);
+            error!(message = "a producer task died; stopping the producer pool", task = %what, reason = %reason);
+            Err(ProducerError::Task { what, reason })
+        }
+    }
+}
+
 impl Router {
     /// A task ended: fine for a topic task that found its topic, an error for a panic.
     fn check(
         &mut self,
         joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
     ) -> Result<(), ProducerError> {
-        match joined {
-            Ok((id, ())) => {
-                self.task_names.remove(&id);
-                Ok(())
-            }
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => {
-                let what = self
-                    .task_names
-                    .remove(&e.id())
-                    .unwrap_or_else(|| "a producer task".into());
-                let reason = panic_text(e);
-                error!(message = "a producer task died; stopping the producer pool", task = %what, reason = %reason);
-                Err(ProducerError::Task { what, reason })
-            }
-        }
+        task_ended(&mut self.task_names, joined)
     }
 
     /// Starts the background task that makes `topic` usable; its dispatches wait meanwhile.
@@ -746,5 +754,33 @@ async fn send_alone(
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_an_error_naming_what_it_served_and_why() {
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut names = HashMap::new();
+        let fine = tasks.spawn(async {});
+        names.insert(fine.id(), "topic jobs".to_string());
+        let dies = tasks.spawn(async { panic!("lane broke") });
+        names.insert(dies.id(), "partition jobs/2".to_string());
+        let cancelled = tasks.spawn(std::future::pending());
+        cancelled.abort();
+        let mut errors = Vec::new();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            if let Err(e) = task_ended(&mut names, joined) {
+                errors.push(e.to_string());
+            }
+        }
+        assert_eq!(
+            errors,
+            ["producer task for partition jobs/2 died: lane broke"]
+        );
+        assert!(names.is_empty());
     }
 }

@@ -785,3 +785,117 @@ fn a_broker_outage_is_logged_as_a_few_state_changes_not_a_warning_per_retry() {
         .collect();
     assert_eq!(got.len(), 12_000, "nothing is lost in the outage");
 }
+
+/// The scenario: a live dispatcher group member (real time, no drill clock) through a
+/// broker outage of more than a minute, across a minute boundary.
+#[test]
+fn a_live_dispatcher_reports_a_long_outage_once_then_once_a_minute_then_its_end() {
+    let mut broker = Broker::start();
+    let topic = random_topic("live-outage");
+    let names: Vec<String> = (0..50).map(|i| format!("l-{i:02}")).collect();
+    let jobs: Vec<(&str, u32, Option<&str>)> =
+        names.iter().map(|n| (n.as_str(), 1, None)).collect();
+    let (dir, path) = schedule_file(&schedule(&jobs));
+    let log = dir.path().join("cronq.log");
+    let mut child = Command::new(CRONQ)
+        .args(["run", "--brokers", &broker.address(), "--topic", &topic])
+        .args(["--group", &format!("g-{topic}"), "--session-timeout", "6s"])
+        .arg("--schedule")
+        .arg(&path)
+        .env_remove("CRONQ_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn cronq run");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for = |needle: &str, timeout: Duration| {
+        let deadline = Instant::now() + timeout;
+        while !read().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {timeout:?}:\n{}",
+                read()
+            );
+            pause();
+        }
+    };
+    wait_for("taking over a shard", Duration::from_secs(60));
+    let before = read().lines().count();
+    broker.kill();
+    let down_at = Instant::now();
+    let outage = Duration::from_secs(70);
+    while down_at.elapsed() < outage {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "cronq must wait for the broker"
+        );
+        pause();
+    }
+    broker.launch();
+    wait_for("Kafka reachable again", Duration::from_secs(90));
+    // A minute after the outage is dispatched and acked again.
+    let recovered = read().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !read()
+        .lines()
+        .skip(recovered)
+        .any(|l| l.contains("slot dispatched") && l.contains("jobs=50"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no minute dispatched after the outage:\n{}",
+            read()
+        );
+        pause();
+    }
+    let _ = nix_kill_term(&mut child);
+    let text = read();
+    let during: Vec<&str> = text
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    println!(
+        "{}-second outage of a live dispatcher: {} warning/error lines:\n{}",
+        outage.as_secs(),
+        during.len(),
+        during.join("\n")
+    );
+    assert_eq!(
+        during
+            .iter()
+            .filter(|l| l.contains("cannot reach Kafka;"))
+            .count(),
+        1,
+        "one 'down' report:\n{text}"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|l| l.contains("still cannot reach Kafka") && l.contains("down_for")),
+        "a 'still down' report after a minute:\n{text}"
+    );
+    assert!(
+        during.len() <= 6,
+        "a 70 s outage logs its state changes, not every retry ({} lines):\n{}",
+        during.len(),
+        during.join("\n")
+    );
+    assert!(!text.contains("Failed to connect to broker"), "{text}");
+}
+
+/// SIGTERM, then wait (bounded) for the exit.
+fn nix_kill_term(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        pause();
+    }
+    let _ = child.kill();
+    None
+}

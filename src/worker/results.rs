@@ -136,6 +136,8 @@ impl Publisher for KafkaPublisher {
                 let record = FutureRecord::to(topic).key(key).payload(&value);
                 match self.producer.send(record, Duration::from_secs(10)).await {
                     Ok(_) => {
+                        // librdkafka says when a broker is lost, not when it is back: an ack is.
+                        self.producer.context().health().succeeded();
                         if attempts > 0 {
                             info!(message = "report delivered after retrying", topic, attempts);
                         }

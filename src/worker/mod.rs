@@ -718,6 +718,7 @@ pub async fn run(
         })?;
     let publisher: Arc<dyn Publisher> = Arc::new(KafkaPublisher {
         producer,
+        health: Arc::clone(config.kafka.health()),
         retry_backoff: Duration::from_millis(200),
     });
 

@@ -123,6 +123,8 @@ pub trait Publisher: Send + Sync + 'static {
 pub struct KafkaPublisher {
     /// The producer.
     pub producer: FutureProducer<KafkaContext>,
+    /// The connection's reachability tracker, told when a report is acked.
+    pub health: std::sync::Arc<crate::kafka::Health>,
     /// First retry delay.
     pub retry_backoff: Duration,
 }
@@ -137,7 +139,7 @@ impl Publisher for KafkaPublisher {
                 match self.producer.send(record, Duration::from_secs(10)).await {
                     Ok(_) => {
                         // librdkafka says when a broker is lost, not when it is back: an ack is.
-                        self.producer.context().health().succeeded();
+                        self.health.succeeded();
                         if attempts > 0 {
                             info!(message = "report delivered after retrying", topic, attempts);
                         }

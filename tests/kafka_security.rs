@@ -334,6 +334,60 @@ fn tls_with_a_client_certificate_dispatches_through_both_clients_and_rdkafka_rea
     assert_eq!(got.len(), expected.len(), "{got:?}");
     assert_eq!(got.into_iter().collect::<HashSet<_>>(), expected);
 
+    // The worker (rdkafka consumer group, producer and topic admin) over the same TLS: every job
+    // is consumed and its result produced (`sh -c "run …"` fails: one failed result per job).
+    let results = format!("{topic}.results");
+    let worker_log = dir.path().join("worker.log");
+    let mut worker = Command::new(CRONQ)
+        .args([
+            "worker",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--shell",
+        ])
+        .args(["--group", &format!("w-{topic}"), "--max-attempts", "1"])
+        .args([
+            "--results-topic",
+            &results,
+            "--dlq-topic",
+            &format!("{topic}.dlq"),
+        ])
+        .args(["--security-protocol", "ssl", "--ssl-ca", &ca])
+        .args(["--ssl-cert", &cert, "--ssl-key", &key])
+        .env_remove("CRONQ_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .spawn()
+        .expect("spawn cronq worker");
+    let tls_settings = [
+        ("security.protocol", "ssl".to_string()),
+        ("ssl.ca.location", ca.clone()),
+        ("ssl.certificate.location", cert.clone()),
+        ("ssl.key.location", key.clone()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let reported: HashSet<String> =
+            read_ids(&brokers, &tls_settings, &results, Duration::from_secs(10))
+                .into_iter()
+                .collect();
+        if reported == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker reported {} of {} jobs over TLS; log:\n{}",
+            reported.len(),
+            expected.len(),
+            std::fs::read_to_string(&worker_log).unwrap_or_default()
+        );
+        pause();
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+
     // Another CA does not vouch for the proxy's certificate: refused, with the reason.
     let other = pki_other_ca(&pki);
     let (code, stderr) = cronq_status(

@@ -55,7 +55,7 @@ fn bench_schedule(jobs: usize) -> schedule::Schedule {
 
 fn config(broker: &str, topic: &str) -> ProducerConfig {
     ProducerConfig {
-        brokers: vec![broker.to_string()],
+        kafka: cronq::kafka::Connection::plaintext(vec![broker.to_string()]),
         default_topic: topic.to_string(),
         partitions: PARTITIONS,
         replication_factor: 1,
@@ -77,8 +77,18 @@ async fn cronq_run(broker: &str, jobs: usize) -> Duration {
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
     let stats = Arc::new(DeliveryStats::default());
     // Connect and create the topic before timing, as the raw baseline does.
-    let client = producer::connect(&[broker.to_string()], Duration::from_millis(50)).await;
-    producer::ensure_topic(&client, &config(broker, &topic), &topic).await;
+    let settings = config(broker, &topic);
+    let client = settings.kafka.connect(Duration::from_millis(50)).await;
+    let admin = cronq::kafka::admin::TopicAdmin::new(&settings.kafka).expect("admin client");
+    let spec = cronq::kafka::admin::TopicSpec {
+        name: &topic,
+        partitions: PARTITIONS,
+        replication_factor: 1,
+        configs: &[],
+    };
+    cronq::kafka::admin::ensure_topic(&client, Some(&admin), &spec)
+        .await
+        .expect("topic");
     let sink = tokio::spawn(producer::run(
         config(broker, &topic),
         rx,
@@ -90,7 +100,7 @@ async fn cronq_run(broker: &str, jobs: usize) -> Duration {
     let start = Instant::now();
     tick_loop.tick().await.expect("tick");
     drop(tick_loop);
-    sink.await.expect("producers");
+    sink.await.expect("producers").expect("producer pool");
     let elapsed = start.elapsed();
     assert_eq!(
         stats.delivered.load(Ordering::Relaxed),
@@ -122,7 +132,7 @@ async fn raw_run(broker: &str, jobs: usize) -> Duration {
             scheduled_at: slot,
             lease: None,
         };
-        let r = encode(&d, &topic, Utc::now());
+        let r = encode(&d.spec, d.scheduled_at, &topic, Utc::now());
         per_partition
             .entry(partition_for(&r.key, PARTITIONS))
             .or_default()

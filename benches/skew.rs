@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{random_topic, schedule_file, Broker, CRONQ};
+use common::{pause, random_topic, schedule_file, Broker, CRONQ};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -64,7 +64,7 @@ fn cronq_skews(broker: &str, minutes: usize) -> Vec<(f64, f64)> {
             break lines;
         }
         assert!(Instant::now() < deadline, "too few minutes; log:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
+        (0..10).for_each(|_| pause());
     };
     let _ = child.kill();
     let _ = child.wait();

@@ -152,7 +152,7 @@ fn worker(
 ) -> Duration {
     let group = format!("bench-worker-{pool}-{prefetch}");
     let config = WorkerConfig {
-        brokers: vec![broker.to_string()],
+        kafka: cronq::kafka::Connection::plaintext(vec![broker.to_string()]),
         topic: topic.to_string(),
         group: group.clone(),
         start: StartAt::Earliest,

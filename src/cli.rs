@@ -31,7 +31,7 @@ pub struct Cli {
         long,
         global = true,
         env = "CRONQ_LOG",
-        default_value = "info,rskafka=warn"
+        default_value = "info,rskafka=off"
     )]
     pub log: String,
     /// What to do.
@@ -153,6 +153,26 @@ pub struct KafkaArgs {
         value_delimiter = ','
     )]
     pub brokers: Vec<String>,
+    /// TLS and SASL.
+    #[command(flatten)]
+    pub security: crate::kafka::SecurityArgs,
+}
+
+impl KafkaArgs {
+    /// The checked connection settings (security files read): a bad combination is an error
+    /// naming the flag and the file.
+    pub fn connection(&self) -> Result<crate::kafka::Connection, CliError> {
+        crate::kafka::Connection::resolve(self.brokers.clone(), &self.security).map_err(|e| match e
+        {
+            crate::kafka::SecurityError::File { flag, path, reason } => CliError::Invalid {
+                flag,
+                reason: format!("{}: {reason}", path.display()),
+            },
+            crate::kafka::SecurityError::Flag { flag, reason } => {
+                CliError::Invalid { flag, reason }
+            }
+        })
+    }
 }
 
 /// `cronq worker`
@@ -236,8 +256,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "CRONQ_PARTITIONS", default_value_t = 3, value_parser = |s: &str| whole::<i32>(s, 1, 10_000))]
     pub partitions: i32,
     /// Replication factor of topics the worker creates (1-32).
-    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1, value_parser = |s: &str| whole::<i32>(s, 1, 32))]
-    pub replication_factor: i32,
+    #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1, value_parser = |s: &str| whole::<i16>(s, 1, 32))]
+    pub replication_factor: i16,
     /// Never create the results and DLQ topics.
     #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
@@ -558,6 +578,7 @@ fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
         Some(c) => Arc::new(c),
         None => Arc::new(SystemClock),
     };
+    let kafka = args.kafka.connection()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -565,7 +586,7 @@ fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
         .block_on(async {
             tokio::time::timeout(
                 args.timeout,
-                crate::dispatcher::status::read(&args.kafka.brokers, &topic, clock.now()),
+                crate::dispatcher::status::read(&kafka, &topic, clock.now()),
             )
             .await
         })
@@ -765,13 +786,14 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         _ => None,
     };
+    let kafka = args.kafka.connection()?;
     let sink = if args.dry_run {
         SinkConfig::DryRun {
             default_topic: args.topic.clone(),
         }
     } else {
         SinkConfig::Kafka(ProducerConfig {
-            brokers: args.kafka.brokers.clone(),
+            kafka,
             default_topic: args.topic.clone(),
             partitions: args.partitions,
             replication_factor: args.replication_factor,
@@ -871,7 +893,7 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         kill_grace: args.kill_grace,
     });
     let config = WorkerConfig {
-        brokers: args.kafka.brokers.clone(),
+        kafka: args.kafka.connection()?,
         topic: args.topic.clone(),
         group: args.group.clone(),
         start: args.start,

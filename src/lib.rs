@@ -22,6 +22,8 @@
 //! - [`cron`]: standard cron expressions (5 fields, `@macros`) compiled through saffron, evaluated in
 //!   an IANA zone with the Debian cron(8) DST rules.
 //! - [`worker`]: `cronq worker`, the consumer group that executes job messages (pool sized by lag).
+//! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, retry with
+//!   backoff, topic administration, outage reporting.
 //! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
 
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod clock;
 pub mod cron;
 pub mod dispatcher;
+pub mod kafka;
 pub mod message;
 pub mod schedule;
 pub mod tail;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::dispatcher::Dispatch;
+use crate::schedule::JobSpec;
 
 /// The value of a job record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,16 +53,16 @@ pub fn dispatch_id(job_name: &str, scheduled_at: &str) -> String {
 }
 
 impl JobMessage {
-    /// The message for one dispatch.
-    pub fn from_dispatch(d: &Dispatch) -> JobMessage {
-        let scheduled_at = slot_text(d.scheduled_at);
+    /// The message of `spec`'s slot at `scheduled_at`.
+    pub fn for_slot(spec: &JobSpec, scheduled_at: DateTime<Utc>) -> JobMessage {
+        let scheduled_at = slot_text(scheduled_at);
         JobMessage {
             v: 1,
-            job_name: d.spec.name.clone(),
-            priority: d.spec.priority,
-            job: d.spec.job.clone(),
-            cron_time: d.spec.cron_time.to_string(),
-            dispatch_id: dispatch_id(&d.spec.name, &scheduled_at),
+            job_name: spec.name.clone(),
+            priority: spec.priority,
+            job: spec.job.clone(),
+            cron_time: spec.cron_time.to_string(),
+            dispatch_id: dispatch_id(&spec.name, &scheduled_at),
             scheduled_at,
         }
     }
@@ -83,9 +83,15 @@ pub struct OutgoingRecord {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Encodes `d` as JobMessage v1 for `default_topic` (unless the job has its own), stamped `now`.
-pub fn encode(d: &Dispatch, default_topic: &str, now: DateTime<Utc>) -> OutgoingRecord {
-    let msg = JobMessage::from_dispatch(d);
+/// Encodes `spec`'s slot at `scheduled_at` as JobMessage v1 for `default_topic` (unless the job
+/// has its own), stamped `now`.
+pub fn encode(
+    spec: &JobSpec,
+    scheduled_at: DateTime<Utc>,
+    default_topic: &str,
+    now: DateTime<Utc>,
+) -> OutgoingRecord {
+    let msg = JobMessage::for_slot(spec, scheduled_at);
     let mut headers = BTreeMap::new();
     headers.insert(
         HEADER_DISPATCH_ID.to_string(),
@@ -100,12 +106,11 @@ pub fn encode(d: &Dispatch, default_topic: &str, now: DateTime<Utc>) -> Outgoing
         msg.scheduled_at.clone().into_bytes(),
     );
     OutgoingRecord {
-        topic: d
-            .spec
+        topic: spec
             .topic
             .clone()
             .unwrap_or_else(|| default_topic.to_string()),
-        key: d.spec.name.clone().into_bytes(),
+        key: spec.name.clone().into_bytes(),
         // A struct of strings and integers always serializes.
         value: serde_json::to_vec(&msg).unwrap_or_default(),
         headers,

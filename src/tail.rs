@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::cli::{CliError, TailArgs};
-use crate::dispatcher::producer::{connect, Backoff};
+use crate::kafka::{describe, retry_forever};
 use crate::message::JobMessage;
 
 struct Received {
@@ -42,20 +42,29 @@ pub fn run(args: TailArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
-    let client = connect(&args.kafka.brokers, Duration::from_millis(200)).await;
-    let mut backoff = Backoff::new(Duration::from_millis(200));
-    let partitions = loop {
-        match client.list_topics().await {
-            Ok(topics) => {
-                if let Some(t) = topics.into_iter().find(|t| t.name == args.topic) {
-                    break t.partitions;
-                }
-                warn!(message = "topic does not exist yet; waiting for it", topic = %args.topic);
+    let kafka = args.kafka.connection()?;
+    let client = kafka.connect(Duration::from_millis(200)).await;
+    let partitions = retry_forever(
+        Duration::from_millis(200),
+        || async {
+            match client.list_topics().await {
+                Ok(topics) => match topics.into_iter().find(|t| t.name == args.topic) {
+                    Some(t) => Ok(t.partitions),
+                    None => Err(format!(
+                        "topic {:?} does not exist yet; waiting for it",
+                        args.topic
+                    )),
+                },
+                Err(e) => Err(format!("reading topic metadata failed: {}", describe(&e))),
             }
-            Err(e) => warn!(message = "reading topic metadata failed; retrying", error = %e),
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    };
+        },
+        |e, attempt, _| {
+            if attempt == 1 {
+                warn!(message = "cannot tail yet; retrying", error = %e);
+            }
+        },
+    )
+    .await;
     info!(message = "tailing", topic = %args.topic, partitions = partitions.len(), from_beginning = args.from_beginning);
     let (tx, mut rx) = mpsc::channel::<Received>(1024);
     for partition in partitions {
@@ -70,6 +79,7 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
             }
         };
         let tx = tx.clone();
+        let health = std::sync::Arc::clone(kafka.health());
         let from_beginning = args.from_beginning;
         tokio::spawn(async move {
             let at = if from_beginning {
@@ -81,7 +91,7 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
                 match pc.get_offset(at).await {
                     Ok(o) => break o,
                     Err(e) => {
-                        warn!(message = "cannot read partition offsets; retrying", partition, error = %e);
+                        health.failed("tail", "", &describe(&e));
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -89,6 +99,7 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
             loop {
                 match pc.fetch_records(offset, 1..4_000_000, 500).await {
                     Ok((records, _high_watermark)) => {
+                        health.succeeded();
                         for r in records {
                             offset = offset.max(r.offset + 1);
                             let value = r.record.value.unwrap_or_default();
@@ -106,7 +117,8 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
                         }
                     }
                     Err(e) => {
-                        warn!(message = "fetch failed; retrying", partition, error = %e);
+                        // One report per outage for all partitions (Health), details at debug.
+                        health.failed("tail", "", &describe(&e));
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

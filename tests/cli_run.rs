@@ -313,7 +313,7 @@ fn a_closed_stdout_stops_the_dry_run_with_an_error() {
             Instant::now() < deadline,
             "still running with stdout closed"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        poll_pause();
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
@@ -322,4 +322,10 @@ fn a_closed_stdout_stops_the_dry_run_with_an_error() {
         stderr.contains("writing dispatches to stdout") && stderr.contains("Broken pipe"),
         "{stderr}"
     );
+}
+
+/// A short pause between two polls of a child process; never a wait for time itself to pass.
+#[allow(clippy::disallowed_methods)]
+fn poll_pause() {
+    std::thread::sleep(Duration::from_millis(50));
 }

@@ -80,7 +80,7 @@ fn encoded(
         scheduled_at: slot,
         lease: None,
     };
-    let r = cronq::message::encode(&d, "unused", Utc::now());
+    let r = cronq::message::encode(&d.spec, d.scheduled_at, "unused", Utc::now());
     JobRecord {
         partition: Some(cronq::message::partition_for(&r.key, partitions)),
         key: r.key,
@@ -1084,7 +1084,7 @@ fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
         seen: std::sync::Mutex::new(Vec::new()),
     });
     let config = WorkerConfig {
-        brokers: vec![address.clone()],
+        kafka: cronq::kafka::Connection::plaintext(vec![address.clone()]),
         topic: topic.clone(),
         group: "gembed".into(),
         start: StartAt::Earliest,

@@ -21,11 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -34,7 +32,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::cursor::{Cursor, CURSOR_KEY};
-use super::producer::{describe, Backoff};
+use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{describe, retry_forever, Connection, Health, KafkaContext};
 
 /// Errors of the group layer.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +92,8 @@ pub enum GroupEvent {
 /// What the membership needs.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
-    /// Bootstrap brokers.
-    pub brokers: Vec<String>,
+    /// Where Kafka is and how to talk to it.
+    pub kafka: Connection,
     /// The consumer group.
     pub group: String,
     /// The state topic.
@@ -137,6 +136,8 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 struct MemberContext {
     events: mpsc::Sender<GroupEvent>,
     handover_timeout: Duration,
+    /// librdkafka's log and errors go the way of every Kafka client of cronq.
+    kafka: KafkaContext,
 }
 
 fn shards_of(tpl: &TopicPartitionList) -> Vec<u32> {
@@ -149,7 +150,15 @@ fn shards_of(tpl: &TopicPartitionList) -> Vec<u32> {
     shards
 }
 
-impl ClientContext for MemberContext {}
+impl ClientContext for MemberContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.kafka.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.kafka.error_event(&error, reason);
+    }
+}
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -236,8 +245,9 @@ fn consumer(
     events: mpsc::Sender<GroupEvent>,
 ) -> Result<BaseConsumer<MemberContext>, GroupError> {
     let session_ms = config.session_timeout.as_millis().max(1) as u64;
-    let consumer: BaseConsumer<MemberContext> = ClientConfig::new()
-        .set("bootstrap.servers", config.brokers.join(","))
+    let consumer: BaseConsumer<MemberContext> = config
+        .kafka
+        .rdkafka()
         .set("group.id", &config.group)
         .set("session.timeout.ms", session_ms.to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
@@ -247,17 +257,18 @@ fn consumer(
         .create_with_context(MemberContext {
             events,
             handover_timeout: config.handover_timeout,
+            kafka: config.kafka.context("dispatcher group"),
         })
         .map_err(|source| GroupError::Client {
             what: "group consumer",
-            brokers: config.brokers.join(","),
+            brokers: config.kafka.brokers_text(),
             source,
         })?;
     consumer
         .subscribe(&[&config.state_topic])
         .map_err(|source| GroupError::Client {
             what: "group subscription",
-            brokers: config.brokers.join(","),
+            brokers: config.kafka.brokers_text(),
             source,
         })?;
     Ok(consumer)
@@ -309,72 +320,51 @@ fn membership_thread(
 /// `wanted`. Waits, with logs, while Kafka cannot be reached.
 pub async fn ensure_state_topic(
     client: &Client,
-    brokers: &[String],
+    kafka: &Connection,
     topic: &str,
     wanted: u32,
     replication_factor: i16,
 ) -> Result<u32, GroupError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers.join(","))
-        .create()
-        .map_err(|source| GroupError::Client {
-            what: "admin client",
-            brokers: brokers.join(","),
-            source,
-        })?;
-    let mut backoff = Backoff::new(Duration::from_millis(200));
-    loop {
-        match client.list_topics().await {
-            Ok(topics) => {
-                if let Some(t) = topics.iter().find(|t| t.name == topic) {
-                    if !t.partitions.is_empty() {
-                        let found = t.partitions.len() as u32;
-                        if found != wanted {
-                            warn!(message = "the state topic exists with another shard count; it wins over --shards", topic, shards = found, wanted);
-                        }
-                        return Ok(found);
-                    }
-                } else {
-                    let new = NewTopic::new(
-                        topic,
-                        wanted as i32,
-                        TopicReplication::Fixed(i32::from(replication_factor)),
-                    )
-                    .set("cleanup.policy", "compact");
-                    let options =
-                        AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-                    match admin.create_topics([&new], &options).await {
-                        Ok(results) => {
-                            for r in results {
-                                match r {
-                                    Ok(_) => info!(
-                                        message = "created the state topic",
-                                        topic,
-                                        shards = wanted
-                                    ),
-                                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                                    Err((_, code)) => {
-                                        return Err(GroupError::CreateTopic {
-                                            topic: topic.to_string(),
-                                            reason: code.to_string(),
-                                        })
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            warn!(message = "creating the state topic failed; retrying", topic, error = %e)
-                        }
-                    }
+    let admin = TopicAdmin::new(kafka).map_err(|source| GroupError::Client {
+        what: "admin client",
+        brokers: kafka.brokers_text(),
+        source,
+    })?;
+    let spec = TopicSpec {
+        name: topic,
+        partitions: i32::try_from(wanted).unwrap_or(i32::MAX),
+        replication_factor,
+        configs: &[("cleanup.policy", "compact")],
+    };
+    let found = retry_forever(
+        Duration::from_millis(200),
+        || async {
+            match ensure_topic(client, Some(&admin), &spec).await {
+                Err(TopicError::Refused { topic, reason }) => {
+                    Ok(Err(GroupError::CreateTopic { topic, reason }))
                 }
+                Err(e) => Err(e),
+                Ok(n) => Ok(Ok(n)),
             }
-            Err(e) => {
-                warn!(message = "cannot read the state topic's metadata; retrying", topic, error = %describe(&e));
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
+        },
+        |e: &TopicError, _, _| {
+            kafka
+                .health()
+                .failed("dispatcher group", "", &e.to_string());
+        },
+    )
+    .await?;
+    kafka.health().succeeded();
+    let found = found as u32;
+    if found != wanted {
+        warn!(
+            message = "the state topic exists with another shard count; it wins over --shards",
+            topic,
+            shards = found,
+            wanted
+        );
     }
+    Ok(found)
 }
 
 /// The longest a read or write of the state topic may take (the client retries inside it): the
@@ -385,6 +375,8 @@ const STATE_IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct StateTopic {
     client: Arc<Client>,
     topic: String,
+    /// Where failed writes are reported (else logged as warnings).
+    health: Option<Arc<Health>>,
     partitions: tokio::sync::Mutex<Vec<Option<Arc<PartitionClient>>>>,
     /// Writes one batch at a time, so a release's final cursors land after any periodic batch
     /// already in flight.
@@ -397,9 +389,16 @@ impl StateTopic {
         StateTopic {
             client,
             topic,
+            health: None,
             partitions: tokio::sync::Mutex::new(vec![None; shards as usize]),
             writing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Report failed writes to `health` (one state change per outage) instead of a warning each.
+    pub fn with_health(mut self, health: Arc<Health>) -> StateTopic {
+        self.health = Some(health);
+        self
     }
 
     fn error(&self, shard: u32, reason: String) -> GroupError {
@@ -547,8 +546,21 @@ pub async fn write_cursors(
             continue;
         }
         let failed = state.write(&cursors).await;
+        if failed.is_empty() {
+            if let Some(health) = &state.health {
+                health.succeeded();
+            }
+        }
         if let Some((shard, e)) = failed.first() {
-            warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
+            match &state.health {
+                Some(health) => {
+                    health.failed("cursor writer", "", &e.to_string());
+                    debug!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
+                }
+                None => {
+                    warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e)
+                }
+            }
             let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
             for (shard, _) in &failed {
                 written.remove(shard);

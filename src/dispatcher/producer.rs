@@ -1,36 +1,45 @@
-//! The Kafka side of the dispatcher: a bounded pool of producer tasks (rskafka).
+//! The Kafka side of the dispatcher: the router and one sender task per partition (rskafka).
 //!
 //! ```text
-//! tick loop ──► queue (--queue-capacity) ──► router ──► producer task i (one per partition group, bounded)
-//!                                   (encode JobMessage v1,        │ batch per partition (--batch-size)
-//!                                    murmur2 partition)           ▼ produce, acks = all; retry forever with backoff
-//!                                                               Kafka
+//! tick loop ──► queue (--queue-capacity) ──► router ──► partition task (topic, p) ──► Kafka
+//!                           (encode JobMessage v1,  │     batch (--batch-size), at most --producers
+//!                            murmur2 partition)     │     requests in flight; acks = all; retry forever
+//!                                                   └─► topic waiting room: a topic that is missing or
+//!                                                       refused waits here, retried in the background
 //! ```
 //!
-//! A partition is always served by the same producer task, so the records of one job (one key, one
+//! A partition is always served by the same task, so the records of one job (one key, one
 //! partition) reach Kafka in slot order. A record counts as delivered only once the broker acked it.
-//! Transient errors (broker down, leader moving) are retried with exponential backoff and jitter for
-//! as long as the process runs, and the queue backpressures the tick loop meanwhile. Permanent errors
-//! (record too large, authorization) are logged with the job and slot, counted, and skipped.
+//!
+//! Failure stays small: a topic that cannot be used (missing with `--no-create-topics`, refused by
+//! the broker) parks its dispatches and is retried in the background, reported once a minute, while
+//! every other topic flows; a partition whose produce keeps failing retries on its own task while
+//! the others flow. Parked and failing dispatches are not settled, so their shard's cursor stays
+//! before their slot: nothing is lost, and a takeover re-sends them. Only when one topic or
+//! partition has [`BACKLOG_LIMIT`] records waiting does the router wait for it (backpressure, as in a
+//! full outage) rather than hold more in memory.
+//!
+//! Permanent errors of a record (too large, authorization) are logged with the job and slot,
+//! counted, and skipped. A task that panics ends [`run`] with [`ProducerError::Task`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::Client;
 use rskafka::record::Record;
-use rskafka::BackoffConfig;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::cursor::LeaseRef;
 use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
+use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{describe, is_connectivity, is_permanent, round_ms, Backoff, Connection};
 use crate::message::{encode, partition_for, OutgoingRecord};
 
 /// `--compression`
@@ -61,8 +70,8 @@ impl From<CompressionArg> for Compression {
 /// How to reach Kafka and how to produce.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// Bootstrap brokers, `host:port`.
-    pub brokers: Vec<String>,
+    /// Where Kafka is and how to talk to it.
+    pub kafka: Connection,
     /// Topic for jobs without their own.
     pub default_topic: String,
     /// Partitions of topics we create.
@@ -71,21 +80,15 @@ pub struct ProducerConfig {
     pub replication_factor: i16,
     /// Create missing topics.
     pub create_topics: bool,
-    /// Producer tasks.
+    /// Produce requests in flight at most (over all partitions).
     pub producers: usize,
     /// Records per produce request at most.
     pub batch_size: usize,
     /// Record batch compression.
     pub compression: CompressionArg,
-    /// First retry delay; doubles up to [`MAX_BACKOFF`].
+    /// First retry delay; doubles up to [`crate::kafka::MAX_BACKOFF`].
     pub retry_backoff: Duration,
 }
-
-/// The longest wait between two retries.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// rskafka retries internally too; cap it so a failure surfaces to our own logging retry loop.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Delivery counters shared with whoever reports on shutdown.
 #[derive(Debug, Default)]
@@ -188,309 +191,407 @@ impl SlotLedger {
     }
 }
 
-/// Is this error worth retrying?
-fn is_permanent(e: &KafkaError) -> bool {
-    matches!(
-        e,
-        KafkaError::ServerError {
-            protocol_error: ProtocolError::MessageTooLarge
-                | ProtocolError::RecordListTooLarge
-                | ProtocolError::InvalidRecord
-                | ProtocolError::TopicAuthorizationFailed
-                | ProtocolError::ClusterAuthorizationFailed
-                | ProtocolError::InvalidTopicException
-                | ProtocolError::UnsupportedForMessageFormat,
-            ..
-        }
-    )
-}
+/// Records one topic or one partition may have waiting before the router waits for it.
+pub const BACKLOG_LIMIT: usize = 100_000;
 
-/// Short, human form of an rskafka error (its `Display` includes whole request dumps).
-pub(crate) fn describe(e: &KafkaError) -> String {
-    match e {
-        KafkaError::ServerError {
-            protocol_error,
-            error_message,
-            ..
-        } => match error_message {
-            Some(m) => format!("broker error {protocol_error}: {m}"),
-            None => format!("broker error {protocol_error}"),
-        },
-        other => other.to_string(),
-    }
-}
+/// How often a topic or partition that keeps failing is reported.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
-/// Exponential backoff with full jitter: `[d/2, d]` where `d` doubles from `base` up to the cap.
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    attempt: u32,
-    seed: u64,
-}
+/// The longest wait between two attempts to make an unusable topic usable.
+const TOPIC_RETRY_MAX: Duration = Duration::from_secs(10);
 
-impl Backoff {
-    /// Starts at `base`.
-    pub fn new(base: Duration) -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        Backoff {
-            base: base.max(Duration::from_millis(1)),
-            attempt: 0,
-            seed,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let full = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(MAX_BACKOFF);
-        self.attempt += 1;
-        // xorshift: jitter needs no cryptographic randomness
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let frac = (self.seed % 1000) as f64 / 1000.0;
-        full.mul_f64(0.5 + frac / 2.0)
-    }
-
-    /// Back to `base` after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Connects to the cluster, retrying (with logs) until it answers.
-pub async fn connect(brokers: &[String], retry_backoff: Duration) -> Client {
-    let mut backoff = Backoff::new(retry_backoff);
-    loop {
-        let built = ClientBuilder::new(brokers.to_vec())
-            .backoff_config(BackoffConfig {
-                deadline: Some(CLIENT_DEADLINE),
-                max_backoff: Duration::from_secs(1),
-                ..BackoffConfig::default()
-            })
-            .build()
-            .await;
-        match built {
-            Ok(client) => {
-                info!(message = "connected to Kafka", brokers = %brokers.join(","));
-                return client;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                warn!(
-                    message = "cannot reach Kafka; retrying",
-                    brokers = %brokers.join(","),
-                    error = %describe(&e),
-                    retry_in = %humantime::format_duration(round_ms(delay)),
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
-}
-
-/// Makes sure `topic` exists (creating it when allowed) and returns its partition count, retrying
-/// transient failures with logs.
-pub async fn ensure_topic(client: &Client, config: &ProducerConfig, topic: &str) -> Option<i32> {
-    let mut backoff = Backoff::new(config.retry_backoff);
-    loop {
-        let listed = client.list_topics().await;
-        match listed {
-            Ok(topics) => {
-                if let Some(t) = topics.iter().find(|t| t.name == topic) {
-                    if !t.partitions.is_empty() {
-                        return Some(t.partitions.len() as i32);
-                    }
-                } else if !config.create_topics {
-                    error!(
-                        message = "topic does not exist and --no-create-topics is set; its jobs cannot be delivered until it is created",
-                        topic,
-                    );
-                } else {
-                    let created = match client.controller_client() {
-                        Ok(c) => {
-                            c.create_topic(
-                                topic,
-                                config.partitions,
-                                config.replication_factor,
-                                5_000,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match created {
-                        Ok(()) => {
-                            info!(
-                                message = "created topic",
-                                topic,
-                                partitions = config.partitions,
-                                replication_factor = config.replication_factor
-                            );
-                            continue;
-                        }
-                        Err(KafkaError::ServerError {
-                            protocol_error: ProtocolError::TopicAlreadyExists,
-                            ..
-                        }) => continue,
-                        Err(e) if is_permanent(&e) => {
-                            error!(message = "cannot create topic", topic, error = %describe(&e));
-                            return None;
-                        }
-                        Err(e) => {
-                            warn!(message = "creating topic failed; retrying", topic, error = %describe(&e));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(message = "reading topic metadata failed; retrying", topic, error = %describe(&e));
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+/// Why the producer pool stopped before its input closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// A task of the pool died. Its dispatches stay unacked, so their shards' cursors stay before
+    /// them and the next owner re-sends them.
+    #[error("producer task for {what} died: {reason}")]
+    Task {
+        /// The topic or partition the task served.
+        what: String,
+        /// The panic message, or how it ended.
+        reason: String,
+    },
+    /// The topic admin client cannot be created (a bad setting).
+    #[error("cannot create the Kafka topic admin client: {0}")]
+    Admin(String),
 }
 
 struct Item {
     record: OutgoingRecord,
-    partition: i32,
     slot: DateTime<Utc>,
     job_name: Arc<str>,
     lease: Option<LeaseRef>,
 }
 
-impl Item {
-    /// The broker acked the record or refused it for good: either way its shard's cursor may pass.
-    fn settle(&self) {
-        if let Some(lease) = &self.lease {
-            lease.0.settle(Minute::containing(self.slot), 1);
+/// What every task of the pool shares.
+struct Shared {
+    client: Arc<Client>,
+    config: ProducerConfig,
+    stats: Arc<DeliveryStats>,
+    ledger: Option<Arc<SlotLedger>>,
+    /// `--producers`: produce requests in flight at once.
+    in_flight: Semaphore,
+    /// Dispatches accepted and not settled (shown in the outage reports).
+    backlog: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// The broker acked these records.
+    fn delivered(&self, items: &[Item]) {
+        self.stats
+            .delivered
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.backlog
+            .fetch_sub(items.len() as u64, Ordering::Relaxed);
+        let mut per_slot: BTreeMap<Minute, u64> = BTreeMap::new();
+        for item in items {
+            let minute = Minute::containing(item.slot);
+            if let Some(lease) = &item.lease {
+                lease.0.settle(minute, 1);
+            }
+            *per_slot.entry(minute).or_default() += 1;
+        }
+        if let Some(ledger) = &self.ledger {
+            for (slot, n) in per_slot {
+                ledger.acked(slot, n);
+            }
+        }
+    }
+
+    /// The broker refused this record for good: it is dropped, and its shard's cursor may pass.
+    fn refused(&self, item: &Item) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
+        let minute = Minute::containing(item.slot);
+        if let Some(lease) = &item.lease {
+            lease.0.settle(minute, 1);
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.settle(minute, 0, 1, 0);
         }
     }
 }
 
-/// Runs the router and the producer pool until `rx` closes and everything queued is settled.
+enum TopicEntry {
+    Ready(i32),
+    /// Not usable yet: its dispatches wait here while a background task retries the topic.
+    Waiting {
+        parked: VecDeque<Item>,
+        /// `parked.len()`, for the background task's reports.
+        count: Arc<AtomicU64>,
+    },
+}
+
+/// The router's state.
+struct Router {
+    shared: Arc<Shared>,
+    admin: Option<Arc<TopicAdmin>>,
+    topics: HashMap<String, TopicEntry>,
+    partitions: HashMap<(String, i32), mpsc::Sender<Item>>,
+    tasks: JoinSet<()>,
+    /// What each task serves, for the error when one dies.
+    task_names: HashMap<tokio::task::Id, String>,
+    resolvers: HashMap<String, tokio::task::AbortHandle>,
+    ready_tx: mpsc::UnboundedSender<(String, i32)>,
+}
+
+/// Runs the router and the partition tasks until `rx` closes and everything queued is settled.
+/// Returns an error as soon as one of its tasks dies; dropping `rx` then tells the tick loop.
 pub async fn run(
     config: ProducerConfig,
     mut rx: mpsc::Receiver<Dispatch>,
     stats: Arc<DeliveryStats>,
     ledger: Option<Arc<SlotLedger>>,
-) {
-    let client = Arc::new(connect(&config.brokers, config.retry_backoff).await);
-    let producers = config.producers.max(1);
-    let per_task = config.batch_size.max(1) * 2;
-    let mut lanes = Vec::with_capacity(producers);
-    let mut tasks = JoinSet::new();
-    for lane in 0..producers {
-        let (tx, lane_rx) = mpsc::channel::<Item>(per_task);
-        lanes.push(tx);
-        tasks.spawn(produce_lane(
-            lane,
-            Arc::clone(&client),
-            config.clone(),
-            lane_rx,
-            Arc::clone(&stats),
-            ledger.clone(),
-        ));
-    }
-
-    let mut partitions: HashMap<String, Option<i32>> = HashMap::new();
+) -> Result<(), ProducerError> {
+    let client = Arc::new(config.kafka.connect(config.retry_backoff).await);
+    let admin = if config.create_topics {
+        Some(Arc::new(
+            TopicAdmin::new(&config.kafka).map_err(|e| ProducerError::Admin(e.to_string()))?,
+        ))
+    } else {
+        None
+    };
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let backlog = Arc::clone(config.kafka.health().backlog());
+    let mut router = Router {
+        shared: Arc::new(Shared {
+            client,
+            in_flight: Semaphore::new(config.producers.max(1)),
+            config,
+            stats,
+            ledger,
+            backlog,
+        }),
+        admin,
+        topics: HashMap::new(),
+        partitions: HashMap::new(),
+        tasks: JoinSet::new(),
+        task_names: HashMap::new(),
+        resolvers: HashMap::new(),
+        ready_tx,
+    };
     // The default topic up front: a missing permission or a bad name shows at start-up, and
     // consumers (`cronq tail`, workers) can attach before the first job is due.
-    let default_partitions = ensure_topic(&client, &config, &config.default_topic).await;
-    partitions.insert(config.default_topic.clone(), default_partitions);
-    while let Some(dispatch) = rx.recv().await {
-        let record = encode(&dispatch, &config.default_topic, Utc::now());
-        let count = match partitions.get(&record.topic) {
-            Some(c) => *c,
-            None => {
-                let c = ensure_topic(&client, &config, &record.topic).await;
-                partitions.insert(record.topic.clone(), c);
-                c
-            }
-        };
-        let slot = dispatch.scheduled_at;
-        let Some(count) = count else {
-            error!(message = "dropping dispatch: its topic is unusable", topic = %record.topic, job = %dispatch.spec.name, slot = %slot);
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            if let Some(l) = &ledger {
-                l.settle(Minute::containing(slot), 0, 1, 0);
-            }
-            if let Some(lease) = &dispatch.lease {
-                lease.0.settle(Minute::containing(slot), 1);
-            }
-            continue;
-        };
-        let partition = partition_for(&record.key, count);
-        let lane = lane_of(&record.topic, partition, producers);
-        let item = Item {
-            record,
-            partition,
-            slot,
-            job_name: Arc::from(dispatch.spec.name.as_str()),
-            lease: dispatch.lease,
-        };
-        if lanes[lane].send(item).await.is_err() {
-            error!(message = "producer task ended unexpectedly", lane);
+    let default_topic = router.shared.config.default_topic.clone();
+    router.wait_for_topic(&default_topic);
+    let mut open = true;
+    loop {
+        let parked = router
+            .topics
+            .values()
+            .any(|t| matches!(t, TopicEntry::Waiting { parked, .. } if !parked.is_empty()));
+        if !open && !parked {
             break;
         }
-    }
-    drop(lanes);
-    while tasks.join_next().await.is_some() {}
-}
-
-fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
-    let h = crate::message::murmur2(topic.as_bytes()) as u32 as usize;
-    (h.wrapping_add(partition as usize)) % lanes
-}
-
-async fn produce_lane(
-    lane: usize,
-    client: Arc<Client>,
-    config: ProducerConfig,
-    mut rx: mpsc::Receiver<Item>,
-    stats: Arc<DeliveryStats>,
-    ledger: Option<Arc<SlotLedger>>,
-) {
-    let mut clients: HashMap<(String, i32), Arc<PartitionClient>> = HashMap::new();
-    let mut batch: Vec<Item> = Vec::with_capacity(config.batch_size);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < config.batch_size.max(1) {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+        tokio::select! {
+            dispatch = rx.recv(), if open => match dispatch {
+                Some(d) => router.route(d, &mut ready_rx).await?,
+                None => open = false,
+            },
+            Some((topic, count)) = ready_rx.recv() => router.topic_ready(topic, count).await?,
+            Some(joined) = router.tasks.join_next_with_id(), if !router.tasks.is_empty() => {
+                router.check(joined)?;
             }
         }
-        // Group by partition, keeping each partition's order.
-        let mut groups: BTreeMap<(String, i32), Vec<Item>> = BTreeMap::new();
-        for item in batch.drain(..) {
-            groups
-                .entry((item.record.topic.clone(), item.partition))
-                .or_default()
-                .push(item);
+    }
+    drop(rx);
+    for (_, resolver) in router.resolvers.drain() {
+        resolver.abort();
+    }
+    router.partitions.clear();
+    while let Some(joined) = router.tasks.join_next_with_id().await {
+        router.check(joined)?;
+    }
+    Ok(())
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A task of the pool ended: fine when it returned or was cancelled, [`ProducerError::Task`] with
+/// what it served and its panic message when it panicked.
+fn task_ended(
+    names: &mut HashMap<tokio::task::Id, String>,
+    joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) -> Result<(), ProducerError> {
+    match joined {
+        Ok((id, ())) => {
+            names.remove(&id);
+            Ok(())
         }
-        for (key, items) in groups {
-            send_group(
-                lane,
-                &client,
-                &mut clients,
-                &config,
-                key,
-                items,
-                &stats,
-                ledger.as_deref(),
-            )
-            .await;
+        Err(e) if e.is_cancelled() => Ok(()),
+        Err(e) => {
+            let what = names
+                .remove(&e.id())
+                .unwrap_or_else(|| "a producer task".into());
+            let reason = panic_text(e);
+            error!(message = "a producer task died; stopping the producer pool", task = %what, reason = %reason);
+            Err(ProducerError::Task { what, reason })
+        }
+    }
+}
+
+impl Router {
+    /// A task ended: fine for a topic task that found its topic, an error for a panic.
+    fn check(
+        &mut self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) -> Result<(), ProducerError> {
+        task_ended(&mut self.task_names, joined)
+    }
+
+    /// Starts the background task that makes `topic` usable; its dispatches wait meanwhile.
+    fn wait_for_topic(&mut self, topic: &str) {
+        let count = Arc::new(AtomicU64::new(0));
+        self.topics.insert(
+            topic.to_string(),
+            TopicEntry::Waiting {
+                parked: VecDeque::new(),
+                count: Arc::clone(&count),
+            },
+        );
+        let handle = self.tasks.spawn(resolve_topic(
+            Arc::clone(&self.shared),
+            self.admin.clone(),
+            topic.to_string(),
+            count,
+            self.ready_tx.clone(),
+        ));
+        self.task_names
+            .insert(handle.id(), format!("topic {topic}"));
+        self.resolvers.insert(topic.to_string(), handle);
+    }
+
+    async fn route(
+        &mut self,
+        dispatch: Dispatch,
+        ready_rx: &mut mpsc::UnboundedReceiver<(String, i32)>,
+    ) -> Result<(), ProducerError> {
+        let shared = &self.shared;
+        let record = encode(
+            &dispatch.spec,
+            dispatch.scheduled_at,
+            &shared.config.default_topic,
+            Utc::now(),
+        );
+        shared.backlog.fetch_add(1, Ordering::Relaxed);
+        let item = Item {
+            slot: dispatch.scheduled_at,
+            job_name: Arc::from(dispatch.spec.name.as_str()),
+            lease: dispatch.lease,
+            record,
+        };
+        let topic = item.record.topic.clone();
+        if !self.topics.contains_key(&topic) {
+            self.wait_for_topic(&topic);
+        }
+        match self.topics.get_mut(&topic) {
+            Some(TopicEntry::Ready(count)) => {
+                let count = *count;
+                self.send(item, count).await
+            }
+            Some(TopicEntry::Waiting { parked, count }) => {
+                parked.push_back(item);
+                count.store(parked.len() as u64, Ordering::Relaxed);
+                if parked.len() >= BACKLOG_LIMIT {
+                    self.wait_until_ready(&topic, ready_rx).await?;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Backpressure: the topic's waiting room is full, so nothing moves until it is usable.
+    async fn wait_until_ready(
+        &mut self,
+        topic: &str,
+        ready_rx: &mut mpsc::UnboundedReceiver<(String, i32)>,
+    ) -> Result<(), ProducerError> {
+        warn!(message = "a topic that cannot be used has too many dispatches waiting; holding every dispatch until it can be used", topic, waiting = BACKLOG_LIMIT);
+        while matches!(self.topics.get(topic), Some(TopicEntry::Waiting { .. })) {
+            tokio::select! {
+                Some((t, count)) = ready_rx.recv() => self.topic_ready(t, count).await?,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.check(joined)?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn topic_ready(&mut self, topic: String, count: i32) -> Result<(), ProducerError> {
+        self.resolvers.remove(&topic);
+        let previous = self.topics.insert(topic, TopicEntry::Ready(count));
+        if let Some(TopicEntry::Waiting { parked, .. }) = previous {
+            for item in parked {
+                self.send(item, count).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, item: Item, partitions: i32) -> Result<(), ProducerError> {
+        let partition = partition_for(&item.record.key, partitions);
+        let key = (item.record.topic.clone(), partition);
+        let tx = match self.partitions.get(&key) {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel(BACKLOG_LIMIT);
+                let handle = self.tasks.spawn(partition_task(
+                    Arc::clone(&self.shared),
+                    key.0.clone(),
+                    partition,
+                    rx,
+                ));
+                self.task_names
+                    .insert(handle.id(), format!("partition {}/{}", key.0, partition));
+                self.partitions.insert(key.clone(), tx.clone());
+                tx
+            }
+        };
+        let item = match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                warn!(message = "a partition that keeps failing has too many dispatches waiting; holding every dispatch until it drains", topic = %key.0, partition, waiting = BACKLOG_LIMIT);
+                item
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(self.died(&key));
+            }
+        };
+        if tx.send(item).await.is_err() {
+            return Err(self.died(&key));
+        }
+        Ok(())
+    }
+
+    fn died(&self, key: &(String, i32)) -> ProducerError {
+        ProducerError::Task {
+            what: format!("partition {}/{}", key.0, key.1),
+            reason: "it ended while dispatches were waiting for it".into(),
+        }
+    }
+}
+
+/// Makes `topic` usable: its partition count, creating it when allowed. Retries in the background
+/// for as long as it takes, reporting what is wrong once a minute; the router's other topics flow
+/// meanwhile.
+async fn resolve_topic(
+    shared: Arc<Shared>,
+    admin: Option<Arc<TopicAdmin>>,
+    topic: String,
+    waiting: Arc<AtomicU64>,
+    ready: mpsc::UnboundedSender<(String, i32)>,
+) {
+    let config = &shared.config;
+    let spec = TopicSpec {
+        name: &topic,
+        partitions: config.partitions,
+        replication_factor: config.replication_factor,
+        configs: &[],
+    };
+    let mut backoff = Backoff::new(config.retry_backoff).with_max(TOPIC_RETRY_MAX);
+    let mut failing_since: Option<Instant> = None;
+    let mut reported: Option<Instant> = None;
+    loop {
+        match ensure_topic(&shared.client, admin.as_deref(), &spec).await {
+            Ok(count) => {
+                shared.config.kafka.health().succeeded();
+                if let Some(since) = failing_since {
+                    info!(message = "topic usable again; sending its waiting dispatches", topic = %topic, partitions = count, waiting = waiting.load(Ordering::Relaxed), unusable_for = %humantime::format_duration(round_ms(since.elapsed())));
+                }
+                let _ = ready.send((topic, count));
+                return;
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let since = *failing_since.get_or_insert(now);
+                if let TopicError::Unreachable { reason, .. } = &e {
+                    // The broker's reachability is reported once for every client (Health).
+                    shared.config.kafka.health().failed("producer", "", reason);
+                } else if reported.is_none_or(|r| now.duration_since(r) >= REPORT_EVERY) {
+                    reported = Some(now);
+                    error!(
+                        message = "topic cannot be used; its jobs wait and it is retried in the background (other topics are not affected)",
+                        topic = %topic,
+                        error = %e,
+                        waiting = waiting.load(Ordering::Relaxed),
+                        unusable_for = %humantime::format_duration(Duration::from_secs(now.duration_since(since).as_secs())),
+                    );
+                } else {
+                    debug!(message = "topic still cannot be used", topic = %topic, error = %e);
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
     }
 }
@@ -504,99 +605,158 @@ fn to_record(item: &Item) -> Record {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send_group(
-    lane: usize,
-    client: &Client,
-    clients: &mut HashMap<(String, i32), Arc<PartitionClient>>,
-    config: &ProducerConfig,
-    key: (String, i32),
-    items: Vec<Item>,
-    stats: &DeliveryStats,
-    ledger: Option<&SlotLedger>,
+/// A partition's failures in a row, for its once-a-minute report.
+struct Failing {
+    since: Instant,
+    reported: Option<Instant>,
+    attempts: u64,
+}
+
+/// Sends the records of one partition, in order, until its channel closes.
+async fn partition_task(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    mut rx: mpsc::Receiver<Item>,
 ) {
-    let mut backoff = Backoff::new(config.retry_backoff);
-    let mut pending = items;
-    let mut attempts = 0u64;
-    while !pending.is_empty() {
-        let pc = match clients.get(&key) {
-            Some(pc) => Arc::clone(pc),
-            None => match client
-                .partition_client(key.0.clone(), key.1, UnknownTopicHandling::Retry)
-                .await
-            {
-                Ok(pc) => {
-                    let pc = Arc::new(pc);
-                    clients.insert(key.clone(), Arc::clone(&pc));
-                    pc
+    let batch_size = shared.config.batch_size.max(1);
+    let mut client: Option<Arc<PartitionClient>> = None;
+    let mut backoff = Backoff::new(shared.config.retry_backoff);
+    let mut failing: Option<Failing> = None;
+    let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        while !batch.is_empty() {
+            let result = {
+                // Never closed: the pool holds the semaphore for its whole life.
+                let _permit = shared.in_flight.acquire().await;
+                produce(&shared, &topic, partition, &mut client, &batch).await
+            };
+            match result {
+                Ok(()) => {
+                    shared.config.kafka.health().succeeded();
+                    shared.delivered(&batch);
+                    batch.clear();
+                    backoff.reset();
+                    if let Some(f) = failing.take() {
+                        if f.reported.is_some() {
+                            info!(message = "partition delivering again", topic = %topic, partition, attempts = f.attempts, failing_for = %humantime::format_duration(round_ms(f.since.elapsed())));
+                        }
+                    }
+                }
+                Err(e) if is_permanent(&e) => {
+                    if batch.len() > 1 {
+                        // One bad record must not sink its neighbours: send them one by one.
+                        let rest = std::mem::take(&mut batch);
+                        for item in rest {
+                            send_alone(&shared, &topic, partition, &mut client, item).await;
+                        }
+                    } else {
+                        for item in batch.drain(..) {
+                            error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic = %topic, partition, error = %describe(&e));
+                            shared.refused(&item);
+                        }
+                    }
                 }
                 Err(e) => {
+                    // The leader may have moved or the connection died: forget the client.
+                    client = None;
+                    let now = Instant::now();
+                    let f = failing.get_or_insert(Failing {
+                        since: now,
+                        reported: None,
+                        attempts: 0,
+                    });
+                    f.attempts += 1;
                     let delay = backoff.next_delay();
-                    attempts += 1;
-                    warn!(message = "no leader for partition; retrying", lane, topic = %key.0, partition = key.1, brokers = %config.brokers.join(","), error = %describe(&e), pending = pending.len(), attempt = attempts, retry_in = %humantime::format_duration(round_ms(delay)));
+                    let waiting = batch.len() + rx.len();
+                    if is_connectivity(&e) {
+                        shared
+                            .config
+                            .kafka
+                            .health()
+                            .failed("producer", "", &describe(&e));
+                        debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(&e), waiting, attempt = f.attempts, retry_in = %humantime::format_duration(round_ms(delay)));
+                    } else if f
+                        .reported
+                        .is_none_or(|r| now.duration_since(r) >= REPORT_EVERY)
+                    {
+                        f.reported = Some(now);
+                        warn!(message = "partition failing; retrying in the background (other partitions are not affected)", topic = %topic, partition, error = %describe(&e), waiting, attempts = f.attempts, failing_for = %humantime::format_duration(Duration::from_secs(f.since.elapsed().as_secs())));
+                    } else {
+                        debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(&e), waiting, attempt = f.attempts);
+                    }
                     tokio::time::sleep(delay).await;
-                    continue;
                 }
-            },
+            }
+        }
+    }
+}
+
+/// One produce request for `batch`.
+async fn produce(
+    shared: &Shared,
+    topic: &str,
+    partition: i32,
+    client: &mut Option<Arc<PartitionClient>>,
+    batch: &[Item],
+) -> Result<(), rskafka::client::error::Error> {
+    let pc = match client {
+        Some(pc) => Arc::clone(pc),
+        None => {
+            let pc = Arc::new(
+                shared
+                    .client
+                    .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+                    .await?,
+            );
+            *client = Some(Arc::clone(&pc));
+            pc
+        }
+    };
+    let records: Vec<Record> = batch.iter().map(to_record).collect();
+    pc.produce(records, shared.config.compression.into())
+        .await
+        .map(|_offsets| ())
+}
+
+/// A record of a batch the broker refused for good, sent on its own: delivered, or dropped when it
+/// is the bad one; transient failures are retried.
+async fn send_alone(
+    shared: &Shared,
+    topic: &str,
+    partition: i32,
+    client: &mut Option<Arc<PartitionClient>>,
+    item: Item,
+) {
+    let mut backoff = Backoff::new(shared.config.retry_backoff);
+    let one = [item];
+    loop {
+        let result = {
+            let _permit = shared.in_flight.acquire().await;
+            produce(shared, topic, partition, client, &one).await
         };
-        let records: Vec<Record> = pending.iter().map(to_record).collect();
-        match pc.produce(records, config.compression.into()).await {
-            Ok(_offsets) => {
-                stats
-                    .delivered
-                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                for item in &pending {
-                    item.settle();
-                }
-                if attempts > 0 {
-                    info!(message = "delivered after retrying", lane, topic = %key.0, partition = key.1, records = pending.len(), attempts);
-                }
-                if let Some(ledger) = ledger {
-                    let mut per_slot: BTreeMap<Minute, u64> = BTreeMap::new();
-                    for item in &pending {
-                        *per_slot.entry(Minute::containing(item.slot)).or_default() += 1;
-                    }
-                    for (slot, n) in per_slot {
-                        ledger.acked(slot, n);
-                    }
-                }
-                pending.clear();
+        match result {
+            Ok(()) => {
+                shared.delivered(&one);
+                return;
             }
             Err(e) if is_permanent(&e) => {
-                if pending.len() > 1 {
-                    // One bad record must not sink its neighbours: send them one by one.
-                    let rest = std::mem::take(&mut pending);
-                    for item in rest {
-                        Box::pin(send_group(
-                            lane,
-                            client,
-                            clients,
-                            config,
-                            key.clone(),
-                            vec![item],
-                            stats,
-                            ledger,
-                        ))
-                        .await;
-                    }
-                    return;
-                }
-                for item in pending.drain(..) {
-                    error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic = %key.0, partition = key.1, error = %describe(&e));
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    item.settle();
-                    if let Some(ledger) = ledger {
-                        ledger.settle(Minute::containing(item.slot), 0, 1, 0);
-                    }
-                }
+                let item = &one[0];
+                error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic, partition, error = %describe(&e));
+                shared.refused(item);
+                return;
             }
             Err(e) => {
-                // The partition's leader may have moved or the connection died: forget the client.
-                clients.remove(&key);
-                let delay = backoff.next_delay();
-                attempts += 1;
-                warn!(message = "produce failed; retrying", lane, topic = %key.0, partition = key.1, brokers = %config.brokers.join(","), error = %describe(&e), pending = pending.len(), attempt = attempts, retry_in = %humantime::format_duration(round_ms(delay)));
-                tokio::time::sleep(delay).await;
+                *client = None;
+                debug!(message = "produce failed; retrying", topic, partition, error = %describe(&e));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -606,24 +766,26 @@ async fn send_group(
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100));
-        let mut previous_full = Duration::ZERO;
-        for attempt in 0..12u32 {
-            let d = b.next_delay();
-            let full = Duration::from_millis(100)
-                .saturating_mul(1 << attempt)
-                .min(MAX_BACKOFF);
-            assert!(
-                d >= full / 2 && d <= full,
-                "attempt {attempt}: {d:?} not in [{:?}, {full:?}]",
-                full / 2
-            );
-            assert!(full >= previous_full);
-            previous_full = full;
+    #[tokio::test]
+    async fn a_panicked_task_is_an_error_naming_what_it_served_and_why() {
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut names = HashMap::new();
+        let fine = tasks.spawn(async {});
+        names.insert(fine.id(), "topic jobs".to_string());
+        let dies = tasks.spawn(async { panic!("lane broke") });
+        names.insert(dies.id(), "partition jobs/2".to_string());
+        let cancelled = tasks.spawn(std::future::pending());
+        cancelled.abort();
+        let mut errors = Vec::new();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            if let Err(e) = task_ended(&mut names, joined) {
+                errors.push(e.to_string());
+            }
         }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert_eq!(
+            errors,
+            ["producer task for partition jobs/2 died: lane broke"]
+        );
+        assert!(names.is_empty());
     }
 }

@@ -114,7 +114,10 @@ pub enum ServiceError {
 /// The sink a run feeds: the dry-run printer or the Kafka producer pool.
 enum Sink {
     Print(JoinHandle<std::io::Result<u64>>),
-    Kafka(JoinHandle<()>, Arc<DeliveryStats>),
+    Kafka(
+        JoinHandle<Result<(), producer::ProducerError>>,
+        Arc<DeliveryStats>,
+    ),
 }
 
 impl Sink {
@@ -160,7 +163,8 @@ impl Sink {
             Sink::Kafka(task, _) => ServiceError::Task {
                 what: "the producer pool",
                 reason: match task.await {
-                    Ok(()) => "it stopped".into(),
+                    Ok(Ok(())) => "it stopped".into(),
+                    Ok(Err(e)) => e.to_string(),
                     Err(e) => e.to_string(),
                 },
             },
@@ -203,7 +207,8 @@ impl Sink {
                         .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
                     tokio::select! {
                         r = &mut task => {
-                            r.map_err(|e| ServiceError::Task { what: "the producer pool", reason: e.to_string() })?;
+                            r.map_err(|e| ServiceError::Task { what: "the producer pool", reason: e.to_string() })?
+                                .map_err(|e| ServiceError::Task { what: "the producer pool", reason: e.to_string() })?;
                             let (delivered, failed) = settled(&stats);
                             info!(message = "all dispatches settled", dispatched, delivered, failed);
                             return Ok(0);
@@ -568,7 +573,7 @@ impl Member {
     /// A shard's last cursor, retrying while the broker cannot be read: starting without it
     /// could skip slots.
     async fn read_cursor(&self, shard: u32) -> Option<Cursor> {
-        let mut backoff = producer::Backoff::new(Duration::from_millis(100));
+        let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
         loop {
             match self.state.last(shard).await {
                 Ok(c) => return c,
@@ -639,17 +644,24 @@ async fn run_in_group(
     let SinkConfig::Kafka(producer_config) = &config.sink else {
         return run_alone(config, shutdown).await;
     };
-    let client =
-        Arc::new(producer::connect(&producer_config.brokers, producer_config.retry_backoff).await);
+    let client = Arc::new(
+        producer_config
+            .kafka
+            .connect(producer_config.retry_backoff)
+            .await,
+    );
     let shards = group::ensure_state_topic(
         &client,
-        &producer_config.brokers,
+        &producer_config.kafka,
         &group.state_topic,
         group.shards,
         group.replication_factor,
     )
     .await?;
-    let state = Arc::new(StateTopic::new(client, group.state_topic.clone(), shards));
+    let state = Arc::new(
+        StateTopic::new(client, group.state_topic.clone(), shards)
+            .with_health(Arc::clone(producer_config.kafka.health())),
+    );
     let mut load = config.load.clone();
     load.shards = ShardFilter::only(shards, []);
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
@@ -664,7 +676,7 @@ async fn run_in_group(
     let (events_tx, mut events) = mpsc::channel(16);
     let membership = Membership::start(
         MembershipConfig {
-            brokers: producer_config.brokers.clone(),
+            kafka: producer_config.kafka.clone(),
             group: group.group.clone(),
             state_topic: group.state_topic.clone(),
             session_timeout: group.session_timeout,

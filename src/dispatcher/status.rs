@@ -162,27 +162,24 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
     out
 }
 
-/// Reads the group's state topic at `brokers` and judges it. `None` when the state topic does not
-/// exist (no dispatcher of this group ever ran).
+/// Reads the group's state topic through `kafka` and judges it. `None` when the state topic does
+/// not exist (no dispatcher of this group ever ran).
 pub async fn read(
-    brokers: &[String],
+    kafka: &crate::kafka::Connection,
     state_topic: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<GroupView>, String> {
-    let client = rskafka::client::ClientBuilder::new(brokers.to_vec())
-        .build()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot reach Kafka at {}: {}",
-                brokers.join(","),
-                super::producer::describe(&e)
-            )
-        })?;
+    let client = kafka.connect_once().await.map_err(|e| {
+        format!(
+            "cannot reach Kafka at {}: {}",
+            kafka.brokers_text(),
+            crate::kafka::describe(&e)
+        )
+    })?;
     let topics = client
         .list_topics()
         .await
-        .map_err(|e| format!("cannot list topics: {}", super::producer::describe(&e)))?;
+        .map_err(|e| format!("cannot list topics: {}", crate::kafka::describe(&e)))?;
     let Some(topic) = topics.iter().find(|t| t.name == state_topic) else {
         return Ok(None);
     };

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::load::{Catchup, JobSpec, DEFAULT_CATCHUP_WINDOW};
-use crate::dispatcher::Dispatch;
 use crate::message::{encode, OutgoingRecord};
 
 /// `--max-message-bytes`'s default: Kafka's own default `message.max.bytes` (1 MiB).
@@ -119,12 +118,7 @@ pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &st
         catchup_window: DEFAULT_CATCHUP_WINDOW,
         shard: 0,
     };
-    let dispatch = Dispatch {
-        spec: Arc::new(spec),
-        scheduled_at: slot,
-        lease: None,
-    };
-    record_batch_bytes(&encode(&dispatch, "", slot))
+    record_batch_bytes(&encode(&spec, slot, "", slot))
 }
 
 /// An upper bound of [`dispatch_batch_bytes`] from the lengths of the job's strings alone, cheap

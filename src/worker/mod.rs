@@ -38,16 +38,14 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -61,7 +59,8 @@ use results::{
 };
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
-use crate::dispatcher::producer::Backoff;
+use crate::kafka::admin::{TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{retry_forever, Connection, KafkaContext};
 use crate::message::JobMessage;
 
 /// `--start`: where a group with no committed offset begins.
@@ -77,8 +76,8 @@ pub enum StartAt {
 /// Everything the worker needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Bootstrap brokers.
-    pub brokers: Vec<String>,
+    /// Where Kafka is and how to talk to it.
+    pub kafka: Connection,
     /// The job topic.
     pub topic: String,
     /// Consumer group.
@@ -108,7 +107,7 @@ pub struct WorkerConfig {
     /// Partitions of topics the worker creates.
     pub partitions: i32,
     /// Replication factor of topics the worker creates.
-    pub replication_factor: i32,
+    pub replication_factor: i16,
 }
 
 /// Why the worker could not run.
@@ -193,9 +192,19 @@ struct WorkerContext {
     state: Arc<Mutex<WorkerState>>,
     /// Whether the main loop paused fetching (full local queue).
     paused: Arc<AtomicBool>,
+    /// librdkafka's log and errors go the way of every Kafka client of cronq.
+    kafka: KafkaContext,
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.kafka.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.kafka.error_event(&error, reason);
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -260,57 +269,38 @@ async fn ensure_report_topics(
     if !config.create_topics {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", config.brokers.join(","))
-        .create()
-        .map_err(|source| WorkerError::Client {
-            what: "admin client",
-            brokers: config.brokers.join(","),
-            source,
-        })?;
-    let names = [&config.report.results_topic, &config.report.dlq_topic];
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|t| {
-            NewTopic::new(
-                t,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            )
+    let admin = TopicAdmin::new(&config.kafka).map_err(|source| WorkerError::Client {
+        what: "admin client",
+        brokers: config.kafka.brokers_text(),
+        source,
+    })?;
+    let specs: Vec<TopicSpec<'_>> = [&config.report.results_topic, &config.report.dlq_topic]
+        .into_iter()
+        .map(|name| TopicSpec {
+            name,
+            partitions: config.partitions,
+            replication_factor: config.replication_factor,
+            configs: &[],
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let mut backoff = Backoff::new(Duration::from_millis(200));
-    loop {
-        match admin.create_topics(&topics, &options).await {
-            Ok(results) => {
-                for r in results {
-                    match r {
-                        Ok(topic) => info!(
-                            message = "created topic",
-                            topic,
-                            partitions = config.partitions
-                        ),
-                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((topic, code)) => {
-                            return Err(WorkerError::CreateTopic {
-                                topic,
-                                reason: code.to_string(),
-                            })
-                        }
-                    }
+    let create = retry_forever(
+        Duration::from_millis(200),
+        || async {
+            match admin.create(&specs).await {
+                Ok(_) => Ok(Ok(())),
+                Err(TopicError::Refused { topic, reason }) => {
+                    Ok(Err(WorkerError::CreateTopic { topic, reason }))
                 }
-                return Ok(());
+                Err(e) => Err(e),
             }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                warn!(message = "cannot reach Kafka to create the report topics; retrying", brokers = %config.brokers.join(","), error = %e, retry_in_ms = delay.as_millis() as u64);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-        }
+        },
+        |e: &TopicError, _, _| {
+            config.kafka.health().failed("worker", "", &e.to_string());
+        },
+    );
+    tokio::select! {
+        created = create => created,
+        _ = shutdown.cancelled() => Ok(()),
     }
 }
 
@@ -710,16 +700,17 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> Result<Summary, WorkerError> {
-    let brokers = config.brokers.join(",");
+    let brokers = config.kafka.brokers_text();
     ensure_report_topics(&config, &shutdown).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let producer: FutureProducer<KafkaContext> = config
+        .kafka
+        .rdkafka()
         .set("client.id", &config.report.worker)
         .set("acks", "all")
         // A finished job's executor is free at once; only its offset waits for the result's ack.
         // A few milliseconds of linger batch the results of a busy pool into few produce requests.
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(config.kafka.context("worker producer"))
         .map_err(|source| WorkerError::Client {
             what: "producer",
             brokers: brokers.clone(),
@@ -727,6 +718,7 @@ pub async fn run(
         })?;
     let publisher: Arc<dyn Publisher> = Arc::new(KafkaPublisher {
         producer,
+        health: Arc::clone(config.kafka.health()),
         retry_backoff: Duration::from_millis(200),
     });
 
@@ -736,8 +728,9 @@ pub async fn run(
     )));
     let paused = Arc::new(AtomicBool::new(false));
     let session_ms = config.session_timeout.as_millis().max(1000);
-    let consumer: Consumer_ = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let consumer: Consumer_ = config
+        .kafka
+        .rdkafka()
         .set("group.id", &config.group)
         .set("client.id", &config.report.worker)
         .set("enable.auto.commit", "false")
@@ -768,6 +761,7 @@ pub async fn run(
         .create_with_context(WorkerContext {
             state: Arc::clone(&state),
             paused: Arc::clone(&paused),
+            kafka: config.kafka.context("worker"),
         })
         .map_err(|source| WorkerError::Client {
             what: "consumer",

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::executor::{BoxFuture, Handler, JobRun, Outcome, Status};
-use crate::dispatcher::producer::Backoff;
+use crate::kafka::{Backoff, KafkaContext};
 use crate::message::JobMessage;
 
 /// One attempt's report.
@@ -122,7 +122,9 @@ pub trait Publisher: Send + Sync + 'static {
 /// [`Publisher`] over an rdkafka producer (acks from all in-sync replicas).
 pub struct KafkaPublisher {
     /// The producer.
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<KafkaContext>,
+    /// The connection's reachability tracker, told when a report is acked.
+    pub health: std::sync::Arc<crate::kafka::Health>,
     /// First retry delay.
     pub retry_backoff: Duration,
 }
@@ -136,6 +138,8 @@ impl Publisher for KafkaPublisher {
                 let record = FutureRecord::to(topic).key(key).payload(&value);
                 match self.producer.send(record, Duration::from_secs(10)).await {
                     Ok(_) => {
+                        // librdkafka says when a broker is lost, not when it is back: an ack is.
+                        self.health.succeeded();
                         if attempts > 0 {
                             info!(message = "report delivered after retrying", topic, attempts);
                         }

@@ -34,6 +34,10 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `tansu broker` flags for the next `launch` (e.g. `--authentication`).
+    pub extra_args: Vec<String>,
+    /// Advertise this port to clients instead of `port` (a proxy in front of the broker).
+    pub advertised_port: Option<u16>,
 }
 
 fn free_port() -> u16 {
@@ -46,11 +50,7 @@ fn free_port() -> u16 {
 impl Broker {
     /// Starts a broker on a free port.
     pub fn start() -> Broker {
-        let mut b = Broker {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
+        let mut b = Broker::not_started();
         b.launch();
         b
     }
@@ -61,6 +61,8 @@ impl Broker {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            extra_args: Vec::new(),
+            advertised_port: None,
         }
     }
 
@@ -71,10 +73,15 @@ impl Broker {
     /// Starts (or restarts, on the same data) the broker and waits until it accepts connections.
     pub fn launch(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!(
+            "tcp://127.0.0.1:{}",
+            self.advertised_port.unwrap_or(self.port)
+        );
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("broker log");
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(&self.extra_args)
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)

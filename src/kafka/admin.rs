@@ -1,0 +1,198 @@
+//! Topic administration, for every topic cronq creates: job topics (dispatcher), the state topic
+//! (dispatcher group, compacted), the results and DLQ topics (worker). Creation goes through
+//! rdkafka's admin client (it can set topic configs); partition counts are read with rskafka.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
+use rskafka::client::Client;
+use tracing::info;
+
+use super::{describe, Connection, KafkaContext};
+
+/// A topic to create when missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor (`--replication-factor`).
+    pub replication_factor: i16,
+    /// Topic configs, e.g. `cleanup.policy=compact`.
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+/// Why a topic cannot be used (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The topic does not exist and cronq may not create it.
+    #[error("topic {topic:?} does not exist and --no-create-topics is set: create it, or let cronq create it")]
+    Missing {
+        /// The topic.
+        topic: String,
+    },
+    /// The broker refused to create it (bad replication factor, policy, rights, name).
+    #[error("the broker refused to create topic {topic:?}: {reason}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// Kafka could not be asked.
+    #[error("cannot reach Kafka about topic {topic:?}: {reason}")]
+    Unreachable {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TopicError {
+    /// Kafka was not reachable (as opposed to an answer about the topic).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, TopicError::Unreachable { .. })
+    }
+}
+
+/// Creates topics (rdkafka admin client).
+pub struct TopicAdmin {
+    admin: AdminClient<KafkaContext>,
+}
+
+impl std::fmt::Debug for TopicAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicAdmin").finish_non_exhaustive()
+    }
+}
+
+impl TopicAdmin {
+    /// An admin client on `connection`.
+    pub fn new(connection: &Connection) -> Result<TopicAdmin, rdkafka::error::KafkaError> {
+        let admin = connection
+            .rdkafka()
+            .create_with_context(connection.context("topic admin"))?;
+        Ok(TopicAdmin { admin })
+    }
+
+    /// Creates each topic of `specs` that does not exist yet. `Ok` lists the topics created now
+    /// (an existing topic is fine); the first refusal is an `Err`.
+    pub async fn create(&self, specs: &[TopicSpec<'_>]) -> Result<Vec<String>, TopicError> {
+        let topics: Vec<NewTopic<'_>> = specs
+            .iter()
+            .map(|s| {
+                s.configs.iter().fold(
+                    NewTopic::new(
+                        s.name,
+                        s.partitions,
+                        TopicReplication::Fixed(i32::from(s.replication_factor)),
+                    ),
+                    |t, (k, v)| t.set(k, v),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let first = specs.first().map_or("", |s| s.name).to_string();
+        let results = self
+            .admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(|e| TopicError::Unreachable {
+                topic: first,
+                reason: e.to_string(),
+            })?;
+        let mut created = Vec::new();
+        for r in results {
+            match r {
+                Ok(topic) => {
+                    if let Some(s) = specs.iter().find(|s| s.name == topic) {
+                        info!(
+                            message = "created topic",
+                            topic = %topic,
+                            partitions = s.partitions,
+                            replication_factor = s.replication_factor
+                        );
+                    }
+                    created.push(topic);
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) if is_transient(code) => {
+                    return Err(TopicError::Unreachable {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+                Err((topic, code)) => {
+                    return Err(TopicError::Refused {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(created)
+    }
+}
+
+/// Answers to a create request that say "ask again later" rather than "no".
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NotController
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::LeaderNotAvailable
+    )
+}
+
+/// The partition count of `topic`, `None` when it does not exist (or has no partitions yet).
+pub async fn partition_count(client: &Client, topic: &str) -> Result<Option<i32>, TopicError> {
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|e| TopicError::Unreachable {
+            topic: topic.to_string(),
+            reason: describe(&e),
+        })?;
+    Ok(topics
+        .iter()
+        .find(|t| t.name == topic && !t.partitions.is_empty())
+        .map(|t| t.partitions.len() as i32))
+}
+
+/// One attempt to make `spec` usable: its partition count when it exists, else (when `admin` is
+/// given, i.e. creating is allowed) create it and read the count again.
+pub async fn ensure_topic(
+    client: &Client,
+    admin: Option<&TopicAdmin>,
+    spec: &TopicSpec<'_>,
+) -> Result<i32, TopicError> {
+    if let Some(n) = partition_count(client, spec.name).await? {
+        return Ok(n);
+    }
+    let Some(admin) = admin else {
+        return Err(TopicError::Missing {
+            topic: spec.name.to_string(),
+        });
+    };
+    admin.create(std::slice::from_ref(spec)).await?;
+    // A created topic can take a moment to show in the metadata.
+    for _ in 0..20 {
+        if let Some(n) = partition_count(client, spec.name).await? {
+            return Ok(n);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(TopicError::Unreachable {
+        topic: spec.name.to_string(),
+        reason: "created, but not in the metadata yet".into(),
+    })
+}

@@ -1,0 +1,239 @@
+//! The one Kafka layer of cronq, for both clients: where the connection flags become client
+//! settings, how a client connects and retries, how topics are created, and how an outage is
+//! reported.
+//!
+//! ```text
+//!  --brokers, --security-protocol, --sasl-*, --ssl-*  (cli::KafkaArgs)
+//!        │ Connection::resolve (files read, combinations checked: errors at start)
+//!        ▼
+//!    Connection ──► rskafka ClientBuilder (TLS: rustls, SASL) ──► dispatcher producers, state topic, tail, status
+//!        │      └─► rdkafka ClientConfig (security.protocol, sasl.*, ssl.*) + KafkaContext
+//!        │                                      ──► group membership, worker consumer/producer, topic admin
+//!        └─ Health: one reachability tracker shared by every client of the connection (health.rs)
+//! ```
+//!
+//! - [`retry`]: the one [`Backoff`] and [`retry_forever`] loop.
+//! - [`admin`]: topic creation and partition counts.
+//! - [`security`]: the security flags.
+
+pub mod admin;
+pub mod health;
+pub mod retry;
+pub mod security;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rskafka::client::error::{Error as RsError, ProtocolError};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::BackoffConfig;
+use tracing::{debug, info};
+
+pub use health::Health;
+pub use retry::{retry_forever, round_ms, Backoff, MAX_BACKOFF};
+pub use security::{Security, SecurityArgs, SecurityError};
+
+/// rskafka retries internally too; cap it so a failure surfaces to our own retry loop (and to
+/// the [`Health`] tracker) within seconds.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Where Kafka is and how to talk to it, checked; cheap to clone (the clones share one
+/// [`Health`]).
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// TLS and SASL (shared: it holds certificates and keys).
+    pub security: Arc<Security>,
+    health: Arc<Health>,
+}
+
+impl Connection {
+    /// A connection to `brokers` with `security`.
+    pub fn new(brokers: Vec<String>, security: Security) -> Connection {
+        let health = Arc::new(Health::new(brokers.join(",")));
+        Connection {
+            brokers,
+            security: Arc::new(security),
+            health,
+        }
+    }
+
+    /// Plain TCP, no authentication (tests, benches).
+    pub fn plaintext(brokers: Vec<String>) -> Connection {
+        Connection::new(brokers, Security::default())
+    }
+
+    /// Checks the security flags and reads their files.
+    pub fn resolve(brokers: Vec<String>, args: &SecurityArgs) -> Result<Connection, SecurityError> {
+        Ok(Connection::new(brokers, Security::resolve(args)?))
+    }
+
+    /// `host:port,host:port`
+    pub fn brokers_text(&self) -> String {
+        self.brokers.join(",")
+    }
+
+    /// The reachability tracker every client of this connection reports to.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// An rskafka client builder with these settings.
+    pub fn rskafka(&self) -> ClientBuilder {
+        let mut builder = ClientBuilder::new(self.brokers.clone()).backoff_config(BackoffConfig {
+            deadline: Some(CLIENT_DEADLINE),
+            max_backoff: Duration::from_secs(1),
+            ..BackoffConfig::default()
+        });
+        // Checked in `Security::resolve`: an error here cannot happen for a resolved connection.
+        if let Ok(Some(tls)) = self.security.rustls_config() {
+            builder = builder.tls_config(tls);
+        }
+        if let Some(sasl) = self.security.rskafka_sasl() {
+            builder = builder.sasl_config(sasl);
+        }
+        builder
+    }
+
+    /// An rdkafka configuration with `bootstrap.servers` and the security settings; the caller
+    /// adds what its client needs.
+    pub fn rdkafka(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", self.brokers_text());
+        self.security.apply_to_rdkafka(&mut config);
+        // librdkafka's own log goes to KafkaContext::log (debug); keep it from logging connection
+        // chatter we never show.
+        config.set_log_level(RDKafkaLogLevel::Info);
+        config
+    }
+
+    /// An rdkafka context reporting to this connection's [`Health`] as `client`.
+    pub fn context(&self, client: &'static str) -> KafkaContext {
+        KafkaContext {
+            client,
+            health: Arc::clone(&self.health),
+        }
+    }
+
+    /// Connects with rskafka once.
+    pub async fn connect_once(&self) -> Result<Client, RsError> {
+        self.rskafka().build().await
+    }
+
+    /// Connects with rskafka, retrying (reported through [`Health`]) until the cluster answers.
+    pub async fn connect(&self, retry_backoff: Duration) -> Client {
+        let client = retry_forever(
+            retry_backoff,
+            || self.connect_once(),
+            |e, attempt, delay| {
+                self.health.failed("connect", "", &describe(e));
+                debug!(message = "cannot reach Kafka; retrying", brokers = %self.brokers_text(), attempt, retry_in = %humantime::format_duration(round_ms(delay)));
+            },
+        )
+        .await;
+        self.health.succeeded();
+        info!(message = "connected to Kafka", brokers = %self.brokers_text(), security_protocol = self.security.protocol.as_str());
+        client
+    }
+}
+
+/// The rdkafka context of cronq's clients: librdkafka's log lines go to debug, its errors (a
+/// broker unreachable, a failed TLS handshake or login) to the connection's [`Health`], which
+/// logs the state changes.
+#[derive(Debug, Clone)]
+pub struct KafkaContext {
+    client: &'static str,
+    health: Arc<Health>,
+}
+
+impl KafkaContext {
+    /// The tracker this context reports to.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Routes one librdkafka log line (for contexts of other types that wrap this one).
+    pub fn log_line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        debug!(
+            message = "librdkafka",
+            client = self.client,
+            level = ?level,
+            facility = fac,
+            text = message
+        );
+    }
+
+    /// Routes one librdkafka error (for contexts of other types that wrap this one).
+    pub fn error_event(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        self.health
+            .failed(self.client, "", &format!("{error}: {reason}"));
+    }
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.error_event(&error, reason);
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+/// Short, human form of an rskafka error (its `Display` includes whole request dumps).
+pub fn describe(e: &RsError) -> String {
+    match e {
+        RsError::ServerError {
+            protocol_error,
+            error_message,
+            ..
+        } => match error_message {
+            Some(m) => format!("broker error {protocol_error}: {m}"),
+            None => format!("broker error {protocol_error}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Retrying the same request cannot help: the record, the topic or our rights are wrong. Such a
+/// dispatch is dropped (and counted); such a topic is retried only later, in the background.
+pub fn is_permanent(e: &RsError) -> bool {
+    matches!(
+        e,
+        RsError::ServerError {
+            protocol_error: ProtocolError::MessageTooLarge
+                | ProtocolError::RecordListTooLarge
+                | ProtocolError::InvalidRecord
+                | ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::ClusterAuthorizationFailed
+                | ProtocolError::InvalidTopicException
+                | ProtocolError::UnsupportedForMessageFormat,
+            ..
+        }
+    )
+}
+
+/// The failure is the broker's reachability (connection refused or lost, no answer, no leader),
+/// as opposed to an answer about the request.
+pub fn is_connectivity(e: &RsError) -> bool {
+    match e {
+        RsError::Connection(_) | RsError::Request(_) | RsError::RetryFailed(_) => true,
+        RsError::ServerError { protocol_error, .. } => matches!(
+            protocol_error,
+            ProtocolError::LeaderNotAvailable
+                | ProtocolError::NotLeaderOrFollower
+                | ProtocolError::BrokerNotAvailable
+                | ProtocolError::NetworkException
+                | ProtocolError::RequestTimedOut
+                | ProtocolError::NotController
+                | ProtocolError::CoordinatorNotAvailable
+        ),
+        _ => false,
+    }
+}

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+scripts/deps.sh
 echo "==> building cronq (release)"
 cargo build --release --locked
 CRONQ=target/release/cronq

@@ -5,10 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-echo "==> OpenSSL headers for rdkafka's TLS/SASL (libssl-dev, pkg-config)"
-if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
-fi
+echo "==> system packages (libssl-dev, pkg-config)"
+scripts/deps.sh
 
 echo "==> test broker (tansu)"
 scripts/broker.sh install

@@ -501,12 +501,17 @@ fn output_size(text: &str) -> Result<usize, String> {
             ))
         }
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: not a size (a number of bytes, e.g. 8KiB or 8192)"))?;
+    let out_of_range = || format!("{text:?} is out of range 1KiB-128KiB");
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?}: not a size (a number of bytes, e.g. 8KiB or 8192)"
+        ));
+    }
+    // Only digits here: a parse error is an overflow.
+    let n: u64 = digits.parse().map_err(|_| out_of_range())?;
     match n.checked_mul(multiplier) {
         Some(bytes) if (MIN..=MAX).contains(&bytes) => Ok(bytes as usize),
-        _ => Err(format!("{text:?} is out of range 1KiB-128KiB")),
+        _ => Err(out_of_range()),
     }
 }
 

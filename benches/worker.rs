@@ -21,8 +21,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{random_topic, Broker};
 use clap::Parser;
+use common::{random_topic, Broker};
 use cronq::cli::{Cli, Command, WorkerArgs};
 use cronq::worker::autoscale::ScaleConfig;
 use cronq::worker::executor::BoxFuture;

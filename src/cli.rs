@@ -479,7 +479,11 @@ fn session_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn max_age_duration(text: &str) -> Result<Duration, String> {
-    bounded(text, Duration::from_secs(60), Duration::from_secs(366 * 86_400))
+    bounded(
+        text,
+        Duration::from_secs(60),
+        Duration::from_secs(366 * 86_400),
+    )
 }
 
 /// `--max-output`: a byte count, optionally with a binary unit (`B`, `K`/`KiB`, `M`/`MiB`).

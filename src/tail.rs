@@ -188,13 +188,23 @@ mod tests {
         let name = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\rname\u{9b}31m\u{202e}txt.exe";
         let line = render(0, 7, &message(name, "job\u{1b}[1A\u{8}\u{7f}"));
         assert!(printable(&line), "{line:?}");
-        assert!(line.contains("evil\\u001b]0;owned\\u0007\\u001b[2J\\u000dname\\u009b31m\\u202etxt.exe"), "{line}");
+        assert!(
+            line.contains(
+                "evil\\u001b]0;owned\\u0007\\u001b[2J\\u000dname\\u009b31m\\u202etxt.exe"
+            ),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
 
         let raw = b"not json \x1b[31mred\x1b[0m\nsecond line \x07";
         let line = render(1, 8, raw);
         assert!(printable(&line), "{line:?}");
-        assert!(line.starts_with("(not a JobMessage v1) not json \\u001b[31mred\\u001b[0m\\u000asecond line \\u0007"), "{line}");
+        assert!(
+            line.starts_with(
+                "(not a JobMessage v1) not json \\u001b[31mred\\u001b[0m\\u000asecond line \\u0007"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

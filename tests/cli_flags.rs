@@ -71,14 +71,24 @@ fn validate_reports_a_bad_catch_up_rule_with_file_line_job_and_field() {
 fn bad_values_of_the_workers_hardening_flags_are_usage_errors_naming_the_flag_and_range() {
     // (flag, malformed values, values out of range, the range the message gives)
     let cases: &[(&str, &[&str], &[&str], &str)] = &[
-        ("--max-age", &["-1h", "soon", ""], &["0s", "30s", "367d"], "1m-366d"),
+        (
+            "--max-age",
+            &["-1h", "soon", ""],
+            &["0s", "30s", "367d"],
+            "1m-366d",
+        ),
         (
             "--max-output",
             &["-1", "8 parsecs", "k", "", "1.5KiB"],
             &["0", "1023", "129KiB", "1MiB", "99999999999999999999"],
             "1KiB-128KiB",
         ),
-        ("--pass-env", &["", "1ABC", "A=B", "A B", "A-B", "$HOME"], &[], ""),
+        (
+            "--pass-env",
+            &["", "1ABC", "A=B", "A B", "A-B", "$HOME"],
+            &[],
+            "",
+        ),
     ];
     for (flag, malformed, out_of_range, range) in cases {
         for (value, in_range_message) in malformed
@@ -90,7 +100,10 @@ fn bad_values_of_the_workers_hardening_flags_are_usage_errors_naming_the_flag_an
             let out = cronq(&["worker", "--shell", arg.as_str()]);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "worker {arg}: {stderr}");
-            assert!(stderr.contains(flag), "worker {arg}: names the flag: {stderr}");
+            assert!(
+                stderr.contains(flag),
+                "worker {arg}: names the flag: {stderr}"
+            );
             if in_range_message {
                 assert!(
                     stderr.contains(&format!("out of range {range}")),

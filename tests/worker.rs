@@ -132,10 +132,19 @@ fn produce(broker: &str, topic: &str, records: &[JobRecord]) {
             if let Some(p) = r.partition {
                 record = record.partition(p);
             }
-            pending.push(producer.send(record, Duration::from_secs(30)));
+            // Queued at once (`send` would queue only when awaited, one linger apart).
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queue"),
+            );
         }
         for p in pending {
-            p.await.map_err(|(e, _)| e).expect("produce");
+            p.await
+                .expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("produce");
         }
     });
 }
@@ -203,8 +212,8 @@ impl Worker {
             .args(["--commit-interval", "100ms", "--session-timeout", "6s"])
             .args(["--retry-backoff", "50ms", "--shutdown-grace", "10s"])
             .args(extra)
-            .envs(env.iter().copied())
             .env("CRONQ_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -743,8 +752,7 @@ fn a_job_outside_the_handlers_directory_is_rejected_and_nothing_runs() {
 }
 
 /// Records "<worker pid> <dispatchId>" after a short nap, so jobs are in flight when a worker goes.
-const SLOW: &str =
-    r#"sleep "${1:-0.1}"; echo "$PPID $CRONQ_DISPATCH_ID" >> "$(dirname "$CRONQ_HANDLER")/executed""#;
+const SLOW: &str = r#"sleep "${1:-0.1}"; echo "$PPID $CRONQ_DISPATCH_ID" >> "$(dirname "$CRONQ_HANDLER")/executed""#;
 
 fn ids_of(lines: &[String]) -> Vec<String> {
     lines
@@ -1312,10 +1320,10 @@ fn one_megabyte_records_are_dead_lettered_by_digest_and_their_partition_keeps_co
     assert_eq!(letters.len(), 2, "{log}");
     let mut by_offset: Vec<&Consumed> = letters.iter().collect();
     by_offset.sort_by_key(|l| l.value["offset"].as_i64());
-    for (letter, (offset, reason, digest)) in by_offset.iter().zip([
-        (0, "malformed", &digests[0]),
-        (1, "rejected", &digests[1]),
-    ]) {
+    for (letter, (offset, reason, digest)) in by_offset
+        .iter()
+        .zip([(0, "malformed", &digests[0]), (1, "rejected", &digests[1])])
+    {
         let v = &letter.value;
         assert_eq!(v["offset"], offset, "{v}");
         assert_eq!(v["topic"], topic.as_str());
@@ -1530,7 +1538,11 @@ fn jobs_see_none_of_the_workers_environment_but_what_is_passed_on() {
     let address = broker.address();
     let topic = random_topic("wenv");
     create_topic(&address, &topic, 1);
-    produce(&address, &topic, &[encoded("show-env", "env", 0, slot(0), 1)]);
+    produce(
+        &address,
+        &topic,
+        &[encoded("show-env", "env", 0, slot(0), 1)],
+    );
     let dir = handlers(&[("env", r#"env > "$(dirname "$CRONQ_HANDLER")/env.out""#)]);
     let out = dir.path().join("env.out");
     let worker = Worker::start_with_env(
@@ -1601,7 +1613,10 @@ fn a_worker_refuses_to_start_with_a_handlers_directory_others_can_write() {
             .arg(handlers)
             .output()
             .expect("run cronq worker");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let (code, stderr) = run(dir.path());
@@ -1660,9 +1675,7 @@ impl cronq::worker::Handler for Crashing {
         if run.message.job == "crash" {
             Box::pin(DropBomb)
         } else {
-            Box::pin(async {
-                cronq::worker::Outcome::new(cronq::worker::Status::Succeeded)
-            })
+            Box::pin(async { cronq::worker::Outcome::new(cronq::worker::Status::Succeeded) })
         }
     }
 }
@@ -1749,4 +1762,64 @@ fn a_panicked_execution_task_is_dead_lettered_and_commits_go_on() {
         letter["error"],
         "the execution task panicked: a bug in the handler's future"
     );
+}
+
+#[test]
+fn malformed_records_count_against_the_same_bounds_as_jobs() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wflood");
+    create_topic(&address, &topic, 1);
+    // The DLQ topic does not exist and may not be created: every dead letter stays in flight
+    // (retried), as with a DLQ that is down. More garbage than the 10 000 reports allowed in flight.
+    let garbage: Vec<JobRecord> = (0..10_200)
+        .map(|i| JobRecord {
+            key: format!("g{i}").into_bytes(),
+            value: b"not a message".to_vec(),
+            partition: Some(0),
+            headers: Vec::new(),
+        })
+        .collect();
+    produce(&address, &topic, &garbage);
+    create_topic(&address, &format!("{topic}.results"), 1);
+    let dir = handlers(&[("record", RECORD)]);
+    let worker = Worker::start_with_env(
+        &address,
+        &topic,
+        "gflood",
+        dir.path(),
+        &["--no-create-topics", "--prefetch", "64"],
+        &[("CRONQ_LOG", "info,cronq::worker=debug")],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "fetching to pause",
+        Duration::from_secs(60),
+        || worker.log().contains("local queue full: fetching paused"),
+        || {
+            worker
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    let log = worker.stop();
+    let pause = log
+        .lines()
+        .find(|l| l.contains("local queue full: fetching paused"))
+        .unwrap();
+    let field = |name: &str| -> usize {
+        pause
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {pause}"))
+    };
+    assert_eq!(field("reports_in_flight"), 10_000, "{pause}");
+    assert!(field("to_dead_letter") >= 64, "{pause}");
+    assert!(field("queued") >= 64, "{pause}");
 }

@@ -354,7 +354,10 @@ impl ChildEnv {
     /// [`ChildEnv::BASE`] plus the `--pass-env` names, with their values in the worker's
     /// environment (names the worker does not have are left out).
     pub fn from_worker(pass: &[String]) -> ChildEnv {
-        let names = Self::BASE.iter().copied().chain(pass.iter().map(String::as_str));
+        let names = Self::BASE
+            .iter()
+            .copied()
+            .chain(pass.iter().map(String::as_str));
         let mut vars: Vec<(OsString, OsString)> = Vec::new();
         for name in names {
             if vars.iter().any(|(n, _)| n == name) {
@@ -539,8 +542,7 @@ impl ProcessHandler {
             Ok(cmd) => cmd,
             Err(rejection) => {
                 let mut outcome = Outcome::new(Status::Rejected);
-                outcome.stderr_tail =
-                    tail_text(rejection.to_string().as_bytes(), self.max_output);
+                outcome.stderr_tail = tail_text(rejection.to_string().as_bytes(), self.max_output);
                 return outcome;
             }
         };
@@ -781,7 +783,11 @@ mod tests {
     fn a_handlers_directory_writable_by_group_or_other_is_refused_with_its_mode() {
         let dir = tempfile::tempdir().unwrap();
         script(dir.path(), "ok", "exit 0");
-        for (mode, who) in [(0o775, "group"), (0o757, "other"), (0o777, "group and other")] {
+        for (mode, who) in [
+            (0o775, "group"),
+            (0o757, "other"),
+            (0o777, "group and other"),
+        ] {
             chmod(dir.path(), mode);
             let err = check_handlers_dir(dir.path()).unwrap_err().to_string();
             assert_eq!(
@@ -794,7 +800,10 @@ mod tests {
             );
         }
         chmod(dir.path(), 0o1777);
-        assert!(check_handlers_dir(dir.path()).unwrap_err().to_string().contains("mode 1777"));
+        assert!(check_handlers_dir(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("mode 1777"));
     }
 
     #[test]
@@ -806,13 +815,19 @@ mod tests {
         let err = check_handlers_dir(dir.path()).unwrap_err().to_string();
         let loose = dir.path().join("loose");
         assert!(
-            err.starts_with(&format!("{} is writable by group (mode 0775)", loose.display())),
+            err.starts_with(&format!(
+                "{} is writable by group (mode 0775)",
+                loose.display()
+            )),
             "{err}"
         );
         // A handler loosened after the start is refused when a job asks for it.
         assert!(matches!(
             resolve(dir.path(), "loose"),
-            Err(Rejection::Unsafe(UnsafeHandler::Writable { mode: 0o775, .. }))
+            Err(Rejection::Unsafe(UnsafeHandler::Writable {
+                mode: 0o775,
+                ..
+            }))
         ));
         assert!(resolve(dir.path(), "ok").is_ok());
         // A link to a loose file is judged by the file.
@@ -822,7 +837,10 @@ mod tests {
         chmod(&loose, 0o757);
         assert!(matches!(
             resolve(dir.path(), "link"),
-            Err(Rejection::Unsafe(UnsafeHandler::Writable { who: "other", .. }))
+            Err(Rejection::Unsafe(UnsafeHandler::Writable {
+                who: "other",
+                ..
+            }))
         ));
     }
 
@@ -921,9 +939,10 @@ mod tests {
             out.stdout_tail
         );
         assert!(out.stdout_tail.contains("CRONQ_JOB_NAME=nightly\n"));
-        assert!(out
-            .stdout_tail
-            .contains(&format!("CRONQ_HANDLER={}\n", dir.path().join("env").display())));
+        assert!(out.stdout_tail.contains(&format!(
+            "CRONQ_HANDLER={}\n",
+            dir.path().join("env").display()
+        )));
     }
 
     #[tokio::test]
@@ -942,7 +961,11 @@ mod tests {
 
     #[tokio::test]
     async fn shell_mode_runs_the_job_with_sh() {
-        let out = run(&shell(DEFAULT_MAX_OUTPUT), "echo $CRONQ_JOB_NAME | tr a-z A-Z").await;
+        let out = run(
+            &shell(DEFAULT_MAX_OUTPUT),
+            "echo $CRONQ_JOB_NAME | tr a-z A-Z",
+        )
+        .await;
         assert_eq!(out.status, Status::Succeeded);
         assert_eq!(out.exit_code, Some(0));
         assert_eq!(out.stdout_tail, "NIGHTLY\n");
@@ -957,8 +980,15 @@ mod tests {
             )
             .await;
             assert_eq!(out.status, Status::Succeeded);
-            for (tail, last) in [(&out.stdout_tail, "line-2999\n"), (&out.stderr_tail, "err-2999\n")] {
-                assert!(tail.len() <= max && tail.len() > max - 20, "{max}: {}", tail.len());
+            for (tail, last) in [
+                (&out.stdout_tail, "line-2999\n"),
+                (&out.stderr_tail, "err-2999\n"),
+            ] {
+                assert!(
+                    tail.len() <= max && tail.len() > max - 20,
+                    "{max}: {}",
+                    tail.len()
+                );
                 assert!(tail.ends_with(last));
             }
         }

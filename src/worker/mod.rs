@@ -14,14 +14,18 @@
 //!
 //! Delivery is at-least-once. A record's offset is committed only once its execution, retries and
 //! reports are done; a worker that dies mid-job leaves its records uncommitted, and the member that
-//! takes the partition over runs them again. Rebalances commit what finished before the partition
+//! takes the partition over runs them again. A record that cannot be run (malformed, or its task
+//! died) is dead-lettered through the same bounds as jobs (`--prefetch`, the report window) and its
+//! offset then moves on like any other. Rebalances commit what finished before the partition
 //! goes; running jobs of a revoked partition still finish and report, but their offsets are left to
 //! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
 //! commits, and leaves the group.
 //!
 //! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
 //!   trait for embedding.
-//! - [`results`]: JobResult v1, retries, dead letters.
+//! - [`results`]: JobResult v1, retries, dead letters, `--max-age`, the integrity checks, and the
+//!   bounds that keep one record from freezing its partition (report size cap, permanent errors
+//!   given up).
 //! - [`state`], [`offsets`], [`queue`], [`dedup`]: the pure bookkeeping.
 //! - [`autoscale`]: the pure pool-size decision.
 
@@ -55,11 +59,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
+use results::panic_text;
 use results::{
     dead_letter_unrunnable, execute_with_retries, DeadReason, Final, KafkaPublisher, Origin,
     OriginalDigest, Publisher, ReportConfig, Unrunnable,
 };
-use results::panic_text;
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
 use crate::dispatcher::producer::Backoff;
@@ -254,9 +258,7 @@ enum Done {
         end: Final,
     },
     /// A record that was not run was dead-lettered (or its letter given up).
-    DeadLettered {
-        ticket: Ticket,
-    },
+    DeadLettered { ticket: Ticket },
 }
 
 /// Creates the results and DLQ topics when they are missing (tansu and many clusters do not
@@ -572,7 +574,10 @@ impl Worker {
             Err(e) => {
                 let id = e.id();
                 let why = if e.is_panic() {
-                    format!("the execution task panicked: {}", panic_text(e.into_panic()))
+                    format!(
+                        "the execution task panicked: {}",
+                        panic_text(e.into_panic())
+                    )
                 } else {
                     "the execution task was cancelled".to_string()
                 };
@@ -689,6 +694,7 @@ impl Worker {
                     // Keep polling (group membership, rebalances) but fetch no more.
                     pause_or_resume(&consumer, true);
                     paused.store(true, AtomicOrdering::SeqCst);
+                    debug!(message = "local queue full: fetching paused", queued, to_dead_letter = self.unrunnable.len(), reports_in_flight = self.in_flight_reports());
                 }
                 received = consumer.recv(), if !full || is_paused => match received {
                     Ok(m) => {

@@ -244,7 +244,7 @@ impl Publisher for KafkaPublisher {
                             bytes: value.len(),
                             reason: e.to_string(),
                         };
-                        error!(message = "a report cannot be delivered and is given up; its record's offset moves on", topic, key = %String::from_utf8_lossy(key), bytes = value.len(), error = %e);
+                        error!(message = "a report cannot be delivered and is given up; its record's offset moves on", topic, key = %excerpt(&String::from_utf8_lossy(key)), bytes = value.len(), error = %e);
                         return Err(undeliverable);
                     }
                     Err((e, _)) => {
@@ -425,7 +425,11 @@ async fn run_guarded(handler: &dyn Handler, run: &JobRun) -> Outcome {
 }
 
 /// How old `message` is at `now`, when it is older than `max_age`.
-fn expired_by(message: &JobMessage, max_age: Option<Duration>, now: DateTime<Utc>) -> Option<Duration> {
+fn expired_by(
+    message: &JobMessage,
+    max_age: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
     let max_age = max_age?;
     let scheduled = DateTime::parse_from_rfc3339(&message.scheduled_at).ok()?;
     let age = (now - scheduled.with_timezone(&Utc)).to_std().ok()?;
@@ -470,9 +474,23 @@ pub async fn execute_with_retries(
             humantime::format_duration(Duration::from_secs(age.as_secs())),
             humantime::format_duration(config.max_age.unwrap_or_default())
         );
-        let result = job_result(&message, 0, &outcome, now, now, &config.worker, config.max_output);
+        let result = job_result(
+            &message,
+            0,
+            &outcome,
+            now,
+            now,
+            &config.worker,
+            config.max_output,
+        );
         warn!(message = "job older than --max-age: not run; sent to the dead letter topic", dispatch_id = %message.dispatch_id, age_s = age.as_secs(), dlq_topic = %config.dlq_topic);
-        deliver(publisher, &config.results_topic, &key, result_bytes(&result)).await;
+        deliver(
+            publisher,
+            &config.results_topic,
+            &key,
+            result_bytes(&result),
+        )
+        .await;
         let letter = dead_letter(DeadReason::Expired, message, result);
         deliver(publisher, &config.dlq_topic, &key, letter_bytes(&letter)).await;
         return Final::DeadLettered {
@@ -510,7 +528,13 @@ pub async fn execute_with_retries(
                 executed();
             }
         }
-        deliver(publisher, &config.results_topic, &key, result_bytes(&result)).await;
+        deliver(
+            publisher,
+            &config.results_topic,
+            &key,
+            result_bytes(&result),
+        )
+        .await;
         match outcome.status {
             Status::Succeeded => {
                 info!(message = "job succeeded", dispatch_id = %run.message.dispatch_id, attempt = run.attempt, duration_ms = result.duration_ms);
@@ -561,9 +585,15 @@ pub struct Unrunnable {
 }
 
 impl Unrunnable {
-    /// A record that could not be read as a JobMessage v1 (`error` says why).
+    /// A record that could not be read as a JobMessage v1 (`error` says why). Its dead letter is
+    /// keyed by the record's key, or by `sha256:<hex>` of a key longer than a jobName may be.
     pub fn malformed(origin: Origin, key: Vec<u8>, value: &[u8], error: String) -> Unrunnable {
         let original = OriginalDigest::if_oversized(value);
+        let key = if key.len() > MAX_JOB_NAME_BYTES {
+            format!("sha256:{}", OriginalDigest::of(&key).sha256).into_bytes()
+        } else {
+            key
+        };
         Unrunnable {
             reason: DeadReason::Malformed,
             origin,
@@ -852,7 +882,8 @@ mod tests {
     async fn a_panicking_handler_fails_its_attempts_and_is_dead_lettered() {
         let r = Recorder::default();
         let end =
-            execute_with_retries(&Panicking, &r, &config(2), message(), origin(), None, || {}).await;
+            execute_with_retries(&Panicking, &r, &config(2), message(), origin(), None, || {})
+                .await;
         assert_eq!(
             end,
             Final::DeadLettered {
@@ -993,7 +1024,10 @@ mod tests {
             ..message()
         };
         let err = check(&long, &m).unwrap_err();
-        assert!(err.contains("must be 1-1024 bytes") && err.len() < 300, "{err}");
+        assert!(
+            err.contains("must be 1-1024 bytes") && err.len() < 300,
+            "{err}"
+        );
         let at_limit = "n".repeat(MAX_JOB_NAME_BYTES);
         let m = JobMessage {
             job_name: at_limit.clone(),
@@ -1017,7 +1051,8 @@ mod tests {
             ..message()
         };
         let freed = std::cell::Cell::new(false);
-        let end = execute_with_retries(&h, &r, &c, old.clone(), origin(), None, || freed.set(true)).await;
+        let end =
+            execute_with_retries(&h, &r, &c, old.clone(), origin(), None, || freed.set(true)).await;
         assert_eq!(
             end,
             Final::DeadLettered {
@@ -1029,10 +1064,26 @@ mod tests {
         assert_eq!(h.calls.load(Ordering::SeqCst), 0, "not run");
         let got = records(&r);
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].0.as_str(), &got[0].1["status"]), ("r", &serde_json::json!("expired")));
-        assert!(got[0].1["stderrTail"].as_str().unwrap().contains("--max-age 1h"), "{}", got[0].1);
-        assert_eq!((got[1].0.as_str(), &got[1].1["reason"]), ("d", &serde_json::json!("expired")));
-        assert_eq!(got[1].1["message"]["scheduledAt"], old.scheduled_at.as_str());
+        assert_eq!(
+            (got[0].0.as_str(), &got[0].1["status"]),
+            ("r", &serde_json::json!("expired"))
+        );
+        assert!(
+            got[0].1["stderrTail"]
+                .as_str()
+                .unwrap()
+                .contains("--max-age 1h"),
+            "{}",
+            got[0].1
+        );
+        assert_eq!(
+            (got[1].0.as_str(), &got[1].1["reason"]),
+            ("d", &serde_json::json!("expired"))
+        );
+        assert_eq!(
+            got[1].1["message"]["scheduledAt"],
+            old.scheduled_at.as_str()
+        );
 
         // Younger than --max-age, or no --max-age at all: it runs.
         let young = JobMessage {
@@ -1058,7 +1109,10 @@ mod tests {
             d.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(OriginalDigest::if_oversized(&[b'x'; MAX_ORIGINAL_BYTES]), None);
+        assert_eq!(
+            OriginalDigest::if_oversized(&[b'x'; MAX_ORIGINAL_BYTES]),
+            None
+        );
         assert!(OriginalDigest::if_oversized(&[b'x'; MAX_ORIGINAL_BYTES + 1]).is_some());
     }
 
@@ -1085,13 +1139,24 @@ mod tests {
         let published = r.records.lock().unwrap().clone();
         assert_eq!(published.len(), 2);
         for (topic, _, value) in &published {
-            assert!(value.len() <= MAX_REPORT_BYTES, "{topic}: {} bytes", value.len());
+            assert!(
+                value.len() <= MAX_REPORT_BYTES,
+                "{topic}: {} bytes",
+                value.len()
+            );
         }
         let result: serde_json::Value = serde_json::from_slice(&published[0].2).unwrap();
         let stderr = result["stderrTail"].as_str().unwrap();
-        assert!(stderr.ends_with("the end") && stderr.len() <= 128 * 1024, "{}", stderr.len());
+        assert!(
+            stderr.ends_with("the end") && stderr.len() <= 128 * 1024,
+            "{}",
+            stderr.len()
+        );
         let letter: serde_json::Value = serde_json::from_slice(&published[1].2).unwrap();
-        assert!(letter["lastResult"]["stderrTail"].as_str().unwrap().ends_with("the end"));
+        assert!(letter["lastResult"]["stderrTail"]
+            .as_str()
+            .unwrap()
+            .ends_with("the end"));
         assert_eq!(letter["message"]["dispatchId"], "sync@2026-11-26T03:00:00Z");
     }
 
@@ -1113,19 +1178,33 @@ mod tests {
         let letter = &got[1].1;
         assert_eq!(letter["message"], serde_json::Value::Null);
         assert_eq!(letter["original"]["bytes"], value.len() as u64);
-        assert_eq!(letter["original"]["sha256"], OriginalDigest::of(&value).sha256);
-        assert_eq!((letter["topic"].as_str(), letter["offset"].as_i64()), (Some("jobs"), Some(41)));
+        assert_eq!(
+            letter["original"]["sha256"],
+            OriginalDigest::of(&value).sha256
+        );
+        assert_eq!(
+            (letter["topic"].as_str(), letter["offset"].as_i64()),
+            (Some("jobs"), Some(41))
+        );
 
         // The same for a malformed record.
         let raw = vec![0xffu8; 1 << 20];
-        let unrunnable = Unrunnable::malformed(origin(), b"k".to_vec(), &raw, "not JSON".into());
+        let long_key = vec![b'k'; 1 << 20];
+        let unrunnable = Unrunnable::malformed(origin(), long_key.clone(), &raw, "not JSON".into());
         dead_letter_unrunnable(&r, &config(1), unrunnable).await;
         let published = r.records.lock().unwrap().last().cloned().unwrap();
         assert!(published.2.len() < 1024);
+        assert_eq!(
+            published.1,
+            format!("sha256:{}", OriginalDigest::of(&long_key).sha256).into_bytes()
+        );
         let letter: serde_json::Value = serde_json::from_slice(&published.2).unwrap();
         assert_eq!(letter["reason"], "malformed");
         assert_eq!(letter["raw"], serde_json::Value::Null);
-        assert_eq!(letter["original"]["sha256"], OriginalDigest::of(&raw).sha256);
+        assert_eq!(
+            letter["original"]["sha256"],
+            OriginalDigest::of(&raw).sha256
+        );
     }
 
     #[tokio::test]

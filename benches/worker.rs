@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench worker` measures 20 000 records in 4 rounds (needs the test broker:
 //! `scripts/broker.sh install`); `cargo test --benches` runs a 300-record smoke pass of one round.
+//! `CRONQ_BENCH_RECORDS`, `CRONQ_BENCH_ROUNDS` change the size, `CRONQ_BENCH_LOG=info` shows the
+//! worker's log, and `CRONQ_*` variables change its flags as they do for `cronq worker`.
 //! Prints records/s for each run and the ratio to the bare run of its round. Every worker run also
 //! produces one JobResult per record and waits for its ack before committing, which the bare
 //! consumer does not. The worker's time runs from `worker::run` (creating its clients and joining the
@@ -260,6 +262,15 @@ fn main() {
     } else {
         (SMOKE_RECORDS, 1)
     };
+    // For exploring: other sizes and round counts (the worker's flags follow CRONQ_* variables).
+    let from_env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let records = from_env("CRONQ_BENCH_RECORDS", records);
+    let rounds = from_env("CRONQ_BENCH_ROUNDS", rounds).max(1);
     if let Ok(filter) = std::env::var("CRONQ_BENCH_LOG") {
         cronq::cli::init_tracing(&filter);
     }

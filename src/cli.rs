@@ -261,6 +261,18 @@ pub struct WorkerArgs {
     /// Never create the results and DLQ topics.
     #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
+    /// Do not run a job whose scheduledAt is older than this when an executor takes it (e.g. `1h`,
+    /// 1m-366d): report it `expired` and dead-letter it. Off by default.
+    #[arg(long, env = "CRONQ_MAX_AGE", value_parser = max_age_duration)]
+    pub max_age: Option<Duration>,
+    /// Pass this variable of the worker's environment on to jobs (repeatable). Otherwise jobs get
+    /// only PATH, HOME, LANG, TZ and their own CRONQ_* run variables.
+    #[arg(long = "pass-env", env = "CRONQ_PASS_ENV", value_delimiter = ',', value_name = "NAME", value_parser = env_name)]
+    pub pass_env: Vec<String>,
+    /// How much of the end of each job's stdout, and of its stderr, its result keeps (1KiB-128KiB;
+    /// `8KiB`, `16k`, `4096`).
+    #[arg(long, env = "CRONQ_MAX_OUTPUT", default_value = "8KiB", value_parser = output_size)]
+    pub max_output: usize,
 }
 
 /// `cronq tail`
@@ -567,6 +579,63 @@ fn grace_duration(text: &str) -> Result<Duration, String> {
 
 fn session_duration(text: &str) -> Result<Duration, String> {
     bounded(text, Duration::from_secs(1), Duration::from_secs(1800))
+}
+
+fn max_age_duration(text: &str) -> Result<Duration, String> {
+    bounded(
+        text,
+        Duration::from_secs(60),
+        Duration::from_secs(366 * 86_400),
+    )
+}
+
+/// `--max-output`: a byte count, optionally with a binary unit (`B`, `K`/`KiB`, `M`/`MiB`).
+fn output_size(text: &str) -> Result<usize, String> {
+    const MIN: u64 = 1024;
+    const MAX: u64 = 128 * 1024;
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{text:?}: not a size (a number of bytes, or with B, KiB or MiB, e.g. 8KiB)"
+            ))
+        }
+    };
+    let out_of_range = || format!("{text:?} is out of range 1KiB-128KiB");
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?}: not a size (a number of bytes, e.g. 8KiB or 8192)"
+        ));
+    }
+    // Only digits here: a parse error is an overflow.
+    let n: u64 = digits.parse().map_err(|_| out_of_range())?;
+    match n.checked_mul(multiplier) {
+        Some(bytes) if (MIN..=MAX).contains(&bytes) => Ok(bytes as usize),
+        _ => Err(out_of_range()),
+    }
+}
+
+/// `--pass-env`: an environment variable's name.
+fn env_name(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+        ))
+    }
 }
 
 fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
@@ -876,21 +945,20 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         );
         Program::Shell
     } else {
-        if !args.handlers.is_dir() {
-            return Err(CliError::Invalid {
+        crate::worker::executor::check_handlers_dir(&args.handlers).map_err(|e| {
+            CliError::Invalid {
                 flag: "--handlers",
-                reason: format!(
-                    "{} is not a directory (create it and put one executable per job name in it, or use --shell)",
-                    args.handlers.display()
-                ),
-            });
-        }
+                reason: e.to_string(),
+            }
+        })?;
         Program::Handlers(args.handlers.clone())
     };
     let handler: Arc<dyn Handler> = Arc::new(ProcessHandler {
         program,
         timeout: args.timeout,
         kill_grace: args.kill_grace,
+        max_output: args.max_output,
+        env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),
     });
     let config = WorkerConfig {
         kafka: args.kafka.connection()?,
@@ -905,6 +973,8 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
             max_attempts: args.max_attempts,
             retry_backoff: args.retry_backoff,
             worker: args.worker_id.clone().unwrap_or_else(default_worker_id),
+            max_output: args.max_output,
+            max_age: args.max_age,
         },
         scale: ScaleConfig {
             min: args.min_workers as usize,

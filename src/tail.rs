@@ -1,5 +1,9 @@
 //! `cronq tail`: print job messages as they arrive, one line each — the operator's view of what is
 //! being dispatched. Reads every partition of the topic with rskafka (no consumer group, no commits).
+//!
+//! Whatever a record holds, the output is one line of printable text per record: control characters
+//! (escape sequences, carriage returns, newlines) and bidirectional overrides are written as `\uXXXX`
+//! ([`escape_controls`]), so a record cannot drive or spoof the operator's terminal.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,9 +23,30 @@ struct Received {
     value: Vec<u8>,
 }
 
-/// One readable line for a record.
+/// Characters that change how a terminal shows what follows: C0 and C1 controls, DEL, and the
+/// Unicode bidirectional marks and overrides.
+fn is_terminal_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every terminal control character written as `\uXXXX` (as in JSON, so JSON stays
+/// JSON).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_terminal_control(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One readable line for a record, safe to print on a terminal.
 pub fn render(partition: i32, offset: i64, value: &[u8]) -> String {
-    match serde_json::from_slice::<JobMessage>(value) {
+    let line = match serde_json::from_slice::<JobMessage>(value) {
         Ok(m) => format!(
             "{}  {}  priority={}  job={:?}  [partition {partition} offset {offset}]",
             m.scheduled_at, m.job_name, m.priority, m.job
@@ -30,7 +55,8 @@ pub fn render(partition: i32, offset: i64, value: &[u8]) -> String {
             "(not a JobMessage v1) {}  [partition {partition} offset {offset}]",
             String::from_utf8_lossy(value)
         ),
-    }
+    };
+    escape_controls(&line)
 }
 
 /// Runs `cronq tail`.
@@ -141,7 +167,7 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
         };
         let Some(r) = next else { break };
         let line = if args.json {
-            String::from_utf8_lossy(&r.value).into_owned()
+            escape_controls(&String::from_utf8_lossy(&r.value))
         } else {
             render(r.partition, r.offset, &r.value)
         };
@@ -150,4 +176,56 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
         printed += 1;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(name: &str, job: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "v": 1, "jobName": name, "priority": 0, "job": job, "cronTime": "* * * * *",
+            "scheduledAt": "2026-11-26T03:00:00Z", "dispatchId": format!("{name}@2026-11-26T03:00:00Z"),
+        }))
+        .unwrap()
+    }
+
+    /// No byte a terminal acts on: ESC, BEL, CR, LF, backspace, DEL, C1 (CSI), bidi overrides.
+    fn printable(line: &str) -> bool {
+        !line.chars().any(is_terminal_control)
+    }
+
+    #[test]
+    fn a_record_cannot_send_escape_sequences_to_the_terminal() {
+        let name = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\rname\u{9b}31m\u{202e}txt.exe";
+        let line = render(0, 7, &message(name, "job\u{1b}[1A\u{8}\u{7f}"));
+        assert!(printable(&line), "{line:?}");
+        assert!(
+            line.contains(
+                "evil\\u001b]0;owned\\u0007\\u001b[2J\\u000dname\\u009b31m\\u202etxt.exe"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+
+        let raw = b"not json \x1b[31mred\x1b[0m\nsecond line \x07";
+        let line = render(1, 8, raw);
+        assert!(printable(&line), "{line:?}");
+        assert!(
+            line.starts_with(
+                "(not a JobMessage v1) not json \\u001b[31mred\\u001b[0m\\u000asecond line \\u0007"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_ordinary_text_and_json_as_they_are() {
+        let plain = r#"{"jobName":"nightly-backup","job":"backup \"orders\" ünïcode ✓"}"#;
+        assert_eq!(escape_controls(plain), plain);
+        // A raw control character inside a JSON string becomes the JSON escape for it.
+        let escaped = escape_controls("{\"a\":\"x\u{1b}y\"}");
+        let parsed: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(parsed["a"], "x\u{1b}y");
+    }
 }

@@ -585,3 +585,74 @@ fn next_at_the_ends_of_the_calendar_neither_panics_nor_prints_year_10000() {
 }
 
 // ---- end of the issue-10 range checks; cases for new worker flags follow below this line ----
+#[test]
+fn bad_values_of_the_workers_hardening_flags_are_usage_errors_naming_the_flag_and_range() {
+    // (flag, malformed values, values out of range, the range the message gives)
+    let cases: &[(&str, &[&str], &[&str], &str)] = &[
+        (
+            "--max-age",
+            &["-1h", "soon", ""],
+            &["0s", "30s", "367d"],
+            "1m-366d",
+        ),
+        (
+            "--max-output",
+            &["-1", "8 parsecs", "k", "", "1.5KiB"],
+            &["0", "1023", "129KiB", "1MiB", "99999999999999999999"],
+            "1KiB-128KiB",
+        ),
+        (
+            "--pass-env",
+            &["", "1ABC", "A=B", "A B", "A-B", "$HOME"],
+            &[],
+            "",
+        ),
+    ];
+    for (flag, malformed, out_of_range, range) in cases {
+        for (value, in_range_message) in malformed
+            .iter()
+            .map(|v| (v, false))
+            .chain(out_of_range.iter().map(|v| (v, true)))
+        {
+            let arg = format!("{flag}={value}");
+            let out = cronq(&["worker", "--shell", arg.as_str()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "worker {arg}: {stderr}");
+            assert!(
+                stderr.contains(flag),
+                "worker {arg}: names the flag: {stderr}"
+            );
+            if in_range_message {
+                assert!(
+                    stderr.contains(&format!("out of range {range}")),
+                    "worker {arg}: gives the range: {stderr}"
+                );
+            }
+            assert!(out.stdout.is_empty(), "worker {arg}: nothing on stdout");
+        }
+    }
+}
+
+#[test]
+fn the_workers_size_age_and_env_flags_accept_the_forms_they_document() {
+    for (flag, value) in [
+        ("--max-output", "1KiB"),
+        ("--max-output", "8k"),
+        ("--max-output", "4096"),
+        ("--max-output", "128KiB"),
+        ("--max-age", "1m"),
+        ("--max-age", "366d"),
+        ("--pass-env", "AWS_REGION"),
+        ("--pass-env", "_X1,Y2"),
+    ] {
+        let arg = format!("{flag}={value}");
+        // Parsed, the flags let the worker go on to check --handlers, which fails here with its
+        // own message: a value that did not parse would have stopped it before, naming the flag.
+        let out = cronq(&["worker", arg.as_str(), "--handlers", "/dev/null"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--handlers: /dev/null is not a directory"),
+            "worker {arg}: {stderr}"
+        );
+    }
+}

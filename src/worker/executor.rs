@@ -1,10 +1,11 @@
 //! Runs one job: the step between the worker's queue and its results.
 //!
 //! ```text
-//!  JobMessage.job ──► Handler::run ──► Outcome { status, exit code, last 4 KiB of stdout/stderr }
+//!  JobMessage.job ──► Handler::run ──► Outcome { status, exit code, the end of stdout/stderr }
 //!                      ├─ ProcessHandler, --handlers DIR (default): split like a shell, no expansion;
-//!                      │    the first word names an executable file directly inside DIR; run it,
-//!                      │    no shell; anything else is `rejected` and nothing runs
+//!                      │    the first word names an executable file directly inside DIR; open it,
+//!                      │    check the open file, run that same file, no shell; anything else is
+//!                      │    `rejected` and nothing runs
 //!                      ├─ ProcessHandler, --shell (opt-in): `sh -c job` — whoever can write to the
 //!                      │    topic can run commands on this machine
 //!                      └─ your own: implement [`Handler`] and embed the worker
@@ -15,8 +16,21 @@
 //! anything it left running in its group is killed too, so no job leaves processes behind and the
 //! output pipes close. A child process escaping its group (`setsid`) is beyond this reach; reading its
 //! output stops shortly after the child exits.
+//!
+//! Least privilege: a child's environment is [`ChildEnv`] (`PATH`, `HOME`, `LANG`, `TZ`, the names
+//! given with `--pass-env`) plus its per-run `CRONQ_*` variables, never the rest of the worker's
+//! (Kafka credentials, the worker's own `CRONQ_*` settings). The handlers directory and its files
+//! must be owned by the worker's user or root and not writable by group or other, like sshd's
+//! StrictModes ([`check_handlers_dir`] at start, and again on each file as it is opened); a handler
+//! is opened, checked through that open file (`fstat`) and executed through it
+//! (`/proc/self/fd/N`), so it cannot be swapped between the check and the exec. A script handler
+//! therefore sees `/proc/self/fd/N` as its `$0`; `CRONQ_HANDLER` holds its path.
 
+use std::ffi::OsString;
+use std::fs::File;
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -30,8 +44,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::message::JobMessage;
 
-/// How much of stdout and of stderr a result keeps: the last 4 KiB.
-pub const TAIL_BYTES: usize = 4096;
+/// `--max-output`'s default: how much of stdout and of stderr a result keeps, the last 8 KiB.
+pub const DEFAULT_MAX_OUTPUT: usize = 8 * 1024;
 
 /// After the child exits, how long its output may still be read (a grandchild outside its process
 /// group can hold the pipes open forever).
@@ -61,6 +75,8 @@ pub enum Status {
     TimedOut,
     /// Not allowed to run (nothing was started); never retried.
     Rejected,
+    /// Older than `--max-age` when an executor took it: not run; never retried.
+    Expired,
 }
 
 impl Status {
@@ -71,6 +87,7 @@ impl Status {
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
             Status::Rejected => "rejected",
+            Status::Expired => "expired",
         }
     }
 
@@ -87,9 +104,10 @@ pub struct Outcome {
     pub status: Status,
     /// The process's exit code, when it exited normally.
     pub exit_code: Option<i32>,
-    /// The last [`TAIL_BYTES`] of stdout (lossy UTF-8).
+    /// The end of stdout (lossy UTF-8); reports keep the last `--max-output` bytes.
     pub stdout_tail: String,
-    /// The last [`TAIL_BYTES`] of stderr (lossy UTF-8); a rejection's reason.
+    /// The end of stderr (lossy UTF-8), or a rejection's reason; reports keep the last
+    /// `--max-output` bytes.
     pub stderr_tail: String,
 }
 
@@ -147,6 +165,123 @@ pub enum Rejection {
         /// Where it is.
         path: PathBuf,
     },
+    /// It, or the directory, is writable by others or owned by someone else.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeHandler),
+}
+
+/// A handlers directory or handler that others could change: refused like sshd's StrictModes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsafeHandler {
+    /// Group or other may write it.
+    #[error("{path} is writable by {who} (mode {mode:04o}): anyone who can change it can run commands as this worker; fix it with `chmod go-w {path}`")]
+    Writable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// `group`, `other` or `group and other`.
+        who: &'static str,
+    },
+    /// Owned by another user than the worker's or root.
+    #[error("{path} is owned by uid {owner} (mode {mode:04o}), neither this worker's user (uid {uid}) nor root: that user could change what jobs run")]
+    Owner {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// The worker's effective uid.
+        uid: u32,
+    },
+}
+
+/// Refuses a file or directory that someone other than the worker's user or root could change.
+pub fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), UnsafeHandler> {
+    let mode = meta.mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("group and other"),
+        (true, false) => Some("group"),
+        (false, true) => Some("other"),
+        (false, false) => None,
+    };
+    if let Some(who) = who {
+        return Err(UnsafeHandler::Writable {
+            path: path.to_path_buf(),
+            mode,
+            who,
+        });
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(UnsafeHandler::Owner {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            mode,
+            uid,
+        });
+    }
+    Ok(())
+}
+
+/// Why `--handlers DIR` cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlersDirError {
+    /// It cannot be read.
+    #[error("{path}: {source}")]
+    Unreadable {
+        /// The directory or entry.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a directory.
+    #[error("{path} is not a directory (create it and put one executable per job name in it, or use --shell)")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// It or a file in it could be changed by someone else.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeHandler),
+    /// Handlers are executed through `/proc/self/fd`.
+    #[error("/proc/self/fd is not available ({0}): the worker executes handlers through it; mount /proc")]
+    NoProc(std::io::Error),
+}
+
+/// The start-up check of `--handlers DIR`: the directory and every file directly inside it (links
+/// followed) are owned by the worker's user or root and not writable by group or other.
+pub fn check_handlers_dir(dir: &Path) -> Result<(), HandlersDirError> {
+    let unreadable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HandlersDirError::Unreadable { path, source }
+    };
+    std::fs::read_dir("/proc/self/fd").map_err(HandlersDirError::NoProc)?;
+    let meta = std::fs::metadata(dir).map_err(unreadable(dir))?;
+    if !meta.is_dir() {
+        return Err(HandlersDirError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    check_owner_and_mode(dir, &meta)?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(unreadable(dir))?
+        .map(|e| e.map(|e| e.path()).map_err(unreadable(dir)))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for path in entries {
+        // A dangling link or a subdirectory can never run; only files are handlers.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            check_owner_and_mode(&path, &meta)?;
+        }
+    }
+    Ok(())
 }
 
 /// Splits `job` like a shell (quotes and backslashes, no expansion of any kind) and checks that the
@@ -171,21 +306,74 @@ pub fn split_job(job: &str) -> Result<(String, Vec<String>), Rejection> {
     Ok((name, words))
 }
 
-/// The program and arguments `job` runs under `--handlers dir`, or why it may not run.
+/// A handler opened for one run: execute `file` itself, through `/proc/self/fd`.
+#[derive(Debug)]
+pub struct OpenHandler {
+    /// Where it was opened.
+    pub path: PathBuf,
+    /// The open file that was checked and will be executed.
+    pub file: File,
+    /// The job's remaining words.
+    pub args: Vec<String>,
+}
+
+/// Opens the handler `job` names under `--handlers dir` and checks the open file (an executable
+/// regular file, owned by the worker's user or root, not writable by group or other) and the
+/// directory; or says why it may not run.
 ///
-/// A symbolic link inside `dir` is followed: putting it there is the operator's decision.
-pub fn resolve(dir: &Path, job: &str) -> Result<(PathBuf, Vec<String>), Rejection> {
-    use std::os::unix::fs::PermissionsExt;
+/// A symbolic link inside `dir` is followed: putting it there is the operator's decision; the file it
+/// leads to is checked.
+pub fn resolve(dir: &Path, job: &str) -> Result<OpenHandler, Rejection> {
     let (name, args) = split_job(job)?;
     let path = dir.join(&name);
-    let meta = std::fs::metadata(&path).map_err(|_| Rejection::NotFound {
+    let not_found = || Rejection::NotFound {
         name: name.clone(),
         dir: dir.to_path_buf(),
-    })?;
+    };
+    let dir_meta = std::fs::metadata(dir).map_err(|_| not_found())?;
+    check_owner_and_mode(dir, &dir_meta)?;
+    let file = File::open(&path).map_err(|_| not_found())?;
+    let meta = file.metadata().map_err(|_| not_found())?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(Rejection::NotExecutable { path });
     }
-    Ok((path, args))
+    check_owner_and_mode(&path, &meta)?;
+    Ok(OpenHandler { path, file, args })
+}
+
+/// The variables a child may inherit from the worker, read once at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChildEnv {
+    vars: Vec<(OsString, OsString)>,
+}
+
+impl ChildEnv {
+    /// Always passed on when the worker has them.
+    pub const BASE: [&'static str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+    /// [`ChildEnv::BASE`] plus the `--pass-env` names, with their values in the worker's
+    /// environment (names the worker does not have are left out).
+    pub fn from_worker(pass: &[String]) -> ChildEnv {
+        let names = Self::BASE
+            .iter()
+            .copied()
+            .chain(pass.iter().map(String::as_str));
+        let mut vars: Vec<(OsString, OsString)> = Vec::new();
+        for name in names {
+            if vars.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(value) = std::env::var_os(name) {
+                vars.push((name.into(), value));
+            }
+        }
+        ChildEnv { vars }
+    }
+
+    /// The variables, in order.
+    pub fn vars(&self) -> &[(OsString, OsString)] {
+        &self.vars
+    }
 }
 
 /// How [`ProcessHandler`] turns a job into a process.
@@ -206,6 +394,10 @@ pub struct ProcessHandler {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL after a timeout.
     pub kill_grace: Duration,
+    /// `--max-output`: how much of the end of stdout and of stderr is kept.
+    pub max_output: usize,
+    /// What of the worker's environment children get.
+    pub env: ChildEnv,
 }
 
 impl Handler for ProcessHandler {
@@ -215,33 +407,58 @@ impl Handler for ProcessHandler {
 }
 
 /// The last bytes written to a pipe.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tail {
     bytes: Vec<u8>,
+    max: usize,
 }
 
 impl Tail {
+    fn new(max: usize) -> Tail {
+        Tail {
+            bytes: Vec::new(),
+            max,
+        }
+    }
+
     fn push(&mut self, chunk: &[u8]) {
         self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > 2 * TAIL_BYTES {
-            let cut = self.bytes.len() - TAIL_BYTES;
+        if self.bytes.len() > 2 * self.max {
+            let cut = self.bytes.len() - self.max;
             self.bytes.drain(..cut);
         }
     }
 
     fn text(&self) -> String {
-        tail_text(&self.bytes)
+        tail_text(&self.bytes, self.max)
     }
 }
 
-/// The last [`TAIL_BYTES`] of `bytes` as text, starting on a character boundary.
-pub fn tail_text(bytes: &[u8]) -> String {
-    let mut start = bytes.len().saturating_sub(TAIL_BYTES);
+/// The last `max` bytes of `bytes` (or fewer) as text, starting on a character boundary.
+pub fn tail_text(bytes: &[u8], max: usize) -> String {
+    let mut start = bytes.len().saturating_sub(max);
     // Skip UTF-8 continuation bytes so the tail does not start mid-character.
     while start < bytes.len() && start > 0 && bytes[start] & 0b1100_0000 == 0b1000_0000 {
         start += 1;
     }
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Lets the child keep `fd` across its exec (the parent's copy stays close-on-exec, so jobs started
+/// at the same time do not inherit it): a script handler's interpreter reopens its script through
+/// `/proc/self/fd/N`.
+#[allow(unsafe_code)]
+fn keep_across_exec(cmd: &mut tokio::process::Command, fd: RawFd) {
+    // SAFETY: the hook runs in the child between fork and exec; it only calls fcntl, which is
+    // async-signal-safe, on a descriptor number it owns a copy of, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 async fn read_into(mut pipe: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
@@ -280,21 +497,33 @@ impl Drop for GroupGuard {
 }
 
 impl ProcessHandler {
-    fn command(&self, run: &JobRun) -> Result<tokio::process::Command, Rejection> {
-        let mut cmd = match &self.program {
+    /// The command for `run`, and the handler file it executes (to keep open until it started).
+    fn command(&self, run: &JobRun) -> Result<(tokio::process::Command, Option<File>), Rejection> {
+        let (mut cmd, handler) = match &self.program {
             Program::Handlers(dir) => {
-                let (path, args) = resolve(dir, &run.message.job)?;
-                let mut cmd = tokio::process::Command::new(path);
-                cmd.args(args);
-                cmd
+                let handler = resolve(dir, &run.message.job)?;
+                let fd = handler.file.as_raw_fd();
+                let mut cmd = tokio::process::Command::new(format!("/proc/self/fd/{fd}"));
+                keep_across_exec(&mut cmd, fd);
+                let name = handler.path.file_name().unwrap_or_default().to_os_string();
+                cmd.arg0(name)
+                    .args(&handler.args)
+                    .env_clear()
+                    .envs(self.env.vars().iter().map(|(k, v)| (k, v)))
+                    .env("CRONQ_HANDLER", &handler.path);
+                (cmd, Some(handler.file))
             }
             Program::Shell => {
                 let mut cmd = tokio::process::Command::new("sh");
-                cmd.arg("-c").arg(&run.message.job);
-                cmd
+                cmd.arg("-c")
+                    .arg(&run.message.job)
+                    .env_clear()
+                    .envs(self.env.vars().iter().map(|(k, v)| (k, v)));
+                (cmd, None)
             }
         };
         let m = &run.message;
+        // Set after the passed-on variables: a run's own values cannot be overridden.
         cmd.env("CRONQ_JOB_NAME", &m.job_name)
             .env("CRONQ_DISPATCH_ID", &m.dispatch_id)
             .env("CRONQ_SCHEDULED_AT", &m.scheduled_at)
@@ -305,19 +534,22 @@ impl ProcessHandler {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        Ok(cmd)
+        Ok((cmd, handler))
     }
 
     async fn execute(&self, run: &JobRun) -> Outcome {
-        let mut cmd = match self.command(run) {
+        let (mut cmd, handler) = match self.command(run) {
             Ok(cmd) => cmd,
             Err(rejection) => {
                 let mut outcome = Outcome::new(Status::Rejected);
-                outcome.stderr_tail = rejection.to_string();
+                outcome.stderr_tail = tail_text(rejection.to_string().as_bytes(), self.max_output);
                 return outcome;
             }
         };
-        let mut child = match cmd.spawn() {
+        let spawned = cmd.spawn();
+        // The child has its own descriptor (or failed to start).
+        drop(handler);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let mut outcome = Outcome::new(Status::Failed);
@@ -328,8 +560,8 @@ impl ProcessHandler {
         let guard = GroupGuard {
             pgid: child.id().map(|id| Pid::from_raw(id as i32)),
         };
-        let stdout = Arc::new(Mutex::new(Tail::default()));
-        let stderr = Arc::new(Mutex::new(Tail::default()));
+        let stdout = Arc::new(Mutex::new(Tail::new(self.max_output)));
+        let stderr = Arc::new(Mutex::new(Tail::new(self.max_output)));
         let mut readers = tokio::task::JoinSet::new();
         if let Some(pipe) = child.stdout.take() {
             readers.spawn(read_into(pipe, Arc::clone(&stdout)));
@@ -424,6 +656,18 @@ mod tests {
             program: Program::Handlers(dir.to_path_buf()),
             timeout,
             kill_grace: Duration::from_millis(300),
+            max_output: DEFAULT_MAX_OUTPUT,
+            env: ChildEnv::from_worker(&[]),
+        }
+    }
+
+    fn shell(max_output: usize) -> ProcessHandler {
+        ProcessHandler {
+            program: Program::Shell,
+            timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_millis(300),
+            max_output,
+            env: ChildEnv::from_worker(&[]),
         }
     }
 
@@ -481,13 +725,9 @@ mod tests {
         script(dir.path(), "ok", "exit 0");
         std::fs::write(dir.path().join("plain"), "not executable").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        assert_eq!(
-            resolve(dir.path(), "ok a b").unwrap(),
-            (
-                dir.path().join("ok"),
-                vec!["a".to_string(), "b".to_string()]
-            )
-        );
+        let ok = resolve(dir.path(), "ok a b").unwrap();
+        assert_eq!(ok.path, dir.path().join("ok"));
+        assert_eq!(ok.args, ["a", "b"]);
         assert!(matches!(
             resolve(dir.path(), "plain"),
             Err(Rejection::NotExecutable { .. })
@@ -524,6 +764,187 @@ mod tests {
         assert_eq!(out.stderr_tail, "oops\n");
     }
 
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_private_handlers_directory_passes_the_start_up_check() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "ok", "exit 0");
+        std::fs::write(dir.path().join("README"), "notes").unwrap();
+        chmod(&dir.path().join("README"), 0o644);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        chmod(dir.path(), 0o755);
+        check_handlers_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_handlers_directory_writable_by_group_or_other_is_refused_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "ok", "exit 0");
+        for (mode, who) in [
+            (0o775, "group"),
+            (0o757, "other"),
+            (0o777, "group and other"),
+        ] {
+            chmod(dir.path(), mode);
+            let err = check_handlers_dir(dir.path()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{} is writable by {who} (mode {mode:04o}): anyone who can change it can run commands as this worker; fix it with `chmod go-w {}`",
+                    dir.path().display(),
+                    dir.path().display()
+                )
+            );
+        }
+        chmod(dir.path(), 0o1777);
+        assert!(check_handlers_dir(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("mode 1777"));
+    }
+
+    #[test]
+    fn a_handler_writable_by_group_or_other_is_refused_at_start_and_at_run_time() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "ok", "exit 0");
+        script(dir.path(), "loose", "exit 0");
+        chmod(&dir.path().join("loose"), 0o775);
+        let err = check_handlers_dir(dir.path()).unwrap_err().to_string();
+        let loose = dir.path().join("loose");
+        assert!(
+            err.starts_with(&format!(
+                "{} is writable by group (mode 0775)",
+                loose.display()
+            )),
+            "{err}"
+        );
+        // A handler loosened after the start is refused when a job asks for it.
+        assert!(matches!(
+            resolve(dir.path(), "loose"),
+            Err(Rejection::Unsafe(UnsafeHandler::Writable {
+                mode: 0o775,
+                ..
+            }))
+        ));
+        assert!(resolve(dir.path(), "ok").is_ok());
+        // A link to a loose file is judged by the file.
+        std::os::unix::fs::symlink(&loose, dir.path().join("link")).unwrap();
+        chmod(&loose, 0o755);
+        check_handlers_dir(dir.path()).unwrap();
+        chmod(&loose, 0o757);
+        assert!(matches!(
+            resolve(dir.path(), "link"),
+            Err(Rejection::Unsafe(UnsafeHandler::Writable {
+                who: "other",
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_handler_or_directory_owned_by_another_user_is_refused() {
+        let me = nix::unistd::geteuid();
+        if !me.is_root() {
+            // Giving a file away needs root; the check itself is the same code as below.
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "theirs", "exit 0");
+        let theirs = dir.path().join("theirs");
+        std::os::unix::fs::chown(&theirs, Some(nobody.as_raw()), None).unwrap();
+        let err = check_handlers_dir(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{} is owned by uid 65534 (mode 0755), neither this worker's user (uid 0) nor root: that user could change what jobs run",
+                theirs.display()
+            )
+        );
+        assert!(matches!(
+            resolve(dir.path(), "theirs"),
+            Err(Rejection::Unsafe(UnsafeHandler::Owner { owner: 65534, .. }))
+        ));
+        std::os::unix::fs::chown(&theirs, Some(0), None).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(nobody.as_raw()), None).unwrap();
+        assert!(check_handlers_dir(dir.path())
+            .unwrap_err()
+            .to_string()
+            .starts_with(&format!("{} is owned by uid 65534", dir.path().display())));
+    }
+
+    #[tokio::test]
+    async fn the_checked_file_is_the_one_executed_even_if_swapped_before_the_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "job", "echo original");
+        let h = handler(dir.path(), Duration::from_secs(10));
+        let run = JobRun {
+            message: message("job"),
+            attempt: 1,
+        };
+        let (mut cmd, opened) = h.command(&run).unwrap();
+        // Between the check and the exec, the file at the path is replaced (rename is atomic).
+        script(dir.path(), "swap", "echo swapped");
+        std::fs::rename(dir.path().join("swap"), dir.path().join("job")).unwrap();
+        let out = cmd.output().await.unwrap();
+        drop(opened);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "original\n");
+        // The next run opens (and checks) the new file.
+        assert_eq!(run_job(&h, "job").await.stdout_tail, "swapped\n");
+    }
+
+    async fn run_job(h: &ProcessHandler, job: &str) -> Outcome {
+        run(h, job).await
+    }
+
+    #[tokio::test]
+    async fn a_child_gets_only_the_base_variables_what_is_passed_and_its_run_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "env", "env");
+        let mut h = handler(dir.path(), Duration::from_secs(10));
+        h.env = ChildEnv {
+            vars: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("ALLOWED".into(), "yes".into()),
+                // A passed-on variable cannot override a run's own.
+                ("CRONQ_JOB_NAME".into(), "forged".into()),
+            ],
+        };
+        let out = run(&h, "env").await;
+        let mut names: Vec<&str> = out
+            .stdout_tail
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            // Set by the shell itself.
+            .filter(|k| !matches!(*k, "PWD" | "SHLVL" | "_" | "OLDPWD"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "ALLOWED",
+                "CRONQ_ATTEMPT",
+                "CRONQ_DISPATCH_ID",
+                "CRONQ_HANDLER",
+                "CRONQ_JOB_NAME",
+                "CRONQ_PRIORITY",
+                "CRONQ_SCHEDULED_AT",
+                "PATH"
+            ],
+            "{}",
+            out.stdout_tail
+        );
+        assert!(out.stdout_tail.contains("CRONQ_JOB_NAME=nightly\n"));
+        assert!(out.stdout_tail.contains(&format!(
+            "CRONQ_HANDLER={}\n",
+            dir.path().join("env").display()
+        )));
+    }
+
     #[tokio::test]
     async fn a_rejected_job_runs_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -540,42 +961,58 @@ mod tests {
 
     #[tokio::test]
     async fn shell_mode_runs_the_job_with_sh() {
-        let h = ProcessHandler {
-            program: Program::Shell,
-            timeout: Duration::from_secs(10),
-            kill_grace: Duration::from_millis(300),
-        };
-        let out = run(&h, "echo $CRONQ_JOB_NAME | tr a-z A-Z").await;
+        let out = run(
+            &shell(DEFAULT_MAX_OUTPUT),
+            "echo $CRONQ_JOB_NAME | tr a-z A-Z",
+        )
+        .await;
         assert_eq!(out.status, Status::Succeeded);
         assert_eq!(out.exit_code, Some(0));
         assert_eq!(out.stdout_tail, "NIGHTLY\n");
     }
 
     #[tokio::test]
-    async fn only_the_last_4_kib_of_output_are_kept() {
-        let h = ProcessHandler {
-            program: Program::Shell,
-            timeout: Duration::from_secs(10),
-            kill_grace: Duration::from_millis(300),
-        };
-        let out = run(
-            &h,
-            "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
-        )
-        .await;
-        assert_eq!(out.status, Status::Succeeded);
-        assert!(out.stdout_tail.len() <= TAIL_BYTES);
-        assert!(out.stdout_tail.len() > TAIL_BYTES - 20);
-        assert!(out.stdout_tail.ends_with("line-1999\n"));
+    async fn only_the_last_max_output_bytes_of_each_stream_are_kept() {
+        for max in [1024, DEFAULT_MAX_OUTPUT] {
+            let out = run(
+                &shell(max),
+                "i=0; while [ $i -lt 3000 ]; do echo line-$i; echo err-$i >&2; i=$((i+1)); done",
+            )
+            .await;
+            assert_eq!(out.status, Status::Succeeded);
+            for (tail, last) in [
+                (&out.stdout_tail, "line-2999\n"),
+                (&out.stderr_tail, "err-2999\n"),
+            ] {
+                assert!(
+                    tail.len() <= max && tail.len() > max - 20,
+                    "{max}: {}",
+                    tail.len()
+                );
+                assert!(tail.ends_with(last));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejections_reason_is_cut_to_max_output_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = handler(dir.path(), Duration::from_secs(10));
+        h.max_output = 1024;
+        let job = format!("/{}", "x".repeat(10_000));
+        let out = run(&h, &job).await;
+        assert_eq!(out.status, Status::Rejected);
+        assert!(out.stderr_tail.len() <= 1024, "{}", out.stderr_tail.len());
+        assert!(out.stderr_tail.contains("not a bare handler name"));
     }
 
     #[test]
     fn a_tail_never_starts_in_the_middle_of_a_character() {
         let mut bytes = vec![b'x'; 10];
-        bytes.extend("é".repeat(TAIL_BYTES).as_bytes());
-        let t = tail_text(&bytes);
+        bytes.extend("é".repeat(4096).as_bytes());
+        let t = tail_text(&bytes, 4096);
         assert!(t.chars().all(|c| c == 'é'), "no replacement character");
-        assert!(t.len() <= TAIL_BYTES);
+        assert!(t.len() <= 4096);
     }
 
     fn alive(pid: i32) -> bool {

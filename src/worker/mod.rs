@@ -14,14 +14,18 @@
 //!
 //! Delivery is at-least-once. A record's offset is committed only once its execution, retries and
 //! reports are done; a worker that dies mid-job leaves its records uncommitted, and the member that
-//! takes the partition over runs them again. Rebalances commit what finished before the partition
+//! takes the partition over runs them again. A record that cannot be run (malformed, or its task
+//! died) is dead-lettered through the same bounds as jobs (`--prefetch`, the report window) and its
+//! offset then moves on like any other. Rebalances commit what finished before the partition
 //! goes; running jobs of a revoked partition still finish and report, but their offsets are left to
 //! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
 //! commits, and leaves the group.
 //!
 //! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
 //!   trait for embedding.
-//! - [`results`]: JobResult v1, retries, dead letters.
+//! - [`results`]: JobResult v1, retries, dead letters, `--max-age`, the integrity checks, and the
+//!   bounds that keep one record from freezing its partition (report size cap, permanent errors
+//!   given up).
 //! - [`state`], [`offsets`], [`queue`], [`dedup`]: the pure bookkeeping.
 //! - [`autoscale`]: the pure pool-size decision.
 
@@ -33,7 +37,7 @@ pub mod queue;
 pub mod results;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -53,9 +57,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
+use results::panic_text;
 use results::{
-    dead_letter_malformed, execute_with_retries, Final, KafkaPublisher, Origin, Publisher,
-    ReportConfig,
+    dead_letter_unrunnable, execute_with_retries, DeadReason, Final, KafkaPublisher, Origin,
+    OriginalDigest, Publisher, ReportConfig, Unrunnable,
 };
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
@@ -151,8 +156,14 @@ pub struct Summary {
     pub dead_lettered: u64,
     /// Records skipped as recently finished `dispatchId`s.
     pub duplicates: u64,
-    /// Records that were not JobMessage v1.
+    /// Records that were not JobMessage v1 (or failed its integrity checks).
     pub malformed: u64,
+    /// Jobs not run because they were older than `--max-age` (also counted as dead-lettered).
+    pub expired: u64,
+    /// Execution tasks that died; their records were dead-lettered.
+    pub crashed: u64,
+    /// Reports given up on a permanent error (too large, not authorized).
+    pub undeliverable: u64,
     /// Jobs still running when the shutdown grace ran out.
     pub aborted: u64,
 }
@@ -255,9 +266,8 @@ enum Done {
         message: JobMessage,
         end: Final,
     },
-    Malformed {
-        ticket: Ticket,
-    },
+    /// A record that was not run was dead-lettered (or its letter given up).
+    DeadLettered { ticket: Ticket },
 }
 
 /// Creates the results and DLQ topics when they are missing (tansu and many clusters do not
@@ -386,6 +396,7 @@ const PAUSE_AFTER_FULL: Duration = Duration::from_millis(250);
 struct Spawned {
     ticket: Ticket,
     message: JobMessage,
+    oversized: Option<OriginalDigest>,
     /// Its last attempt is over: it holds no executor, only its reports are outstanding.
     executed: bool,
 }
@@ -410,16 +421,46 @@ struct Worker {
     running: usize,
     /// Executions over whose reports are not acked yet (their offsets are not finished).
     reporting: usize,
+    /// Records that are not run (malformed, their task died) waiting to be dead-lettered. They count
+    /// against `--prefetch` like queued jobs, so a topic full of garbage pauses fetching too.
+    unrunnable: VecDeque<(Ticket, Unrunnable)>,
+    /// Dead-letter tasks in flight, by task; they count against [`REPORT_WINDOW`] with `reporting`.
+    dead_lettering: HashMap<tokio::task::Id, Ticket>,
+    /// The publisher, for its count of reports given up.
+    kafka_publisher: Arc<KafkaPublisher>,
     pool: autoscale::PoolState,
     summary: Summary,
     completions: u64,
 }
 
 impl Worker {
-    /// Starts as many ready jobs as the pool has free executors, as long as fewer than
-    /// [`REPORT_WINDOW`] executions wait for their reports to be acked.
+    /// Reports in flight: executions waiting for their acks and dead letters being sent.
+    fn in_flight_reports(&self) -> usize {
+        self.reporting + self.dead_lettering.len()
+    }
+
+    /// Local work waiting: queued jobs and records waiting to be dead-lettered.
+    fn queued(&self) -> usize {
+        lock(&self.state).queued() + self.unrunnable.len()
+    }
+
+    /// Starts dead letters for unrunnable records, then as many ready jobs as the pool has free
+    /// executors, as long as fewer than [`REPORT_WINDOW`] reports are in flight.
     fn start_ready(&mut self) {
-        while self.running < self.pool.size && self.reporting < REPORT_WINDOW {
+        while self.in_flight_reports() < REPORT_WINDOW {
+            let Some((ticket, record)) = self.unrunnable.pop_front() else {
+                break;
+            };
+            let publisher = Arc::clone(&self.publisher);
+            let report = self.config.report.clone();
+            let id_ticket = ticket.clone();
+            let handle = self.tasks.spawn(async move {
+                dead_letter_unrunnable(&*publisher, &report, record).await;
+                Done::DeadLettered { ticket }
+            });
+            self.dead_lettering.insert(handle.id(), id_ticket);
+        }
+        while self.running < self.pool.size && self.in_flight_reports() < REPORT_WINDOW {
             let next = lock(&self.state).next_ready();
             match next {
                 None => return,
@@ -428,7 +469,7 @@ impl Worker {
                     lock(&self.state).finish(&ticket, &message, false);
                     self.summary.duplicates += 1;
                 }
-                Some(Next::Run(ticket, message)) => {
+                Some(Next::Run(ticket, message, oversized)) => {
                     self.running += 1;
                     let handler = Arc::clone(&self.handler);
                     let publisher = Arc::clone(&self.publisher);
@@ -436,6 +477,7 @@ impl Worker {
                     let job = Spawned {
                         ticket: ticket.clone(),
                         message: message.clone(),
+                        oversized: oversized.clone(),
                         executed: false,
                     };
                     let executed_tx = self.executed_tx.clone();
@@ -451,6 +493,7 @@ impl Worker {
                             &report,
                             message.clone(),
                             origin,
+                            oversized,
                             // The loop outlives its tasks; a send after it stopped is moot.
                             move || {
                                 let _ = executed_tx.send(tokio::task::id());
@@ -483,19 +526,15 @@ impl Worker {
                 key,
                 value: raw,
             } => {
-                warn!(message = "malformed record: not a JobMessage v1; sending it to the DLQ and skipping it", topic = %topic, partition, offset, error = %error);
+                warn!(message = "malformed record: not a valid JobMessage v1; sending it to the DLQ and skipping it", topic = %topic, partition, offset, error = %error);
                 self.summary.malformed += 1;
-                let publisher = Arc::clone(&self.publisher);
-                let report = self.config.report.clone();
-                self.tasks.spawn(async move {
-                    let origin = Origin {
-                        topic: topic.to_string(),
-                        partition,
-                        offset,
-                    };
-                    dead_letter_malformed(&*publisher, &report, origin, &key, &raw, error).await;
-                    Done::Malformed { ticket }
-                });
+                let origin = Origin {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                };
+                self.unrunnable
+                    .push_back((ticket, Unrunnable::malformed(origin, key, &raw, error)));
             }
         }
     }
@@ -518,15 +557,26 @@ impl Worker {
     fn joined(&mut self, joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
         match joined {
             Ok((id, done)) => {
+                self.dead_lettering.remove(&id);
                 let executed = self.spawned.remove(&id).is_some_and(|job| job.executed);
                 self.done(done, executed);
             }
             Err(e) => {
+                let id = e.id();
+                let why = if e.is_panic() {
+                    format!(
+                        "the execution task panicked: {}",
+                        panic_text(e.into_panic())
+                    )
+                } else {
+                    "the execution task was cancelled".to_string()
+                };
                 if let Some(Spawned {
                     ticket,
                     message,
+                    oversized,
                     executed,
-                }) = self.spawned.remove(&e.id())
+                }) = self.spawned.remove(&id)
                 {
                     if executed {
                         self.reporting = self.reporting.saturating_sub(1);
@@ -534,9 +584,27 @@ impl Worker {
                         self.running = self.running.saturating_sub(1);
                     }
                     lock(&self.state).abandon(&message);
-                    tracing::error!(message = "an execution task died; its record stays uncommitted and commits of its partition stop there until the partition moves", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %e);
-                } else {
-                    tracing::error!(message = "a dead-letter task died; its record stays uncommitted", error = %e);
+                    self.summary.crashed += 1;
+                    tracing::error!(message = "an execution task died; dead-lettering its record (whether it ran is unknown) so that commits of its partition go on", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %why);
+                    let record = Unrunnable {
+                        reason: DeadReason::Crashed,
+                        origin: Origin {
+                            topic: ticket.topic.to_string(),
+                            partition: ticket.partition,
+                            offset: ticket.offset,
+                        },
+                        key: message.job_name.clone().into_bytes(),
+                        message: oversized.is_none().then_some(message),
+                        raw: None,
+                        original: oversized,
+                        error: why,
+                    };
+                    self.unrunnable.push_back((ticket, record));
+                } else if let Some(ticket) = self.dead_lettering.remove(&id) {
+                    // Sending a dead letter cannot panic short of a bug; the record is given up
+                    // rather than left to hold its partition's commits forever.
+                    tracing::error!(message = "a dead-letter task died; its record is given up", topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %why);
+                    lock(&self.state).finish_unrunnable(&ticket);
                 }
             }
         }
@@ -554,7 +622,12 @@ impl Worker {
                 self.completions += 1;
                 match end {
                     Final::Succeeded { .. } => self.summary.succeeded += 1,
-                    Final::DeadLettered { .. } => self.summary.dead_lettered += 1,
+                    Final::DeadLettered { reason, .. } => {
+                        self.summary.dead_lettered += 1;
+                        if reason == DeadReason::Expired {
+                            self.summary.expired += 1;
+                        }
+                    }
                 }
                 let mut state = lock(&self.state);
                 if executed {
@@ -565,7 +638,9 @@ impl Worker {
                     state.finish(&ticket, &message, true);
                 }
             }
-            Done::Malformed { ticket } => lock(&self.state).finish_malformed(&ticket),
+            Done::DeadLettered { ticket } => {
+                lock(&self.state).finish_unrunnable(&ticket);
+            }
         }
     }
 
@@ -586,7 +661,7 @@ impl Worker {
         let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             self.start_ready();
-            let queued = lock(&self.state).queued();
+            let queued = self.queued();
             let is_paused = paused.load(AtomicOrdering::SeqCst);
             if is_paused && queued <= prefetch / 2 {
                 pause_or_resume(&consumer, false);
@@ -609,6 +684,7 @@ impl Worker {
                     // Keep polling (group membership, rebalances) but fetch no more.
                     pause_or_resume(&consumer, true);
                     paused.store(true, AtomicOrdering::SeqCst);
+                    debug!(message = "local queue full: fetching paused", queued, to_dead_letter = self.unrunnable.len(), reports_in_flight = self.in_flight_reports());
                 }
                 received = consumer.recv(), if !full || is_paused => match received {
                     Ok(m) => {
@@ -636,7 +712,7 @@ impl Worker {
                     let smoothed = rate.map_or(now_rate, |r| 0.5 * r + 0.5 * now_rate);
                     rate = Some(smoothed);
                     let broker = (*lag.borrow()).unwrap_or(0);
-                    let backlog = broker + lock(&self.state).queued() as u64;
+                    let backlog = broker + self.queued() as u64;
                     let obs = autoscale::Observation {
                         backlog,
                         in_flight: self.running,
@@ -663,7 +739,8 @@ impl Worker {
 
     /// Stop fetching, let running jobs finish within the grace, commit.
     async fn drain(&mut self) {
-        let dropped = lock(&self.state).drop_queue();
+        let dropped = lock(&self.state).drop_queue() + self.unrunnable.len();
+        self.unrunnable.clear();
         pause_or_resume(&self.consumer, true);
         info!(
             message = "shutting down: no new jobs start; waiting for running ones",
@@ -710,17 +787,22 @@ pub async fn run(
         // A finished job's executor is free at once; only its offset waits for the result's ack.
         // A few milliseconds of linger batch the results of a busy pool into few produce requests.
         .set("linger.ms", "5")
+        // Reports are keyed by jobName and land on the partition the Java client and the dispatcher
+        // pick (murmur2); librdkafka's default would hash with CRC32.
+        .set("partitioner", "murmur2_random")
         .create_with_context(config.kafka.context("worker producer"))
         .map_err(|source| WorkerError::Client {
             what: "producer",
             brokers: brokers.clone(),
             source,
         })?;
-    let publisher: Arc<dyn Publisher> = Arc::new(KafkaPublisher {
+    let kafka_publisher = Arc::new(KafkaPublisher {
         producer,
         health: Arc::clone(config.kafka.health()),
         retry_backoff: Duration::from_millis(200),
+        undeliverable: Default::default(),
     });
+    let publisher: Arc<dyn Publisher> = Arc::clone(&kafka_publisher) as Arc<dyn Publisher>;
 
     let state = Arc::new(Mutex::new(WorkerState::new(
         config.ordering,
@@ -807,6 +889,9 @@ pub async fn run(
         executed_rx,
         running: 0,
         reporting: 0,
+        unrunnable: VecDeque::new(),
+        dead_lettering: HashMap::new(),
+        kafka_publisher,
         summary: Summary::default(),
         completions: 0,
     };
@@ -814,7 +899,11 @@ pub async fn run(
     worker.drain().await;
     lag_task.abort();
     let _ = lag_task.await;
-    let summary = worker.summary;
+    let mut summary = worker.summary;
+    summary.undeliverable = worker
+        .kafka_publisher
+        .undeliverable
+        .load(AtomicOrdering::Relaxed);
     let consumer = worker.consumer;
     drop(worker.tasks);
     // Closing leaves the group (the revoke callback commits once more); it blocks, so off the runtime.
@@ -825,6 +914,9 @@ pub async fn run(
         dead_lettered = summary.dead_lettered,
         duplicates_skipped = summary.duplicates,
         malformed = summary.malformed,
+        expired = summary.expired,
+        crashed = summary.crashed,
+        undeliverable_reports = summary.undeliverable,
         aborted = summary.aborted,
     );
     Ok(summary)

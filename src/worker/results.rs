@@ -12,11 +12,17 @@
 //!
 //! A record counts as finished (its offset may be committed) only once its last report was acked by
 //! Kafka: publishing retries until it succeeds, so a broker outage delays commits instead of losing
-//! reports.
+//! reports. A report the broker can never take (too large, not authorized) is logged, counted and
+//! given up, so that one record cannot freeze its partition's commits.
+//!
+//! Every report fits in [`MAX_REPORT_BYTES`]: each output tail is at most `--max-output`, a record
+//! larger than [`MAX_ORIGINAL_BYTES`] is not copied into its dead letter (its size and SHA-256 stand
+//! in for it, next to its topic/partition/offset), and tails are cut further when escaping makes a
+//! report too long.
 //!
 //! JobResult v1 (JSON, key `jobName`): `v, dispatchId, jobName, scheduledAt, attempt, status
-//! (succeeded|failed|timed_out|rejected), exitCode, startedAt, finishedAt, durationMs, stdoutTail,
-//! stderrTail, worker`.
+//! (succeeded|failed|timed_out|rejected|expired), exitCode, startedAt, finishedAt, durationMs,
+//! stdoutTail, stderrTail, worker`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -26,11 +32,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
 
-use super::executor::{BoxFuture, Handler, JobRun, Outcome, Status};
+use super::executor::{tail_text, BoxFuture, Handler, JobRun, Outcome, Status};
 use crate::kafka::{Backoff, KafkaContext};
 use crate::message::JobMessage;
 
@@ -58,9 +67,9 @@ pub struct JobResult {
     pub finished_at: String,
     /// Wall time of the attempt.
     pub duration_ms: u64,
-    /// Last 4 KiB of stdout.
+    /// The end of stdout (at most `--max-output`).
     pub stdout_tail: String,
-    /// Last 4 KiB of stderr.
+    /// The end of stderr (at most `--max-output`).
     pub stderr_tail: String,
     /// The worker's id (`--worker-id`).
     pub worker: String,
@@ -86,8 +95,49 @@ pub enum DeadReason {
     AttemptsExhausted,
     /// The job was not allowed to run.
     Rejected,
-    /// The record is not a JobMessage v1.
+    /// The record is not a JobMessage v1, or its key or dispatchId do not match its jobName and
+    /// scheduledAt (see `WorkerState::admit`).
     Malformed,
+    /// Its scheduledAt was older than `--max-age` when an executor took it: not run.
+    Expired,
+    /// The task executing it died (a bug in the worker or in an embedded handler): whether it ran is
+    /// unknown.
+    Crashed,
+}
+
+/// The largest report (JobResult or dead letter) the worker produces: half of librdkafka's default
+/// `message.max.bytes` (1 000 000), so it also fits a broker whose `message.max.bytes` was lowered
+/// a long way from Kafka's 1 048 588.
+pub const MAX_REPORT_BYTES: usize = 512 * 1024;
+
+/// A record larger than this is not copied into its dead letter: [`OriginalDigest`] stands in.
+pub const MAX_ORIGINAL_BYTES: usize = 64 * 1024;
+
+/// What stands in a dead letter for a record too large to copy ([`MAX_ORIGINAL_BYTES`]); read the
+/// record itself at the letter's topic/partition/offset and compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginalDigest {
+    /// The record value's size in bytes.
+    pub bytes: u64,
+    /// The record value's SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+impl OriginalDigest {
+    /// The digest of a record value.
+    pub fn of(value: &[u8]) -> OriginalDigest {
+        let hash = Sha256::digest(value);
+        OriginalDigest {
+            bytes: value.len() as u64,
+            sha256: hash.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// The digest when `value` is too large to copy into a dead letter.
+    pub fn if_oversized(value: &[u8]) -> Option<OriginalDigest> {
+        (value.len() > MAX_ORIGINAL_BYTES).then(|| OriginalDigest::of(value))
+    }
 }
 
 /// A DLQ record (JSON, key: the original record's key).
@@ -105,18 +155,56 @@ pub struct DeadLetter {
     pub message: Option<JobMessage>,
     /// The last attempt's result (absent for a malformed record).
     pub last_result: Option<JobResult>,
-    /// A malformed record's value, as text (lossy UTF-8).
+    /// A malformed record's value, as text (lossy UTF-8); absent when it was larger than
+    /// [`MAX_ORIGINAL_BYTES`] (see `original`).
     pub raw: Option<String>,
-    /// Why a malformed record could not be read.
+    /// Why a malformed record could not be read, why the task died.
     pub error: Option<String>,
+    /// Instead of `message` or `raw`, for a record too large to copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalDigest>,
     /// The worker's id.
     pub worker: String,
 }
 
+/// A report the broker can never take; it was logged and given up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("report to {topic:?} ({bytes} bytes) given up: {reason}")]
+pub struct Undeliverable {
+    /// The report's topic.
+    pub topic: String,
+    /// The report's size.
+    pub bytes: usize,
+    /// The broker's or the client's answer.
+    pub reason: String,
+}
+
 /// Delivers reports. Kafka in production; a recorder in tests.
 pub trait Publisher: Send + Sync + 'static {
-    /// Delivers `value` to `topic`, retrying until the broker acks it.
-    fn publish<'a>(&'a self, topic: &'a str, key: &'a [u8], value: Vec<u8>) -> BoxFuture<'a, ()>;
+    /// Delivers `value` to `topic` under `key`, retrying until the broker acks it, unless the error
+    /// is permanent ([`Undeliverable`]: too large, not authorized), which no retry can fix.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), Undeliverable>>;
+}
+
+/// Errors that no retry of the same report can fix: the record is too large for the client or the
+/// broker, the topic is invalid, or this worker may not write it.
+pub fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
 }
 
 /// [`Publisher`] over an rdkafka producer (acks from all in-sync replicas).
@@ -127,10 +215,17 @@ pub struct KafkaPublisher {
     pub health: std::sync::Arc<crate::kafka::Health>,
     /// First retry delay.
     pub retry_backoff: Duration,
+    /// Reports given up on a permanent error.
+    pub undeliverable: std::sync::atomic::AtomicU64,
 }
 
 impl Publisher for KafkaPublisher {
-    fn publish<'a>(&'a self, topic: &'a str, key: &'a [u8], value: Vec<u8>) -> BoxFuture<'a, ()> {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), Undeliverable>> {
         Box::pin(async move {
             let mut backoff = Backoff::new(self.retry_backoff);
             let mut attempts = 0u32;
@@ -143,7 +238,18 @@ impl Publisher for KafkaPublisher {
                         if attempts > 0 {
                             info!(message = "report delivered after retrying", topic, attempts);
                         }
-                        return;
+                        return Ok(());
+                    }
+                    Err((e, _)) if is_permanent(&e) => {
+                        self.undeliverable
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let undeliverable = Undeliverable {
+                            topic: topic.to_string(),
+                            bytes: value.len(),
+                            reason: e.to_string(),
+                        };
+                        error!(message = "a report cannot be delivered and is given up; its record's offset moves on", topic, key = %excerpt(&String::from_utf8_lossy(key)), bytes = value.len(), error = %e);
+                        return Err(undeliverable);
                     }
                     Err((e, _)) => {
                         attempts += 1;
@@ -170,6 +276,11 @@ pub struct ReportConfig {
     pub retry_backoff: Duration,
     /// `--worker-id`
     pub worker: String,
+    /// `--max-output`: the most of each captured stream a report keeps, in bytes.
+    pub max_output: usize,
+    /// `--max-age`: a job whose scheduledAt is older than this when an executor takes it is not
+    /// run, but reported `expired` and dead-lettered.
+    pub max_age: Option<Duration>,
 }
 
 /// How a record's processing ended (after every attempt and report).
@@ -193,7 +304,7 @@ fn rfc3339_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The report for one attempt.
+/// The report for one attempt; each tail cut to its last `max_output` bytes.
 pub fn job_result(
     message: &JobMessage,
     attempt: u32,
@@ -201,6 +312,7 @@ pub fn job_result(
     started: DateTime<Utc>,
     finished: DateTime<Utc>,
     worker: &str,
+    max_output: usize,
 ) -> JobResult {
     JobResult {
         v: 1,
@@ -213,8 +325,8 @@ pub fn job_result(
         started_at: rfc3339_ms(started),
         finished_at: rfc3339_ms(finished),
         duration_ms: (finished - started).num_milliseconds().max(0) as u64,
-        stdout_tail: outcome.stdout_tail.clone(),
-        stderr_tail: outcome.stderr_tail.clone(),
+        stdout_tail: tail_text(outcome.stdout_tail.as_bytes(), max_output),
+        stderr_tail: tail_text(outcome.stderr_tail.as_bytes(), max_output),
         worker: worker.to_string(),
     }
 }
@@ -222,6 +334,60 @@ pub fn job_result(
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Strings, integers and enums only: serialization cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Halves the longer of two tails (keeping its end); false when both are empty.
+fn shrink_tails(a: &mut String, b: &mut String) -> bool {
+    let longer = if a.len() >= b.len() { a } else { b };
+    if longer.is_empty() {
+        return false;
+    }
+    *longer = tail_text(longer.as_bytes(), longer.len() / 2);
+    true
+}
+
+/// A JobResult as sent: tails cut until it fits in [`MAX_REPORT_BYTES`] (escaping can make a tail's
+/// JSON up to six times its bytes).
+pub fn result_bytes(result: &JobResult) -> Vec<u8> {
+    let mut bytes = to_json(result);
+    let mut result = result.clone();
+    while bytes.len() > MAX_REPORT_BYTES
+        && shrink_tails(&mut result.stdout_tail, &mut result.stderr_tail)
+    {
+        bytes = to_json(&result);
+    }
+    bytes
+}
+
+/// A dead letter as sent, fitted into [`MAX_REPORT_BYTES`]: the last result's tails are cut, then
+/// the error text. (A copy of the original is at most [`MAX_ORIGINAL_BYTES`], six times that once
+/// escaped: larger originals come as an [`OriginalDigest`] already.)
+pub fn letter_bytes(letter: &DeadLetter) -> Vec<u8> {
+    let mut bytes = to_json(letter);
+    let mut letter = letter.clone();
+    loop {
+        if bytes.len() <= MAX_REPORT_BYTES {
+            return bytes;
+        }
+        let shrunk = match &mut letter.last_result {
+            Some(r) => shrink_tails(&mut r.stdout_tail, &mut r.stderr_tail),
+            None => false,
+        };
+        if !shrunk {
+            match &mut letter.error {
+                Some(e) if !e.is_empty() => *e = tail_text(e.as_bytes(), e.len() / 2),
+                // Nothing left to cut: the bounded fields (names checked at admission) are all
+                // that is left; the publisher gives up if the broker still refuses it.
+                _ => return bytes,
+            }
+        }
+        bytes = to_json(&letter);
+    }
+}
+
+async fn deliver(publisher: &dyn Publisher, topic: &str, key: &[u8], value: Vec<u8>) {
+    // An undeliverable report was logged and counted by the publisher; the record is done.
+    let _ = publisher.publish(topic, key, value).await;
 }
 
 /// Turns a panic into a value, so a buggy in-process handler fails its attempt (retried, then
@@ -241,7 +407,7 @@ impl Future for CatchUnwind<'_> {
     }
 }
 
-fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -262,18 +428,80 @@ async fn run_guarded(handler: &dyn Handler, run: &JobRun) -> Outcome {
     })
 }
 
+/// How old `message` is at `now`, when it is older than `max_age`.
+fn expired_by(
+    message: &JobMessage,
+    max_age: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let max_age = max_age?;
+    let scheduled = DateTime::parse_from_rfc3339(&message.scheduled_at).ok()?;
+    let age = (now - scheduled.with_timezone(&Utc)).to_std().ok()?;
+    (age > max_age).then_some(age)
+}
+
 /// Runs `message` until it succeeds, is rejected, or used up its attempts; reports each attempt and,
-/// when it did not succeed, dead-letters it. Calls `executed` as soon as the last attempt is over
-/// (before its reports are delivered); returns once every report was delivered.
+/// when it did not succeed, dead-letters it. A message older than `--max-age` is not run: it is
+/// reported `expired` and dead-lettered. Calls `executed` as soon as the last attempt is over
+/// (before its reports are delivered); returns once every report was delivered or given up.
+/// `oversized`: the record's digest when it is too large to copy into a dead letter.
 pub async fn execute_with_retries(
     handler: &dyn Handler,
     publisher: &dyn Publisher,
     config: &ReportConfig,
     message: JobMessage,
     origin: Origin,
+    oversized: Option<OriginalDigest>,
     executed: impl FnOnce(),
 ) -> Final {
     let mut executed = Some(executed);
+    let key = message.job_name.clone().into_bytes();
+    let dead_letter = |reason, message: JobMessage, last_result: JobResult| DeadLetter {
+        v: 1,
+        reason,
+        origin: origin.clone(),
+        message: oversized.is_none().then_some(message),
+        last_result: Some(last_result),
+        raw: None,
+        error: None,
+        original: oversized.clone(),
+        worker: config.worker.clone(),
+    };
+    let now = Utc::now();
+    if let Some(age) = expired_by(&message, config.max_age, now) {
+        if let Some(executed) = executed.take() {
+            executed();
+        }
+        let mut outcome = Outcome::new(Status::Expired);
+        outcome.stderr_tail = format!(
+            "not run: scheduled {} ago, more than --max-age {}",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_duration(config.max_age.unwrap_or_default())
+        );
+        let result = job_result(
+            &message,
+            0,
+            &outcome,
+            now,
+            now,
+            &config.worker,
+            config.max_output,
+        );
+        warn!(message = "job older than --max-age: not run; sent to the dead letter topic", dispatch_id = %message.dispatch_id, age_s = age.as_secs(), dlq_topic = %config.dlq_topic);
+        deliver(
+            publisher,
+            &config.results_topic,
+            &key,
+            result_bytes(&result),
+        )
+        .await;
+        let letter = dead_letter(DeadReason::Expired, message, result);
+        deliver(publisher, &config.dlq_topic, &key, letter_bytes(&letter)).await;
+        return Final::DeadLettered {
+            reason: DeadReason::Expired,
+            attempts: 0,
+        };
+    }
     let max_attempts = config.max_attempts.max(1);
     let mut backoff = Backoff::new(config.retry_backoff);
     let mut run = JobRun {
@@ -294,6 +522,7 @@ pub async fn execute_with_retries(
             started,
             finished,
             &config.worker,
+            config.max_output,
         );
         let retry = outcome.status.is_retryable() && run.attempt < max_attempts;
         if !retry {
@@ -303,10 +532,13 @@ pub async fn execute_with_retries(
                 executed();
             }
         }
-        let key = run.message.job_name.clone().into_bytes();
-        publisher
-            .publish(&config.results_topic, &key, to_json(&result))
-            .await;
+        deliver(
+            publisher,
+            &config.results_topic,
+            &key,
+            result_bytes(&result),
+        )
+        .await;
         match outcome.status {
             Status::Succeeded => {
                 info!(message = "job succeeded", dispatch_id = %run.message.dispatch_id, attempt = run.attempt, duration_ms = result.duration_ms);
@@ -326,58 +558,149 @@ pub async fn execute_with_retries(
                 } else {
                     DeadReason::AttemptsExhausted
                 };
-                warn!(message = "job sent to the dead letter topic", dispatch_id = %run.message.dispatch_id, attempts = run.attempt, status = status.as_str(), reason = ?reason, detail = %outcome.stderr_tail.lines().last().unwrap_or(""), dlq_topic = %config.dlq_topic);
+                warn!(message = "job sent to the dead letter topic", dispatch_id = %run.message.dispatch_id, attempts = run.attempt, status = status.as_str(), reason = ?reason, detail = %result.stderr_tail.lines().last().unwrap_or(""), dlq_topic = %config.dlq_topic);
                 let attempts = run.attempt;
-                let letter = DeadLetter {
-                    v: 1,
-                    reason,
-                    origin,
-                    message: Some(run.message),
-                    last_result: Some(result),
-                    raw: None,
-                    error: None,
-                    worker: config.worker.clone(),
-                };
-                publisher
-                    .publish(&config.dlq_topic, &key, to_json(&letter))
-                    .await;
+                let letter = dead_letter(reason, run.message, result);
+                deliver(publisher, &config.dlq_topic, &key, letter_bytes(&letter)).await;
                 return Final::DeadLettered { reason, attempts };
             }
         }
     }
 }
 
-/// Dead-letters a record that is not a JobMessage v1.
-pub async fn dead_letter_malformed(
+/// A record to dead-letter without running it: not a JobMessage v1 (or failing the integrity
+/// checks), or its execution task died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrunnable {
+    /// Why.
+    pub reason: DeadReason,
+    /// Where it was read.
+    pub origin: Origin,
+    /// The record's key (the dead letter's key).
+    pub key: Vec<u8>,
+    /// The parsed message, when there is one.
+    pub message: Option<JobMessage>,
+    /// The record's value as text, when it is not a message and small enough to copy.
+    pub raw: Option<String>,
+    /// Its digest, when it is too large to copy.
+    pub original: Option<OriginalDigest>,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+impl Unrunnable {
+    /// A record that could not be read as a JobMessage v1 (`error` says why). Its dead letter is
+    /// keyed by the record's key, or by `sha256:<hex>` of a key longer than a jobName may be.
+    pub fn malformed(origin: Origin, key: Vec<u8>, value: &[u8], error: String) -> Unrunnable {
+        let original = OriginalDigest::if_oversized(value);
+        let key = if key.len() > MAX_JOB_NAME_BYTES {
+            format!("sha256:{}", OriginalDigest::of(&key).sha256).into_bytes()
+        } else {
+            key
+        };
+        Unrunnable {
+            reason: DeadReason::Malformed,
+            origin,
+            key,
+            message: None,
+            raw: original
+                .is_none()
+                .then(|| String::from_utf8_lossy(value).into_owned()),
+            original,
+            error,
+        }
+    }
+}
+
+/// Dead-letters a record that is not run (see [`Unrunnable`]).
+pub async fn dead_letter_unrunnable(
     publisher: &dyn Publisher,
     config: &ReportConfig,
-    origin: Origin,
-    key: &[u8],
-    raw: &[u8],
-    error: String,
+    record: Unrunnable,
 ) {
     let letter = DeadLetter {
         v: 1,
-        reason: DeadReason::Malformed,
-        origin,
-        message: None,
+        reason: record.reason,
+        origin: record.origin,
+        message: record.message,
         last_result: None,
-        raw: Some(String::from_utf8_lossy(raw).into_owned()),
-        error: Some(error),
+        raw: record.raw,
+        error: Some(record.error),
+        original: record.original,
         worker: config.worker.clone(),
     };
-    publisher
-        .publish(&config.dlq_topic, key, to_json(&letter))
-        .await;
+    deliver(
+        publisher,
+        &config.dlq_topic,
+        &record.key,
+        letter_bytes(&letter),
+    )
+    .await;
 }
 
-/// Reads a record's value as JobMessage v1.
-pub fn parse_message(value: &[u8]) -> Result<JobMessage, String> {
+/// The longest `jobName` a worker accepts: reports carry it (twice) and key by it.
+pub const MAX_JOB_NAME_BYTES: usize = 1024;
+
+/// The longest `scheduledAt` accepted (an RFC 3339 instant with nanoseconds and an offset is 35).
+const MAX_INSTANT_BYTES: usize = 64;
+
+/// At most 100 characters of `text`, quoted, for an error message about a record.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(100) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+        None => format!("{text:?}"),
+    }
+}
+
+fn is_instant(text: &str) -> bool {
+    text.len() <= MAX_INSTANT_BYTES && DateTime::parse_from_rfc3339(text).is_ok()
+}
+
+/// Reads a record as JobMessage v1 and checks that it is what it says it is: its key is its
+/// `jobName`, its `scheduledAt` an RFC 3339 instant, and its `dispatchId` exactly
+/// `jobName@scheduledAt` or, for a run triggered by hand, `jobName@<instant>#manual`. Without that
+/// check, a record with the dispatchId of a future slot would make the real run of that slot look
+/// like a duplicate.
+pub fn parse_message(key: &[u8], value: &[u8]) -> Result<JobMessage, String> {
     let message: JobMessage = serde_json::from_slice(value).map_err(|e| e.to_string())?;
     if message.v != 1 {
         return Err(format!(
             "unsupported message version v={} (this worker reads v=1)",
             message.v
+        ));
+    }
+    let name = &message.job_name;
+    if name.is_empty() || name.len() > MAX_JOB_NAME_BYTES {
+        return Err(format!(
+            "jobName {} must be 1-{MAX_JOB_NAME_BYTES} bytes",
+            excerpt(name)
+        ));
+    }
+    if key != name.as_bytes() {
+        return Err(format!(
+            "the record's key {} is not its jobName {}",
+            excerpt(&String::from_utf8_lossy(key)),
+            excerpt(name)
+        ));
+    }
+    if !is_instant(&message.scheduled_at) {
+        return Err(format!(
+            "scheduledAt {} is not an RFC 3339 instant",
+            excerpt(&message.scheduled_at)
+        ));
+    }
+    let id = &message.dispatch_id;
+    let expected = format!("{name}@{}", message.scheduled_at);
+    let manual = id
+        .strip_prefix(name.as_str())
+        .and_then(|rest| rest.strip_prefix('@'))
+        .and_then(|rest| rest.strip_suffix("#manual"))
+        .is_some_and(is_instant);
+    if *id != expected && !manual {
+        return Err(format!(
+            "dispatchId {} is neither jobName@scheduledAt ({}) nor jobName@<instant>#manual",
+            excerpt(id),
+            excerpt(&expected)
         ));
     }
     Ok(message)
@@ -394,11 +717,17 @@ pub struct Recorder {
 }
 
 impl Publisher for Recorder {
-    fn publish<'a>(&'a self, topic: &'a str, key: &'a [u8], value: Vec<u8>) -> BoxFuture<'a, ()> {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), Undeliverable>> {
         Box::pin(async move {
             if let Ok(mut r) = self.records.lock() {
                 r.push((topic.to_string(), key.to_vec(), value));
             }
+            Ok(())
         })
     }
 }
@@ -445,6 +774,8 @@ mod tests {
             max_attempts,
             retry_backoff: Duration::from_millis(1),
             worker: "w1".into(),
+            max_output: 8192,
+            max_age: None,
         }
     }
 
@@ -474,7 +805,7 @@ mod tests {
         let r = Recorder::default();
         // (handler calls, reports published) when the executor was let go.
         let freed = std::cell::Cell::new(None);
-        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), || {
+        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), None, || {
             freed.set(Some((h.calls.load(Ordering::SeqCst), records(&r).len())))
         })
         .await;
@@ -514,7 +845,7 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let r = Recorder::default();
-        let end = execute_with_retries(&h, &r, &config(5), message(), origin(), || {}).await;
+        let end = execute_with_retries(&h, &r, &config(5), message(), origin(), None, || {}).await;
         assert_eq!(end, Final::Succeeded { attempts: 2 });
         let got = records(&r);
         assert_eq!(got.len(), 2);
@@ -528,7 +859,7 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let r = Recorder::default();
-        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), || {}).await;
+        let end = execute_with_retries(&h, &r, &config(3), message(), origin(), None, || {}).await;
         assert_eq!(
             end,
             Final::DeadLettered {
@@ -555,7 +886,8 @@ mod tests {
     async fn a_panicking_handler_fails_its_attempts_and_is_dead_lettered() {
         let r = Recorder::default();
         let end =
-            execute_with_retries(&Panicking, &r, &config(2), message(), origin(), || {}).await;
+            execute_with_retries(&Panicking, &r, &config(2), message(), origin(), None, || {})
+                .await;
         assert_eq!(
             end,
             Final::DeadLettered {
@@ -581,7 +913,7 @@ mod tests {
         let finished: DateTime<Utc> = "2026-11-26T03:00:03.500Z".parse().unwrap();
         let mut o = Outcome::new(Status::TimedOut);
         o.stdout_tail = "out".into();
-        let r = job_result(&message(), 2, &o, started, finished, "host-1");
+        let r = job_result(&message(), 2, &o, started, finished, "host-1", 8192);
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         let mut keys: Vec<&str> = json
             .as_object()
@@ -616,13 +948,332 @@ mod tests {
 
     #[test]
     fn records_that_are_not_job_message_v1_are_named_malformed() {
-        assert!(parse_message(b"not json").is_err());
-        assert!(parse_message(br#"{"v":1,"jobName":"a"}"#)
+        assert!(parse_message(b"a", b"not json").is_err());
+        assert!(parse_message(b"a", br#"{"v":1,"jobName":"a"}"#)
             .unwrap_err()
             .contains("missing field"));
         let v2 = serde_json::to_vec(&JobMessage { v: 2, ..message() }).unwrap();
-        assert!(parse_message(&v2).unwrap_err().contains("v=2"));
+        assert!(parse_message(b"sync", &v2).unwrap_err().contains("v=2"));
         let ok = serde_json::to_vec(&message()).unwrap();
-        assert_eq!(parse_message(&ok).unwrap(), message());
+        assert_eq!(parse_message(b"sync", &ok).unwrap(), message());
+    }
+
+    fn check(key: &str, m: &JobMessage) -> Result<JobMessage, String> {
+        parse_message(key.as_bytes(), &serde_json::to_vec(m).unwrap())
+    }
+
+    #[test]
+    fn a_message_must_be_keyed_by_its_job_name() {
+        let err = check("other", &message()).unwrap_err();
+        assert_eq!(err, r#"the record's key "other" is not its jobName "sync""#);
+        assert!(check("", &message()).is_err());
+    }
+
+    #[test]
+    fn a_dispatch_id_must_be_exactly_job_name_at_scheduled_at() {
+        // A forged id for a future slot: the real run of that slot must not look like a duplicate.
+        let forged = JobMessage {
+            dispatch_id: "sync@2027-01-01T00:00:00Z".into(),
+            ..message()
+        };
+        let err = check("sync", &forged).unwrap_err();
+        assert!(err.starts_with(r#"dispatchId "sync@2027-01-01T00:00:00Z" is neither jobName@scheduledAt ("sync@2026-11-26T03:00:00Z")"#), "{err}");
+        for bad in [
+            "other@2026-11-26T03:00:00Z",
+            "sync@2026-11-26T03:00:00Z ",
+            "sync@2026-11-26T03:00:00Z#other",
+            "sync@2026-11-26T03:00:00Z#manual#manual",
+            "sync@yesterday#manual",
+            "sync#manual",
+            "syn@c2026-11-26T03:00:00Z",
+            "",
+        ] {
+            let m = JobMessage {
+                dispatch_id: bad.into(),
+                ..message()
+            };
+            assert!(check("sync", &m).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_triggered_run_may_end_its_dispatch_id_in_manual() {
+        for id in [
+            "sync@2026-11-26T03:00:00Z#manual",
+            "sync@2026-11-29T21:14:05.123Z#manual",
+        ] {
+            let m = JobMessage {
+                dispatch_id: id.into(),
+                ..message()
+            };
+            assert_eq!(check("sync", &m).unwrap().dispatch_id, id);
+        }
+    }
+
+    #[test]
+    fn scheduled_at_must_be_an_instant_and_job_names_are_bounded() {
+        let m = JobMessage {
+            scheduled_at: "soon".into(),
+            dispatch_id: "sync@soon".into(),
+            ..message()
+        };
+        assert_eq!(
+            check("sync", &m).unwrap_err(),
+            r#"scheduledAt "soon" is not an RFC 3339 instant"#
+        );
+        let long = "n".repeat(MAX_JOB_NAME_BYTES + 1);
+        let m = JobMessage {
+            job_name: long.clone(),
+            dispatch_id: format!("{long}@2026-11-26T03:00:00Z"),
+            ..message()
+        };
+        let err = check(&long, &m).unwrap_err();
+        assert!(
+            err.contains("must be 1-1024 bytes") && err.len() < 300,
+            "{err}"
+        );
+        let at_limit = "n".repeat(MAX_JOB_NAME_BYTES);
+        let m = JobMessage {
+            job_name: at_limit.clone(),
+            dispatch_id: format!("{at_limit}@2026-11-26T03:00:00Z"),
+            ..message()
+        };
+        assert!(check(&at_limit, &m).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_job_older_than_max_age_is_not_run_but_reported_expired_and_dead_lettered() {
+        let h = Scripted {
+            statuses: vec![Status::Succeeded],
+            calls: AtomicU32::new(0),
+        };
+        let r = Recorder::default();
+        let mut c = config(3);
+        c.max_age = Some(Duration::from_secs(3600));
+        let old = JobMessage {
+            scheduled_at: rfc3339_ms(Utc::now() - chrono::Duration::minutes(61)),
+            ..message()
+        };
+        let freed = std::cell::Cell::new(false);
+        let end =
+            execute_with_retries(&h, &r, &c, old.clone(), origin(), None, || freed.set(true)).await;
+        assert_eq!(
+            end,
+            Final::DeadLettered {
+                reason: DeadReason::Expired,
+                attempts: 0
+            }
+        );
+        assert!(freed.get());
+        assert_eq!(h.calls.load(Ordering::SeqCst), 0, "not run");
+        let got = records(&r);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].0.as_str(), &got[0].1["status"]),
+            ("r", &serde_json::json!("expired"))
+        );
+        assert!(
+            got[0].1["stderrTail"]
+                .as_str()
+                .unwrap()
+                .contains("--max-age 1h"),
+            "{}",
+            got[0].1
+        );
+        assert_eq!(
+            (got[1].0.as_str(), &got[1].1["reason"]),
+            ("d", &serde_json::json!("expired"))
+        );
+        assert_eq!(
+            got[1].1["message"]["scheduledAt"],
+            old.scheduled_at.as_str()
+        );
+
+        // Younger than --max-age, or no --max-age at all: it runs.
+        let young = JobMessage {
+            scheduled_at: rfc3339_ms(Utc::now() - chrono::Duration::minutes(59)),
+            ..message()
+        };
+        let fresh = || Scripted {
+            statuses: vec![Status::Succeeded],
+            calls: AtomicU32::new(0),
+        };
+        let end = execute_with_retries(&fresh(), &r, &c, young, origin(), None, || {}).await;
+        assert_eq!(end, Final::Succeeded { attempts: 1 });
+        let end = execute_with_retries(&fresh(), &r, &config(3), old, origin(), None, || {}).await;
+        assert_eq!(end, Final::Succeeded { attempts: 1 });
+    }
+
+    #[test]
+    fn the_digest_is_sha256_of_the_record_value() {
+        // FIPS 180-2's test vector for "abc".
+        let d = OriginalDigest::of(b"abc");
+        assert_eq!(d.bytes, 3);
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            OriginalDigest::if_oversized(&[b'x'; MAX_ORIGINAL_BYTES]),
+            None
+        );
+        assert!(OriginalDigest::if_oversized(&[b'x'; MAX_ORIGINAL_BYTES + 1]).is_some());
+    }
+
+    /// Output a terminal-hostile job might print: every byte escapes to six in JSON.
+    struct Noisy;
+
+    impl Handler for Noisy {
+        fn run<'a>(&'a self, _run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            Box::pin(async {
+                let mut o = Outcome::new(Status::Failed);
+                o.stdout_tail = "\u{1}".repeat(1 << 20);
+                o.stderr_tail = "\u{2}".repeat(1 << 20) + "the end";
+                o
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_report_fits_the_cap_however_much_a_job_prints() {
+        let r = Recorder::default();
+        let mut c = config(1);
+        c.max_output = 128 * 1024;
+        execute_with_retries(&Noisy, &r, &c, message(), origin(), None, || {}).await;
+        let published = r.records.lock().unwrap().clone();
+        assert_eq!(published.len(), 2);
+        for (topic, _, value) in &published {
+            assert!(
+                value.len() <= MAX_REPORT_BYTES,
+                "{topic}: {} bytes",
+                value.len()
+            );
+        }
+        let result: serde_json::Value = serde_json::from_slice(&published[0].2).unwrap();
+        let stderr = result["stderrTail"].as_str().unwrap();
+        assert!(
+            stderr.ends_with("the end") && stderr.len() <= 128 * 1024,
+            "{}",
+            stderr.len()
+        );
+        let letter: serde_json::Value = serde_json::from_slice(&published[1].2).unwrap();
+        assert!(letter["lastResult"]["stderrTail"]
+            .as_str()
+            .unwrap()
+            .ends_with("the end"));
+        assert_eq!(letter["message"]["dispatchId"], "sync@2026-11-26T03:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_original_is_replaced_by_its_digest_in_the_dead_letter() {
+        let h = Scripted {
+            statuses: vec![Status::Rejected],
+            calls: AtomicU32::new(0),
+        };
+        let r = Recorder::default();
+        let big = JobMessage {
+            job: "x".repeat(1 << 20),
+            ..message()
+        };
+        let value = serde_json::to_vec(&big).unwrap();
+        let digest = OriginalDigest::if_oversized(&value);
+        execute_with_retries(&h, &r, &config(1), big, origin(), digest, || {}).await;
+        let got = records(&r);
+        let letter = &got[1].1;
+        assert_eq!(letter["message"], serde_json::Value::Null);
+        assert_eq!(letter["original"]["bytes"], value.len() as u64);
+        assert_eq!(
+            letter["original"]["sha256"],
+            OriginalDigest::of(&value).sha256
+        );
+        assert_eq!(
+            (letter["topic"].as_str(), letter["offset"].as_i64()),
+            (Some("jobs"), Some(41))
+        );
+
+        // The same for a malformed record.
+        let raw = vec![0xffu8; 1 << 20];
+        let long_key = vec![b'k'; 1 << 20];
+        let unrunnable = Unrunnable::malformed(origin(), long_key.clone(), &raw, "not JSON".into());
+        dead_letter_unrunnable(&r, &config(1), unrunnable).await;
+        let published = r.records.lock().unwrap().last().cloned().unwrap();
+        assert!(published.2.len() < 1024);
+        assert_eq!(
+            published.1,
+            format!("sha256:{}", OriginalDigest::of(&long_key).sha256).into_bytes()
+        );
+        let letter: serde_json::Value = serde_json::from_slice(&published.2).unwrap();
+        assert_eq!(letter["reason"], "malformed");
+        assert_eq!(letter["raw"], serde_json::Value::Null);
+        assert_eq!(
+            letter["original"]["sha256"],
+            OriginalDigest::of(&raw).sha256
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_the_client_can_never_send_is_given_up_and_counted() {
+        // librdkafka refuses a record over its message.max.bytes before any broker is involved.
+        let kafka = crate::kafka::Connection::plaintext(vec!["127.0.0.1:9".into()]);
+        let producer: FutureProducer<KafkaContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("message.max.bytes", "10000")
+            .create_with_context(kafka.context("test producer"))
+            .unwrap();
+        let publisher = KafkaPublisher {
+            producer,
+            health: std::sync::Arc::clone(kafka.health()),
+            retry_backoff: Duration::from_millis(1),
+            undeliverable: Default::default(),
+        };
+        let given_up = tokio::time::timeout(
+            Duration::from_secs(10),
+            publisher.publish("jobs.dlq", b"k", vec![b'x'; 20_000]),
+        )
+        .await
+        .expect("not retried forever");
+        let err = given_up.unwrap_err();
+        assert_eq!((err.topic.as_str(), err.bytes), ("jobs.dlq", 20_000));
+        assert_eq!(publisher.undeliverable.load(Ordering::SeqCst), 1);
+    }
+
+    /// A broker that refuses every report for good.
+    struct Refusing;
+
+    impl Publisher for Refusing {
+        fn publish<'a>(
+            &'a self,
+            topic: &'a str,
+            _key: &'a [u8],
+            value: Vec<u8>,
+        ) -> BoxFuture<'a, Result<(), Undeliverable>> {
+            Box::pin(async move {
+                Err(Undeliverable {
+                    topic: topic.to_string(),
+                    bytes: value.len(),
+                    reason: "Broker: Topic authorization failed".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_reports_are_refused_for_good_still_finishes() {
+        let h = Scripted {
+            statuses: vec![Status::Failed],
+            calls: AtomicU32::new(0),
+        };
+        let c = config(2);
+        let end = execute_with_retries(&h, &Refusing, &c, message(), origin(), None, || {});
+        let end = tokio::time::timeout(Duration::from_secs(10), end)
+            .await
+            .expect("finishes, so its offset can be committed past");
+        assert_eq!(
+            end,
+            Final::DeadLettered {
+                reason: DeadReason::AttemptsExhausted,
+                attempts: 2
+            }
+        );
     }
 }

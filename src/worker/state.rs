@@ -22,7 +22,7 @@ use chrono::DateTime;
 use super::dedup::RecentlyFinished;
 use super::offsets::PartitionOffsets;
 use super::queue::{LocalQueue, Ordering, Queued};
-use super::results::parse_message;
+use super::results::{parse_message, OriginalDigest};
 use crate::message::JobMessage;
 
 /// A topic-partition.
@@ -61,7 +61,7 @@ pub struct Fetched {
 pub enum Admission {
     /// Waiting in the local queue.
     Queued,
-    /// Not a JobMessage v1: dead-letter it, then [`WorkerState::finish_malformed`].
+    /// Not a JobMessage v1: dead-letter it, then [`WorkerState::finish_unrunnable`].
     Malformed {
         /// Its ticket.
         ticket: Ticket,
@@ -79,8 +79,9 @@ pub enum Admission {
 /// What an executor should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    /// Run it, then [`WorkerState::finish`].
-    Run(Ticket, JobMessage),
+    /// Run it, then [`WorkerState::finish`]. The digest is there when the record is too large to
+    /// copy into a dead letter.
+    Run(Ticket, JobMessage, Option<OriginalDigest>),
     /// Finished here recently: skip it, then [`WorkerState::finish`] with `ran = false`.
     Duplicate(Ticket, JobMessage),
 }
@@ -95,6 +96,7 @@ struct Assigned {
 struct Pending {
     ticket: Ticket,
     message: JobMessage,
+    oversized: Option<OriginalDigest>,
 }
 
 /// The worker's state.
@@ -167,7 +169,7 @@ impl WorkerState {
             offset: record.offset,
             epoch: assigned.epoch,
         };
-        match parse_message(&record.value) {
+        match parse_message(&record.key, &record.value) {
             Ok(message) => {
                 let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
                     .map(|t| t.timestamp_millis())
@@ -178,7 +180,11 @@ impl WorkerState {
                     scheduled_at_ms,
                     job_name: message.job_name.clone(),
                     dispatch_id: message.dispatch_id.clone(),
-                    item: Pending { ticket, message },
+                    item: Pending {
+                        ticket,
+                        message,
+                        oversized: OriginalDigest::if_oversized(&record.value),
+                    },
                 });
                 Admission::Queued
             }
@@ -194,11 +200,15 @@ impl WorkerState {
     /// The next job for a free executor, if any may start.
     pub fn next_ready(&mut self) -> Option<Next> {
         let job = self.queue.pop_ready()?;
-        let Pending { ticket, message } = job.item;
+        let Pending {
+            ticket,
+            message,
+            oversized,
+        } = job.item;
         if self.recent.contains(&message.dispatch_id) {
             Some(Next::Duplicate(ticket, message))
         } else {
-            Some(Next::Run(ticket, message))
+            Some(Next::Run(ticket, message, oversized))
         }
     }
 
@@ -224,15 +234,16 @@ impl WorkerState {
         self.finish_offset(ticket);
     }
 
-    /// A job handed out never finished because its task died (a bug in the worker, not a failed
-    /// job): the ordering rule lets the next run of its name go, but its offset stays unfinished, so
-    /// commits of that partition stop there and the record runs again after the partition moves.
+    /// A job handed out never finished because its task died (a bug in the worker or an embedded
+    /// handler, not a failed job): the ordering rule lets the next run of its name go. Its offset
+    /// stays unfinished until it is dead-lettered ([`WorkerState::finish_unrunnable`]).
     pub fn abandon(&mut self, message: &JobMessage) {
         self.queue.release(&message.job_name, &message.dispatch_id);
     }
 
-    /// A malformed record was dead-lettered.
-    pub fn finish_malformed(&mut self, ticket: &Ticket) {
+    /// A record that was not run (malformed, or its task died) was dead-lettered, or its dead
+    /// letter was given up: its offset may be committed past.
+    pub fn finish_unrunnable(&mut self, ticket: &Ticket) {
         self.finish_offset(ticket);
     }
 
@@ -313,7 +324,7 @@ mod tests {
 
     fn run_next(s: &mut WorkerState) -> (Ticket, JobMessage) {
         match s.next_ready() {
-            Some(Next::Run(t, m)) => (t, m),
+            Some(Next::Run(t, m, _)) => (t, m),
             other => panic!("expected a job to run, got {other:?}"),
         }
     }
@@ -383,7 +394,7 @@ mod tests {
         assert!(!error.is_empty());
         assert_eq!(value, b"{not json");
         assert_eq!(s.to_commit(), vec![(tp(0), 0)]);
-        s.finish_malformed(&ticket);
+        s.finish_unrunnable(&ticket);
         assert_eq!(s.to_commit(), vec![(tp(0), 1)]);
         assert_eq!(s.queued(), 0);
     }

@@ -36,7 +36,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use cronq::clock::Minute;
 use cronq::cron::CronExpr;
 use cronq::dispatcher::{Dispatch, Scheduler};
-use cronq::schedule::Schedule;
+use cronq::schedule::{JobSpec, Schedule};
 use cronq::wheel::{JobId, Wheel};
 
 use common::{day_start, fmt_count, fmt_secs, thread_cpu, verdict, Mix, DAY};
@@ -118,8 +118,11 @@ struct JobSet {
     /// One compiled saffron expression per job, inline in job order: the naive scan's best case.
     saffron: Vec<saffron::Cron>,
     /// The jobs grouped as cronq's scheduler groups them (same `cronTime` and zone), for the
-    /// baselines given the same sharing: (saffron expression, cronq expression, member jobs).
+    /// baselines given the same sharing: (saffron expression, cronq expression, the members'
+    /// ranks in dispatch order, ascending).
     groups: Vec<(saffron::Cron, Arc<CronExpr>, Vec<u32>)>,
+    /// The jobs' settings in dispatch order (priority descending, then name).
+    by_rank: Vec<Arc<JobSpec>>,
     /// Whether no two jobs share an expression (then grouped = ungrouped).
     unique: bool,
     /// Every job's expression compiled again by cronq, one allocation per job in job order as the
@@ -142,17 +145,34 @@ impl JobSet {
                     .clone()
             })
             .collect();
+        // Dispatch order, as the Scheduler ranks jobs: priority descending, then name.
+        let mut order: Vec<usize> = (0..schedule.jobs.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&schedule.jobs[a].spec, &schedule.jobs[b].spec);
+            (Reverse(a.priority), &a.name).cmp(&(Reverse(b.priority), &b.name))
+        });
+        let mut rank_of = vec![0u32; order.len()];
+        for (rank, &job) in (0u32..).zip(&order) {
+            rank_of[job] = rank;
+        }
+        let by_rank = order
+            .iter()
+            .map(|&job| Arc::clone(&schedule.jobs[job].spec))
+            .collect();
         let mut group_of: HashMap<(&str, chrono_tz::Tz), usize> = HashMap::new();
         let mut groups: Vec<(saffron::Cron, Arc<CronExpr>, Vec<u32>)> = Vec::new();
-        for (job, (j, cron)) in (0u32..).zip(schedule.jobs.iter().zip(&saffron)) {
+        for (job, (j, cron)) in schedule.jobs.iter().zip(&saffron).enumerate() {
             let key = (&*j.spec.cron_time, j.spec.timezone);
             let g = *group_of.entry(key).or_insert_with(|| {
                 groups.push((cron.clone(), Arc::clone(&j.expr), Vec::new()));
                 groups.len() - 1
             });
-            groups[g].2.push(job);
+            groups[g].2.push(rank_of[job]);
         }
         drop(group_of);
+        for (_, _, ranks) in &mut groups {
+            ranks.sort_unstable();
+        }
         let unique = groups.len() == schedule.jobs.len();
         let cronq_copy = schedule
             .jobs
@@ -163,6 +183,7 @@ impl JobSet {
             .collect();
         JobSet {
             cronq_copy,
+            by_rank,
             label: JobSet::label_of(n, mix),
             schedule,
             saffron,
@@ -201,31 +222,58 @@ fn naive_minute(saffron: &[saffron::Cron], minute: Minute, due: &mut Vec<u32>) -
     due.len() as u64
 }
 
-/// (a') The naive scan given the scheduler's sharing: every distinct expression checked every
-/// minute, its members handed out when it matches.
+/// The grouped baselines' output, as the Scheduler's: the due ranks merged into dispatch order
+/// and a `Dispatch` record per job.
+fn dispatch_records(
+    due: &mut [u32],
+    groups_hit: usize,
+    by_rank: &[Arc<JobSpec>],
+    slot: DateTime<Utc>,
+    out: &mut Vec<Dispatch>,
+) {
+    if groups_hit > 1 {
+        due.sort();
+    }
+    out.clear();
+    out.extend(due.iter().map(|&rank| Dispatch {
+        spec: Arc::clone(&by_rank[rank as usize]),
+        scheduled_at: slot,
+        lease: None,
+    }));
+    black_box(&out);
+}
+
+/// (a') The naive scan given the scheduler's sharing and output: every distinct expression checked
+/// every minute, its members handed out when it matches, as Dispatch records in dispatch order.
 fn naive_grouped_minute(
-    groups: &[(saffron::Cron, Arc<CronExpr>, Vec<u32>)],
+    set: &JobSet,
     minute: Minute,
     due: &mut Vec<u32>,
+    out: &mut Vec<Dispatch>,
 ) -> u64 {
     let at = start_of(minute);
     due.clear();
-    for (cron, _, members) in groups {
+    let mut hit = 0;
+    for (cron, _, members) in &set.groups {
         if cron.contains(at) {
             due.extend_from_slice(members);
+            hit += 1;
         }
     }
-    black_box(&due);
-    due.len() as u64
+    dispatch_records(due, hit, &set.by_rank, at, out);
+    out.len() as u64
 }
 
-/// (b') The heap given the scheduler's sharing: one heap entry and one `next_after` per distinct
-/// expression, its members handed out when it pops.
+/// (b') The heap given the scheduler's sharing and output: one heap entry and one `next_after`
+/// per distinct expression, its members handed out when it pops, as Dispatch records in dispatch
+/// order.
 struct HeapGroupedSim {
     heap: BinaryHeap<Reverse<(i64, u32)>>,
     groups: Vec<(Arc<CronExpr>, Vec<u32>)>,
+    by_rank: Vec<Arc<JobSpec>>,
     now: Minute,
     due: Vec<u32>,
+    out: Vec<Dispatch>,
 }
 
 impl HeapGroupedSim {
@@ -237,15 +285,15 @@ impl HeapGroupedSim {
             .collect();
         let heap = (0u32..)
             .zip(&groups)
-            .filter_map(|(g, (e, _))| {
-                Some(Reverse((minute_of(e.next_after(start_of(now))?).0, g)))
-            })
+            .filter_map(|(g, (e, _))| Some(Reverse((minute_of(e.next_after(start_of(now))?).0, g))))
             .collect();
         HeapGroupedSim {
             heap,
             groups,
+            by_rank: set.by_rank.clone(),
             now,
             due: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -253,6 +301,7 @@ impl HeapGroupedSim {
         let minute = self.now.next();
         let at = start_of(minute);
         self.due.clear();
+        let mut hit = 0;
         while let Some(&Reverse((when, g))) = self.heap.peek() {
             if when > minute.0 {
                 break;
@@ -260,13 +309,14 @@ impl HeapGroupedSim {
             self.heap.pop();
             let (expr, members) = &self.groups[g as usize];
             self.due.extend_from_slice(members);
+            hit += 1;
             if let Some(next) = expr.next_after(at) {
                 self.heap.push(Reverse((minute_of(next).0, g)));
             }
         }
         self.now = minute;
-        black_box(&self.due);
-        self.due.len() as u64
+        dispatch_records(&mut self.due, hit, &self.by_rank, at, &mut self.out);
+        self.out.len() as u64
     }
 }
 
@@ -382,11 +432,12 @@ fn check_agreement(set: &JobSet, start: Minute) {
     let mut scheduler = SchedulerSim::new(set, start);
     let mut due = Vec::new();
     let mut due_grouped = Vec::new();
+    let mut out_grouped = Vec::new();
     for m in start.0 + 1..=start.0 + DAY {
         let naive = naive_minute(&set.saffron, Minute(m), &mut due);
         let counts = [
             naive,
-            naive_grouped_minute(&set.groups, Minute(m), &mut due_grouped),
+            naive_grouped_minute(set, Minute(m), &mut due_grouped, &mut out_grouped),
             heap.run_minute(),
             heap_grouped.run_minute(),
             wheel.run_minute(),
@@ -503,7 +554,11 @@ fn per_fire(set: &JobSet, start: Minute, days: usize) -> PerFire {
                 sched += run_sched();
             }
         }
-        assert_eq!(dispatched, out.fires, "{}: scheduler and baseline disagree", set.label);
+        assert_eq!(
+            dispatched, out.fires,
+            "{}: scheduler and baseline disagree",
+            set.label
+        );
         out.days.push((sched, base, cronq));
     }
     out
@@ -562,9 +617,13 @@ fn bench_day(c: &mut Criterion, rec: &Recorder, set: &JobSet, start: Minute, lar
         naive_minute(&set.saffron, m, due)
     });
     if !set.unique {
-        naive_bench(&mut group, "naive_scan_grouped", "naive_grouped", &|m, due| {
-            naive_grouped_minute(&set.groups, m, due)
-        });
+        let out = RefCell::new(Vec::new());
+        naive_bench(
+            &mut group,
+            "naive_scan_grouped",
+            "naive_grouped",
+            &|m, due| naive_grouped_minute(set, m, due, &mut out.borrow_mut()),
+        );
     }
 
     macro_rules! day_bench {
@@ -747,7 +806,11 @@ fn main() {
             (1_000_000, Mix::Unique),
         ]
     } else {
-        vec![(1_000, Mix::Realistic), (2_000, Mix::Daily), (1_000, Mix::Unique)]
+        vec![
+            (1_000, Mix::Realistic),
+            (2_000, Mix::Daily),
+            (1_000, Mix::Unique),
+        ]
     };
     let sampled_from = if full { 1_000_000 } else { 2_000 };
     let wanted: Option<Vec<String>> = std::env::var("WHEEL_SETS")
@@ -845,7 +908,10 @@ fn report(
         } else {
             1.0
         };
-        let naive_day = |key: &str| rec.per_work(&format!("{label}/{key}")).map(|s| s * DAY as f64);
+        let naive_day = |key: &str| {
+            rec.per_work(&format!("{label}/{key}"))
+                .map(|s| s * DAY as f64)
+        };
         let per_day = |key: &str| rec.per_iter(&format!("{label}/{key}")).map(|v| v * chunks);
         let naive = naive_day("naive");
         // With no two expressions alike, grouping changes nothing: the grouped baselines are the
@@ -856,7 +922,11 @@ fn report(
             naive_day("naive_grouped")
         };
         let heap = per_day("heap");
-        let heap_grouped = if *unique { heap } else { per_day("heap_grouped") };
+        let heap_grouped = if *unique {
+            heap
+        } else {
+            per_day("heap_grouped")
+        };
         let wheel = per_day("wheel");
         let sched = per_day("scheduler");
         let fires = rec
@@ -895,8 +965,9 @@ fn report(
     for note in notes {
         println!("{note}");
     }
-    println!("CPU per simulated day. naive = every job checked every minute (saffron contains); naive grp = every distinct expression checked every minute, its jobs handed out;");
-    println!("heap = BinaryHeap of jobs, next_after per fire; heap grp = BinaryHeap of distinct expressions, one next_after per expression fire;");
+    println!("CPU per simulated day. naive = every job checked every minute (saffron contains); heap = BinaryHeap of jobs, next_after per fire;");
+    println!("naive grp / heap grp = the same with the Scheduler's sharing and output: every distinct expression checked every minute / a BinaryHeap of distinct expressions");
+    println!("(one next_after per expression fire), the due jobs merged into priority/name order as Dispatch records like the Scheduler's;");
     println!("wheel = Wheel::advance + next_after + Wheel::insert, one entry per job; sched = Scheduler::run_minute (one entry and one next_after per distinct expression, Dispatch records in priority/name order).");
     println!("For the unique sets no two jobs share an expression, so grp = the ungrouped figure.");
 
@@ -932,7 +1003,12 @@ fn report(
             fmt_secs(base),
             fmt_secs(cronq),
             format!("{:.2}× ({:.2}-{:.2})", r[r.len() / 2], r[0], r[r.len() - 1]),
-            format!("{:.2}× ({:.2}-{:.2})", rc[rc.len() / 2], rc[0], rc[rc.len() - 1]),
+            format!(
+                "{:.2}× ({:.2}-{:.2})",
+                rc[rc.len() / 2],
+                rc[0],
+                rc[rc.len() - 1]
+            ),
         );
     }
     println!("per fire: Scheduler::run_minute CPU ÷ fires, against bare saffron Cron::next_after on each firing job's own expression for the same fires in time order,");

@@ -124,7 +124,12 @@ fn noon_and_other_hours(i: usize) -> String {
     assert!(i < 1 << 23, "only 2^23 distinct hour sets");
     let mut hours = vec![12];
     let others = (0..24).filter(|&h| h != 12);
-    hours.extend(others.enumerate().filter(|(bit, _)| i & (1 << bit) != 0).map(|(_, h)| h));
+    hours.extend(
+        others
+            .enumerate()
+            .filter(|(bit, _)| i & (1 << bit) != 0)
+            .map(|(_, h)| h),
+    );
     hours.sort_unstable();
     let list: Vec<String> = hours.iter().map(u32::to_string).collect();
     format!("0 {} * * *", list.join(","))

@@ -1,23 +1,26 @@
 //! The timing wheel against the two obvious alternatives, on one simulated day of ticks.
 //!
 //! ```text
-//!  job set (10k, 100k, 1M; realistic mix) ──► (a) naive scan: every job, every minute, saffron `Cron::contains`
-//!                                          ├─► (b) BinaryHeap by next instant: pop due, `next_after`, push
-//!                                          ├─► (c) Wheel + `next_after` reinsertion, one entry per job (the data structure alone)
-//!                                          └─► (d) cronq's `Scheduler::run_minute`: one wheel entry and one `next_after`
-//!                                                  per distinct expression, plus dispatch records in priority/name order
-//!  baseline: one bare saffron `Cron::next_after` over the same fire mix (what any scheduler must pay per fire)
+//!  job set (10k, 100k, 1M: realistic mix, all daily, or no two expressions alike)
+//!     ──► (a) naive scan: every job, every minute, saffron `Cron::contains`
+//!     ├─► (a') the same over distinct expressions, members as Dispatch records in dispatch order
+//!     ├─► (b) BinaryHeap by next instant: pop due, `next_after`, push
+//!     ├─► (b') the same over distinct expressions, members as Dispatch records in dispatch order
+//!     ├─► (c) Wheel + `next_after` reinsertion, one entry per job (the data structure alone)
+//!     └─► (d) cronq's `Scheduler::run_minute`: one wheel entry and one `next_after` per distinct
+//!             expression, plus dispatch records in priority/name order
+//!  per fire: (d) against a bare `next_after` of the same fires in time order, interleaved hour by
+//!            hour: saffron's on a dense vector, and cronq's `CronExpr` on a copy of the expressions
 //! ```
 //!
-//! Every number in the closing report comes from this one run: the ratios are taken against the
-//! baseline and the naive scan measured minutes earlier in the same process. Criterion drives the
-//! sampling (`iter_custom`) and each sample is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`),
-//! not wall time, so that a busy shared machine does not inflate it; a small recorder keeps each
-//! sample so the report can be computed at the end.
-//!
-//! The idle-tick comparison (1k vs 1M jobs) is timed by hand: an idle minute cannot be repeated
-//! (advancing the scheduler is not undoable), so the bench walks simulated days and times the runs
-//! of consecutive idle minutes.
+//! (a') and (b') give the baselines the Scheduler's sharing and output, so that the comparison with
+//! them measures the data structure; (a) and (b) show what the sharing is worth. Criterion drives
+//! the day benches (`iter_custom`) and each sample is the thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`), not wall time, so that a busy shared machine does not inflate it; a
+//! small recorder keeps each sample so the report can be computed at the end. The per-fire
+//! comparison is timed by hand (see [`per_fire`]), as is the idle-tick comparison (1k vs 1M jobs):
+//! an idle minute cannot be repeated (advancing the scheduler is not undoable), so the bench walks
+//! simulated days and times the runs of consecutive idle minutes.
 //!
 //! Run: `cargo bench --bench wheel -- --warm-up-time 1 --measurement-time 3`
 

@@ -48,6 +48,13 @@ pub enum Mix {
     Daily,
     /// Every job is `0 12 * * *`: a million jobs due in the same minute.
     AllAtNoon,
+    /// No two jobs share an expression: `M H1,H2 * * DAYS`, twice a day on a set of weekdays
+    /// (minute, hour pair and weekday set drawn at random, duplicates drawn again; 2.1M
+    /// combinations). Nothing is shared, so a scheduler pays one evaluation per fire.
+    Unique,
+    /// No two jobs share an expression and all are due at noon: `0 12,HOURS * * *`, where HOURS
+    /// is a distinct set of the other 23 hours for each job (the job's index in binary).
+    AllAtNoonDistinct,
 }
 
 /// The step values of the every-N-minutes jobs.
@@ -59,6 +66,12 @@ const ROUND_STEPS: [u64; 3] = [10, 20, 30];
 /// The `cronTime` of every job of a set of `n`, in job order.
 pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
+    if mix == Mix::Unique {
+        return unique_cron_times(n, &mut rng);
+    }
+    if mix == Mix::AllAtNoonDistinct {
+        return (0..n).map(noon_and_other_hours).collect();
+    }
     let minute = |rng: &mut Rng| match mix {
         Mix::RoundMinutes => 10 * rng.below(6),
         _ => rng.below(60),
@@ -82,6 +95,44 @@ pub fn cron_times(n: usize, mix: Mix, seed: u64) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// [`Mix::Unique`]: `n` distinct `M H1,H2 * * DAYS`.
+fn unique_cron_times(n: usize, rng: &mut Rng) -> Vec<String> {
+    assert!(n <= 1_500_000, "Mix::Unique draws from 2.1M expressions");
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = rng.below(60);
+        let h1 = rng.below(24);
+        let h2 = (h1 + 1 + rng.below(23)) % 24;
+        let (h1, h2) = (h1.min(h2), h1.max(h2));
+        let days = 1 + rng.below(127);
+        if seen.insert((m, h1, h2, days)) {
+            let list: Vec<String> = (0..7)
+                .filter(|d| days & (1 << d) != 0)
+                .map(|d| d.to_string())
+                .collect();
+            out.push(format!("{m} {h1},{h2} * * {}", list.join(",")));
+        }
+    }
+    out
+}
+
+/// [`Mix::AllAtNoonDistinct`]: hour 12 plus the hours that job `i`'s bits pick among the other 23.
+fn noon_and_other_hours(i: usize) -> String {
+    assert!(i < 1 << 23, "only 2^23 distinct hour sets");
+    let mut hours = vec![12];
+    let others = (0..24).filter(|&h| h != 12);
+    hours.extend(
+        others
+            .enumerate()
+            .filter(|(bit, _)| i & (1 << bit) != 0)
+            .map(|(_, h)| h),
+    );
+    hours.sort_unstable();
+    let list: Vec<String> = hours.iter().map(u32::to_string).collect();
+    format!("0 {} * * *", list.join(","))
 }
 
 /// The set as an in-memory [`Schedule`] (UTC), jobs with equal expressions sharing one compiled

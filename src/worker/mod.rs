@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Kafka topic ──► StreamConsumer (group --group, manual commits) ──► WorkerState::admit
-//!     ▲   (paused while the local queue holds --prefetch)                 │ local queue (priority,
+//!     ▲   (paused after 5 s with --prefetch queued)                       │ local queue (priority,
 //!     │                                                                   │ then slot; one run per
 //!     │ commit every --commit-interval: lowest unfinished offset          ▼ jobName at a time)
 //!     └──────────────────────────────── WorkerState ◄── finish ◄── executors (pool of N tasks)

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Kafka topic ──► StreamConsumer (group --group, manual commits) ──► WorkerState::admit
-//!     ▲   (paused while the local queue holds --prefetch)                 │ local queue (priority,
+//!     ▲   (paused after 5 s with --prefetch queued)                       │ local queue (priority,
 //!     │                                                                   │ then slot; one run per
 //!     │ commit every --commit-interval: lowest unfinished offset          ▼ jobName at a time)
 //!     └──────────────────────────────── WorkerState ◄── finish ◄── executors (pool of N tasks)
@@ -259,6 +259,8 @@ impl ConsumerContext for WorkerContext {
 }
 
 type Consumer_ = StreamConsumer<WorkerContext>;
+/// The lag watcher's watermark queries: no group, never fetches, its own broker connections.
+type LagClient = BaseConsumer<crate::kafka::KafkaContext>;
 
 enum Done {
     Job {
@@ -315,8 +317,11 @@ async fn ensure_report_topics(
 }
 
 /// Records not started yet on the broker side: Σ (high watermark − position) over the assigned
-/// partitions. Blocking (one watermark request per partition).
-fn broker_lag(consumer: &Consumer_) -> Option<u64> {
+/// partitions. Blocking (one watermark request per partition). The positions are the group
+/// consumer's (local state, no request); the watermarks come from `lag_client`, a client of its own:
+/// on the group consumer's connection a ListOffsets request waits behind the fetch the broker is
+/// holding, times out, and librdkafka's timeout handling then costs the fetch itself.
+fn broker_lag(consumer: &Consumer_, lag_client: &LagClient) -> Option<u64> {
     let positions = consumer.position().ok()?;
     let mut total = 0u64;
     for e in positions.elements() {
@@ -325,7 +330,7 @@ fn broker_lag(consumer: &Consumer_) -> Option<u64> {
         let Offset::Offset(position) = e.offset() else {
             continue;
         };
-        match consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)) {
+        match lag_client.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)) {
             Ok((_low, high)) => total += (high - position).max(0) as u64,
             Err(err) => {
                 debug!(message = "watermarks unavailable", topic = e.topic(), partition = e.partition(), error = %err)
@@ -335,13 +340,19 @@ fn broker_lag(consumer: &Consumer_) -> Option<u64> {
     Some(total)
 }
 
-async fn watch_lag(consumer: Arc<Consumer_>, every: Duration, tx: watch::Sender<Option<u64>>) {
+async fn watch_lag(
+    consumer: Arc<Consumer_>,
+    lag_client: Arc<LagClient>,
+    every: Duration,
+    tx: watch::Sender<Option<u64>>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let c = Arc::clone(&consumer);
-        let lag = tokio::task::spawn_blocking(move || broker_lag(&c))
+        let l = Arc::clone(&lag_client);
+        let lag = tokio::task::spawn_blocking(move || broker_lag(&c, &l))
             .await
             .ok()
             .flatten();
@@ -389,8 +400,14 @@ fn commit(consumer: &Consumer_, state: &Mutex<WorkerState>, mode: CommitMode) {
 /// KiB at most), so this bounds that memory to tens of MiB.
 const REPORT_WINDOW: usize = 10_000;
 
-/// How long the local queue may stay full before fetching is paused (see `Worker::run`).
-const PAUSE_AFTER_FULL: Duration = Duration::from_millis(250);
+/// How long the local queue may stay full before fetching is paused (see `Worker::run`). Until
+/// then the loop only stops taking records and librdkafka keeps what it prefetched (bounded by its
+/// `queued.max.messages.kbytes`). Pausing is only needed so that the loop keeps polling (group
+/// membership, rebalances, `max.poll.interval.ms` of 5 min or more) through a long full spell, and it
+/// is costly: it drops librdkafka's prefetched records, and against tansu the fetch after a resume
+/// was held for up to a minute (the 100 000-record stall in the README). Quick jobs behind a slow
+/// results topic fill the queue for seconds at a time; they must not pause.
+const PAUSE_AFTER_FULL: Duration = Duration::from_secs(5);
 
 /// An execution task's job.
 struct Spawned {
@@ -868,9 +885,20 @@ pub async fn run(
         ordering = ?config.ordering,
     );
 
+    let lag_client: LagClient = config
+        .kafka
+        .rdkafka()
+        .set("client.id", format!("{}-lag", config.report.worker))
+        .create_with_context(config.kafka.context("worker"))
+        .map_err(|source| WorkerError::Client {
+            what: "lag watcher",
+            brokers: brokers.clone(),
+            source,
+        })?;
     let (lag_tx, lag_rx) = watch::channel(None);
     let lag_task = tokio::spawn(watch_lag(
         Arc::clone(&consumer),
+        Arc::new(lag_client),
         config.scale_interval.max(Duration::from_millis(100)),
         lag_tx,
     ));

@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{random_topic, Broker};
 use cronq::cli::{Cli, Command, WorkerArgs};
-use cronq::worker::autoscale::ScaleConfig;
 use cronq::worker::executor::BoxFuture;
-use cronq::worker::results::ReportConfig;
 use cronq::worker::{Handler, JobRun, Outcome, Status, WorkerConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -166,39 +164,11 @@ fn default_args(broker: &str, topic: &str, group: &str) -> WorkerArgs {
     args
 }
 
-/// The configuration `cronq worker` builds from `args` (as `cli::run_worker` does).
+/// The configuration `cronq worker` builds from `args`, named "bench" in its reports.
 fn config_of(args: &WorkerArgs) -> WorkerConfig {
-    WorkerConfig {
-        kafka: cronq::kafka::Connection::plaintext(args.kafka.brokers.clone()),
-        topic: args.topic.clone(),
-        group: args.group.clone(),
-        start: args.start,
-        ordering: args.ordering,
-        prefetch: args.prefetch,
-        report: ReportConfig {
-            results_topic: args.results_topic.clone(),
-            dlq_topic: args.dlq_topic.clone(),
-            max_attempts: args.max_attempts,
-            retry_backoff: args.retry_backoff,
-            worker: "bench".into(),
-            max_output: args.max_output,
-            max_age: args.max_age,
-        },
-        scale: ScaleConfig {
-            min: args.min_workers as usize,
-            max: args.max_workers as usize,
-            target_drain: args.target_drain,
-            scale_down_delay: args.scale_down_delay,
-        },
-        scale_interval: args.scale_interval,
-        shutdown_grace: args.shutdown_grace,
-        commit_interval: args.commit_interval,
-        session_timeout: args.session_timeout,
-        dedup_capacity: args.dedup_capacity,
-        create_topics: !args.no_create_topics,
-        partitions: args.partitions,
-        replication_factor: args.replication_factor as _,
-    }
+    let mut config = cronq::cli::worker_config(args).expect("default worker flags configure");
+    config.report.worker = "bench".into();
+    config
 }
 
 /// Records in `topic` (the sum of its high watermarks).

@@ -928,6 +928,41 @@ fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The worker's configuration from its command line.
+pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
+    Ok(WorkerConfig {
+        kafka: args.kafka.connection()?,
+        topic: args.topic.clone(),
+        group: args.group.clone(),
+        start: args.start,
+        ordering: args.ordering,
+        prefetch: args.prefetch,
+        report: ReportConfig {
+            results_topic: args.results_topic.clone(),
+            dlq_topic: args.dlq_topic.clone(),
+            max_attempts: args.max_attempts,
+            retry_backoff: args.retry_backoff,
+            worker: args.worker_id.clone().unwrap_or_else(default_worker_id),
+            max_output: args.max_output,
+            max_age: args.max_age,
+        },
+        scale: ScaleConfig {
+            min: args.min_workers as usize,
+            max: args.max_workers as usize,
+            target_drain: args.target_drain,
+            scale_down_delay: args.scale_down_delay,
+        },
+        scale_interval: args.scale_interval,
+        shutdown_grace: args.shutdown_grace,
+        commit_interval: args.commit_interval,
+        session_timeout: args.session_timeout,
+        dedup_capacity: args.dedup_capacity,
+        create_topics: !args.no_create_topics,
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+    })
+}
+
 fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     if args.min_workers > args.max_workers {
         return Err(CliError::Invalid {
@@ -960,37 +995,7 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         max_output: args.max_output,
         env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),
     });
-    let config = WorkerConfig {
-        kafka: args.kafka.connection()?,
-        topic: args.topic.clone(),
-        group: args.group.clone(),
-        start: args.start,
-        ordering: args.ordering,
-        prefetch: args.prefetch,
-        report: ReportConfig {
-            results_topic: args.results_topic.clone(),
-            dlq_topic: args.dlq_topic.clone(),
-            max_attempts: args.max_attempts,
-            retry_backoff: args.retry_backoff,
-            worker: args.worker_id.clone().unwrap_or_else(default_worker_id),
-            max_output: args.max_output,
-            max_age: args.max_age,
-        },
-        scale: ScaleConfig {
-            min: args.min_workers as usize,
-            max: args.max_workers as usize,
-            target_drain: args.target_drain,
-            scale_down_delay: args.scale_down_delay,
-        },
-        scale_interval: args.scale_interval,
-        shutdown_grace: args.shutdown_grace,
-        commit_interval: args.commit_interval,
-        session_timeout: args.session_timeout,
-        dedup_capacity: args.dedup_capacity,
-        create_topics: !args.no_create_topics,
-        partitions: args.partitions,
-        replication_factor: args.replication_factor,
-    };
+    let config = worker_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -329,3 +329,55 @@ fn a_closed_stdout_stops_the_dry_run_with_an_error() {
 fn poll_pause() {
     std::thread::sleep(Duration::from_millis(50));
 }
+
+/// A dispatcher waiting for a broker that is not there says so, and a SIGTERM still stops it.
+#[test]
+fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedule.json");
+    write(
+        &path,
+        r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#,
+    );
+    // A port where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut guard = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--brokers", &format!("127.0.0.1:{port}"), "--schedule"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for(&rx, &mut seen, &["cannot reach Kafka", &format!("127.0.0.1:{port}")]);
+    // SAFETY: signalling our own child process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        poll_pause();
+    };
+    assert!(status.success(), "exit status {status}");
+}

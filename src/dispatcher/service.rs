@@ -450,7 +450,12 @@ impl Member {
 
     /// Takes over `assigned`: reads each new shard's cursor, compiles its jobs, and lets the tick
     /// loop catch it up from there.
-    async fn take_over(&mut self, tick_loop: &mut TickLoop, assigned: Vec<u32>) {
+    async fn take_over(
+        &mut self,
+        tick_loop: &mut TickLoop,
+        assigned: Vec<u32>,
+        shutdown: &CancellationToken,
+    ) {
         self.generation += 1;
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         for shard in owned.iter().filter(|s| !assigned.contains(s)) {
@@ -464,7 +469,11 @@ impl Member {
             .collect();
         let mut cursors = Vec::with_capacity(new.len());
         for &shard in &new {
-            cursors.push((shard, self.read_cursor(shard).await));
+            let Some(cursor) = self.read_cursor(shard, shutdown).await else {
+                // Stopping: the new shards are not started, so their cursors stay as they are.
+                return;
+            };
+            cursors.push((shard, cursor));
         }
         let mut parked = std::mem::take(&mut self.parked);
         let md5 = schedule_md5(tick_loop);
@@ -570,17 +579,24 @@ impl Member {
         }
     }
 
-    /// A shard's last cursor, retrying while the broker cannot be read: starting without it
-    /// could skip slots.
-    async fn read_cursor(&self, shard: u32) -> Option<Cursor> {
+    /// A shard's last cursor (`Some(None)`: the shard never had one), retrying while the broker
+    /// cannot be read: starting without it could skip slots. `None` when `shutdown` came first.
+    async fn read_cursor(
+        &self,
+        shard: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Cursor>> {
         let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
         loop {
             match self.state.last(shard).await {
-                Ok(c) => return c,
+                Ok(c) => return Some(c),
                 Err(e) => {
                     let delay = backoff.next_delay();
                     warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return None,
+                    }
                 }
             }
         }
@@ -644,20 +660,31 @@ async fn run_in_group(
     let SinkConfig::Kafka(producer_config) = &config.sink else {
         return run_alone(config, shutdown).await;
     };
-    let client = Arc::new(
-        producer_config
-            .kafka
-            .connect(producer_config.retry_backoff)
-            .await,
-    );
-    let shards = group::ensure_state_topic(
-        &client,
-        &producer_config.kafka,
-        &group.state_topic,
-        group.shards,
-        group.replication_factor,
-    )
-    .await?;
+    // Connecting retries for as long as the broker is away: a signal meanwhile stops the process.
+    let start = async {
+        let client = Arc::new(
+            producer_config
+                .kafka
+                .connect(producer_config.retry_backoff)
+                .await,
+        );
+        let shards = group::ensure_state_topic(
+            &client,
+            &producer_config.kafka,
+            &group.state_topic,
+            group.shards,
+            group.replication_factor,
+        )
+        .await?;
+        Ok::<_, ServiceError>((client, shards))
+    };
+    let (client, shards) = tokio::select! {
+        started = start => started?,
+        _ = shutdown.cancelled() => {
+            info!(message = "stopped before the dispatcher started: Kafka was not reached");
+            return Ok(());
+        }
+    };
     let state = Arc::new(
         StateTopic::new(client, group.state_topic.clone(), shards)
             .with_health(Arc::clone(producer_config.kafka.health())),
@@ -747,7 +774,7 @@ async fn run_in_group(
                 break;
             }
             Next::Event(GroupEvent::Assigned(shards)) => {
-                member.take_over(&mut tick_loop, shards).await;
+                member.take_over(&mut tick_loop, shards, &shutdown).await;
             }
             Next::Event(GroupEvent::Revoked { shards, lost, done }) => {
                 let runs: Vec<(u32, ShardRun)> = shards

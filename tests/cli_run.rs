@@ -347,7 +347,12 @@ fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
         .port();
     let mut guard = KillOnDrop(
         Command::new(BIN)
-            .args(["run", "--brokers", &format!("127.0.0.1:{port}"), "--schedule"])
+            .args([
+                "run",
+                "--brokers",
+                &format!("127.0.0.1:{port}"),
+                "--schedule",
+            ])
             .arg(&path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -365,7 +370,11 @@ fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
         }
     });
     let mut seen = Vec::new();
-    wait_for(&rx, &mut seen, &["cannot reach Kafka", &format!("127.0.0.1:{port}")]);
+    wait_for(
+        &rx,
+        &mut seen,
+        &["cannot reach Kafka", &format!("127.0.0.1:{port}")],
+    );
     // SAFETY: signalling our own child process.
     #[allow(unsafe_code)]
     unsafe {
@@ -376,7 +385,10 @@ fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         poll_pause();
     };
     assert!(status.success(), "exit status {status}");

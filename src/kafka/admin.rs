@@ -95,7 +95,11 @@ impl TopicAdmin {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // A broker that is not there fails the request in 5 s (librdkafka's default is 60 s), so the
+        // wait is reported as such rather than kept silent.
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(5)));
         let first = specs.first().map_or("", |s| s.name).to_string();
         let results = self
             .admin

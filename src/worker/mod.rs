@@ -796,6 +796,10 @@ pub async fn run(
 ) -> Result<Summary, WorkerError> {
     let brokers = config.kafka.brokers_text();
     ensure_report_topics(&config, &shutdown).await?;
+    if shutdown.is_cancelled() {
+        info!(message = "stopped before the worker started: Kafka was not reached");
+        return Ok(Summary::default());
+    }
     let producer: FutureProducer<KafkaContext> = config
         .kafka
         .rdkafka()

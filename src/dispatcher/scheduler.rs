@@ -79,6 +79,11 @@ pub struct Scheduler {
     /// Enabled jobs in dispatch order: highest priority first, then by name.
     jobs: Vec<Arc<JobSpec>>,
     groups: Vec<Group>,
+    /// Per group, in group order: a copy of its compiled expression when that alone is its
+    /// evaluation ([`CronExpr::plain_utc`]: UTC, no day filter), else `None` (evaluate
+    /// `Group::expr`). A due group's evaluation then reads 40 bytes from this dense vector rather
+    /// than its ~200-byte expression behind its own allocation.
+    hot: Vec<Option<saffron::Cron>>,
     /// The ranks of the groups of more than one job, group after group, each group's ascending
     /// (indices into `jobs`, so a group's members are in dispatch order).
     members: Vec<u32>,
@@ -126,6 +131,20 @@ fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
 fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minute> {
     // `next_after` of the minute's first second: strictly after the whole minute `after`.
     expr.next_after(after_start).map(Minute::containing)
+}
+
+/// [`next_minute_from`] for a group: through its dense copy `hot` of the compiled expression when
+/// it has one (the same result: see [`CronExpr::plain_utc`]), else through `expr`.
+#[inline]
+fn group_next_from(
+    hot: Option<&saffron::Cron>,
+    expr: &CronExpr,
+    after_start: DateTime<Utc>,
+) -> Option<Minute> {
+    match hot {
+        Some(cron) => cron.next_after(after_start).map(Minute::containing),
+        None => next_minute_from(expr, after_start),
+    }
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
@@ -214,6 +233,7 @@ impl Scheduler {
         }
         drop(group_of);
         let mut groups = Vec::with_capacity(group_ranks.len());
+        let mut hot = Vec::with_capacity(group_ranks.len());
         let mut members = Vec::new();
         for (expr, ranks) in group_ranks {
             let (first, len) = match ranks[..] {
@@ -224,6 +244,7 @@ impl Scheduler {
                     (first, ranks.len() as u32)
                 }
             };
+            hot.push(expr.plain_utc().cloned());
             groups.push(Group {
                 expr: Arc::clone(expr),
                 first,
@@ -247,6 +268,7 @@ impl Scheduler {
             wheel,
             jobs,
             groups,
+            hot,
             members,
             schedule: Arc::new(schedule),
             processed,
@@ -338,33 +360,40 @@ impl Scheduler {
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
-        // The first groups' records, then their expressions (the loop below asks ahead for the
-        // rest; a small minute is all head).
-        for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
-            prefetch(&self.groups[id.0 as usize]);
-        }
-        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
-            let group = &self.groups[id.0 as usize];
-            prefetch(Arc::as_ptr(&group.expr));
+        // The first groups' records and dense expressions, then what those lead to (the loop
+        // below asks ahead for the rest; a small minute is all head).
+        let (groups, hot) = (&self.groups, &self.hot);
+        let fetch_records = |id: JobId| {
+            prefetch(&groups[id.0 as usize]);
+            prefetch(&hot[id.0 as usize]);
+        };
+        let fetch_behind = |id: JobId| {
+            let group = &groups[id.0 as usize];
+            // Only a group without a dense copy reads its full expression.
+            if hot[id.0 as usize].is_none() {
+                prefetch(Arc::as_ptr(&group.expr));
+            }
             if group.len == 1 {
                 prefetch(&self.jobs[group.first as usize]);
             }
+        };
+        for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
+            fetch_records(id);
+        }
+        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
+            fetch_behind(id);
         }
         for (i, &(id, at)) in due_groups.iter().enumerate() {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
             if let Some(&(ahead, _)) = due_groups.get(i + 2 * PREFETCH_AHEAD) {
-                prefetch(&self.groups[ahead.0 as usize]);
+                fetch_records(ahead);
             }
             if let Some(&(ahead, _)) = due_groups.get(i + PREFETCH_AHEAD) {
-                let group = &self.groups[ahead.0 as usize];
-                prefetch(Arc::as_ptr(&group.expr));
-                if group.len == 1 {
-                    prefetch(&self.jobs[group.first as usize]);
-                }
+                fetch_behind(ahead);
             }
-            let group = &self.groups[id.0 as usize];
+            let group = &groups[id.0 as usize];
             let members = members_of(&self.members, group);
-            let next = next_minute_from(&group.expr, slot);
+            let next = group_next_from(hot[id.0 as usize].as_ref(), &group.expr, slot);
             match late.as_mut() {
                 None => self.due_jobs.extend_from_slice(members),
                 Some((now, skips)) => {

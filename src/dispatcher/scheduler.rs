@@ -57,15 +57,19 @@ impl Dispatch {
     }
 }
 
-/// Jobs that fire together: one compiled expression and the ranks of the jobs that use it
-/// (16 bytes, in one dense vector indexed by the group's wheel id).
+/// Jobs that fire together: what evaluating their expression reads, and the ranks of the jobs
+/// that use it (48 bytes, in one dense vector indexed by the group's wheel id).
 ///
 /// Most groups of a large schedule hold one job (with no two expressions alike, all do), so a lone
 /// member's rank is kept in the record itself rather than behind another pointer; larger groups'
 /// ranks are a range of [`Scheduler::members`].
 #[derive(Debug)]
 struct Group {
-    expr: Arc<CronExpr>,
+    /// A copy of the group's compiled expression when that alone is its evaluation
+    /// ([`CronExpr::plain_utc`]: UTC, no day filter), else `None`: evaluate the full expression in
+    /// [`Scheduler::exprs`]. A due group's evaluation then reads this one record, not its ~200-byte
+    /// expression behind its own allocation.
+    hot: Option<saffron::Cron>,
     /// With `len == 1` the member's rank; otherwise where the ranks start in `Scheduler::members`.
     first: u32,
     len: u32,
@@ -79,11 +83,9 @@ pub struct Scheduler {
     /// Enabled jobs in dispatch order: highest priority first, then by name.
     jobs: Vec<Arc<JobSpec>>,
     groups: Vec<Group>,
-    /// Per group, in group order: a copy of its compiled expression when that alone is its
-    /// evaluation ([`CronExpr::plain_utc`]: UTC, no day filter), else `None` (evaluate
-    /// `Group::expr`). A due group's evaluation then reads 40 bytes from this dense vector rather
-    /// than its ~200-byte expression behind its own allocation.
-    hot: Vec<Option<saffron::Cron>>,
+    /// Each group's full expression, in group order: read by a due group without a
+    /// [`Group::hot`] copy, and by [`skip_until`](Self::skip_until).
+    exprs: Vec<Arc<CronExpr>>,
     /// The ranks of the groups of more than one job, group after group, each group's ascending
     /// (indices into `jobs`, so a group's members are in dispatch order).
     members: Vec<u32>,
@@ -131,20 +133,6 @@ fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
 fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minute> {
     // `next_after` of the minute's first second: strictly after the whole minute `after`.
     expr.next_after(after_start).map(Minute::containing)
-}
-
-/// [`next_minute_from`] for a group: through its dense copy `hot` of the compiled expression when
-/// it has one (the same result: see [`CronExpr::plain_utc`]), else through `expr`.
-#[inline]
-fn group_next_from(
-    hot: Option<&saffron::Cron>,
-    expr: &CronExpr,
-    after_start: DateTime<Utc>,
-) -> Option<Minute> {
-    match hot {
-        Some(cron) => cron.next_after(after_start).map(Minute::containing),
-        None => next_minute_from(expr, after_start),
-    }
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
@@ -233,7 +221,7 @@ impl Scheduler {
         }
         drop(group_of);
         let mut groups = Vec::with_capacity(group_ranks.len());
-        let mut hot = Vec::with_capacity(group_ranks.len());
+        let mut exprs = Vec::with_capacity(group_ranks.len());
         let mut members = Vec::new();
         for (expr, ranks) in group_ranks {
             let (first, len) = match ranks[..] {
@@ -244,19 +232,19 @@ impl Scheduler {
                     (first, ranks.len() as u32)
                 }
             };
-            hot.push(expr.plain_utc().cloned());
+            exprs.push(Arc::clone(expr));
             groups.push(Group {
-                expr: Arc::clone(expr),
+                hot: expr.plain_utc().cloned(),
                 first,
                 len,
             });
         }
         let mut scheduled = 0;
-        for (id, group) in (0u32..).zip(&groups) {
+        for (id, (group, expr)) in (0u32..).zip(groups.iter().zip(&exprs)) {
             if file_group(
                 &mut wheel,
                 JobId(id),
-                next_minute(&group.expr, processed),
+                next_minute(expr, processed),
                 processed,
             ) {
                 scheduled += group.len as usize;
@@ -268,7 +256,7 @@ impl Scheduler {
             wheel,
             jobs,
             groups,
-            hot,
+            exprs,
             members,
             schedule: Arc::new(schedule),
             processed,
@@ -362,16 +350,13 @@ impl Scheduler {
         let due_groups = &self.due_groups;
         // The first groups' records and dense expressions, then what those lead to (the loop
         // below asks ahead for the rest; a small minute is all head).
-        let (groups, hot) = (&self.groups, &self.hot);
-        let fetch_records = |id: JobId| {
-            prefetch(&groups[id.0 as usize]);
-            prefetch(&hot[id.0 as usize]);
-        };
+        let (groups, exprs) = (&self.groups, &self.exprs);
+        let fetch_records = |id: JobId| prefetch(&groups[id.0 as usize]);
         let fetch_behind = |id: JobId| {
             let group = &groups[id.0 as usize];
             // Only a group without a dense copy reads its full expression.
-            if hot[id.0 as usize].is_none() {
-                prefetch(Arc::as_ptr(&group.expr));
+            if group.hot.is_none() {
+                prefetch(Arc::as_ptr(&exprs[id.0 as usize]));
             }
             if group.len == 1 {
                 prefetch(&self.jobs[group.first as usize]);
@@ -393,7 +378,10 @@ impl Scheduler {
             }
             let group = &groups[id.0 as usize];
             let members = members_of(&self.members, group);
-            let next = group_next_from(hot[id.0 as usize].as_ref(), &group.expr, slot);
+            let next = match &group.hot {
+                Some(cron) => cron.next_after(slot).map(Minute::containing),
+                None => next_minute_from(&exprs[id.0 as usize], slot),
+            };
             match late.as_mut() {
                 None => self.due_jobs.extend_from_slice(members),
                 Some((now, skips)) => {
@@ -452,10 +440,11 @@ impl Scheduler {
         self.processed = until;
         for &(id, at) in &self.due_groups {
             let group = &self.groups[id.0 as usize];
+            let expr = &self.exprs[id.0 as usize];
             let mut cursor = at;
             let mut counted = 1;
             while counted < cap {
-                match next_minute(&group.expr, cursor) {
+                match next_minute(expr, cursor) {
                     Some(next) if next <= until => {
                         counted += 1;
                         cursor = next;
@@ -466,7 +455,7 @@ impl Scheduler {
             for &rank in members_of(&self.members, group) {
                 skips.add(&self.jobs[rank as usize].name, SkipReason::Window, counted);
             }
-            let next = next_minute(&group.expr, until);
+            let next = next_minute(expr, until);
             if !file_group(&mut self.wheel, id, next, until) {
                 self.scheduled -= group.len as usize;
             }

@@ -58,7 +58,7 @@ impl Dispatch {
 }
 
 /// Jobs that fire together: what evaluating their expression reads, and the ranks of the jobs
-/// that use it (48 bytes, in one dense vector indexed by the group's wheel id).
+/// that use it (32 bytes, in one dense vector indexed by the group's wheel id).
 ///
 /// Most groups of a large schedule hold one job (with no two expressions alike, all do), so a lone
 /// member's rank is kept in the record itself rather than behind another pointer; larger groups'
@@ -136,8 +136,9 @@ fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minut
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
-/// records `2 * PREFETCH_AHEAD` ahead, their expressions `PREFETCH_AHEAD` ahead; likewise the jobs'
-/// pointers and settings when it makes the dispatch records.
+/// records (with their dense expressions) `2 * PREFETCH_AHEAD` ahead, a lone member's job pointer
+/// (and the full expression of a group without a dense copy) `PREFETCH_AHEAD` ahead; likewise the
+/// jobs' pointers and settings when it makes the dispatch records.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Hints the CPU to start loading the cache lines of `*value` (no effect on results).
@@ -540,6 +541,13 @@ mod tests {
 
     /// Names longer than the key's 16-byte prefix, sharing it, and names that are prefixes of others:
     /// the batch still comes out by priority, then by the full name.
+    #[test]
+    fn a_group_record_with_its_dense_expression_is_32_bytes() {
+        // What a due group's evaluation reads; the module's layout notes and the README assume it.
+        assert_eq!(std::mem::size_of::<saffron::Cron>(), 24);
+        assert_eq!(std::mem::size_of::<Group>(), 32);
+    }
+
     #[test]
     fn a_minute_is_dispatched_by_priority_then_full_name() {
         let json = r#"{"jobs": [

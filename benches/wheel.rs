@@ -476,7 +476,7 @@ fn day_fires(set: &JobSet, start: Minute) -> Vec<(u32, DateTime<Utc>)> {
 /// The day is walked in one-hour chunks. For each chunk, the Scheduler runs its 60 minutes, and two
 /// baselines evaluate every fire of those minutes once, in time order: what a scheduler that
 /// evaluates each due job must pay at least. (1) saffron's `Cron::next_after` on the job's own
-/// saffron expression, 40-odd bytes each in one dense vector (the `saffron` vector); (2) cronq's
+/// saffron expression, 24 bytes each in one dense vector (the `saffron` vector); (2) cronq's
 /// `CronExpr::next_after` on a copy of the job's expression allocated like the loader's (the
 /// `cronq_copy` vector), which is what any scheduler of cronq's loaded jobs evaluates. Neither
 /// touches the Scheduler's own memory. The order alternates chunk by chunk, so drift and a

@@ -57,15 +57,19 @@ impl Dispatch {
     }
 }
 
-/// Jobs that fire together: one compiled expression and the ranks of the jobs that use it
-/// (16 bytes, in one dense vector indexed by the group's wheel id).
+/// Jobs that fire together: what evaluating their expression reads, and the ranks of the jobs
+/// that use it (32 bytes, in one dense vector indexed by the group's wheel id).
 ///
 /// Most groups of a large schedule hold one job (with no two expressions alike, all do), so a lone
 /// member's rank is kept in the record itself rather than behind another pointer; larger groups'
 /// ranks are a range of [`Scheduler::members`].
 #[derive(Debug)]
 struct Group {
-    expr: Arc<CronExpr>,
+    /// A copy of the group's compiled expression when that alone is its evaluation
+    /// ([`CronExpr::plain_utc`]: UTC, no day filter), else `None`: evaluate the full expression in
+    /// [`Scheduler::exprs`]. A due group's evaluation then reads this one record, not its ~200-byte
+    /// expression behind its own allocation.
+    hot: Option<saffron::Cron>,
     /// With `len == 1` the member's rank; otherwise where the ranks start in `Scheduler::members`.
     first: u32,
     len: u32,
@@ -79,6 +83,9 @@ pub struct Scheduler {
     /// Enabled jobs in dispatch order: highest priority first, then by name.
     jobs: Vec<Arc<JobSpec>>,
     groups: Vec<Group>,
+    /// Each group's full expression, in group order: read by a due group without a
+    /// [`Group::hot`] copy, and by [`skip_until`](Self::skip_until).
+    exprs: Vec<Arc<CronExpr>>,
     /// The ranks of the groups of more than one job, group after group, each group's ascending
     /// (indices into `jobs`, so a group's members are in dispatch order).
     members: Vec<u32>,
@@ -129,8 +136,9 @@ fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minut
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
-/// records `2 * PREFETCH_AHEAD` ahead, their expressions `PREFETCH_AHEAD` ahead; likewise the jobs'
-/// pointers and settings when it makes the dispatch records.
+/// records (with their dense expressions) `2 * PREFETCH_AHEAD` ahead, a lone member's job pointer
+/// (and the full expression of a group without a dense copy) `PREFETCH_AHEAD` ahead; likewise the
+/// jobs' pointers and settings when it makes the dispatch records.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Hints the CPU to start loading the cache lines of `*value` (no effect on results).
@@ -214,6 +222,7 @@ impl Scheduler {
         }
         drop(group_of);
         let mut groups = Vec::with_capacity(group_ranks.len());
+        let mut exprs = Vec::with_capacity(group_ranks.len());
         let mut members = Vec::new();
         for (expr, ranks) in group_ranks {
             let (first, len) = match ranks[..] {
@@ -224,18 +233,19 @@ impl Scheduler {
                     (first, ranks.len() as u32)
                 }
             };
+            exprs.push(Arc::clone(expr));
             groups.push(Group {
-                expr: Arc::clone(expr),
+                hot: expr.plain_utc().cloned(),
                 first,
                 len,
             });
         }
         let mut scheduled = 0;
-        for (id, group) in (0u32..).zip(&groups) {
+        for (id, (group, expr)) in (0u32..).zip(groups.iter().zip(&exprs)) {
             if file_group(
                 &mut wheel,
                 JobId(id),
-                next_minute(&group.expr, processed),
+                next_minute(expr, processed),
                 processed,
             ) {
                 scheduled += group.len as usize;
@@ -247,6 +257,7 @@ impl Scheduler {
             wheel,
             jobs,
             groups,
+            exprs,
             members,
             schedule: Arc::new(schedule),
             processed,
@@ -338,33 +349,40 @@ impl Scheduler {
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
-        // The first groups' records, then their expressions (the loop below asks ahead for the
-        // rest; a small minute is all head).
-        for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
-            prefetch(&self.groups[id.0 as usize]);
-        }
-        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
-            let group = &self.groups[id.0 as usize];
-            prefetch(Arc::as_ptr(&group.expr));
+        // The first groups' records and dense expressions, then what those lead to (the loop
+        // below asks ahead for the rest; a small minute is all head).
+        let (groups, exprs) = (&self.groups, &self.exprs);
+        let fetch_records = |id: JobId| prefetch(&groups[id.0 as usize]);
+        let fetch_behind = |id: JobId| {
+            let group = &groups[id.0 as usize];
+            // Only a group without a dense copy reads its full expression.
+            if group.hot.is_none() {
+                prefetch(Arc::as_ptr(&exprs[id.0 as usize]));
+            }
             if group.len == 1 {
                 prefetch(&self.jobs[group.first as usize]);
             }
+        };
+        for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
+            fetch_records(id);
+        }
+        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
+            fetch_behind(id);
         }
         for (i, &(id, at)) in due_groups.iter().enumerate() {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
             if let Some(&(ahead, _)) = due_groups.get(i + 2 * PREFETCH_AHEAD) {
-                prefetch(&self.groups[ahead.0 as usize]);
+                fetch_records(ahead);
             }
             if let Some(&(ahead, _)) = due_groups.get(i + PREFETCH_AHEAD) {
-                let group = &self.groups[ahead.0 as usize];
-                prefetch(Arc::as_ptr(&group.expr));
-                if group.len == 1 {
-                    prefetch(&self.jobs[group.first as usize]);
-                }
+                fetch_behind(ahead);
             }
-            let group = &self.groups[id.0 as usize];
+            let group = &groups[id.0 as usize];
             let members = members_of(&self.members, group);
-            let next = next_minute_from(&group.expr, slot);
+            let next = match &group.hot {
+                Some(cron) => cron.next_after(slot).map(Minute::containing),
+                None => next_minute_from(&exprs[id.0 as usize], slot),
+            };
             match late.as_mut() {
                 None => self.due_jobs.extend_from_slice(members),
                 Some((now, skips)) => {
@@ -423,10 +441,11 @@ impl Scheduler {
         self.processed = until;
         for &(id, at) in &self.due_groups {
             let group = &self.groups[id.0 as usize];
+            let expr = &self.exprs[id.0 as usize];
             let mut cursor = at;
             let mut counted = 1;
             while counted < cap {
-                match next_minute(&group.expr, cursor) {
+                match next_minute(expr, cursor) {
                     Some(next) if next <= until => {
                         counted += 1;
                         cursor = next;
@@ -437,7 +456,7 @@ impl Scheduler {
             for &rank in members_of(&self.members, group) {
                 skips.add(&self.jobs[rank as usize].name, SkipReason::Window, counted);
             }
-            let next = next_minute(&group.expr, until);
+            let next = next_minute(expr, until);
             if !file_group(&mut self.wheel, id, next, until) {
                 self.scheduled -= group.len as usize;
             }
@@ -522,6 +541,13 @@ mod tests {
 
     /// Names longer than the key's 16-byte prefix, sharing it, and names that are prefixes of others:
     /// the batch still comes out by priority, then by the full name.
+    #[test]
+    fn a_group_record_with_its_dense_expression_is_32_bytes() {
+        // What a due group's evaluation reads; the module's layout notes and the README assume it.
+        assert_eq!(std::mem::size_of::<saffron::Cron>(), 24);
+        assert_eq!(std::mem::size_of::<Group>(), 32);
+    }
+
     #[test]
     fn a_minute_is_dispatched_by_priority_then_full_name() {
         let json = r#"{"jobs": [

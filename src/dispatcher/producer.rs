@@ -219,7 +219,10 @@ pub enum ProducerError {
 }
 
 struct Item {
+    /// The encoded record until its first produce attempt takes it (no copy); a retry encodes the
+    /// job again from `spec`.
     record: OutgoingRecord,
+    spec: Arc<crate::schedule::JobSpec>,
     slot: DateTime<Utc>,
     job_name: Arc<str>,
     lease: Option<LeaseRef>,
@@ -450,6 +453,7 @@ impl Router {
             job_name: Arc::from(dispatch.spec.name.as_str()),
             lease: dispatch.lease,
             record,
+            spec: dispatch.spec,
         };
         let topic = item.record.topic.clone();
         if !self.topics.contains_key(&topic) {
@@ -596,12 +600,26 @@ async fn resolve_topic(
     }
 }
 
-fn to_record(item: &Item) -> Record {
+/// The record of `item` for a produce attempt: the one encoded by the router, moved out on the
+/// first attempt (copying every record of every batch cost as much as encoding it), or the job
+/// encoded again for a retry.
+fn take_record(item: &mut Item, default_topic: &str) -> Record {
+    let r = if item.record.value.is_empty() {
+        encode(&item.spec, item.slot, default_topic, Utc::now())
+    } else {
+        OutgoingRecord {
+            topic: String::new(),
+            key: std::mem::take(&mut item.record.key),
+            value: std::mem::take(&mut item.record.value),
+            headers: std::mem::take(&mut item.record.headers),
+            timestamp: item.record.timestamp,
+        }
+    };
     Record {
-        key: Some(item.record.key.clone()),
-        value: Some(item.record.value.clone()),
-        headers: item.record.headers.clone(),
-        timestamp: item.record.timestamp,
+        key: Some(r.key),
+        value: Some(r.value),
+        headers: r.headers,
+        timestamp: r.timestamp,
     }
 }
 
@@ -636,7 +654,7 @@ async fn partition_task(
             let result = {
                 // Never closed: the pool holds the semaphore for its whole life.
                 let _permit = shared.in_flight.acquire().await;
-                produce(&shared, &topic, partition, &mut client, &batch).await
+                produce(&shared, &topic, partition, &mut client, &mut batch).await
             };
             match result {
                 Ok(()) => {
@@ -705,7 +723,7 @@ async fn produce(
     topic: &str,
     partition: i32,
     client: &mut Option<Arc<PartitionClient>>,
-    batch: &[Item],
+    batch: &mut [Item],
 ) -> Result<(), rskafka::client::error::Error> {
     let pc = match client {
         Some(pc) => Arc::clone(pc),
@@ -720,7 +738,11 @@ async fn produce(
             pc
         }
     };
-    let records: Vec<Record> = batch.iter().map(to_record).collect();
+    let default_topic = &shared.config.default_topic;
+    let records: Vec<Record> = batch
+        .iter_mut()
+        .map(|item| take_record(item, default_topic))
+        .collect();
     pc.produce(records, shared.config.compression.into())
         .await
         .map(|_offsets| ())
@@ -736,11 +758,11 @@ async fn send_alone(
     item: Item,
 ) {
     let mut backoff = Backoff::new(shared.config.retry_backoff);
-    let one = [item];
+    let mut one = [item];
     loop {
         let result = {
             let _permit = shared.in_flight.acquire().await;
-            produce(shared, topic, partition, client, &one).await
+            produce(shared, topic, partition, client, &mut one).await
         };
         match result {
             Ok(()) => {

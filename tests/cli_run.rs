@@ -38,6 +38,20 @@ fn wait_for(lines: &mpsc::Receiver<String>, seen: &mut Vec<String>, needles: &[&
     }
 }
 
+/// The child's stderr, line by line, read on a thread of its own.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Kills the child if the test fails before it is stopped, so no `cronq run` outlives the test.
 struct KillOnDrop(std::process::Child);
 
@@ -67,15 +81,7 @@ fn run_dry_run_hot_reloads_reports_an_invalid_file_and_keeps_running() {
             .unwrap(),
     );
     let child = &mut guard.0;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(child);
     let mut seen = Vec::new();
     wait_for(&rx, &mut seen, &["dispatcher started", "jobs=1"]);
 
@@ -360,15 +366,7 @@ fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
             .unwrap(),
     );
     let child = &mut guard.0;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(child);
     let mut seen = Vec::new();
     wait_for(
         &rx,

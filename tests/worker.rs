@@ -1108,9 +1108,6 @@ impl cronq::worker::Handler for Counting {
 
 #[test]
 fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
-    use cronq::worker::{
-        autoscale::ScaleConfig, queue::Ordering, results::ReportConfig, StartAt, WorkerConfig,
-    };
     let broker = Broker::start();
     let address = broker.address();
     let topic = random_topic("wembed");
@@ -1130,37 +1127,7 @@ fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
     let handler = Arc::new(Counting {
         seen: std::sync::Mutex::new(Vec::new()),
     });
-    let config = WorkerConfig {
-        kafka: cronq::kafka::Connection::plaintext(vec![address.clone()]),
-        topic: topic.clone(),
-        group: "gembed".into(),
-        start: StartAt::Earliest,
-        ordering: Ordering::Ordered,
-        prefetch: 64,
-        report: ReportConfig {
-            results_topic: format!("{topic}.results"),
-            dlq_topic: format!("{topic}.dlq"),
-            max_attempts: 3,
-            retry_backoff: Duration::from_millis(50),
-            worker: "embedded".into(),
-            max_output: 8192,
-            max_age: None,
-        },
-        scale: ScaleConfig {
-            min: 1,
-            max: 4,
-            target_drain: Duration::from_secs(1),
-            scale_down_delay: Duration::from_secs(5),
-        },
-        scale_interval: Duration::from_millis(200),
-        shutdown_grace: Duration::from_secs(5),
-        commit_interval: Duration::from_millis(100),
-        session_timeout: Duration::from_secs(6),
-        dedup_capacity: 1000,
-        create_topics: true,
-        partitions: 3,
-        replication_factor: 1,
-    };
+    let config = embedded_config(&address, &topic, "gembed", 3, 4);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = rt.spawn(cronq::worker::run(
@@ -1705,9 +1672,6 @@ impl cronq::worker::Handler for Crashing {
 
 #[test]
 fn a_panicked_execution_task_is_dead_lettered_and_commits_go_on() {
-    use cronq::worker::{
-        autoscale::ScaleConfig, queue::Ordering, results::ReportConfig, StartAt, WorkerConfig,
-    };
     let broker = Broker::start();
     let address = broker.address();
     let topic = random_topic("wcrash");
@@ -1715,37 +1679,7 @@ fn a_panicked_execution_task_is_dead_lettered_and_commits_go_on() {
     let mut records = vec![encoded("boom", "crash", 0, slot(0), 1)];
     records.extend((0..5).map(|i| encoded(&format!("fine-{i}"), "fine", 0, slot(0), 1)));
     produce(&address, &topic, &records);
-    let config = WorkerConfig {
-        kafka: cronq::kafka::Connection::plaintext(vec![address.clone()]),
-        topic: topic.clone(),
-        group: "gcrash".into(),
-        start: StartAt::Earliest,
-        ordering: Ordering::Ordered,
-        prefetch: 64,
-        report: ReportConfig {
-            results_topic: format!("{topic}.results"),
-            dlq_topic: format!("{topic}.dlq"),
-            max_attempts: 1,
-            retry_backoff: Duration::from_millis(50),
-            worker: "embedded".into(),
-            max_output: 8192,
-            max_age: None,
-        },
-        scale: ScaleConfig {
-            min: 1,
-            max: 1,
-            target_drain: Duration::from_secs(1),
-            scale_down_delay: Duration::from_secs(5),
-        },
-        scale_interval: Duration::from_millis(200),
-        shutdown_grace: Duration::from_secs(5),
-        commit_interval: Duration::from_millis(100),
-        session_timeout: Duration::from_secs(6),
-        dedup_capacity: 1000,
-        create_topics: true,
-        partitions: 3,
-        replication_factor: 1,
-    };
+    let config = embedded_config(&address, &topic, "gcrash", 1, 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = rt.spawn(cronq::worker::run(
@@ -1845,4 +1779,48 @@ fn malformed_records_count_against_the_same_bounds_as_jobs() {
     assert_eq!(field("reports_in_flight"), 10_000, "{pause}");
     assert!(field("to_dead_letter") >= 64, "{pause}");
     assert!(field("queued") >= 64, "{pause}");
+}
+
+/// A worker embedded in the test process (an in-process handler), on `topic` as group `group`.
+fn embedded_config(
+    address: &str,
+    topic: &str,
+    group: &str,
+    max_attempts: u32,
+    max_workers: usize,
+) -> cronq::worker::WorkerConfig {
+    use cronq::worker::{
+        autoscale::ScaleConfig, queue::Ordering, results::ReportConfig, StartAt, WorkerConfig,
+    };
+    WorkerConfig {
+        kafka: cronq::kafka::Connection::plaintext(vec![address.to_string()]),
+        topic: topic.to_string(),
+        group: group.into(),
+        start: StartAt::Earliest,
+        ordering: Ordering::Ordered,
+        prefetch: 64,
+        report: ReportConfig {
+            results_topic: format!("{topic}.results"),
+            dlq_topic: format!("{topic}.dlq"),
+            max_attempts,
+            retry_backoff: Duration::from_millis(50),
+            worker: "embedded".into(),
+            max_output: 8192,
+            max_age: None,
+        },
+        scale: ScaleConfig {
+            min: 1,
+            max: max_workers,
+            target_drain: Duration::from_secs(1),
+            scale_down_delay: Duration::from_secs(5),
+        },
+        scale_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        commit_interval: Duration::from_millis(100),
+        session_timeout: Duration::from_secs(6),
+        dedup_capacity: 1000,
+        create_topics: true,
+        partitions: 3,
+        replication_factor: 1,
+    }
 }

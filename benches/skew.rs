@@ -38,6 +38,7 @@ fn cronq_skews(broker: &str, minutes: usize) -> Vec<(f64, f64)> {
     let topic = random_topic("bench-skew");
     let log = dir.path().join("run.log");
     let mut child = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["run", "--brokers", broker, "--topic", &topic])
         .args(["--group", &format!("g-{topic}")])
         .args([

@@ -242,7 +242,7 @@ fn main() {
     let records = from_env("CRONQ_BENCH_RECORDS", records);
     let rounds = from_env("CRONQ_BENCH_ROUNDS", rounds).max(1);
     if let Ok(filter) = std::env::var("CRONQ_BENCH_LOG") {
-        cronq::cli::init_tracing(&filter);
+        cronq::cli::init_tracing(&filter, cronq::cli::LogFormat::Text);
     }
     let broker = Broker::start();
     let address = broker.address();

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# System packages the build needs beyond the Rust toolchain: OpenSSL's headers and pkg-config, for
-# librdkafka's TLS/SASL (rdkafka's `ssl` feature). Installed with apt when missing.
+# System packages the build and the tests need beyond the Rust toolchain, installed with apt when
+# missing:
+# - libssl-dev, pkg-config: librdkafka's TLS/SASL (rdkafka's `ssl` feature);
+# - chromium: the status pages are tested in a real headless browser.
 set -euo pipefail
-if dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
+packages=(libssl-dev pkg-config chromium)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
-echo "==> installing libssl-dev and pkg-config (apt) for librdkafka's TLS/SASL"
+echo "==> installing ${missing[*]} (apt)"
 sudo=""
 if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq libssl-dev pkg-config
+$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -101,7 +101,7 @@ def main():
     say(f"{N} jobs ({MIX}) written in {time.time() - t0:.1f} s: {os.path.getsize(path) / 1e6:.0f} MB")
     log_path = os.path.join(work, "cronq.log")
     log = open(log_path, "w")
-    proc = subprocess.Popen([CRONQ, "run", "--dry-run", "--schedule", path, "--tick", "1s"],
+    proc = subprocess.Popen([CRONQ, "run", "--dry-run", "--schedule", path, "--tick", "1s", "--http", "off"],
                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.time() + 300

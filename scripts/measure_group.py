@@ -126,7 +126,7 @@ class Member:
         self.p = subprocess.Popen([CRONQ, "run", "--brokers", brokers, "--group", group, "--topic", topic,
                                    "--member-id", name, "--schedule", path],
                                   stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
-                                  env={**os.environ, "CRONQ_LOG": "info,rskafka=warn,librdkafka=warn"})
+                                  env={**os.environ, "CRONQ_LOG": "info,rskafka=warn,librdkafka=warn", "CRONQ_HTTP": "127.0.0.1:0"})
 
     def text(self):
         with open(self.log) as f:

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
 use crate::dispatcher::service::{self, GroupConfig, ServiceConfig, ServiceError, SinkConfig};
+use crate::obs::http::Site;
+use crate::obs::Listen;
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
 use crate::worker::autoscale::ScaleConfig;
 use crate::worker::queue::Ordering;
@@ -34,6 +36,15 @@ pub struct Cli {
         default_value = "info,rskafka=off"
     )]
     pub log: String,
+    /// Log format on stderr: `text` for people, `json` for log shippers (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "CRONQ_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -109,6 +120,10 @@ pub struct RunArgs {
     /// Print each dispatch as a JSON line on stdout instead of producing to Kafka.
     #[arg(long, env = "CRONQ_DRY_RUN")]
     pub dry_run: bool,
+    /// Serve /metrics, /healthz, /readyz and the status page on this address (`off`: no server;
+    /// port 0: any free port, logged at start).
+    #[arg(long, env = "CRONQ_HTTP", default_value = "127.0.0.1:9464")]
+    pub http: Listen,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -187,6 +202,10 @@ pub struct WorkerArgs {
     /// Consumer group: workers in one group share the topic's partitions.
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-workers")]
     pub group: String,
+    /// Serve /metrics, /healthz, /readyz and the status page on this address (`off`: no server;
+    /// port 0: any free port, logged at start).
+    #[arg(long, env = "CRONQ_HTTP", default_value = "127.0.0.1:9465")]
+    pub http: Listen,
     /// Where a group with no committed offsets starts.
     #[arg(long, env = "CRONQ_START", value_enum, default_value_t = StartAt::Earliest)]
     pub start: StartAt,
@@ -440,6 +459,9 @@ pub enum CliError {
     /// Kafka could not be read.
     #[error("{0}")]
     Kafka(String),
+    /// The HTTP server of `--http` could not start.
+    #[error(transparent)]
+    Http(#[from] crate::obs::http::HttpError),
 
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
@@ -459,21 +481,42 @@ impl CliError {
             | CliError::Schedule(_)
             | CliError::Worker(_)
             | CliError::Dispatcher(_)
+            | CliError::Http(_)
             | CliError::Kafka(_) => 1,
         }
     }
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's own
+    /// fields (`slot`, `job`, `shard`, …) at the top level.
+    Json,
+}
+
 /// Installs the stderr log subscriber.
-pub fn init_tracing(filter: &str) {
+pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(true)
+            .init(),
+    }
 }
 
 /// Runs the parsed command line.
@@ -916,8 +959,55 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         group,
         clock,
     };
-    runtime.block_on(async move { service::run(config, cancel_on_signal()).await })?;
+    let site = placeholder_site("cronq dispatcher");
+    runtime.block_on(async move {
+        let http = Http::start(args.http, site).await?;
+        let result = service::run(config, cancel_on_signal()).await;
+        http.stop().await;
+        result.map_err(CliError::from)
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTP server of `--http` while the process runs.
+struct Http {
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Http {
+    /// Binds `listen` (a busy port is an error now) and serves `site`, or nothing for `off`.
+    async fn start(listen: Listen, site: Site) -> Result<Http, CliError> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = match listen {
+            Listen::Off => None,
+            Listen::At(addr) => {
+                let listener = crate::obs::http::bind(addr).await?;
+                Some(crate::obs::http::serve(listener, site, stop.clone()))
+            }
+        };
+        Ok(Http { stop, task })
+    }
+
+    /// Stops serving once the process's work is done.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            if let Err(e) = task.await {
+                tracing::error!(message = "HTTP server task failed", error = %e);
+            }
+        }
+    }
+}
+
+/// A site with no metrics and an empty page, until the dispatcher and the worker bring theirs.
+fn placeholder_site(title: &'static str) -> Site {
+    Site {
+        metrics: Arc::new(prometheus_client::registry::Registry::default()),
+        health: crate::obs::health::Health::new(&[]),
+        page: Arc::new(move || crate::obs::page::document(title, 10, &format!("<h1>{title}</h1>"))),
+        status: Arc::new(|| serde_json::json!({})),
+    }
 }
 
 fn default_worker_id() -> String {
@@ -999,8 +1089,13 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime
-        .block_on(async move { crate::worker::run(config, handler, cancel_on_signal()).await })?;
+    let site = placeholder_site("cronq worker");
+    runtime.block_on(async move {
+        let http = Http::start(args.http, site).await?;
+        let result = crate::worker::run(config, handler, cancel_on_signal()).await;
+        http.stop().await;
+        result.map_err(CliError::from)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

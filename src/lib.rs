@@ -35,6 +35,7 @@ pub mod cron;
 pub mod dispatcher;
 pub mod kafka;
 pub mod message;
+pub mod obs;
 pub mod schedule;
 pub mod tail;
 pub mod wheel;

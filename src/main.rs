@@ -7,7 +7,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cronq::cli::Cli::parse();
-    cronq::cli::init_tracing(&cli.log);
+    cronq::cli::init_tracing(&cli.log, cli.log_format);
+    let cli_json = cli.log_format == cronq::cli::LogFormat::Json;
     match cronq::cli::run(cli) {
         Ok(code) => code,
         // `cronq next … | head -1`: the reader left; that is not an error.
@@ -15,7 +16,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            if cli_json {
+                // One JSON object per line, the last one included.
+                tracing::error!(message = "cronq stopped", error = %err);
+            } else {
+                eprintln!("error: {err}");
+            }
             ExitCode::from(err.exit_code())
         }
     }

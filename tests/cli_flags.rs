@@ -6,6 +6,7 @@ use std::process::Command;
 
 fn cronq(args: &[&str]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cronq"));
+    command.env("CRONQ_HTTP", "127.0.0.1:0");
     for (name, _) in std::env::vars() {
         if name.starts_with("CRONQ_") {
             command.env_remove(name);
@@ -75,6 +76,7 @@ fn validate_reports_a_bad_catch_up_rule_with_file_line_job_and_field() {
 /// started a dispatcher or a worker) is killed, and the test sees it as exit status `None`.
 fn cronq_within(args: &[&str], limit: std::time::Duration) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cronq"));
+    command.env("CRONQ_HTTP", "127.0.0.1:0");
     for (name, _) in std::env::vars() {
         if name.starts_with("CRONQ_") {
             command.env_remove(name);
@@ -384,6 +386,7 @@ fn every_numeric_and_duration_flag_refuses_zero_negative_huge_and_malformed_valu
 #[test]
 fn a_bad_value_from_the_environment_is_the_same_usage_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_cronq"))
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["next", "* * * * *"])
         .env("CRONQ_COUNT", "18446744073709551615")
         .output()

@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, Timelike, Utc};
 /// environment, plus `env`.
 fn cronq_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cronq"));
+    command.env("CRONQ_HTTP", "127.0.0.1:0");
     for (name, _) in std::env::vars() {
         if name.starts_with("CRONQ_") {
             command.env_remove(name);

@@ -72,6 +72,7 @@ fn run_dry_run_hot_reloads_reports_an_invalid_file_and_keeps_running() {
     );
     let mut guard = KillOnDrop(
         Command::new(BIN)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args(["run", "--dry-run", "--tick", "20ms", "--schedule"])
             .arg(&path)
             .env("CRONQ_LOG", "info,rskafka=warn")
@@ -163,6 +164,7 @@ fn a_replayed_window_equals_cronq_next_slot_for_slot_for_every_job() {
     let schedule = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedule/schedule.json");
     let (from, until) = ("2026-03-28T00:00:00Z", "2026-04-01T12:00:00Z");
     let out = Command::new(BIN)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "run",
             "--dry-run",
@@ -198,6 +200,7 @@ fn a_replayed_window_equals_cronq_next_slot_for_slot_for_every_job() {
         let tz = job["timezone"].as_str().unwrap_or("UTC");
         let after = (utc(from) - chrono::Duration::seconds(1)).to_rfc3339();
         let next = Command::new(BIN)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args([
                 "next",
                 job["cronTime"].as_str().unwrap(),
@@ -239,6 +242,7 @@ fn a_replayed_window_equals_cronq_next_slot_for_slot_for_every_job() {
 #[test]
 fn validate_lists_jobs_for_a_good_file_and_every_problem_for_a_bad_one() {
     let good = Command::new(BIN)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["validate"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("schedule/schedule.json"))
         .output()
@@ -266,6 +270,7 @@ fn validate_lists_jobs_for_a_good_file_and_every_problem_for_a_bad_one() {
     )
     .unwrap();
     let out = Command::new(BIN)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["validate"])
         .arg(&bad)
         .output()
@@ -297,6 +302,7 @@ fn a_closed_stdout_stops_the_dry_run_with_an_error() {
     let drill = format!("60x@{}", Utc::now().timestamp());
     let mut guard = KillOnDrop(
         Command::new(BIN)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args(["run", "--dry-run", "--drill-clock", &drill, "--schedule"])
             .arg(&path)
             .stdout(Stdio::piped())
@@ -353,6 +359,7 @@ fn sigterm_stops_a_dispatcher_still_waiting_for_its_broker() {
         .port();
     let mut guard = KillOnDrop(
         Command::new(BIN)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args([
                 "run",
                 "--brokers",

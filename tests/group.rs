@@ -76,6 +76,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let log = dir.join(format!("{name}-{}.log", Utc::now().timestamp_millis()));
         let child = Command::new(CRONQ)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args(["run", "--brokers", broker, "--topic", topic])
             .args(["--group", &format!("g-{topic}"), "--member-id", name])
             .args(["--tick", "100ms", "--retry-backoff", "50ms"])
@@ -164,6 +165,7 @@ struct GroupEnd {
 
 fn status(broker: &str, topic: &str, drill: Drill) -> (bool, serde_json::Value) {
     let out = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "status",
             "--brokers",
@@ -570,6 +572,7 @@ fn status_shows_every_shard_owned_by_the_running_member() {
     member.wait_log("taking over a shard", Duration::from_secs(60));
     drill.wait_minutes(1, 40);
     let out = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "status",
             "--brokers",
@@ -628,6 +631,7 @@ fn status_shows_every_shard_owned_by_the_running_member() {
     // Its records go stale: after 2 drill minutes every shard is orphaned and status says so.
     drill.wait_minutes(3, 0);
     let out = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "status",
             "--brokers",

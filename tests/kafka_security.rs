@@ -133,6 +133,7 @@ fn create_topic(brokers: &str, topic: &str) {
 /// `cronq run` over the hour [FROM, UNTIL) with `args`, stderr to `log`.
 fn backfill(brokers: &str, schedule: &Path, log: &Path, args: &[&str]) -> std::process::Child {
     Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "run",
             "--brokers",
@@ -156,6 +157,7 @@ fn backfill(brokers: &str, schedule: &Path, log: &Path, args: &[&str]) -> std::p
 
 fn cronq_status(brokers: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["status", "--brokers", brokers, "--timeout", "8s"])
         .args(args)
         .env_remove("CRONQ_LOG")
@@ -339,6 +341,7 @@ fn tls_with_a_client_certificate_dispatches_through_both_clients_and_rdkafka_rea
     let results = format!("{topic}.results");
     let worker_log = dir.path().join("worker.log");
     let mut worker = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "worker",
             "--brokers",
@@ -663,6 +666,7 @@ fn inconsistent_security_flags_are_refused_at_start_naming_the_flag_and_the_file
     for sub in ["run", "worker", "tail", "status"] {
         for (args, expected) in &cases {
             let out = Command::new(CRONQ)
+                .env("CRONQ_HTTP", "127.0.0.1:0")
                 .arg(sub)
                 .args(["--brokers", "127.0.0.1:1"])
                 .args(args)
@@ -852,6 +856,7 @@ fn a_live_dispatcher_reports_a_long_outage_once_then_once_a_minute_then_its_end(
     let (dir, path) = schedule_file(&schedule(&jobs));
     let log = dir.path().join("cronq.log");
     let mut child = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["run", "--brokers", &broker.address(), "--topic", &topic])
         .args(["--group", &format!("g-{topic}"), "--session-timeout", "6s"])
         .arg("--schedule")

@@ -196,6 +196,7 @@ impl Worker {
         log: PathBuf,
     ) -> Worker {
         let child = Command::new(CRONQ)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args([
                 "worker",
                 "--brokers",
@@ -1598,6 +1599,7 @@ fn a_worker_refuses_to_start_with_a_handlers_directory_others_can_write() {
     let dir = handlers(&[("record", RECORD)]);
     let run = |handlers: &Path| {
         let out = Command::new(CRONQ)
+            .env("CRONQ_HTTP", "127.0.0.1:0")
             .args(["worker", "--brokers", "127.0.0.1:9"])
             .arg("--handlers")
             .arg(handlers)

@@ -276,6 +276,7 @@ pub fn cronq_backfill(
     extra_args: &[&str],
 ) -> Child {
     Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
         .args([
             "run",
             "--brokers",
@@ -314,4 +315,100 @@ pub fn wait_exit(child: &mut Child, timeout: Duration, log: &PathBuf) -> std::pr
         }
         pause();
     }
+}
+
+/// The address a `cronq run`/`cronq worker` started with `--http 127.0.0.1:0` serves on, from its
+/// "HTTP serving" log line in `log` (a text-format stderr log), waiting up to `timeout`.
+pub fn http_addr_in_log(log: &std::path::Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("HTTP serving")) {
+            if let Some(addr) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+            {
+                return addr.to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no \"HTTP serving\" line in {} within {timeout:?}:\n{text}",
+            log.display()
+        );
+        pause();
+    }
+}
+
+/// `GET url`: the status code and the body (any status; a refused connection panics).
+pub fn http_get(url: &str) -> (u16, String) {
+    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(resp) => {
+            let code = resp.status();
+            (code, resp.into_string().unwrap_or_default())
+        }
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// Debian's `chromium` (installed by scripts/deps.sh), or `$CHROMIUM`.
+pub fn chromium() -> PathBuf {
+    if let Ok(p) = std::env::var("CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "no chromium: install Debian's `chromium` package (scripts/deps.sh does) or set CHROMIUM"
+    )
+}
+
+fn headless(url: &str, extra: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().expect("chromium profile dir");
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The page at `url` as a real browser built it (`chromium --headless --dump-dom`).
+pub fn browser_dom(url: &str) -> String {
+    String::from_utf8_lossy(&headless(url, &["--dump-dom"]).stdout).into_owned()
+}
+
+/// A screenshot of the page at `url`, `width`×`height` CSS pixels, written to `path` (PNG).
+pub fn browser_screenshot(url: &str, path: &std::path::Path, width: u32, height: u32) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("screenshot directory");
+    }
+    headless(
+        url,
+        &[
+            &format!("--window-size={width},{height}"),
+            &format!("--screenshot={}", path.display()),
+        ],
+    );
+    let meta = std::fs::metadata(path).expect("chromium wrote no screenshot");
+    assert!(meta.len() > 1000, "screenshot {} is empty", path.display());
 }

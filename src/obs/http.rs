@@ -1,0 +1,126 @@
+//! The HTTP server of `--http`: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`
+//! (JSON; 503 when not alive/ready), `GET /` (the status page) and `GET /status.json` (the same
+//! data as JSON).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+
+/// What a process serves.
+#[derive(Clone)]
+pub struct Site {
+    /// Its metrics.
+    pub metrics: Arc<Registry>,
+    /// Its probes.
+    pub health: Arc<Health>,
+    /// Renders `GET /`.
+    pub page: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Renders `GET /status.json`.
+    pub status: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} (--http): {source}; pick another address or `--http off`")]
+    Bind {
+        /// The address of `--http`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` now, so a busy port is an error at start, not later.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serves `site` on `listener` until `shutdown`; logs the address it serves on.
+pub fn serve(listener: TcpListener, site: Site, shutdown: CancellationToken) -> JoinHandle<()> {
+    let local = listener.local_addr().ok();
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/status.json", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(site);
+    tokio::spawn(async move {
+        if let Some(addr) = local {
+            tracing::info!(
+                message = "HTTP serving /metrics /healthz /readyz and the status page",
+                addr = %addr,
+                url = %format!("http://{addr}/")
+            );
+        }
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(message = "HTTP server stopped", error = %e);
+        }
+    })
+}
+
+async fn page(State(site): State<Site>) -> Response {
+    let body = (site.page)();
+    ([(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+}
+
+async fn status(State(site): State<Site>) -> Response {
+    Json((site.status)()).into_response()
+}
+
+async fn metrics(State(site): State<Site>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &site.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz(State(site): State<Site>) -> Response {
+    let live = site.health.liveness();
+    let code = if live.alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(live)).into_response()
+}
+
+async fn readyz(State(site): State<Site>) -> Response {
+    let ready = site.health.readiness();
+    let code = if ready.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(ready)).into_response()
+}

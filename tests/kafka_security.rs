@@ -62,6 +62,19 @@ fn read_ids(
     topic: &str,
     timeout: Duration,
 ) -> Vec<String> {
+    read_records(brokers, settings, topic, timeout)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// As `read_ids`, with the partition each record is in.
+fn read_records(
+    brokers: &str,
+    settings: &[(&str, String)],
+    topic: &str,
+    timeout: Duration,
+) -> Vec<(i32, String)> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -104,7 +117,10 @@ fn read_ids(
             }
             let v: serde_json::Value =
                 serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-            ids.push(v["dispatchId"].as_str().unwrap_or_default().to_string());
+            ids.push((
+                m.partition(),
+                v["dispatchId"].as_str().unwrap_or_default().to_string(),
+            ));
         }
     }
     ids
@@ -753,6 +769,261 @@ fn a_missing_topic_does_not_stop_a_good_one_and_is_picked_up_once_created() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("topic usable again"), "{text}");
+}
+
+/// A proxy in front of the broker that understands just enough of the Kafka protocol to refuse
+/// the produce requests of one partition (KAFKA_STORAGE_ERROR, retriable) while `failing` is set,
+/// without passing them to the broker, and forwards everything else unchanged.
+struct PartitionFault {
+    port: u16,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// Reads one size-prefixed Kafka frame (the size included).
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut size = [0u8; 4];
+    r.read_exact(&mut size).await.ok()?;
+    let n = i32::from_be_bytes(size);
+    let mut frame = size.to_vec();
+    frame.resize(4 + usize::try_from(n).ok()?, 0);
+    r.read_exact(&mut frame[4..]).await.ok()?;
+    Some(frame)
+}
+
+/// A cursor over a request's bytes (big-endian, as Kafka writes them).
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    /// A (nullable) string with an int16 length.
+    fn string(&mut self) -> Option<String> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Some(String::new());
+        }
+        Some(String::from_utf8_lossy(self.take(n as usize)?).into_owned())
+    }
+}
+
+/// For a Produce request (v3-v7, the versions rskafka speaks): its version, correlation id and
+/// `(topic, [partition])` list.
+fn produce_request(frame: &[u8]) -> Option<(i16, i32, Vec<(String, Vec<i32>)>)> {
+    let mut b = Bytes(&frame[4..]);
+    let (api_key, version, correlation) = (b.i16()?, b.i16()?, b.i32()?);
+    if api_key != 0 || !(3..=7).contains(&version) {
+        return None;
+    }
+    b.string()?; // client id
+    b.string()?; // transactional id
+    b.i16()?; // acks
+    b.i32()?; // timeout
+    let mut topics = Vec::new();
+    for _ in 0..b.i32()? {
+        let name = b.string()?;
+        let mut partitions = Vec::new();
+        for _ in 0..b.i32()? {
+            partitions.push(b.i32()?);
+            let records = b.i32()?;
+            if records > 0 {
+                b.take(records as usize)?;
+            }
+        }
+        topics.push((name, partitions));
+    }
+    Some((version, correlation, topics))
+}
+
+/// A Produce response (v3-v7) failing every partition of the request with `error`.
+fn produce_error(
+    version: i16,
+    correlation: i32,
+    topics: &[(String, Vec<i32>)],
+    error: i16,
+) -> Vec<u8> {
+    let mut body = correlation.to_be_bytes().to_vec();
+    body.extend((topics.len() as i32).to_be_bytes());
+    for (name, partitions) in topics {
+        body.extend((name.len() as i16).to_be_bytes());
+        body.extend(name.as_bytes());
+        body.extend((partitions.len() as i32).to_be_bytes());
+        for p in partitions {
+            body.extend(p.to_be_bytes());
+            body.extend(error.to_be_bytes());
+            body.extend((-1i64).to_be_bytes()); // base offset
+            body.extend((-1i64).to_be_bytes()); // log append time (v2+)
+            if version >= 5 {
+                body.extend((-1i64).to_be_bytes()); // log start offset
+            }
+        }
+    }
+    body.extend(0i32.to_be_bytes()); // throttle time
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+fn partition_fault(upstream: u16, topic: String, partition: i32) -> PartitionFault {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let failing = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (fail, count) = (failing.clone(), refused.clone());
+    runtime.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut from_client, to_client) = client.into_split();
+            let (mut from_broker, mut to_broker) = broker.into_split();
+            let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+            let replies = to_client.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = read_frame(&mut from_broker).await {
+                    if replies.lock().await.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let (topic, fail, count) = (topic.clone(), fail.clone(), count.clone());
+            tokio::spawn(async move {
+                while let Some(frame) = read_frame(&mut from_client).await {
+                    if let Some((version, correlation, topics)) = produce_request(&frame) {
+                        let victim = topics
+                            .iter()
+                            .any(|(t, ps)| *t == topic && ps.contains(&partition));
+                        if victim && fail.load(Ordering::SeqCst) {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let reply =
+                                produce_error(version, correlation, &topics, KAFKA_STORAGE_ERROR);
+                            if to_client.lock().await.write_all(&reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    if to_broker.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    PartitionFault {
+        port,
+        failing,
+        refused,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn a_failing_partition_does_not_stop_the_others_and_delivers_once_it_recovers() {
+    use std::sync::atomic::Ordering;
+    let mut broker = Broker::not_started();
+    let topic = random_topic("partfail");
+    const VICTIM: i32 = 1;
+    let proxy = partition_fault(broker.port, topic.clone(), VICTIM);
+    broker.advertised_port = Some(proxy.port);
+    broker.launch();
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    create_topic(&brokers, &topic);
+    // 30 jobs every 5 minutes: 360 dispatches over the 3 partitions by their keys.
+    let names: Vec<String> = (0..30).map(|i| format!("pf-{i:02}")).collect();
+    let jobs: Vec<(&str, u32, Option<&str>)> =
+        names.iter().map(|n| (n.as_str(), 5, None)).collect();
+    let all: HashSet<String> = names.iter().flat_map(|n| hour_of(n, 5)).collect();
+    // Kafka's default partitioner, written out here: murmur2 of the key, positive, mod partitions.
+    let partition_of = |id: &str| {
+        let job = id.split('@').next().unwrap_or_default();
+        (murmur2::murmur2(job.as_bytes(), murmur2::KAFKA_SEED) & 0x7fff_ffff) as i32 % PARTITIONS
+    };
+    let (victim_ids, other_ids): (HashSet<String>, HashSet<String>) = all
+        .iter()
+        .cloned()
+        .partition(|id| partition_of(id) == VICTIM);
+    assert!(!victim_ids.is_empty() && !other_ids.is_empty());
+    let (dir, path) = schedule_file(&schedule(&jobs));
+    let log = dir.path().join("cronq.log");
+    let mut child = backfill(
+        &brokers,
+        &path,
+        &log,
+        &["--topic", &topic, "--no-create-topics"],
+    );
+    // While partition VICTIM refuses every produce, the other partitions get all their dispatches.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = read_records(&brokers, &[], &topic, Duration::from_secs(10));
+        assert!(
+            got.iter().all(|(p, _)| *p != VICTIM),
+            "a refused partition holds records: {got:?}"
+        );
+        let ids: HashSet<String> = got.into_iter().map(|(_, id)| id).collect();
+        if ids == other_ids && proxy.refused.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "with partition {VICTIM} failing, the others got {} of {} (refused requests: {}); log:\n{}",
+            ids.len(),
+            other_ids.len(),
+            proxy.refused.load(Ordering::SeqCst),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        pause();
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the replay waits for the failing partition's dispatches"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let report = text
+        .lines()
+        .find(|l| l.contains("partition failing"))
+        .unwrap_or_else(|| panic!("the failing partition is reported:\n{text}"));
+    assert!(
+        report.contains(&format!("partition={VICTIM}")) && report.contains(&topic),
+        "the report names the topic and partition: {report}"
+    );
+    // The partition recovers: its dispatches go out, each once, and the replay finishes.
+    proxy.failing.store(false, Ordering::SeqCst);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60), &log).success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got = read_records(&brokers, &[], &topic, Duration::from_secs(30));
+    assert_eq!(got.len(), all.len(), "every dispatch once: {got:?}");
+    let ids: HashSet<String> = got.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids, all);
+    for (p, id) in &got {
+        assert_eq!(*p, partition_of(id), "{id} in partition {p}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("partition delivering again"), "{text}");
 }
 
 // ---- outage: state changes, not a warning per retry ----

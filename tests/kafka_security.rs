@@ -818,9 +818,12 @@ impl Bytes<'_> {
     }
 }
 
+/// The `(topic, [partition])` list of a produce request.
+type Targets = Vec<(String, Vec<i32>)>;
+
 /// For a Produce request (v3-v7, the versions rskafka speaks): its version, correlation id and
-/// `(topic, [partition])` list.
-fn produce_request(frame: &[u8]) -> Option<(i16, i32, Vec<(String, Vec<i32>)>)> {
+/// targets.
+fn produce_request(frame: &[u8]) -> Option<(i16, i32, Targets)> {
     let mut b = Bytes(&frame[4..]);
     let (api_key, version, correlation) = (b.i16()?, b.i16()?, b.i32()?);
     if api_key != 0 || !(3..=7).contains(&version) {

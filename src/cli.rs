@@ -398,6 +398,9 @@ pub struct NextArgs {
     /// The IANA time zone whose wall clock the expression is read on.
     #[arg(long, default_value = "UTC", env = "CRONQ_TZ")]
     pub tz: String,
+    /// The job whose name resolves `H` (Jenkins' hash) in the expression.
+    #[arg(long, env = "CRONQ_JOB")]
+    pub job: Option<String>,
 }
 
 /// `cronq explain`
@@ -408,6 +411,9 @@ pub struct ExplainArgs {
     /// The IANA time zone whose wall clock the expression is read on.
     #[arg(long, default_value = "UTC", env = "CRONQ_TZ")]
     pub tz: String,
+    /// The job whose name resolves `H` (Jenkins' hash) in the expression.
+    #[arg(long, env = "CRONQ_JOB")]
+    pub job: Option<String>,
 }
 
 /// Errors a subcommand reports to the user.
@@ -736,9 +742,9 @@ fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn compile(expr: &str, tz: &str) -> Result<CronExpr, CliError> {
+fn compile(expr: &str, tz: &str, job: Option<&str>) -> Result<CronExpr, CliError> {
     let zone = parse_zone(tz).map_err(CliError::Zone)?;
-    CronExpr::parse(expr, zone).map_err(|source| CliError::Expression {
+    CronExpr::parse_for_job(expr, zone, job).map_err(|source| CliError::Expression {
         expr: expr.to_string(),
         source,
     })
@@ -771,7 +777,7 @@ fn upcoming(expr: &CronExpr, after: DateTime<Utc>, count: usize) -> Vec<DateTime
 }
 
 fn next(args: NextArgs) -> Result<ExitCode, CliError> {
-    let expr = compile(&args.expr, &args.tz)?;
+    let expr = compile(&args.expr, &args.tz, args.job.as_deref())?;
     let after = match &args.after {
         Some(text) => parse_instant("--after", text)?,
         None => Utc::now(),
@@ -785,8 +791,11 @@ fn next(args: NextArgs) -> Result<ExitCode, CliError> {
 }
 
 fn explain(args: ExplainArgs) -> Result<ExitCode, CliError> {
-    let expr = compile(&args.expr, &args.tz)?;
+    let expr = compile(&args.expr, &args.tz, args.job.as_deref())?;
     let mut out = std::io::stdout().lock();
+    if let (true, Some(job)) = (crate::cron::hash::uses_hash(&args.expr), &args.job) {
+        writeln!(out, "{} (H resolved for job {job:?})", expr.source())?;
+    }
     writeln!(out, "{}", expr.describe())?;
     for t in upcoming(&expr, Utc::now(), 5) {
         writeln!(out, "  {}", format_instant(t, expr.tz()))?;

@@ -309,3 +309,38 @@ fn explain_rejects_like_next() {
          or \"Europe/Berlin\"\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Jenkins' H
+// ---------------------------------------------------------------------------------------------
+
+/// `H H * * *` for `nightly-backup` is minute 9, hour 5: murmur2("nightly-backup:minute") =
+/// 1593384549 and murmur2("nightly-backup:hour") = 943983893 by kafka-python's implementation.
+#[test]
+fn next_and_explain_resolve_h_for_the_job_given() {
+    let out = success(&cronq(&[
+        "next",
+        "H H * * *",
+        "--job",
+        "nightly-backup",
+        "--after",
+        "2026-11-30T00:00:00Z",
+        "-n",
+        "2",
+    ]));
+    assert_eq!(out, "2026-11-30T05:09:00Z\n2026-12-01T05:09:00Z\n");
+    let out = success(&cronq(&["explain", "H H * * *", "--job", "nightly-backup"]));
+    assert!(
+        out.starts_with("9 5 * * * (H resolved for job \"nightly-backup\")\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn h_without_a_job_is_a_usage_error_that_says_how_to_give_one() {
+    for sub in ["next", "explain"] {
+        let err = usage_error(&cronq(&[sub, "H * * * *"]));
+        assert!(err.contains("`H` picks a value from the job's name"), "{err}");
+        assert!(err.contains("--job NAME"), "{err}");
+    }
+}

@@ -177,6 +177,9 @@ pub enum SyntaxError {
         /// The macro as written.
         name: String,
     },
+    /// `H` with no job name to hash.
+    #[error("`H` picks a value from the job's name, and there is none: give a job name (`--job NAME` on the command line), or write the value")]
+    HashWithoutJob,
     /// One field is wrong.
     #[error("{field}: {problem}")]
     Field {

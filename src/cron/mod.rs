@@ -10,6 +10,7 @@
 //! cron through [`CronExpr`].
 
 pub mod dialect;
+pub mod hash;
 pub mod tz;
 
 use std::fmt;
@@ -102,6 +103,20 @@ impl CronExpr {
     /// assert_eq!(err.to_string(), "minute: 61 is out of range 0-59");
     /// ```
     pub fn parse(text: &str, tz: Tz) -> Result<CronExpr, CronError> {
+        CronExpr::parse_for_job(text, tz, None)
+    }
+
+    /// Parses an expression of job `job`, whose `H` items (Jenkins' hash, see [`hash`]) are
+    /// resolved from the job's name first; without a job, `H` is an error.
+    ///
+    /// ```
+    /// use cronq::cron::CronExpr;
+    /// let e = CronExpr::parse_for_job("H H * * *", chrono_tz::UTC, Some("nightly-backup")).unwrap();
+    /// assert_eq!(e.source(), "9 5 * * *");
+    /// ```
+    pub fn parse_for_job(text: &str, tz: Tz, job: Option<&str>) -> Result<CronExpr, CronError> {
+        let resolved = hash::resolve(text, job)?;
+        let text = resolved.as_ref();
         let translation = dialect::translate(text)?;
         let compiled: saffron::Cron =
             translation

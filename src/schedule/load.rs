@@ -29,7 +29,7 @@ pub struct JobSpec {
     pub priority: i32,
     /// The payload: what a worker executes.
     pub job: String,
-    /// The cron expression as written.
+    /// The cron expression as written, with `H` (Jenkins' hash) resolved for this job's name.
     /// Shared by every job with the same text (one allocation per distinct expression).
     pub cron_time: Arc<str>,
     /// The zone `cron_time` is read in.
@@ -932,6 +932,25 @@ impl<'a> Checker<'a> {
                     Some(text) => Some(Cow::Borrowed(text)),
                     None => self.string_field(v, job_ref, "cronTime").map(Cow::Owned),
                 };
+                // Jenkins' `H`: resolved from the job's name into plain numbers first, so that
+                // jobs share a compiled expression only when they fire at the same times.
+                let text = match text {
+                    Some(t) if crate::cron::hash::uses_hash(&t) => {
+                        match crate::cron::hash::resolve(&t, name_ref) {
+                            Ok(resolved) => Some(Cow::Owned(resolved.into_owned())),
+                            Err(e) => {
+                                self.report(
+                                    Some(v.get()),
+                                    Some(job_ref),
+                                    Some("cronTime"),
+                                    e.to_string(),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 // With an invalid zone the expression is still checked (in UTC), so that its own
                 // problems are reported in the same pass; the job is rejected either way.
                 match (text, timezone.unwrap_or(chrono_tz::UTC)) {
@@ -1120,6 +1139,29 @@ mod tests {
         let fresh = parse(v2.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
         let specs = |s: &Schedule| s.jobs.iter().map(|j| (*j.spec).clone()).collect::<Vec<_>>();
         assert_eq!(specs(&new), specs(&fresh));
+    }
+
+    /// `H` resolves per job name before expressions are shared: two jobs share a compiled
+    /// expression only when they resolve alike.
+    #[test]
+    fn h_resolves_per_job_before_expressions_are_shared() {
+        let json = r#"{"jobs":[{"jobName":"nightly-backup","job":"x","cronTime":"H H * * *"},
+            {"jobName":"report-7","job":"x","cronTime":"H H * * *"},
+            {"jobName":"other","job":"x","cronTime":"9 5 * * *"}]}"#;
+        let s = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
+        let text = |i: usize| s.jobs[i].spec.cron_time.to_string();
+        // nightly-backup: minute 1593384549 mod 60 = 9, hour 943983893 mod 24 = 5 (see cron::hash).
+        assert_eq!(text(0), "9 5 * * *");
+        assert_ne!(text(1), text(0));
+        assert!(Arc::ptr_eq(&s.jobs[0].expr, &s.jobs[2].expr));
+        assert!(!Arc::ptr_eq(&s.jobs[0].expr, &s.jobs[1].expr));
+        let got = problems(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"H(50-10) * * * *"}]}"#);
+        assert_eq!(
+            got,
+            [
+                r#"s.json:1:46: jobs[0] "a": cronTime: minute: range "H(50-10)" is reversed: the start must not be after the end"#
+            ]
+        );
     }
 
     fn problems(json: &str) -> Vec<String> {

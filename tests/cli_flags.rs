@@ -328,6 +328,24 @@ const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
         &["0s", "-1s", "11m", "99999999999999999999999s", "x"],
     ),
     (
+        "trigger",
+        "--timeout",
+        "1s-10m",
+        &["0s", "-1s", "11m", "99999999999999999999999s", "x"],
+    ),
+    (
+        "trigger",
+        "--partitions",
+        "1-10000",
+        &["0", "-1", "10001", "99999999999999999999999", "x"],
+    ),
+    (
+        "trigger",
+        "--replication-factor",
+        "1-32",
+        &["0", "-1", "33", "99999999999999999999999", "x"],
+    ),
+    (
         "next",
         "--count",
         "0-100000",
@@ -355,6 +373,7 @@ fn every_numeric_and_duration_flag_refuses_zero_negative_huge_and_malformed_valu
                 "worker" => args.extend(["--handlers", "/nonexistent", "--brokers", "127.0.0.1:1"]),
                 "tail" | "status" => args.extend(["--brokers", "127.0.0.1:1"]),
                 "next" => args.push("* * * * *"),
+                "trigger" => args.extend(["some-job", "--schedule", "/nonexistent"]),
                 _ => {}
             }
             let out = cronq_within(&args, std::time::Duration::from_secs(10));

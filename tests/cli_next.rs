@@ -340,7 +340,10 @@ fn next_and_explain_resolve_h_for_the_job_given() {
 fn h_without_a_job_is_a_usage_error_that_says_how_to_give_one() {
     for sub in ["next", "explain"] {
         let err = usage_error(&cronq(&[sub, "H * * * *"]));
-        assert!(err.contains("`H` picks a value from the job's name"), "{err}");
+        assert!(
+            err.contains("`H` picks a value from the job's name"),
+            "{err}"
+        );
         assert!(err.contains("--job NAME"), "{err}");
     }
 }

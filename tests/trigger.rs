@@ -1,0 +1,194 @@
+//! `cronq trigger`: a run by hand reaches a real worker through a real broker and runs once.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn trigger(broker: &str, schedule: &Path, topic: &str, args: &[&str]) -> std::process::Output {
+    Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .args([
+            "trigger",
+            "--brokers",
+            broker,
+            "--topic",
+            topic,
+            "--schedule",
+        ])
+        .arg(schedule)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cronq trigger")
+}
+
+#[test]
+fn a_triggered_run_reaches_a_worker_and_runs_once() {
+    let broker = Broker::start();
+    let topic = random_topic("trigger");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran.txt");
+    // No dispatcher runs here: the only run is the triggered one.
+    let schedule = format!(
+        r#"{{"jobs":[{{"jobName":"by-hand","priority":1,"job":"echo \"$CRONQ_DISPATCH_ID\" >> {}","cronTime":"0 0 1 1 *"}},
+            {{"jobName":"other","priority":1,"job":"true","cronTime":"0 0 * * *"}}]}}"#,
+        marker.display()
+    );
+    let (_sdir, path) = schedule_file(&schedule);
+    let before = chrono::Utc::now().timestamp();
+    let out = trigger(&broker.address(), &path, &topic, &["by-hand"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // by-hand@<whole seconds>#manual, at the trigger instant.
+    let at = id
+        .strip_prefix("by-hand@")
+        .and_then(|rest| rest.strip_suffix("#manual"))
+        .unwrap_or_else(|| panic!("dispatchId {id:?}"));
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp();
+    assert!(
+        (before..=before + 5).contains(&at),
+        "{id} triggered at {before}"
+    );
+
+    // The record on the topic is the job's, with the dispatchId printed.
+    let records = consume_all(&broker.address(), &topic, 3, 1, Duration::from_secs(30));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].key, b"by-hand");
+    assert_eq!(records[0].value["dispatchId"], id.as_str());
+    assert_eq!(records[0].value["scheduledAt"], id[8..id.len() - 7]);
+
+    // A worker runs it once and reports it.
+    let log = dir.path().join("worker.log");
+    let mut worker = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .args([
+            "worker",
+            "--shell",
+            "--brokers",
+            &broker.address(),
+            "--topic",
+            &topic,
+        ])
+        .args(["--group", &format!("{topic}-workers")])
+        .args(["--results-topic", &format!("{topic}.results")])
+        .args(["--commit-interval", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let results_topic = format!("{topic}.results");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let result = loop {
+        let results = consume_all(
+            &broker.address(),
+            &results_topic,
+            3,
+            1,
+            Duration::from_secs(5),
+        );
+        if let Some(r) = results
+            .into_iter()
+            .find(|r| r.value["dispatchId"] == id.as_str())
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result for {id}; worker log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        pause();
+    };
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(result.value["status"], "succeeded", "{}", result.value);
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(ran, format!("{id}\n"), "ran once, with its dispatchId");
+}
+
+#[test]
+fn trigger_refuses_an_unknown_job_and_a_past_instant_naming_them() {
+    let (_dir, path) = schedule_file(
+        r#"{"jobs":[{"jobName":"nightly-backup","priority":1,"job":"true","cronTime":"0 2 * * *"}]}"#,
+    );
+    // No broker is needed to refuse these: nothing is sent.
+    let out = Command::new(CRONQ)
+        .args([
+            "trigger",
+            "nightly-backpu",
+            "--brokers",
+            "127.0.0.1:9",
+            "--schedule",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no job \"nightly-backpu\" in")
+            && stderr.contains("did you mean \"nightly-backup\"?"),
+        "{stderr}"
+    );
+    let out = Command::new(CRONQ)
+        .args([
+            "trigger",
+            "nightly-backup",
+            "--brokers",
+            "127.0.0.1:9",
+            "--at",
+            "2020-01-01T00:00:00Z",
+            "--schedule",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--at: 2020-01-01T00:00:00Z is in the past"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn trigger_at_a_later_instant_waits_for_it_and_stamps_the_run_with_it() {
+    let broker = Broker::start();
+    let topic = random_topic("trigger-at");
+    let (_dir, path) = schedule_file(
+        r#"{"jobs":[{"jobName":"later","priority":1,"job":"true","cronTime":"0 2 * * *"}]}"#,
+    );
+    let at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 3, 0).unwrap();
+    let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let out = trigger(
+        &broker.address(),
+        &path,
+        &topic,
+        &["later", "--at", &at_text],
+    );
+    let done = chrono::Utc::now();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(id, format!("later@{at_text}#manual\n"));
+    assert!(done >= at, "returned at {done}, before {at}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("waiting to trigger"),
+        "says what it waits for: {stderr}"
+    );
+    let records = consume_all(&broker.address(), &topic, 3, 1, Duration::from_secs(30));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value["scheduledAt"], at_text.as_str());
+}

@@ -281,6 +281,34 @@ fn bind_mounts(service: &Value) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// A tool scripts/deploy_tools.sh installs into target/deploy-venv.
+fn venv_tool(name: &str) -> PathBuf {
+    let tool = repo().join("target/deploy-venv/bin").join(name);
+    assert!(
+        tool.is_file(),
+        "{} is missing: run scripts/deploy_tools.sh (a virtualenv with the PyPI checkers)",
+        tool.display()
+    );
+    tool
+}
+
+#[test]
+fn compose_file_passes_the_compose_spec_schema() {
+    // check-jsonschema ships the Compose Specification's schema (no download): a misspelt or
+    // misplaced key fails here, which the checks below, reading only the keys they know, would miss.
+    let out = Command::new(venv_tool("check-jsonschema"))
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(repo().join("docker/docker-compose.yaml"))
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn compose_ports_health_checks_and_volumes_match_the_http_addresses_and_the_repo() {
     let compose = compose();
@@ -1242,12 +1270,7 @@ fn kube_command_lines() -> Vec<CommandLine> {
 
 #[test]
 fn kubernetes_manifests_pass_the_schema_validator() {
-    let validator = repo().join("target/deploy-venv/bin/kubernetes-validate");
-    assert!(
-        validator.is_file(),
-        "{} is missing: run scripts/deploy_tools.sh (a virtualenv with kubernetes-validate from PyPI)",
-        validator.display()
-    );
+    let validator = venv_tool("kubernetes-validate");
     let docs = kube_docs();
     let files: BTreeSet<PathBuf> = docs.iter().map(|(f, _)| f.clone()).collect();
     // The oldest and the newest Kubernetes the validator knows of that we support.

@@ -27,6 +27,7 @@ else
   CRONQ=target/release/cronq
 fi
 
+STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 DIR="${QUICKSTART_DIR:-.quickstart}"
 DISPATCHER_HTTP="${QUICKSTART_DISPATCHER_HTTP:-127.0.0.1:9464}"
 WORKER_HTTP="${QUICKSTART_WORKER_HTTP:-127.0.0.1:9465}"
@@ -61,16 +62,24 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# One readable line per JobResult or dead letter (`cronq tail --json` gives one JSON value a line).
+# One readable line per JobResult or dead letter (`cronq tail --json` gives one JSON value a line),
+# leaving out those of earlier quickstarts: the tails read their topics from the beginning, since
+# on a first run the worker creates them and may report before a tail waiting for them notices.
 # shellcheck disable=SC2016
 SHOW='
 import json, sys
-kind = sys.argv[1]
+from datetime import datetime
+kind, since = sys.argv[1], datetime.fromisoformat(sys.argv[2].replace("Z", "+00:00"))
+def before_start(result):
+    at = (result or {}).get("finishedAt")
+    return bool(at) and datetime.fromisoformat(at.replace("Z", "+00:00")) < since
 for line in sys.stdin:
     try:
         v = json.loads(line)
     except ValueError:
         print(kind, line.rstrip(), flush=True)
+        continue
+    if before_start(v if kind == "result" else v.get("lastResult")):
         continue
     if kind == "result":
         out = (v.get("stdoutTail") or v.get("stderrTail") or "").strip().splitlines()
@@ -97,17 +106,13 @@ http_ok() {
 # A replay of the minute that just ended (`run --from --until` dispatches a window and exits): the
 # first results show at once instead of at the next :00, and the job topic exists before the worker
 # subscribes (a worker subscribed to a missing topic sees it only at its next metadata refresh).
+# On a second quickstart that slot may have run already: write-line, keyed on CRONQ_DISPATCH_ID,
+# then says "already written", as an idempotent handler should.
 until_s=$(($(date -u +%s) / 60 * 60))
 from=$(date -u -d "@$((until_s - 60))" +%Y-%m-%dT%H:%M:%SZ)
 until=$(date -u -d "@$until_s" +%Y-%m-%dT%H:%M:%SZ)
 echo "==> replaying the slot $from now, so results show without waiting for the next minute"
 "$CRONQ" run --schedule "$SCHEDULE" --topic "$JOBS" --from "$from" --until "$until" 2>>"$DIR/dispatcher.log"
-
-# The streams first, so no result is missed while the processes start.
-"$CRONQ" tail --json --topic "$RESULTS" 2>>"$DIR/tail.log" > >(python3 -u -c "$SHOW" result) &
-pids+=($!)
-"$CRONQ" tail --json --topic "$DLQ" 2>>"$DIR/tail.log" > >(python3 -u -c "$SHOW" dlq) &
-pids+=($!)
 
 # Waits (up to 5 s) for NAME's /healthz at ADDR, then prints its status page's URL.
 announce() { # NAME ADDR
@@ -132,6 +137,12 @@ WRITE_LINE_FILE="$DIR/lines.txt" CRONQ_HTTP="$WORKER_HTTP" "$CRONQ" worker \
   --topic "$JOBS" --results-topic "$RESULTS" --dlq-topic "$DLQ" --group quickstart-workers \
   --handlers "$HANDLERS" --pass-env WRITE_LINE_FILE --max-attempts 3 --retry-backoff 1s \
   2>>"$DIR/worker.log" &
+pids+=($!)
+"$CRONQ" tail --json --from-beginning --topic "$RESULTS" 2>>"$DIR/tail.log" \
+  > >(python3 -u -c "$SHOW" result "$STARTED") &
+pids+=($!)
+"$CRONQ" tail --json --from-beginning --topic "$DLQ" 2>>"$DIR/tail.log" \
+  > >(python3 -u -c "$SHOW" dlq "$STARTED") &
 pids+=($!)
 announce worker "$WORKER_HTTP"
 

@@ -597,7 +597,7 @@ const METRICS: &[(&str, bool)] = &[
     ("cronq_queue_depth", false),
     ("cronq_schedule_jobs", false),
     ("cronq_schedule_reloads_total", false),
-    ("cronq_schedule_reload_seconds", false),
+    ("cronq_schedule_reload_seconds", true),
     ("cronq_tick_lag_seconds", false),
     ("cronq_shards_owned", false),
     ("cronq_shard_cursor_lag_seconds", false),
@@ -798,7 +798,8 @@ fn exported(text: &str) -> BTreeSet<String> {
             let (Some(name), Some(kind)) = (it.next(), it.next()) else {
                 continue;
             };
-            out.insert(name.to_string());
+            // Only the names samples take: a histogram's bare name, or a counter's without
+            // `_total` (OpenMetrics' TYPE line), is no series a query can read.
             match kind {
                 "counter" => {
                     out.insert(format!("{}_total", name.trim_end_matches("_total")));
@@ -808,7 +809,9 @@ fn exported(text: &str) -> BTreeSet<String> {
                         out.insert(format!("{name}{s}"));
                     }
                 }
-                _ => {}
+                _ => {
+                    out.insert(name.to_string());
+                }
             }
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let name: String = line
@@ -819,6 +822,35 @@ fn exported(text: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+#[test]
+fn the_exposition_parser_offers_only_names_that_samples_take() {
+    // OpenMetrics (prometheus-client): counters' TYPE lines lack `_total`; families not yet
+    // observed have a TYPE line and no sample.
+    let open_metrics = "# HELP cronq_dispatched Acked.\n# TYPE cronq_dispatched counter\n\
+        cronq_dispatched_total{topic=\"jobs\"} 3\n# TYPE cronq_takeovers counter\n\
+        # TYPE cronq_dispatch_skew_seconds histogram\n# UNIT cronq_dispatch_skew_seconds seconds\n\
+        # TYPE cronq_undelivered gauge\ncronq_undelivered 0\n# EOF\n";
+    let names = exported(open_metrics);
+    let expected: BTreeSet<String> = [
+        "cronq_dispatched_total",
+        "cronq_takeovers_total",
+        "cronq_dispatch_skew_seconds_bucket",
+        "cronq_dispatch_skew_seconds_sum",
+        "cronq_dispatch_skew_seconds_count",
+        "cronq_undelivered",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(names, expected);
+    // The classic text format names counters with `_total` in TYPE.
+    let text = "# TYPE cronq_job_runs_total counter\ncronq_job_runs_total{status=\"failed\"} 1\n";
+    assert_eq!(
+        exported(text),
+        BTreeSet::from(["cronq_job_runs_total".to_string()])
+    );
 }
 
 /// `GET path` over HTTP/1.0: (status code, body).
@@ -1019,6 +1051,69 @@ fn dockerfile_builds_in_two_stages_and_runs_cronq_as_a_non_root_user_on_bookworm
             );
         }
     }
+}
+
+/// Packages debian:bookworm-slim ships (its essential set and their libraries) that cronq links.
+const IN_BOOKWORM_SLIM: &[&str] = &["libc6", "libgcc-s1", "zlib1g"];
+
+#[test]
+fn the_runtime_image_installs_every_shared_library_the_binary_links() {
+    // ldd of the binary under test (built on Debian, as the image's build stage is), each
+    // library's Debian package by dpkg: a new system library (say, libsasl2 for GSSAPI) must be
+    // installed by the runtime stage, or the image's `cronq --version` fails its build.
+    let ldd = Command::new("ldd").arg(CRONQ).output().expect("run ldd");
+    assert!(ldd.status.success(), "ldd {CRONQ}");
+    let instructions = dockerfile();
+    let runtime_from = instructions
+        .iter()
+        .rposition(|(i, _)| i == "FROM")
+        .expect("FROM");
+    let installed: BTreeSet<String> = instructions[runtime_from..]
+        .iter()
+        .filter(|(i, _)| i == "RUN")
+        .flat_map(|(_, r)| {
+            r.split("apt-get install")
+                .skip(1)
+                .flat_map(|rest| {
+                    rest.split("&&")
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .filter(|w| !w.starts_with('-'))
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut missing = Vec::new();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let Some(lib) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !line.contains("=>") || lib.starts_with("linux-vdso") {
+            continue;
+        }
+        let owner = Command::new("dpkg")
+            .args(["-S", &format!("*/{lib}")])
+            .output()
+            .expect("run dpkg -S");
+        let text = String::from_utf8_lossy(&owner.stdout);
+        let package = text
+            .lines()
+            .next()
+            .and_then(|l| l.split(':').next())
+            .unwrap_or_else(|| panic!("no Debian package owns {lib}"))
+            .to_string();
+        if !installed.contains(&package) && !IN_BOOKWORM_SLIM.contains(&package.as_str()) {
+            missing.push(format!("{lib} (package {package})"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the runtime stage (installing {installed:?}) lacks: {}",
+        missing.join(", ")
+    );
 }
 
 /// Where the Dockerfile puts examples/handlers and examples/schedule.json.
@@ -1231,9 +1326,13 @@ fn kube_command_lines() -> Vec<CommandLine> {
         if kind_of(doc) != "Deployment" {
             continue;
         }
-        for c in get(doc, &["spec", "template", "spec", "containers"])
+        let pod = get(doc, &["spec", "template", "spec"]);
+        let init = pod.get("initContainers").and_then(Value::as_sequence);
+        for c in get(pod, &["containers"])
             .as_sequence()
             .expect("containers")
+            .iter()
+            .chain(init.into_iter().flatten())
         {
             let mut env: Vec<(String, Option<String>)> = c
                 .get("env")
@@ -1440,6 +1539,17 @@ fn kubernetes_manifests_agree_with_each_other_the_image_and_the_endpoints() {
                 );
             }
             "worker" => {
+                // Its init container waits for the topic it subscribes to.
+                let topic =
+                    flag_value(&args, "--topic").or_else(|| default_of("worker", "--topic"));
+                let waits = pod
+                    .get("initContainers")
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                    .map(|c| strings(get(c, &["args"])))
+                    .any(|a| a[0] == "tail" && flag_value(&a, "--topic") == topic);
+                assert!(waits, "{name}: no init container waits for topic {topic:?}");
                 let handlers = flag_value(&args, "--handlers").expect("--handlers");
                 assert_eq!(
                     handlers,

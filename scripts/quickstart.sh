@@ -112,7 +112,8 @@ until_s=$(($(date -u +%s) / 60 * 60))
 from=$(date -u -d "@$((until_s - 60))" +%Y-%m-%dT%H:%M:%SZ)
 until=$(date -u -d "@$until_s" +%Y-%m-%dT%H:%M:%SZ)
 echo "==> replaying the slot $from now, so results show without waiting for the next minute"
-"$CRONQ" run --schedule "$SCHEDULE" --topic "$JOBS" --from "$from" --until "$until" 2>>"$DIR/dispatcher.log"
+CRONQ_HTTP="$DISPATCHER_HTTP" "$CRONQ" run --schedule "$SCHEDULE" --topic "$JOBS" \
+  --from "$from" --until "$until" 2>>"$DIR/dispatcher.log"
 
 # Waits (up to 5 s) for NAME's /healthz at ADDR, then prints its status page's URL.
 announce() { # NAME ADDR

@@ -32,6 +32,14 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `path` as the repository names it, for messages.
+fn relative(path: &Path) -> String {
+    path.strip_prefix(repo())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -1271,7 +1279,7 @@ fn systemd_command_lines() -> Vec<CommandLine> {
                 })
                 .collect();
             CommandLine {
-                origin: unit.display().to_string(),
+                origin: relative(unit),
                 args: words,
                 env,
             }
@@ -1355,7 +1363,7 @@ fn kube_command_lines() -> Vec<CommandLine> {
             out.push(CommandLine {
                 origin: format!(
                     "{}: {} {}",
-                    file.display(),
+                    relative(file),
                     name_of(doc),
                     scalar(get(c, &["name"]))
                 ),

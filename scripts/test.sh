@@ -8,6 +8,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> system packages (libssl-dev, pkg-config)"
 scripts/deps.sh
 
+echo "==> deployment checkers (systemd-analyze, kubernetes-validate) for tests/deploy.rs"
+scripts/deploy_tools.sh
+
 echo "==> test broker (tansu)"
 scripts/broker.sh install
 

@@ -854,6 +854,8 @@ pub async fn run(
         // fetch was paused and resumed. Jobs are latency-sensitive; an idle poll 10 times a second
         // per broker is cheap.
         .set("fetch.wait.max.ms", "100")
+        // A job topic created after the worker started is seen within 10 s, not librdkafka's 5 min.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         // The loop polls all the time except while draining at shutdown: leave room for the grace.
         .set(
             "max.poll.interval.ms",

@@ -26,6 +26,38 @@ fn trigger(broker: &str, schedule: &Path, topic: &str, args: &[&str]) -> std::pr
         .expect("run cronq trigger")
 }
 
+/// `cronq worker --shell` on `topic`, results on `<topic>.results`, stderr to `log`.
+fn start_worker(broker: &str, topic: &str, log: &Path) -> std::process::Child {
+    Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .args(["worker", "--shell", "--brokers", broker, "--topic", topic])
+        .args(["--group", &format!("{topic}-workers")])
+        .args(["--results-topic", &format!("{topic}.results")])
+        .args(["--commit-interval", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The JobResult of dispatch `id` on `<topic>.results`, waiting up to `within`.
+fn wait_for_result(broker: &str, topic: &str, id: &str, log: &Path, within: Duration) -> Consumed {
+    let results_topic = format!("{topic}.results");
+    let deadline = Instant::now() + within;
+    loop {
+        let results = consume_all(broker, &results_topic, 3, 1, Duration::from_secs(5));
+        if let Some(r) = results.into_iter().find(|r| r.value["dispatchId"] == id) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result for {id} within {within:?}; worker log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        pause();
+    }
+}
+
 #[test]
 fn a_triggered_run_reaches_a_worker_and_runs_once() {
     let broker = Broker::start();
@@ -66,46 +98,14 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
 
     // A worker runs it once and reports it.
     let log = dir.path().join("worker.log");
-    let mut worker = Command::new(CRONQ)
-        .env("CRONQ_HTTP", "127.0.0.1:0")
-        .args([
-            "worker",
-            "--shell",
-            "--brokers",
-            &broker.address(),
-            "--topic",
-            &topic,
-        ])
-        .args(["--group", &format!("{topic}-workers")])
-        .args(["--results-topic", &format!("{topic}.results")])
-        .args(["--commit-interval", "100ms"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let results_topic = format!("{topic}.results");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let result = loop {
-        let results = consume_all(
-            &broker.address(),
-            &results_topic,
-            3,
-            1,
-            Duration::from_secs(5),
-        );
-        if let Some(r) = results
-            .into_iter()
-            .find(|r| r.value["dispatchId"] == id.as_str())
-        {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no result for {id}; worker log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        pause();
-    };
+    let mut worker = start_worker(&broker.address(), &topic, &log);
+    let result = wait_for_result(
+        &broker.address(),
+        &topic,
+        &id,
+        &log,
+        Duration::from_secs(90),
+    );
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(result.value["status"], "succeeded", "{}", result.value);
@@ -191,4 +191,48 @@ fn trigger_at_a_later_instant_waits_for_it_and_stamps_the_run_with_it() {
     let records = consume_all(&broker.address(), &topic, 3, 1, Duration::from_secs(30));
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value["scheduledAt"], at_text.as_str());
+}
+
+/// A worker started before its job topic exists picks the topic up within seconds once a trigger
+/// creates it (librdkafka alone re-reads topic metadata only every 5 minutes).
+#[test]
+fn a_worker_started_before_its_topic_exists_runs_the_first_trigger_within_seconds() {
+    let broker = Broker::start();
+    let topic = random_topic("trigger-late-topic");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut worker = start_worker(&broker.address(), &topic, &log);
+    // The worker has joined (its status line) before the topic exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("worker started")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        pause();
+    }
+    let (_sdir, path) = schedule_file(
+        r#"{"jobs":[{"jobName":"first","priority":1,"job":"true","cronTime":"0 2 * * *"}]}"#,
+    );
+    let out = trigger(&broker.address(), &path, &topic, &["first"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let result = wait_for_result(
+        &broker.address(),
+        &topic,
+        &id,
+        &log,
+        Duration::from_secs(60),
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(result.value["status"], "succeeded", "{}", result.value);
 }

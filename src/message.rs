@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::schedule::JobSpec;
 
 /// The value of a job record.
+///
+/// Unknown fields are ignored, not refused: v1 may gain optional fields (an additive change, see
+/// DESIGN.md "Changing the contract"), and a worker of today must keep reading the messages of a
+/// newer dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct JobMessage {
     /// Always 1.
     pub v: u32,

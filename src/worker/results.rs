@@ -996,6 +996,18 @@ mod tests {
         }
     }
 
+    /// The additive-change rule of JobMessage v1: a field this worker does not know (as a newer
+    /// dispatcher may add) is ignored, and the message is read as before.
+    #[test]
+    fn a_message_with_a_field_this_worker_does_not_know_is_read_as_before() {
+        let value = br#"{"v":1,"jobName":"sync","priority":1,"job":"run sync","cronTime":"0 3 * * *",
+            "scheduledAt":"2026-11-26T03:00:00Z","dispatchId":"sync@2026-11-26T03:00:00Z",
+            "notBefore":"2026-11-26T03:00:12Z","someFutureField":{"nested":[1,2]}}"#;
+        let m = parse_message(b"sync", value).unwrap();
+        assert_eq!(m.dispatch_id, "sync@2026-11-26T03:00:00Z");
+        assert_eq!(m.job, "run sync");
+    }
+
     #[test]
     fn a_triggered_run_may_end_its_dispatch_id_in_manual() {
         for id in [

@@ -1841,7 +1841,8 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 fn get_json(url: &str) -> (u16, serde_json::Value) {
     let (code, body) = http_get(url);
-    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+    let value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
     (code, value)
 }
 
@@ -1872,7 +1873,14 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
         &topic,
         "ghttp",
         dir.path(),
-        &["--max-attempts", "2", "--min-workers", "2", "--max-workers", "4"],
+        &[
+            "--max-attempts",
+            "2",
+            "--min-workers",
+            "2",
+            "--max-workers",
+            "4",
+        ],
         log.clone(),
     );
     let addr = http_addr_in_log(&log, Duration::from_secs(30));
@@ -1896,7 +1904,13 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
         "the worker to be ready",
         Duration::from_secs(60),
         || http_get(&format!("{base}/readyz")).0 == 200,
-        || format!("{}\n{}", http_get(&format!("{base}/readyz")).1, worker.log()),
+        || {
+            format!(
+                "{}\n{}",
+                http_get(&format!("{base}/readyz")).1,
+                worker.log()
+            )
+        },
     );
     let (_, ready) = get_json(&format!("{base}/readyz"));
     assert!(
@@ -1936,20 +1950,38 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
             sample(&m, r#"cronq_job_runs_total{status="succeeded"}"#) == Some(5.0)
                 && sample(&m, r#"cronq_job_runs_total{status="failed"}"#) == Some(4.0)
                 && sample(&m, r#"cronq_dead_letters_total{reason="malformed"}"#) == Some(1.0)
-                && sample(&m, r#"cronq_dead_letters_total{reason="attempts_exhausted"}"#)
-                    == Some(2.0)
+                && sample(
+                    &m,
+                    r#"cronq_dead_letters_total{reason="attempts_exhausted"}"#,
+                ) == Some(2.0)
                 && dir.path().join("holding").exists()
         },
         || format!("{}\n{}", http_get(&metrics_url).1, worker.log()),
     );
     let m = http_get(&metrics_url).1;
-    assert_eq!(sample(&m, r#"cronq_dead_letters_total{reason="crashed"}"#), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, r#"cronq_dead_letters_total{reason="crashed"}"#),
+        Some(0.0),
+        "{m}"
+    );
     // 5 successes and 4 failed attempts ended; the held job has not.
-    assert_eq!(sample(&m, "cronq_job_duration_seconds_count"), Some(9.0), "{m}");
+    assert_eq!(
+        sample(&m, "cronq_job_duration_seconds_count"),
+        Some(9.0),
+        "{m}"
+    );
     // First attempts only: 5 + 2 + the held one.
-    assert_eq!(sample(&m, "cronq_job_start_delay_seconds_count"), Some(8.0), "{m}");
+    assert_eq!(
+        sample(&m, "cronq_job_start_delay_seconds_count"),
+        Some(8.0),
+        "{m}"
+    );
     assert_eq!(sample(&m, "cronq_worker_in_flight"), Some(1.0), "{m}");
-    assert_eq!(sample(&m, "cronq_duplicates_skipped_total"), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, "cronq_duplicates_skipped_total"),
+        Some(0.0),
+        "{m}"
+    );
     for p in 0..2 {
         let series = format!("cronq_worker_lag{{topic=\"{topic}\",partition=\"{p}\"}}");
         wait_for(
@@ -1959,9 +1991,15 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
             || http_get(&metrics_url).1,
         );
     }
-    assert!(sample(&m, "cronq_worker_pool_target").is_some_and(|t| (1.0..=4.0).contains(&t)), "{m}");
+    assert!(
+        sample(&m, "cronq_worker_pool_target").is_some_and(|t| (1.0..=4.0).contains(&t)),
+        "{m}"
+    );
     assert!(m.contains("# TYPE cronq_pool_resizes counter"), "{m}");
-    assert!(m.contains("# TYPE cronq_job_duration_seconds histogram"), "{m}");
+    assert!(
+        m.contains("# TYPE cronq_job_duration_seconds histogram"),
+        "{m}"
+    );
     assert!(
         !m.contains("report-") && !m.contains("onerror") && !m.contains("job_name"),
         "no metric carries a job name: {m}"
@@ -1970,7 +2008,11 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
     // The same in /status.json.
     let (code, status) = get_json(&format!("{base}/status.json"));
     assert_eq!(code, 200);
-    assert_eq!(status["running"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(
+        status["running"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
     assert_eq!(status["running"][0]["jobName"], "long-haul", "{status}");
     assert_eq!(
         status["running"][0]["dispatchId"], "long-haul@2026-11-26T00:30:00Z",
@@ -1978,14 +2020,32 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
     );
     let results = status["results"].as_array().expect("results");
     assert_eq!(results.len(), 9, "{status}");
-    let names: HashSet<&str> = results.iter().filter_map(|r| r["jobName"].as_str()).collect();
-    assert!(names.contains(HOSTILE) && names.contains("flaky-b"), "{status}");
-    let letters = status["recentDeadLetters"].as_array().expect("dead letters");
-    let mut reasons: Vec<&str> = letters.iter().filter_map(|l| l["reason"].as_str()).collect();
+    let names: HashSet<&str> = results
+        .iter()
+        .filter_map(|r| r["jobName"].as_str())
+        .collect();
+    assert!(
+        names.contains(HOSTILE) && names.contains("flaky-b"),
+        "{status}"
+    );
+    let letters = status["recentDeadLetters"]
+        .as_array()
+        .expect("dead letters");
+    let mut reasons: Vec<&str> = letters
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
     reasons.sort();
-    assert_eq!(reasons, ["attempts_exhausted", "attempts_exhausted", "malformed"], "{status}");
+    assert_eq!(
+        reasons,
+        ["attempts_exhausted", "attempts_exhausted", "malformed"],
+        "{status}"
+    );
     assert_eq!(status["lag"].as_array().map(Vec::len), Some(2), "{status}");
-    assert!(!status["poolHistory"].as_array().expect("pool").is_empty(), "{status}");
+    assert!(
+        !status["poolHistory"].as_array().expect("pool").is_empty(),
+        "{status}"
+    );
 
     // The page, as a browser builds it.
     let page = browser_dom(&format!("{base}/"));
@@ -1997,28 +2057,51 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
         page[start..end].to_string()
     };
     let running = section("running");
-    assert!(running.contains("long-haul@2026-11-26T00:30:00Z"), "{running}");
+    assert!(
+        running.contains("long-haul@2026-11-26T00:30:00Z"),
+        "{running}"
+    );
     let results = section("results");
     for name in ["report-0", "report-3", "flaky-a", "flaky-b"] {
         assert!(results.contains(name), "{name} missing: {results}");
     }
-    assert!(results.contains("succeeded") && results.contains("failed"), "{results}");
+    assert!(
+        results.contains("succeeded") && results.contains("failed"),
+        "{results}"
+    );
     let dead = section("dead-letters");
     assert!(
-        dead.contains("attempts_exhausted") && dead.contains("malformed") && dead.contains("flaky-a"),
+        dead.contains("attempts_exhausted")
+            && dead.contains("malformed")
+            && dead.contains("flaky-a"),
         "{dead}"
     );
     let lag = section("lag");
     assert!(lag.contains(&topic), "{lag}");
+    assert!(
+        lag.contains("<tr><td>0</td>") && lag.contains("<tr><td>1</td>"),
+        "{lag}"
+    );
     let pool = section("pool");
     assert!(pool.contains("<svg") && pool.contains("<rect"), "{pool}");
     // The hostile name is text, not markup: the browser built no img or script element from it.
-    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
-    assert!(!page.contains("<img") && !page.contains("<script"), "{page}");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<img") && !page.contains("<script"),
+        "{page}"
+    );
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     browser_screenshot(&format!("{base}/"), &shots.join("worker.png"), 1280, 1500);
-    browser_screenshot(&format!("{base}/"), &shots.join("worker-390.png"), 390, 1800);
+    browser_screenshot(
+        &format!("{base}/"),
+        &shots.join("worker-390.png"),
+        390,
+        1800,
+    );
     if std::env::var_os("CRONQ_UPDATE_SCREENSHOTS").is_some() {
         let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/worker.png");
         std::fs::create_dir_all(kept.parent().unwrap()).unwrap();

@@ -345,8 +345,11 @@ fn broker_lag(
             Offset::Offset(position) => Some(position),
             _ => None,
         };
-        let end = match lag_client.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
-        {
+        let end = match lag_client.fetch_watermarks(
+            e.topic(),
+            e.partition(),
+            Duration::from_secs(1),
+        ) {
             Ok((_low, high)) => {
                 reached = Some(Ok(()));
                 Some(high)

@@ -209,11 +209,8 @@ impl Metrics {
             "Job attempts reported, by their JobResult status",
             runs_family.clone(),
         );
-        let runs = STATUSES.map(|s| {
-            runs_family.get_or_create_owned(&StatusLabel {
-                status: s.as_str(),
-            })
-        });
+        let runs =
+            STATUSES.map(|s| runs_family.get_or_create_owned(&StatusLabel { status: s.as_str() }));
         let duration = Histogram::new(DURATION_BUCKETS);
         registry.register(
             "cronq_job_duration_seconds",
@@ -598,6 +595,11 @@ impl Observer {
 
     /// The autoscaler decided: the pool's `target`, from `previous`; `busy` executors run jobs.
     pub fn pool(&self, previous: usize, target: usize, busy: usize) {
+        self.pool_at(self.started.elapsed(), previous, target, busy);
+    }
+
+    /// [`Observer::pool`] at `elapsed` since the observer started.
+    fn pool_at(&self, elapsed: Duration, previous: usize, target: usize, busy: usize) {
         if target > previous {
             self.metrics.resizes_up.inc();
         } else if target < previous {
@@ -608,9 +610,9 @@ impl Observer {
         self.metrics.pool_target.set(target as i64);
         self.pool_size.store(size as u64, Ordering::Relaxed);
         self.pool_target.store(target as u64, Ordering::Relaxed);
-        let bucket = self.started.elapsed().as_secs() / POOL_BUCKET.as_secs();
-        let at = self.started_at
-            + chrono::Duration::seconds((bucket * POOL_BUCKET.as_secs()) as i64);
+        let bucket = elapsed.as_secs() / POOL_BUCKET.as_secs();
+        let at =
+            self.started_at + chrono::Duration::seconds((bucket * POOL_BUCKET.as_secs()) as i64);
         let sample = PoolSample {
             at,
             size,
@@ -937,7 +939,13 @@ style=\"fill:var(--accent)\"/></g>",
             y(s.busy),
             HEIGHT - y(s.busy),
         );
-        target_line.push(format!("{:.1},{:.2} {:.1},{:.2}", x, y(s.target), x + 10.0, y(s.target)));
+        target_line.push(format!(
+            "{:.1},{:.2} {:.1},{:.2}",
+            x,
+            y(s.target),
+            x + 10.0,
+            y(s.target)
+        ));
     }
     if !target_line.is_empty() {
         let _ = write!(
@@ -961,7 +969,11 @@ vector-effect:non-scaling-stroke\"/>",
 
 /// The status page of `view`. Every text from the topic or the configuration is escaped.
 pub fn render(view: &StatusView) -> String {
-    let mut b = String::new();
+    // The shared stylesheet plus this page's own: names get room and the table scrolls sideways
+    // instead of breaking a name into one letter per line; on a phone, secondary columns go.
+    let mut b = String::from(
+        "<style>td.name{min-width:11em}@media (max-width:640px){.wide{display:none}}</style>",
+    );
     let _ = write!(
         b,
         "<h1>cronq worker <span class=\"muted\">{}</span></h1>",
@@ -1041,12 +1053,12 @@ brokers {} · up {} · {}</span></p>",
         b.push_str("<p class=\"muted\">No job is running.</p>");
     } else {
         b.push_str(
-            "<table><tr><th>job</th><th>dispatchId</th><th>attempt</th><th>since</th><th>for</th></tr>",
+            "<table><tr><th>job</th><th class=\"wide\">dispatchId</th><th>attempt</th><th class=\"wide\">since</th><th>for</th></tr>",
         );
         for r in &view.running {
             let _ = write!(
                 b,
-                "<tr><td class=\"wrap\">{}</td><td class=\"wrap muted\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"wrap name\">{}</td><td class=\"wrap muted wide\">{}</td><td>{}</td><td class=\"wide\">{}</td><td>{}</td></tr>",
                 escape(&r.job_name),
                 escape(&r.dispatch_id),
                 r.attempt,
@@ -1059,20 +1071,21 @@ brokers {} · up {} · {}</span></p>",
     b.push_str("</section>");
 
     // Lag.
-    b.push_str("<section id=\"lag\"><h2>Lag per partition</h2>");
+    let _ = write!(
+        b,
+        "<section id=\"lag\"><h2>Lag per partition <span class=\"muted\">of {}</span></h2>",
+        escape(&view.topic)
+    );
     if view.lag.is_empty() {
         b.push_str("<p class=\"muted\">No partition assigned (yet).</p>");
     } else {
-        b.push_str(
-            "<table><tr><th>topic</th><th>partition</th><th>position</th><th>end</th><th>lag</th></tr>",
-        );
+        b.push_str("<table><tr><th>partition</th><th>position</th><th>end</th><th>lag</th></tr>");
         let opt = |v: Option<i64>| v.map_or_else(|| "–".to_string(), |v| v.to_string());
         for p in &view.lag {
             let class = if p.lag == 0 { "" } else { " class=\"warn\"" };
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{class}>{}</td></tr>",
-                escape(&p.topic),
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td{class}>{}</td></tr>",
                 p.partition,
                 opt(p.position),
                 opt(p.end),
@@ -1093,12 +1106,12 @@ brokers {} · up {} · {}</span></p>",
         b.push_str("<p class=\"muted\">No job has finished yet.</p>");
     } else {
         b.push_str(
-            "<table><tr><th>finished</th><th>job</th><th>status</th><th>attempt</th><th>took</th></tr>",
+            "<table><tr><th class=\"wide\">finished</th><th>job</th><th>status</th><th class=\"wide\">attempt</th><th>took</th></tr>",
         );
         for r in &view.results {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td class=\"wrap\" title=\"{}\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"wide\">{}</td><td class=\"wrap name\" title=\"{}\">{}</td><td class=\"{}\">{}</td><td class=\"wide\">{}</td><td>{}</td></tr>",
                 time_of_day(r.finished_at),
                 escape(&r.dispatch_id),
                 escape(&r.job_name),
@@ -1122,12 +1135,12 @@ brokers {} · up {} · {}</span></p>",
         b.push_str("<p class=\"muted\">None.</p>");
     } else {
         b.push_str(
-            "<table><tr><th>at</th><th>reason</th><th>job</th><th>topic / partition</th><th>offset</th></tr>",
+            "<table><tr><th class=\"wide\">at</th><th>reason</th><th>job</th><th>partition</th><th>offset</th></tr>",
         );
         for d in &view.recent_dead_letters {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td class=\"bad\">{}</td><td class=\"wrap\">{}</td><td>{} / {}</td><td>{}</td></tr>",
+                "<tr><td class=\"wide\">{}</td><td class=\"bad\">{}</td><td class=\"wrap name\">{}</td><td title=\"{}\">{}</td><td>{}</td></tr>",
                 time_of_day(d.at),
                 escape(d.reason),
                 escape(&d.job_name),
@@ -1144,4 +1157,290 @@ brokers {} · up {} · {}</span></p>",
         REFRESH_SECONDS,
         &b,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::autoscale::ScaleConfig;
+    use crate::worker::queue::Ordering as QueueOrdering;
+    use crate::worker::results::ReportConfig;
+    use crate::worker::StartAt;
+
+    fn config() -> WorkerConfig {
+        WorkerConfig {
+            kafka: crate::kafka::Connection::plaintext(vec!["127.0.0.1:9".into()]),
+            topic: "jobs".into(),
+            group: "workers".into(),
+            start: StartAt::Earliest,
+            ordering: QueueOrdering::Ordered,
+            prefetch: 16,
+            report: ReportConfig {
+                results_topic: "jobs.results".into(),
+                dlq_topic: "jobs.dlq".into(),
+                max_attempts: 3,
+                retry_backoff: Duration::from_millis(50),
+                worker: "w-1".into(),
+                max_output: 8192,
+                max_age: None,
+            },
+            scale: ScaleConfig {
+                min: 1,
+                max: 8,
+                target_drain: Duration::from_secs(10),
+                scale_down_delay: Duration::from_secs(30),
+            },
+            scale_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(45),
+            dedup_capacity: 100,
+            create_topics: false,
+            partitions: 1,
+            replication_factor: 1,
+        }
+    }
+
+    fn message(name: &str, scheduled_at: &str) -> JobMessage {
+        JobMessage {
+            v: 1,
+            job_name: name.into(),
+            priority: 0,
+            job: "true".into(),
+            cron_time: "* * * * *".into(),
+            scheduled_at: scheduled_at.into(),
+            dispatch_id: format!("{name}@{scheduled_at}"),
+        }
+    }
+
+    fn run(name: &str, attempt: u32) -> JobRun {
+        JobRun {
+            message: message(name, "2026-11-26T00:01:00Z"),
+            attempt,
+        }
+    }
+
+    fn exported(observer: &Observer) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, observer.registry()).unwrap();
+        text
+    }
+
+    #[test]
+    fn the_heartbeat_may_be_silent_three_turns_and_never_less_than_30_s() {
+        let mut c = config();
+        assert_eq!(max_silence(&c), Duration::from_secs(30));
+        c.commit_interval = Duration::from_secs(60);
+        c.scale_interval = Duration::from_secs(20);
+        assert_eq!(max_silence(&c), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn attempts_are_counted_by_status_and_timed_without_a_job_label() {
+        let observer = Observer::new(&config());
+        observer
+            .attempt_started(&run("a", 1))
+            .end(Status::Succeeded);
+        observer.attempt_started(&run("b", 1)).end(Status::Failed);
+        observer.attempt_started(&run("b", 2)).end(Status::TimedOut);
+        observer.expired(&message("c", "2026-11-26T00:01:00Z"));
+        observer.dead_letter(DeadReason::AttemptsExhausted, "b", "jobs", 0, 7);
+        observer.duplicate();
+        let text = exported(&observer);
+        for line in [
+            "cronq_job_runs_total{status=\"succeeded\"} 1",
+            "cronq_job_runs_total{status=\"failed\"} 1",
+            "cronq_job_runs_total{status=\"timed_out\"} 1",
+            "cronq_job_runs_total{status=\"expired\"} 1",
+            "cronq_job_runs_total{status=\"rejected\"} 0",
+            // Expired jobs did not run: not timed.
+            "cronq_job_duration_seconds_count 3",
+            // First attempts only; the expired one never started.
+            "cronq_job_start_delay_seconds_count 2",
+            "cronq_dead_letters_total{reason=\"attempts_exhausted\"} 1",
+            "cronq_dead_letters_total{reason=\"malformed\"} 0",
+            "cronq_duplicates_skipped_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("job_name") && !text.contains("\"a\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_attempt_whose_handler_dies_leaves_the_running_list_as_failed() {
+        let observer = Observer::new(&config());
+        let attempt = observer.attempt_started(&run("doomed", 1));
+        assert_eq!(observer.snapshot().running.len(), 1);
+        assert_eq!(observer.snapshot().running[0].job_name, "doomed");
+        drop(attempt);
+        let view = observer.snapshot();
+        assert!(view.running.is_empty());
+        assert_eq!(view.results[0].job_name, "doomed");
+        assert_eq!(view.results[0].status, "failed");
+        assert_eq!(view.runs["failed"], 1);
+    }
+
+    #[test]
+    fn only_the_latest_results_and_dead_letters_are_kept_newest_first() {
+        let observer = Observer::new(&config());
+        for i in 0..RESULTS + 30 {
+            observer
+                .attempt_started(&run(&format!("job-{i}"), 2))
+                .end(Status::Succeeded);
+            observer.dead_letter(
+                DeadReason::Malformed,
+                &format!("job-{i}"),
+                "jobs",
+                0,
+                i as i64,
+            );
+        }
+        let view = observer.snapshot();
+        assert_eq!(view.results.len(), RESULTS);
+        assert_eq!(view.results[0].job_name, format!("job-{}", RESULTS + 29));
+        assert_eq!(view.results[RESULTS - 1].job_name, "job-30");
+        assert_eq!(view.recent_dead_letters.len(), DEAD_LETTERS);
+        assert_eq!(view.recent_dead_letters[0].offset, (RESULTS + 29) as i64);
+        assert_eq!(
+            view.runs["succeeded"],
+            (RESULTS + 30) as u64,
+            "counters count all"
+        );
+    }
+
+    #[test]
+    fn long_names_are_cut_for_the_page() {
+        let observer = Observer::new(&config());
+        let long = "x".repeat(10_000);
+        observer.dead_letter(DeadReason::Malformed, &long, "jobs", 0, 1);
+        let kept = &observer.snapshot().recent_dead_letters[0].job_name;
+        assert_eq!(kept.chars().count(), MAX_TEXT + 1);
+        assert!(kept.ends_with('…'));
+    }
+
+    #[test]
+    fn the_pool_history_keeps_ten_minutes_of_ten_second_buckets_with_their_largest_values() {
+        let observer = Observer::new(&config());
+        let s = Duration::from_secs;
+        observer.pool_at(s(0), 1, 1, 0);
+        observer.pool_at(s(3), 1, 4, 2);
+        observer.pool_at(s(7), 4, 2, 1);
+        let view = observer.snapshot();
+        assert_eq!(view.pool_history.len(), 1);
+        let first = view.pool_history[0];
+        assert_eq!((first.size, first.target, first.busy), (4, 4, 2));
+        // A pool lowered below its busy executors still has them until their jobs end.
+        observer.pool_at(s(15), 2, 1, 3);
+        let second = *observer.snapshot().pool_history.last().unwrap();
+        assert_eq!((second.size, second.target, second.busy), (3, 1, 3));
+        assert_eq!((second.at - first.at).num_seconds(), 10);
+        let text = exported(&observer);
+        assert!(
+            text.contains("cronq_pool_resizes_total{direction=\"up\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cronq_pool_resizes_total{direction=\"down\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("cronq_worker_pool_size 3"), "{text}");
+        assert!(text.contains("cronq_worker_pool_target 1"), "{text}");
+        // Ten minutes later the first bucket is gone.
+        observer.pool_at(s(600), 1, 1, 0);
+        let history = observer.snapshot().pool_history;
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].at, second.at);
+        assert!(history.len() <= (POOL_WINDOW.as_secs() / POOL_BUCKET.as_secs()) as usize);
+    }
+
+    #[test]
+    fn lag_of_partitions_no_longer_assigned_is_no_longer_exported() {
+        let observer = Observer::new(&config());
+        let lag = |partition, lag| PartitionLag {
+            topic: "jobs".into(),
+            partition,
+            position: Some(10),
+            end: Some(10 + lag as i64),
+            lag,
+        };
+        observer.lag(vec![lag(0, 5), lag(1, 0)], Ok(()));
+        let text = exported(&observer);
+        assert!(
+            text.contains("cronq_worker_lag{topic=\"jobs\",partition=\"0\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cronq_worker_lag{topic=\"jobs\",partition=\"1\"} 0"),
+            "{text}"
+        );
+        observer.lag(vec![lag(1, 2)], Err("timed out".into()));
+        let text = exported(&observer);
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert!(
+            text.contains("cronq_worker_lag{topic=\"jobs\",partition=\"1\"} 2"),
+            "{text}"
+        );
+        let kafka = &observer.health().readiness().checks["kafka"];
+        assert!(!kafka.ok && kafka.detail.contains("timed out"), "{kafka:?}");
+    }
+
+    #[test]
+    fn ready_once_joined_reached_and_consuming_and_not_while_stopping() {
+        let observer = Observer::new(&config());
+        let r = observer.health().readiness();
+        assert!(!r.ready);
+        assert!(r.checks["group"].detail.contains("not joined"));
+        let _beat = observer.consuming();
+        observer.lag(Vec::new(), Ok(()));
+        assert!(!observer.health().readiness().ready, "not a member yet");
+        observer.assigned(0);
+        let r = observer.health().readiness();
+        assert!(r.ready, "{r:?}");
+        assert!(r.checks["group"].detail.contains("no partitions"));
+        observer.stopping();
+        let r = observer.health().readiness();
+        assert!(!r.ready);
+        assert!(r.checks["consuming"].detail.contains("shutting down"));
+    }
+
+    #[test]
+    fn names_from_the_topic_are_text_on_the_page_never_markup() {
+        let hostile = "<script>alert(1)</script>\"'&<img src=x onerror=y>";
+        let mut c = config();
+        c.report.worker = hostile.into();
+        c.topic = hostile.into();
+        let observer = Observer::new(&c);
+        let _running = observer.attempt_started(&JobRun {
+            message: message(hostile, hostile),
+            attempt: 1,
+        });
+        observer
+            .attempt_started(&run(hostile, 1))
+            .end(Status::Failed);
+        observer.dead_letter(DeadReason::Malformed, hostile, hostile, 0, 1);
+        observer.lag(
+            vec![PartitionLag {
+                topic: hostile.into(),
+                partition: 0,
+                position: None,
+                end: None,
+                lag: 0,
+            }],
+            Err(hostile.into()),
+        );
+        let html = observer.page();
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;&lt;img"));
+        // Every place a name appears: worker, topic, running, results, dead letters, readiness.
+        assert!(
+            html.matches("&lt;img src=x onerror=y&gt;").count() >= 6,
+            "{html}"
+        );
+    }
 }

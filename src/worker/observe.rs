@@ -467,8 +467,12 @@ impl Observer {
             (CHECK_CONSUMING, "starting"),
         ]);
         let scale = config.scale.normalized();
+        let metrics = Metrics::new();
+        // The pool starts at its minimum; the first scale tick confirms or changes it.
+        metrics.pool_size.set(scale.min as i64);
+        metrics.pool_target.set(scale.min as i64);
         Arc::new(Observer {
-            metrics: Metrics::new(),
+            metrics,
             health,
             recent: Mutex::new(Recent::default()),
             started: Instant::now(),

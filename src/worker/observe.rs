@@ -849,12 +849,36 @@ pub struct ObservedHandler {
 
 impl Handler for ObservedHandler {
     fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            let attempt = self.observer.attempt_started(run);
-            let outcome = self.inner.run(run).await;
-            attempt.end(outcome.status);
-            outcome
+        let attempt = self.observer.attempt_started(run);
+        Box::pin(Observed {
+            attempt: Some(attempt),
+            inner: self.inner.run(run),
         })
+    }
+}
+
+/// The handler's future, and the attempt it ends. The inner future is kept until this one is
+/// dropped, where the caller would have dropped it: wrapping changes nothing of where a panic of the
+/// handler (while it runs, or when its future is dropped) surfaces.
+struct Observed<'a> {
+    attempt: Option<Attempt<'a>>,
+    inner: BoxFuture<'a, Outcome>,
+}
+
+impl std::future::Future for Observed<'_> {
+    type Output = Outcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Outcome> {
+        let polled = self.inner.as_mut().poll(cx);
+        if let std::task::Poll::Ready(outcome) = &polled {
+            if let Some(attempt) = self.attempt.take() {
+                attempt.end(outcome.status);
+            }
+        }
+        polled
     }
 }
 

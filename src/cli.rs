@@ -1218,10 +1218,12 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let site = placeholder_site("cronq worker");
+    let observer = crate::worker::observe::Observer::new(&config);
+    let site = observer.site();
     runtime.block_on(async move {
         let http = Http::start(args.http, site).await?;
-        let result = crate::worker::run(config, handler, cancel_on_signal()).await;
+        let result =
+            crate::worker::run_observed(config, handler, cancel_on_signal(), observer).await;
         http.stop().await;
         result.map_err(CliError::from)
     })?;

@@ -1826,3 +1826,305 @@ fn embedded_config(
         replication_factor: 1,
     }
 }
+
+// ---- The worker's HTTP surface: metrics, probes, status page ----
+
+/// The value of the sample `series` (name and labels exactly as exported) in Prometheus text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http_get(url);
+    let value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+    (code, value)
+}
+
+/// A job name that would run a script if the page did not escape it.
+const HOSTILE: &str = "<img src=x onerror=alert(1)><script>alert('pwned')</script>";
+
+#[test]
+fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
+    // The topic exists, then the broker goes away: the worker starts without it, so readiness is
+    // seen false first, for the reason that it has not joined its group.
+    let mut broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("whttp");
+    create_topic(&address, &topic, 2);
+    broker.kill();
+
+    let dir = handlers(&[
+        ("ok", "echo fine"),
+        ("fail", "echo 'no luck' >&2; exit 3"),
+        (
+            "hold",
+            r#"d="$(dirname "$CRONQ_HANDLER")"; touch "$d/holding"; while [ ! -f "$d/release" ]; do sleep 0.05; done"#,
+        ),
+    ]);
+    let log = dir.path().join("worker.log");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "ghttp",
+        dir.path(),
+        &[
+            "--max-attempts",
+            "2",
+            "--min-workers",
+            "2",
+            "--max-workers",
+            "4",
+        ],
+        log.clone(),
+    );
+    let addr = http_addr_in_log(&log, Duration::from_secs(30));
+    let base = format!("http://{addr}");
+
+    let (code, ready) = get_json(&format!("{base}/readyz"));
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["checks"]["group"]["ok"], false, "{ready}");
+    assert!(
+        ready["checks"]["group"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not joined")),
+        "{ready}"
+    );
+    let (code, live) = get_json(&format!("{base}/healthz"));
+    assert_eq!(code, 200, "waiting for Kafka is not being stuck: {live}");
+
+    broker.launch();
+    wait_for(
+        "the worker to be ready",
+        Duration::from_secs(60),
+        || http_get(&format!("{base}/readyz")).0 == 200,
+        || {
+            format!(
+                "{}\n{}",
+                http_get(&format!("{base}/readyz")).1,
+                worker.log()
+            )
+        },
+    );
+    let (_, ready) = get_json(&format!("{base}/readyz"));
+    assert!(
+        ready["checks"]["group"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("joined group \"ghttp\"")),
+        "{ready}"
+    );
+    assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
+    let (code, live) = get_json(&format!("{base}/healthz"));
+    assert_eq!(code, 200, "{live}");
+    assert!(live["heartbeats"]["consume_loop"]["ok"] == true, "{live}");
+
+    // 5 jobs succeed, one of them under a hostile name; 2 fail twice each and are dead-lettered;
+    // one record is not JSON; one job holds its executor until the test releases it.
+    let mut records: Vec<JobRecord> = (0..4)
+        .map(|i| encoded(&format!("report-{i}"), "ok", 0, slot(i), 2))
+        .collect();
+    records.push(raw(HOSTILE, "ok", 0, "2026-11-26T00:10:00Z"));
+    records.push(encoded("flaky-a", "fail", 0, slot(20), 2));
+    records.push(encoded("flaky-b", "fail", 0, slot(21), 2));
+    records.push(JobRecord {
+        key: b"junk".to_vec(),
+        value: b"this is not json".to_vec(),
+        partition: Some(1),
+        headers: Vec::new(),
+    });
+    records.push(encoded("long-haul", "hold", 0, slot(30), 2));
+    produce(&address, &topic, &records);
+
+    let metrics_url = format!("{base}/metrics");
+    wait_for(
+        "every job but the held one to end",
+        Duration::from_secs(60),
+        || {
+            let m = http_get(&metrics_url).1;
+            sample(&m, r#"cronq_job_runs_total{status="succeeded"}"#) == Some(5.0)
+                && sample(&m, r#"cronq_job_runs_total{status="failed"}"#) == Some(4.0)
+                && sample(&m, r#"cronq_dead_letters_total{reason="malformed"}"#) == Some(1.0)
+                && sample(
+                    &m,
+                    r#"cronq_dead_letters_total{reason="attempts_exhausted"}"#,
+                ) == Some(2.0)
+                && dir.path().join("holding").exists()
+        },
+        || format!("{}\n{}", http_get(&metrics_url).1, worker.log()),
+    );
+    let m = http_get(&metrics_url).1;
+    assert_eq!(
+        sample(&m, r#"cronq_dead_letters_total{reason="crashed"}"#),
+        Some(0.0),
+        "{m}"
+    );
+    // 5 successes and 4 failed attempts ended; the held job has not.
+    assert_eq!(
+        sample(&m, "cronq_job_duration_seconds_count"),
+        Some(9.0),
+        "{m}"
+    );
+    // First attempts only: 5 + 2 + the held one.
+    assert_eq!(
+        sample(&m, "cronq_job_start_delay_seconds_count"),
+        Some(8.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "cronq_worker_in_flight"), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "cronq_duplicates_skipped_total"),
+        Some(0.0),
+        "{m}"
+    );
+    for p in 0..2 {
+        let series = format!("cronq_worker_lag{{topic=\"{topic}\",partition=\"{p}\"}}");
+        wait_for(
+            "the lag of each partition",
+            Duration::from_secs(10),
+            || sample(&http_get(&metrics_url).1, &series).is_some(),
+            || http_get(&metrics_url).1,
+        );
+    }
+    assert!(
+        sample(&m, "cronq_worker_pool_target").is_some_and(|t| (1.0..=4.0).contains(&t)),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE cronq_pool_resizes counter"), "{m}");
+    assert!(
+        m.contains("# TYPE cronq_job_duration_seconds histogram"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("report-") && !m.contains("onerror") && !m.contains("job_name"),
+        "no metric carries a job name: {m}"
+    );
+
+    // The same in /status.json.
+    let (code, status) = get_json(&format!("{base}/status.json"));
+    assert_eq!(code, 200);
+    assert_eq!(
+        status["running"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["running"][0]["jobName"], "long-haul", "{status}");
+    assert_eq!(
+        status["running"][0]["dispatchId"], "long-haul@2026-11-26T00:30:00Z",
+        "{status}"
+    );
+    let results = status["results"].as_array().expect("results");
+    assert_eq!(results.len(), 9, "{status}");
+    let names: HashSet<&str> = results
+        .iter()
+        .filter_map(|r| r["jobName"].as_str())
+        .collect();
+    assert!(
+        names.contains(HOSTILE) && names.contains("flaky-b"),
+        "{status}"
+    );
+    let letters = status["recentDeadLetters"]
+        .as_array()
+        .expect("dead letters");
+    let mut reasons: Vec<&str> = letters
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["attempts_exhausted", "attempts_exhausted", "malformed"],
+        "{status}"
+    );
+    assert_eq!(status["lag"].as_array().map(Vec::len), Some(2), "{status}");
+    assert!(
+        !status["poolHistory"].as_array().expect("pool").is_empty(),
+        "{status}"
+    );
+
+    // The page, as a browser builds it.
+    let page = browser_dom(&format!("{base}/"));
+    let section = |id: &str| -> String {
+        let start = page
+            .find(&format!("<section id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id}:\n{page}"));
+        let end = page[start..].find("</section>").expect("section end") + start;
+        page[start..end].to_string()
+    };
+    let running = section("running");
+    assert!(
+        running.contains("long-haul@2026-11-26T00:30:00Z"),
+        "{running}"
+    );
+    let results = section("results");
+    for name in ["report-0", "report-3", "flaky-a", "flaky-b"] {
+        assert!(results.contains(name), "{name} missing: {results}");
+    }
+    assert!(
+        results.contains("succeeded") && results.contains("failed"),
+        "{results}"
+    );
+    let dead = section("dead-letters");
+    assert!(
+        dead.contains("attempts_exhausted")
+            && dead.contains("malformed")
+            && dead.contains("flaky-a"),
+        "{dead}"
+    );
+    let lag = section("lag");
+    assert!(lag.contains(&topic), "{lag}");
+    assert!(
+        lag.contains("<tr><td>0</td>") && lag.contains("<tr><td>1</td>"),
+        "{lag}"
+    );
+    let pool = section("pool");
+    assert!(pool.contains("<svg") && pool.contains("<rect"), "{pool}");
+    // The hostile name is text, not markup: the browser built no img or script element from it.
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<img") && !page.contains("<script"),
+        "{page}"
+    );
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    browser_screenshot(&format!("{base}/"), &shots.join("worker.png"), 1280, 1500);
+    browser_screenshot(
+        &format!("{base}/"),
+        &shots.join("worker-390.png"),
+        390,
+        1800,
+    );
+    if std::env::var_os("CRONQ_UPDATE_SCREENSHOTS").is_some() {
+        let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/worker.png");
+        std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+        std::fs::copy(shots.join("worker.png"), kept).expect("keep the screenshot");
+    }
+
+    // Shutting down: not ready while the held job still runs.
+    worker.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_for(
+        "readiness to drop during shutdown",
+        Duration::from_secs(10),
+        || http_get(&format!("{base}/readyz")).0 == 503,
+        || worker.log(),
+    );
+    let (_, ready) = get_json(&format!("{base}/readyz"));
+    assert!(
+        ready["checks"]["consuming"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("shutting down")),
+        "{ready}"
+    );
+    std::fs::write(dir.path().join("release"), b"").unwrap();
+    let mut worker = worker;
+    let status = wait_exit(&mut worker.child, Duration::from_secs(30), &log);
+    assert!(status.success(), "{status}: {}", worker.log());
+}

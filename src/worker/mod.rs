@@ -28,10 +28,12 @@
 //!   given up).
 //! - [`state`], [`offsets`], [`queue`], [`dedup`]: the pure bookkeeping.
 //! - [`autoscale`]: the pure pool-size decision.
+//! - [`observe`]: metrics, readiness/liveness and the status page of `--http`.
 
 pub mod autoscale;
 pub mod dedup;
 pub mod executor;
+pub mod observe;
 pub mod offsets;
 pub mod queue;
 pub mod results;
@@ -67,6 +69,8 @@ use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 use crate::kafka::admin::{TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{retry_forever, Connection, KafkaContext};
 use crate::message::JobMessage;
+use crate::obs::health::Beat;
+use observe::{ObservedHandler, Observer, PartitionLag};
 
 /// `--start`: where a group with no committed offset begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -205,6 +209,8 @@ struct WorkerContext {
     paused: Arc<AtomicBool>,
     /// librdkafka's log and errors go the way of every Kafka client of cronq.
     kafka: KafkaContext,
+    /// Told when the group assigns partitions (the worker is then a member).
+    observer: Arc<Observer>,
 }
 
 impl ClientContext for WorkerContext {
@@ -239,6 +245,7 @@ impl ConsumerContext for WorkerContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = tps_of(tpl);
             lock(&self.state).assign(tps.iter().cloned());
+            self.observer.assigned(tps.len());
             // A partition paused before a rebalance may come back paused; start every assignment
             // fetching, and let the loop pause again if the queue is still full.
             if let Err(e) = consumer.resume(tpl) {
@@ -317,27 +324,62 @@ async fn ensure_report_topics(
 }
 
 /// Records not started yet on the broker side: Σ (high watermark − position) over the assigned
-/// partitions. Blocking (one watermark request per partition). The positions are the group
-/// consumer's (local state, no request); the watermarks come from `lag_client`, a client of its own:
-/// on the group consumer's connection a ListOffsets request waits behind the fetch the broker is
-/// holding, times out, and librdkafka's timeout handling then costs the fetch itself.
-fn broker_lag(consumer: &Consumer_, lag_client: &LagClient) -> Option<u64> {
+/// partitions, with each partition's share, and whether the broker answered. Blocking (one
+/// watermark request per partition, or one metadata request when none is assigned). The positions
+/// are the group consumer's (local state, no request); the watermarks come from `lag_client`, a
+/// client of its own: on the group consumer's connection a ListOffsets request waits behind the fetch
+/// the broker is holding, times out, and librdkafka's timeout handling then costs the fetch itself.
+fn broker_lag(
+    consumer: &Consumer_,
+    lag_client: &LagClient,
+    topic: &str,
+) -> Option<(u64, Vec<PartitionLag>, Result<(), String>)> {
     let positions = consumer.position().ok()?;
     let mut total = 0u64;
+    let mut partitions = Vec::with_capacity(positions.count());
+    let mut reached: Option<Result<(), String>> = None;
     for e in positions.elements() {
         // A partition nothing was read from since it was assigned is either caught up or about to
         // deliver; counting its whole history would be wrong, so it counts as 0 until then.
-        let Offset::Offset(position) = e.offset() else {
-            continue;
+        let position = match e.offset() {
+            Offset::Offset(position) => Some(position),
+            _ => None,
         };
-        match lag_client.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)) {
-            Ok((_low, high)) => total += (high - position).max(0) as u64,
-            Err(err) => {
-                debug!(message = "watermarks unavailable", topic = e.topic(), partition = e.partition(), error = %err)
+        let end = match lag_client.fetch_watermarks(
+            e.topic(),
+            e.partition(),
+            Duration::from_secs(1),
+        ) {
+            Ok((_low, high)) => {
+                reached = Some(Ok(()));
+                Some(high)
             }
-        }
+            Err(err) => {
+                debug!(message = "watermarks unavailable", topic = e.topic(), partition = e.partition(), error = %err);
+                reached.get_or_insert(Err(err.to_string()));
+                None
+            }
+        };
+        let lag = match (position, end) {
+            (Some(position), Some(end)) => (end - position).max(0) as u64,
+            _ => 0,
+        };
+        total += lag;
+        partitions.push(PartitionLag {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+            position,
+            end,
+            lag,
+        });
     }
-    Some(total)
+    let reached = reached.unwrap_or_else(|| {
+        lag_client
+            .fetch_metadata(Some(topic), Duration::from_secs(1))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    Some((total, partitions, reached))
 }
 
 async fn watch_lag(
@@ -345,6 +387,8 @@ async fn watch_lag(
     lag_client: Arc<LagClient>,
     every: Duration,
     tx: watch::Sender<Option<u64>>,
+    observer: Arc<Observer>,
+    topic: String,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -352,10 +396,15 @@ async fn watch_lag(
         tick.tick().await;
         let c = Arc::clone(&consumer);
         let l = Arc::clone(&lag_client);
-        let lag = tokio::task::spawn_blocking(move || broker_lag(&c, &l))
+        let t = topic.clone();
+        let seen = tokio::task::spawn_blocking(move || broker_lag(&c, &l, &t))
             .await
             .ok()
             .flatten();
+        let lag = seen.map(|(total, partitions, reached)| {
+            observer.lag(partitions, reached);
+            total
+        });
         if tx.send(lag).is_err() {
             return;
         }
@@ -448,6 +497,10 @@ struct Worker {
     pool: autoscale::PoolState,
     summary: Summary,
     completions: u64,
+    /// Metrics, probes, the status page.
+    observer: Arc<Observer>,
+    /// The consume loop's heartbeat (from its first turn).
+    beat: Option<Beat>,
 }
 
 impl Worker {
@@ -485,6 +538,7 @@ impl Worker {
                     info!(message = "skipping a dispatchId this worker finished recently", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset);
                     lock(&self.state).finish(&ticket, &message, false);
                     self.summary.duplicates += 1;
+                    self.observer.duplicate();
                 }
                 Some(Next::Run(ticket, message, oversized)) => {
                     self.running += 1;
@@ -545,6 +599,13 @@ impl Worker {
             } => {
                 warn!(message = "malformed record: not a valid JobMessage v1; sending it to the DLQ and skipping it", topic = %topic, partition, offset, error = %error);
                 self.summary.malformed += 1;
+                self.observer.dead_letter(
+                    DeadReason::Malformed,
+                    &String::from_utf8_lossy(&key),
+                    &topic,
+                    partition,
+                    offset,
+                );
                 let origin = Origin {
                     topic: topic.to_string(),
                     partition,
@@ -602,6 +663,13 @@ impl Worker {
                     }
                     lock(&self.state).abandon(&message);
                     self.summary.crashed += 1;
+                    self.observer.dead_letter(
+                        DeadReason::Crashed,
+                        &message.job_name,
+                        &ticket.topic,
+                        ticket.partition,
+                        ticket.offset,
+                    );
                     tracing::error!(message = "an execution task died; dead-lettering its record (whether it ran is unknown) so that commits of its partition go on", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %why);
                     let record = Unrunnable {
                         reason: DeadReason::Crashed,
@@ -643,7 +711,15 @@ impl Worker {
                         self.summary.dead_lettered += 1;
                         if reason == DeadReason::Expired {
                             self.summary.expired += 1;
+                            self.observer.expired(&message);
                         }
+                        self.observer.dead_letter(
+                            reason,
+                            &message.job_name,
+                            &ticket.topic,
+                            ticket.partition,
+                            ticket.offset,
+                        );
                     }
                 }
                 let mut state = lock(&self.state);
@@ -676,9 +752,13 @@ impl Worker {
         let paused = Arc::clone(&self.paused);
         let consumer = Arc::clone(&self.consumer);
         let mut full_since: Option<tokio::time::Instant> = None;
+        let beat = self.observer.consuming();
+        self.beat = Some(beat.clone());
         loop {
             self.start_ready();
             let queued = self.queued();
+            beat.beat();
+            self.observer.load(self.running, queued);
             let is_paused = paused.load(AtomicOrdering::SeqCst);
             if is_paused && queued <= prefetch / 2 {
                 pause_or_resume(&consumer, false);
@@ -696,7 +776,10 @@ impl Worker {
             // Only waited on while the queue is full.
             let pause_at = full_since.unwrap_or_else(tokio::time::Instant::now) + PAUSE_AFTER_FULL;
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.observer.stopping();
+                    return;
+                }
                 _ = tokio::time::sleep_until(pause_at), if full && !is_paused => {
                     // Keep polling (group membership, rebalances) but fetch no more.
                     pause_or_resume(&consumer, true);
@@ -748,6 +831,7 @@ impl Worker {
                             reason = %reason,
                         );
                     }
+                    self.observer.pool(self.pool.size, decision.state.size, self.running);
                     self.pool = decision.state;
                 }
             }
@@ -767,8 +851,16 @@ impl Worker {
             grace = %humantime::format_duration(self.config.shutdown_grace),
         );
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        // Draining is progress too: the heartbeat goes on while running jobs finish.
+        let mut beat_tick = tokio::time::interval(Duration::from_secs(1));
         while !self.tasks.is_empty() {
+            self.observer.load(self.running, 0);
             tokio::select! {
+                _ = beat_tick.tick() => {
+                    if let Some(beat) = &self.beat {
+                        beat.beat();
+                    }
+                }
                 Some(id) = self.executed_rx.recv() => self.executed(id),
                 Some(joined) = self.tasks.join_next_with_id() => self.joined(joined),
                 _ = tokio::time::sleep_until(deadline) => {
@@ -794,6 +886,22 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> Result<Summary, WorkerError> {
+    let observer = Observer::new(&config);
+    run_observed(config, handler, shutdown, observer).await
+}
+
+/// [`run`], reporting to `observer` (made with [`Observer::new`] from the same config), whose
+/// [`Observer::site`] an HTTP server serves.
+pub async fn run_observed(
+    config: WorkerConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    observer: Arc<Observer>,
+) -> Result<Summary, WorkerError> {
+    let handler: Arc<dyn Handler> = Arc::new(ObservedHandler {
+        inner: handler,
+        observer: Arc::clone(&observer),
+    });
     let brokers = config.kafka.brokers_text();
     ensure_report_topics(&config, &shutdown).await?;
     if shutdown.is_cancelled() {
@@ -867,6 +975,7 @@ pub async fn run(
             state: Arc::clone(&state),
             paused: Arc::clone(&paused),
             kafka: config.kafka.context("worker"),
+            observer: Arc::clone(&observer),
         })
         .map_err(|source| WorkerError::Client {
             what: "consumer",
@@ -907,6 +1016,8 @@ pub async fn run(
         Arc::new(lag_client),
         config.scale_interval.max(Duration::from_millis(100)),
         lag_tx,
+        Arc::clone(&observer),
+        config.topic.clone(),
     ));
     let (executed_tx, executed_rx) = mpsc::unbounded_channel();
     let mut worker = Worker {
@@ -928,6 +1039,8 @@ pub async fn run(
         kafka_publisher,
         summary: Summary::default(),
         completions: 0,
+        observer,
+        beat: None,
     };
     worker.run(shutdown, lag_rx).await;
     worker.drain().await;

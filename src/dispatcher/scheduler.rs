@@ -58,46 +58,21 @@ impl Dispatch {
 }
 
 /// Jobs that fire together: what evaluating their expression reads, and the ranks of the jobs
-/// that use it (one 64-byte cache line each, in one dense vector indexed by the group's wheel id).
+/// that use it (32 bytes, in one dense vector indexed by the group's wheel id).
 ///
 /// Most groups of a large schedule hold one job (with no two expressions alike, all do), so a lone
-/// member's rank and settings are kept in the record itself rather than behind another pointer:
-/// a due lone job then costs one line of the group vector plus its settings' reference count,
-/// and the count's address is at hand as soon as the record is. Larger groups' ranks are a range
-/// of [`Scheduler::members`].
+/// member's rank is kept in the record itself rather than behind another pointer; larger groups'
+/// ranks are a range of [`Scheduler::members`].
 #[derive(Debug)]
-#[repr(align(64))]
 struct Group {
     /// A copy of the group's compiled expression when that alone is its evaluation
     /// ([`CronExpr::plain_utc`]: UTC, no day filter), else `None`: evaluate the full expression in
     /// [`Scheduler::exprs`]. A due group's evaluation then reads this one record, not its ~200-byte
     /// expression behind its own allocation.
     hot: Option<saffron::Cron>,
-    /// With `len == 1` the member's settings (the same as `Scheduler::jobs[first]`), else `None`.
-    lone: Option<Arc<JobSpec>>,
     /// With `len == 1` the member's rank; otherwise where the ranks start in `Scheduler::members`.
     first: u32,
     len: u32,
-}
-
-/// A due job in [`Scheduler::run`]'s batch: its rank in the high half, so that sorting keys sorts
-/// by rank, and in the low half its group's id when the group holds only this job (its settings
-/// are in the group's record) or [`NOT_LONE`].
-type DueKey = u64;
-
-/// The low half of a [`DueKey`] whose job is looked up in [`Scheduler::jobs`] by rank.
-const NOT_LONE: u32 = u32::MAX;
-
-fn due_key(rank: u32, lone_group: u32) -> DueKey {
-    (u64::from(rank) << 32) | u64::from(lone_group)
-}
-
-fn key_rank(key: DueKey) -> u32 {
-    (key >> 32) as u32
-}
-
-fn key_group(key: DueKey) -> u32 {
-    key as u32
 }
 
 /// The jobs, the wheel of their groups, and how far time has been processed.
@@ -122,7 +97,7 @@ pub struct Scheduler {
     /// The longest `catchupWindow` of the enabled jobs, in minutes.
     longest_window: i64,
     due_groups: Vec<(JobId, Minute)>,
-    due_jobs: Vec<DueKey>,
+    due_jobs: Vec<u32>,
 }
 
 /// Where a dispatch goes in its minute's batch: highest priority first, then by name.
@@ -161,9 +136,9 @@ fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minut
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
-/// records (with their dense expressions and lone members' settings) `PREFETCH_AHEAD` ahead, the
-/// full expression of a group without a dense copy half as far; likewise the pointers and
-/// settings of larger groups' members when it makes the dispatch records.
+/// records (with their dense expressions) `2 * PREFETCH_AHEAD` ahead, a lone member's job pointer
+/// (and the full expression of a group without a dense copy) `PREFETCH_AHEAD` ahead; likewise the
+/// jobs' pointers and settings when it makes the dispatch records.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Hints the CPU to start loading the cache lines of `*value` (no effect on results).
@@ -261,7 +236,6 @@ impl Scheduler {
             exprs.push(Arc::clone(expr));
             groups.push(Group {
                 hot: expr.plain_utc().cloned(),
-                lone: (len == 1).then(|| Arc::clone(&jobs[first as usize])),
                 first,
                 len,
             });
@@ -375,45 +349,47 @@ impl Scheduler {
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
+        // The first groups' records and dense expressions, then what those lead to (the loop
+        // below asks ahead for the rest; a small minute is all head).
         let (groups, exprs) = (&self.groups, &self.exprs);
-        // The first groups' records (the loop asks ahead for the rest; a small minute is all head).
+        let fetch_records = |id: JobId| prefetch(&groups[id.0 as usize]);
+        let fetch_behind = |id: JobId| {
+            let group = &groups[id.0 as usize];
+            // Only a group without a dense copy reads its full expression.
+            if group.hot.is_none() {
+                prefetch(Arc::as_ptr(&exprs[id.0 as usize]));
+            }
+            if group.len == 1 {
+                prefetch(&self.jobs[group.first as usize]);
+            }
+        };
+        for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
+            fetch_records(id);
+        }
         for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
-            prefetch(&groups[id.0 as usize]);
+            fetch_behind(id);
         }
         for (i, &(id, at)) in due_groups.iter().enumerate() {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
-            if let Some(&(ahead, _)) = due_groups.get(i + PREFETCH_AHEAD) {
-                prefetch(&groups[ahead.0 as usize]);
+            if let Some(&(ahead, _)) = due_groups.get(i + 2 * PREFETCH_AHEAD) {
+                fetch_records(ahead);
             }
-            if let Some(&(ahead, _)) = due_groups.get(i + PREFETCH_AHEAD / 2) {
-                // Only a group without a dense copy reads its full expression.
-                if groups[ahead.0 as usize].hot.is_none() {
-                    prefetch(Arc::as_ptr(&exprs[ahead.0 as usize]));
-                }
+            if let Some(&(ahead, _)) = due_groups.get(i + PREFETCH_AHEAD) {
+                fetch_behind(ahead);
             }
             let group = &groups[id.0 as usize];
-            let lone = match &group.lone {
-                Some(spec) => {
-                    // Making the dispatch record increments this count, after the evaluations.
-                    prefetch_count(spec);
-                    id.0
-                }
-                None => NOT_LONE,
-            };
             let members = members_of(&self.members, group);
             let next = match &group.hot {
                 Some(cron) => cron.next_after(slot).map(Minute::containing),
                 None => next_minute_from(&exprs[id.0 as usize], slot),
             };
             match late.as_mut() {
-                None => self
-                    .due_jobs
-                    .extend(members.iter().map(|&rank| due_key(rank, lone))),
+                None => self.due_jobs.extend_from_slice(members),
                 Some((now, skips)) => {
                     for &rank in members {
                         let spec = &self.jobs[rank as usize];
                         match admit(spec.catchup, window_minutes(spec), minute, next, *now) {
-                            Ok(()) => self.due_jobs.push(due_key(rank, lone)),
+                            Ok(()) => self.due_jobs.push(rank),
                             Err(reason) => skips.add(&spec.name, reason, 1),
                         }
                     }
@@ -424,37 +400,23 @@ impl Scheduler {
             }
         }
         if self.due_groups.len() > 1 {
-            // Ranks are distinct, so sorting the keys orders the batch by rank. Each group's
-            // members are ascending runs; the stable sort merges runs.
+            // Each group's members are ascending runs; the stable sort merges runs.
             self.due_jobs.sort();
         }
         out.reserve(self.due_jobs.len());
         let jobs = &self.jobs;
-        // The settings of a larger group's members are found by rank: ask ahead for the pointer
-        // and then for the reference count it leads to. A lone job's count was asked for above.
-        let by_rank = |key: &DueKey| (key_group(*key) == NOT_LONE).then(|| key_rank(*key) as usize);
-        for rank in self
-            .due_jobs
-            .iter()
-            .take(PREFETCH_AHEAD)
-            .filter_map(by_rank)
-        {
-            prefetch_count(&jobs[rank]);
+        for &rank in self.due_jobs.iter().take(PREFETCH_AHEAD) {
+            prefetch_count(&jobs[rank as usize]);
         }
-        for (i, &key) in self.due_jobs.iter().enumerate() {
-            if let Some(rank) = self.due_jobs.get(i + 2 * PREFETCH_AHEAD).and_then(by_rank) {
-                prefetch(&jobs[rank]);
+        for (i, &rank) in self.due_jobs.iter().enumerate() {
+            if let Some(&ahead) = self.due_jobs.get(i + 2 * PREFETCH_AHEAD) {
+                prefetch(&jobs[ahead as usize]);
             }
-            if let Some(rank) = self.due_jobs.get(i + PREFETCH_AHEAD).and_then(by_rank) {
-                prefetch_count(&jobs[rank]);
+            if let Some(&ahead) = self.due_jobs.get(i + PREFETCH_AHEAD) {
+                prefetch_count(&jobs[ahead as usize]);
             }
-            let rank = key_rank(key) as usize;
-            let spec = groups
-                .get(key_group(key) as usize)
-                .and_then(|group| group.lone.as_ref())
-                .unwrap_or_else(|| &jobs[rank]);
             out.push(Dispatch {
-                spec: Arc::clone(spec),
+                spec: Arc::clone(&jobs[rank as usize]),
                 scheduled_at: slot,
                 lease: None,
             });
@@ -580,11 +542,10 @@ mod tests {
     /// Names longer than the key's 16-byte prefix, sharing it, and names that are prefixes of others:
     /// the batch still comes out by priority, then by the full name.
     #[test]
-    fn a_group_record_with_its_dense_expression_is_one_cache_line() {
+    fn a_group_record_with_its_dense_expression_is_32_bytes() {
         // What a due group's evaluation reads; the module's layout notes and the README assume it.
         assert_eq!(std::mem::size_of::<saffron::Cron>(), 24);
-        assert_eq!(std::mem::size_of::<Group>(), 64);
-        assert_eq!(std::mem::align_of::<Group>(), 64);
+        assert_eq!(std::mem::size_of::<Group>(), 32);
     }
 
     #[test]

@@ -999,12 +999,19 @@ pub fn render(s: &Status) -> String {
         .collect();
     let first = s.minutes.first().map_or("", |m| hhmm(&m.minute));
     let last = s.minutes.last().map_or("", |m| hhmm(&m.minute));
+    let skew_chart = match s.mode {
+        // Nothing is acked in a dry run: no skew to show.
+        Mode::DryRun => String::new(),
+        Mode::Group { .. } => format!(
+            "<p><b>skew</b> <span class=\"muted\">(largest, seconds from slot to ack)</span></p>{}",
+            bar_chart("dispatch skew per minute, seconds", &skew, &labels)
+        ),
+    };
     let _ = write!(
         body,
-        "<section><h2>Last 60 minutes</h2><p class=\"muted\">{first} – {last} UTC, one bar a minute</p>\
-<h3>jobs dispatched</h3>{}<h3>skew (max seconds from slot to ack)</h3>{}</section>",
+        "<section><h2>Last 60 minutes</h2><p class=\"muted\">{first} – {last} UTC, one bar a minute; \
+hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</section>",
         bar_chart("jobs dispatched per minute", &dispatched, &labels),
-        bar_chart("dispatch skew per minute, seconds", &skew, &labels).replace("<svg class=\"chart\"", "<svg class=\"chart skew\""),
     );
 
     // What comes next.
@@ -1031,7 +1038,7 @@ pub fn render(s: &Status) -> String {
     if let Mode::Group { .. } = &s.mode {
         body.push_str("<section><h2>Group</h2>");
         if !s.owned_shards.is_empty() {
-            body.push_str("<h3>shards of this member</h3><table><tr><th>shard</th><th>cursor</th><th>jobs</th><th>not acked</th></tr>");
+            body.push_str("<p><b>shards of this member</b></p><table><tr><th>shard</th><th>cursor</th><th>jobs</th><th>not acked</th></tr>");
             for o in &s.owned_shards {
                 let _ = write!(
                     body,
@@ -1062,7 +1069,7 @@ pub fn render(s: &Status) -> String {
                     }
                     v
                 };
-                let _ = write!(body, "<h3>members <span class=\"muted\">(read {} UTC)</span></h3>{verdict}<table><tr><th>member</th><th>shards</th><th>schedule md5</th></tr>", escape(hhmm(&g.at)));
+                let _ = write!(body, "<p><b>members</b> <span class=\"muted\">(cursor records read {} UTC)</span></p>{verdict}<table><tr><th>member</th><th>shards</th><th>schedule md5</th></tr>", escape(hhmm(&g.at)));
                 for (member, shards) in &g.members {
                     let md5 = g.md5_by_owner.get(member).map_or("?", String::as_str);
                     let _ = write!(
@@ -1073,7 +1080,7 @@ pub fn render(s: &Status) -> String {
                         escape(md5.get(..12).unwrap_or(md5))
                     );
                 }
-                body.push_str("</table><h3>shards</h3><table><tr><th>shard</th><th>owner</th><th>cursor</th><th>behind</th><th>record age</th></tr>");
+                body.push_str("</table><p><b>shards</b></p><table><tr><th>shard</th><th>owner</th><th>cursor</th><th>behind</th><th>record age</th></tr>");
                 for sh in &g.shards {
                     let owner = match &sh.owner {
                         Some(o) => escape(o),
@@ -1097,4 +1104,226 @@ pub fn render(s: &Status) -> String {
         "<p class=\"muted\">Also: <a href=\"/metrics\">/metrics</a> · <a href=\"/status.json\">/status.json</a> · <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>",
     );
     document(&title, REFRESH_SECONDS, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::dispatcher::Scheduler;
+    use crate::schedule::{parse, LoadOptions};
+
+    fn scheduler(json: &str, at: DateTime<Utc>) -> Scheduler {
+        let schedule = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default())
+            .expect("schedule");
+        Scheduler::new(schedule, Minute::containing(at))
+    }
+
+    /// A schedule whose jobs share some expressions (groups) and spread over minutes, hours, days
+    /// and months (every level of the wheel).
+    fn mixed_jobs(n: usize) -> String {
+        let crons = [
+            "* * * * *",
+            "*/7 * * * *",
+            "13 * * * *",
+            "45 3 * * *",
+            "0 0 1 * *",
+            "30 12 * * 1",
+            "0 0 29 2 *",
+            "59 23 31 12 *",
+        ];
+        let jobs: Vec<String> = (0..n)
+            .map(|i| {
+                let cron = if i % 3 == 0 {
+                    format!("{} {} * * *", (i * 7) % 60, (i * 5) % 24)
+                } else {
+                    crons[i % crons.len()].to_string()
+                };
+                format!(
+                    r#"{{"jobName":"job-{i:04}","priority":{},"job":"x","cronTime":"{cron}"}}"#,
+                    i % 4
+                )
+            })
+            .collect();
+        format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))
+    }
+
+    #[test]
+    fn upcoming_runs_are_the_earliest_of_every_job_in_dispatch_order() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 29, 12, 34, 0).unwrap();
+        for n in [0, 1, 7, 60, 400] {
+            let mut s = scheduler(&mixed_jobs(n), start);
+            // Move on a while, so that entries have cascaded and been reinserted.
+            let mut out = Vec::new();
+            for m in 1..=90 {
+                s.run_minute(Minute(Minute::containing(start).0 + m), &mut out);
+            }
+            // The oracle: every job's own next run (a scan), sorted the way dispatch orders them.
+            let mut expected: Vec<(Minute, i32, String)> = s
+                .schedule()
+                .jobs
+                .iter()
+                .filter_map(|j| {
+                    s.next_run(&j.spec.name)
+                        .map(|at| (at, -j.spec.priority, j.spec.name.clone()))
+                })
+                .collect();
+            expected.sort();
+            for limit in [1, 5, UPCOMING] {
+                let got: Vec<(Minute, String)> = s
+                    .upcoming(limit)
+                    .into_iter()
+                    .map(|(at, spec)| (at, spec.name.clone()))
+                    .collect();
+                let want: Vec<(Minute, String)> = expected
+                    .iter()
+                    .take(limit)
+                    .map(|(at, _, name)| (*at, name.clone()))
+                    .collect();
+                assert_eq!(got, want, "{n} jobs, limit {limit}");
+            }
+        }
+    }
+
+    fn observer(mode: Mode) -> (Arc<Observer>, ManualClock) {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 30).unwrap());
+        (Observer::new(mode, "jobs", Arc::new(clock.clone())), clock)
+    }
+
+    fn metrics_text(o: &Observer) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &o.registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn skew_of_a_batch_is_counted_once_per_record_in_its_bucket() {
+        let (o, _) = observer(Mode::DryRun);
+        o.acked(Duration::from_millis(3), 10);
+        o.acked(Duration::from_secs(90), 2);
+        o.acked(Duration::from_secs(3600), 1);
+        let text = metrics_text(&o);
+        for line in [
+            "cronq_dispatch_skew_seconds_count 13",
+            "cronq_dispatch_skew_seconds_bucket{le=\"0.0025\"} 0",
+            "cronq_dispatch_skew_seconds_bucket{le=\"0.005\"} 10",
+            "cronq_dispatch_skew_seconds_bucket{le=\"60.0\"} 10",
+            "cronq_dispatch_skew_seconds_bucket{le=\"120.0\"} 12",
+            "cronq_dispatch_skew_seconds_bucket{le=\"600.0\"} 12",
+            "cronq_dispatch_skew_seconds_bucket{le=\"+Inf\"} 13",
+            "cronq_dispatch_skew_seconds_sum 3780.03",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn counters_take_their_labels_and_no_job_name() {
+        let (o, _) = observer(Mode::DryRun);
+        let jobs = o.dispatched_to("jobs");
+        jobs.add(5);
+        jobs.add(2);
+        o.dispatched_to("reports").add(1);
+        o.produce_error("reports", ProduceErrorKind::Unreachable, 1);
+        let text = metrics_text(&o);
+        for line in [
+            "cronq_dispatched_total{topic=\"jobs\"} 7",
+            "cronq_dispatched_total{topic=\"reports\"} 1",
+            "cronq_produce_errors_total{topic=\"reports\",kind=\"unreachable\"} 1",
+            "cronq_schedule_reloads_total{result=\"rejected\"} 0",
+            "cronq_slots_skipped_total{reason=\"catchup_rule\"} 0",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert_eq!(o.status().acked_total, 8);
+    }
+
+    #[test]
+    fn a_hostile_job_name_and_a_rejected_file_are_escaped_on_the_page() {
+        let (o, _) = observer(Mode::Group {
+            group: "g<b>".into(),
+            member: "m\"1".into(),
+            state_topic: "g.state".into(),
+        });
+        o.schedule_loaded(Path::new("/etc/cronq/<s>.json"), "abc");
+        let bad = parse(
+            br#"{"jobs":[{"jobName":"<img src=x onerror=alert(1)>","job":"x","cronTime":"61 * * * *"}]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .expect_err("minute 61");
+        o.reload_rejected("def", &bad);
+        o.page().upcoming = vec![UpcomingRun {
+            job_name: "<script>alert('x')</script>".into(),
+            at: "2026-11-29T12:01:00Z".into(),
+            topic: "jobs".into(),
+        }];
+        let html = o.render();
+        assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        assert!(html.contains("61"), "the problem is shown: {html}");
+        assert!(html.contains("g&lt;b&gt;") && html.contains("m&quot;1"), "{html}");
+        assert!(html.contains("<b class=\"bad\">rejected</b>"), "{html}");
+        let text = metrics_text(&o);
+        assert!(text.contains("cronq_schedule_reloads_total{result=\"rejected\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn the_last_hour_has_one_row_a_minute_with_what_was_dispatched_and_its_skew() {
+        let (o, clock) = observer(Mode::DryRun);
+        let now = Minute::containing(clock.now());
+        o.minute_handed_out(Minute(now.0 - 2), 4, None);
+        o.minute_settled(Minute(now.0 - 2), 4, 0, 1500, 700);
+        o.minute_handed_out(now, 3, Some(Duration::from_millis(250)));
+        // Older than the hour: not on the page.
+        o.minute_handed_out(Minute(now.0 - 61), 9, None);
+        let s = o.status();
+        assert_eq!(s.minutes.len(), HISTORY_MINUTES as usize);
+        let last = &s.minutes[59];
+        assert_eq!((last.dispatched, last.skew_max_ms), (3, None));
+        let two_ago = &s.minutes[57];
+        assert_eq!(
+            (two_ago.dispatched, two_ago.acked, two_ago.skew_max_ms),
+            (4, 4, Some(1500))
+        );
+        assert_eq!(s.minutes.iter().map(|m| m.dispatched).sum::<u64>(), 7);
+        assert!(metrics_text(&o).contains("cronq_tick_lag_seconds 0.25"));
+    }
+
+    #[test]
+    fn readiness_follows_the_schedule_the_broker_the_shards_and_shutdown() {
+        let (o, _) = observer(Mode::Group {
+            group: "g".into(),
+            member: "m".into(),
+            state_topic: "g.state".into(),
+        });
+        let r = o.health().readiness();
+        assert!(!r.ready);
+        assert_eq!(r.checks[check::KAFKA].detail, "not reached yet");
+        o.schedule_loaded(Path::new("s.json"), "abc");
+        o.kafka_reachable(true, "reached b:9092");
+        assert!(!o.health().readiness().ready, "no shards yet");
+        o.assigned(&[0, 2], 4);
+        let r = o.health().readiness();
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.checks[check::SHARDS].detail, "owns shards [0, 2] of 4");
+        o.kafka_reachable(false, "cannot reach Kafka at b:9092");
+        assert!(!o.health().readiness().ready);
+        o.kafka_reachable(true, "reached b:9092");
+        o.stopping();
+        let r = o.health().readiness();
+        assert!(!r.ready);
+        assert!(r.checks[check::RUNNING].detail.starts_with("shutting down"));
+    }
+
+    #[test]
+    fn the_heartbeat_allows_three_ticks_and_at_least_half_a_minute() {
+        assert_eq!(heartbeat_silence(Duration::from_secs(1)), Duration::from_secs(30));
+        assert_eq!(heartbeat_silence(Duration::from_secs(20)), Duration::from_secs(60));
+    }
 }

@@ -949,7 +949,7 @@ pub fn render(s: &Status) -> String {
         Some(sched) => {
             let _ = write!(
                 body,
-                "<table><tr><th>file</th><td class=\"wrap\">{}</td></tr><tr><th>md5</th><td class=\"wrap\">{}</td></tr><tr><th>loaded</th><td>{}</td></tr>",
+                "<table><tr><th>file</th><td class=\"wrap\">{}</td></tr><tr><th>md5</th><td class=\"wrap\">{}</td></tr><tr><th>loaded</th><td class=\"wrap\">{}</td></tr>",
                 escape(&sched.path),
                 escape(sched.md5.as_deref().unwrap_or("–")),
                 escape(sched.loaded_at.as_deref().unwrap_or("–")),
@@ -961,7 +961,7 @@ pub fn render(s: &Status) -> String {
                     let took = r.took_ms.map(|ms| format!(" in {ms} ms")).unwrap_or_default();
                     let _ = write!(
                         body,
-                        "<tr><th>last reload</th><td>{} <b class=\"{class}\">{}</b>{}</td></tr></table>",
+                        "<tr><th>last reload</th><td class=\"wrap\">{} <b class=\"{class}\">{}</b>{}</td></tr></table>",
                         escape(&r.at),
                         escape(r.result),
                         escape(&took)
@@ -1019,15 +1019,22 @@ hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</sect
     if s.upcoming.is_empty() {
         body.push_str("<p class=\"muted\">nothing scheduled</p>");
     } else {
-        body.push_str("<table class=\"upcoming\"><tr><th>job</th><th>when (UTC)</th><th></th><th>topic</th></tr>");
+        // Two columns, so that a phone has room for long names: the topic goes under the job.
+        body.push_str("<table class=\"upcoming\"><tr><th>job <span class=\"muted\">→ topic</span></th><th>when (UTC)</th></tr>");
         for r in &s.upcoming {
+            let day = if r.at.get(..10) == s.at.get(..10) {
+                String::new()
+            } else {
+                format!("{} ", r.at.get(..10).unwrap_or(""))
+            };
             let _ = write!(
                 body,
-                "<tr><td class=\"wrap\">{}</td><td>{}</td><td class=\"muted\">{}</td><td>{}</td></tr>",
+                "<tr><td class=\"wrap\">{}<br><span class=\"muted\">→ {}</span></td><td>{}{}<br><span class=\"muted\">{}</span></td></tr>",
                 escape(&r.job_name),
-                escape(&r.at.replace('T', " ").replace('Z', "")),
+                escape(&r.topic),
+                escape(&day),
+                escape(hhmm(&r.at)),
                 escape(&in_how_long(&s.at, &r.at)),
-                escape(&r.topic)
             );
         }
         body.push_str("</table>");
@@ -1038,13 +1045,13 @@ hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</sect
     if let Mode::Group { .. } = &s.mode {
         body.push_str("<section><h2>Group</h2>");
         if !s.owned_shards.is_empty() {
-            body.push_str("<p><b>shards of this member</b></p><table><tr><th>shard</th><th>cursor</th><th>jobs</th><th>not acked</th></tr>");
+            body.push_str("<p><b>shards of this member</b></p><table><tr><th>shard</th><th>cursor (UTC)</th><th>jobs</th><th>not acked</th></tr>");
             for o in &s.owned_shards {
                 let _ = write!(
                     body,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     o.shard,
-                    escape(o.cursor.as_deref().unwrap_or("–")),
+                    escape(o.cursor.as_deref().map_or("–", hhmm)),
                     o.jobs,
                     o.outstanding
                 );
@@ -1080,7 +1087,7 @@ hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</sect
                         escape(md5.get(..12).unwrap_or(md5))
                     );
                 }
-                body.push_str("</table><p><b>shards</b></p><table><tr><th>shard</th><th>owner</th><th>cursor</th><th>behind</th><th>record age</th></tr>");
+                body.push_str("</table><p><b>shards</b></p><table><tr><th>shard</th><th>owner</th><th>cursor (UTC)</th><th>behind</th><th>record age</th></tr>");
                 for sh in &g.shards {
                     let owner = match &sh.owner {
                         Some(o) => escape(o),
@@ -1090,7 +1097,7 @@ hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</sect
                         body,
                         "<tr><td>{}</td><td class=\"wrap\">{owner}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         sh.shard,
-                        escape(sh.cursor.as_deref().unwrap_or("never")),
+                        escape(sh.cursor.as_deref().map_or("never", hhmm)),
                         sh.behind_minutes.map_or("–".into(), |b| format!("{b} min")),
                         sh.record_age_seconds.map_or("–".into(), |a| format!("{a} s")),
                     );

@@ -22,7 +22,9 @@ use chrono::{TimeZone, Utc};
 use common::{random_topic, Broker};
 use cronq::clock::{Clock, ManualClock, Minute};
 use cronq::dispatcher::observe::{Mode, Observer};
-use cronq::dispatcher::producer::{self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger};
+use cronq::dispatcher::producer::{
+    self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger,
+};
 use cronq::dispatcher::{Scheduler, TickLoop};
 use cronq::schedule::{self, LoadOptions};
 
@@ -41,8 +43,12 @@ fn bench_schedule(jobs: usize) -> schedule::Schedule {
         })
         .collect();
     let json = format!(r#"{{"jobs":[{}]}}"#, entries.join(","));
-    schedule::parse(json.as_bytes(), Path::new("bench.json"), LoadOptions::default())
-        .expect("schedule")
+    schedule::parse(
+        json.as_bytes(),
+        Path::new("bench.json"),
+        LoadOptions::default(),
+    )
+    .expect("schedule")
 }
 
 fn config(broker: &str, topic: &str) -> ProducerConfig {
@@ -126,7 +132,13 @@ impl MemoryBroker {
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -14,8 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
-use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
 use crate::dispatcher::observe::{Mode, Observer};
+use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
 use crate::dispatcher::service::{self, GroupConfig, ServiceConfig, ServiceError, SinkConfig};
 use crate::obs::http::Site;
 use crate::obs::Listen;

@@ -139,7 +139,10 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
     assert_eq!(ready["ready"], false);
     assert_eq!(ready["checks"]["schedule"]["ok"], true, "{body}");
     assert_eq!(ready["checks"]["kafka"]["ok"], false, "{body}");
-    assert_eq!(ready["checks"]["kafka"]["detail"], "not reached yet", "{body}");
+    assert_eq!(
+        ready["checks"]["kafka"]["detail"], "not reached yet",
+        "{body}"
+    );
     let (code, body) = http_get(&url("/healthz"));
     assert_eq!(code, 200, "{body}");
 
@@ -197,7 +200,10 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
     // The page as a real browser builds it.
     let dom = browser_dom(&url("/"));
     assert!(dom.contains("cronq dispatcher · member-1"), "{dom}");
-    assert!(dom.contains("billing-sync") && dom.contains("report-hourly"), "{dom}");
+    assert!(
+        dom.contains("billing-sync") && dom.contains("report-hourly"),
+        "{dom}"
+    );
     assert!(dom.contains("Next 5 runs"), "upcoming runs: {dom}");
     assert!(dom.contains("nightly-backup"), "upcoming runs: {dom}");
     assert!(dom.contains("<svg class=\"chart\""), "charts: {dom}");
@@ -241,10 +247,16 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
                 && series(m, "cronq_schedule_jobs") == Some(0.0)
         },
     );
-    let sent_main = series(&metrics, &format!("cronq_dispatched_total{{topic=\"{topic}\"}}"))
-        .expect("main topic counted") as usize;
-    let sent_other = series(&metrics, &format!("cronq_dispatched_total{{topic=\"{other}\"}}"))
-        .expect("other topic counted") as usize;
+    let sent_main = series(
+        &metrics,
+        &format!("cronq_dispatched_total{{topic=\"{topic}\"}}"),
+    )
+    .expect("main topic counted") as usize;
+    let sent_other = series(
+        &metrics,
+        &format!("cronq_dispatched_total{{topic=\"{other}\"}}"),
+    )
+    .expect("other topic counted") as usize;
     let main = consume_all(
         &broker.address(),
         &topic,
@@ -259,8 +271,16 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
         sent_other,
         Duration::from_secs(60),
     );
-    assert_eq!(main.len(), sent_main, "records on {topic} vs cronq_dispatched_total");
-    assert_eq!(reports.len(), sent_other, "records on {other} vs cronq_dispatched_total");
+    assert_eq!(
+        main.len(),
+        sent_main,
+        "records on {topic} vs cronq_dispatched_total"
+    );
+    assert_eq!(
+        reports.len(),
+        sent_other,
+        "records on {other} vs cronq_dispatched_total"
+    );
     // Three every-minute jobs on the main topic, one on the other: the same minutes.
     assert_eq!(sent_main, 3 * sent_other, "{metrics}");
     assert_eq!(
@@ -272,15 +292,22 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
         series(&metrics, "cronq_dispatch_skew_seconds_bucket{le=\"+Inf\"}")
             == Some((sent_main + sent_other) as f64)
     );
-    assert_eq!(series(&metrics, "cronq_takeovers_total"), Some(2.0), "{metrics}");
+    assert_eq!(
+        series(&metrics, "cronq_takeovers_total"),
+        Some(2.0),
+        "{metrics}"
+    );
     assert!(
         series(&metrics, "cronq_tick_lag_seconds").is_some_and(|lag| lag < 60.0),
         "{metrics}"
     );
     for shard in 0..2 {
         assert!(
-            series(&metrics, &format!("cronq_shard_cursor_lag_seconds{{shard=\"{shard}\"}}"))
-                .is_some(),
+            series(
+                &metrics,
+                &format!("cronq_shard_cursor_lag_seconds{{shard=\"{shard}\"}}")
+            )
+            .is_some(),
             "{metrics}"
         );
     }
@@ -289,6 +316,9 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
         serde_json::from_str(&http_get(&url("/status.json")).1).expect("status JSON");
     let minutes = status["minutes"].as_array().expect("minutes");
     assert_eq!(minutes.len(), 60);
-    let charted: u64 = minutes.iter().map(|m| m["dispatched"].as_u64().unwrap_or(0)).sum();
+    let charted: u64 = minutes
+        .iter()
+        .map(|m| m["dispatched"].as_u64().unwrap_or(0))
+        .sum();
     assert_eq!(charted as usize, sent_main + sent_other, "{status}");
 }

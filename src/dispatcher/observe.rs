@@ -170,8 +170,12 @@ impl EncodeMetric for BatchHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let (sum, count, buckets) = {
             let s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            let buckets: Vec<(f64, u64)> =
-                self.bounds.iter().copied().zip(s.buckets.iter().copied()).collect();
+            let buckets: Vec<(f64, u64)> = self
+                .bounds
+                .iter()
+                .copied()
+                .zip(s.buckets.iter().copied())
+                .collect();
             (s.sum, s.count, buckets)
         };
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
@@ -512,8 +516,11 @@ impl Observer {
 
     /// The schedule file at `path` (MD5 `md5`) was loaded at start.
     pub fn schedule_loaded(&self, path: &std::path::Path, md5: &str) {
-        self.health
-            .set(check::SCHEDULE, true, format!("{} loaded (md5 {md5})", path.display()));
+        self.health.set(
+            check::SCHEDULE,
+            true,
+            format!("{} loaded (md5 {md5})", path.display()),
+        );
         self.page().schedule = Some(ScheduleState {
             path: path.display().to_string(),
             md5: Some(md5.to_string()),
@@ -524,7 +531,10 @@ impl Observer {
 
     /// A changed schedule file was loaded and swapped in.
     pub fn reload_ok(&self, md5: &str, took: Duration) {
-        self.metrics.reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
         self.metrics.reload_seconds.observe(took.as_secs_f64());
         self.set_reload(Reload {
             at: self.now_text(),
@@ -584,13 +594,17 @@ impl Observer {
         if skips.window > 0 {
             self.metrics
                 .skipped
-                .get_or_create(&ReasonLabel { reason: "catchup_window" })
+                .get_or_create(&ReasonLabel {
+                    reason: "catchup_window",
+                })
                 .inc_by(skips.window);
         }
         if skips.rule > 0 {
             self.metrics
                 .skipped
-                .get_or_create(&ReasonLabel { reason: "catchup_rule" })
+                .get_or_create(&ReasonLabel {
+                    reason: "catchup_rule",
+                })
                 .inc_by(skips.rule);
         }
     }
@@ -610,9 +624,19 @@ impl Observer {
     }
 
     /// Every dispatch of `minute` settled: `acked`, `failed`, skew max and mean in ms.
-    pub fn minute_settled(&self, minute: Minute, acked: u64, failed: u64, max_ms: i64, mean_ms: i64) {
+    pub fn minute_settled(
+        &self,
+        minute: Minute,
+        acked: u64,
+        failed: u64,
+        max_ms: i64,
+        mean_ms: i64,
+    ) {
         let mut page = self.page();
-        if page.minutes.first_key_value().is_some_and(|(first, _)| minute < *first)
+        if page
+            .minutes
+            .first_key_value()
+            .is_some_and(|(first, _)| minute < *first)
             && page.minutes.len() >= 2 * HISTORY_MINUTES as usize
         {
             return;
@@ -690,8 +714,11 @@ impl Observer {
 
     /// Shutting down: not ready any more.
     pub fn stopping(&self) {
-        self.health
-            .set(check::RUNNING, false, "shutting down: finishing the minute in progress and handing shards over");
+        self.health.set(
+            check::RUNNING,
+            false,
+            "shutting down: finishing the minute in progress and handing shards over",
+        );
     }
 
     /// Once a tick, after it ran: the queue, the backlog, the owned shards and their cursors, and
@@ -712,11 +739,12 @@ impl Observer {
             previous.remove(&shard);
             let cursor = run.lease.as_ref().map(|l| (l.cursor(), l.outstanding()));
             if let Some((cursor, _)) = cursor {
-                let lag = cursor
-                    .next()
-                    .start()
-                    .map_or(0.0, |end| (now - end).num_milliseconds().max(0) as f64 / 1000.0);
-                m.shard_cursor_lag.get_or_create(&ShardLabel { shard }).set(lag);
+                let lag = cursor.next().start().map_or(0.0, |end| {
+                    (now - end).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                m.shard_cursor_lag
+                    .get_or_create(&ShardLabel { shard })
+                    .set(lag);
             }
             owned.push(OwnedShard {
                 shard,
@@ -732,7 +760,11 @@ impl Observer {
             m.shards_owned.set(owned.len() as i64);
         }
         m.schedule_jobs.set(jobs as i64);
-        let processed = tick_loop.shards().values().map(|r| r.scheduler.processed()).max();
+        let processed = tick_loop
+            .shards()
+            .values()
+            .map(|r| r.scheduler.processed())
+            .max();
         let refresh = self.page().upcoming_for != processed;
         // Once a minute, off the request path: the first runs of each shard's wheel, merged.
         let upcoming = refresh.then(|| self.upcoming(tick_loop));
@@ -751,15 +783,21 @@ impl Observer {
             .flat_map(|run| run.scheduler.upcoming(UPCOMING))
             .collect();
         runs.sort_by(|(a_at, a), (b_at, b)| {
-            (a_at, std::cmp::Reverse(a.priority), &a.name)
-                .cmp(&(b_at, std::cmp::Reverse(b.priority), &b.name))
+            (a_at, std::cmp::Reverse(a.priority), &a.name).cmp(&(
+                b_at,
+                std::cmp::Reverse(b.priority),
+                &b.name,
+            ))
         });
         runs.truncate(UPCOMING);
         runs.into_iter()
             .map(|(at, spec)| UpcomingRun {
                 job_name: spec.name.clone(),
                 at: at.start().map(rfc3339).unwrap_or_default(),
-                topic: spec.topic.clone().unwrap_or_else(|| self.default_topic.clone()),
+                topic: spec
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| self.default_topic.clone()),
             })
             .collect()
     }
@@ -883,8 +921,15 @@ fn stat(out: &mut String, value: &str, label: &str, class: &str) {
 pub fn render(s: &Status) -> String {
     let mut body = String::new();
     let (title, subtitle) = match &s.mode {
-        Mode::DryRun => ("cronq dispatcher".to_string(), "dry run: dispatches are printed, not sent".to_string()),
-        Mode::Group { group, member, state_topic } => (
+        Mode::DryRun => (
+            "cronq dispatcher".to_string(),
+            "dry run: dispatches are printed, not sent".to_string(),
+        ),
+        Mode::Group {
+            group,
+            member,
+            state_topic,
+        } => (
             format!("cronq dispatcher · {member}"),
             format!("group {group} · state topic {state_topic}"),
         ),
@@ -914,7 +959,10 @@ pub fn render(s: &Status) -> String {
         let _ = write!(
             body,
             "<section><h2 class=\"warn\">Not ready</h2><ul>{}</ul></section>",
-            not_ready.iter().map(|l| format!("<li>{}</li>", escape(l))).collect::<String>()
+            not_ready
+                .iter()
+                .map(|l| format!("<li>{}</li>", escape(l)))
+                .collect::<String>()
         );
     }
 
@@ -922,13 +970,29 @@ pub fn render(s: &Status) -> String {
     let last_hour: u64 = s.minutes.iter().map(|m| m.dispatched).sum();
     let last_skew = s.minutes.iter().rev().find_map(|m| m.skew_max_ms);
     body.push_str("<section><div class=\"grid\">");
-    stat(&mut body, &format_number(s.jobs as f64), "jobs scheduled here", "");
-    stat(&mut body, &format_number(last_hour as f64), "dispatched, last 60 min", "");
     stat(
         &mut body,
-        &last_skew.map_or("–".into(), |ms| format!("{} s", format_number(ms as f64 / 1000.0))),
+        &format_number(s.jobs as f64),
+        "jobs scheduled here",
+        "",
+    );
+    stat(
+        &mut body,
+        &format_number(last_hour as f64),
+        "dispatched, last 60 min",
+        "",
+    );
+    stat(
+        &mut body,
+        &last_skew.map_or("–".into(), |ms| {
+            format!("{} s", format_number(ms as f64 / 1000.0))
+        }),
         "skew, last settled minute (max)",
-        if last_skew.is_some_and(|ms| ms > 60_000) { "warn" } else { "" },
+        if last_skew.is_some_and(|ms| ms > 60_000) {
+            "warn"
+        } else {
+            ""
+        },
     );
     stat(
         &mut body,
@@ -936,9 +1000,19 @@ pub fn render(s: &Status) -> String {
         "undelivered",
         if s.undelivered > 0 { "warn" } else { "" },
     );
-    stat(&mut body, &format_number(s.queue_depth as f64), "queued", "");
+    stat(
+        &mut body,
+        &format_number(s.queue_depth as f64),
+        "queued",
+        "",
+    );
     if let Some(total) = s.total_shards {
-        stat(&mut body, &format!("{} / {total}", s.owned_shards.len()), "shards owned", "");
+        stat(
+            &mut body,
+            &format!("{} / {total}", s.owned_shards.len()),
+            "shards owned",
+            "",
+        );
     }
     body.push_str("</div></section>");
 
@@ -1125,8 +1199,8 @@ mod tests {
     use crate::schedule::{parse, LoadOptions};
 
     fn scheduler(json: &str, at: DateTime<Utc>) -> Scheduler {
-        let schedule = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default())
-            .expect("schedule");
+        let schedule =
+            parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).expect("schedule");
         Scheduler::new(schedule, Minute::containing(at))
     }
 
@@ -1270,14 +1344,29 @@ mod tests {
             topic: "jobs".into(),
         }];
         let html = o.render();
-        assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"), "{html}");
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
         assert!(html.contains("61"), "the problem is shown: {html}");
-        assert!(html.contains("g&lt;b&gt;") && html.contains("m&quot;1"), "{html}");
+        assert!(
+            html.contains("g&lt;b&gt;") && html.contains("m&quot;1"),
+            "{html}"
+        );
         assert!(html.contains("<b class=\"bad\">rejected</b>"), "{html}");
         let text = metrics_text(&o);
-        assert!(text.contains("cronq_schedule_reloads_total{result=\"rejected\"} 1"), "{text}");
+        assert!(
+            text.contains("cronq_schedule_reloads_total{result=\"rejected\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1330,7 +1419,13 @@ mod tests {
 
     #[test]
     fn the_heartbeat_allows_three_ticks_and_at_least_half_a_minute() {
-        assert_eq!(heartbeat_silence(Duration::from_secs(1)), Duration::from_secs(30));
-        assert_eq!(heartbeat_silence(Duration::from_secs(20)), Duration::from_secs(60));
+        assert_eq!(
+            heartbeat_silence(Duration::from_secs(1)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            heartbeat_silence(Duration::from_secs(20)),
+            Duration::from_secs(60)
+        );
     }
 }

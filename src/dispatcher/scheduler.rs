@@ -299,7 +299,12 @@ impl Scheduler {
             for &(id, at) in batch {
                 // A group's members are in rank order: beyond its first `limit` none can make it.
                 let group = &self.groups[id.0 as usize];
-                runs.extend(members_of(&self.members, group).iter().take(limit).map(|&r| (at, r)));
+                runs.extend(
+                    members_of(&self.members, group)
+                        .iter()
+                        .take(limit)
+                        .map(|&r| (at, r)),
+                );
             }
             // Later batches are later in time: once `limit` runs are found, they are the first.
             runs.len() < limit

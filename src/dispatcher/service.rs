@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::cursor::{Cursor, Lease};
-use super::observe::Observer;
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
+use super::observe::Observer;
 use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
 use super::tick_loop::{ScheduleSource, ShardRun, TickLoop};
 use super::watchdog::MemberView;
@@ -393,7 +393,14 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
                 break;
             }
         }
-        if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace, beat.as_ref()).await {
+        if !tick_once(
+            &mut tick_loop,
+            &shutdown,
+            config.shutdown_grace,
+            beat.as_ref(),
+        )
+        .await
+        {
             if !shutdown.is_cancelled() {
                 died = Some(sink.closed().await);
             }
@@ -909,7 +916,14 @@ async fn run_in_group(
             }
             Next::Tick => {
                 member.start_waiting(&mut tick_loop).await;
-                if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace, beat.as_ref()).await {
+                if !tick_once(
+                    &mut tick_loop,
+                    &shutdown,
+                    config.shutdown_grace,
+                    beat.as_ref(),
+                )
+                .await
+                {
                     if !shutdown.is_cancelled() {
                         died = Some(sink.closed().await);
                     }
@@ -983,7 +997,10 @@ async fn watch_kafka(observer: Arc<Observer>, health: Arc<crate::kafka::Health>,
         if now_down != down {
             down = now_down;
             if down {
-                observer.kafka_reachable(false, format!("cannot reach Kafka at {brokers}; dispatches wait and are retried"));
+                observer.kafka_reachable(
+                    false,
+                    format!("cannot reach Kafka at {brokers}; dispatches wait and are retried"),
+                );
             } else {
                 observer.kafka_reachable(true, format!("reached {brokers}"));
             }

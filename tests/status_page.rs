@@ -321,4 +321,26 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
         .map(|m| m["dispatched"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(charted as usize, sent_main + sent_other, "{status}");
+
+    // The broker goes away: not ready, and /readyz says why; alive all the same (restarting the
+    // dispatcher would not bring the broker back). It comes back: ready again.
+    broker.kill();
+    let body = wait_for(
+        &url("/readyz"),
+        Duration::from_secs(60),
+        &run,
+        "not ready while the broker is unreachable",
+        |code, _| code == 503,
+    );
+    assert!(body.contains("cannot reach Kafka at"), "{body}");
+    let (code, body) = http_get(&url("/healthz"));
+    assert_eq!(code, 200, "{body}");
+    broker.launch();
+    wait_for(
+        &url("/readyz"),
+        Duration::from_secs(60),
+        &run,
+        "ready again once the broker is back",
+        |code, _| code == 200,
+    );
 }

@@ -748,7 +748,7 @@ impl Observer {
             }
             owned.push(OwnedShard {
                 shard,
-                cursor: cursor.and_then(|(c, _)| c.start()).map(|t| rfc3339(t)),
+                cursor: cursor.and_then(|(c, _)| c.start()).map(rfc3339),
                 outstanding: cursor.map_or(0, |(_, o)| o),
                 jobs: run.scheduler.scheduled(),
             });

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
+use crate::dispatcher::observe::{Mode, Observer};
 use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
 use crate::dispatcher::service::{self, GroupConfig, ServiceConfig, ServiceError, SinkConfig};
 use crate::obs::http::Site;
@@ -1078,6 +1079,20 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         session_timeout: args.session_timeout,
         owner: args.member_id.clone().unwrap_or_else(default_worker_id),
     });
+    let observer = (args.http != Listen::Off).then(|| {
+        let mode = match &group {
+            None => Mode::DryRun,
+            Some(g) => Mode::Group {
+                group: g.group.clone(),
+                member: g.owner.clone(),
+                state_topic: g.state_topic.clone(),
+            },
+        };
+        Observer::new(mode, &args.topic, Arc::clone(&clock))
+    });
+    let site = observer
+        .as_ref()
+        .map_or_else(|| placeholder_site("cronq dispatcher"), Observer::site);
     let config = ServiceConfig {
         schedule: args.schedule.clone(),
         load,
@@ -1087,8 +1102,8 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         sink,
         group,
         clock,
+        observer,
     };
-    let site = placeholder_site("cronq dispatcher");
     runtime.block_on(async move {
         let http = Http::start(args.http, site).await?;
         let result = service::run(config, cancel_on_signal()).await;

@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::observe::{Observer, TopicCounter};
 use super::Dispatch;
 
 /// One dry-run line.
@@ -37,22 +38,36 @@ pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
 }
 
 /// Prints every dispatch from `rx` until the channel closes, flushing whenever it runs dry so a
-/// reader of the pipe sees each minute as it happens. Returns how many lines were written.
+/// reader of the pipe sees each minute as it happens. Returns how many lines were written. Counts
+/// the lines per topic in `observer`'s `cronq_dispatched_total`.
 pub async fn print_lines(
     mut rx: mpsc::Receiver<Dispatch>,
     default_topic: String,
+    observer: Option<std::sync::Arc<Observer>>,
 ) -> std::io::Result<u64> {
     // Not `stdout().lock()`: the guard is not Send and this future crosses awaits.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let mut written = 0;
+    // A few topics: each counter resolved once, counted per flush.
+    let mut printed: Vec<(String, TopicCounter, u64)> = Vec::new();
     while let Some(d) = rx.recv().await {
-        writeln!(out, "{}", render(&d, &default_topic))?;
-        written += 1;
-        while let Ok(d) = rx.try_recv() {
+        let mut next = Some(d);
+        while let Some(d) = next {
             writeln!(out, "{}", render(&d, &default_topic))?;
             written += 1;
+            if let Some(observer) = &observer {
+                let topic = d.spec.topic.as_deref().unwrap_or(&default_topic);
+                match printed.iter_mut().find(|(t, _, _)| t == topic) {
+                    Some((_, _, n)) => *n += 1,
+                    None => printed.push((topic.to_string(), observer.dispatched_to(topic), 1)),
+                }
+            }
+            next = rx.try_recv().ok();
         }
         out.flush()?;
+        for (_, counter, n) in &mut printed {
+            counter.add(std::mem::take(n));
+        }
     }
     out.flush()?;
     Ok(written)

@@ -8,6 +8,7 @@ pub mod catchup;
 pub mod cursor;
 pub mod dry_run;
 pub mod group;
+pub mod observe;
 pub mod producer;
 pub mod scheduler;
 pub mod service;

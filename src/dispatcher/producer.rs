@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::cursor::LeaseRef;
+use super::observe::{Observer, ProduceErrorKind};
 use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
@@ -114,6 +115,8 @@ pub struct SlotLedger {
     slots: Mutex<BTreeMap<Minute, SlotState>>,
     /// The dispatcher's clock: skew is measured on it (a drill clock runs faster than the wall).
     clock: Arc<dyn Clock>,
+    /// Gets the skew of every ack and each settled minute (the `--http` metrics and page).
+    observer: Option<Arc<Observer>>,
 }
 
 impl std::fmt::Debug for SlotLedger {
@@ -134,7 +137,15 @@ impl SlotLedger {
         SlotLedger {
             slots: Mutex::default(),
             clock,
+            observer: None,
         }
+    }
+
+    /// Reports skews and settled minutes to `observer`; the producer pool counts its deliveries
+    /// and errors there too.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> SlotLedger {
+        self.observer = Some(observer);
+        self
     }
 
     /// Acks of `acked` dispatches of `slot`, now.
@@ -142,6 +153,9 @@ impl SlotLedger {
         let skew = slot
             .start()
             .map_or(0, |s| (self.clock.now() - s).num_milliseconds());
+        if let Some(observer) = &self.observer {
+            observer.acked(Duration::from_millis(skew.max(0) as u64), acked);
+        }
         self.settle(slot, acked, 0, skew);
     }
 
@@ -174,6 +188,9 @@ impl SlotLedger {
             } else {
                 0
             };
+            if let Some(observer) = &self.observer {
+                observer.minute_settled(slot, s.acked, s.failed, s.max_skew_ms, mean);
+            }
             if s.acked + s.failed == 0 {
                 // An idle minute is not news.
                 debug!(message = "slot dispatched", slot = %slot, jobs = 0);
@@ -241,6 +258,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn observer(&self) -> Option<&Arc<Observer>> {
+        self.ledger.as_ref()?.observer.as_ref()
+    }
+
     /// The broker acked these records.
     fn delivered(&self, items: &[Item]) {
         self.stats
@@ -265,6 +286,9 @@ impl Shared {
 
     /// The broker refused this record for good: it is dropped, and its shard's cursor may pass.
     fn refused(&self, item: &Item) {
+        if let Some(observer) = self.observer() {
+            observer.produce_error(&item.record.topic, ProduceErrorKind::Rejected, 1);
+        }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.backlog.fetch_sub(1, Ordering::Relaxed);
         let minute = Minute::containing(item.slot);
@@ -577,6 +601,9 @@ async fn resolve_topic(
                 return;
             }
             Err(e) => {
+                if let Some(observer) = shared.observer() {
+                    observer.produce_error(&topic, ProduceErrorKind::Topic, 1);
+                }
                 let now = Instant::now();
                 let since = *failing_since.get_or_insert(now);
                 if let TopicError::Unreachable { reason, .. } = &e {
@@ -642,6 +669,8 @@ async fn partition_task(
     let mut backoff = Backoff::new(shared.config.retry_backoff);
     let mut failing: Option<Failing> = None;
     let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
+    // Resolved once: the hot path adds per batch, never looks a label up per record.
+    let dispatched = shared.observer().map(|o| o.dispatched_to(&topic));
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < batch_size {
@@ -660,6 +689,9 @@ async fn partition_task(
                 Ok(()) => {
                     shared.config.kafka.health().succeeded();
                     shared.delivered(&batch);
+                    if let Some(counter) = &dispatched {
+                        counter.add(batch.len() as u64);
+                    }
                     batch.clear();
                     backoff.reset();
                     if let Some(f) = failing.take() {
@@ -685,6 +717,14 @@ async fn partition_task(
                 Err(e) => {
                     // The leader may have moved or the connection died: forget the client.
                     client = None;
+                    if let Some(observer) = shared.observer() {
+                        let kind = if is_connectivity(&e) {
+                            ProduceErrorKind::Unreachable
+                        } else {
+                            ProduceErrorKind::Retriable
+                        };
+                        observer.produce_error(&topic, kind, 1);
+                    }
                     let now = Instant::now();
                     let f = failing.get_or_insert(Failing {
                         since: now,
@@ -767,6 +807,9 @@ async fn send_alone(
         match result {
             Ok(()) => {
                 shared.delivered(&one);
+                if let Some(observer) = shared.observer() {
+                    observer.dispatched_to(topic).add(1);
+                }
                 return;
             }
             Err(e) if is_permanent(&e) => {

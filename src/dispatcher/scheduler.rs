@@ -289,6 +289,33 @@ impl Scheduler {
         self.wheel.scheduled_at(JobId(group as u32))
     }
 
+    /// The next `limit` runs after [`processed`](Self::processed), in time order (within a
+    /// minute, dispatch order). Read from the wheel's earliest slots
+    /// ([`Wheel::visit_in_order`]), so it costs the jobs of those slots, not the schedule's: the
+    /// status page asks once a minute.
+    pub fn upcoming(&self, limit: usize) -> Vec<(Minute, Arc<JobSpec>)> {
+        let mut runs: Vec<(Minute, u32)> = Vec::new();
+        self.wheel.visit_in_order(|batch| {
+            for &(id, at) in batch {
+                // A group's members are in rank order: beyond its first `limit` none can make it.
+                let group = &self.groups[id.0 as usize];
+                runs.extend(
+                    members_of(&self.members, group)
+                        .iter()
+                        .take(limit)
+                        .map(|&r| (at, r)),
+                );
+            }
+            // Later batches are later in time: once `limit` runs are found, they are the first.
+            runs.len() < limit
+        });
+        runs.sort_unstable();
+        runs.truncate(limit);
+        runs.into_iter()
+            .map(|(at, rank)| (at, Arc::clone(&self.jobs[rank as usize])))
+            .collect()
+    }
+
     /// The earliest minute at which something may be due.
     pub fn next_due(&self) -> Option<Minute> {
         self.wheel.next_due()

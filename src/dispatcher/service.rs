@@ -27,11 +27,13 @@ use tracing::{error, info, warn};
 
 use super::cursor::{Cursor, Lease};
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
+use super::observe::Observer;
 use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
 use super::tick_loop::{ScheduleSource, ShardRun, TickLoop};
 use super::watchdog::MemberView;
 use super::{dry_run, Dispatch, Scheduler};
 use crate::clock::{until_next_wake, Clock, ManualClock, Minute};
+use crate::obs::health::Beat;
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
 
 /// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
@@ -86,6 +88,8 @@ pub struct ServiceConfig {
     pub group: Option<GroupConfig>,
     /// Wall-clock source.
     pub clock: Arc<dyn Clock>,
+    /// Metrics, probes and the status page of `--http` (`None`: `--http off`).
+    pub observer: Option<Arc<Observer>>,
 }
 
 /// Errors that stop the dispatcher.
@@ -125,10 +129,11 @@ impl Sink {
         config: &SinkConfig,
         rx: mpsc::Receiver<Dispatch>,
         ledger: Option<Arc<SlotLedger>>,
+        observer: Option<Arc<Observer>>,
     ) -> Sink {
         match config {
             SinkConfig::DryRun { default_topic } => Sink::Print(tokio::spawn(
-                dry_run::print_lines(rx, default_topic.clone()),
+                dry_run::print_lines(rx, default_topic.clone(), observer),
             )),
             SinkConfig::Kafka(config) => {
                 let stats = Arc::new(DeliveryStats::default());
@@ -229,8 +234,42 @@ impl Sink {
     }
 }
 
-fn ledger_for(sink: &SinkConfig, clock: &Arc<dyn Clock>) -> Option<Arc<SlotLedger>> {
-    matches!(sink, SinkConfig::Kafka(_)).then(|| Arc::new(SlotLedger::new(Arc::clone(clock))))
+fn ledger_for(
+    sink: &SinkConfig,
+    clock: &Arc<dyn Clock>,
+    observer: Option<&Arc<Observer>>,
+) -> Option<Arc<SlotLedger>> {
+    matches!(sink, SinkConfig::Kafka(_)).then(|| {
+        let ledger = SlotLedger::new(Arc::clone(clock));
+        Arc::new(match observer {
+            Some(o) => ledger.with_observer(Arc::clone(o)),
+            None => ledger,
+        })
+    })
+}
+
+/// Dispatches handed to the producer pool and not settled (0 for a dry run).
+fn backlog_of(sink: &SinkConfig) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+    match sink {
+        SinkConfig::Kafka(p) => Some(Arc::clone(p.kafka.health().backlog())),
+        SinkConfig::DryRun { .. } => None,
+    }
+}
+
+/// After a tick: the observer's gauges, the next runs, and the heartbeat.
+fn observe_tick(
+    config: &ServiceConfig,
+    tick_loop: &TickLoop,
+    backlog: Option<&Arc<std::sync::atomic::AtomicU64>>,
+    beat: Option<&Beat>,
+) {
+    if let Some(beat) = beat {
+        beat.beat();
+    }
+    if let Some(observer) = &config.observer {
+        let undelivered = backlog.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
+        observer.after_tick(tick_loop, undelivered);
+    }
 }
 
 /// Replays the window `[from, until)` as fast as possible into the sink and waits for every
@@ -246,8 +285,9 @@ pub async fn replay(
     let ledger = ledger_for(
         &sink_config,
         &(Arc::new(crate::clock::SystemClock) as Arc<dyn Clock>),
+        None,
     );
-    let sink = Sink::start(&sink_config, rx, ledger.clone());
+    let sink = Sink::start(&sink_config, rx, ledger.clone(), None);
     // [from, until): the first slot is the first whole minute at or after `from`.
     let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
     let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
@@ -282,15 +322,27 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
 
 /// Ticks until `shutdown`; a tick cut by the signal still finishes its minute, within `grace`.
 /// Returns false when the loop must stop (the sink is gone or the grace ran out mid-minute).
+///
+/// While the tick waits for room in a full queue (backpressure from a slow or unreachable
+/// broker), `beat` beats every second: the loop is waiting, not stuck. A tick that never yields
+/// (a hang in the loop's own code) leaves it silent, and `/healthz` reports the loop dead.
 async fn tick_once(
     tick_loop: &mut TickLoop,
     shutdown: &CancellationToken,
     grace: Duration,
+    beat: Option<&Beat>,
 ) -> bool {
     let mut tick = pin!(tick_loop.tick());
-    let result = tokio::select! {
-        r = &mut tick => Some(r),
-        _ = shutdown.cancelled() => tokio::time::timeout(grace, &mut tick).await.ok(),
+    let result = loop {
+        tokio::select! {
+            r = &mut tick => break Some(r),
+            _ = shutdown.cancelled() => break tokio::time::timeout(grace, &mut tick).await.ok(),
+            _ = tokio::time::sleep(Duration::from_secs(1)), if beat.is_some() => {
+                if let Some(beat) = beat {
+                    beat.beat();
+                }
+            }
+        }
     };
     match result {
         Some(Ok(_)) => true,
@@ -310,9 +362,15 @@ async fn tick_once(
 
 async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let (schedule, digest) = schedule::load(&config.schedule, config.load.clone())?;
+    let observer = config.observer.clone();
+    if let Some(o) = &observer {
+        o.schedule_loaded(&config.schedule, &digest.to_string());
+    }
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let ledger = ledger_for(&config.sink, &config.clock);
-    let sink = Sink::start(&config.sink, rx, ledger.clone());
+    let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
+    let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
+    let backlog = backlog_of(&config.sink);
+    let beat = observer.as_ref().map(|o| o.heartbeat(config.tick));
     let scheduler = Scheduler::new(schedule, Minute::containing(config.clock.now()));
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), jobs = scheduler.scheduled(), md5 = %digest, group = "none (dry run)");
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), config.load.clone());
@@ -320,6 +378,10 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
     if let Some(l) = &ledger {
         tick_loop = tick_loop.with_ledger(Arc::clone(l));
     }
+    if let Some(o) = &observer {
+        tick_loop = tick_loop.with_observer(Arc::clone(o));
+    }
+    observe_tick(&config, &tick_loop, backlog.as_ref(), beat.as_ref());
     let mut sink = sink;
     let mut died = None;
     loop {
@@ -331,12 +393,23 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
                 break;
             }
         }
-        if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
+        if !tick_once(
+            &mut tick_loop,
+            &shutdown,
+            config.shutdown_grace,
+            beat.as_ref(),
+        )
+        .await
+        {
             if !shutdown.is_cancelled() {
                 died = Some(sink.closed().await);
             }
             break;
         }
+        observe_tick(&config, &tick_loop, backlog.as_ref(), beat.as_ref());
+    }
+    if let Some(o) = &observer {
+        o.stopping();
     }
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);
@@ -394,6 +467,10 @@ struct Member {
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
     waiting: Vec<(u32, Option<Cursor>)>,
     grace: Duration,
+    /// The `--http` metrics and page.
+    observer: Option<Arc<Observer>>,
+    /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
+    beat: Option<Beat>,
 }
 
 impl Member {
@@ -515,6 +592,9 @@ impl Member {
         if let Some(source) = tick_loop.source_mut() {
             source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
         }
+        if let Some(o) = &self.observer {
+            o.assigned(&owned, self.shards);
+        }
         info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
     }
 
@@ -560,6 +640,9 @@ impl Member {
             let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
             let behind = now.0 - start.0;
             let scheduler = Scheduler::new(part, start);
+            if let Some(o) = &self.observer {
+                o.took_over();
+            }
             info!(
                 message = "taking over a shard",
                 shard,
@@ -591,6 +674,10 @@ impl Member {
             match self.state.last(shard).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
+                    if let Some(beat) = &self.beat {
+                        // Waiting for the broker, not stuck.
+                        beat.beat();
+                    }
                     let delay = backoff.next_delay();
                     warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
                     tokio::select! {
@@ -660,6 +747,10 @@ async fn run_in_group(
     let SinkConfig::Kafka(producer_config) = &config.sink else {
         return run_alone(config, shutdown).await;
     };
+    let observer = config.observer.clone();
+    if let Some(o) = &observer {
+        o.schedule_loaded(&config.schedule, &digest.to_string());
+    }
     // Connecting retries for as long as the broker is away: a signal meanwhile stops the process.
     let start = async {
         let client = Arc::new(
@@ -689,16 +780,28 @@ async fn run_in_group(
         StateTopic::new(client, group.state_topic.clone(), shards)
             .with_health(Arc::clone(producer_config.kafka.health())),
     );
+    let kafka_watch = observer.as_ref().map(|o| {
+        tokio::spawn(watch_kafka(
+            Arc::clone(o),
+            Arc::clone(producer_config.kafka.health()),
+            producer_config.kafka.brokers_text(),
+        ))
+    });
+    let beat = observer.as_ref().map(|o| o.heartbeat(config.tick));
+    let backlog = backlog_of(&config.sink);
     let mut load = config.load.clone();
     load.shards = ShardFilter::only(shards, []);
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
 
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let ledger = ledger_for(&config.sink, &config.clock);
-    let sink = Sink::start(&config.sink, rx, ledger.clone());
+    let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
+    let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
     let mut tick_loop = TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx);
     if let Some(l) = &ledger {
         tick_loop = tick_loop.with_ledger(Arc::clone(l));
+    }
+    if let Some(o) = &observer {
+        tick_loop = tick_loop.with_observer(Arc::clone(o));
     }
     let (events_tx, mut events) = mpsc::channel(16);
     let membership = Membership::start(
@@ -730,6 +833,7 @@ async fn run_in_group(
             view: Arc::clone(&view),
             rejoiner: membership.rejoiner(),
             poll: config.tick,
+            observer: observer.clone(),
         }
         .run(watchdog_stop.clone()),
     );
@@ -747,6 +851,8 @@ async fn run_in_group(
         waiting: Vec::new(),
         dropped: Vec::new(),
         grace: config.shutdown_grace,
+        observer: observer.clone(),
+        beat: beat.clone(),
     };
     let mut sink = sink;
     let mut died: Option<ServiceError> = None;
@@ -782,6 +888,9 @@ async fn run_in_group(
                     .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
                     .collect();
                 if lost {
+                    if let Some(o) = &observer {
+                        o.session_lost();
+                    }
                     let mut unacked = 0;
                     for (s, run) in &runs {
                         if let Some(lease) = &run.lease {
@@ -807,12 +916,20 @@ async fn run_in_group(
             }
             Next::Tick => {
                 member.start_waiting(&mut tick_loop).await;
-                if !tick_once(&mut tick_loop, &shutdown, config.shutdown_grace).await {
+                if !tick_once(
+                    &mut tick_loop,
+                    &shutdown,
+                    config.shutdown_grace,
+                    beat.as_ref(),
+                )
+                .await
+                {
                     if !shutdown.is_cancelled() {
                         died = Some(sink.closed().await);
                     }
                     break;
                 }
+                observe_tick(&config, &tick_loop, backlog.as_ref(), beat.as_ref());
                 let md5 = schedule_md5(&mut tick_loop);
                 member.write_cursors(&tick_loop, &md5);
                 member.publish(&tick_loop, &md5);
@@ -828,6 +945,12 @@ async fn run_in_group(
         }
     }
 
+    if let Some(o) = &observer {
+        o.stopping();
+    }
+    if let Some(watch) = kafka_watch {
+        watch.abort();
+    }
     info!(message = "shutting down", grace = %humantime::format_duration(config.shutdown_grace));
     let md5 = schedule_md5(&mut tick_loop);
     let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
@@ -859,6 +982,30 @@ async fn run_in_group(
         );
     }
     Ok(())
+}
+
+/// Keeps the readiness check `kafka` in step with the connection's reachability, once a second
+/// (off the tick loop: a loop waiting for a full queue must not leave it stale).
+async fn watch_kafka(observer: Arc<Observer>, health: Arc<crate::kafka::Health>, brokers: String) {
+    observer.kafka_reachable(true, format!("reached {brokers}"));
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut down = false;
+    loop {
+        every.tick().await;
+        let now_down = health.is_down();
+        if now_down != down {
+            down = now_down;
+            if down {
+                observer.kafka_reachable(
+                    false,
+                    format!("cannot reach Kafka at {brokers}; dispatches wait and are retried"),
+                );
+            } else {
+                observer.kafka_reachable(true, format!("reached {brokers}"));
+            }
+        }
+    }
 }
 
 /// Why a background task that must run for the life of the process ended.

@@ -29,6 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use super::catchup::Skips;
 use super::cursor::{Lease, LeaseRef};
+use super::observe::Observer;
 use super::producer::SlotLedger;
 use super::scheduler::{Dispatch, Rebuilt, Scheduler};
 use crate::clock::{Clock, Minute};
@@ -203,6 +204,7 @@ pub struct TickLoop {
     ledger: Option<Arc<SlotLedger>>,
     total_dispatched: u64,
     replaying: bool,
+    observer: Option<Arc<Observer>>,
 }
 
 /// A job slot skip is counted one by one up to this many per job per skip.
@@ -247,6 +249,7 @@ impl TickLoop {
             ledger: None,
             total_dispatched: 0,
             replaying: false,
+            observer: None,
         }
     }
 
@@ -260,6 +263,17 @@ impl TickLoop {
     pub fn with_ledger(mut self, ledger: Arc<SlotLedger>) -> TickLoop {
         self.ledger = Some(ledger);
         self
+    }
+
+    /// Reports minutes, skips and reloads to `observer` (the `--http` metrics and page).
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> TickLoop {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Dispatches waiting in the queue to the sink.
+    pub fn queue_depth(&self) -> usize {
+        self.sink.max_capacity() - self.sink.capacity()
     }
 
     /// Jobs sent to the sink since the loop started.
@@ -297,7 +311,8 @@ impl TickLoop {
         let mut report = TickReport::default();
         self.finish_check(&mut report).await;
 
-        let now = Minute::containing(self.clock.now());
+        let woke = self.clock.now();
+        let now = Minute::containing(woke);
         let Some(lowest) = self.shards.values().map(|r| r.scheduler.processed()).min() else {
             self.start_check();
             return Ok(report);
@@ -395,11 +410,21 @@ impl TickLoop {
             if let Some(ledger) = &self.ledger {
                 ledger.expect(minute, due);
             }
+            if let Some(observer) = &self.observer {
+                // Lag is the live minute's: how long after its boundary the loop handed it out.
+                let lag = (minute == now && !self.replaying)
+                    .then(|| minute.start().and_then(|s| (woke - s).to_std().ok()))
+                    .flatten();
+                observer.minute_handed_out(minute, due, lag);
+            }
             minute = minute.next();
         }
 
         if skips.total() > 0 {
             report.skipped = skips.total();
+            if let Some(observer) = &self.observer {
+                observer.skipped(&skips);
+            }
             warn!(
                 message = "missed slots were skipped by their jobs' catch-up rules",
                 until = %now,
@@ -501,6 +526,9 @@ impl TickLoop {
             Outcome::Unchanged => source.vanished = false,
             Outcome::Unreadable(e) => {
                 if !source.vanished {
+                    if let Some(observer) = &self.observer {
+                        observer.reload_vanished(&e);
+                    }
                     warn!(
                         message = "schedule file is unreadable; keeping the current schedule until it is back",
                         file = %path,
@@ -509,9 +537,15 @@ impl TickLoop {
                     source.vanished = true;
                 }
             }
-            Outcome::Rejected(digest, LoadError::Invalid { problems, .. }) => {
+            Outcome::Rejected(digest, e @ LoadError::Invalid { .. }) => {
                 source.vanished = false;
                 report.rejected = true;
+                if let Some(observer) = &self.observer {
+                    observer.reload_rejected(&digest.to_string(), &e);
+                }
+                let LoadError::Invalid { problems, .. } = e else {
+                    return;
+                };
                 for p in &problems {
                     error!(message = "schedule problem", problem = %p);
                 }
@@ -525,6 +559,9 @@ impl TickLoop {
             Outcome::Rejected(digest, e) => {
                 source.vanished = false;
                 report.rejected = true;
+                if let Some(observer) = &self.observer {
+                    observer.reload_rejected(&digest.to_string(), &e);
+                }
                 error!(message = "schedule file rejected; keeping the last good schedule until the file changes again", file = %path, md5 = %digest, error = %e);
             }
             Outcome::Built {
@@ -578,6 +615,9 @@ impl TickLoop {
                     return;
                 }
                 report.reloaded = true;
+                if let Some(observer) = &self.observer {
+                    observer.reload_ok(&digest.to_string(), took);
+                }
                 info!(
                     message = "schedule reloaded",
                     file = %path,

@@ -42,6 +42,8 @@ pub struct Watchdog {
     pub rejoiner: Rejoiner,
     /// How often the clock is looked at.
     pub poll: Duration,
+    /// Shows the group on the status page.
+    pub observer: Option<Arc<super::observe::Observer>>,
 }
 
 impl Watchdog {
@@ -56,6 +58,7 @@ impl Watchdog {
             view,
             rejoiner,
             poll,
+            observer,
         } = self;
         let mut joined_at = clock.now();
         let mut watched: Option<Minute> = None;
@@ -75,6 +78,9 @@ impl Watchdog {
             watched = Some(minute);
             let cursors = state.all(shards).await;
             let group = super::status::assess(&cursors, now, shards);
+            if let Some(observer) = &observer {
+                observer.group_read(group.clone());
+            }
             let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for (other, their_md5) in &group.md5_by_owner {
                 if *other == owner || *their_md5 == ours.md5 {

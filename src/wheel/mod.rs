@@ -441,6 +441,56 @@ impl Wheel {
         self.len == 0
     }
 
+    /// Visits the live entries in time order, one slot (or overflow minute) at a time, earliest
+    /// first: `visit` gets each batch sorted by minute and says whether to go on. It reads only the
+    /// slots it visits, so a caller that stops early (a status page's next few runs) costs those
+    /// slots' entries, not the wheel's. Slots on one level are in time order from the current
+    /// minute on, and every level's entries come before the next level's (see
+    /// [`Wheel::next_expiration`]).
+    ///
+    /// ```
+    /// use cronq::clock::Minute;
+    /// use cronq::wheel::{JobId, Wheel};
+    ///
+    /// let mut wheel = Wheel::new(Minute(0));
+    /// wheel.insert(JobId(0), Minute(5_000)).unwrap();
+    /// wheel.insert(JobId(1), Minute(70)).unwrap();
+    /// wheel.insert(JobId(2), Minute(3)).unwrap();
+    /// let mut seen = Vec::new();
+    /// wheel.visit_in_order(|batch| {
+    ///     seen.extend_from_slice(batch);
+    ///     seen.len() < 2
+    /// });
+    /// assert_eq!(seen, [(JobId(2), Minute(3)), (JobId(1), Minute(70))]);
+    /// ```
+    pub fn visit_in_order(&self, mut visit: impl FnMut(&[(JobId, Minute)]) -> bool) {
+        let mut batch = Vec::new();
+        let slots = self.levels.iter().flat_map(|level| {
+            let mut occupied = level.occupied();
+            std::iter::from_fn(move || {
+                let slot = level::next_occupied(occupied, 0)?;
+                occupied &= !(1 << slot);
+                Some(level.slot(slot))
+            })
+        });
+        for entries in slots.chain(self.overflow.values().map(Vec::as_slice)) {
+            batch.clear();
+            batch.extend(
+                entries
+                    .iter()
+                    .filter(|entry| is_live(&self.jobs, entry))
+                    .map(|entry| (JobId(entry.job), minute(entry.at))),
+            );
+            if batch.is_empty() {
+                continue;
+            }
+            batch.sort_unstable_by_key(|&(job, at)| (at, job));
+            if !visit(&batch) {
+                return;
+            }
+        }
+    }
+
     /// The next batch to process: the first occupied slot on the lowest non-empty level, else the
     /// overflow's earliest epoch.
     ///

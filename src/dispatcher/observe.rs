@@ -473,6 +473,17 @@ impl Observer {
         let _ = metrics.dispatched.get_or_create(&TopicLabel {
             topic: default_topic.to_string(),
         });
+        for kind in [
+            ProduceErrorKind::Unreachable,
+            ProduceErrorKind::Retriable,
+            ProduceErrorKind::Rejected,
+            ProduceErrorKind::Topic,
+        ] {
+            let _ = metrics.produce_errors.get_or_create(&ErrorLabel {
+                topic: default_topic.to_string(),
+                kind: kind.label(),
+            });
+        }
         Arc::new(Observer {
             registry: Arc::new(registry),
             health,

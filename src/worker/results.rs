@@ -1000,7 +1000,8 @@ mod tests {
     /// dispatcher may add) is ignored, and the message is read as before.
     #[test]
     fn a_message_with_a_field_this_worker_does_not_know_is_read_as_before() {
-        let value = br#"{"v":1,"jobName":"sync","priority":1,"job":"run sync","cronTime":"0 3 * * *",
+        let value =
+            br#"{"v":1,"jobName":"sync","priority":1,"job":"run sync","cronTime":"0 3 * * *",
             "scheduledAt":"2026-11-26T03:00:00Z","dispatchId":"sync@2026-11-26T03:00:00Z",
             "notBefore":"2026-11-26T03:00:12Z","someFutureField":{"nested":[1,2]}}"#;
         let m = parse_message(b"sync", value).unwrap();

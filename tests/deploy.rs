@@ -16,8 +16,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -861,26 +861,17 @@ fn the_exposition_parser_offers_only_names_that_samples_take() {
     );
 }
 
-/// `GET path` over HTTP/1.0: (status code, body).
+/// `GET path` (ureq): (status code, body), or why there was no answer.
 fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read {addr}{path}: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: no HTTP response: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: bad status line {head:?}"))?;
-    Ok((status, body.to_string()))
+    let url = format!("http://{addr}{path}");
+    match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+        Ok(resp) => {
+            let code = resp.status();
+            Ok((code, resp.into_string().map_err(|e| e.to_string())?))
+        }
+        Err(ureq::Error::Status(code, resp)) => Ok((code, resp.into_string().unwrap_or_default())),
+        Err(e) => Err(format!("{url}: {e}")),
+    }
 }
 
 /// Needs the HTTP surface of issue 11 (`--http`, /metrics, /healthz, /readyz): runs the

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
@@ -52,18 +52,12 @@ pub struct TriggerConfig {
     pub retry_backoff: Duration,
 }
 
-/// `jobName@scheduledAt#manual` for a run of `job` triggered at `at`, and that message.
+/// The message of a run of `spec` triggered at `at`: the slot's message with `scheduledAt` = `at`
+/// (whole seconds) and `#manual` after its dispatchId.
 pub fn manual_message(spec: &JobSpec, at: DateTime<Utc>) -> JobMessage {
-    let scheduled_at = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    JobMessage {
-        v: 1,
-        job_name: spec.name.clone(),
-        priority: spec.priority,
-        job: spec.job.clone(),
-        cron_time: spec.cron_time.to_string(),
-        dispatch_id: format!("{}#manual", message::dispatch_id(&spec.name, &scheduled_at)),
-        scheduled_at,
-    }
+    let mut msg = JobMessage::for_slot(spec, at);
+    msg.dispatch_id.push_str("#manual");
+    msg
 }
 
 /// Produces one triggered run of `spec` at `at`; returns its dispatchId. Transient failures are

@@ -125,43 +125,39 @@ pub struct JobRecord {
     pub timestamp: DateTime<Utc>,
 }
 
-/// [`JobMessage`] borrowed from a job's spec, for encoding without copying its strings: the same
-/// fields, names and order, so the same bytes (a test holds the two together).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JobMessageRef<'a> {
-    v: u32,
-    job_name: &'a str,
-    priority: i32,
-    job: &'a str,
-    cron_time: &'a str,
-    scheduled_at: &'a str,
-    dispatch_id: &'a str,
-}
-
 /// A value's bytes besides the job's strings and the slot: field names, quotes, separators,
 /// `"v":1` and the `@` of `dispatchId` (89), and the longest priority (`-2147483648`, 11).
 const VALUE_OVERHEAD: usize = 100;
 
+/// Appends `s` to `out` as a JSON string. A string with nothing to escape (the usual job name,
+/// payload and expression), found in one pass over its bytes, is copied between quotes;
+/// anything else goes through serde_json, which escapes exactly these bytes: `"`, `\\` and the
+/// control characters below U+0020.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 impl JobRecord {
     /// `spec`'s record for the slot written `scheduled_at` (as [`slot_text`] writes it), stamped
-    /// `now`. Each buffer is sized up front: one allocation per field, no growth unless the
-    /// job's strings need JSON escapes.
+    /// `now`. The value is [`JobMessage`]'s JSON, byte for byte (a test holds the two together),
+    /// written straight into a buffer sized up front: one allocation per field of the record,
+    /// and no growth unless the job's strings need escapes.
     pub fn encode(spec: &JobSpec, scheduled_at: &str, now: DateTime<Utc>) -> JobRecord {
         let name = spec.name.as_str();
         let mut dispatch_id = String::with_capacity(name.len() + 1 + scheduled_at.len());
         dispatch_id.push_str(name);
         dispatch_id.push('@');
         dispatch_id.push_str(scheduled_at);
-        let message = JobMessageRef {
-            v: 1,
-            job_name: name,
-            priority: spec.priority,
-            job: &spec.job,
-            cron_time: &spec.cron_time,
-            scheduled_at,
-            dispatch_id: &dispatch_id,
-        };
         let mut value = Vec::with_capacity(
             VALUE_OVERHEAD
                 + 2 * name.len()
@@ -169,19 +165,31 @@ impl JobRecord {
                 + spec.cron_time.len()
                 + 2 * scheduled_at.len(),
         );
-        // Strings and integers into a Vec: serializing cannot fail.
-        let _ = serde_json::to_writer(&mut value, &message);
-        let headers = BTreeMap::from([
-            (HEADER_DISPATCH_ID.to_string(), dispatch_id.into_bytes()),
-            (
-                HEADER_PRIORITY.to_string(),
-                spec.priority.to_string().into_bytes(),
-            ),
-            (
-                HEADER_SCHEDULED_AT.to_string(),
-                scheduled_at.as_bytes().to_vec(),
-            ),
-        ]);
+        value.extend_from_slice(br#"{"v":1,"jobName":"#);
+        push_json_str(&mut value, name);
+        value.extend_from_slice(br#","priority":"#);
+        // An integer into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut value, &spec.priority);
+        value.extend_from_slice(br#","job":"#);
+        push_json_str(&mut value, &spec.job);
+        value.extend_from_slice(br#","cronTime":"#);
+        push_json_str(&mut value, &spec.cron_time);
+        value.extend_from_slice(br#","scheduledAt":"#);
+        push_json_str(&mut value, scheduled_at);
+        value.extend_from_slice(br#","dispatchId":"#);
+        push_json_str(&mut value, &dispatch_id);
+        value.push(b'}');
+        // In key order: each insert lands at the end of the one leaf.
+        let mut headers = BTreeMap::new();
+        headers.insert(HEADER_DISPATCH_ID.to_string(), dispatch_id.into_bytes());
+        headers.insert(
+            HEADER_PRIORITY.to_string(),
+            spec.priority.to_string().into_bytes(),
+        );
+        headers.insert(
+            HEADER_SCHEDULED_AT.to_string(),
+            scheduled_at.as_bytes().to_vec(),
+        );
         JobRecord {
             key: name.as_bytes().to_vec(),
             value,
@@ -247,8 +255,18 @@ mod tests {
     fn awkward_specs() -> Vec<JobSpec> {
         vec![
             spec("nightly-report", 0, "run report --all", "0 2 * * *"),
-            spec("quote\"and\\back", i32::MIN, "echo \"hi\"\n\t\u{1}", "@hourly"),
-            spec("zeitplan-ä-日本", i32::MAX, "printf '%s' \u{7f}\u{2028}", "*/5 * * * 1-5"),
+            spec(
+                "quote\"and\\back",
+                i32::MIN,
+                "echo \"hi\"\n\t\u{1}",
+                "@hourly",
+            ),
+            spec(
+                "zeitplan-ä-日本",
+                i32::MAX,
+                "printf '%s' \u{7f}\u{2028}",
+                "*/5 * * * 1-5",
+            ),
             spec("", -1, "", "0 0 1 1 *"),
         ]
     }
@@ -305,6 +323,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any strings, escapes and all: the value is what serde_json makes of [`JobMessage`].
+        #[test]
+        fn any_job_encodes_as_serde_json_writes_its_job_message(
+            name in ".{0,24}",
+            job in proptest::string::string_regex("(.|[\\x00-\\x1f\"\\\\])*").unwrap(),
+            cron in ".{0,12}",
+            priority in proptest::num::i32::ANY,
+            secs in 0i64..4_102_444_800,
+        ) {
+            let spec = spec(&name, priority, &job, &cron);
+            let slot = at(secs - secs % 60);
+            let record = JobRecord::encode(&spec, &slot_text(slot), at(secs));
+            proptest::prop_assert_eq!(
+                record.value,
+                serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn a_value_without_escapes_fits_the_buffer_it_was_sized_for() {
         for priority in [i32::MIN, 0, i32::MAX] {
@@ -316,7 +354,11 @@ mod tests {
                 + spec.job.len()
                 + spec.cron_time.len()
                 + 2 * slot.len();
-            assert!(record.value.len() <= sized, "{} > {sized}", record.value.len());
+            assert!(
+                record.value.len() <= sized,
+                "{} > {sized}",
+                record.value.len()
+            );
             if priority == i32::MIN {
                 assert_eq!(record.value.len(), sized, "the longest priority fills it");
             }

@@ -695,8 +695,15 @@ async fn partition_task(
                     if batch.len() > 1 {
                         // One bad record must not sink its neighbours: send them one by one.
                         for dispatch in batch.drain(..) {
-                            send_alone(&shared, &topic, partition, &mut client, dispatch, &mut slots)
-                                .await;
+                            send_alone(
+                                &shared,
+                                &topic,
+                                partition,
+                                &mut client,
+                                dispatch,
+                                &mut slots,
+                            )
+                            .await;
                         }
                     } else {
                         for dispatch in batch.drain(..) {

@@ -1,8 +1,11 @@
 //! Dispatch throughput against a baseline in the same run: N jobs all due in one minute, from the
-//! tick loop's first send until the broker acked every record (cronq's full path: wheel → queue →
-//! router → producer lanes → rskafka, JobMessage v1 encoding, murmur2 partitioning), versus raw
-//! rskafka produce calls of the same N pre-encoded records in batches of the same size, one task per
-//! partition, to the same broker.
+//! tick until the broker acked the last record (cronq's full path: wheel → queue → router →
+//! producer lanes → rskafka, JobMessage v1 encoding, murmur2 partitioning), versus raw rskafka
+//! produce calls of the same N records, one task per partition, to the same broker. The
+//! baseline's records are encoded and cut into batches of the same size before its clock starts,
+//! each partition's on the task that then sends and frees them, as cronq's are: its clock sees
+//! nothing but produce calls. Each run also prints the CPU time the process (the client, not the
+//! broker) spent in it, steadier than throughput on a shared machine.
 //!
 //! Three brokers, each a tansu process on this machine: sqlite storage (the test broker; it acks
 //! about 6-10k records/s, so there the broker is the limit and the ratio says little about the
@@ -38,7 +41,7 @@ use cronq::clock::{ManualClock, Minute};
 use cronq::dispatcher::producer::{self, CompressionArg, DeliveryStats, ProducerConfig};
 use cronq::dispatcher::{Scheduler, TickLoop};
 use cronq::message::{encode, partition_for};
-use cronq::schedule::{self, LoadOptions};
+use cronq::schedule::{self, JobSpec, LoadOptions};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -170,47 +173,50 @@ async fn raw_run(broker: &str, jobs: usize) -> Timed {
         .expect("create topic");
     let sched = bench_schedule(jobs);
     let slot = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-    let mut per_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut per_partition: BTreeMap<i32, Vec<Arc<JobSpec>>> = BTreeMap::new();
     for job in &sched.jobs {
-        let d = cronq::dispatcher::Dispatch {
-            spec: Arc::clone(&job.spec),
-            scheduled_at: slot,
-            lease: None,
-        };
-        let r = encode(&d.spec, d.scheduled_at, &topic, Utc::now());
         per_partition
-            .entry(partition_for(&r.key, PARTITIONS))
+            .entry(partition_for(job.spec.name.as_bytes(), PARTITIONS))
             .or_default()
-            .push(Record {
-                key: Some(r.key),
-                value: Some(r.value),
-                headers: r.headers,
-                timestamp: r.timestamp,
-            });
+            .push(Arc::clone(&job.spec));
     }
-    let mut clients = Vec::new();
-    for p in per_partition.keys() {
-        clients.push(
-            client
-                .partition_client(topic.clone(), *p, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        );
-    }
-    let start = Timer::start();
+    // Every task encodes its partition's records and cuts them into batches, then waits here
+    // until all have; only then does the clock start. Encoded on the task that sends and frees
+    // them, as cronq's are, and batched beforehand, so the baseline's clock sees nothing but
+    // produce calls.
+    let ready = Arc::new(tokio::sync::Barrier::new(per_partition.len() + 1));
     let mut tasks = Vec::new();
-    for (pc, records) in clients.into_iter().zip(per_partition.into_values()) {
+    for (partition, specs) in per_partition {
+        let pc = client
+            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let (ready, topic) = (Arc::clone(&ready), topic.clone());
         tasks.push(tokio::spawn(async move {
-            let mut records = records;
-            while !records.is_empty() {
-                let rest = records.split_off(records.len().min(BATCH));
-                pc.produce(records, Compression::NoCompression)
+            let mut records = specs.iter().map(|spec| {
+                let r = encode(spec, slot, &topic, Utc::now());
+                Record {
+                    key: Some(r.key),
+                    value: Some(r.value),
+                    headers: r.headers,
+                    timestamp: r.timestamp,
+                }
+            });
+            let batches: Vec<Vec<Record>> = std::iter::from_fn(|| {
+                let batch: Vec<Record> = records.by_ref().take(BATCH).collect();
+                (!batch.is_empty()).then_some(batch)
+            })
+            .collect();
+            ready.wait().await;
+            for batch in batches {
+                pc.produce(batch, Compression::NoCompression)
                     .await
                     .expect("produce");
-                records = rest;
             }
         }));
     }
+    ready.wait().await;
+    let start = Timer::start();
     for t in tasks {
         t.await.expect("raw task");
     }

@@ -1,8 +1,11 @@
 //! Dispatch throughput against a baseline in the same run: N jobs all due in one minute, from the
-//! tick loop's first send until the broker acked every record (cronq's full path: wheel → queue →
-//! router → producer lanes → rskafka, JobMessage v1 encoding, murmur2 partitioning), versus raw
-//! rskafka produce calls of the same N pre-encoded records in batches of the same size, one task per
-//! partition, to the same broker.
+//! tick until the broker acked the last record (cronq's full path: wheel → queue → router →
+//! producer lanes → rskafka, JobMessage v1 encoding, murmur2 partitioning), versus raw rskafka
+//! produce calls of the same N records, one task per partition, to the same broker. The
+//! baseline's records are encoded and cut into batches of the same size before its clock starts,
+//! each partition's on the task that then sends and frees them, as cronq's are: its clock sees
+//! nothing but produce calls. Each run also prints the CPU time the process (the client, not the
+//! broker) spent in it, steadier than throughput on a shared machine.
 //!
 //! Three brokers, each a tansu process on this machine: sqlite storage (the test broker; it acks
 //! about 6-10k records/s, so there the broker is the limit and the ratio says little about the
@@ -33,7 +36,7 @@ use cronq::clock::{ManualClock, Minute};
 use cronq::dispatcher::producer::{self, CompressionArg, DeliveryStats, ProducerConfig};
 use cronq::dispatcher::{Scheduler, TickLoop};
 use cronq::message::{encode, partition_for};
-use cronq::schedule::{self, LoadOptions};
+use cronq::schedule::{self, JobSpec, LoadOptions};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -79,7 +82,7 @@ fn config(broker: &str, topic: &str) -> ProducerConfig {
 }
 
 /// cronq: tick loop → producers, timed from the tick until every record is acked.
-async fn cronq_run(broker: &str, jobs: usize) -> Duration {
+async fn cronq_run(broker: &str, jobs: usize) -> Timed {
     let topic = random_topic("bench-cronq");
     let sched = bench_schedule(jobs);
     let slot = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
@@ -127,14 +130,21 @@ async fn cronq_run(broker: &str, jobs: usize) -> Duration {
     }
     let mut tick_loop = TickLoop::new(Arc::new(clock.clone()), scheduler, None, tx);
     clock.set(slot);
-    let start = Instant::now();
+    let acked = jobs as u64 + warmed;
+    let start = Timer::start();
     tick_loop.tick().await.expect("tick");
+    // The clock stops at the last ack (polled every millisecond, so it may read up to about a
+    // millisecond late), not when the pool has shut down: closing its Kafka clients is not
+    // dispatching, and the baseline's clock does not wait for its clients to close either.
+    while stats.delivered.load(Ordering::Relaxed) < acked {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = start.stop();
     drop(tick_loop);
     sink.await.expect("producers").expect("producer pool");
-    let elapsed = start.elapsed();
     assert_eq!(
         stats.delivered.load(Ordering::Relaxed),
-        jobs as u64 + warmed,
+        acked,
         "every job acked"
     );
     elapsed
@@ -144,7 +154,7 @@ async fn cronq_run(broker: &str, jobs: usize) -> Duration {
 const WARM_UP: usize = 64;
 
 /// Baseline: the same records, pre-encoded, produced with bare rskafka, one task per partition.
-async fn raw_run(broker: &str, jobs: usize) -> Duration {
+async fn raw_run(broker: &str, jobs: usize) -> Timed {
     let topic = random_topic("bench-raw");
     let client = ClientBuilder::new(vec![broker.to_string()])
         .build()
@@ -158,51 +168,94 @@ async fn raw_run(broker: &str, jobs: usize) -> Duration {
         .expect("create topic");
     let sched = bench_schedule(jobs);
     let slot = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-    let mut per_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut per_partition: BTreeMap<i32, Vec<Arc<JobSpec>>> = BTreeMap::new();
     for job in &sched.jobs {
-        let d = cronq::dispatcher::Dispatch {
-            spec: Arc::clone(&job.spec),
-            scheduled_at: slot,
-            lease: None,
-        };
-        let r = encode(&d.spec, d.scheduled_at, &topic, Utc::now());
         per_partition
-            .entry(partition_for(&r.key, PARTITIONS))
+            .entry(partition_for(job.spec.name.as_bytes(), PARTITIONS))
             .or_default()
-            .push(Record {
-                key: Some(r.key),
-                value: Some(r.value),
-                headers: r.headers,
-                timestamp: r.timestamp,
-            });
+            .push(Arc::clone(&job.spec));
     }
-    let mut clients = Vec::new();
-    for p in per_partition.keys() {
-        clients.push(
-            client
-                .partition_client(topic.clone(), *p, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        );
-    }
-    let start = Instant::now();
+    // Every task encodes its partition's records and cuts them into batches, then waits here
+    // until all have; only then does the clock start. Encoded on the task that sends and frees
+    // them, as cronq's are, and batched beforehand, so the baseline's clock sees nothing but
+    // produce calls.
+    let ready = Arc::new(tokio::sync::Barrier::new(per_partition.len() + 1));
     let mut tasks = Vec::new();
-    for (pc, records) in clients.into_iter().zip(per_partition.into_values()) {
+    for (partition, specs) in per_partition {
+        let pc = client
+            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let (ready, topic) = (Arc::clone(&ready), topic.clone());
         tasks.push(tokio::spawn(async move {
-            let mut records = records;
-            while !records.is_empty() {
-                let rest = records.split_off(records.len().min(BATCH));
-                pc.produce(records, Compression::NoCompression)
+            let mut records = specs.iter().map(|spec| {
+                let r = encode(spec, slot, &topic, Utc::now());
+                Record {
+                    key: Some(r.key),
+                    value: Some(r.value),
+                    headers: r.headers,
+                    timestamp: r.timestamp,
+                }
+            });
+            let batches: Vec<Vec<Record>> = std::iter::from_fn(|| {
+                let batch: Vec<Record> = records.by_ref().take(BATCH).collect();
+                (!batch.is_empty()).then_some(batch)
+            })
+            .collect();
+            ready.wait().await;
+            for batch in batches {
+                pc.produce(batch, Compression::NoCompression)
                     .await
                     .expect("produce");
-                records = rest;
             }
         }));
     }
+    ready.wait().await;
+    let start = Timer::start();
     for t in tasks {
         t.await.expect("raw task");
     }
-    start.elapsed()
+    start.stop()
+}
+
+/// A run's wall time and the CPU time this process (the client, not the broker) spent in it.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+struct Timer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Timer {
+    fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    fn stop(self) -> Timed {
+        Timed {
+            wall: self.wall.elapsed(),
+            cpu: process_cpu().saturating_sub(self.cpu),
+        }
+    }
+}
+
+/// User and system CPU time of every thread of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// A tansu broker started by the bench with a given storage engine, on a free port, in its own
@@ -281,9 +334,10 @@ impl Drop for MemoryBroker {
 /// Alternates raw and cronq `rounds` times on `broker` (raw first in even rounds, cronq first in
 /// odd ones) and prints every run and each round's ratio.
 fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize, rounds: usize) {
-    let rate = |d: Duration| jobs as f64 / d.as_secs_f64();
+    let rate = |t: Timed| jobs as f64 / t.wall.as_secs_f64();
     println!("dispatch on tansu ({engine}): {jobs} jobs due in one minute, until acked; raw rskafka in batches of {BATCH}, same broker, alternating");
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     for round in 0..rounds {
         let (raw, cronq) = if round % 2 == 0 {
             let raw = rt.block_on(raw_run(broker, jobs));
@@ -294,17 +348,22 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
         };
         let ratio = rate(cronq) / rate(raw);
         ratios.push(ratio);
+        let cpu_ratio = cronq.cpu.as_secs_f64() / raw.cpu.as_secs_f64();
+        cpu_ratios.push(cpu_ratio);
         println!(
-            "  round {round}: raw {:>8.0} records/s ({:.3} s), cronq {:>8.0} records/s ({:.3} s), cronq/raw {ratio:.2}",
+            "  round {round}: raw {:>8.0} records/s ({:.3} s, client CPU {:.3} s), cronq {:>8.0} records/s ({:.3} s, client CPU {:.3} s), cronq/raw {ratio:.2} (client CPU {cpu_ratio:.2}×)",
             rate(raw),
-            raw.as_secs_f64(),
+            raw.wall.as_secs_f64(),
+            raw.cpu.as_secs_f64(),
             rate(cronq),
-            cronq.as_secs_f64()
+            cronq.wall.as_secs_f64(),
+            cronq.cpu.as_secs_f64(),
         );
     }
     ratios.sort_by(f64::total_cmp);
+    cpu_ratios.sort_by(f64::total_cmp);
     println!(
-        "  {engine}: cronq/raw median {:.2}, range {:.2}-{:.2} over {rounds} rounds (target ≥ 0.80{})",
+        "  {engine}: cronq/raw median {:.2}, range {:.2}-{:.2} over {rounds} rounds (target ≥ 0.80{}); client CPU cronq/raw median {:.2}×, range {:.2}-{:.2}",
         ratios[ratios.len() / 2],
         ratios[0],
         ratios[ratios.len() - 1],
@@ -312,7 +371,10 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
             "; the broker is the limit here"
         } else {
             ""
-        }
+        },
+        cpu_ratios[cpu_ratios.len() / 2],
+        cpu_ratios[0],
+        cpu_ratios[cpu_ratios.len() - 1],
     );
 }
 

@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! tick loop ──► queue (--queue-capacity) ──► router ──► partition task (topic, p) ──► Kafka
-//!                           (encode JobMessage v1,  │     batch (--batch-size), at most --producers
-//!                            murmur2 partition)     │     requests in flight; acks = all; retry forever
-//!                                                   └─► topic waiting room: a topic that is missing or
-//!                                                       refused waits here, retried in the background
+//!                            (topic, murmur2     │       batch (--batch-size), encode JobMessage v1,
+//!                             partition)         │       at most --producers requests in flight;
+//!                                                │       acks = all; retry forever
+//!                                                └─► topic waiting room: a topic that is missing or
+//!                                                    refused waits here, retried in the background
 //! ```
+//!
+//! The router only picks the lane: what travels is the dispatch itself (the job's shared spec,
+//! its slot, its lease). A partition task encodes its batch at each produce attempt, so a record
+//! is made, sent and freed on one thread, and a retry needs no copy kept aside.
 //!
 //! A partition is always served by the same task, so the records of one job (one key, one
 //! partition) reach Kafka in slot order. A record counts as delivered only once the broker acked it.
@@ -41,7 +46,7 @@ use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{describe, is_connectivity, is_permanent, round_ms, Backoff, Connection};
-use crate::message::{encode, partition_for, OutgoingRecord};
+use crate::message::{partition_for, topic_of, JobRecord, SlotTexts};
 
 /// `--compression`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -235,16 +240,6 @@ pub enum ProducerError {
     Admin(String),
 }
 
-struct Item {
-    /// The encoded record until its first produce attempt takes it (no copy); a retry encodes the
-    /// job again from `spec`.
-    record: OutgoingRecord,
-    spec: Arc<crate::schedule::JobSpec>,
-    slot: DateTime<Utc>,
-    job_name: Arc<str>,
-    lease: Option<LeaseRef>,
-}
-
 /// What every task of the pool shares.
 struct Shared {
     client: Arc<Client>,
@@ -263,49 +258,73 @@ impl Shared {
     }
 
     /// The broker acked these records.
-    fn delivered(&self, items: &[Item]) {
+    fn delivered(&self, batch: &[Dispatch]) {
         self.stats
             .delivered
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.backlog
-            .fetch_sub(items.len() as u64, Ordering::Relaxed);
-        let mut per_slot: BTreeMap<Minute, u64> = BTreeMap::new();
-        for item in items {
-            let minute = Minute::containing(item.slot);
-            if let Some(lease) = &item.lease {
-                lease.0.settle(minute, 1);
-            }
-            *per_slot.entry(minute).or_default() += 1;
-        }
-        if let Some(ledger) = &self.ledger {
-            for (slot, n) in per_slot {
-                ledger.acked(slot, n);
-            }
-        }
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        self.settle(batch, true);
     }
 
     /// The broker refused this record for good: it is dropped, and its shard's cursor may pass.
-    fn refused(&self, item: &Item) {
+    fn refused(&self, topic: &str, dispatch: &Dispatch) {
         if let Some(observer) = self.observer() {
-            observer.produce_error(&item.record.topic, ProduceErrorKind::Rejected, 1);
+            observer.produce_error(topic, ProduceErrorKind::Rejected, 1);
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.backlog.fetch_sub(1, Ordering::Relaxed);
-        let minute = Minute::containing(item.slot);
-        if let Some(lease) = &item.lease {
-            lease.0.settle(minute, 1);
+        self.settle(std::slice::from_ref(dispatch), false);
+    }
+
+    /// Settles `batch` (acked, or dropped for good) with the leases of its shards and the slot
+    /// ledger: one call per lease and minute of the batch, not one per dispatch.
+    fn settle(&self, batch: &[Dispatch], acked: bool) {
+        // A batch holds few distinct leases and minutes: the shards and minutes it spans.
+        let mut counts: Vec<(Option<&LeaseRef>, Minute, u64)> = Vec::new();
+        for d in batch {
+            let (lease, minute) = (d.lease.as_ref(), Minute::containing(d.scheduled_at));
+            match counts
+                .iter_mut()
+                .find(|(l, m, _)| *m == minute && *l == lease)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((lease, minute, 1)),
+            }
+        }
+        let mut per_slot: Vec<(Minute, u64)> = Vec::new();
+        for &(lease, minute, n) in &counts {
+            if let Some(lease) = lease {
+                lease.0.settle(minute, n);
+            }
+            match per_slot.iter_mut().find(|(m, _)| *m == minute) {
+                Some((_, total)) => *total += n,
+                None => per_slot.push((minute, n)),
+            }
         }
         if let Some(ledger) = &self.ledger {
-            ledger.settle(minute, 0, 1, 0);
+            for (slot, n) in per_slot {
+                if acked {
+                    ledger.acked(slot, n);
+                } else {
+                    ledger.settle(slot, 0, n, 0);
+                }
+            }
         }
     }
 }
 
+/// A usable topic: one lane (channel and task) per partition, started at its first record.
+struct Lanes {
+    topic: Arc<str>,
+    senders: Vec<Option<mpsc::Sender<Dispatch>>>,
+}
+
 enum TopicEntry {
-    Ready(i32),
+    Ready(Lanes),
     /// Not usable yet: its dispatches wait here while a background task retries the topic.
     Waiting {
-        parked: VecDeque<Item>,
+        parked: VecDeque<Dispatch>,
         /// `parked.len()`, for the background task's reports.
         count: Arc<AtomicU64>,
     },
@@ -315,14 +334,17 @@ enum TopicEntry {
 struct Router {
     shared: Arc<Shared>,
     admin: Option<Arc<TopicAdmin>>,
-    topics: HashMap<String, TopicEntry>,
-    partitions: HashMap<(String, i32), mpsc::Sender<Item>>,
+    topics: HashMap<Arc<str>, TopicEntry>,
     tasks: JoinSet<()>,
     /// What each task serves, for the error when one dies.
     task_names: HashMap<tokio::task::Id, String>,
-    resolvers: HashMap<String, tokio::task::AbortHandle>,
-    ready_tx: mpsc::UnboundedSender<(String, i32)>,
+    resolvers: HashMap<Arc<str>, tokio::task::AbortHandle>,
+    ready_tx: mpsc::UnboundedSender<(Arc<str>, i32)>,
 }
+
+/// Dispatches the router takes from its queue in one go before it looks at its other inputs
+/// (topics that became usable, tasks that ended).
+const ROUTE_CHUNK: usize = 1024;
 
 /// Runs the router and the partition tasks until `rx` closes and everything queued is settled.
 /// Returns an error as soon as one of its tasks dies; dropping `rx` then tells the tick loop.
@@ -353,7 +375,6 @@ pub async fn run(
         }),
         admin,
         topics: HashMap::new(),
-        partitions: HashMap::new(),
         tasks: JoinSet::new(),
         task_names: HashMap::new(),
         resolvers: HashMap::new(),
@@ -361,8 +382,8 @@ pub async fn run(
     };
     // The default topic up front: a missing permission or a bad name shows at start-up, and
     // consumers (`cronq tail`, workers) can attach before the first job is due.
-    let default_topic = router.shared.config.default_topic.clone();
-    router.wait_for_topic(&default_topic);
+    let default_topic = Arc::from(router.shared.config.default_topic.as_str());
+    router.wait_for_topic(default_topic);
     let mut open = true;
     loop {
         let parked = router
@@ -374,7 +395,15 @@ pub async fn run(
         }
         tokio::select! {
             dispatch = rx.recv(), if open => match dispatch {
-                Some(d) => router.route(d, &mut ready_rx).await?,
+                Some(d) => {
+                    router.route(d, &mut ready_rx).await?;
+                    // A minute's dispatches come in a burst: take what is queued without a
+                    // select per dispatch.
+                    for _ in 1..ROUTE_CHUNK {
+                        let Ok(d) = rx.try_recv() else { break };
+                        router.route(d, &mut ready_rx).await?;
+                    }
+                }
                 None => open = false,
             },
             Some((topic, count)) = ready_rx.recv() => router.topic_ready(topic, count).await?,
@@ -387,7 +416,8 @@ pub async fn run(
     for (_, resolver) in router.resolvers.drain() {
         resolver.abort();
     }
-    router.partitions.clear();
+    // Closes every lane: each partition task sends what it holds, then ends.
+    router.topics.clear();
     while let Some(joined) = router.tasks.join_next_with_id().await {
         router.check(joined)?;
     }
@@ -438,10 +468,10 @@ impl Router {
     }
 
     /// Starts the background task that makes `topic` usable; its dispatches wait meanwhile.
-    fn wait_for_topic(&mut self, topic: &str) {
+    fn wait_for_topic(&mut self, topic: Arc<str>) {
         let count = Arc::new(AtomicU64::new(0));
         self.topics.insert(
-            topic.to_string(),
+            Arc::clone(&topic),
             TopicEntry::Waiting {
                 parked: VecDeque::new(),
                 count: Arc::clone(&count),
@@ -450,61 +480,51 @@ impl Router {
         let handle = self.tasks.spawn(resolve_topic(
             Arc::clone(&self.shared),
             self.admin.clone(),
-            topic.to_string(),
+            Arc::clone(&topic),
             count,
             self.ready_tx.clone(),
         ));
         self.task_names
             .insert(handle.id(), format!("topic {topic}"));
-        self.resolvers.insert(topic.to_string(), handle);
+        self.resolvers.insert(topic, handle);
     }
 
+    /// Sends `dispatch` to its partition's lane, or parks it while its topic is not usable.
     async fn route(
         &mut self,
         dispatch: Dispatch,
-        ready_rx: &mut mpsc::UnboundedReceiver<(String, i32)>,
+        ready_rx: &mut mpsc::UnboundedReceiver<(Arc<str>, i32)>,
     ) -> Result<(), ProducerError> {
-        let shared = &self.shared;
-        let record = encode(
-            &dispatch.spec,
-            dispatch.scheduled_at,
-            &shared.config.default_topic,
-            Utc::now(),
-        );
-        shared.backlog.fetch_add(1, Ordering::Relaxed);
-        let item = Item {
-            slot: dispatch.scheduled_at,
-            job_name: Arc::from(dispatch.spec.name.as_str()),
-            lease: dispatch.lease,
-            record,
-            spec: dispatch.spec,
+        self.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        let topic = topic_of(&dispatch.spec, &self.shared.config.default_topic);
+        if let Some(TopicEntry::Ready(_)) = self.topics.get(topic) {
+            return self.send(dispatch).await;
+        }
+        // A topic seen for the first time, or one that is not usable yet.
+        let topic: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((known, _)) => Arc::clone(known),
+            None => {
+                let topic = Arc::from(topic);
+                self.wait_for_topic(Arc::clone(&topic));
+                topic
+            }
         };
-        let topic = item.record.topic.clone();
-        if !self.topics.contains_key(&topic) {
-            self.wait_for_topic(&topic);
+        let Some(TopicEntry::Waiting { parked, count }) = self.topics.get_mut(&topic) else {
+            return Ok(());
+        };
+        parked.push_back(dispatch);
+        count.store(parked.len() as u64, Ordering::Relaxed);
+        if parked.len() >= BACKLOG_LIMIT {
+            self.wait_until_ready(&topic, ready_rx).await?;
         }
-        match self.topics.get_mut(&topic) {
-            Some(TopicEntry::Ready(count)) => {
-                let count = *count;
-                self.send(item, count).await
-            }
-            Some(TopicEntry::Waiting { parked, count }) => {
-                parked.push_back(item);
-                count.store(parked.len() as u64, Ordering::Relaxed);
-                if parked.len() >= BACKLOG_LIMIT {
-                    self.wait_until_ready(&topic, ready_rx).await?;
-                }
-                Ok(())
-            }
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Backpressure: the topic's waiting room is full, so nothing moves until it is usable.
     async fn wait_until_ready(
         &mut self,
         topic: &str,
-        ready_rx: &mut mpsc::UnboundedReceiver<(String, i32)>,
+        ready_rx: &mut mpsc::UnboundedReceiver<(Arc<str>, i32)>,
     ) -> Result<(), ProducerError> {
         warn!(message = "a topic that cannot be used has too many dispatches waiting; holding every dispatch until it can be used", topic, waiting = BACKLOG_LIMIT);
         while matches!(self.topics.get(topic), Some(TopicEntry::Waiting { .. })) {
@@ -516,57 +536,71 @@ impl Router {
         Ok(())
     }
 
-    async fn topic_ready(&mut self, topic: String, count: i32) -> Result<(), ProducerError> {
+    async fn topic_ready(&mut self, topic: Arc<str>, count: i32) -> Result<(), ProducerError> {
         self.resolvers.remove(&topic);
-        let previous = self.topics.insert(topic, TopicEntry::Ready(count));
+        let lanes = Lanes {
+            topic: Arc::clone(&topic),
+            senders: vec![None; count.max(1) as usize],
+        };
+        let previous = self.topics.insert(topic, TopicEntry::Ready(lanes));
         if let Some(TopicEntry::Waiting { parked, .. }) = previous {
-            for item in parked {
-                self.send(item, count).await?;
+            for dispatch in parked {
+                self.send(dispatch).await?;
             }
         }
         Ok(())
     }
 
-    async fn send(&mut self, item: Item, partitions: i32) -> Result<(), ProducerError> {
-        let partition = partition_for(&item.record.key, partitions);
-        let key = (item.record.topic.clone(), partition);
-        let tx = match self.partitions.get(&key) {
-            Some(tx) => tx.clone(),
-            None => {
+    /// Hands `dispatch`, of a usable topic, to its partition's lane (murmur2 of the job's name),
+    /// starting the lane at its first record. Waits only when the lane is full.
+    async fn send(&mut self, dispatch: Dispatch) -> Result<(), ProducerError> {
+        let topic = topic_of(&dispatch.spec, &self.shared.config.default_topic);
+        let Some(TopicEntry::Ready(lanes)) = self.topics.get_mut(topic) else {
+            return Ok(());
+        };
+        let partitions = lanes.senders.len() as i32;
+        let partition = partition_for(dispatch.spec.name.as_bytes(), partitions);
+        let tx = match &mut lanes.senders[partition as usize] {
+            Some(tx) => tx,
+            empty => {
                 let (tx, rx) = mpsc::channel(BACKLOG_LIMIT);
                 let handle = self.tasks.spawn(partition_task(
                     Arc::clone(&self.shared),
-                    key.0.clone(),
+                    Arc::clone(&lanes.topic),
                     partition,
                     rx,
                 ));
-                self.task_names
-                    .insert(handle.id(), format!("partition {}/{}", key.0, partition));
-                self.partitions.insert(key.clone(), tx.clone());
-                tx
+                self.task_names.insert(
+                    handle.id(),
+                    format!("partition {}/{}", lanes.topic, partition),
+                );
+                empty.insert(tx)
             }
         };
-        let item = match tx.try_send(item) {
+        let dispatch = match tx.try_send(dispatch) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                warn!(message = "a partition that keeps failing has too many dispatches waiting; holding every dispatch until it drains", topic = %key.0, partition, waiting = BACKLOG_LIMIT);
-                item
+            Err(mpsc::error::TrySendError::Full(dispatch)) => {
+                warn!(message = "a partition that keeps failing has too many dispatches waiting; holding every dispatch until it drains", topic = %lanes.topic, partition, waiting = BACKLOG_LIMIT);
+                dispatch
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(self.died(&key));
+                return Err(died(&lanes.topic, partition));
             }
         };
-        if tx.send(item).await.is_err() {
-            return Err(self.died(&key));
+        let tx = tx.clone();
+        let topic = Arc::clone(&lanes.topic);
+        if tx.send(dispatch).await.is_err() {
+            return Err(died(&topic, partition));
         }
         Ok(())
     }
+}
 
-    fn died(&self, key: &(String, i32)) -> ProducerError {
-        ProducerError::Task {
-            what: format!("partition {}/{}", key.0, key.1),
-            reason: "it ended while dispatches were waiting for it".into(),
-        }
+/// A partition's lane closed while dispatches were waiting for it.
+fn died(topic: &str, partition: i32) -> ProducerError {
+    ProducerError::Task {
+        what: format!("partition {topic}/{partition}"),
+        reason: "it ended while dispatches were waiting for it".into(),
     }
 }
 
@@ -576,9 +610,9 @@ impl Router {
 async fn resolve_topic(
     shared: Arc<Shared>,
     admin: Option<Arc<TopicAdmin>>,
-    topic: String,
+    topic: Arc<str>,
     waiting: Arc<AtomicU64>,
-    ready: mpsc::UnboundedSender<(String, i32)>,
+    ready: mpsc::UnboundedSender<(Arc<str>, i32)>,
 ) {
     let config = &shared.config;
     let spec = TopicSpec {
@@ -627,21 +661,9 @@ async fn resolve_topic(
     }
 }
 
-/// The record of `item` for a produce attempt: the one encoded by the router, moved out on the
-/// first attempt (copying every record of every batch cost as much as encoding it), or the job
-/// encoded again for a retry.
-fn take_record(item: &mut Item, default_topic: &str) -> Record {
-    let r = if item.record.value.is_empty() {
-        encode(&item.spec, item.slot, default_topic, Utc::now())
-    } else {
-        OutgoingRecord {
-            topic: String::new(),
-            key: std::mem::take(&mut item.record.key),
-            value: std::mem::take(&mut item.record.value),
-            headers: std::mem::take(&mut item.record.headers),
-            timestamp: item.record.timestamp,
-        }
-    };
+/// The Kafka record of `dispatch` for a produce attempt at `now`, its slot written as `slot`.
+fn record(dispatch: &Dispatch, slot: &str, now: DateTime<Utc>) -> Record {
+    let r = JobRecord::encode(&dispatch.spec, slot, now);
     Record {
         key: Some(r.key),
         value: Some(r.value),
@@ -660,22 +682,23 @@ struct Failing {
 /// Sends the records of one partition, in order, until its channel closes.
 async fn partition_task(
     shared: Arc<Shared>,
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<Dispatch>,
 ) {
     let batch_size = shared.config.batch_size.max(1);
     let mut client: Option<Arc<PartitionClient>> = None;
     let mut backoff = Backoff::new(shared.config.retry_backoff);
     let mut failing: Option<Failing> = None;
-    let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
+    let mut slots = SlotTexts::default();
+    let mut batch: Vec<Dispatch> = Vec::with_capacity(batch_size);
     // Resolved once: the hot path adds per batch, never looks a label up per record.
     let dispatched = shared.observer().map(|o| o.dispatched_to(&topic));
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < batch_size {
             match rx.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(dispatch) => batch.push(dispatch),
                 Err(_) => break,
             }
         }
@@ -683,7 +706,7 @@ async fn partition_task(
             let result = {
                 // Never closed: the pool holds the semaphore for its whole life.
                 let _permit = shared.in_flight.acquire().await;
-                produce(&shared, &topic, partition, &mut client, &mut batch).await
+                produce(&shared, &topic, partition, &mut client, &batch, &mut slots).await
             };
             match result {
                 Ok(()) => {
@@ -703,14 +726,21 @@ async fn partition_task(
                 Err(e) if is_permanent(&e) => {
                     if batch.len() > 1 {
                         // One bad record must not sink its neighbours: send them one by one.
-                        let rest = std::mem::take(&mut batch);
-                        for item in rest {
-                            send_alone(&shared, &topic, partition, &mut client, item).await;
+                        for dispatch in batch.drain(..) {
+                            send_alone(
+                                &shared,
+                                &topic,
+                                partition,
+                                &mut client,
+                                dispatch,
+                                &mut slots,
+                            )
+                            .await;
                         }
                     } else {
-                        for item in batch.drain(..) {
-                            error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic = %topic, partition, error = %describe(&e));
-                            shared.refused(&item);
+                        for dispatch in batch.drain(..) {
+                            error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic = %topic, partition, error = %describe(&e));
+                            shared.refused(&topic, &dispatch);
                         }
                     }
                 }
@@ -757,13 +787,16 @@ async fn partition_task(
     }
 }
 
-/// One produce request for `batch`.
+/// One produce request for `batch`, encoded for this attempt (JobMessage v1, stamped now): the
+/// records are made, sent and freed here, on the partition's task, so nothing is held between
+/// attempts but the dispatches themselves.
 async fn produce(
     shared: &Shared,
     topic: &str,
     partition: i32,
     client: &mut Option<Arc<PartitionClient>>,
-    batch: &mut [Item],
+    batch: &[Dispatch],
+    slots: &mut SlotTexts,
 ) -> Result<(), rskafka::client::error::Error> {
     let pc = match client {
         Some(pc) => Arc::clone(pc),
@@ -778,10 +811,10 @@ async fn produce(
             pc
         }
     };
-    let default_topic = &shared.config.default_topic;
+    let now = Utc::now();
     let records: Vec<Record> = batch
-        .iter_mut()
-        .map(|item| take_record(item, default_topic))
+        .iter()
+        .map(|d| record(d, slots.get(d.scheduled_at), now))
         .collect();
     pc.produce(records, shared.config.compression.into())
         .await
@@ -795,14 +828,15 @@ async fn send_alone(
     topic: &str,
     partition: i32,
     client: &mut Option<Arc<PartitionClient>>,
-    item: Item,
+    dispatch: Dispatch,
+    slots: &mut SlotTexts,
 ) {
     let mut backoff = Backoff::new(shared.config.retry_backoff);
-    let mut one = [item];
+    let one = [dispatch];
     loop {
         let result = {
             let _permit = shared.in_flight.acquire().await;
-            produce(shared, topic, partition, client, &mut one).await
+            produce(shared, topic, partition, client, &one, slots).await
         };
         match result {
             Ok(()) => {
@@ -813,9 +847,9 @@ async fn send_alone(
                 return;
             }
             Err(e) if is_permanent(&e) => {
-                let item = &one[0];
-                error!(message = "dispatch dropped: the broker rejected it permanently", job = %item.job_name, slot = %item.slot.to_rfc3339(), topic, partition, error = %describe(&e));
-                shared.refused(item);
+                let dispatch = &one[0];
+                error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic, partition, error = %describe(&e));
+                shared.refused(topic, dispatch);
                 return;
             }
             Err(e) => {

@@ -2,9 +2,10 @@
 # System packages the build and the tests need beyond the Rust toolchain, installed with apt when
 # missing:
 # - libssl-dev, pkg-config: librdkafka's TLS/SASL (rdkafka's `ssl` feature);
-# - chromium: the status pages are tested in a real headless browser.
+# - with `test` as argument, chromium: the status pages are tested in a real headless browser.
 set -euo pipefail
-packages=(libssl-dev pkg-config chromium)
+packages=(libssl-dev pkg-config)
+if [[ "${1:-}" == "test" ]]; then packages+=(chromium); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

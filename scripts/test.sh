@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-echo "==> system packages (libssl-dev, pkg-config)"
-scripts/deps.sh
+echo "==> system packages (libssl-dev, pkg-config, chromium)"
+scripts/deps.sh test
 
 echo "==> deployment checkers (systemd-analyze, kubernetes-validate) for tests/deploy.rs"
 scripts/deploy_tools.sh

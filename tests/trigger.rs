@@ -26,9 +26,19 @@ fn trigger(broker: &str, schedule: &Path, topic: &str, args: &[&str]) -> std::pr
         .expect("run cronq trigger")
 }
 
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `cronq worker --shell` on `topic`, results on `<topic>.results`, stderr to `log`.
-fn start_worker(broker: &str, topic: &str, log: &Path) -> std::process::Child {
-    Command::new(CRONQ)
+fn start_worker(broker: &str, topic: &str, log: &Path) -> Running {
+    let child = Command::new(CRONQ)
         .env("CRONQ_HTTP", "127.0.0.1:0")
         .args(["worker", "--shell", "--brokers", broker, "--topic", topic])
         .args(["--group", &format!("{topic}-workers")])
@@ -37,7 +47,8 @@ fn start_worker(broker: &str, topic: &str, log: &Path) -> std::process::Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 /// The JobResult of dispatch `id` on `<topic>.results`, waiting up to `within`.
@@ -98,7 +109,7 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
 
     // A worker runs it once and reports it.
     let log = dir.path().join("worker.log");
-    let mut worker = start_worker(&broker.address(), &topic, &log);
+    let worker = start_worker(&broker.address(), &topic, &log);
     let result = wait_for_result(
         &broker.address(),
         &topic,
@@ -106,8 +117,7 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
         &log,
         Duration::from_secs(90),
     );
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     assert_eq!(result.value["status"], "succeeded", "{}", result.value);
     let ran = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(ran, format!("{id}\n"), "ran once, with its dispatchId");
@@ -201,7 +211,7 @@ fn a_worker_started_before_its_topic_exists_runs_the_first_trigger_within_second
     let topic = random_topic("trigger-late-topic");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
-    let mut worker = start_worker(&broker.address(), &topic, &log);
+    let worker = start_worker(&broker.address(), &topic, &log);
     // The worker has joined (its status line) before the topic exists.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&log)
@@ -232,7 +242,6 @@ fn a_worker_started_before_its_topic_exists_runs_the_first_trigger_within_second
         &log,
         Duration::from_secs(60),
     );
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     assert_eq!(result.value["status"], "succeeded", "{}", result.value);
 }

@@ -21,10 +21,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/dispatch.rs"]
+mod dispatch_common;
+use dispatch_common::{
+    noon_schedule as bench_schedule, producer_config as config, BATCH, PARTITIONS,
+};
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,53 +37,16 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use common::{random_topic, Broker};
 use cronq::clock::{ManualClock, Minute};
-use cronq::dispatcher::producer::{self, CompressionArg, DeliveryStats, ProducerConfig};
+use cronq::dispatcher::producer::{self, DeliveryStats};
 use cronq::dispatcher::{Scheduler, TickLoop};
 use cronq::message::{encode, partition_for};
-use cronq::schedule::{self, JobSpec, LoadOptions};
+use cronq::schedule::JobSpec;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
 
 const JOBS: usize = 100_000;
 const SMOKE_JOBS: usize = 2_000;
-const PARTITIONS: i32 = 3;
-const BATCH: usize = 1_000;
-
-fn schedule_json(jobs: usize) -> String {
-    let entries: Vec<String> = (0..jobs)
-        .map(|i| {
-            format!(
-                r#"{{"jobName":"bench-{i:06}","priority":{},"job":"run report --id {i}","cronTime":"0 12 * * *"}}"#,
-                i % 10
-            )
-        })
-        .collect();
-    format!(r#"{{"jobs":[{}]}}"#, entries.join(","))
-}
-
-fn bench_schedule(jobs: usize) -> schedule::Schedule {
-    schedule::parse(
-        schedule_json(jobs).as_bytes(),
-        Path::new("bench.json"),
-        LoadOptions::default(),
-    )
-    .expect("schedule")
-}
-
-fn config(broker: &str, topic: &str) -> ProducerConfig {
-    ProducerConfig {
-        kafka: cronq::kafka::Connection::plaintext(vec![broker.to_string()]),
-        default_topic: topic.to_string(),
-        partitions: PARTITIONS,
-        replication_factor: 1,
-        create_topics: true,
-        producers: 4,
-        batch_size: BATCH,
-        compression: CompressionArg::None,
-        retry_backoff: Duration::from_millis(50),
-    }
-}
 
 /// cronq: tick loop → producers, timed from the tick until every record is acked.
 async fn cronq_run(broker: &str, jobs: usize) -> Timed {

@@ -10,6 +10,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/dispatch.rs"]
+mod dispatch_common;
+use dispatch_common::{noon_schedule as bench_schedule, producer_config as config, PARTITIONS};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -22,48 +25,12 @@ use chrono::{TimeZone, Utc};
 use common::{random_topic, Broker};
 use cronq::clock::{Clock, ManualClock, Minute};
 use cronq::dispatcher::observe::{Mode, Observer};
-use cronq::dispatcher::producer::{
-    self, CompressionArg, DeliveryStats, ProducerConfig, SlotLedger,
-};
+use cronq::dispatcher::producer::{self, DeliveryStats, SlotLedger};
 use cronq::dispatcher::{Scheduler, TickLoop};
 use cronq::schedule::{self, LoadOptions};
 
 const JOBS: usize = 100_000;
 const SMOKE_JOBS: usize = 2_000;
-const PARTITIONS: i32 = 3;
-const BATCH: usize = 1_000;
-
-fn bench_schedule(jobs: usize) -> schedule::Schedule {
-    let entries: Vec<String> = (0..jobs)
-        .map(|i| {
-            format!(
-                r#"{{"jobName":"bench-{i:06}","priority":{},"job":"run report --id {i}","cronTime":"0 12 * * *"}}"#,
-                i % 10
-            )
-        })
-        .collect();
-    let json = format!(r#"{{"jobs":[{}]}}"#, entries.join(","));
-    schedule::parse(
-        json.as_bytes(),
-        Path::new("bench.json"),
-        LoadOptions::default(),
-    )
-    .expect("schedule")
-}
-
-fn config(broker: &str, topic: &str) -> ProducerConfig {
-    ProducerConfig {
-        kafka: cronq::kafka::Connection::plaintext(vec![broker.to_string()]),
-        default_topic: topic.to_string(),
-        partitions: PARTITIONS,
-        replication_factor: 1,
-        create_topics: true,
-        producers: 4,
-        batch_size: BATCH,
-        compression: CompressionArg::None,
-        retry_backoff: Duration::from_millis(50),
-    }
-}
 
 /// One minute of `jobs` dispatches through the tick loop and the producer pool, timed until acked.
 async fn run(broker: &str, jobs: usize, observed: bool) -> Duration {

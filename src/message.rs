@@ -5,6 +5,8 @@
 //! - partition: Kafka's default murmur2 partitioner over the key (the Java client's choice)
 //! - value: `{"v":1,"jobName","priority","job","cronTime","scheduledAt","dispatchId"}`, where
 //!   `scheduledAt` is the slot (RFC 3339, UTC) and `dispatchId` = `jobName@scheduledAt`
+//! - optional, present only when the job sets them (an additive change of v1): `timeoutMs`,
+//!   `maxAttempts`, `overlap` (`queue` | `skip` | `allow` | `replace`)
 //! - headers: `cronq-dispatch-id`, `cronq-priority`, `cronq-scheduled-at`
 //! - record timestamp: the time of dispatch
 
@@ -37,6 +39,15 @@ pub struct JobMessage {
     pub scheduled_at: String,
     /// `jobName@scheduledAt`: unique per slot; consumers dedupe on it.
     pub dispatch_id: String,
+    /// The job's `timeout` in milliseconds: the longest attempt (absent: the worker's `--timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The job's `maxAttempts` (absent: the worker's `--max-attempts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The job's `overlap` policy (absent: the worker's `--ordering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
 }
 
 /// Header names.
@@ -68,6 +79,9 @@ impl JobMessage {
             cron_time: spec.cron_time.to_string(),
             dispatch_id: dispatch_id(&spec.name, &scheduled_at),
             scheduled_at,
+            timeout_ms: timeout_ms(spec),
+            max_attempts: spec.max_attempts,
+            overlap: spec.overlap,
         }
     }
 }
@@ -182,6 +196,7 @@ impl JobRecord {
         push_json_str(&mut value, scheduled_at);
         value.extend_from_slice(br#","dispatchId":"#);
         push_json_str(&mut value, &dispatch_id);
+        push_run_settings(&mut value, spec);
         value.push(b'}');
         // In key order: each insert lands at the end of the one leaf.
         let mut headers = BTreeMap::new();
@@ -200,6 +215,72 @@ impl JobRecord {
             headers,
             timestamp: now,
         }
+    }
+}
+
+/// What a job may do while an earlier run of it is still running or queued on the worker that
+/// owns its partition (the job's `overlap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Wait for it: runs of the job execute one at a time, in order.
+    Queue,
+    /// Do not run: report the run `skipped`.
+    Skip,
+    /// Run now, next to it (bounded by the pool).
+    Allow,
+    /// Terminate it (reported `cancelled`) and run the new one.
+    Replace,
+}
+
+impl Overlap {
+    /// Every policy, as written in the schedule file and the message.
+    pub const NAMES: [&'static str; 4] = ["queue", "skip", "allow", "replace"];
+
+    /// The policy named `text`.
+    pub fn parse(text: &str) -> Option<Overlap> {
+        Some(match text {
+            "queue" => Overlap::Queue,
+            "skip" => Overlap::Skip,
+            "allow" => Overlap::Allow,
+            "replace" => Overlap::Replace,
+            _ => return None,
+        })
+    }
+
+    /// The name used in the schedule file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Queue => "queue",
+            Overlap::Skip => "skip",
+            Overlap::Allow => "allow",
+            Overlap::Replace => "replace",
+        }
+    }
+}
+
+/// `spec`'s `timeout` as the message carries it: whole milliseconds.
+fn timeout_ms(spec: &JobSpec) -> Option<u64> {
+    spec.timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Appends the job's run settings (`timeoutMs`, `maxAttempts`, `overlap`) that it sets, in
+/// [`JobMessage`]'s field order; a job that sets none gets no bytes, so its record is exactly the
+/// one of a job from before these fields existed.
+fn push_run_settings(out: &mut Vec<u8>, spec: &JobSpec) {
+    if let Some(ms) = timeout_ms(spec) {
+        out.extend_from_slice(br#","timeoutMs":"#);
+        // An integer into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &ms);
+    }
+    if let Some(attempts) = spec.max_attempts {
+        out.extend_from_slice(br#","maxAttempts":"#);
+        let _ = serde_json::to_writer(&mut *out, &attempts);
+    }
+    if let Some(overlap) = spec.overlap {
+        out.extend_from_slice(br#","overlap":"#);
+        push_json_str(out, overlap.as_str());
     }
 }
 
@@ -248,6 +329,9 @@ mod tests {
             catchup: crate::schedule::Catchup::All,
             catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
+            timeout: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 

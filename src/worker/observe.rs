@@ -94,12 +94,14 @@ struct DirectionLabel {
     direction: &'static str,
 }
 
-const STATUSES: [Status; 5] = [
+const STATUSES: [Status; 7] = [
     Status::Succeeded,
     Status::Failed,
     Status::TimedOut,
     Status::Rejected,
     Status::Expired,
+    Status::Skipped,
+    Status::Cancelled,
 ];
 
 const REASONS: [DeadReason; 5] = [
@@ -117,6 +119,8 @@ fn status_index(status: Status) -> usize {
         Status::TimedOut => 2,
         Status::Rejected => 3,
         Status::Expired => 4,
+        Status::Skipped => 5,
+        Status::Cancelled => 6,
     }
 }
 
@@ -150,7 +154,7 @@ struct Metrics {
     in_flight: Gauge,
     queue_depth: Gauge,
     /// `cronq_job_runs_total`, one handle per [`STATUSES`].
-    runs: [Counter; 5],
+    runs: [Counter; STATUSES.len()],
     duration: Histogram,
     start_delay: Histogram,
     /// `cronq_dead_letters_total`, one handle per [`REASONS`].
@@ -291,7 +295,8 @@ pub struct RecentResult {
     pub job_name: String,
     /// Its dispatchId (cut).
     pub dispatch_id: String,
-    /// The JobResult status (`succeeded`, `failed`, `timed_out`, `rejected`, `expired`).
+    /// The JobResult status (`succeeded`, `failed`, `timed_out`, `rejected`, `expired`, `skipped`,
+    /// `cancelled`).
     pub status: &'static str,
     /// 1 for the first attempt (0: not run).
     pub attempt: u32,
@@ -683,6 +688,18 @@ impl Observer {
         );
     }
 
+    /// A record was not run because of its job's overlap policy: `skipped`, or `cancelled` (a
+    /// queued run a newer one replaced). Counted like an attempt, with attempt 0 and no duration.
+    pub fn not_run(&self, message: &JobMessage, status: Status) {
+        self.result(
+            cut(&message.job_name),
+            cut(&message.dispatch_id),
+            0,
+            status,
+            Duration::ZERO,
+        );
+    }
+
     /// An attempt ended (`job_name` and `dispatch_id` already cut).
     fn result(
         &self,
@@ -693,7 +710,8 @@ impl Observer {
         took: Duration,
     ) {
         self.metrics.runs[status_index(status)].inc();
-        if status != Status::Expired {
+        // Records that were not run (expired, skipped, a queued run replaced) have no duration.
+        if !took.is_zero() {
             self.metrics.duration.observe(took.as_secs_f64());
         }
         let result = RecentResult {
@@ -853,6 +871,18 @@ impl Handler for ObservedHandler {
         Box::pin(Observed {
             attempt: Some(attempt),
             inner: self.inner.run(run),
+        })
+    }
+
+    fn run_cancellable<'a>(
+        &'a self,
+        run: &'a JobRun,
+        cancel: &'a tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        let attempt = self.observer.attempt_started(run);
+        Box::pin(Observed {
+            attempt: Some(attempt),
+            inner: self.inner.run_cancellable(run, cancel),
         })
     }
 }
@@ -1238,6 +1268,9 @@ mod tests {
             cron_time: "* * * * *".into(),
             scheduled_at: scheduled_at.into(),
             dispatch_id: format!("{name}@{scheduled_at}"),
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 

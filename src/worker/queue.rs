@@ -13,12 +13,19 @@
 //! of that name is executing. Priority chooses among the eligible runs only; it never lets a later
 //! run of a job overtake an earlier one.
 //!
+//! A message's `overlap` overrides `--ordering` for its run: `queue` follows the ordering rule,
+//! `allow` is unordered; `skip` and `replace` are decided when the record arrives
+//! ([`super::state::WorkerState::admit`], with [`LocalQueue::busy`] and
+//! [`LocalQueue::take_queued`]) and then wait like `queue`.
+//!
 //! Whatever the ordering, a record whose `dispatchId` is executing right now waits for it (a partition
 //! re-fetched after a rebalance hands out records that are still running here); by the time it is
 //! popped the first run is finished and the dedup check skips it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::message::Overlap;
 
 /// `--ordering`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -41,6 +48,8 @@ pub struct Queued<T> {
     pub job_name: String,
     /// The idempotency key.
     pub dispatch_id: String,
+    /// The message's `overlap`; None: `--ordering` decides.
+    pub overlap: Option<Overlap>,
     /// What the caller needs to run it.
     pub item: T,
 }
@@ -103,7 +112,12 @@ impl<T> LocalQueue<T> {
         if self.running_ids.contains_key(&job.dispatch_id) {
             return false;
         }
-        match self.ordering {
+        let ordering = match job.overlap {
+            None => self.ordering,
+            Some(Overlap::Allow) => Ordering::Unordered,
+            Some(Overlap::Queue | Overlap::Skip | Overlap::Replace) => Ordering::Ordered,
+        };
+        match ordering {
             Ordering::Unordered => true,
             Ordering::Ordered => {
                 !self.running_names.contains_key(&job.job_name)
@@ -154,6 +168,34 @@ impl<T> LocalQueue<T> {
         decrement(&mut self.running_ids, dispatch_id);
     }
 
+    /// Whether a run of `job_name` is executing or waiting here.
+    pub fn busy(&self, job_name: &str) -> bool {
+        self.running_names.contains_key(job_name) || self.by_name.contains_key(job_name)
+    }
+
+    /// Whether a run is executing or waiting with `dispatch_id` (the same record again).
+    pub fn holds(&self, dispatch_id: &str) -> bool {
+        self.running_ids.contains_key(dispatch_id)
+            || self.entries.values().any(|j| j.dispatch_id == dispatch_id)
+    }
+
+    /// Removes every waiting run of `job_name`, in arrival order (a newer run replaces them).
+    pub fn take_queued(&mut self, job_name: &str) -> Vec<Queued<T>> {
+        let Some(seqs) = self.by_name.remove(job_name) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|key| seqs.contains(&key.2))
+            .copied()
+            .collect();
+        keys.sort_by_key(|key| key.2);
+        keys.iter()
+            .filter_map(|key| self.entries.remove(key))
+            .collect()
+    }
+
     /// Drops the waiting jobs `keep` says no to (the partitions were revoked, or shutdown); returns
     /// how many were dropped.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> usize {
@@ -183,6 +225,7 @@ mod tests {
             scheduled_at_ms: at,
             job_name: name.to_string(),
             dispatch_id: format!("{name}@{at}"),
+            overlap: None,
             item: tag,
         }
     }

@@ -23,7 +23,7 @@ use super::dedup::RecentlyFinished;
 use super::offsets::PartitionOffsets;
 use super::queue::{LocalQueue, Ordering, Queued};
 use super::results::{parse_message, OriginalDigest};
-use crate::message::JobMessage;
+use crate::message::{JobMessage, Overlap};
 
 /// A topic-partition.
 pub type Tp = (Arc<str>, i32);
@@ -74,6 +74,25 @@ pub enum Admission {
     },
     /// The partition is not (or no longer) assigned here; the record is ignored.
     NotAssigned,
+    /// `"overlap": "skip"` and a run of the job is running or queued here: not run. Report it
+    /// `skipped`, then [`WorkerState::decided`].
+    Skipped {
+        /// Its ticket.
+        ticket: Ticket,
+        /// The message.
+        message: JobMessage,
+    },
+    /// `"overlap": "replace"`: the record is queued (it waits until no run of its job executes);
+    /// cancel the runs of `job_name` executing now, and report each of `superseded` (its queued
+    /// runs, taken out of the queue) `cancelled`, then [`WorkerState::decided`].
+    Replacing {
+        /// The job whose executing runs are to be cancelled.
+        job_name: String,
+        /// Whether a run of it is executing (something to cancel).
+        running: bool,
+        /// Its runs that were waiting, now never started.
+        superseded: Vec<(Ticket, JobMessage)>,
+    },
 }
 
 /// What an executor should do next.
@@ -170,7 +189,9 @@ impl WorkerState {
             epoch: assigned.epoch,
         };
         match parse_message(&record.key, &record.value) {
+            Ok(message) if self.skips(&message) => Admission::Skipped { ticket, message },
             Ok(message) => {
+                let replacing = self.replaces(&message);
                 let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
                     .map(|t| t.timestamp_millis())
                     // Unreadable slots sort last among equal priorities.
@@ -180,13 +201,14 @@ impl WorkerState {
                     scheduled_at_ms,
                     job_name: message.job_name.clone(),
                     dispatch_id: message.dispatch_id.clone(),
+                    overlap: message.overlap,
                     item: Pending {
                         ticket,
                         message,
                         oversized: OriginalDigest::if_oversized(&record.value),
                     },
                 });
-                Admission::Queued
+                replacing.unwrap_or(Admission::Queued)
             }
             Err(error) => Admission::Malformed {
                 ticket,
@@ -195,6 +217,50 @@ impl WorkerState {
                 value: record.value,
             },
         }
+    }
+
+    /// A record of a job with `"overlap": "skip"` is not run while a run of the job executes or
+    /// waits here, unless it is that same record again (a re-fetch after a rebalance, or a
+    /// duplicate): that one takes the usual way, and is skipped as a duplicate.
+    fn skips(&self, message: &JobMessage) -> bool {
+        message.overlap == Some(Overlap::Skip)
+            && self.queue.busy(&message.job_name)
+            && !self.is_known(&message.dispatch_id)
+    }
+
+    /// For a record of a job with `"overlap": "replace"` (and not a copy of a record held or
+    /// finished here): takes the job's waiting runs out of the queue and says whether one
+    /// executes. None when there is nothing to replace.
+    fn replaces(&mut self, message: &JobMessage) -> Option<Admission> {
+        if message.overlap != Some(Overlap::Replace)
+            || !self.queue.busy(&message.job_name)
+            || self.is_known(&message.dispatch_id)
+        {
+            return None;
+        }
+        let superseded = self
+            .queue
+            .take_queued(&message.job_name)
+            .into_iter()
+            .map(|q| (q.item.ticket, q.item.message))
+            .collect();
+        Some(Admission::Replacing {
+            job_name: message.job_name.clone(),
+            running: self.queue.busy(&message.job_name),
+            superseded,
+        })
+    }
+
+    fn is_known(&self, dispatch_id: &str) -> bool {
+        self.queue.holds(dispatch_id) || self.recent.contains(dispatch_id)
+    }
+
+    /// A record not run because of its job's overlap policy (skipped, or a waiting run replaced)
+    /// was reported: its `dispatchId` counts as done (a copy of it is a duplicate), and its offset
+    /// may be committed past.
+    pub fn decided(&mut self, ticket: &Ticket, dispatch_id: &str) {
+        self.recent.insert(dispatch_id);
+        self.finish_offset(ticket);
     }
 
     /// The next job for a free executor, if any may start.
@@ -312,6 +378,9 @@ mod tests {
             cron_time: "* * * * *".into(),
             dispatch_id: format!("{name}@{at}"),
             scheduled_at: at,
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         };
         Fetched {
             topic: Arc::from("jobs"),

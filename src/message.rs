@@ -489,4 +489,136 @@ mod tests {
             assert!((0..p).contains(&partition_for(b"foobar", p)));
         }
     }
+
+    fn with_settings(
+        mut spec: JobSpec,
+        timeout: Option<std::time::Duration>,
+        max_attempts: Option<u32>,
+        overlap: Option<Overlap>,
+    ) -> JobSpec {
+        spec.timeout = timeout;
+        spec.max_attempts = max_attempts;
+        spec.overlap = overlap;
+        spec
+    }
+
+    /// The bytes of `tests/fixtures/job_message_v1.json` are a record's value as the dispatcher
+    /// wrote it before run settings existed; a job without them still encodes to exactly these.
+    #[test]
+    fn a_job_without_run_settings_encodes_byte_identically_to_before() {
+        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let spec = spec("legacy", 3, "nap 3", "*/5 * * * *");
+        let slot = "2026-11-26T00:05:00Z";
+        assert_eq!(
+            String::from_utf8_lossy(&JobRecord::encode(&spec, slot, at(0)).value),
+            String::from_utf8_lossy(fixture)
+        );
+    }
+
+    #[test]
+    fn run_settings_travel_only_when_the_job_sets_them() {
+        let slot = at(1_798_761_600);
+        let base = spec("sync", 0, "sync", "* * * * *");
+        let cases = [
+            (None, None, None, ""),
+            (
+                Some(std::time::Duration::from_secs(90)),
+                None,
+                None,
+                r#","timeoutMs":90000"#,
+            ),
+            (None, Some(5), None, r#","maxAttempts":5"#),
+            (None, None, Some(Overlap::Replace), r#","overlap":"replace""#),
+            (
+                Some(std::time::Duration::from_millis(1500)),
+                Some(1),
+                Some(Overlap::Skip),
+                r#","timeoutMs":1500,"maxAttempts":1,"overlap":"skip""#,
+            ),
+        ];
+        for (timeout, attempts, overlap, tail) in cases {
+            let spec = with_settings(base.clone(), timeout, attempts, overlap);
+            let value = JobRecord::encode(&spec, &slot_text(slot), slot).value;
+            let expected = format!(
+                r#"{{"v":1,"jobName":"sync","priority":0,"job":"sync","cronTime":"* * * * *","scheduledAt":"2027-01-01T00:00:00Z","dispatchId":"sync@2027-01-01T00:00:00Z"{tail}}}"#
+            );
+            assert_eq!(String::from_utf8_lossy(&value), expected);
+            assert_eq!(value, serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap());
+            let read: JobMessage = serde_json::from_slice(&value).unwrap();
+            assert_eq!(
+                (read.timeout_ms, read.max_attempts, read.overlap),
+                (timeout.map(|t| t.as_millis() as u64), attempts, overlap)
+            );
+        }
+    }
+
+    /// JobMessage exactly as it was before run settings were added (frozen; do not edit): the
+    /// reader of a worker or consumer of that time.
+    #[derive(Debug, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct JobMessageBeforeRunSettings {
+        v: u32,
+        job_name: String,
+        priority: i32,
+        job: String,
+        cron_time: String,
+        scheduled_at: String,
+        dispatch_id: String,
+    }
+
+    #[test]
+    fn a_reader_from_before_run_settings_reads_a_message_with_them() {
+        let slot = at(1_798_761_600);
+        let spec = with_settings(
+            spec("sync", 4, "sync --all", "*/5 * * * *"),
+            Some(std::time::Duration::from_secs(3600)),
+            Some(7),
+            Some(Overlap::Allow),
+        );
+        let value = JobRecord::encode(&spec, &slot_text(slot), slot).value;
+        let old: JobMessageBeforeRunSettings = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            old,
+            JobMessageBeforeRunSettings {
+                v: 1,
+                job_name: "sync".into(),
+                priority: 4,
+                job: "sync --all".into(),
+                cron_time: "*/5 * * * *".into(),
+                scheduled_at: "2027-01-01T00:00:00Z".into(),
+                dispatch_id: "sync@2027-01-01T00:00:00Z".into(),
+            }
+        );
+        // And the new reader reads an old message as one without run settings.
+        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let new: JobMessage = serde_json::from_slice(fixture).unwrap();
+        assert_eq!((new.timeout_ms, new.max_attempts, new.overlap), (None, None, None));
+    }
+
+    proptest::proptest! {
+        /// Any strings and any run settings: the value is what serde_json makes of [`JobMessage`].
+        #[test]
+        fn any_job_with_run_settings_encodes_as_serde_json_writes_its_job_message(
+            name in ".{0,12}",
+            job in proptest::string::string_regex("(.|[\\x00-\\x1f\"\\\\])*").unwrap(),
+            priority in proptest::num::i32::ANY,
+            timeout_ms in proptest::option::of(1_000u64..=86_400_000),
+            attempts in proptest::option::of(1u32..=100),
+            overlap in proptest::option::of(proptest::sample::select(vec![Overlap::Queue, Overlap::Skip, Overlap::Allow, Overlap::Replace])),
+            secs in 0i64..4_102_444_800,
+        ) {
+            let spec = with_settings(
+                spec(&name, priority, &job, "* * * * *"),
+                timeout_ms.map(std::time::Duration::from_millis),
+                attempts,
+                overlap,
+            );
+            let slot = at(secs - secs % 60);
+            let record = JobRecord::encode(&spec, &slot_text(slot), at(secs));
+            proptest::prop_assert_eq!(
+                record.value,
+                serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
+            );
+        }
+    }
 }

@@ -1428,4 +1428,67 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.expr, &c.expr));
         assert_eq!(c.expr.tz(), chrono_tz::Europe::Berlin);
     }
+
+    #[test]
+    fn run_settings_are_read_and_left_unset_when_absent() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "timeout": "90s", "maxAttempts": 5, "overlap": "replace"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *", "timeout": "1d", "maxAttempts": 1, "overlap": "queue"},
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let settings: Vec<_> = schedule
+            .jobs
+            .iter()
+            .map(|j| (j.spec.timeout, j.spec.max_attempts, j.spec.overlap))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                (Some(Duration::from_secs(90)), Some(5), Some(Overlap::Replace)),
+                (Some(Duration::from_secs(86_400)), Some(1), Some(Overlap::Queue)),
+                (None, None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn run_settings_are_checked_with_precise_errors() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "timeout": "500ms"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *", "timeout": "2d"},
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "timeout": "soon"},
+  {"jobName": "d", "job": "x", "cronTime": "* * * * *", "timeout": 30},
+  {"jobName": "e", "job": "x", "cronTime": "* * * * *", "maxAttempts": 0},
+  {"jobName": "f", "job": "x", "cronTime": "* * * * *", "maxAttempts": 101},
+  {"jobName": "g", "job": "x", "cronTime": "* * * * *", "maxAttempts": 2.5},
+  {"jobName": "h", "job": "x", "cronTime": "* * * * *", "maxAttempts": "3"},
+  {"jobName": "i", "job": "x", "cronTime": "* * * * *", "overlap": "skipp"},
+  {"jobName": "j", "job": "x", "cronTime": "* * * * *", "overlap": "never"},
+  {"jobName": "k", "job": "x", "cronTime": "* * * * *", "overlap": true, "overlapp": "skip"}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:68: jobs[0] "a": timeout: "500ms" is out of range 1s-1d (the range of the worker's --timeout)"#,
+                r#"s.json:3:68: jobs[1] "b": timeout: "2d" is out of range 1s-1d (the range of the worker's --timeout)"#,
+                r#"s.json:4:68: jobs[2] "c": timeout: "soon" is not a duration like "90s", "15m" or "2h": expected number at 0"#,
+                r#"s.json:5:68: jobs[3] "d": timeout: expected a string, found a number"#,
+                r#"s.json:6:72: jobs[4] "e": maxAttempts: 0 is out of range 1-100 (the range of the worker's --max-attempts)"#,
+                r#"s.json:7:72: jobs[5] "f": maxAttempts: 101 is out of range 1-100 (the range of the worker's --max-attempts)"#,
+                r#"s.json:8:72: jobs[6] "g": maxAttempts: expected an integer, found 2.5 (not an integer)"#,
+                r#"s.json:9:72: jobs[7] "h": maxAttempts: expected an integer, found a string"#,
+                r#"s.json:10:68: jobs[8] "i": overlap: "skipp" is not one of "queue", "skip", "allow", "replace" (did you mean "skip"?)"#,
+                r#"s.json:11:68: jobs[9] "j": overlap: "never" is not one of "queue", "skip", "allow", "replace""#,
+                r#"s.json:12:68: jobs[10] "k": overlap: expected a string, found a boolean"#,
+                r#"s.json:12:86: jobs[10] "k": unknown field "overlapp" (did you mean "overlap"?)"#,
+            ]
+        );
+    }
 }

@@ -544,4 +544,111 @@ mod tests {
         s.commit_failed(&[tp(0)]);
         assert_eq!(s.to_commit(), vec![(tp(0), 1)]);
     }
+
+    fn with_overlap(mut r: Fetched, overlap: &str) -> Fetched {
+        let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        v["overlap"] = overlap.into();
+        r.value = serde_json::to_vec(&v).unwrap();
+        r
+    }
+
+    #[test]
+    fn skip_does_not_run_a_record_while_a_run_of_its_job_executes_or_waits() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        assert_eq!(
+            s.admit(with_overlap(record(0, 0, "a", 0, 0), "skip")),
+            Admission::Queued,
+            "nothing of a here: it runs"
+        );
+        let (t0, m0) = run_next(&mut s);
+        let Admission::Skipped { ticket, message } =
+            s.admit(with_overlap(record(0, 1, "a", 0, 1), "skip"))
+        else {
+            panic!("a@03:00 executes: a@03:01 is skipped")
+        };
+        assert_eq!(message.scheduled_at, "2026-11-26T03:01:00Z");
+        // Another job is not affected, and a copy of the executing record is not "skipped": it
+        // waits and is then dropped as a duplicate.
+        assert_eq!(s.admit(with_overlap(record(0, 2, "b", 0, 1), "skip")), Admission::Queued);
+        assert_eq!(s.admit(with_overlap(record(0, 3, "a", 0, 0), "skip")), Admission::Queued);
+        // Waiting counts as busy too: b is queued, so a later b is skipped.
+        assert!(matches!(
+            s.admit(with_overlap(record(0, 4, "b", 0, 2), "skip")),
+            Admission::Skipped { .. }
+        ));
+        s.decided(&ticket, &message.dispatch_id);
+        s.finish(&t0, &m0, true);
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => s.finish(&t, &m, false),
+            other => panic!("the copy of a@03:00 is a duplicate, got {other:?}"),
+        }
+        let (t2, m2) = run_next(&mut s);
+        assert_eq!(m2.job_name, "b");
+        s.finish(&t2, &m2, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 4)], "offset 4 (skipped b) not reported yet");
+        // A skipped dispatchId delivered again is a duplicate, not a run.
+        assert_eq!(s.admit(with_overlap(record(0, 5, "a", 0, 1), "skip")), Admission::Queued);
+        assert!(matches!(s.next_ready(), Some(Next::Duplicate(..))));
+    }
+
+    #[test]
+    fn replace_takes_the_waiting_runs_out_and_the_new_run_waits_for_the_executing_one() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(with_overlap(record(0, 0, "a", 0, 0), "replace"));
+        let (t0, m0) = run_next(&mut s);
+        // With a run executing, a queued-behind one (an old worker's record without overlap).
+        assert_eq!(s.admit(record(0, 1, "a", 0, 1)), Admission::Queued);
+        let Admission::Replacing {
+            job_name,
+            running,
+            superseded,
+        } = s.admit(with_overlap(record(0, 2, "a", 0, 2), "replace"))
+        else {
+            panic!("a newer replace run replaces")
+        };
+        assert_eq!((job_name.as_str(), running), ("a", true));
+        let superseded: Vec<(i64, String)> = superseded
+            .into_iter()
+            .map(|(t, m)| (t.offset, m.scheduled_at))
+            .collect();
+        assert_eq!(superseded, vec![(1, "2026-11-26T03:01:00Z".to_string())]);
+        assert!(s.next_ready().is_none(), "the new run waits for the cancelled one to end");
+        s.finish(&t0, &m0, true);
+        let (_, m2) = run_next(&mut s);
+        assert_eq!(m2.scheduled_at, "2026-11-26T03:02:00Z");
+        // Nothing of b here: a replace run is simply queued.
+        assert_eq!(s.admit(with_overlap(record(0, 3, "b", 0, 0), "replace")), Admission::Queued);
+    }
+
+    #[test]
+    fn a_record_with_out_of_range_run_settings_is_malformed_with_the_reason() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        for (field, value, reason) in [
+            ("timeoutMs", serde_json::json!(999), "timeoutMs 999 is out of range 1000-86400000 (1s-1d)"),
+            ("timeoutMs", serde_json::json!(86_400_001u64), "timeoutMs 86400001 is out of range 1000-86400000 (1s-1d)"),
+            ("maxAttempts", serde_json::json!(0), "maxAttempts 0 is out of range 1-100"),
+            ("maxAttempts", serde_json::json!(101), "maxAttempts 101 is out of range 1-100"),
+        ] {
+            let mut r = record(0, 0, "a", 0, 0);
+            let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+            v[field] = value;
+            r.value = serde_json::to_vec(&v).unwrap();
+            match s.admit(r) {
+                Admission::Malformed { error, .. } => assert_eq!(error, reason),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut r = record(0, 0, "a", 0, 0);
+        r.value = with_overlap(r.clone(), "sometimes").value;
+        match s.admit(r) {
+            Admission::Malformed { error, .. } => assert!(
+                error.contains("unknown variant `sometimes`, expected one of `queue`, `skip`, `allow`, `replace`"),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -1396,4 +1396,105 @@ mod tests {
             }
         );
     }
+
+    #[tokio::test]
+    async fn a_messages_max_attempts_overrides_the_workers() {
+        for (from_message, worker, attempts) in [(Some(2), 5, 2), (Some(4), 1, 4), (None, 3, 3)] {
+            let h = Scripted {
+                statuses: vec![Status::Failed],
+                calls: AtomicU32::new(0),
+            };
+            let r = Recorder::default();
+            let m = JobMessage {
+                max_attempts: from_message,
+                ..message()
+            };
+            let end = execute_with_retries(&h, &r, &config(worker), m, origin(), None, || {}).await;
+            assert_eq!(
+                end,
+                Final::DeadLettered {
+                    reason: DeadReason::AttemptsExhausted,
+                    attempts
+                },
+                "message {from_message:?}, --max-attempts {worker}"
+            );
+            assert_eq!(h.calls.load(Ordering::SeqCst), attempts);
+        }
+    }
+
+    /// Fails its first attempt; any later one waits until it is cancelled.
+    struct FailsThenHangs;
+
+    impl Handler for FailsThenHangs {
+        fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                if run.attempt == 1 {
+                    return Outcome::new(Status::Failed);
+                }
+                std::future::pending().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_is_reported_cancelled_and_not_dead_lettered() {
+        // Cancelled while its second attempt runs.
+        let r = Recorder::default();
+        let cancel = CancellationToken::new();
+        let mut c = config(3);
+        c.retry_backoff = Duration::from_millis(10);
+        let (end, ()) = tokio::join!(
+            execute_cancellable(&FailsThenHangs, &r, &c, message(), origin(), None, &cancel, || {}),
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                cancel.cancel();
+            }
+        );
+        assert_eq!(end, Final::Cancelled { attempts: 2 });
+        let got = records(&r);
+        let statuses: Vec<(&str, &serde_json::Value)> =
+            got.iter().map(|(t, v)| (t.as_str(), &v["status"])).collect();
+        assert_eq!(statuses, [("r", &"failed".into()), ("r", &"cancelled".into())]);
+        assert!(
+            got[1].1["stderrTail"]
+                .as_str()
+                .unwrap()
+                .ends_with("a newer run of this job arrived (overlap \"replace\")"),
+            "{:?}",
+            got[1].1
+        );
+        // Cancelled during the backoff before attempt 2: attempt 2 is reported cancelled at once,
+        // long before the 30 s backoff would have ended.
+        let r = Recorder::default();
+        let cancel = CancellationToken::new();
+        c.retry_backoff = Duration::from_secs(30);
+        let started = std::time::Instant::now();
+        let (end, ()) = tokio::join!(
+            execute_cancellable(&FailsThenHangs, &r, &c, message(), origin(), None, &cancel, || {}),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                cancel.cancel();
+            }
+        );
+        assert_eq!(end, Final::Cancelled { attempts: 2 });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(records(&r).len(), 2, "two results, no dead letter");
+    }
+
+    #[tokio::test]
+    async fn a_record_not_run_is_reported_with_attempt_0_and_its_reason() {
+        let r = Recorder::default();
+        report_not_run(&r, &config(3), &message(), Status::Skipped, "not run: busy").await;
+        let got = records(&r);
+        assert_eq!(got.len(), 1);
+        let (topic, v) = &got[0];
+        assert_eq!(topic, "r");
+        assert_eq!(
+            (&v["status"], &v["attempt"], &v["stderrTail"], &v["durationMs"]),
+            (&"skipped".into(), &0.into(), &"not run: busy".into(), &0.into())
+        );
+        // A reader of JobResult (deny_unknown_fields) reads it: no new field, a new status value.
+        let read: JobResult = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(read.status, Status::Skipped);
+    }
 }

@@ -528,7 +528,12 @@ mod tests {
                 r#","timeoutMs":90000"#,
             ),
             (None, Some(5), None, r#","maxAttempts":5"#),
-            (None, None, Some(Overlap::Replace), r#","overlap":"replace""#),
+            (
+                None,
+                None,
+                Some(Overlap::Replace),
+                r#","overlap":"replace""#,
+            ),
             (
                 Some(std::time::Duration::from_millis(1500)),
                 Some(1),
@@ -543,7 +548,10 @@ mod tests {
                 r#"{{"v":1,"jobName":"sync","priority":0,"job":"sync","cronTime":"* * * * *","scheduledAt":"2027-01-01T00:00:00Z","dispatchId":"sync@2027-01-01T00:00:00Z"{tail}}}"#
             );
             assert_eq!(String::from_utf8_lossy(&value), expected);
-            assert_eq!(value, serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap());
+            assert_eq!(
+                value,
+                serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
+            );
             let read: JobMessage = serde_json::from_slice(&value).unwrap();
             assert_eq!(
                 (read.timeout_ms, read.max_attempts, read.overlap),
@@ -592,7 +600,10 @@ mod tests {
         // And the new reader reads an old message as one without run settings.
         let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
         let new: JobMessage = serde_json::from_slice(fixture).unwrap();
-        assert_eq!((new.timeout_ms, new.max_attempts, new.overlap), (None, None, None));
+        assert_eq!(
+            (new.timeout_ms, new.max_attempts, new.overlap),
+            (None, None, None)
+        );
     }
 
     proptest::proptest! {

@@ -1117,7 +1117,9 @@ impl<'a> Checker<'a> {
         let (min, max) = TIMEOUT_RANGE;
         let problem = match humantime::parse_duration(&text) {
             Ok(d) if d >= min && d <= max => return Some(Some(d)),
-            Ok(_) => format!("{text:?} is out of range 1s-1d (the range of the worker's --timeout)"),
+            Ok(_) => {
+                format!("{text:?} is out of range 1s-1d (the range of the worker's --timeout)")
+            }
             Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
         };
         self.report(Some(v.get()), Some(job), Some("timeout"), problem);
@@ -1135,7 +1137,9 @@ impl<'a> Checker<'a> {
         let (min, max) = MAX_ATTEMPTS_RANGE;
         let problem = match serde_json::from_str::<i64>(v.get()) {
             Ok(n) if n >= i64::from(min) && n <= i64::from(max) => return Some(Some(n as u32)),
-            Ok(n) => format!("{n} is out of range {min}-{max} (the range of the worker's --max-attempts)"),
+            Ok(n) => format!(
+                "{n} is out of range {min}-{max} (the range of the worker's --max-attempts)"
+            ),
             Err(_) => {
                 let found = json_kind(v);
                 let found = if found == "a number" {
@@ -1449,8 +1453,16 @@ mod tests {
         assert_eq!(
             settings,
             [
-                (Some(Duration::from_secs(90)), Some(5), Some(Overlap::Replace)),
-                (Some(Duration::from_secs(86_400)), Some(1), Some(Overlap::Queue)),
+                (
+                    Some(Duration::from_secs(90)),
+                    Some(5),
+                    Some(Overlap::Replace)
+                ),
+                (
+                    Some(Duration::from_secs(86_400)),
+                    Some(1),
+                    Some(Overlap::Queue)
+                ),
                 (None, None, None),
             ]
         );

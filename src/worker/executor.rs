@@ -1163,9 +1163,21 @@ mod tests {
         h.max_timeout = Duration::from_secs(3600);
         let of = |ms| h.timeout_for(&with_timeout_ms(ms));
         assert_eq!(of(None), Duration::from_secs(600), "absent: --timeout");
-        assert_eq!(of(Some(2_000)), Duration::from_secs(2), "shorter than --timeout");
-        assert_eq!(of(Some(1_800_000)), Duration::from_secs(1800), "longer, under the ceiling");
-        assert_eq!(of(Some(86_400_000)), Duration::from_secs(3600), "capped at --max-timeout");
+        assert_eq!(
+            of(Some(2_000)),
+            Duration::from_secs(2),
+            "shorter than --timeout"
+        );
+        assert_eq!(
+            of(Some(1_800_000)),
+            Duration::from_secs(1800),
+            "longer, under the ceiling"
+        );
+        assert_eq!(
+            of(Some(86_400_000)),
+            Duration::from_secs(3600),
+            "capped at --max-timeout"
+        );
         // A worker whose own --timeout is above --max-timeout allows messages up to its own.
         h.timeout = Duration::from_secs(7200);
         assert_eq!(
@@ -1190,7 +1202,11 @@ mod tests {
             })
             .await;
         assert_eq!(out.status, Status::TimedOut);
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -1222,11 +1238,18 @@ mod tests {
         assert_eq!(out.exit_code, None, "killed by a signal");
         assert_eq!(out.stdout_tail, "started\n");
         // SIGTERM is ignored: SIGKILL after the kill grace (300 ms), far before the 60 s timeout.
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let text = std::fs::read_to_string(&pids).unwrap();
         for pid in text.split_whitespace() {
             let pid: i32 = pid.parse().unwrap();
-            assert!(dies_soon(pid).await, "process {pid} survived the cancellation");
+            assert!(
+                dies_soon(pid).await,
+                "process {pid} survived the cancellation"
+            );
         }
         // Cancelled before it starts: nothing runs.
         let marker = dir.path().join("ran");

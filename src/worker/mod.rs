@@ -61,8 +61,8 @@ use tracing::{debug, info, warn};
 pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
 use results::panic_text;
 use results::{
-    dead_letter_unrunnable, execute_cancellable, report_not_run, DeadReason, Final, KafkaPublisher, Origin,
-    OriginalDigest, Publisher, ReportConfig, Unrunnable,
+    dead_letter_unrunnable, execute_cancellable, report_not_run, DeadReason, Final, KafkaPublisher,
+    Origin, OriginalDigest, Publisher, ReportConfig, Unrunnable,
 };
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
@@ -659,7 +659,13 @@ impl Worker {
                 cancelled += 1;
             }
         }
-        info!(message = "a newer run replaces the runs of its job", job_name, cancelled, superseded = superseded.len(), running);
+        info!(
+            message = "a newer run replaces the runs of its job",
+            job_name,
+            cancelled,
+            superseded = superseded.len(),
+            running
+        );
         for (ticket, message) in superseded {
             let why = "not run: replaced by a newer run of this job before it started (overlap \"replace\")".to_string();
             self.not_run
@@ -930,8 +936,7 @@ impl Worker {
 
     /// Stop fetching, let running jobs finish within the grace, commit.
     async fn drain(&mut self) {
-        let dropped =
-            lock(&self.state).drop_queue() + self.unrunnable.len() + self.not_run.len();
+        let dropped = lock(&self.state).drop_queue() + self.unrunnable.len() + self.not_run.len();
         self.unrunnable.clear();
         self.not_run.clear();
         pause_or_resume(&self.consumer, true);

@@ -406,7 +406,10 @@ mod tests {
         q.push(with_overlap(job("sync", 0, 100, 1), Some(Overlap::Queue)));
         q.push(with_overlap(job("sync", 9, 200, 2), Some(Overlap::Queue)));
         let first = q.pop_ready().unwrap();
-        assert_eq!(first.item, 1, "priority does not let the later run overtake");
+        assert_eq!(
+            first.item, 1,
+            "priority does not let the later run overtake"
+        );
         assert!(q.pop_ready().is_none());
         q.release(&first.job_name, &first.dispatch_id);
         assert_eq!(q.pop_ready().unwrap().item, 2);
@@ -424,7 +427,11 @@ mod tests {
         let running = q.pop_ready().unwrap();
         assert_eq!(running.item, 1);
         let taken: Vec<u32> = q.take_queued("a").into_iter().map(|j| j.item).collect();
-        assert_eq!(taken, vec![3, 4], "in arrival order, whatever their priority");
+        assert_eq!(
+            taken,
+            vec![3, 4],
+            "in arrival order, whatever their priority"
+        );
         assert!(q.busy("a"), "a@100 still executes");
         assert!(q.holds("a@100") && !q.holds("a@300"));
         q.release(&running.job_name, &running.dispatch_id);

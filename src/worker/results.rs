@@ -425,12 +425,11 @@ pub(crate) fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
 
 /// One attempt; a panicking handler yields a `failed` outcome.
 async fn run_guarded(handler: &dyn Handler, run: &JobRun, cancel: &CancellationToken) -> Outcome {
-    let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        handler.run_cancellable(run, cancel)
-    })) {
-        Ok(future) => CatchUnwind(future).await,
-        Err(panic) => Err(panic_text(panic)),
-    };
+    let caught =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run_cancellable(run, cancel))) {
+            Ok(future) => CatchUnwind(future).await,
+            Err(panic) => Err(panic_text(panic)),
+        };
     caught.unwrap_or_else(|panic| {
         let mut outcome = Outcome::new(Status::Failed);
         outcome.stderr_tail = format!("the handler panicked: {panic}");
@@ -1444,7 +1443,16 @@ mod tests {
         let mut c = config(3);
         c.retry_backoff = Duration::from_millis(10);
         let (end, ()) = tokio::join!(
-            execute_cancellable(&FailsThenHangs, &r, &c, message(), origin(), None, &cancel, || {}),
+            execute_cancellable(
+                &FailsThenHangs,
+                &r,
+                &c,
+                message(),
+                origin(),
+                None,
+                &cancel,
+                || {}
+            ),
             async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 cancel.cancel();
@@ -1452,9 +1460,14 @@ mod tests {
         );
         assert_eq!(end, Final::Cancelled { attempts: 2 });
         let got = records(&r);
-        let statuses: Vec<(&str, &serde_json::Value)> =
-            got.iter().map(|(t, v)| (t.as_str(), &v["status"])).collect();
-        assert_eq!(statuses, [("r", &"failed".into()), ("r", &"cancelled".into())]);
+        let statuses: Vec<(&str, &serde_json::Value)> = got
+            .iter()
+            .map(|(t, v)| (t.as_str(), &v["status"]))
+            .collect();
+        assert_eq!(
+            statuses,
+            [("r", &"failed".into()), ("r", &"cancelled".into())]
+        );
         assert!(
             got[1].1["stderrTail"]
                 .as_str()
@@ -1470,7 +1483,16 @@ mod tests {
         c.retry_backoff = Duration::from_secs(30);
         let started = std::time::Instant::now();
         let (end, ()) = tokio::join!(
-            execute_cancellable(&FailsThenHangs, &r, &c, message(), origin(), None, &cancel, || {}),
+            execute_cancellable(
+                &FailsThenHangs,
+                &r,
+                &c,
+                message(),
+                origin(),
+                None,
+                &cancel,
+                || {}
+            ),
             async {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 cancel.cancel();
@@ -1490,8 +1512,18 @@ mod tests {
         let (topic, v) = &got[0];
         assert_eq!(topic, "r");
         assert_eq!(
-            (&v["status"], &v["attempt"], &v["stderrTail"], &v["durationMs"]),
-            (&"skipped".into(), &0.into(), &"not run: busy".into(), &0.into())
+            (
+                &v["status"],
+                &v["attempt"],
+                &v["stderrTail"],
+                &v["durationMs"]
+            ),
+            (
+                &"skipped".into(),
+                &0.into(),
+                &"not run: busy".into(),
+                &0.into()
+            )
         );
         // A reader of JobResult (deny_unknown_fields) reads it: no new field, a new status value.
         let read: JobResult = serde_json::from_value(v.clone()).unwrap();

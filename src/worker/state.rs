@@ -570,8 +570,14 @@ mod tests {
         assert_eq!(message.scheduled_at, "2026-11-26T03:01:00Z");
         // Another job is not affected, and a copy of the executing record is not "skipped": it
         // waits and is then dropped as a duplicate.
-        assert_eq!(s.admit(with_overlap(record(0, 2, "b", 0, 1), "skip")), Admission::Queued);
-        assert_eq!(s.admit(with_overlap(record(0, 3, "a", 0, 0), "skip")), Admission::Queued);
+        assert_eq!(
+            s.admit(with_overlap(record(0, 2, "b", 0, 1), "skip")),
+            Admission::Queued
+        );
+        assert_eq!(
+            s.admit(with_overlap(record(0, 3, "a", 0, 0), "skip")),
+            Admission::Queued
+        );
         // Waiting counts as busy too: b is queued, so a later b is skipped.
         assert!(matches!(
             s.admit(with_overlap(record(0, 4, "b", 0, 2), "skip")),
@@ -586,9 +592,16 @@ mod tests {
         let (t2, m2) = run_next(&mut s);
         assert_eq!(m2.job_name, "b");
         s.finish(&t2, &m2, true);
-        assert_eq!(s.to_commit(), vec![(tp(0), 4)], "offset 4 (skipped b) not reported yet");
+        assert_eq!(
+            s.to_commit(),
+            vec![(tp(0), 4)],
+            "offset 4 (skipped b) not reported yet"
+        );
         // A skipped dispatchId delivered again is a duplicate, not a run.
-        assert_eq!(s.admit(with_overlap(record(0, 5, "a", 0, 1), "skip")), Admission::Queued);
+        assert_eq!(
+            s.admit(with_overlap(record(0, 5, "a", 0, 1), "skip")),
+            Admission::Queued
+        );
         assert!(matches!(s.next_ready(), Some(Next::Duplicate(..))));
     }
 
@@ -614,12 +627,18 @@ mod tests {
             .map(|(t, m)| (t.offset, m.scheduled_at))
             .collect();
         assert_eq!(superseded, vec![(1, "2026-11-26T03:01:00Z".to_string())]);
-        assert!(s.next_ready().is_none(), "the new run waits for the cancelled one to end");
+        assert!(
+            s.next_ready().is_none(),
+            "the new run waits for the cancelled one to end"
+        );
         s.finish(&t0, &m0, true);
         let (_, m2) = run_next(&mut s);
         assert_eq!(m2.scheduled_at, "2026-11-26T03:02:00Z");
         // Nothing of b here: a replace run is simply queued.
-        assert_eq!(s.admit(with_overlap(record(0, 3, "b", 0, 0), "replace")), Admission::Queued);
+        assert_eq!(
+            s.admit(with_overlap(record(0, 3, "b", 0, 0), "replace")),
+            Admission::Queued
+        );
     }
 
     #[test]
@@ -627,10 +646,26 @@ mod tests {
         let mut s = WorkerState::new(Ordering::Ordered, 100);
         s.assign([tp(0)]);
         for (field, value, reason) in [
-            ("timeoutMs", serde_json::json!(999), "timeoutMs 999 is out of range 1000-86400000 (1s-1d)"),
-            ("timeoutMs", serde_json::json!(86_400_001u64), "timeoutMs 86400001 is out of range 1000-86400000 (1s-1d)"),
-            ("maxAttempts", serde_json::json!(0), "maxAttempts 0 is out of range 1-100"),
-            ("maxAttempts", serde_json::json!(101), "maxAttempts 101 is out of range 1-100"),
+            (
+                "timeoutMs",
+                serde_json::json!(999),
+                "timeoutMs 999 is out of range 1000-86400000 (1s-1d)",
+            ),
+            (
+                "timeoutMs",
+                serde_json::json!(86_400_001u64),
+                "timeoutMs 86400001 is out of range 1000-86400000 (1s-1d)",
+            ),
+            (
+                "maxAttempts",
+                serde_json::json!(0),
+                "maxAttempts 0 is out of range 1-100",
+            ),
+            (
+                "maxAttempts",
+                serde_json::json!(101),
+                "maxAttempts 101 is out of range 1-100",
+            ),
         ] {
             let mut r = record(0, 0, "a", 0, 0);
             let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();

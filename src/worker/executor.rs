@@ -147,13 +147,32 @@ pub trait Handler: Send + Sync + 'static {
         run: &'a JobRun,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Outcome::new(Status::Cancelled),
-                outcome = self.run(run) => outcome,
-            }
+        if cancel.is_cancelled() {
+            return Box::pin(std::future::ready(Outcome::new(Status::Cancelled)));
+        }
+        Box::pin(UntilCancelled {
+            cancelled: Box::pin(cancel.cancelled()),
+            inner: self.run(run),
         })
+    }
+}
+
+/// A handler's future that ends with [`Status::Cancelled`] when its token fires. The handler's
+/// future is kept until this one is dropped, where the caller would have dropped it: a panic while
+/// dropping it surfaces in the same place as without the wrapper.
+struct UntilCancelled<'a> {
+    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFuture<'a>>>,
+    inner: BoxFuture<'a, Outcome>,
+}
+
+impl Future for UntilCancelled<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Outcome::new(Status::Cancelled));
+        }
+        self.inner.as_mut().poll(cx)
     }
 }
 
@@ -1265,5 +1284,52 @@ mod tests {
             .await;
         assert_eq!(out.status, Status::Cancelled);
         assert!(!marker.exists());
+    }
+
+    /// A handler of its own (no process): the default `run_cancellable` stops waiting for it.
+    struct Forever(Arc<std::sync::atomic::AtomicBool>);
+
+    struct Flagged(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Flagged {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Handler for Forever {
+        fn run<'a>(&'a self, _run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            let flag = Flagged(Arc::clone(&self.0));
+            Box::pin(async move {
+                let _flag = flag;
+                std::future::pending().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_embedded_handlers_run_is_cancelled_by_dropping_its_future_where_the_caller_drops() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = Forever(Arc::clone(&dropped));
+        let run = JobRun {
+            message: message("anything"),
+            attempt: 1,
+        };
+        let cancel = CancellationToken::new();
+        let mut future = h.run_cancellable(&run, &cancel);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut future)
+                .await
+                .is_err(),
+            "runs until cancelled"
+        );
+        cancel.cancel();
+        assert_eq!(future.as_mut().await.status, Status::Cancelled);
+        assert!(
+            !dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the handler's future lives until the caller drops the run"
+        );
+        drop(future);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

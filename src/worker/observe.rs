@@ -1331,6 +1331,38 @@ mod tests {
     }
 
     #[test]
+    fn skipped_and_cancelled_runs_are_counted_and_only_runs_that_ran_are_timed() {
+        let observer = Observer::new(&config());
+        let before = exported(&observer);
+        for line in [
+            "cronq_job_runs_total{status=\"skipped\"} 0",
+            "cronq_job_runs_total{status=\"cancelled\"} 0",
+        ] {
+            assert!(before.lines().any(|l| l == line), "no {line:?} before any run");
+        }
+        observer.not_run(&message("s", "2026-11-26T00:01:00Z"), Status::Skipped);
+        observer.not_run(&message("s", "2026-11-26T00:02:00Z"), Status::Skipped);
+        // A queued run replaced before it started, and a running one ended by the replacement.
+        observer.not_run(&message("r", "2026-11-26T00:01:00Z"), Status::Cancelled);
+        observer.attempt_started(&run("r", 1)).end(Status::Cancelled);
+        let text = exported(&observer);
+        for line in [
+            "cronq_job_runs_total{status=\"skipped\"} 2",
+            "cronq_job_runs_total{status=\"cancelled\"} 2",
+            "cronq_job_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let view = observer.snapshot();
+        assert_eq!((view.runs["skipped"], view.runs["cancelled"]), (2, 2));
+        assert_eq!(view.results.len(), 4);
+        assert!(view
+            .results
+            .iter()
+            .any(|r| r.status == "skipped" && r.attempt == 0));
+    }
+
+    #[test]
     fn an_attempt_whose_handler_dies_leaves_the_running_list_as_failed() {
         let observer = Observer::new(&config());
         let attempt = observer.attempt_started(&run("doomed", 1));

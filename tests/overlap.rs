@@ -670,6 +670,11 @@ fn replace_with_two_workers_terminates_the_running_run_and_runs_the_newest() {
             new_span.0 >= old_span.1,
             "{job}: the newest run started before the old one ended ({old_span:?}, {new_span:?})"
         );
+        println!(
+            "{job}: cancelled run lasted {} ms, newest started {} ms after it ended",
+            ran.num_milliseconds(),
+            (new_span.0 - old_span.1).num_milliseconds()
+        );
         assert!(
             new_span.0 - old_span.1 < chrono::Duration::seconds(5),
             "{job}: started late"
@@ -770,6 +775,10 @@ fn allow_with_two_workers_overlaps_runs_of_one_job_and_queue_does_not() {
         // Eight executors per worker and at most twelve 2-second runs: all three start together.
         let latest_start = spans.iter().map(|s| s.0).max().unwrap();
         let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
+        println!(
+            "{job}: three runs overlapped for {} ms",
+            (earliest_end - latest_start).num_milliseconds()
+        );
         assert!(
             latest_start < earliest_end,
             "{job}: runs did not all overlap: {spans:?}"

@@ -1338,13 +1338,18 @@ mod tests {
             "cronq_job_runs_total{status=\"skipped\"} 0",
             "cronq_job_runs_total{status=\"cancelled\"} 0",
         ] {
-            assert!(before.lines().any(|l| l == line), "no {line:?} before any run");
+            assert!(
+                before.lines().any(|l| l == line),
+                "no {line:?} before any run"
+            );
         }
         observer.not_run(&message("s", "2026-11-26T00:01:00Z"), Status::Skipped);
         observer.not_run(&message("s", "2026-11-26T00:02:00Z"), Status::Skipped);
         // A queued run replaced before it started, and a running one ended by the replacement.
         observer.not_run(&message("r", "2026-11-26T00:01:00Z"), Status::Cancelled);
-        observer.attempt_started(&run("r", 1)).end(Status::Cancelled);
+        observer
+            .attempt_started(&run("r", 1))
+            .end(Status::Cancelled);
         let text = exported(&observer);
         for line in [
             "cronq_job_runs_total{status=\"skipped\"} 2",

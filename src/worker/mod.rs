@@ -21,6 +21,13 @@
 //! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
 //! commits, and leaves the group.
 //!
+//! A message's run settings override the worker's flags for its run: `timeoutMs` (`--timeout`,
+//! capped at `--max-timeout`), `maxAttempts` (`--max-attempts`) and `overlap` (`--ordering`):
+//! `skip` reports a record `skipped` without running it while a run of its job executes or waits
+//! here, `replace` cancels the job's executing runs (the executor's kill path) and drops its
+//! waiting ones, both reported `cancelled`. All runs of a job share its partition, so the
+//! partition's owner sees them all; a revoked partition's running jobs are not cancelled.
+//!
 //! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
 //!   trait for embedding.
 //! - [`results`]: JobResult v1, retries, dead letters, `--max-age`, the integrity checks, and the

@@ -632,4 +632,21 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn overlap_names_parse_and_serde_agree() {
+        for name in Overlap::NAMES {
+            let overlap = Overlap::parse(name).unwrap();
+            assert_eq!(overlap.as_str(), name);
+            assert_eq!(
+                serde_json::to_string(&overlap).unwrap(),
+                format!("{name:?}")
+            );
+            assert_eq!(
+                serde_json::from_str::<Overlap>(&format!("{name:?}")).unwrap(),
+                overlap
+            );
+        }
+        assert_eq!(Overlap::parse("Skip"), None);
+    }
 }

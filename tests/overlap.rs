@@ -915,6 +915,13 @@ fn a_jobs_timeout_and_max_attempts_override_the_workers_flags_within_the_ceiling
     );
     // 1 h asked for, cut to --max-timeout 6 s.
     assert_eq!(summary("capped"), [("timed_out".to_string(), 1)]);
+    let capped = of_job(&results, "capped").values().next().unwrap()[0];
+    assert!(
+        capped["stderrTail"].as_str().unwrap().ends_with(
+            "timed out after 6s: the job's timeout 1h is above this worker's ceiling (--max-timeout, or --timeout when longer)"
+        ),
+        "{capped}"
+    );
     assert!(
         (Duration::from_millis(5900)..Duration::from_millis(9000)).contains(&took("capped")),
         "{:?}",

@@ -703,7 +703,24 @@ impl ProcessHandler {
                     .push_str(&format!("\nwaiting for the job failed: {e}"));
             }
         }
+        if outcome.status == Status::TimedOut {
+            if let Some(note) = self.capped_note(&run.message, timeout) {
+                outcome.stderr_tail.push_str(&note);
+            }
+        }
         outcome
+    }
+
+    /// Why a job timed out earlier than its own `timeout` asked: the worker's ceiling.
+    fn capped_note(&self, message: &JobMessage, timeout: Duration) -> Option<String> {
+        let asked = Duration::from_millis(message.timeout_ms?);
+        (asked > timeout).then(|| {
+            format!(
+                "\ntimed out after {}: the job's timeout {} is above this worker's ceiling (--max-timeout, or --timeout when longer)",
+                humantime::format_duration(timeout),
+                humantime::format_duration(asked),
+            )
+        })
     }
 }
 

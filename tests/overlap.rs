@@ -728,7 +728,7 @@ fn allow_with_two_workers_overlaps_runs_of_one_job_and_queue_does_not() {
         &topic,
         "gallow",
         dir.path(),
-        &["--min-workers", "8", "--max-workers", "8"],
+        &["--min-workers", "16", "--max-workers", "16"],
         PARTITIONS as usize,
     );
     let allowed = one_job_per_partition("allow", PARTITIONS);
@@ -772,7 +772,8 @@ fn allow_with_two_workers_overlaps_runs_of_one_job_and_queue_does_not() {
     for job in &allowed {
         let spans: Vec<_> = of_job(&results, job).values().map(|r| span(r[0])).collect();
         assert_eq!(spans.len(), 3);
-        // Eight executors per worker and at most twelve 2-second runs: all three start together.
+        // Sixteen executors per worker, more than its runs however the partitions are split: all
+        // three runs of the job start together.
         let latest_start = spans.iter().map(|s| s.0).max().unwrap();
         let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
         println!(

@@ -222,6 +222,10 @@ pub struct WorkerArgs {
     /// --kill-grace (1s-1d).
     #[arg(long, env = "CRONQ_TIMEOUT", default_value = "10m", value_parser = |s: &str| bounded(s, Duration::from_secs(1), DAY))]
     pub timeout: Duration,
+    /// The longest per-job `timeout` a job message may ask for; a longer one is cut to this (or to
+    /// --timeout, when that is longer). Job topics are not trusted to hold executors (1s-1d).
+    #[arg(long, env = "CRONQ_MAX_TIMEOUT", default_value = "1h", value_parser = |s: &str| bounded(s, Duration::from_secs(1), DAY))]
+    pub max_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a job times out (0s-10m).
     #[arg(long, env = "CRONQ_KILL_GRACE", default_value = "5s", value_parser = |s: &str| bounded(s, Duration::ZERO, 10 * MINUTE))]
     pub kill_grace: Duration,
@@ -1225,6 +1229,7 @@ fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let handler: Arc<dyn Handler> = Arc::new(ProcessHandler {
         program,
         timeout: args.timeout,
+        max_timeout: args.max_timeout,
         kill_grace: args.kill_grace,
         max_output: args.max_output,
         env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),

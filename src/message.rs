@@ -5,6 +5,8 @@
 //! - partition: Kafka's default murmur2 partitioner over the key (the Java client's choice)
 //! - value: `{"v":1,"jobName","priority","job","cronTime","scheduledAt","dispatchId"}`, where
 //!   `scheduledAt` is the slot (RFC 3339, UTC) and `dispatchId` = `jobName@scheduledAt`
+//! - optional, present only when the job sets them (an additive change of v1): `timeoutMs`,
+//!   `maxAttempts`, `overlap` (`queue` | `skip` | `allow` | `replace`)
 //! - headers: `cronq-dispatch-id`, `cronq-priority`, `cronq-scheduled-at`
 //! - record timestamp: the time of dispatch
 
@@ -37,6 +39,15 @@ pub struct JobMessage {
     pub scheduled_at: String,
     /// `jobName@scheduledAt`: unique per slot; consumers dedupe on it.
     pub dispatch_id: String,
+    /// The job's `timeout` in milliseconds: the longest attempt (absent: the worker's `--timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The job's `maxAttempts` (absent: the worker's `--max-attempts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The job's `overlap` policy (absent: the worker's `--ordering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
 }
 
 /// Header names.
@@ -68,6 +79,9 @@ impl JobMessage {
             cron_time: spec.cron_time.to_string(),
             dispatch_id: dispatch_id(&spec.name, &scheduled_at),
             scheduled_at,
+            timeout_ms: timeout_ms(spec),
+            max_attempts: spec.max_attempts,
+            overlap: spec.overlap,
         }
     }
 }
@@ -182,6 +196,7 @@ impl JobRecord {
         push_json_str(&mut value, scheduled_at);
         value.extend_from_slice(br#","dispatchId":"#);
         push_json_str(&mut value, &dispatch_id);
+        push_run_settings(&mut value, spec);
         value.push(b'}');
         // In key order: each insert lands at the end of the one leaf.
         let mut headers = BTreeMap::new();
@@ -200,6 +215,72 @@ impl JobRecord {
             headers,
             timestamp: now,
         }
+    }
+}
+
+/// What a job may do while an earlier run of it is still running or queued on the worker that
+/// owns its partition (the job's `overlap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Wait for it: runs of the job execute one at a time, in order.
+    Queue,
+    /// Do not run: report the run `skipped`.
+    Skip,
+    /// Run now, next to it (bounded by the pool).
+    Allow,
+    /// Terminate it (reported `cancelled`) and run the new one.
+    Replace,
+}
+
+impl Overlap {
+    /// Every policy, as written in the schedule file and the message.
+    pub const NAMES: [&'static str; 4] = ["queue", "skip", "allow", "replace"];
+
+    /// The policy named `text`.
+    pub fn parse(text: &str) -> Option<Overlap> {
+        Some(match text {
+            "queue" => Overlap::Queue,
+            "skip" => Overlap::Skip,
+            "allow" => Overlap::Allow,
+            "replace" => Overlap::Replace,
+            _ => return None,
+        })
+    }
+
+    /// The name used in the schedule file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Queue => "queue",
+            Overlap::Skip => "skip",
+            Overlap::Allow => "allow",
+            Overlap::Replace => "replace",
+        }
+    }
+}
+
+/// `spec`'s `timeout` as the message carries it: whole milliseconds.
+fn timeout_ms(spec: &JobSpec) -> Option<u64> {
+    spec.timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Appends the job's run settings (`timeoutMs`, `maxAttempts`, `overlap`) that it sets, in
+/// [`JobMessage`]'s field order; a job that sets none gets no bytes, so its record is exactly the
+/// one of a job from before these fields existed.
+fn push_run_settings(out: &mut Vec<u8>, spec: &JobSpec) {
+    if let Some(ms) = timeout_ms(spec) {
+        out.extend_from_slice(br#","timeoutMs":"#);
+        // An integer into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &ms);
+    }
+    if let Some(attempts) = spec.max_attempts {
+        out.extend_from_slice(br#","maxAttempts":"#);
+        let _ = serde_json::to_writer(&mut *out, &attempts);
+    }
+    if let Some(overlap) = spec.overlap {
+        out.extend_from_slice(br#","overlap":"#);
+        push_json_str(out, overlap.as_str());
     }
 }
 
@@ -248,6 +329,9 @@ mod tests {
             catchup: crate::schedule::Catchup::All,
             catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
+            timeout: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 
@@ -404,5 +488,165 @@ mod tests {
         for p in 1..50 {
             assert!((0..p).contains(&partition_for(b"foobar", p)));
         }
+    }
+
+    fn with_settings(
+        mut spec: JobSpec,
+        timeout: Option<std::time::Duration>,
+        max_attempts: Option<u32>,
+        overlap: Option<Overlap>,
+    ) -> JobSpec {
+        spec.timeout = timeout;
+        spec.max_attempts = max_attempts;
+        spec.overlap = overlap;
+        spec
+    }
+
+    /// The bytes of `tests/fixtures/job_message_v1.json` are a record's value as the dispatcher
+    /// wrote it before run settings existed; a job without them still encodes to exactly these.
+    #[test]
+    fn a_job_without_run_settings_encodes_byte_identically_to_before() {
+        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let spec = spec("legacy", 3, "nap 3", "*/5 * * * *");
+        let slot = "2026-11-26T00:05:00Z";
+        assert_eq!(
+            String::from_utf8_lossy(&JobRecord::encode(&spec, slot, at(0)).value),
+            String::from_utf8_lossy(fixture)
+        );
+    }
+
+    #[test]
+    fn run_settings_travel_only_when_the_job_sets_them() {
+        let slot = at(1_798_761_600);
+        let base = spec("sync", 0, "sync", "* * * * *");
+        let cases = [
+            (None, None, None, ""),
+            (
+                Some(std::time::Duration::from_secs(90)),
+                None,
+                None,
+                r#","timeoutMs":90000"#,
+            ),
+            (None, Some(5), None, r#","maxAttempts":5"#),
+            (
+                None,
+                None,
+                Some(Overlap::Replace),
+                r#","overlap":"replace""#,
+            ),
+            (
+                Some(std::time::Duration::from_millis(1500)),
+                Some(1),
+                Some(Overlap::Skip),
+                r#","timeoutMs":1500,"maxAttempts":1,"overlap":"skip""#,
+            ),
+        ];
+        for (timeout, attempts, overlap, tail) in cases {
+            let spec = with_settings(base.clone(), timeout, attempts, overlap);
+            let value = JobRecord::encode(&spec, &slot_text(slot), slot).value;
+            let expected = format!(
+                r#"{{"v":1,"jobName":"sync","priority":0,"job":"sync","cronTime":"* * * * *","scheduledAt":"2027-01-01T00:00:00Z","dispatchId":"sync@2027-01-01T00:00:00Z"{tail}}}"#
+            );
+            assert_eq!(String::from_utf8_lossy(&value), expected);
+            assert_eq!(
+                value,
+                serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
+            );
+            let read: JobMessage = serde_json::from_slice(&value).unwrap();
+            assert_eq!(
+                (read.timeout_ms, read.max_attempts, read.overlap),
+                (timeout.map(|t| t.as_millis() as u64), attempts, overlap)
+            );
+        }
+    }
+
+    /// JobMessage exactly as it was before run settings were added (frozen; do not edit): the
+    /// reader of a worker or consumer of that time.
+    #[derive(Debug, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct JobMessageBeforeRunSettings {
+        v: u32,
+        job_name: String,
+        priority: i32,
+        job: String,
+        cron_time: String,
+        scheduled_at: String,
+        dispatch_id: String,
+    }
+
+    #[test]
+    fn a_reader_from_before_run_settings_reads_a_message_with_them() {
+        let slot = at(1_798_761_600);
+        let spec = with_settings(
+            spec("sync", 4, "sync --all", "*/5 * * * *"),
+            Some(std::time::Duration::from_secs(3600)),
+            Some(7),
+            Some(Overlap::Allow),
+        );
+        let value = JobRecord::encode(&spec, &slot_text(slot), slot).value;
+        let old: JobMessageBeforeRunSettings = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            old,
+            JobMessageBeforeRunSettings {
+                v: 1,
+                job_name: "sync".into(),
+                priority: 4,
+                job: "sync --all".into(),
+                cron_time: "*/5 * * * *".into(),
+                scheduled_at: "2027-01-01T00:00:00Z".into(),
+                dispatch_id: "sync@2027-01-01T00:00:00Z".into(),
+            }
+        );
+        // And the new reader reads an old message as one without run settings.
+        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let new: JobMessage = serde_json::from_slice(fixture).unwrap();
+        assert_eq!(
+            (new.timeout_ms, new.max_attempts, new.overlap),
+            (None, None, None)
+        );
+    }
+
+    proptest::proptest! {
+        /// Any strings and any run settings: the value is what serde_json makes of [`JobMessage`].
+        #[test]
+        fn any_job_with_run_settings_encodes_as_serde_json_writes_its_job_message(
+            name in ".{0,12}",
+            job in proptest::string::string_regex("(.|[\\x00-\\x1f\"\\\\])*").unwrap(),
+            priority in proptest::num::i32::ANY,
+            timeout_ms in proptest::option::of(1_000u64..=86_400_000),
+            attempts in proptest::option::of(1u32..=100),
+            overlap in proptest::option::of(proptest::sample::select(vec![Overlap::Queue, Overlap::Skip, Overlap::Allow, Overlap::Replace])),
+            secs in 0i64..4_102_444_800,
+        ) {
+            let spec = with_settings(
+                spec(&name, priority, &job, "* * * * *"),
+                timeout_ms.map(std::time::Duration::from_millis),
+                attempts,
+                overlap,
+            );
+            let slot = at(secs - secs % 60);
+            let record = JobRecord::encode(&spec, &slot_text(slot), at(secs));
+            proptest::prop_assert_eq!(
+                record.value,
+                serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_names_parse_and_serde_agree() {
+        for name in Overlap::NAMES {
+            let overlap = Overlap::parse(name).unwrap();
+            assert_eq!(overlap.as_str(), name);
+            assert_eq!(
+                serde_json::to_string(&overlap).unwrap(),
+                format!("{name:?}")
+            );
+            assert_eq!(
+                serde_json::from_str::<Overlap>(&format!("{name:?}")).unwrap(),
+                overlap
+            );
+        }
+        assert_eq!(Overlap::parse("Skip"), None);
     }
 }

@@ -228,4 +228,20 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&escaped).unwrap();
         assert_eq!(parsed["a"], "x\u{1b}y");
     }
+
+    #[test]
+    fn a_message_with_run_settings_or_fields_tail_does_not_know_renders_as_before() {
+        let mut with: serde_json::Value =
+            serde_json::from_slice(&message("sync", "sync --all")).unwrap();
+        with["timeoutMs"] = 90_000.into();
+        with["maxAttempts"] = 2.into();
+        with["overlap"] = "skip".into();
+        with["someFutureField"] = serde_json::json!({"x": 1});
+        assert_eq!(
+            render(0, 3, &serde_json::to_vec(&with).unwrap()),
+            render(0, 3, &message("sync", "sync --all"))
+        );
+        assert!(render(0, 3, &serde_json::to_vec(&with).unwrap())
+            .starts_with("2026-11-26T03:00:00Z  sync"));
+    }
 }

@@ -153,6 +153,9 @@ mod tests {
             catchup: Default::default(),
             catchup_window: Duration::from_secs(3600),
             shard: 0,
+            timeout: None,
+            max_attempts: None,
+            overlap: None,
         };
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap();
         let m = manual_message(&spec, at);

@@ -74,6 +74,27 @@ fn validate_reports_a_bad_catch_up_rule_with_file_line_job_and_field() {
 
 /// Runs cronq with `args`; a cronq that outlives `limit` (a bad value that was accepted and
 /// started a dispatcher or a worker) is killed, and the test sees it as exit status `None`.
+#[test]
+fn validate_reports_bad_run_settings_with_file_line_job_field_and_the_accepted_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::fs::write(
+        &path,
+        r#"{"jobs":[{"jobName":"n","job":"x","cronTime":"* * * * *","overlap":"replce","timeout":"0s","maxAttempts":0}]}"#,
+    )
+    .unwrap();
+    let out = cronq(&["validate", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for problem in [
+        r#"s.json:1:68: jobs[0] "n": overlap: "replce" is not one of "queue", "skip", "allow", "replace" (did you mean "replace"?)"#,
+        r#"s.json:1:87: jobs[0] "n": timeout: "0s" is out of range 1s-1d (the range of the worker's --timeout)"#,
+        r#"s.json:1:106: jobs[0] "n": maxAttempts: 0 is out of range 1-100 (the range of the worker's --max-attempts)"#,
+    ] {
+        assert!(stderr.contains(problem), "{problem}\n{stderr}");
+    }
+}
+
 fn cronq_within(args: &[&str], limit: std::time::Duration) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cronq"));
     command.env("CRONQ_HTTP", "127.0.0.1:0");
@@ -216,6 +237,12 @@ const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
     (
         "worker",
         "--timeout",
+        "1s-1d",
+        &["0s", "-1s", "25h", "99999999999999999999999s", "x"],
+    ),
+    (
+        "worker",
+        "--max-timeout",
         "1s-1d",
         &["0s", "-1s", "25h", "99999999999999999999999s", "x"],
     ),

@@ -563,6 +563,9 @@ mod tests {
             catchup: crate::schedule::Catchup::All,
             catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
+            timeout: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 

@@ -23,6 +23,9 @@ pub const JOB_FIELDS: &[&str] = &[
     "enabled",
     "catchup",
     "catchupWindow",
+    "timeout",
+    "maxAttempts",
+    "overlap",
 ];
 
 /// Fields the top-level object may have.

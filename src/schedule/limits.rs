@@ -117,6 +117,9 @@ pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &st
         catchup: Catchup::All,
         catchup_window: DEFAULT_CATCHUP_WINDOW,
         shard: 0,
+        timeout: None,
+        max_attempts: None,
+        overlap: None,
     };
     record_batch_bytes(&encode(&spec, slot, "", slot))
 }

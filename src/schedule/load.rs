@@ -19,6 +19,7 @@ use super::file::{offset_in, LineIndex, RawObject, JOB_FIELDS, TOP_FIELDS};
 use super::fingerprint::Digest;
 use super::limits;
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
+pub use crate::message::Overlap;
 
 /// One job's settings, shared (behind an `Arc`) by the scheduler and every dispatch of the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,12 @@ pub struct JobSpec {
     pub catchup_window: Duration,
     /// The dispatcher shard the job belongs to: `murmur2(jobName) mod S`, as Kafka's partitioner.
     pub shard: u32,
+    /// `timeout`: the longest attempt, overriding the worker's `--timeout` (None: the worker's).
+    pub timeout: Option<Duration>,
+    /// `maxAttempts`: overrides the worker's `--max-attempts` (None: the worker's).
+    pub max_attempts: Option<u32>,
+    /// `overlap`: what a run does while an earlier one still runs (None: the worker's `--ordering`).
+    pub overlap: Option<Overlap>,
 }
 
 /// What a job does with slots that were not dispatched in their own minute (no dispatcher owned
@@ -386,6 +393,9 @@ fn job_field(key: &str) -> Option<usize> {
         "enabled" => ENABLED,
         "catchup" => CATCHUP,
         "catchupWindow" => CATCHUP_WINDOW,
+        "timeout" => TIMEOUT,
+        "maxAttempts" => MAX_ATTEMPTS,
+        "overlap" => OVERLAP,
         _ => return None,
     })
 }
@@ -399,6 +409,16 @@ const TOPIC: usize = 5;
 const ENABLED: usize = 6;
 const CATCHUP: usize = 7;
 const CATCHUP_WINDOW: usize = 8;
+const TIMEOUT: usize = 9;
+const MAX_ATTEMPTS: usize = 10;
+const OVERLAP: usize = 11;
+
+/// The range of a job's `timeout`: the worker's `--timeout` range.
+pub const TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
+/// The range of a job's `maxAttempts`: the worker's `--max-attempts` range.
+pub const MAX_ATTEMPTS_RANGE: (u32, u32) = (1, 100);
 
 /// The names of the jobs checked so far, for the duplicate check: a 64-bit hash of each name to the
 /// index of the first job using it. Keyed by hash rather than by the name, the index of a
@@ -924,6 +944,10 @@ impl<'a> Checker<'a> {
             }
         };
 
+        let timeout = self.timeout_field(field[TIMEOUT], job_ref);
+        let max_attempts = self.max_attempts_field(field[MAX_ATTEMPTS], job_ref);
+        let overlap = self.overlap_field(field[OVERLAP], job_ref);
+
         let cron = match field[CRON_TIME] {
             Some(v) => {
                 // Borrowed from the file when it can be: most jobs share an expression compiled
@@ -1044,6 +1068,10 @@ impl<'a> Checker<'a> {
         else {
             return None;
         };
+        let (Some(timeout), Some(max_attempts), Some(overlap)) = (timeout, max_attempts, overlap)
+        else {
+            return None;
+        };
         // Validated whoever owns it; kept only by the owner of its shard.
         let shard = options.shards.shard_of(&name);
         if !options.shards.owns(shard) {
@@ -1060,6 +1088,9 @@ impl<'a> Checker<'a> {
             catchup,
             catchup_window,
             shard,
+            timeout,
+            max_attempts,
+            overlap,
         };
         if let Some(unchanged) = self.unchanged(&spec) {
             return Some(unchanged);
@@ -1068,6 +1099,82 @@ impl<'a> Checker<'a> {
             spec: Arc::new(spec),
             expr,
         })
+    }
+}
+
+/// The per-job run settings (`timeout`, `maxAttempts`, `overlap`): each returns `Some(None)` when
+/// the field is absent, `None` after reporting a problem.
+impl<'a> Checker<'a> {
+    fn timeout_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<Option<Duration>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let text = self.string_field(v, job, "timeout")?;
+        let (min, max) = TIMEOUT_RANGE;
+        let problem = match humantime::parse_duration(&text) {
+            Ok(d) if d >= min && d <= max => return Some(Some(d)),
+            Ok(_) => {
+                format!("{text:?} is out of range 1s-1d (the range of the worker's --timeout)")
+            }
+            Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
+        };
+        self.report(Some(v.get()), Some(job), Some("timeout"), problem);
+        None
+    }
+
+    fn max_attempts_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<Option<u32>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let (min, max) = MAX_ATTEMPTS_RANGE;
+        let problem = match serde_json::from_str::<i64>(v.get()) {
+            Ok(n) if n >= i64::from(min) && n <= i64::from(max) => return Some(Some(n as u32)),
+            Ok(n) => format!(
+                "{n} is out of range {min}-{max} (the range of the worker's --max-attempts)"
+            ),
+            Err(_) => {
+                let found = json_kind(v);
+                let found = if found == "a number" {
+                    format!("{} (not an integer)", v.get())
+                } else {
+                    found.to_string()
+                };
+                format!("expected an integer, found {found}")
+            }
+        };
+        self.report(Some(v.get()), Some(job), Some("maxAttempts"), problem);
+        None
+    }
+
+    fn overlap_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<Option<Overlap>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let text = self.string_field(v, job, "overlap")?;
+        if let Some(overlap) = Overlap::parse(&text) {
+            return Some(Some(overlap));
+        }
+        let names: Vec<String> = Overlap::NAMES.iter().map(|n| format!("{n:?}")).collect();
+        let hint = suggestion(&text, &Overlap::NAMES);
+        self.report(
+            Some(v.get()),
+            Some(job),
+            Some("overlap"),
+            format!("{text:?} is not one of {}{hint}", names.join(", ")),
+        );
+        None
     }
 }
 
@@ -1324,5 +1431,76 @@ mod tests {
         assert!(Arc::ptr_eq(&a.expr, &b.expr));
         assert!(!Arc::ptr_eq(&a.expr, &c.expr));
         assert_eq!(c.expr.tz(), chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn run_settings_are_read_and_left_unset_when_absent() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "timeout": "90s", "maxAttempts": 5, "overlap": "replace"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *", "timeout": "1d", "maxAttempts": 1, "overlap": "queue"},
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let settings: Vec<_> = schedule
+            .jobs
+            .iter()
+            .map(|j| (j.spec.timeout, j.spec.max_attempts, j.spec.overlap))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                (
+                    Some(Duration::from_secs(90)),
+                    Some(5),
+                    Some(Overlap::Replace)
+                ),
+                (
+                    Some(Duration::from_secs(86_400)),
+                    Some(1),
+                    Some(Overlap::Queue)
+                ),
+                (None, None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn run_settings_are_checked_with_precise_errors() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "timeout": "500ms"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *", "timeout": "2d"},
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "timeout": "soon"},
+  {"jobName": "d", "job": "x", "cronTime": "* * * * *", "timeout": 30},
+  {"jobName": "e", "job": "x", "cronTime": "* * * * *", "maxAttempts": 0},
+  {"jobName": "f", "job": "x", "cronTime": "* * * * *", "maxAttempts": 101},
+  {"jobName": "g", "job": "x", "cronTime": "* * * * *", "maxAttempts": 2.5},
+  {"jobName": "h", "job": "x", "cronTime": "* * * * *", "maxAttempts": "3"},
+  {"jobName": "i", "job": "x", "cronTime": "* * * * *", "overlap": "skipp"},
+  {"jobName": "j", "job": "x", "cronTime": "* * * * *", "overlap": "never"},
+  {"jobName": "k", "job": "x", "cronTime": "* * * * *", "overlap": true, "overlapp": "skip"}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:68: jobs[0] "a": timeout: "500ms" is out of range 1s-1d (the range of the worker's --timeout)"#,
+                r#"s.json:3:68: jobs[1] "b": timeout: "2d" is out of range 1s-1d (the range of the worker's --timeout)"#,
+                r#"s.json:4:68: jobs[2] "c": timeout: "soon" is not a duration like "90s", "15m" or "2h": expected number at 0"#,
+                r#"s.json:5:68: jobs[3] "d": timeout: expected a string, found a number"#,
+                r#"s.json:6:72: jobs[4] "e": maxAttempts: 0 is out of range 1-100 (the range of the worker's --max-attempts)"#,
+                r#"s.json:7:72: jobs[5] "f": maxAttempts: 101 is out of range 1-100 (the range of the worker's --max-attempts)"#,
+                r#"s.json:8:72: jobs[6] "g": maxAttempts: expected an integer, found 2.5 (not an integer)"#,
+                r#"s.json:9:72: jobs[7] "h": maxAttempts: expected an integer, found a string"#,
+                r#"s.json:10:68: jobs[8] "i": overlap: "skipp" is not one of "queue", "skip", "allow", "replace" (did you mean "skip"?)"#,
+                r#"s.json:11:68: jobs[9] "j": overlap: "never" is not one of "queue", "skip", "allow", "replace""#,
+                r#"s.json:12:68: jobs[10] "k": overlap: expected a string, found a boolean"#,
+                r#"s.json:12:86: jobs[10] "k": unknown field "overlapp" (did you mean "overlap"?)"#,
+            ]
+        );
     }
 }

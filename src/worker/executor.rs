@@ -41,6 +41,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::message::JobMessage;
 
@@ -77,6 +78,11 @@ pub enum Status {
     Rejected,
     /// Older than `--max-age` when an executor took it: not run; never retried.
     Expired,
+    /// Not run: an earlier run of the job was still running or queued (`"overlap": "skip"`).
+    Skipped,
+    /// Terminated (or, still queued, never started) because a newer run of the job arrived
+    /// (`"overlap": "replace"`); never retried.
+    Cancelled,
 }
 
 impl Status {
@@ -88,6 +94,8 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Rejected => "rejected",
             Status::Expired => "expired",
+            Status::Skipped => "skipped",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -128,6 +136,44 @@ impl Outcome {
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt of one job.
     fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome>;
+
+    /// [`Handler::run`], ended early when `cancel` fires (a newer run of the job replaces this one,
+    /// `"overlap": "replace"`), with an outcome of status [`Status::Cancelled`]. The default drops
+    /// the [`Handler::run`] future when `cancel` fires (and never starts it when `cancel` fired
+    /// already); [`ProcessHandler`] instead ends its child like a timeout: SIGTERM to the group,
+    /// SIGKILL after the kill grace.
+    fn run_cancellable<'a>(
+        &'a self,
+        run: &'a JobRun,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        if cancel.is_cancelled() {
+            return Box::pin(std::future::ready(Outcome::new(Status::Cancelled)));
+        }
+        Box::pin(UntilCancelled {
+            cancelled: Box::pin(cancel.cancelled()),
+            inner: self.run(run),
+        })
+    }
+}
+
+/// A handler's future that ends with [`Status::Cancelled`] when its token fires. The handler's
+/// future is kept until this one is dropped, where the caller would have dropped it: a panic while
+/// dropping it surfaces in the same place as without the wrapper.
+struct UntilCancelled<'a> {
+    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFuture<'a>>>,
+    inner: BoxFuture<'a, Outcome>,
+}
+
+impl Future for UntilCancelled<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Outcome::new(Status::Cancelled));
+        }
+        self.inner.as_mut().poll(cx)
+    }
 }
 
 /// Why a job was not run under `--handlers DIR`.
@@ -392,6 +438,8 @@ pub struct ProcessHandler {
     pub program: Program,
     /// `--timeout`
     pub timeout: Duration,
+    /// `--max-timeout`: the longest `timeoutMs` a message may set (see [`ProcessHandler::timeout_for`]).
+    pub max_timeout: Duration,
     /// Between SIGTERM and SIGKILL after a timeout.
     pub kill_grace: Duration,
     /// `--max-output`: how much of the end of stdout and of stderr is kept.
@@ -402,7 +450,23 @@ pub struct ProcessHandler {
 
 impl Handler for ProcessHandler {
     fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.execute(run))
+        Box::pin(self.execute(run, None))
+    }
+
+    fn run_cancellable<'a>(
+        &'a self,
+        run: &'a JobRun,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.execute(run, Some(cancel)))
+    }
+}
+
+/// Pends until `cancel` fires; forever without one.
+async fn cancelled(cancel: Option<&CancellationToken>) {
+    match cancel {
+        Some(cancel) => cancel.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -537,7 +601,21 @@ impl ProcessHandler {
         Ok((cmd, handler))
     }
 
-    async fn execute(&self, run: &JobRun) -> Outcome {
+    /// The timeout of one attempt of `message`: its `timeoutMs` when it has one, else `--timeout`.
+    /// A topic writer is not trusted, so a message's value is capped at `--max-timeout` (or at
+    /// `--timeout` when that is longer: the worker's own default is always allowed).
+    pub fn timeout_for(&self, message: &JobMessage) -> Duration {
+        match message.timeout_ms {
+            Some(ms) => Duration::from_millis(ms).min(self.max_timeout.max(self.timeout)),
+            None => self.timeout,
+        }
+    }
+
+    async fn execute(&self, run: &JobRun, cancel: Option<&CancellationToken>) -> Outcome {
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Outcome::new(Status::Cancelled);
+        }
+        let timeout = self.timeout_for(&run.message);
         let (mut cmd, handler) = match self.command(run) {
             Ok(cmd) => cmd,
             Err(rejection) => {
@@ -570,9 +648,14 @@ impl ProcessHandler {
             readers.spawn(read_into(pipe, Arc::clone(&stderr)));
         }
 
-        let (status, timed_out) = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(status) => (status, false),
-            Err(_) => {
+        // A timeout and a cancellation end the child alike; only the status differs.
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(timeout, child.wait()) => waited.map_err(|_| Status::TimedOut),
+            _ = cancelled(cancel) => Err(Status::Cancelled),
+        };
+        let (status, stopped) = match waited {
+            Ok(status) => (status, None),
+            Err(stopped) => {
                 guard.signal(Signal::SIGTERM);
                 let status = match tokio::time::timeout(self.kill_grace, child.wait()).await {
                     Ok(status) => status,
@@ -581,7 +664,7 @@ impl ProcessHandler {
                         child.wait().await
                     }
                 };
-                (status, true)
+                (status, Some(stopped))
             }
         };
         // Whatever the job left running in its group goes with it (this also closes the pipes).
@@ -605,8 +688,8 @@ impl ProcessHandler {
         match status {
             Ok(s) => {
                 outcome.exit_code = s.code();
-                outcome.status = if timed_out {
-                    Status::TimedOut
+                outcome.status = if let Some(stopped) = stopped {
+                    stopped
                 } else if s.success() {
                     Status::Succeeded
                 } else {
@@ -614,17 +697,30 @@ impl ProcessHandler {
                 };
             }
             Err(e) => {
-                outcome.status = if timed_out {
-                    Status::TimedOut
-                } else {
-                    Status::Failed
-                };
+                outcome.status = stopped.unwrap_or(Status::Failed);
                 outcome
                     .stderr_tail
                     .push_str(&format!("\nwaiting for the job failed: {e}"));
             }
         }
+        if outcome.status == Status::TimedOut {
+            if let Some(note) = self.capped_note(&run.message, timeout) {
+                outcome.stderr_tail.push_str(&note);
+            }
+        }
         outcome
+    }
+
+    /// Why a job timed out earlier than its own `timeout` asked: the worker's ceiling.
+    fn capped_note(&self, message: &JobMessage, timeout: Duration) -> Option<String> {
+        let asked = Duration::from_millis(message.timeout_ms?);
+        (asked > timeout).then(|| {
+            format!(
+                "\ntimed out after {}: the job's timeout {} is above this worker's ceiling (--max-timeout, or --timeout when longer)",
+                humantime::format_duration(timeout),
+                humantime::format_duration(asked),
+            )
+        })
     }
 }
 
@@ -642,6 +738,9 @@ mod tests {
             cron_time: "0 3 * * *".into(),
             scheduled_at: "2026-11-26T03:00:00Z".into(),
             dispatch_id: "nightly@2026-11-26T03:00:00Z".into(),
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 
@@ -655,6 +754,7 @@ mod tests {
         ProcessHandler {
             program: Program::Handlers(dir.to_path_buf()),
             timeout,
+            max_timeout: Duration::from_secs(3600),
             kill_grace: Duration::from_millis(300),
             max_output: DEFAULT_MAX_OUTPUT,
             env: ChildEnv::from_worker(&[]),
@@ -665,6 +765,7 @@ mod tests {
         ProcessHandler {
             program: Program::Shell,
             timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(3600),
             kill_grace: Duration::from_millis(300),
             max_output,
             env: ChildEnv::from_worker(&[]),
@@ -1082,5 +1183,170 @@ mod tests {
             "background process {pid} left running: {:?}",
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
         );
+    }
+
+    fn with_timeout_ms(ms: Option<u64>) -> JobMessage {
+        JobMessage {
+            timeout_ms: ms,
+            ..message("job")
+        }
+    }
+
+    #[test]
+    fn a_messages_timeout_overrides_the_workers_up_to_the_ceiling() {
+        let mut h = shell(DEFAULT_MAX_OUTPUT);
+        h.timeout = Duration::from_secs(600);
+        h.max_timeout = Duration::from_secs(3600);
+        let of = |ms| h.timeout_for(&with_timeout_ms(ms));
+        assert_eq!(of(None), Duration::from_secs(600), "absent: --timeout");
+        assert_eq!(
+            of(Some(2_000)),
+            Duration::from_secs(2),
+            "shorter than --timeout"
+        );
+        assert_eq!(
+            of(Some(1_800_000)),
+            Duration::from_secs(1800),
+            "longer, under the ceiling"
+        );
+        assert_eq!(
+            of(Some(86_400_000)),
+            Duration::from_secs(3600),
+            "capped at --max-timeout"
+        );
+        // A worker whose own --timeout is above --max-timeout allows messages up to its own.
+        h.timeout = Duration::from_secs(7200);
+        assert_eq!(
+            h.timeout_for(&with_timeout_ms(Some(86_400_000))),
+            Duration::from_secs(7200)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_timeout_shorter_than_the_workers_times_the_job_out() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "nap", "sleep 5");
+        let h = handler(dir.path(), Duration::from_secs(60));
+        let started = std::time::Instant::now();
+        let out = h
+            .run(&JobRun {
+                message: JobMessage {
+                    timeout_ms: Some(300),
+                    ..message("nap")
+                },
+                attempt: 1,
+            })
+            .await;
+        assert_eq!(out.status, Status::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_is_ended_like_a_timeout_and_reported_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        script(
+            dir.path(),
+            "hang",
+            &format!(
+                "trap '' TERM\nsleep 300 &\necho $$ $! > {}\necho started\nwait",
+                pids.display()
+            ),
+        );
+        let h = handler(dir.path(), Duration::from_secs(60));
+        let run = JobRun {
+            message: message("hang"),
+            attempt: 1,
+        };
+        let cancel = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let (out, ()) = tokio::join!(h.run_cancellable(&run, &cancel), async {
+            while !pids.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        });
+        assert_eq!(out.status, Status::Cancelled);
+        assert_eq!(out.exit_code, None, "killed by a signal");
+        assert_eq!(out.stdout_tail, "started\n");
+        // SIGTERM is ignored: SIGKILL after the kill grace (300 ms), far before the 60 s timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            assert!(
+                dies_soon(pid).await,
+                "process {pid} survived the cancellation"
+            );
+        }
+        // Cancelled before it starts: nothing runs.
+        let marker = dir.path().join("ran");
+        script(dir.path(), "mark", &format!("touch {}", marker.display()));
+        let out = h
+            .run_cancellable(
+                &JobRun {
+                    message: message("mark"),
+                    attempt: 2,
+                },
+                &cancel,
+            )
+            .await;
+        assert_eq!(out.status, Status::Cancelled);
+        assert!(!marker.exists());
+    }
+
+    /// A handler of its own (no process): the default `run_cancellable` stops waiting for it.
+    struct Forever(Arc<std::sync::atomic::AtomicBool>);
+
+    struct Flagged(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Flagged {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Handler for Forever {
+        fn run<'a>(&'a self, _run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            let flag = Flagged(Arc::clone(&self.0));
+            Box::pin(async move {
+                let _flag = flag;
+                std::future::pending().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_embedded_handlers_run_is_cancelled_by_dropping_its_future_where_the_caller_drops() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = Forever(Arc::clone(&dropped));
+        let run = JobRun {
+            message: message("anything"),
+            attempt: 1,
+        };
+        let cancel = CancellationToken::new();
+        let mut future = h.run_cancellable(&run, &cancel);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut future)
+                .await
+                .is_err(),
+            "runs until cancelled"
+        );
+        cancel.cancel();
+        assert_eq!(future.as_mut().await.status, Status::Cancelled);
+        assert!(
+            !dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the handler's future lives until the caller drops the run"
+        );
+        drop(future);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

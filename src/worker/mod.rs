@@ -21,6 +21,13 @@
 //! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
 //! commits, and leaves the group.
 //!
+//! A message's run settings override the worker's flags for its run: `timeoutMs` (`--timeout`,
+//! capped at `--max-timeout`), `maxAttempts` (`--max-attempts`) and `overlap` (`--ordering`):
+//! `skip` reports a record `skipped` without running it while a run of its job executes or waits
+//! here, `replace` cancels the job's executing runs (the executor's kill path) and drops its
+//! waiting ones, both reported `cancelled`. All runs of a job share its partition, so the
+//! partition's owner sees them all; a revoked partition's running jobs are not cancelled.
+//!
 //! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
 //!   trait for embedding.
 //! - [`results`]: JobResult v1, retries, dead letters, `--max-age`, the integrity checks, and the
@@ -61,8 +68,8 @@ use tracing::{debug, info, warn};
 pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
 use results::panic_text;
 use results::{
-    dead_letter_unrunnable, execute_with_retries, DeadReason, Final, KafkaPublisher, Origin,
-    OriginalDigest, Publisher, ReportConfig, Unrunnable,
+    dead_letter_unrunnable, execute_cancellable, report_not_run, DeadReason, Final, KafkaPublisher,
+    Origin, OriginalDigest, Publisher, ReportConfig, Unrunnable,
 };
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
@@ -170,6 +177,10 @@ pub struct Summary {
     pub undeliverable: u64,
     /// Jobs still running when the shutdown grace ran out.
     pub aborted: u64,
+    /// Records not run because a run of their job was running or queued (`"overlap": "skip"`).
+    pub skipped: u64,
+    /// Runs ended, or never started, because a newer run replaced them (`"overlap": "replace"`).
+    pub cancelled: u64,
 }
 
 fn lock(state: &Mutex<WorkerState>) -> MutexGuard<'_, WorkerState> {
@@ -277,6 +288,12 @@ enum Done {
     },
     /// A record that was not run was dead-lettered (or its letter given up).
     DeadLettered { ticket: Ticket },
+    /// A record not run because of its job's overlap policy was reported (`skipped`/`cancelled`).
+    NotRun {
+        ticket: Ticket,
+        message: JobMessage,
+        status: Status,
+    },
 }
 
 /// Creates the results and DLQ topics when they are missing (tansu and many clusters do not
@@ -465,6 +482,8 @@ struct Spawned {
     oversized: Option<OriginalDigest>,
     /// Its last attempt is over: it holds no executor, only its reports are outstanding.
     executed: bool,
+    /// Fired when a newer run of its job replaces it (`"overlap": "replace"`).
+    cancel: CancellationToken,
 }
 
 /// The consumer loop with everything around it.
@@ -492,6 +511,11 @@ struct Worker {
     unrunnable: VecDeque<(Ticket, Unrunnable)>,
     /// Dead-letter tasks in flight, by task; they count against [`REPORT_WINDOW`] with `reporting`.
     dead_lettering: HashMap<tokio::task::Id, Ticket>,
+    /// Records not run because of their job's overlap policy, waiting to be reported with this
+    /// status and reason; they count against `--prefetch` like `unrunnable`.
+    not_run: VecDeque<(Ticket, JobMessage, Status, String)>,
+    /// Tasks reporting them, by task; they count against [`REPORT_WINDOW`] too.
+    reporting_not_run: HashMap<tokio::task::Id, Ticket>,
     /// The publisher, for its count of reports given up.
     kafka_publisher: Arc<KafkaPublisher>,
     pool: autoscale::PoolState,
@@ -506,12 +530,12 @@ struct Worker {
 impl Worker {
     /// Reports in flight: executions waiting for their acks and dead letters being sent.
     fn in_flight_reports(&self) -> usize {
-        self.reporting + self.dead_lettering.len()
+        self.reporting + self.dead_lettering.len() + self.reporting_not_run.len()
     }
 
     /// Local work waiting: queued jobs and records waiting to be dead-lettered.
     fn queued(&self) -> usize {
-        lock(&self.state).queued() + self.unrunnable.len()
+        lock(&self.state).queued() + self.unrunnable.len() + self.not_run.len()
     }
 
     /// Starts dead letters for unrunnable records, then as many ready jobs as the pool has free
@@ -530,6 +554,7 @@ impl Worker {
             });
             self.dead_lettering.insert(handle.id(), id_ticket);
         }
+        self.start_not_run_reports();
         while self.running < self.pool.size && self.in_flight_reports() < REPORT_WINDOW {
             let next = lock(&self.state).next_ready();
             match next {
@@ -545,11 +570,13 @@ impl Worker {
                     let handler = Arc::clone(&self.handler);
                     let publisher = Arc::clone(&self.publisher);
                     let report = self.config.report.clone();
+                    let cancel = CancellationToken::new();
                     let job = Spawned {
                         ticket: ticket.clone(),
                         message: message.clone(),
                         oversized: oversized.clone(),
                         executed: false,
+                        cancel: cancel.clone(),
                     };
                     let executed_tx = self.executed_tx.clone();
                     let handle = self.tasks.spawn(async move {
@@ -558,13 +585,14 @@ impl Worker {
                             partition: ticket.partition,
                             offset: ticket.offset,
                         };
-                        let end = execute_with_retries(
+                        let end = execute_cancellable(
                             &*handler,
                             &*publisher,
                             &report,
                             message.clone(),
                             origin,
                             oversized,
+                            &cancel,
                             // The loop outlives its tasks; a send after it stopped is moot.
                             move || {
                                 let _ = executed_tx.send(tokio::task::id());
@@ -588,6 +616,16 @@ impl Worker {
         let admission = lock(&self.state).admit(record);
         match admission {
             Admission::Queued => {}
+            Admission::Skipped { ticket, message } => {
+                let why = "not run: a run of this job is still running or queued on this worker (overlap \"skip\")".to_string();
+                self.not_run
+                    .push_back((ticket, message, Status::Skipped, why));
+            }
+            Admission::Replacing {
+                job_name,
+                running,
+                superseded,
+            } => self.replace(&job_name, running, superseded),
             Admission::NotAssigned => {
                 debug!(message = "record of a partition no longer assigned; ignored", topic = %topic, partition, offset)
             }
@@ -617,6 +655,53 @@ impl Worker {
         }
     }
 
+    /// A newer run of `job_name` arrived (`"overlap": "replace"`): its executing runs are
+    /// cancelled (ended like a timeout, reported `cancelled`), its waiting runs reported
+    /// `cancelled` without starting. The newer run starts once the cancelled ones have ended.
+    fn replace(&mut self, job_name: &str, running: bool, superseded: Vec<(Ticket, JobMessage)>) {
+        let mut cancelled = 0;
+        for job in self.spawned.values() {
+            if !job.executed && job.message.job_name == job_name && !job.cancel.is_cancelled() {
+                job.cancel.cancel();
+                cancelled += 1;
+            }
+        }
+        info!(
+            message = "a newer run replaces the runs of its job",
+            job_name,
+            cancelled,
+            superseded = superseded.len(),
+            running
+        );
+        for (ticket, message) in superseded {
+            let why = "not run: replaced by a newer run of this job before it started (overlap \"replace\")".to_string();
+            self.not_run
+                .push_back((ticket, message, Status::Cancelled, why));
+        }
+    }
+
+    /// Starts the reports of records not run because of their job's overlap policy, within
+    /// [`REPORT_WINDOW`].
+    fn start_not_run_reports(&mut self) {
+        while self.in_flight_reports() < REPORT_WINDOW {
+            let Some((ticket, message, status, why)) = self.not_run.pop_front() else {
+                break;
+            };
+            let publisher = Arc::clone(&self.publisher);
+            let report = self.config.report.clone();
+            let id_ticket = ticket.clone();
+            let handle = self.tasks.spawn(async move {
+                report_not_run(&*publisher, &report, &message, status, &why).await;
+                Done::NotRun {
+                    ticket,
+                    message,
+                    status,
+                }
+            });
+            self.reporting_not_run.insert(handle.id(), id_ticket);
+        }
+    }
+
     /// An execution task's last attempt is over: free its executor and let the next run of its
     /// name start; its offset waits for its reports ([`Worker::done`]).
     fn executed(&mut self, id: tokio::task::Id) {
@@ -636,6 +721,7 @@ impl Worker {
         match joined {
             Ok((id, done)) => {
                 self.dead_lettering.remove(&id);
+                self.reporting_not_run.remove(&id);
                 let executed = self.spawned.remove(&id).is_some_and(|job| job.executed);
                 self.done(done, executed);
             }
@@ -654,6 +740,7 @@ impl Worker {
                     message,
                     oversized,
                     executed,
+                    ..
                 }) = self.spawned.remove(&id)
                 {
                     if executed {
@@ -690,6 +777,9 @@ impl Worker {
                     // rather than left to hold its partition's commits forever.
                     tracing::error!(message = "a dead-letter task died; its record is given up", topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %why);
                     lock(&self.state).finish_unrunnable(&ticket);
+                } else if let Some(ticket) = self.reporting_not_run.remove(&id) {
+                    tracing::error!(message = "a task reporting a run that was not run died; its record is given up", topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset, error = %why);
+                    lock(&self.state).finish_unrunnable(&ticket);
                 }
             }
         }
@@ -707,6 +797,7 @@ impl Worker {
                 self.completions += 1;
                 match end {
                     Final::Succeeded { .. } => self.summary.succeeded += 1,
+                    Final::Cancelled { .. } => self.summary.cancelled += 1,
                     Final::DeadLettered { reason, .. } => {
                         self.summary.dead_lettered += 1;
                         if reason == DeadReason::Expired {
@@ -733,6 +824,18 @@ impl Worker {
             }
             Done::DeadLettered { ticket } => {
                 lock(&self.state).finish_unrunnable(&ticket);
+            }
+            Done::NotRun {
+                ticket,
+                message,
+                status,
+            } => {
+                match status {
+                    Status::Skipped => self.summary.skipped += 1,
+                    _ => self.summary.cancelled += 1,
+                }
+                self.observer.not_run(&message, status);
+                lock(&self.state).decided(&ticket, &message.dispatch_id);
             }
         }
     }
@@ -840,8 +943,9 @@ impl Worker {
 
     /// Stop fetching, let running jobs finish within the grace, commit.
     async fn drain(&mut self) {
-        let dropped = lock(&self.state).drop_queue() + self.unrunnable.len();
+        let dropped = lock(&self.state).drop_queue() + self.unrunnable.len() + self.not_run.len();
         self.unrunnable.clear();
+        self.not_run.clear();
         pause_or_resume(&self.consumer, true);
         info!(
             message = "shutting down: no new jobs start; waiting for running ones",
@@ -1036,6 +1140,8 @@ pub async fn run_observed(
         reporting: 0,
         unrunnable: VecDeque::new(),
         dead_lettering: HashMap::new(),
+        not_run: VecDeque::new(),
+        reporting_not_run: HashMap::new(),
         kafka_publisher,
         summary: Summary::default(),
         completions: 0,
@@ -1065,6 +1171,8 @@ pub async fn run_observed(
         crashed = summary.crashed,
         undeliverable_reports = summary.undeliverable,
         aborted = summary.aborted,
+        skipped = summary.skipped,
+        cancelled = summary.cancelled,
     );
     Ok(summary)
 }

@@ -94,12 +94,14 @@ struct DirectionLabel {
     direction: &'static str,
 }
 
-const STATUSES: [Status; 5] = [
+const STATUSES: [Status; 7] = [
     Status::Succeeded,
     Status::Failed,
     Status::TimedOut,
     Status::Rejected,
     Status::Expired,
+    Status::Skipped,
+    Status::Cancelled,
 ];
 
 const REASONS: [DeadReason; 5] = [
@@ -117,6 +119,8 @@ fn status_index(status: Status) -> usize {
         Status::TimedOut => 2,
         Status::Rejected => 3,
         Status::Expired => 4,
+        Status::Skipped => 5,
+        Status::Cancelled => 6,
     }
 }
 
@@ -150,7 +154,7 @@ struct Metrics {
     in_flight: Gauge,
     queue_depth: Gauge,
     /// `cronq_job_runs_total`, one handle per [`STATUSES`].
-    runs: [Counter; 5],
+    runs: [Counter; STATUSES.len()],
     duration: Histogram,
     start_delay: Histogram,
     /// `cronq_dead_letters_total`, one handle per [`REASONS`].
@@ -291,7 +295,8 @@ pub struct RecentResult {
     pub job_name: String,
     /// Its dispatchId (cut).
     pub dispatch_id: String,
-    /// The JobResult status (`succeeded`, `failed`, `timed_out`, `rejected`, `expired`).
+    /// The JobResult status (`succeeded`, `failed`, `timed_out`, `rejected`, `expired`, `skipped`,
+    /// `cancelled`).
     pub status: &'static str,
     /// 1 for the first attempt (0: not run).
     pub attempt: u32,
@@ -683,6 +688,18 @@ impl Observer {
         );
     }
 
+    /// A record was not run because of its job's overlap policy: `skipped`, or `cancelled` (a
+    /// queued run a newer one replaced). Counted like an attempt, with attempt 0 and no duration.
+    pub fn not_run(&self, message: &JobMessage, status: Status) {
+        self.result(
+            cut(&message.job_name),
+            cut(&message.dispatch_id),
+            0,
+            status,
+            Duration::ZERO,
+        );
+    }
+
     /// An attempt ended (`job_name` and `dispatch_id` already cut).
     fn result(
         &self,
@@ -693,7 +710,8 @@ impl Observer {
         took: Duration,
     ) {
         self.metrics.runs[status_index(status)].inc();
-        if status != Status::Expired {
+        // Records that were not run (expired, skipped, a queued run replaced) have no duration.
+        if !took.is_zero() {
             self.metrics.duration.observe(took.as_secs_f64());
         }
         let result = RecentResult {
@@ -853,6 +871,18 @@ impl Handler for ObservedHandler {
         Box::pin(Observed {
             attempt: Some(attempt),
             inner: self.inner.run(run),
+        })
+    }
+
+    fn run_cancellable<'a>(
+        &'a self,
+        run: &'a JobRun,
+        cancel: &'a tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        let attempt = self.observer.attempt_started(run);
+        Box::pin(Observed {
+            attempt: Some(attempt),
+            inner: self.inner.run_cancellable(run, cancel),
         })
     }
 }
@@ -1238,6 +1268,9 @@ mod tests {
             cron_time: "* * * * *".into(),
             scheduled_at: scheduled_at.into(),
             dispatch_id: format!("{name}@{scheduled_at}"),
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 
@@ -1295,6 +1328,43 @@ mod tests {
             !text.contains("job_name") && !text.contains("\"a\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn skipped_and_cancelled_runs_are_counted_and_only_runs_that_ran_are_timed() {
+        let observer = Observer::new(&config());
+        let before = exported(&observer);
+        for line in [
+            "cronq_job_runs_total{status=\"skipped\"} 0",
+            "cronq_job_runs_total{status=\"cancelled\"} 0",
+        ] {
+            assert!(
+                before.lines().any(|l| l == line),
+                "no {line:?} before any run"
+            );
+        }
+        observer.not_run(&message("s", "2026-11-26T00:01:00Z"), Status::Skipped);
+        observer.not_run(&message("s", "2026-11-26T00:02:00Z"), Status::Skipped);
+        // A queued run replaced before it started, and a running one ended by the replacement.
+        observer.not_run(&message("r", "2026-11-26T00:01:00Z"), Status::Cancelled);
+        observer
+            .attempt_started(&run("r", 1))
+            .end(Status::Cancelled);
+        let text = exported(&observer);
+        for line in [
+            "cronq_job_runs_total{status=\"skipped\"} 2",
+            "cronq_job_runs_total{status=\"cancelled\"} 2",
+            "cronq_job_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let view = observer.snapshot();
+        assert_eq!((view.runs["skipped"], view.runs["cancelled"]), (2, 2));
+        assert_eq!(view.results.len(), 4);
+        assert!(view
+            .results
+            .iter()
+            .any(|r| r.status == "skipped" && r.attempt == 0));
     }
 
     #[test]

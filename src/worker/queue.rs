@@ -13,12 +13,19 @@
 //! of that name is executing. Priority chooses among the eligible runs only; it never lets a later
 //! run of a job overtake an earlier one.
 //!
+//! A message's `overlap` overrides `--ordering` for its run: `queue` follows the ordering rule,
+//! `allow` is unordered; `skip` and `replace` are decided when the record arrives
+//! ([`super::state::WorkerState::admit`], with [`LocalQueue::busy`] and
+//! [`LocalQueue::take_queued`]) and then wait like `queue`.
+//!
 //! Whatever the ordering, a record whose `dispatchId` is executing right now waits for it (a partition
 //! re-fetched after a rebalance hands out records that are still running here); by the time it is
 //! popped the first run is finished and the dedup check skips it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::message::Overlap;
 
 /// `--ordering`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -41,6 +48,8 @@ pub struct Queued<T> {
     pub job_name: String,
     /// The idempotency key.
     pub dispatch_id: String,
+    /// The message's `overlap`; None: `--ordering` decides.
+    pub overlap: Option<Overlap>,
     /// What the caller needs to run it.
     pub item: T,
 }
@@ -103,7 +112,12 @@ impl<T> LocalQueue<T> {
         if self.running_ids.contains_key(&job.dispatch_id) {
             return false;
         }
-        match self.ordering {
+        let ordering = match job.overlap {
+            None => self.ordering,
+            Some(Overlap::Allow) => Ordering::Unordered,
+            Some(Overlap::Queue | Overlap::Skip | Overlap::Replace) => Ordering::Ordered,
+        };
+        match ordering {
             Ordering::Unordered => true,
             Ordering::Ordered => {
                 !self.running_names.contains_key(&job.job_name)
@@ -154,6 +168,34 @@ impl<T> LocalQueue<T> {
         decrement(&mut self.running_ids, dispatch_id);
     }
 
+    /// Whether a run of `job_name` is executing or waiting here.
+    pub fn busy(&self, job_name: &str) -> bool {
+        self.running_names.contains_key(job_name) || self.by_name.contains_key(job_name)
+    }
+
+    /// Whether a run is executing or waiting with `dispatch_id` (the same record again).
+    pub fn holds(&self, dispatch_id: &str) -> bool {
+        self.running_ids.contains_key(dispatch_id)
+            || self.entries.values().any(|j| j.dispatch_id == dispatch_id)
+    }
+
+    /// Removes every waiting run of `job_name`, in arrival order (a newer run replaces them).
+    pub fn take_queued(&mut self, job_name: &str) -> Vec<Queued<T>> {
+        let Some(seqs) = self.by_name.remove(job_name) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|key| seqs.contains(&key.2))
+            .copied()
+            .collect();
+        keys.sort_by_key(|key| key.2);
+        keys.iter()
+            .filter_map(|key| self.entries.remove(key))
+            .collect()
+    }
+
     /// Drops the waiting jobs `keep` says no to (the partitions were revoked, or shutdown); returns
     /// how many were dropped.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> usize {
@@ -183,6 +225,7 @@ mod tests {
             scheduled_at_ms: at,
             job_name: name.to_string(),
             dispatch_id: format!("{name}@{at}"),
+            overlap: None,
             item: tag,
         }
     }
@@ -341,6 +384,130 @@ mod tests {
                     prop_assert_eq!(runs, sorted, "job{} out of order", name);
                 }
             }
+        }
+    }
+
+    fn with_overlap(mut j: Queued<u32>, overlap: Option<Overlap>) -> Queued<u32> {
+        j.overlap = overlap;
+        j
+    }
+
+    #[test]
+    fn a_message_overlap_overrides_the_workers_ordering_for_its_run() {
+        // allow on an ordered worker: the second run starts next to the first.
+        let mut q = LocalQueue::new(Ordering::Ordered);
+        q.push(with_overlap(job("sync", 0, 100, 1), Some(Overlap::Allow)));
+        q.push(with_overlap(job("sync", 0, 200, 2), Some(Overlap::Allow)));
+        assert_eq!(q.pop_ready().unwrap().item, 1);
+        assert_eq!(q.pop_ready().unwrap().item, 2);
+        assert_eq!(q.running(), 2);
+        // queue on an unordered worker: the second run waits for the first.
+        let mut q = LocalQueue::new(Ordering::Unordered);
+        q.push(with_overlap(job("sync", 0, 100, 1), Some(Overlap::Queue)));
+        q.push(with_overlap(job("sync", 9, 200, 2), Some(Overlap::Queue)));
+        let first = q.pop_ready().unwrap();
+        assert_eq!(
+            first.item, 1,
+            "priority does not let the later run overtake"
+        );
+        assert!(q.pop_ready().is_none());
+        q.release(&first.job_name, &first.dispatch_id);
+        assert_eq!(q.pop_ready().unwrap().item, 2);
+    }
+
+    #[test]
+    fn busy_take_queued_and_holds_see_runs_waiting_and_executing() {
+        let mut q = LocalQueue::new(Ordering::Ordered);
+        assert!(!q.busy("a"));
+        q.push(job("a", 0, 100, 1));
+        q.push(job("b", 0, 100, 2));
+        q.push(job("a", 5, 300, 3));
+        q.push(job("a", 0, 200, 4));
+        assert!(q.busy("a") && q.holds("a@200") && !q.holds("a@400"));
+        let running = q.pop_ready().unwrap();
+        assert_eq!(running.item, 1);
+        let taken: Vec<u32> = q.take_queued("a").into_iter().map(|j| j.item).collect();
+        assert_eq!(
+            taken,
+            vec![3, 4],
+            "in arrival order, whatever their priority"
+        );
+        assert!(q.busy("a"), "a@100 still executes");
+        assert!(q.holds("a@100") && !q.holds("a@300"));
+        q.release(&running.job_name, &running.dispatch_id);
+        assert!(!q.busy("a"));
+        assert_eq!(drain(&mut q), vec![2]);
+    }
+
+    proptest! {
+        /// Mixed policies against the definition: a run is eligible when its dispatchId is not
+        /// executing and, unless it is `allow` (or unset on an unordered worker), no run of its
+        /// name executes and none arrived before it; the best eligible one is popped; a run that
+        /// is not `allow` never starts while another run of its name executes.
+        #[test]
+        fn with_mixed_overlap_policies_pops_the_best_eligible_and_queue_runs_never_overlap(
+            jobs in proptest::collection::vec((0usize..3, -2i32..3, 0i64..5, 0u8..3), 1..40),
+            finish_order in proptest::collection::vec(0usize..8, 0..80),
+            unordered in any::<bool>(),
+        ) {
+            let ordering = if unordered { Ordering::Unordered } else { Ordering::Ordered };
+            let policy = |p: u8| match p {
+                0 => None,
+                1 => Some(Overlap::Queue),
+                _ => Some(Overlap::Allow),
+            };
+            let ordered = |o: Option<Overlap>| match o {
+                None => ordering == Ordering::Ordered,
+                Some(o) => o != Overlap::Allow,
+            };
+            let mut q = LocalQueue::new(ordering);
+            let mut model: Vec<(usize, Queued<u32>)> = Vec::new();
+            for (i, (name, priority, at, p)) in jobs.iter().enumerate() {
+                let mut j = with_overlap(job(&format!("job{name}"), *priority, *at, i as u32), policy(*p));
+                j.dispatch_id = format!("id{i}");
+                model.push((i, j.clone()));
+                q.push(j);
+            }
+            let mut running: Vec<Queued<u32>> = Vec::new();
+            let mut finishes = finish_order.into_iter();
+            let mut popped = 0;
+            loop {
+                let best = model
+                    .iter()
+                    .filter(|(seq, j)| {
+                        !ordered(j.overlap)
+                            || (!running.iter().any(|r| r.job_name == j.job_name)
+                                && !model.iter().any(|(s, o)| o.job_name == j.job_name && s < seq))
+                    })
+                    .min_by_key(|(seq, j)| (Reverse(j.priority), j.scheduled_at_ms, *seq))
+                    .map(|(_, j)| j.item);
+                let progressed = match q.pop_ready() {
+                    Some(j) => {
+                        prop_assert_eq!(Some(j.item), best);
+                        if ordered(j.overlap) {
+                            prop_assert!(!running.iter().any(|r| r.job_name == j.job_name));
+                        }
+                        model.retain(|(_, m)| m.item != j.item);
+                        running.push(j);
+                        popped += 1;
+                        true
+                    }
+                    None => {
+                        prop_assert_eq!(best, None);
+                        false
+                    }
+                };
+                let finish_now = !progressed || q.is_empty() || finishes.next().is_some_and(|k| k % 2 == 0);
+                if !running.is_empty() && finish_now {
+                    let k = finishes.next().unwrap_or(0) % running.len();
+                    let r = running.remove(k);
+                    q.release(&r.job_name, &r.dispatch_id);
+                }
+                if q.is_empty() && running.is_empty() {
+                    break;
+                }
+            }
+            prop_assert_eq!(popped, jobs.len());
         }
     }
 }

@@ -21,7 +21,7 @@
 //! report too long.
 //!
 //! JobResult v1 (JSON, key `jobName`): `v, dispatchId, jobName, scheduledAt, attempt, status
-//! (succeeded|failed|timed_out|rejected|expired), exitCode, startedAt, finishedAt, durationMs,
+//! (succeeded|failed|timed_out|rejected|expired|skipped|cancelled), exitCode, startedAt, finishedAt, durationMs,
 //! stdoutTail, stderrTail, worker`.
 
 use std::future::Future;
@@ -38,6 +38,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
+
+use tokio_util::sync::CancellationToken;
 
 use super::executor::{tail_text, BoxFuture, Handler, JobRun, Outcome, Status};
 use crate::kafka::{Backoff, KafkaContext};
@@ -291,6 +293,12 @@ pub enum Final {
         /// Which one.
         attempts: u32,
     },
+    /// Ended by a newer run of the job (`"overlap": "replace"`), reported `cancelled`; not
+    /// dead-lettered: the newer run is the job's answer.
+    Cancelled {
+        /// Attempts made (the last one cancelled).
+        attempts: u32,
+    },
     /// Sent to the DLQ.
     DeadLettered {
         /// Why.
@@ -416,11 +424,12 @@ pub(crate) fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// One attempt; a panicking handler yields a `failed` outcome.
-async fn run_guarded(handler: &dyn Handler, run: &JobRun) -> Outcome {
-    let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(run))) {
-        Ok(future) => CatchUnwind(future).await,
-        Err(panic) => Err(panic_text(panic)),
-    };
+async fn run_guarded(handler: &dyn Handler, run: &JobRun, cancel: &CancellationToken) -> Outcome {
+    let caught =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run_cancellable(run, cancel))) {
+            Ok(future) => CatchUnwind(future).await,
+            Err(panic) => Err(panic_text(panic)),
+        };
     caught.unwrap_or_else(|panic| {
         let mut outcome = Outcome::new(Status::Failed);
         outcome.stderr_tail = format!("the handler panicked: {panic}");
@@ -452,6 +461,28 @@ pub async fn execute_with_retries(
     message: JobMessage,
     origin: Origin,
     oversized: Option<OriginalDigest>,
+    executed: impl FnOnce(),
+) -> Final {
+    let never = CancellationToken::new();
+    execute_cancellable(
+        handler, publisher, config, message, origin, oversized, &never, executed,
+    )
+    .await
+}
+
+/// [`execute_with_retries`], ended when `cancel` fires (a newer run replaces this one): the attempt
+/// running then is ended ([`Handler::run_cancellable`]) and reported `cancelled`, a retry waiting
+/// for its backoff is not started but reported `cancelled` at once, and nothing is dead-lettered
+/// ([`Final::Cancelled`]). The message's `maxAttempts`, when it has one, overrides `--max-attempts`.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_cancellable(
+    handler: &dyn Handler,
+    publisher: &dyn Publisher,
+    config: &ReportConfig,
+    message: JobMessage,
+    origin: Origin,
+    oversized: Option<OriginalDigest>,
+    cancel: &CancellationToken,
     executed: impl FnOnce(),
 ) -> Final {
     let mut executed = Some(executed);
@@ -502,7 +533,7 @@ pub async fn execute_with_retries(
             attempts: 0,
         };
     }
-    let max_attempts = config.max_attempts.max(1);
+    let max_attempts = message.max_attempts.unwrap_or(config.max_attempts).max(1);
     let mut backoff = Backoff::new(config.retry_backoff);
     let mut run = JobRun {
         message,
@@ -511,7 +542,10 @@ pub async fn execute_with_retries(
     loop {
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        let outcome = run_guarded(handler, &run).await;
+        let mut outcome = run_guarded(handler, &run, cancel).await;
+        if outcome.status == Status::Cancelled && cancel.is_cancelled() {
+            outcome.stderr_tail.push_str(REPLACED);
+        }
         let finished = started
             + chrono::Duration::from_std(clock.elapsed())
                 .unwrap_or_else(|_| chrono::Duration::zero());
@@ -546,10 +580,20 @@ pub async fn execute_with_retries(
                     attempts: run.attempt,
                 };
             }
+            Status::Cancelled => {
+                info!(message = "job cancelled", dispatch_id = %run.message.dispatch_id, attempt = run.attempt, duration_ms = result.duration_ms);
+                return Final::Cancelled {
+                    attempts: run.attempt,
+                };
+            }
             status if retry => {
                 let delay = backoff.next_delay();
                 warn!(message = "job attempt failed; retrying", dispatch_id = %run.message.dispatch_id, attempt = run.attempt, max_attempts, status = status.as_str(), exit_code = ?outcome.exit_code, retry_in_ms = delay.as_millis() as u64);
-                tokio::time::sleep(delay).await;
+                // A cancellation ends the wait: the next attempt then reports `cancelled` at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => {}
+                }
                 run.attempt += 1;
             }
             status => {
@@ -703,7 +747,66 @@ pub fn parse_message(key: &[u8], value: &[u8]) -> Result<JobMessage, String> {
             excerpt(&expected)
         ));
     }
+    check_run_settings(&message)?;
     Ok(message)
+}
+
+/// What the stderr tail of a run ended by a newer one says.
+const REPLACED: &str =
+    "\ncancelled by the worker: a newer run of this job arrived (overlap \"replace\")";
+
+/// A message's run settings are within the ranges the schedule file allows (a topic writer is not
+/// trusted): `timeoutMs` 1 s to 1 d, `maxAttempts` 1 to 100. (`overlap` is one of its four values,
+/// or the message did not parse.)
+pub fn check_run_settings(message: &JobMessage) -> Result<(), String> {
+    let (min, max) = crate::schedule::load::TIMEOUT_RANGE;
+    if let Some(ms) = message.timeout_ms {
+        let (min_ms, max_ms) = (min.as_millis() as u64, max.as_millis() as u64);
+        if !(min_ms..=max_ms).contains(&ms) {
+            return Err(format!(
+                "timeoutMs {ms} is out of range {min_ms}-{max_ms} (1s-1d)"
+            ));
+        }
+    }
+    let (min, max) = crate::schedule::load::MAX_ATTEMPTS_RANGE;
+    if let Some(n) = message.max_attempts {
+        if !(min..=max).contains(&n) {
+            return Err(format!("maxAttempts {n} is out of range {min}-{max}"));
+        }
+    }
+    Ok(())
+}
+
+/// Reports a record that is not run because of its job's overlap policy: a JobResult with
+/// `status` (`skipped`, or `cancelled` for a queued run a newer one replaced), attempt 0, no
+/// output but `why`. Returns once the result is delivered (or given up).
+pub async fn report_not_run(
+    publisher: &dyn Publisher,
+    config: &ReportConfig,
+    message: &JobMessage,
+    status: Status,
+    why: &str,
+) {
+    let now = Utc::now();
+    let mut outcome = Outcome::new(status);
+    outcome.stderr_tail = why.to_string();
+    let result = job_result(
+        message,
+        0,
+        &outcome,
+        now,
+        now,
+        &config.worker,
+        config.max_output,
+    );
+    info!(message = "job not run", dispatch_id = %message.dispatch_id, status = status.as_str(), why);
+    deliver(
+        publisher,
+        &config.results_topic,
+        message.job_name.as_bytes(),
+        result_bytes(&result),
+    )
+    .await;
 }
 
 /// One delivered report: `(topic, key, value)`.
@@ -764,6 +867,9 @@ mod tests {
             cron_time: "* * * * *".into(),
             scheduled_at: "2026-11-26T03:00:00Z".into(),
             dispatch_id: "sync@2026-11-26T03:00:00Z".into(),
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         }
     }
 
@@ -1288,5 +1394,139 @@ mod tests {
                 attempts: 2
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_messages_max_attempts_overrides_the_workers() {
+        for (from_message, worker, attempts) in [(Some(2), 5, 2), (Some(4), 1, 4), (None, 3, 3)] {
+            let h = Scripted {
+                statuses: vec![Status::Failed],
+                calls: AtomicU32::new(0),
+            };
+            let r = Recorder::default();
+            let m = JobMessage {
+                max_attempts: from_message,
+                ..message()
+            };
+            let end = execute_with_retries(&h, &r, &config(worker), m, origin(), None, || {}).await;
+            assert_eq!(
+                end,
+                Final::DeadLettered {
+                    reason: DeadReason::AttemptsExhausted,
+                    attempts
+                },
+                "message {from_message:?}, --max-attempts {worker}"
+            );
+            assert_eq!(h.calls.load(Ordering::SeqCst), attempts);
+        }
+    }
+
+    /// Fails its first attempt; any later one waits until it is cancelled.
+    struct FailsThenHangs;
+
+    impl Handler for FailsThenHangs {
+        fn run<'a>(&'a self, run: &'a JobRun) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                if run.attempt == 1 {
+                    return Outcome::new(Status::Failed);
+                }
+                std::future::pending().await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_is_reported_cancelled_and_not_dead_lettered() {
+        // Cancelled while its second attempt runs.
+        let r = Recorder::default();
+        let cancel = CancellationToken::new();
+        let mut c = config(3);
+        c.retry_backoff = Duration::from_millis(10);
+        let (end, ()) = tokio::join!(
+            execute_cancellable(
+                &FailsThenHangs,
+                &r,
+                &c,
+                message(),
+                origin(),
+                None,
+                &cancel,
+                || {}
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                cancel.cancel();
+            }
+        );
+        assert_eq!(end, Final::Cancelled { attempts: 2 });
+        let got = records(&r);
+        let statuses: Vec<(&str, &serde_json::Value)> = got
+            .iter()
+            .map(|(t, v)| (t.as_str(), &v["status"]))
+            .collect();
+        assert_eq!(
+            statuses,
+            [("r", &"failed".into()), ("r", &"cancelled".into())]
+        );
+        assert!(
+            got[1].1["stderrTail"]
+                .as_str()
+                .unwrap()
+                .ends_with("a newer run of this job arrived (overlap \"replace\")"),
+            "{:?}",
+            got[1].1
+        );
+        // Cancelled during the backoff before attempt 2: attempt 2 is reported cancelled at once,
+        // long before the 30 s backoff would have ended.
+        let r = Recorder::default();
+        let cancel = CancellationToken::new();
+        c.retry_backoff = Duration::from_secs(30);
+        let started = std::time::Instant::now();
+        let (end, ()) = tokio::join!(
+            execute_cancellable(
+                &FailsThenHangs,
+                &r,
+                &c,
+                message(),
+                origin(),
+                None,
+                &cancel,
+                || {}
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                cancel.cancel();
+            }
+        );
+        assert_eq!(end, Final::Cancelled { attempts: 2 });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(records(&r).len(), 2, "two results, no dead letter");
+    }
+
+    #[tokio::test]
+    async fn a_record_not_run_is_reported_with_attempt_0_and_its_reason() {
+        let r = Recorder::default();
+        report_not_run(&r, &config(3), &message(), Status::Skipped, "not run: busy").await;
+        let got = records(&r);
+        assert_eq!(got.len(), 1);
+        let (topic, v) = &got[0];
+        assert_eq!(topic, "r");
+        assert_eq!(
+            (
+                &v["status"],
+                &v["attempt"],
+                &v["stderrTail"],
+                &v["durationMs"]
+            ),
+            (
+                &"skipped".into(),
+                &0.into(),
+                &"not run: busy".into(),
+                &0.into()
+            )
+        );
+        // A reader of JobResult (deny_unknown_fields) reads it: no new field, a new status value.
+        let read: JobResult = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(read.status, Status::Skipped);
     }
 }

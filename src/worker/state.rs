@@ -23,7 +23,7 @@ use super::dedup::RecentlyFinished;
 use super::offsets::PartitionOffsets;
 use super::queue::{LocalQueue, Ordering, Queued};
 use super::results::{parse_message, OriginalDigest};
-use crate::message::JobMessage;
+use crate::message::{JobMessage, Overlap};
 
 /// A topic-partition.
 pub type Tp = (Arc<str>, i32);
@@ -74,6 +74,25 @@ pub enum Admission {
     },
     /// The partition is not (or no longer) assigned here; the record is ignored.
     NotAssigned,
+    /// `"overlap": "skip"` and a run of the job is running or queued here: not run. Report it
+    /// `skipped`, then [`WorkerState::decided`].
+    Skipped {
+        /// Its ticket.
+        ticket: Ticket,
+        /// The message.
+        message: JobMessage,
+    },
+    /// `"overlap": "replace"`: the record is queued (it waits until no run of its job executes);
+    /// cancel the runs of `job_name` executing now, and report each of `superseded` (its queued
+    /// runs, taken out of the queue) `cancelled`, then [`WorkerState::decided`].
+    Replacing {
+        /// The job whose executing runs are to be cancelled.
+        job_name: String,
+        /// Whether a run of it is executing (something to cancel).
+        running: bool,
+        /// Its runs that were waiting, now never started.
+        superseded: Vec<(Ticket, JobMessage)>,
+    },
 }
 
 /// What an executor should do next.
@@ -170,7 +189,9 @@ impl WorkerState {
             epoch: assigned.epoch,
         };
         match parse_message(&record.key, &record.value) {
+            Ok(message) if self.skips(&message) => Admission::Skipped { ticket, message },
             Ok(message) => {
+                let replacing = self.replaces(&message);
                 let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
                     .map(|t| t.timestamp_millis())
                     // Unreadable slots sort last among equal priorities.
@@ -180,13 +201,14 @@ impl WorkerState {
                     scheduled_at_ms,
                     job_name: message.job_name.clone(),
                     dispatch_id: message.dispatch_id.clone(),
+                    overlap: message.overlap,
                     item: Pending {
                         ticket,
                         message,
                         oversized: OriginalDigest::if_oversized(&record.value),
                     },
                 });
-                Admission::Queued
+                replacing.unwrap_or(Admission::Queued)
             }
             Err(error) => Admission::Malformed {
                 ticket,
@@ -195,6 +217,50 @@ impl WorkerState {
                 value: record.value,
             },
         }
+    }
+
+    /// A record of a job with `"overlap": "skip"` is not run while a run of the job executes or
+    /// waits here, unless it is that same record again (a re-fetch after a rebalance, or a
+    /// duplicate): that one takes the usual way, and is skipped as a duplicate.
+    fn skips(&self, message: &JobMessage) -> bool {
+        message.overlap == Some(Overlap::Skip)
+            && self.queue.busy(&message.job_name)
+            && !self.is_known(&message.dispatch_id)
+    }
+
+    /// For a record of a job with `"overlap": "replace"` (and not a copy of a record held or
+    /// finished here): takes the job's waiting runs out of the queue and says whether one
+    /// executes. None when there is nothing to replace.
+    fn replaces(&mut self, message: &JobMessage) -> Option<Admission> {
+        if message.overlap != Some(Overlap::Replace)
+            || !self.queue.busy(&message.job_name)
+            || self.is_known(&message.dispatch_id)
+        {
+            return None;
+        }
+        let superseded = self
+            .queue
+            .take_queued(&message.job_name)
+            .into_iter()
+            .map(|q| (q.item.ticket, q.item.message))
+            .collect();
+        Some(Admission::Replacing {
+            job_name: message.job_name.clone(),
+            running: self.queue.busy(&message.job_name),
+            superseded,
+        })
+    }
+
+    fn is_known(&self, dispatch_id: &str) -> bool {
+        self.queue.holds(dispatch_id) || self.recent.contains(dispatch_id)
+    }
+
+    /// A record not run because of its job's overlap policy (skipped, or a waiting run replaced)
+    /// was reported: its `dispatchId` counts as done (a copy of it is a duplicate), and its offset
+    /// may be committed past.
+    pub fn decided(&mut self, ticket: &Ticket, dispatch_id: &str) {
+        self.recent.insert(dispatch_id);
+        self.finish_offset(ticket);
     }
 
     /// The next job for a free executor, if any may start.
@@ -312,6 +378,9 @@ mod tests {
             cron_time: "* * * * *".into(),
             dispatch_id: format!("{name}@{at}"),
             scheduled_at: at,
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
         };
         Fetched {
             topic: Arc::from("jobs"),
@@ -474,5 +543,147 @@ mod tests {
         assert!(s.to_commit().is_empty());
         s.commit_failed(&[tp(0)]);
         assert_eq!(s.to_commit(), vec![(tp(0), 1)]);
+    }
+
+    fn with_overlap(mut r: Fetched, overlap: &str) -> Fetched {
+        let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        v["overlap"] = overlap.into();
+        r.value = serde_json::to_vec(&v).unwrap();
+        r
+    }
+
+    #[test]
+    fn skip_does_not_run_a_record_while_a_run_of_its_job_executes_or_waits() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        assert_eq!(
+            s.admit(with_overlap(record(0, 0, "a", 0, 0), "skip")),
+            Admission::Queued,
+            "nothing of a here: it runs"
+        );
+        let (t0, m0) = run_next(&mut s);
+        let Admission::Skipped { ticket, message } =
+            s.admit(with_overlap(record(0, 1, "a", 0, 1), "skip"))
+        else {
+            panic!("a@03:00 executes: a@03:01 is skipped")
+        };
+        assert_eq!(message.scheduled_at, "2026-11-26T03:01:00Z");
+        // Another job is not affected, and a copy of the executing record is not "skipped": it
+        // waits and is then dropped as a duplicate.
+        assert_eq!(
+            s.admit(with_overlap(record(0, 2, "b", 0, 1), "skip")),
+            Admission::Queued
+        );
+        assert_eq!(
+            s.admit(with_overlap(record(0, 3, "a", 0, 0), "skip")),
+            Admission::Queued
+        );
+        // Waiting counts as busy too: b is queued, so a later b is skipped.
+        assert!(matches!(
+            s.admit(with_overlap(record(0, 4, "b", 0, 2), "skip")),
+            Admission::Skipped { .. }
+        ));
+        s.decided(&ticket, &message.dispatch_id);
+        s.finish(&t0, &m0, true);
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => s.finish(&t, &m, false),
+            other => panic!("the copy of a@03:00 is a duplicate, got {other:?}"),
+        }
+        let (t2, m2) = run_next(&mut s);
+        assert_eq!(m2.job_name, "b");
+        s.finish(&t2, &m2, true);
+        assert_eq!(
+            s.to_commit(),
+            vec![(tp(0), 4)],
+            "offset 4 (skipped b) not reported yet"
+        );
+        // A skipped dispatchId delivered again is a duplicate, not a run.
+        assert_eq!(
+            s.admit(with_overlap(record(0, 5, "a", 0, 1), "skip")),
+            Admission::Queued
+        );
+        assert!(matches!(s.next_ready(), Some(Next::Duplicate(..))));
+    }
+
+    #[test]
+    fn replace_takes_the_waiting_runs_out_and_the_new_run_waits_for_the_executing_one() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        s.admit(with_overlap(record(0, 0, "a", 0, 0), "replace"));
+        let (t0, m0) = run_next(&mut s);
+        // With a run executing, a queued-behind one (an old worker's record without overlap).
+        assert_eq!(s.admit(record(0, 1, "a", 0, 1)), Admission::Queued);
+        let Admission::Replacing {
+            job_name,
+            running,
+            superseded,
+        } = s.admit(with_overlap(record(0, 2, "a", 0, 2), "replace"))
+        else {
+            panic!("a newer replace run replaces")
+        };
+        assert_eq!((job_name.as_str(), running), ("a", true));
+        let superseded: Vec<(i64, String)> = superseded
+            .into_iter()
+            .map(|(t, m)| (t.offset, m.scheduled_at))
+            .collect();
+        assert_eq!(superseded, vec![(1, "2026-11-26T03:01:00Z".to_string())]);
+        assert!(
+            s.next_ready().is_none(),
+            "the new run waits for the cancelled one to end"
+        );
+        s.finish(&t0, &m0, true);
+        let (_, m2) = run_next(&mut s);
+        assert_eq!(m2.scheduled_at, "2026-11-26T03:02:00Z");
+        // Nothing of b here: a replace run is simply queued.
+        assert_eq!(
+            s.admit(with_overlap(record(0, 3, "b", 0, 0), "replace")),
+            Admission::Queued
+        );
+    }
+
+    #[test]
+    fn a_record_with_out_of_range_run_settings_is_malformed_with_the_reason() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        for (field, value, reason) in [
+            (
+                "timeoutMs",
+                serde_json::json!(999),
+                "timeoutMs 999 is out of range 1000-86400000 (1s-1d)",
+            ),
+            (
+                "timeoutMs",
+                serde_json::json!(86_400_001u64),
+                "timeoutMs 86400001 is out of range 1000-86400000 (1s-1d)",
+            ),
+            (
+                "maxAttempts",
+                serde_json::json!(0),
+                "maxAttempts 0 is out of range 1-100",
+            ),
+            (
+                "maxAttempts",
+                serde_json::json!(101),
+                "maxAttempts 101 is out of range 1-100",
+            ),
+        ] {
+            let mut r = record(0, 0, "a", 0, 0);
+            let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+            v[field] = value;
+            r.value = serde_json::to_vec(&v).unwrap();
+            match s.admit(r) {
+                Admission::Malformed { error, .. } => assert_eq!(error, reason),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut r = record(0, 0, "a", 0, 0);
+        r.value = with_overlap(r.clone(), "sometimes").value;
+        match s.admit(r) {
+            Admission::Malformed { error, .. } => assert!(
+                error.contains("unknown variant `sometimes`, expected one of `queue`, `skip`, `allow`, `replace`"),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

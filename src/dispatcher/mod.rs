@@ -5,6 +5,7 @@
 //! the Kafka producer pool).
 
 pub mod catchup;
+pub mod control;
 pub mod cursor;
 pub mod dry_run;
 pub mod group;

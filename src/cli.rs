@@ -457,7 +457,7 @@ pub struct PauseArgs {
     pub all: bool,
     /// End the pause by itself at this RFC 3339 instant, or after this long (`90m`, `2h`; up to
     /// 366d ahead). Its end then sends paused slots as a resume does.
-    #[arg(long, env = "CRONQ_UNTIL", value_parser = until_arg)]
+    #[arg(long, env = "CRONQ_PAUSE_UNTIL", value_parser = until_arg)]
     pub until: Option<UntilArg>,
     /// Why (shown by `cronq status` and the status page; 1-500 characters).
     #[arg(long, env = "CRONQ_REASON", value_parser = reason_text)]

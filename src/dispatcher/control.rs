@@ -948,3 +948,276 @@ pub async fn read_paused(
         .map_err(|e| e.to_string())?;
     Ok(Some(table.view(now)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::dispatcher::tick_loop::TickLoop;
+    use crate::schedule::{parse, LoadOptions, Schedule};
+
+    /// 2026-11-30 10:00:00 UTC plus `minutes` and `seconds`.
+    fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap()
+            + chrono::Duration::seconds(minutes * 60 + seconds)
+    }
+
+    fn pause(job: Option<&str>, since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> ControlRecord {
+        ControlRecord {
+            v: RECORD_VERSION,
+            job: job.map(str::to_string),
+            paused: true,
+            reason: Some("incident 42".into()),
+            since,
+            until,
+            drop_missed: false,
+            by: "ops@host".into(),
+            at: since,
+        }
+    }
+
+    fn resume(paused: &ControlRecord, at: DateTime<Utc>, drop_missed: bool) -> ControlRecord {
+        ControlRecord {
+            paused: false,
+            until: Some(at),
+            drop_missed,
+            at,
+            ..paused.clone()
+        }
+    }
+
+    fn schedule(json: &str) -> Schedule {
+        parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_latest_record_of_a_key_wins_and_a_tombstone_forgets_it() {
+        let mut table = PauseTable::default();
+        let first = pause(Some("a"), at(1, 0), None);
+        table.apply("a", Some(first.clone()));
+        let resumed = resume(&first, at(5, 0), false);
+        table.apply("a", Some(resumed.clone()));
+        assert_eq!(table.get("a"), Some(&resumed));
+        assert!(!table.get("a").unwrap().in_force(at(6, 0)));
+        // Paused again later: the new record wins over the resume.
+        let again = pause(Some("a"), at(9, 0), None);
+        table.apply("a", Some(again.clone()));
+        assert_eq!(table.get("a"), Some(&again));
+        assert_eq!(table.pausing("a", at(3, 0)), None, "the old interval is forgotten");
+        assert_eq!(table.pausing("a", at(9, 0)), Some(&again));
+        table.apply("a", None);
+        assert_eq!(table.get("a"), None);
+        assert_eq!(table.records().count(), 0);
+    }
+
+    #[test]
+    fn a_pause_covers_its_slots_from_since_and_until_ends_it_by_itself() {
+        let p = pause(Some("a"), at(2, 30), Some(at(6, 0)));
+        // The slot of minute 2 is before the pause; 3, 4, 5 are in it; 6 is its end.
+        let covered: Vec<i64> = (0..10).filter(|m| p.covers(at(*m, 0))).collect();
+        assert_eq!(covered, [3, 4, 5]);
+        assert!(p.in_force(at(5, 59)));
+        assert!(!p.in_force(at(6, 0)), "--until reached: no longer in force");
+        assert_eq!(p.ends_in(), Some(Minute::containing(at(6, 0))));
+        // An end inside a minute is applied in the next one (its slot is the first not covered).
+        let r = resume(&p, at(6, 10), false);
+        assert_eq!(r.ends_in(), Some(Minute::containing(at(7, 0))));
+        assert_eq!(pause(None, at(0, 0), None).ends_in(), None);
+    }
+
+    #[test]
+    fn all_pauses_every_job_and_a_jobs_own_resume_does_not_end_it() {
+        let mut table = PauseTable::default();
+        let everything = pause(None, at(1, 0), None);
+        assert_eq!(everything.key(), ALL_KEY);
+        table.apply(ALL_KEY, Some(everything.clone()));
+        let own = pause(Some("a"), at(0, 0), None);
+        table.apply("a", Some(resume(&own, at(2, 0), true)));
+        for job in ["a", "b", "any-other"] {
+            assert_eq!(table.pausing(job, at(3, 0)), Some(&everything), "{job}");
+        }
+        assert_eq!(table.pausing("b", at(0, 30)), None, "before the pause");
+        // "a" had its own interval then: still paused (its resume decides about it).
+        assert!(table.pausing("a", at(0, 30)).is_some());
+        let (all, jobs) = table.in_force(at(3, 0));
+        assert_eq!((all, jobs.len()), (Some(&everything), 0));
+        let view = table.view(at(3, 0));
+        assert!(view.all.is_some());
+        assert!(render(&view).starts_with("PAUSED: ALL JOBS"), "{}", render(&view));
+    }
+
+    #[test]
+    fn the_all_key_can_never_be_a_job_name() {
+        let json = format!(
+            r#"{{"jobs":[{{"jobName":"{ALL_KEY}","job":"x","cronTime":"* * * * *"}}]}}"#
+        );
+        let err = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default())
+            .expect_err("a blank jobName must be refused");
+        assert!(err.to_string().contains("jobName"), "{err}");
+    }
+
+    #[test]
+    fn a_record_round_trips_and_another_version_is_refused() {
+        let p = pause(Some("nightly"), at(0, 0), Some(at(90, 0)));
+        let text = p.encode();
+        assert_eq!(
+            text,
+            r#"{"v":1,"job":"nightly","paused":true,"reason":"incident 42","since":"2026-11-30T10:00:00Z","until":"2026-11-30T11:30:00Z","dropMissed":false,"by":"ops@host","at":"2026-11-30T10:00:00Z"}"#
+        );
+        assert_eq!(ControlRecord::decode(text.as_bytes()), Ok(p));
+        let v2 = text.replace(r#""v":1"#, r#""v":2"#);
+        assert!(ControlRecord::decode(v2.as_bytes()).unwrap_err().contains("version 2"));
+    }
+
+    /// The slots a pause's end sends, against a walk written out by hand: every-5-minutes job,
+    /// paused from 10:02:30 to 10:41:00, handed out at 10:41.
+    #[test]
+    fn a_pauses_end_sends_what_the_jobs_catch_up_rule_says() {
+        let job = |rule: &str, window: &str| {
+            schedule(&format!(
+                r#"{{"jobs":[{{"jobName":"j","job":"x","cronTime":"*/5 * * * *","catchup":"{rule}","catchupWindow":"{window}"}}]}}"#
+            ))
+        };
+        let p = pause(Some("j"), at(2, 30), None);
+        let r = resume(&p, at(41, 0), false);
+        let end = r.until.unwrap();
+        let now = r.ends_in().unwrap();
+        let sent = |s: &Schedule, record: &ControlRecord| -> Vec<i64> {
+            let j = &s.jobs[0];
+            paused_slots_sent(&j.spec, &j.expr, record, end, now)
+                .into_iter()
+                .map(|t| (t - at(0, 0)).num_minutes())
+                .collect()
+        };
+        assert_eq!(sent(&job("all", "1h"), &r), [5, 10, 15, 20, 25, 30, 35, 40]);
+        // A 15-minute window counts back from 10:41: 10:26 and later.
+        assert_eq!(sent(&job("all", "15m"), &r), [30, 35, 40]);
+        assert_eq!(sent(&job("latest", "1h"), &r), [40]);
+        assert_eq!(sent(&job("none", "1h"), &r), Vec::<i64>::new());
+        let dropped = resume(&p, at(41, 0), true);
+        assert_eq!(sent(&job("all", "1h"), &dropped), Vec::<i64>::new());
+    }
+
+    /// One tick loop on a manual clock, minute by minute: a paused job's slots are held back (the
+    /// other job's are not), its pause's end sends the paused slots under its rule, `--all` stops
+    /// everything, and `--until` ends a pause by itself.
+    #[tokio::test]
+    async fn a_tick_loop_holds_back_paused_slots_and_sends_them_when_the_pause_ends() {
+        let s = schedule(
+            r#"{"jobs":[
+              {"jobName":"keep","job":"x","cronTime":"* * * * *"},
+              {"jobName":"late","job":"x","cronTime":"* * * * *"},
+              {"jobName":"drop","job":"x","cronTime":"* * * * *","catchup":"none"}
+            ]}"#,
+        );
+        let clock = Arc::new(ManualClock::new(at(0, 1)));
+        let scheduler = Scheduler::new(s, Minute::containing(at(0, 0)));
+        let (tx, mut rx) = mpsc::channel(1000);
+        let follower = ControlFollower::manual();
+        let mut tick_loop = TickLoop::new(clock.clone() as Arc<dyn Clock>, scheduler, None, tx)
+            .with_pauses(Pauses::new(follower.clone()));
+        let mut table = PauseTable::default();
+        let mut sent: Vec<(String, i64)> = Vec::new();
+        let mut paused = 0;
+        let run_to = |clock: &ManualClock, m: i64, s: i64| {
+            clock.set(at(m, s));
+            async {}
+        };
+        // What the loop sent so far: (job, minute after 10:00).
+        let step = |_: &mut TickLoop, rx: &mut mpsc::Receiver<Dispatch>| {
+            let mut got = Vec::new();
+            while let Ok(d) = rx.try_recv() {
+                got.push((d.spec.name.clone(), (d.scheduled_at - at(0, 0)).num_minutes()));
+            }
+            got
+        };
+        for m in 1..=2 {
+            run_to(&clock, m, 1).await;
+            paused += tick_loop.tick().await.unwrap().paused;
+        }
+        // 10:02:30: "late" and "drop" paused.
+        let late = pause(Some("late"), at(2, 30), None);
+        let drop = pause(Some("drop"), at(2, 30), None);
+        table.apply("late", Some(late.clone()));
+        table.apply("drop", Some(drop.clone()));
+        follower.publish(table.clone());
+        for m in 3..=5 {
+            run_to(&clock, m, 1).await;
+            paused += tick_loop.tick().await.unwrap().paused;
+        }
+        // 10:05:20: both resumed; minute 6 sends "late"'s paused 3, 4, 5 (rule all), none of
+        // "drop"'s (rule none).
+        table.apply("late", Some(resume(&late, at(5, 20), false)));
+        table.apply("drop", Some(resume(&drop, at(5, 20), false)));
+        follower.publish(table.clone());
+        run_to(&clock, 6, 1).await;
+        let report = tick_loop.tick().await.unwrap();
+        assert_eq!(report.resumed, 3);
+        sent.extend(step(&mut tick_loop, &mut rx));
+        assert_eq!(paused, 6, "two jobs, minutes 3, 4, 5");
+        let of = |sent: &[(String, i64)], job: &str| -> Vec<i64> {
+            sent.iter().filter(|(j, _)| j == job).map(|(_, m)| *m).collect()
+        };
+        assert_eq!(of(&sent, "keep"), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(of(&sent, "late"), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(of(&sent, "drop"), [1, 2, 6]);
+
+        // 10:06:40: --all until 10:09:00; minutes 7, 8 held back for every job, 9 runs, and
+        // the expiry sends the paused slots of the jobs whose rule says so.
+        sent.clear();
+        let mut all = pause(None, at(6, 40), Some(at(9, 0)));
+        all.drop_missed = false;
+        table.apply(ALL_KEY, Some(all));
+        follower.publish(table.clone());
+        let mut held = 0;
+        for m in 7..=9 {
+            run_to(&clock, m, 1).await;
+            held += tick_loop.tick().await.unwrap().paused;
+        }
+        sent.extend(step(&mut tick_loop, &mut rx));
+        assert_eq!(held, 6, "three jobs, minutes 7 and 8");
+        assert_eq!(of(&sent, "keep"), [7, 8, 9]);
+        assert_eq!(of(&sent, "late"), [7, 8, 9]);
+        assert_eq!(of(&sent, "drop"), [9]);
+    }
+
+    /// A resume read only after the minute of its end was handed out (written just before the
+    /// boundary): the slots that minute held back are sent with the next one.
+    #[tokio::test]
+    async fn a_resume_learnt_late_still_sends_the_paused_slots() {
+        let s = schedule(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#);
+        let clock = Arc::new(ManualClock::new(at(0, 1)));
+        let scheduler = Scheduler::new(s, Minute::containing(at(0, 0)));
+        let (tx, mut rx) = mpsc::channel(1000);
+        let follower = ControlFollower::manual();
+        let mut tick_loop = TickLoop::new(clock.clone() as Arc<dyn Clock>, scheduler, None, tx)
+            .with_pauses(Pauses::new(follower.clone()));
+        let p = pause(Some("a"), at(0, 30), None);
+        let mut table = PauseTable::default();
+        table.apply("a", Some(p.clone()));
+        follower.publish(table.clone());
+        for m in 1..=4 {
+            clock.set(at(m, 1));
+            tick_loop.tick().await.unwrap();
+        }
+        // Resumed at 10:03:59.9 (the record says so) but read at 10:04:01, after minute 4 went.
+        table.apply(
+            "a",
+            Some(resume(&p, at(3, 59) + chrono::Duration::milliseconds(900), false)),
+        );
+        follower.publish(table);
+        clock.set(at(5, 1));
+        tick_loop.tick().await.unwrap();
+        let mut got: Vec<i64> = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            got.push((d.scheduled_at - at(0, 0)).num_minutes());
+        }
+        got.sort();
+        // 1-3 paused, 4 held back before the resume was read, 5 live.
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+    }
+}

@@ -1526,6 +1526,15 @@ fn pause(args: PauseArgs) -> Result<ExitCode, CliError> {
             Some(now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::zero()))
         }
     };
+    // Records carry whole seconds: a fraction rounds up, so the pause never ends early.
+    let until = until.map(|u| {
+        let whole = DateTime::<Utc>::from_timestamp(u.timestamp(), 0).unwrap_or(u);
+        if whole < u {
+            whole + chrono::Duration::seconds(1)
+        } else {
+            whole
+        }
+    });
     if let (Some(job), false) = (&args.job, args.force) {
         let (schedule, _) =
             schedule::load(&args.schedule, args.limits.apply(LoadOptions::default()))?;

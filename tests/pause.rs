@@ -327,6 +327,8 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     loop {
         let logs: String = survivors.iter().map(|i| members[*i].log()).collect::<String>() + &fresh.log();
         if logs.contains(&format!("previous_owner=\"{owner}\"")) {
+            let by_fresh = fresh.log().contains(&format!("previous_owner=\"{owner}\""));
+            eprintln!("{owner}'s shards taken over by {}", if by_fresh { "the fresh member" } else { "a survivor" });
             break;
         }
         assert!(Instant::now() < deadline, "no takeover of {owner}'s shards:\n{logs}");
@@ -397,7 +399,8 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     assert!(paused_lines <= 3, "one line per member that saw it: {paused_lines}");
 }
 
-/// `pause --all` stops every dispatch from the first minute after it; `resume --all` restarts
+/// `pause --all` stops every dispatch from the first minute after it, also on a member started
+/// after a kill -9 (it reads the pause back before its first dispatch); `resume --all` restarts
 /// them all (with `--drop-missed`, without the paused slots).
 #[test]
 fn pause_all_stops_every_dispatch_within_a_tick_and_resume_all_restarts_them() {
@@ -414,7 +417,11 @@ fn pause_all_stops_every_dispatch_within_a_tick_and_resume_all_restarts_them() {
     assert_eq!(all["job"], serde_json::Value::Null);
     member.wait_log("job paused job=\"--all\"", Duration::from_secs(30));
     eprintln!("pause --all applied {:?} (real) after the command returned", written.elapsed());
-    drill.wait_minutes(2, 30);
+    drill.wait_minutes(1, 10);
+    member.kill9();
+    let mut member = setup.member("solo-2");
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    drill.wait_minutes(1, 30);
     // While paused: nothing at or after the pause's start has been sent.
     let since = instant(&all, "since");
     let during = setup.arrivals(50 * 4);

@@ -649,13 +649,13 @@ pub struct PauseEffect {
 }
 
 impl Pauses {
-    /// The pauses `follower` reads.
+    /// The pauses `follower` reads, taken at the first [`refresh`](Self::refresh).
     pub fn new(follower: ControlFollower) -> Pauses {
-        let (version, table) = follower.table();
         Pauses {
             follower,
-            version,
-            table,
+            // No table has this version: the first refresh takes the follower's.
+            version: u64::MAX,
+            table: Arc::new(PauseTable::default()),
             late: Vec::new(),
         }
     }
@@ -674,12 +674,16 @@ impl Pauses {
             return false;
         }
         let (version, table) = self.follower.table();
+        let processed: Vec<(u32, Minute)> = processed.collect();
+        // Owed by shards given up since: their next owner decides from the records.
+        self.late
+            .retain(|(shard, _, _)| processed.iter().any(|(s, _)| s == shard));
         let changed: Vec<&ControlRecord> = table
             .records()
             .filter(|r| self.table.get(r.key()) != Some(*r))
             .filter(|r| r.ends_in().is_some())
             .collect();
-        for (shard, done) in processed {
+        for &(shard, done) in &processed {
             for r in &changed {
                 if r.ends_in().is_some_and(|end| end <= done) {
                     let walk_end = done.next().start().unwrap_or(r.since);

@@ -1399,6 +1399,46 @@ mod tests {
     }
 
     #[test]
+    fn pauses_are_on_the_page_escaped_the_all_switch_first_and_counted() {
+        use crate::dispatcher::control::{ControlRecord, PauseTable, ALL_KEY};
+        let (o, clock) = observer(Mode::DryRun);
+        assert!(metrics_text(&o).contains("cronq_slots_skipped_total{reason=\"paused\"} 0"));
+        let now = clock.now();
+        let record = |job: Option<&str>, reason: &str, until: Option<i64>| ControlRecord {
+            v: 1,
+            job: job.map(str::to_string),
+            paused: true,
+            reason: Some(reason.into()),
+            since: now - chrono::Duration::minutes(5),
+            until: until.map(|m| now + chrono::Duration::minutes(m)),
+            drop_missed: false,
+            by: "ops@host".into(),
+            at: now,
+        };
+        let mut table = PauseTable::default();
+        table.apply("<b>job</b>", Some(record(Some("<b>job</b>"), "<script>x</script>", Some(30))));
+        // Ended by its --until a minute ago: not listed.
+        table.apply("over", Some(record(Some("over"), "done", Some(-1))));
+        o.pauses_changed(&Arc::new(table.clone()));
+        let page = o.render();
+        assert!(page.contains("Paused jobs (1)"), "{page}");
+        assert!(page.contains("&lt;b&gt;job&lt;/b&gt;") && !page.contains("<b>job</b>"), "{page}");
+        assert!(page.contains("&lt;script&gt;") && !page.contains(">over<"), "{page}");
+        assert!(!page.contains("ALL JOBS PAUSED"));
+        table.apply(ALL_KEY, Some(record(None, "incident", None)));
+        o.pauses_changed(&Arc::new(table));
+        let page = o.render();
+        let all = page.find("ALL JOBS PAUSED").expect("the --all banner");
+        assert!(all < page.find("Paused jobs").unwrap(), "--all first");
+        assert!(all < page.find("jobs scheduled here").unwrap(), "before the numbers");
+        let json = serde_json::to_value(o.status()).unwrap();
+        assert_eq!(json["paused"]["all"]["reason"], "incident", "{json}");
+        assert_eq!(json["paused"]["jobs"][0]["job"], "<b>job</b>");
+        o.paused_skipped(7);
+        assert!(metrics_text(&o).contains("cronq_slots_skipped_total{reason=\"paused\"} 7"));
+    }
+
+    #[test]
     fn a_hostile_job_name_and_a_rejected_file_are_escaped_on_the_page() {
         let (o, _) = observer(Mode::Group {
             group: "g<b>".into(),

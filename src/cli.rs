@@ -14,7 +14,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
-use crate::dispatcher::control::PausedView;
 use crate::dispatcher::observe::{Mode, Observer};
 use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
 use crate::dispatcher::service::{self, GroupConfig, ServiceConfig, ServiceError, SinkConfig};
@@ -917,9 +916,9 @@ fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
         }
         writeln!(out, "{json}")?;
     } else {
-        if paused.all.is_some() {
+        if let Some(all) = &paused.all {
             // The incident switch is the first thing to see.
-            write!(out, "{}\n", crate::dispatcher::control::render(&PausedView { all: paused.all.clone(), jobs: Vec::new() }).lines().next().unwrap_or_default())?;
+            writeln!(out, "{}", crate::dispatcher::control::all_line(all))?;
         }
         write!(
             out,
@@ -1515,10 +1514,7 @@ fn pause(args: PauseArgs) -> Result<ExitCode, CliError> {
         Some(UntilArg::At(at)) if (*at - now).to_std().is_ok_and(|d| d > MAX_PAUSE) => {
             return Err(CliError::Invalid {
                 flag: "--until",
-                reason: format!(
-                    "{} is more than 366d ahead",
-                    crate::message::slot_text(*at)
-                ),
+                reason: format!("{} is more than 366d ahead", crate::message::slot_text(*at)),
             })
         }
         Some(UntilArg::At(at)) => Some(*at),
@@ -1606,7 +1602,11 @@ fn resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
                     "its pause ended by itself at {}",
                     r.until.map(crate::message::slot_text).unwrap_or_default()
                 ),
-                Some(r) => format!("it was resumed by {} at {}", r.by, crate::message::slot_text(r.at)),
+                Some(r) => format!(
+                    "it was resumed by {} at {}",
+                    r.by,
+                    crate::message::slot_text(r.at)
+                ),
             };
             return Err(format!(
                 "{name} is not paused in group {group:?} ({why}); nothing was written"

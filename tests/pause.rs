@@ -77,7 +77,11 @@ impl Dispatcher {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(needle) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before {needle:?}; log:\n{}", self.name, self.log());
+                panic!(
+                    "{} exited ({status}) before {needle:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -101,7 +105,12 @@ impl Dispatcher {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
         let status = wait_exit(&mut self.child, Duration::from_secs(60), &self.log);
-        assert!(status.success(), "{} exited with {status}; log:\n{}", self.name, self.log());
+        assert!(
+            status.success(),
+            "{} exited with {status}; log:\n{}",
+            self.name,
+            self.log()
+        );
     }
 }
 
@@ -238,9 +247,17 @@ impl Setup {
         for r in &records {
             let name = r.value["jobName"].as_str().expect("jobName").to_string();
             let scheduled = r.value["scheduledAt"].as_str().expect("scheduledAt");
-            assert_eq!(r.value["dispatchId"], format!("{name}@{scheduled}"), "{:?}", r.value);
+            assert_eq!(
+                r.value["dispatchId"],
+                format!("{name}@{scheduled}"),
+                "{:?}",
+                r.value
+            );
             let at: DateTime<Utc> = scheduled.parse().unwrap();
-            slots.entry(name).or_default().insert(at.timestamp().div_euclid(60));
+            slots
+                .entry(name)
+                .or_default()
+                .insert(at.timestamp().div_euclid(60));
         }
         slots
     }
@@ -265,7 +282,10 @@ fn minutes_in(since: DateTime<Utc>, until: DateTime<Utc>) -> BTreeSet<i64> {
 /// Every minute from `first` to `last` is in `slots`; names the missing ones.
 fn assert_every_minute(job: &str, slots: &BTreeSet<i64>, first: i64, last: i64) {
     let missing: Vec<i64> = (first..=last).filter(|m| !slots.contains(m)).collect();
-    assert!(missing.is_empty(), "{job}: minutes {missing:?} missing of {first}..={last}");
+    assert!(
+        missing.is_empty(),
+        "{job}: minutes {missing:?} missing of {first}..={last}"
+    );
 }
 
 fn with_logs<T>(logs: &[&Dispatcher], check: impl FnOnce() -> T) -> T {
@@ -291,10 +311,14 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
         r#"{"jobName":"caught","job":"x","cronTime":"* * * * *"}"#.to_string(),
         r#"{"jobName":"dropped","job":"x","cronTime":"* * * * *"}"#.to_string(),
     ];
-    jobs.extend((0..20).map(|i| {
-        format!(r#"{{"jobName":"other-{i:02}","job":"x","cronTime":"* * * * *"}}"#)
-    }));
-    let setup = Setup::new("pause-takeover", &format!(r#"{{"jobs":[{}]}}"#, jobs.join(",")));
+    jobs.extend(
+        (0..20)
+            .map(|i| format!(r#"{{"jobName":"other-{i:02}","job":"x","cronTime":"* * * * *"}}"#)),
+    );
+    let setup = Setup::new(
+        "pause-takeover",
+        &format!(r#"{{"jobs":[{}]}}"#, jobs.join(",")),
+    );
     let drill = setup.drill;
     let mut members = vec![setup.member("a"), setup.member("b")];
     for m in &mut members {
@@ -325,13 +349,27 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     let deadline = Instant::now() + Duration::from_secs(240);
     let survivors: Vec<usize> = (0..members.len()).filter(|i| *i != victim).collect();
     loop {
-        let logs: String = survivors.iter().map(|i| members[*i].log()).collect::<String>() + &fresh.log();
+        let logs: String = survivors
+            .iter()
+            .map(|i| members[*i].log())
+            .collect::<String>()
+            + &fresh.log();
         if logs.contains(&format!("previous_owner=\"{owner}\"")) {
             let by_fresh = fresh.log().contains(&format!("previous_owner=\"{owner}\""));
-            eprintln!("{owner}'s shards taken over by {}", if by_fresh { "the fresh member" } else { "a survivor" });
+            eprintln!(
+                "{owner}'s shards taken over by {}",
+                if by_fresh {
+                    "the fresh member"
+                } else {
+                    "a survivor"
+                }
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "no takeover of {owner}'s shards:\n{logs}");
+        assert!(
+            Instant::now() < deadline,
+            "no takeover of {owner}'s shards:\n{logs}"
+        );
         pause();
     }
     setup.wait_healthy(Duration::from_secs(240));
@@ -348,7 +386,10 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     let caught_end = setup.control(&["resume", "caught"]);
     let dropped_end = setup.control(&["resume", "dropped", "--drop-missed"]);
     assert_eq!(held_end["paused"], false);
-    assert_eq!(held_end["since"], held["since"], "a resume closes its pause's interval");
+    assert_eq!(
+        held_end["since"], held["since"],
+        "a resume closes its pause's interval"
+    );
     assert_eq!(dropped_end["dropMissed"], true);
     drill.wait_minutes(2, 10);
     let stopped = drill.minute();
@@ -361,12 +402,14 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
         let arrived = setup.arrivals(23 * 12);
         let paused_held = minutes_in(instant(&held, "since"), instant(&held_end, "until"));
         let paused_caught = minutes_in(instant(&caught, "since"), instant(&caught_end, "until"));
-        let paused_dropped =
-            minutes_in(instant(&dropped, "since"), instant(&dropped_end, "until"));
+        let paused_dropped = minutes_in(instant(&dropped, "since"), instant(&dropped_end, "until"));
         eprintln!(
             "paused minutes {paused_held:?}, owner {owner} killed in minute {killed_at}, stopped {stopped}"
         );
-        assert!(paused_held.len() >= 4, "the pause spans the takeover: {paused_held:?}");
+        assert!(
+            paused_held.len() >= 4,
+            "the pause spans the takeover: {paused_held:?}"
+        );
         assert!(paused_held.contains(&killed_at));
         let last = stopped - 1;
         for (job, slots) in &arrived {
@@ -384,7 +427,10 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
                 let expected: BTreeSet<i64> =
                     (first..=last).filter(|m| !skipped.contains(m)).collect();
                 let missing: Vec<&i64> = expected.difference(slots).collect();
-                assert!(missing.is_empty(), "{job}: unpaused slots missing: {missing:?}");
+                assert!(
+                    missing.is_empty(),
+                    "{job}: unpaused slots missing: {missing:?}"
+                );
             } else {
                 // The default rule (all, 1h): the paused slots too, each as its own slot.
                 assert_every_minute(job, slots, first, last);
@@ -395,8 +441,14 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     // One log line per change of state, not one per slot.
     let all_logs: String = members.iter().map(|m| m.log()).collect();
     assert!(all_logs.contains("pause ended (resumed)"), "{all_logs}");
-    let paused_lines = all_logs.lines().filter(|l| l.contains("job paused") && l.contains("held")).count();
-    assert!(paused_lines <= 3, "one line per member that saw it: {paused_lines}");
+    let paused_lines = all_logs
+        .lines()
+        .filter(|l| l.contains("job paused") && l.contains("held"))
+        .count();
+    assert!(
+        paused_lines <= 3,
+        "one line per member that saw it: {paused_lines}"
+    );
 }
 
 /// `pause --all` stops every dispatch from the first minute after it, also on a member started
@@ -416,7 +468,10 @@ fn pause_all_stops_every_dispatch_within_a_tick_and_resume_all_restarts_them() {
     let all = setup.control(&["pause", "--all", "--reason", "incident"]);
     assert_eq!(all["job"], serde_json::Value::Null);
     member.wait_log("job paused job=\"--all\"", Duration::from_secs(30));
-    eprintln!("pause --all applied {:?} (real) after the command returned", written.elapsed());
+    eprintln!(
+        "pause --all applied {:?} (real) after the command returned",
+        written.elapsed()
+    );
     drill.wait_minutes(1, 10);
     member.kill9();
     let mut member = setup.member("solo-2");
@@ -430,9 +485,15 @@ fn pause_all_stops_every_dispatch_within_a_tick_and_resume_all_restarts_them() {
         .flat_map(|(j, s)| s.iter().map(move |m| (j.clone(), *m)))
         .filter(|(_, m)| *m * 60 >= since.timestamp())
         .collect();
-    assert!(late.is_empty(), "sent while everything was paused: {late:?}");
+    assert!(
+        late.is_empty(),
+        "sent while everything was paused: {late:?}"
+    );
     let text = String::from_utf8_lossy(&setup.cronq(&["status"]).stdout).to_string();
-    assert!(text.starts_with("PAUSED: ALL JOBS"), "--all first and loud:\n{text}");
+    assert!(
+        text.starts_with("PAUSED: ALL JOBS"),
+        "--all first and loud:\n{text}"
+    );
     let end = setup.control(&["resume", "--all", "--drop-missed"]);
     drill.wait_minutes(2, 10);
     let stopped = drill.minute();
@@ -447,7 +508,10 @@ fn pause_all_stops_every_dispatch_within_a_tick_and_resume_all_restarts_them() {
             let sent: Vec<&i64> = slots.intersection(&paused).collect();
             assert!(sent.is_empty(), "{job}: paused slots sent: {sent:?}");
             assert_every_minute(job, slots, resumed_from, stopped - 1);
-            assert!(slots.contains(&(paused.first().unwrap() - 1)), "{job}: the slot before the pause");
+            assert!(
+                slots.contains(&(paused.first().unwrap() - 1)),
+                "{job}: the slot before the pause"
+            );
         }
     });
 }
@@ -467,7 +531,14 @@ fn until_ends_a_pause_by_itself_and_status_lists_it_while_it_lasts() {
     let addr = http_addr_in_log(&member.log, Duration::from_secs(30));
     drill.wait_minutes(1, 30);
     let until = (drill.now() + chrono::Duration::minutes(3)).to_rfc3339();
-    let record = setup.control(&["pause", "nightly", "--until", &until, "--reason", "vendor maintenance"]);
+    let record = setup.control(&[
+        "pause",
+        "nightly",
+        "--until",
+        &until,
+        "--reason",
+        "vendor maintenance",
+    ]);
     member.wait_log("job paused job=\"nightly\"", Duration::from_secs(30));
     drill.wait_minutes(1, 30);
 
@@ -478,9 +549,15 @@ fn until_ends_a_pause_by_itself_and_status_lists_it_while_it_lasts() {
     assert_eq!(listed["since"], record["since"]);
     assert_eq!(listed["until"], record["until"]);
     let text = String::from_utf8_lossy(&setup.cronq(&["status"]).stdout).to_string();
-    assert!(text.contains("paused jobs: 1") && text.contains("nightly") && text.contains("until"), "{text}");
+    assert!(
+        text.contains("paused jobs: 1") && text.contains("nightly") && text.contains("until"),
+        "{text}"
+    );
     let (_, page) = http_get(&format!("http://{addr}/"));
-    assert!(page.contains("Paused jobs (1)") && page.contains("vendor maintenance"), "{page}");
+    assert!(
+        page.contains("Paused jobs (1)") && page.contains("vendor maintenance"),
+        "{page}"
+    );
     let (_, json) = http_get(&format!("http://{addr}/status.json"));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["paused"]["jobs"][0]["job"], "nightly", "{json}");
@@ -530,25 +607,51 @@ fn bad_input_is_refused_with_a_clear_error() {
     let schedule = setup.schedule.to_str().unwrap().to_string();
     let run = |args: &[&str]| {
         let out = setup.cronq(args);
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string(), out.stdout)
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            out.stdout,
+        )
     };
     let (code, err, out) = run(&["pause", "nightly-backpu", "--schedule", &schedule]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("no job \"nightly-backpu\"") && err.contains(&schedule), "{err}");
+    assert!(
+        err.contains("no job \"nightly-backpu\"") && err.contains(&schedule),
+        "{err}"
+    );
     assert!(err.contains("did you mean \"nightly-backup\""), "{err}");
     assert!(out.is_empty());
 
-    let (code, err, _) = run(&["pause", "nightly-backup", "--schedule", &schedule, "--until", "2020-01-01T00:00:00Z"]);
+    let (code, err, _) = run(&[
+        "pause",
+        "nightly-backup",
+        "--schedule",
+        &schedule,
+        "--until",
+        "2020-01-01T00:00:00Z",
+    ]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--until") && err.contains("not in the future"), "{err}");
+    assert!(
+        err.contains("--until") && err.contains("not in the future"),
+        "{err}"
+    );
 
     for (args, flag) in [
-        (vec!["pause", "nightly-backup", "--until", "soon"], "--until"),
-        (vec!["pause", "nightly-backup", "--until", "400d"], "--until"),
+        (
+            vec!["pause", "nightly-backup", "--until", "soon"],
+            "--until",
+        ),
+        (
+            vec!["pause", "nightly-backup", "--until", "400d"],
+            "--until",
+        ),
         (vec!["pause", "nightly-backup", "--drop-missed"], "--until"),
         (vec!["pause", "nightly-backup", "--all"], "--all"),
         (vec!["pause"], "<JOB>"),
-        (vec!["resume", "nightly-backup", "--timeout", "0s"], "--timeout"),
+        (
+            vec!["resume", "nightly-backup", "--timeout", "0s"],
+            "--timeout",
+        ),
     ] {
         let (code, err, _) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -562,7 +665,10 @@ fn bad_input_is_refused_with_a_clear_error() {
     // Nothing is paused: a resume says so and writes nothing.
     let (code, err, out) = run(&["resume", "nightly-backup"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("nightly-backup is not paused") && err.contains("never paused"), "{err}");
+    assert!(
+        err.contains("nightly-backup is not paused") && err.contains("never paused"),
+        "{err}"
+    );
     assert!(out.is_empty());
 
     // A broker nobody listens on: a bounded wait, then an error naming it.
@@ -575,6 +681,9 @@ fn bad_input_is_refused_with_a_clear_error() {
         .expect("cronq pause");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&nobody.address()) && err.contains("within 2s"), "{err}");
+    assert!(
+        err.contains(&nobody.address()) && err.contains("within 2s"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }

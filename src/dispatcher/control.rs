@@ -104,7 +104,10 @@ mod instant {
     pub mod optional {
         use super::*;
 
-        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match at {
                 Some(at) => super::serialize(at, s),
                 None => s.serialize_none(),
@@ -145,14 +148,21 @@ impl ControlRecord {
     pub fn ends_in(&self) -> Option<Minute> {
         let until = self.until?;
         let m = Minute::containing(until);
-        Some(if m.start() == Some(until) { m } else { m.next() })
+        Some(if m.start() == Some(until) {
+            m
+        } else {
+            m.next()
+        })
     }
 
     /// Decodes a record's value.
     pub fn decode(value: &[u8]) -> Result<ControlRecord, String> {
         let r: ControlRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
         if r.v != RECORD_VERSION {
-            return Err(format!("record version {} (this cronq reads {RECORD_VERSION})", r.v));
+            return Err(format!(
+                "record version {} (this cronq reads {RECORD_VERSION})",
+                r.v
+            ));
         }
         Ok(r)
     }
@@ -481,7 +491,10 @@ impl ControlFollower {
     /// The table's version and the table.
     pub fn table(&self) -> (u64, Arc<PauseTable>) {
         let table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
-        (self.shared.version.load(Ordering::Acquire), Arc::clone(&table))
+        (
+            self.shared.version.load(Ordering::Acquire),
+            Arc::clone(&table),
+        )
     }
 
     /// A follower of no topic whose table is set by [`publish`](Self::publish): for tests and
@@ -536,7 +549,11 @@ async fn follow(
                 Some(o) => o,
                 None => pc.get_offset(OffsetAt::Earliest).await?,
             };
-            let wait = if waiting.is_empty() { FOLLOW_WAIT } else { Duration::ZERO };
+            let wait = if waiting.is_empty() {
+                FOLLOW_WAIT
+            } else {
+                Duration::ZERO
+            };
             let fetched = pc
                 .fetch_records(from, 1..10_000_000, wait.as_millis() as i32)
                 .await;
@@ -718,7 +735,10 @@ impl Pauses {
             // Only the shard's part: what is before `start` is other shards', decided already.
             let mut kept = start;
             for i in start..out.len() {
-                if table.pausing(&out[i].spec.name, out[i].scheduled_at).is_none() {
+                if table
+                    .pausing(&out[i].spec.name, out[i].scheduled_at)
+                    .is_none()
+                {
                     out.swap(kept, i);
                     kept += 1;
                 }
@@ -785,11 +805,16 @@ impl Pauses {
         if out.len() > appended {
             // The shard's part in dispatch order, a job's paused slots before its live one.
             out[start..].sort_by(|a, b| {
-                (std::cmp::Reverse(a.spec.priority), &a.spec.name, a.scheduled_at).cmp(&(
-                    std::cmp::Reverse(b.spec.priority),
-                    &b.spec.name,
-                    b.scheduled_at,
-                ))
+                (
+                    std::cmp::Reverse(a.spec.priority),
+                    &a.spec.name,
+                    a.scheduled_at,
+                )
+                    .cmp(&(
+                        std::cmp::Reverse(b.spec.priority),
+                        &b.spec.name,
+                        b.scheduled_at,
+                    ))
             });
         }
         effect
@@ -848,28 +873,32 @@ impl PauseTable {
     }
 }
 
+/// The line of `cronq pause --all` in force, for a terminal.
+pub fn all_line(all: &PausedJob) -> String {
+    format!("PAUSED: ALL JOBS (cronq pause --all) {}", paused_line(all))
+}
+
+fn paused_line(p: &PausedJob) -> String {
+    format!(
+        "since {}{}  by {}{}{}",
+        p.since,
+        p.until
+            .as_ref()
+            .map_or(String::new(), |u| format!(" until {u}")),
+        p.by,
+        p.reason
+            .as_ref()
+            .map_or(String::new(), |r| format!("  reason: {r}")),
+        if p.drop_missed { "  (drop missed)" } else { "" },
+    )
+}
+
 /// The pauses as text for a terminal: `--all` first and loud, then one line per job.
 pub fn render(view: &PausedView) -> String {
     let mut out = String::new();
-    let line = |p: &PausedJob| {
-        format!(
-            "since {}{}  by {}{}{}",
-            p.since,
-            p.until
-                .as_ref()
-                .map_or(String::new(), |u| format!(" until {u}")),
-            p.by,
-            p.reason
-                .as_ref()
-                .map_or(String::new(), |r| format!("  reason: {r}")),
-            if p.drop_missed { "  (drop missed)" } else { "" },
-        )
-    };
     if let Some(all) = &view.all {
-        out.push_str(&format!(
-            "PAUSED: ALL JOBS (cronq pause --all) {}\n",
-            line(all)
-        ));
+        out.push_str(&all_line(all));
+        out.push('\n');
     }
     if view.jobs.is_empty() {
         out.push_str("paused jobs: none\n");
@@ -879,7 +908,7 @@ pub fn render(view: &PausedView) -> String {
             out.push_str(&format!(
                 "  {}  {}\n",
                 p.job.as_deref().unwrap_or("--all"),
-                line(p)
+                paused_line(p)
             ));
         }
     }
@@ -970,7 +999,11 @@ mod tests {
             + chrono::Duration::seconds(minutes * 60 + seconds)
     }
 
-    fn pause(job: Option<&str>, since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> ControlRecord {
+    fn pause(
+        job: Option<&str>,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> ControlRecord {
         ControlRecord {
             v: RECORD_VERSION,
             job: job.map(str::to_string),
@@ -1011,7 +1044,11 @@ mod tests {
         let again = pause(Some("a"), at(9, 0), None);
         table.apply("a", Some(again.clone()));
         assert_eq!(table.get("a"), Some(&again));
-        assert_eq!(table.pausing("a", at(3, 0)), None, "the old interval is forgotten");
+        assert_eq!(
+            table.pausing("a", at(3, 0)),
+            None,
+            "the old interval is forgotten"
+        );
         assert_eq!(table.pausing("a", at(9, 0)), Some(&again));
         table.apply("a", None);
         assert_eq!(table.get("a"), None);
@@ -1051,14 +1088,17 @@ mod tests {
         assert_eq!((all, jobs.len()), (Some(&everything), 0));
         let view = table.view(at(3, 0));
         assert!(view.all.is_some());
-        assert!(render(&view).starts_with("PAUSED: ALL JOBS"), "{}", render(&view));
+        assert!(
+            render(&view).starts_with("PAUSED: ALL JOBS"),
+            "{}",
+            render(&view)
+        );
     }
 
     #[test]
     fn the_all_key_can_never_be_a_job_name() {
-        let json = format!(
-            r#"{{"jobs":[{{"jobName":"{ALL_KEY}","job":"x","cronTime":"* * * * *"}}]}}"#
-        );
+        let json =
+            format!(r#"{{"jobs":[{{"jobName":"{ALL_KEY}","job":"x","cronTime":"* * * * *"}}]}}"#);
         let err = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default())
             .expect_err("a blank jobName must be refused");
         assert!(err.to_string().contains("jobName"), "{err}");
@@ -1074,7 +1114,9 @@ mod tests {
         );
         assert_eq!(ControlRecord::decode(text.as_bytes()), Ok(p));
         let v2 = text.replace(r#""v":1"#, r#""v":2"#);
-        assert!(ControlRecord::decode(v2.as_bytes()).unwrap_err().contains("version 2"));
+        assert!(ControlRecord::decode(v2.as_bytes())
+            .unwrap_err()
+            .contains("version 2"));
     }
 
     /// The slots a pause's end sends, against a walk written out by hand: every-5-minutes job,
@@ -1135,7 +1177,10 @@ mod tests {
         let step = |_: &mut TickLoop, rx: &mut mpsc::Receiver<Dispatch>| {
             let mut got = Vec::new();
             while let Ok(d) = rx.try_recv() {
-                got.push((d.spec.name.clone(), (d.scheduled_at - at(0, 0)).num_minutes()));
+                got.push((
+                    d.spec.name.clone(),
+                    (d.scheduled_at - at(0, 0)).num_minutes(),
+                ));
             }
             got
         };
@@ -1164,7 +1209,10 @@ mod tests {
         sent.extend(step(&mut tick_loop, &mut rx));
         assert_eq!(paused, 6, "two jobs, minutes 3, 4, 5");
         let of = |sent: &[(String, i64)], job: &str| -> Vec<i64> {
-            sent.iter().filter(|(j, _)| j == job).map(|(_, m)| *m).collect()
+            sent.iter()
+                .filter(|(j, _)| j == job)
+                .map(|(_, m)| *m)
+                .collect()
         };
         assert_eq!(of(&sent, "keep"), [1, 2, 3, 4, 5, 6]);
         assert_eq!(of(&sent, "late"), [1, 2, 3, 4, 5, 6]);
@@ -1211,7 +1259,11 @@ mod tests {
         // Resumed at 10:03:59.9 (the record says so) but read at 10:04:01, after minute 4 went.
         table.apply(
             "a",
-            Some(resume(&p, at(3, 59) + chrono::Duration::milliseconds(900), false)),
+            Some(resume(
+                &p,
+                at(3, 59) + chrono::Duration::milliseconds(900),
+                false,
+            )),
         );
         follower.publish(table);
         clock.set(at(5, 1));

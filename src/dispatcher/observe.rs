@@ -1416,21 +1416,33 @@ mod tests {
             at: now,
         };
         let mut table = PauseTable::default();
-        table.apply("<b>job</b>", Some(record(Some("<b>job</b>"), "<script>x</script>", Some(30))));
+        table.apply(
+            "<b>job</b>",
+            Some(record(Some("<b>job</b>"), "<script>x</script>", Some(30))),
+        );
         // Ended by its --until a minute ago: not listed.
         table.apply("over", Some(record(Some("over"), "done", Some(-1))));
         o.pauses_changed(&Arc::new(table.clone()));
         let page = o.render();
         assert!(page.contains("Paused jobs (1)"), "{page}");
-        assert!(page.contains("&lt;b&gt;job&lt;/b&gt;") && !page.contains("<b>job</b>"), "{page}");
-        assert!(page.contains("&lt;script&gt;") && !page.contains(">over<"), "{page}");
+        assert!(
+            page.contains("&lt;b&gt;job&lt;/b&gt;") && !page.contains("<b>job</b>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;script&gt;") && !page.contains(">over<"),
+            "{page}"
+        );
         assert!(!page.contains("ALL JOBS PAUSED"));
         table.apply(ALL_KEY, Some(record(None, "incident", None)));
         o.pauses_changed(&Arc::new(table));
         let page = o.render();
         let all = page.find("ALL JOBS PAUSED").expect("the --all banner");
         assert!(all < page.find("Paused jobs").unwrap(), "--all first");
-        assert!(all < page.find("jobs scheduled here").unwrap(), "before the numbers");
+        assert!(
+            all < page.find("jobs scheduled here").unwrap(),
+            "before the numbers"
+        );
         let json = serde_json::to_value(o.status()).unwrap();
         assert_eq!(json["paused"]["all"]["reason"], "incident", "{json}");
         assert_eq!(json["paused"]["jobs"][0]["job"], "<b>job</b>");

@@ -812,8 +812,7 @@ async fn run_in_group(
             producer_config.retry_backoff,
         )
         .await?;
-        let (follower, follower_task) =
-            ControlFollower::start(Arc::clone(&client), control_topic);
+        let (follower, follower_task) = ControlFollower::start(Arc::clone(&client), control_topic);
         follower.synced().await;
         Ok::<_, ServiceError>((client, shards, follower, follower_task))
     };

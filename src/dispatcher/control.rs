@@ -657,12 +657,15 @@ pub struct Pauses {
 }
 
 /// What [`Pauses::apply_minute`] did to one shard's minute.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PauseEffect {
     /// Slots held back as paused.
     pub paused: u64,
-    /// Paused slots sent at the end of their interval.
+    /// Paused slots sent at the end of their interval (appended to the minute's dispatches).
     pub resumed: u64,
+    /// Those, per slot: producers settle a record by its slot, so the lease and the slot ledger
+    /// count them there, not in the minute handed out.
+    pub late_slots: Vec<(Minute, u64)>,
 }
 
 impl Pauses {
@@ -801,6 +804,13 @@ impl Pauses {
                 );
             }
             effect.resumed += sent;
+        }
+        for d in &out[appended..] {
+            let slot = Minute::containing(d.scheduled_at);
+            match effect.late_slots.iter_mut().find(|(m, _)| *m == slot) {
+                Some((_, n)) => *n += 1,
+                None => effect.late_slots.push((slot, 1)),
+            }
         }
         if out.len() > appended {
             // The shard's part in dispatch order, a job's paused slots before its live one.
@@ -1235,6 +1245,67 @@ mod tests {
         assert_eq!(of(&sent, "keep"), [7, 8, 9]);
         assert_eq!(of(&sent, "late"), [7, 8, 9]);
         assert_eq!(of(&sent, "drop"), [9]);
+    }
+
+    /// The paused slots a pause's end sends are counted at their own slot, where producers settle
+    /// them: the shard's cursor stays before them until they are acked, then moves on to the
+    /// minute handed out.
+    #[tokio::test]
+    async fn the_cursor_waits_for_the_paused_slots_sent_late_then_moves_on() {
+        use crate::dispatcher::cursor::Lease;
+        use crate::dispatcher::tick_loop::ShardRun;
+        let s = schedule(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#);
+        let clock = Arc::new(ManualClock::new(at(0, 1)));
+        let start = Minute::containing(at(0, 0));
+        let (tx, mut rx) = mpsc::channel(1000);
+        let follower = ControlFollower::manual();
+        let mut tick_loop = TickLoop::without_shards(clock.clone() as Arc<dyn Clock>, None, tx)
+            .with_pauses(Pauses::new(follower.clone()));
+        let lease = Lease::new(0, start);
+        tick_loop.insert_shard(
+            0,
+            ShardRun {
+                scheduler: Scheduler::new(s, start),
+                lease: Some(Arc::clone(&lease)),
+            },
+        );
+        // The producer's side: settle every record by its slot.
+        let settle = |rx: &mut mpsc::Receiver<Dispatch>| {
+            let mut slots = Vec::new();
+            while let Ok(d) = rx.try_recv() {
+                slots.push(Minute::containing(d.scheduled_at));
+            }
+            slots
+        };
+        let p = pause(Some("a"), at(1, 30), None);
+        let mut table = PauseTable::default();
+        table.apply("a", Some(p.clone()));
+        follower.publish(table.clone());
+        for m in 1..=3 {
+            clock.set(at(m, 1));
+            tick_loop.tick().await.unwrap();
+        }
+        for slot in settle(&mut rx) {
+            lease.settle(slot, 1);
+        }
+        assert_eq!(lease.cursor(), Minute::containing(at(3, 0)));
+        table.apply("a", Some(resume(&p, at(3, 30), false)));
+        follower.publish(table);
+        clock.set(at(4, 1));
+        tick_loop.tick().await.unwrap();
+        let sent = settle(&mut rx);
+        assert_eq!(sent.len(), 3, "paused 2 and 3, live 4: {sent:?}");
+        assert_eq!(lease.outstanding(), 3);
+        assert_eq!(
+            lease.cursor(),
+            Minute::containing(at(1, 0)),
+            "before the late slot 2"
+        );
+        for slot in sent {
+            lease.settle(slot, 1);
+        }
+        assert_eq!(lease.outstanding(), 0);
+        assert_eq!(lease.cursor(), Minute::containing(at(4, 0)));
     }
 
     /// A resume read only after the minute of its end was handed out (written just before the

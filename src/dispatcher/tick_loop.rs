@@ -399,6 +399,8 @@ impl TickLoop {
         while minute <= now {
             self.buf.clear();
             let mut contributing = 0;
+            // Paused slots sent late this minute, counted at their own slot.
+            let mut late_slots: Vec<(Minute, u64)> = Vec::new();
             for (shard, run) in self.shards.iter_mut() {
                 if run.scheduler.processed().next() != minute {
                     continue;
@@ -406,6 +408,7 @@ impl TickLoop {
                 let start = self.buf.len();
                 run.scheduler
                     .run_minute_at(minute, rules_now, &mut self.buf, &mut skips);
+                let mut shard_late = 0;
                 if let Some(pauses) = self.pauses.as_mut() {
                     let effect = pauses.apply_minute(
                         *shard,
@@ -417,11 +420,18 @@ impl TickLoop {
                     );
                     report.paused += effect.paused;
                     report.resumed += effect.resumed;
+                    shard_late = effect.resumed;
+                    if let Some(lease) = &run.lease {
+                        for &(slot, n) in &effect.late_slots {
+                            lease.expect_late(slot, n);
+                        }
+                    }
+                    late_slots.extend(effect.late_slots);
                 }
                 let due = (self.buf.len() - start) as u64;
                 if let Some(lease) = &run.lease {
                     // Before the records are queued: an ack must find its minute expected.
-                    lease.expect(minute, due);
+                    lease.expect(minute, due - shard_late);
                     for d in &mut self.buf[start..] {
                         d.lease = Some(LeaseRef(Arc::clone(lease)));
                     }
@@ -459,7 +469,14 @@ impl TickLoop {
                 self.total_dispatched += want as u64;
             }
             if let Some(ledger) = &self.ledger {
-                ledger.expect(minute, due);
+                let mut late = 0;
+                late_slots.sort_unstable();
+                for chunk in late_slots.chunk_by(|a, b| a.0 == b.0) {
+                    let n: u64 = chunk.iter().map(|(_, n)| n).sum();
+                    ledger.expect(chunk[0].0, n);
+                    late += n;
+                }
+                ledger.expect(minute, due - late.min(due));
             }
             if let Some(observer) = &self.observer {
                 // Lag is the live minute's: how long after its boundary the loop handed it out.

@@ -531,7 +531,10 @@ async fn follow(
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut partition: Option<PartitionClient> = None;
     let mut offset: Option<i64> = None;
-    let mut started = false;
+    // The table holds every record up to a high watermark read: only then is it published (a
+    // partial read would unpause jobs for a moment). False at the start and after a re-read.
+    let mut complete = false;
+    let mut announced = false;
     loop {
         while let Ok(w) = requests.try_recv() {
             waiting.push(w);
@@ -569,19 +572,21 @@ async fn follow(
                 backoff = Backoff::new(Duration::from_millis(100));
                 let before = table.clone();
                 let next = apply_records(&mut table, &topic, from, &records, |key, record| {
-                    if started {
+                    if complete {
                         log_change(key, record);
                     }
                 });
                 offset = Some(next);
-                if table != before {
+                let caught_up = next >= high;
+                if (complete && table != before) || (!complete && caught_up) {
                     shared.publish(table.clone());
                 }
-                if next >= high {
-                    if !started {
+                if caught_up {
+                    complete = true;
+                    if !announced {
                         let (all, jobs) = table.in_force(Utc::now());
-                        info!(message = "control topic read", topic = %topic, all_paused = all.is_some(), jobs_paused = jobs.len());
-                        started = true;
+                        info!(message = "control topic read", topic = %topic, records_kept = table.records().count(), all_paused = all.is_some(), jobs_paused = jobs.len());
+                        announced = true;
                     }
                     for w in waiting.drain(..) {
                         let _ = w.send(());
@@ -607,9 +612,12 @@ async fn follow(
                         ..
                     }
                 ) {
-                    // Compacted or deleted below us: start over from the first record kept.
+                    // Compacted or deleted below us: read again from the first record kept; the
+                    // table in force stays published until the new one is whole.
+                    warn!(message = "the control topic's records moved; reading it again from its first record", topic = %topic);
                     offset = None;
                     table = PauseTable::default();
+                    complete = false;
                     continue;
                 }
                 if !failing {

@@ -683,6 +683,16 @@ fn bad_input_is_refused_with_a_clear_error() {
     );
     assert!(out.is_empty());
 
+    // --force pauses a name the file does not have (yet); it can be resumed like any other.
+    let forced = setup.control(&["pause", "ghost", "--force"]);
+    assert_eq!(
+        (forced["job"].as_str(), forced["paused"].as_bool()),
+        (Some("ghost"), Some(true))
+    );
+    let ended = setup.control(&["resume", "ghost", "--drop-missed"]);
+    assert_eq!(ended["since"], forced["since"]);
+    assert_eq!(ended["dropMissed"], true);
+
     // A broker nobody listens on: a bounded wait, then an error naming it.
     let nobody = Broker::not_started();
     let out = Command::new(CRONQ)

@@ -373,6 +373,30 @@ const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
         &["0", "-1", "33", "99999999999999999999999", "x"],
     ),
     (
+        "pause",
+        "--timeout",
+        "1s-10m",
+        &["0s", "-1s", "11m", "99999999999999999999999s", "x"],
+    ),
+    (
+        "pause",
+        "--until",
+        "1s-366d",
+        &["0s", "-1s", "367d", "99999999999999999999999s", "x"],
+    ),
+    (
+        "pause",
+        "--replication-factor",
+        "1-32",
+        &["0", "-1", "33", "99999999999999999999999", "x"],
+    ),
+    (
+        "resume",
+        "--timeout",
+        "1s-10m",
+        &["0s", "-1s", "11m", "99999999999999999999999s", "x"],
+    ),
+    (
         "next",
         "--count",
         "0-100000",
@@ -401,6 +425,14 @@ fn every_numeric_and_duration_flag_refuses_zero_negative_huge_and_malformed_valu
                 "tail" | "status" => args.extend(["--brokers", "127.0.0.1:1"]),
                 "next" => args.push("* * * * *"),
                 "trigger" => args.extend(["some-job", "--schedule", "/nonexistent"]),
+                "pause" => args.extend([
+                    "some-job",
+                    "--schedule",
+                    "/nonexistent",
+                    "--brokers",
+                    "127.0.0.1:1",
+                ]),
+                "resume" => args.extend(["some-job", "--brokers", "127.0.0.1:1"]),
                 _ => {}
             }
             let out = cronq_within(&args, std::time::Duration::from_secs(10));

@@ -85,6 +85,20 @@ impl Lease {
         });
     }
 
+    /// `dispatches` records of the earlier minute `slot` are handed out again, late (the paused
+    /// slots a pause's end sends, [`super::control`]). Producers settle a record by its slot, so
+    /// they are counted there: until they are settled the cursor stays before `slot`, and a crash
+    /// meanwhile makes the next owner hand them out again (duplicates, never a loss).
+    pub fn expect_late(&self, slot: Minute, dispatches: u64) {
+        if dispatches == 0 {
+            return;
+        }
+        self.with(|s| {
+            debug_assert!(slot <= s.handed_out, "a late slot is one handed out before");
+            *s.outstanding.entry(slot).or_default() += dispatches;
+        });
+    }
+
     /// `count` dispatches of `minute` are settled (acked, or dropped after a permanent error).
     pub fn settle(&self, minute: Minute, count: u64) {
         self.with(|s| {

@@ -1,10 +1,12 @@
 //! The dispatcher: the service that owns a `cronq run`'s lifecycle ([`service`]), the tick loop
 //! ([`tick_loop`]) over one scheduler per owned shard ([`scheduler`]), the catch-up rules of missed
-//! slots ([`catchup`]), the dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
+//! slots ([`catchup`]), paused jobs ([`control`]: `cronq pause`/`resume` on `<group>.control`), the
+//! dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
 //! view of the group ([`status`]), and the sinks that take due jobs away (the `--dry-run` printer,
 //! the Kafka producer pool).
 
 pub mod catchup;
+pub mod control;
 pub mod cursor;
 pub mod dry_run;
 pub mod group;

@@ -31,6 +31,7 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
 use super::catchup::Skips;
+use super::control::{PauseTable, PausedView};
 use super::status::GroupView;
 use super::tick_loop::TickLoop;
 use crate::clock::{Clock, Minute};
@@ -41,6 +42,9 @@ use crate::schedule::LoadError;
 
 /// Runs listed on the status page.
 pub const UPCOMING: usize = 50;
+
+/// Paused jobs listed on the status page (all of them in `/status.json`).
+const PAUSED_LISTED: usize = 100;
 
 /// Minutes of history on the status page.
 pub const HISTORY_MINUTES: i64 = 60;
@@ -252,7 +256,7 @@ impl Metrics {
         );
         registry.register(
             "cronq_slots_skipped",
-            "Missed job slots left out, by reason: catchup_window (older than the job's window) or catchup_rule (its catch-up rule)",
+            "Job slots left out, by reason: catchup_window (missed, older than the job's window), catchup_rule (missed, left out by its catch-up rule) or paused (its job is paused)",
             m.skipped.clone(),
         );
         registry.register(
@@ -407,6 +411,7 @@ struct PageState {
     owned: Vec<OwnedShard>,
     group: Option<GroupView>,
     total_shards: Option<u32>,
+    pauses: Option<Arc<PauseTable>>,
 }
 
 /// Everything a dispatcher shows: metrics, probes and the status page's state.
@@ -467,7 +472,7 @@ impl Observer {
         for result in ["ok", "rejected", "vanished"] {
             let _ = metrics.reloads.get_or_create(&ResultLabel { result });
         }
-        for reason in ["catchup_window", "catchup_rule"] {
+        for reason in ["catchup_window", "catchup_rule", "paused"] {
             let _ = metrics.skipped.get_or_create(&ReasonLabel { reason });
         }
         let _ = metrics.dispatched.get_or_create(&TopicLabel {
@@ -598,6 +603,19 @@ impl Observer {
             }
             s.last_reload = Some(reload);
         }
+    }
+
+    /// `n` slots held back because their job is paused.
+    pub fn paused_skipped(&self, n: u64) {
+        self.metrics
+            .skipped
+            .get_or_create(&ReasonLabel { reason: "paused" })
+            .inc_by(n);
+    }
+
+    /// The control topic's records changed: the page lists the pauses in force from `table`.
+    pub fn pauses_changed(&self, table: &Arc<PauseTable>) {
+        self.page().pauses = Some(Arc::clone(table));
     }
 
     /// Slots the catch-up rules left out this tick.
@@ -849,6 +867,11 @@ impl Observer {
             owned_shards: page.owned.clone(),
             total_shards: page.total_shards,
             group: page.group.clone(),
+            paused: page
+                .pauses
+                .as_ref()
+                .map(|t| t.view(now))
+                .unwrap_or_default(),
         }
     }
 
@@ -895,6 +918,8 @@ pub struct Status {
     pub total_shards: Option<u32>,
     /// The group as its cursor records told it at the last watchdog read (once a minute).
     pub group: Option<GroupView>,
+    /// The pauses in force (`cronq pause`), as this member read the control topic.
+    pub paused: PausedView,
 }
 
 /// `12:34` of an RFC 3339 instant.
@@ -975,6 +1000,45 @@ pub fn render(s: &Status) -> String {
                 .map(|l| format!("<li>{}</li>", escape(l)))
                 .collect::<String>()
         );
+    }
+
+    // A pause stops dispatches: it is the first thing an operator must see.
+    if let Some(all) = &s.paused.all {
+        let _ = write!(
+            body,
+            "<section><h2 class=\"bad\">ALL JOBS PAUSED</h2><p>Nothing is dispatched: <code>cronq pause --all</code> since {}{} by {}{}. <code>cronq resume --all</code> ends it.</p></section>",
+            escape(&all.since),
+            all.until.as_ref().map_or(String::new(), |u| format!(" until {}", escape(u))),
+            escape(&all.by),
+            all.reason.as_ref().map_or(String::new(), |r| format!(": {}", escape(r))),
+        );
+    }
+    if !s.paused.jobs.is_empty() {
+        let _ = write!(
+            body,
+            "<section><h2 class=\"warn\">Paused jobs ({})</h2><table><tr><th>job</th><th>since</th><th>until</th><th>by</th><th>reason</th></tr>",
+            s.paused.jobs.len()
+        );
+        for p in s.paused.jobs.iter().take(PAUSED_LISTED) {
+            let _ = write!(
+                body,
+                "<tr><td class=\"wrap\">{}</td><td>{}</td><td>{}</td><td class=\"wrap\">{}</td><td class=\"wrap\">{}</td></tr>",
+                escape(p.job.as_deref().unwrap_or("")),
+                escape(&p.since),
+                escape(p.until.as_deref().unwrap_or("until resumed")),
+                escape(&p.by),
+                escape(p.reason.as_deref().unwrap_or("")),
+            );
+        }
+        body.push_str("</table>");
+        if s.paused.jobs.len() > PAUSED_LISTED {
+            let _ = write!(
+                body,
+                "<p class=\"muted\">and {} more (all in /status.json)</p>",
+                s.paused.jobs.len() - PAUSED_LISTED
+            );
+        }
+        body.push_str("</section>");
     }
 
     // The numbers that matter first.
@@ -1332,6 +1396,58 @@ mod tests {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
         assert_eq!(o.status().acked_total, 8);
+    }
+
+    #[test]
+    fn pauses_are_on_the_page_escaped_the_all_switch_first_and_counted() {
+        use crate::dispatcher::control::{ControlRecord, PauseTable, ALL_KEY};
+        let (o, clock) = observer(Mode::DryRun);
+        assert!(metrics_text(&o).contains("cronq_slots_skipped_total{reason=\"paused\"} 0"));
+        let now = clock.now();
+        let record = |job: Option<&str>, reason: &str, until: Option<i64>| ControlRecord {
+            v: 1,
+            job: job.map(str::to_string),
+            paused: true,
+            reason: Some(reason.into()),
+            since: now - chrono::Duration::minutes(5),
+            until: until.map(|m| now + chrono::Duration::minutes(m)),
+            drop_missed: false,
+            by: "ops@host".into(),
+            at: now,
+        };
+        let mut table = PauseTable::default();
+        table.apply(
+            "<b>job</b>",
+            Some(record(Some("<b>job</b>"), "<script>x</script>", Some(30))),
+        );
+        // Ended by its --until a minute ago: not listed.
+        table.apply("over", Some(record(Some("over"), "done", Some(-1))));
+        o.pauses_changed(&Arc::new(table.clone()));
+        let page = o.render();
+        assert!(page.contains("Paused jobs (1)"), "{page}");
+        assert!(
+            page.contains("&lt;b&gt;job&lt;/b&gt;") && !page.contains("<b>job</b>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;script&gt;") && !page.contains(">over<"),
+            "{page}"
+        );
+        assert!(!page.contains("ALL JOBS PAUSED"));
+        table.apply(ALL_KEY, Some(record(None, "incident", None)));
+        o.pauses_changed(&Arc::new(table));
+        let page = o.render();
+        let all = page.find("ALL JOBS PAUSED").expect("the --all banner");
+        assert!(all < page.find("Paused jobs").unwrap(), "--all first");
+        assert!(
+            all < page.find("jobs scheduled here").unwrap(),
+            "before the numbers"
+        );
+        let json = serde_json::to_value(o.status()).unwrap();
+        assert_eq!(json["paused"]["all"]["reason"], "incident", "{json}");
+        assert_eq!(json["paused"]["jobs"][0]["job"], "<b>job</b>");
+        o.paused_skipped(7);
+        assert!(metrics_text(&o).contains("cronq_slots_skipped_total{reason=\"paused\"} 7"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::control::{self, ControlFollower, Pauses};
 use super::cursor::{Cursor, Lease};
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
 use super::observe::Observer;
@@ -102,6 +103,9 @@ pub enum ServiceError {
     /// The group cannot be set up.
     #[error(transparent)]
     Group(#[from] GroupError),
+    /// The group's control topic cannot be set up.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     /// The dry-run printer failed (a closed pipe).
     #[error("writing dispatches to stdout: {0}")]
     Output(#[from] std::io::Error),
@@ -471,6 +475,8 @@ struct Member {
     observer: Option<Arc<Observer>>,
     /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
     beat: Option<Beat>,
+    /// The group's control topic (pauses), read up to date before each takeover.
+    control: ControlFollower,
 }
 
 impl Member {
@@ -534,6 +540,34 @@ impl Member {
         shutdown: &CancellationToken,
     ) {
         self.generation += 1;
+        // The pauses as of now, before any new shard's first minute: a pause written by an
+        // operator just before the takeover holds on the new owner too.
+        let control = self.control.clone();
+        let synced = control.synced();
+        tokio::pin!(synced);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                synced = &mut synced => {
+                    if !synced {
+                        error!(message = "the control topic follower is gone; taking over with the pauses known so far");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if let Some(beat) = &self.beat {
+                        // Waiting for the broker, not stuck.
+                        beat.beat();
+                    }
+                    if !warned {
+                        warn!(message = "waiting for the control topic (pauses) before taking shards over");
+                        warned = true;
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        tick_loop.sync_pauses();
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         for shard in owned.iter().filter(|s| !assigned.contains(s)) {
             tick_loop.remove_shard(*shard);
@@ -767,9 +801,22 @@ async fn run_in_group(
             group.replication_factor,
         )
         .await?;
-        Ok::<_, ServiceError>((client, shards))
+        // Pauses are followed from before the first takeover: a paused job's slot is never sent
+        // because this member did not know of its pause yet.
+        let control_topic = control::control_topic(&group.group);
+        control::ensure_control_topic(
+            &client,
+            &producer_config.kafka,
+            &control_topic,
+            Some(group.replication_factor),
+            producer_config.retry_backoff,
+        )
+        .await?;
+        let (follower, follower_task) = ControlFollower::start(Arc::clone(&client), control_topic);
+        follower.synced().await;
+        Ok::<_, ServiceError>((client, shards, follower, follower_task))
     };
-    let (client, shards) = tokio::select! {
+    let (client, shards, follower, mut follower_task) = tokio::select! {
         started = start => started?,
         _ = shutdown.cancelled() => {
             info!(message = "stopped before the dispatcher started: Kafka was not reached");
@@ -803,6 +850,8 @@ async fn run_in_group(
     if let Some(o) = &observer {
         tick_loop = tick_loop.with_observer(Arc::clone(o));
     }
+    let mut tick_loop = tick_loop.with_pauses(Pauses::new(follower.clone()));
+    tick_loop.sync_pauses();
     let (events_tx, mut events) = mpsc::channel(16);
     let membership = Membership::start(
         MembershipConfig {
@@ -853,6 +902,7 @@ async fn run_in_group(
         grace: config.shutdown_grace,
         observer: observer.clone(),
         beat: beat.clone(),
+        control: follower,
     };
     let mut sink = sink;
     let mut died: Option<ServiceError> = None;
@@ -941,6 +991,10 @@ async fn run_in_group(
                     died = Some(task_end("the orphan watchdog", &mut watchdog).await);
                     break;
                 }
+                if follower_task.is_finished() {
+                    died = Some(task_end("the control topic follower", &mut follower_task).await);
+                    break;
+                }
             }
         }
     }
@@ -951,6 +1005,7 @@ async fn run_in_group(
     if let Some(watch) = kafka_watch {
         watch.abort();
     }
+    follower_task.abort();
     info!(message = "shutting down", grace = %humantime::format_duration(config.shutdown_grace));
     let md5 = schedule_md5(&mut tick_loop);
     let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();

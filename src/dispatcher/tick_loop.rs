@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::catchup::Skips;
+use super::control::Pauses;
 use super::cursor::{Lease, LeaseRef};
 use super::observe::Observer;
 use super::producer::SlotLedger;
@@ -182,6 +183,10 @@ pub struct TickReport {
     pub reloaded: bool,
     /// A changed schedule file was rejected.
     pub rejected: bool,
+    /// Job slots held back because their job is paused.
+    pub paused: u64,
+    /// Paused slots sent when their pause ended (the jobs' catch-up rules).
+    pub resumed: u64,
 }
 
 /// One owned shard: the scheduler of its jobs and, in a group, the lease its dispatches count on.
@@ -205,6 +210,7 @@ pub struct TickLoop {
     total_dispatched: u64,
     replaying: bool,
     observer: Option<Arc<Observer>>,
+    pauses: Option<Pauses>,
 }
 
 /// A job slot skip is counted one by one up to this many per job per skip.
@@ -250,6 +256,7 @@ impl TickLoop {
             total_dispatched: 0,
             replaying: false,
             observer: None,
+            pauses: None,
         }
     }
 
@@ -269,6 +276,37 @@ impl TickLoop {
     pub fn with_observer(mut self, observer: Arc<Observer>) -> TickLoop {
         self.observer = Some(observer);
         self
+    }
+
+    /// Holds back the slots of paused jobs and sends their paused slots when a pause ends
+    /// ([`super::control`]).
+    pub fn with_pauses(mut self, pauses: Pauses) -> TickLoop {
+        self.pauses = Some(pauses);
+        self
+    }
+
+    /// The pauses in use, if the loop follows a control topic.
+    pub fn pauses(&self) -> Option<&Pauses> {
+        self.pauses.as_ref()
+    }
+
+    /// Takes the latest pauses now (before a takeover starts a shard, so the shard's first minute
+    /// sees them); returns whether they changed.
+    pub fn sync_pauses(&mut self) -> bool {
+        let Some(pauses) = self.pauses.as_mut() else {
+            return false;
+        };
+        let changed = pauses.refresh(
+            self.shards
+                .iter()
+                .map(|(s, r)| (*s, r.scheduler.processed())),
+        );
+        if changed {
+            if let Some(observer) = &self.observer {
+                observer.pauses_changed(pauses.table());
+            }
+        }
+        changed
     }
 
     /// Dispatches waiting in the queue to the sink.
@@ -310,6 +348,7 @@ impl TickLoop {
     pub async fn tick(&mut self) -> Result<TickReport, SinkClosed> {
         let mut report = TickReport::default();
         self.finish_check(&mut report).await;
+        self.sync_pauses();
 
         let woke = self.clock.now();
         let now = Minute::containing(woke);
@@ -360,17 +399,39 @@ impl TickLoop {
         while minute <= now {
             self.buf.clear();
             let mut contributing = 0;
-            for run in self.shards.values_mut() {
+            // Paused slots sent late this minute, counted at their own slot.
+            let mut late_slots: Vec<(Minute, u64)> = Vec::new();
+            for (shard, run) in self.shards.iter_mut() {
                 if run.scheduler.processed().next() != minute {
                     continue;
                 }
                 let start = self.buf.len();
                 run.scheduler
                     .run_minute_at(minute, rules_now, &mut self.buf, &mut skips);
+                let mut shard_late = 0;
+                if let Some(pauses) = self.pauses.as_mut() {
+                    let effect = pauses.apply_minute(
+                        *shard,
+                        minute,
+                        rules_now,
+                        &run.scheduler,
+                        &mut self.buf,
+                        start,
+                    );
+                    report.paused += effect.paused;
+                    report.resumed += effect.resumed;
+                    shard_late = effect.resumed;
+                    if let Some(lease) = &run.lease {
+                        for &(slot, n) in &effect.late_slots {
+                            lease.expect_late(slot, n);
+                        }
+                    }
+                    late_slots.extend(effect.late_slots);
+                }
                 let due = (self.buf.len() - start) as u64;
                 if let Some(lease) = &run.lease {
                     // Before the records are queued: an ack must find its minute expected.
-                    lease.expect(minute, due);
+                    lease.expect(minute, due - shard_late);
                     for d in &mut self.buf[start..] {
                         d.lease = Some(LeaseRef(Arc::clone(lease)));
                     }
@@ -408,7 +469,14 @@ impl TickLoop {
                 self.total_dispatched += want as u64;
             }
             if let Some(ledger) = &self.ledger {
-                ledger.expect(minute, due);
+                let mut late = 0;
+                late_slots.sort_unstable();
+                for chunk in late_slots.chunk_by(|a, b| a.0 == b.0) {
+                    let n: u64 = chunk.iter().map(|(_, n)| n).sum();
+                    ledger.expect(chunk[0].0, n);
+                    late += n;
+                }
+                ledger.expect(minute, due - late.min(due));
             }
             if let Some(observer) = &self.observer {
                 // Lag is the live minute's: how long after its boundary the loop handed it out.
@@ -420,6 +488,11 @@ impl TickLoop {
             minute = minute.next();
         }
 
+        if report.paused > 0 {
+            if let Some(observer) = &self.observer {
+                observer.paused_skipped(report.paused);
+            }
+        }
         if skips.total() > 0 {
             report.skipped = skips.total();
             if let Some(observer) = &self.observer {

@@ -956,6 +956,25 @@ fn replay_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliEr
     }
 }
 
+/// `cronq validate`'s column for a job with a `jitter`: the jitter and the next slot's `notBefore`
+/// (empty without one).
+fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime<Utc>) -> String {
+    let Some(jitter) = spec.jitter else {
+        return String::new();
+    };
+    let not_before = expr
+        .next_after(now)
+        .filter(|_| spec.enabled)
+        .and_then(|t| crate::message::not_before_for(spec, &crate::message::slot_text(t)));
+    match not_before {
+        Some(nb) => format!(
+            "\tjitter {} (not before {nb})",
+            humantime::format_duration(jitter)
+        ),
+        None => format!("\tjitter {}", humantime::format_duration(jitter)),
+    }
+}
+
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
     let options = args.limits.apply(LoadOptions {
@@ -996,7 +1015,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
         } else {
             "disabled".to_string()
         };
-        writeln!(
+        write!(
             out,
             "{}\t{}\t{}\tnext {}",
             job.spec.name,
@@ -1004,6 +1023,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
             job.spec.timezone.name(),
             next
         )?;
+        writeln!(out, "{}", jitter_column(&job.spec, &*job.expr, now))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -57,6 +57,8 @@ pub struct TriggerConfig {
 pub fn manual_message(spec: &JobSpec, at: DateTime<Utc>) -> JobMessage {
     let mut msg = JobMessage::for_slot(spec, at);
     msg.dispatch_id.push_str("#manual");
+    // A run by hand runs now: a job's `jitter` spreads its scheduled slots only.
+    msg.not_before = None;
     msg
 }
 
@@ -153,6 +155,7 @@ mod tests {
             catchup: Default::default(),
             catchup_window: Duration::from_secs(3600),
             shard: 0,
+            jitter: None,
         };
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap();
         let m = manual_message(&spec, at);

@@ -76,6 +76,7 @@ fn encoded(
             catchup: cronq::schedule::Catchup::All,
             catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
+            jitter: None,
         }),
         scheduled_at: slot,
         lease: None,

@@ -163,6 +163,7 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                     catchup: cronq::schedule::Catchup::All,
                     catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW,
                     shard: 0,
+                    jitter: None,
                 }),
                 expr,
             }

@@ -563,6 +563,7 @@ mod tests {
             catchup: crate::schedule::Catchup::All,
             catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
+            jitter: None,
         }
     }
 

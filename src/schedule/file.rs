@@ -23,6 +23,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "enabled",
     "catchup",
     "catchupWindow",
+    "jitter",
 ];
 
 /// Fields the top-level object may have.

@@ -44,6 +44,9 @@ pub struct JobSpec {
     pub catchup_window: Duration,
     /// The dispatcher shard the job belongs to: `murmur2(jobName) mod S`, as Kafka's partitioner.
     pub shard: u32,
+    /// Records leave at the slot plus a stable offset in `[0, jitter)` (see [`super::jitter`]);
+    /// `None`: at the slot, with no `notBefore`.
+    pub jitter: Option<Duration>,
 }
 
 /// What a job does with slots that were not dispatched in their own minute (no dispatcher owned
@@ -344,6 +347,8 @@ pub fn parse_reusing(
         index: None,
         problems: Vec::new(),
         previous: previous.into_iter().map(|(s, p)| (s, (p, 0))).collect(),
+        jitters: HashMap::new(),
+        gaps_from: chrono::Utc::now(),
     };
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -386,6 +391,7 @@ fn job_field(key: &str) -> Option<usize> {
         "enabled" => ENABLED,
         "catchup" => CATCHUP,
         "catchupWindow" => CATCHUP_WINDOW,
+        "jitter" => JITTER,
         _ => return None,
     })
 }
@@ -399,6 +405,7 @@ const TOPIC: usize = 5;
 const ENABLED: usize = 6;
 const CATCHUP: usize = 7;
 const CATCHUP_WINDOW: usize = 8;
+const JITTER: usize = 9;
 
 /// The names of the jobs checked so far, for the duplicate check: a 64-bit hash of each name to the
 /// index of the first job using it. Keyed by hash rather than by the name, the index of a
@@ -480,7 +487,15 @@ struct Checker<'a> {
     problems: Vec<Problem>,
     /// The previous version per shard, and how far into it the file has been matched.
     previous: BTreeMap<u32, (Arc<Schedule>, usize)>,
+    /// Checked `jitter` values by (compiled expression, text, catchupWindow): jobs that share an
+    /// expression search its slots for the smallest interval once.
+    jitters: HashMap<JitterKey, Result<Duration, String>>,
+    /// Where that search starts: the load.
+    gaps_from: chrono::DateTime<chrono::Utc>,
 }
+
+/// What a `jitter` check depends on: the compiled expression (by address), the text, the window.
+type JitterKey = (usize, String, Option<Duration>);
 
 /// A JSON value's type, for "expected a string, found a number" messages.
 fn json_kind(raw: &RawValue) -> &'static str {
@@ -669,6 +684,41 @@ impl<'a> Checker<'a> {
             }
         }
         None
+    }
+
+    /// The `jitter` field: `Some(None)` without one; `None` (reported) when it is invalid. Checked
+    /// against the job's expression (its smallest interval) when that compiled, else on its own.
+    fn jitter_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job_ref: (usize, Option<&str>),
+        cron: Option<&(Arc<str>, Arc<CronExpr>)>,
+        catchup_window: Option<Duration>,
+    ) -> Option<Duration> {
+        let v = raw?;
+        let text = self.string_field(v, job_ref, "jitter")?;
+        let expr = cron.map(|(_, e)| Arc::clone(e));
+        let key = (
+            expr.as_ref().map_or(0, |e| Arc::as_ptr(e) as usize),
+            text.clone(),
+            catchup_window,
+        );
+        let result = match self.jitters.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r =
+                    super::jitter::check(&text, expr.as_deref(), catchup_window, self.gaps_from);
+                self.jitters.insert(key, r.clone());
+                r
+            }
+        };
+        match result {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.report(Some(v.get()), Some(job_ref), Some("jitter"), message);
+                None
+            }
+        }
     }
 
     fn check_job(
@@ -1002,7 +1052,12 @@ impl<'a> Checker<'a> {
             };
             let max = options.max_message_bytes;
             if limits::dispatch_batch_bytes_bound(n, j, &cron_text) > max {
-                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text);
+                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text)
+                    + if field[JITTER].is_some() {
+                        limits::NOT_BEFORE_BYTES
+                    } else {
+                        0
+                    };
                 if bytes > max {
                     self.report(
                         Some(at.get()),
@@ -1016,6 +1071,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+
+        let jitter = self.jitter_field(field[JITTER], job_ref, cron.as_ref(), catchup_window);
 
         if self.problems.len() > before {
             return None;
@@ -1060,6 +1117,7 @@ impl<'a> Checker<'a> {
             catchup,
             catchup_window,
             shard,
+            jitter,
         };
         if let Some(unchanged) = self.unchanged(&spec) {
             return Some(unchanged);

@@ -642,6 +642,7 @@ mod tests {
             cron_time: "0 3 * * *".into(),
             scheduled_at: "2026-11-26T03:00:00Z".into(),
             dispatch_id: "nightly@2026-11-26T03:00:00Z".into(),
+            not_before: None,
         }
     }
 

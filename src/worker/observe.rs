@@ -1238,6 +1238,7 @@ mod tests {
             cron_time: "* * * * *".into(),
             scheduled_at: scheduled_at.into(),
             dispatch_id: format!("{name}@{scheduled_at}"),
+            not_before: None,
         }
     }
 

@@ -764,6 +764,7 @@ mod tests {
             cron_time: "* * * * *".into(),
             scheduled_at: "2026-11-26T03:00:00Z".into(),
             dispatch_id: "sync@2026-11-26T03:00:00Z".into(),
+            not_before: None,
         }
     }
 
@@ -974,6 +975,7 @@ mod tests {
         // A forged id for a future slot: the real run of that slot must not look like a duplicate.
         let forged = JobMessage {
             dispatch_id: "sync@2027-01-01T00:00:00Z".into(),
+            not_before: None,
             ..message()
         };
         let err = check("sync", &forged).unwrap_err();
@@ -990,6 +992,7 @@ mod tests {
         ] {
             let m = JobMessage {
                 dispatch_id: bad.into(),
+                not_before: None,
                 ..message()
             };
             assert!(check("sync", &m).is_err(), "{bad:?} accepted");
@@ -1017,6 +1020,7 @@ mod tests {
         ] {
             let m = JobMessage {
                 dispatch_id: id.into(),
+                not_before: None,
                 ..message()
             };
             assert_eq!(check("sync", &m).unwrap().dispatch_id, id);
@@ -1028,6 +1032,7 @@ mod tests {
         let m = JobMessage {
             scheduled_at: "soon".into(),
             dispatch_id: "sync@soon".into(),
+            not_before: None,
             ..message()
         };
         assert_eq!(
@@ -1038,6 +1043,7 @@ mod tests {
         let m = JobMessage {
             job_name: long.clone(),
             dispatch_id: format!("{long}@2026-11-26T03:00:00Z"),
+            not_before: None,
             ..message()
         };
         let err = check(&long, &m).unwrap_err();
@@ -1049,6 +1055,7 @@ mod tests {
         let m = JobMessage {
             job_name: at_limit.clone(),
             dispatch_id: format!("{at_limit}@2026-11-26T03:00:00Z"),
+            not_before: None,
             ..message()
         };
         assert!(check(&at_limit, &m).is_ok());

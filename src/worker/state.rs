@@ -311,6 +311,7 @@ mod tests {
             job: name.into(),
             cron_time: "* * * * *".into(),
             dispatch_id: format!("{name}@{at}"),
+            not_before: None,
             scheduled_at: at,
         };
         Fetched {

@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// 1-10000000).
     #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = |s: &str| whole::<u32>(s, 1, 10_000_000))]
     pub queue_capacity: u32,
+    /// Records of jobs with a `jitter` that may wait for their offset at once, in the delay queue
+    /// before the producers (a full delay queue makes the loop wait, nothing is dropped; 1-100000000).
+    #[arg(long, env = "CRONQ_DELAY_CAPACITY", default_value_t = 1_000_000, value_parser = |s: &str| whole::<u32>(s, 1, 100_000_000))]
+    pub delay_capacity: u32,
     /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
     pub group: String,
@@ -1119,6 +1123,7 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         tick: args.tick,
         shutdown_grace: args.shutdown_grace,
         queue_capacity: args.queue_capacity as usize,
+        delay_capacity: args.delay_capacity as usize,
         sink,
         group,
         clock,

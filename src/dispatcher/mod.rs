@@ -6,6 +6,7 @@
 
 pub mod catchup;
 pub mod cursor;
+pub mod delay;
 pub mod dry_run;
 pub mod group;
 pub mod observe;

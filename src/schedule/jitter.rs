@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn the_smallest_gap_is_found_within_an_hour_across_hours_and_across_midnight() {
         let from = at(2026, 11, 30, 0, 0);
-        let m = |n| Duration::from_secs(60 * n);
+        let m = |n: u64| Duration::from_secs(60 * n);
         // */5: every gap is 5 minutes.
         assert_eq!(
             smallest_gap_below(&expr("*/5 * * * *", "UTC"), from, m(5)),
@@ -216,7 +216,7 @@ mod tests {
     fn a_daylight_saving_change_that_shortens_a_gap_is_seen() {
         let e = expr("10,50 1,2 * * *", "Europe/Berlin");
         let from = at(2026, 11, 30, 0, 0);
-        let m = |n| Duration::from_secs(60 * n);
+        let m = |n: u64| Duration::from_secs(60 * n);
         assert_eq!(smallest_gap_below(&e, from, m(10)), None);
         let gap = smallest_gap_below(&e, from, m(15)).unwrap();
         assert_eq!(
@@ -258,7 +258,7 @@ mod tests {
         );
         assert_eq!(
             err("5m", &expr("*/3 * * * *", "UTC"), hour),
-            r#""5m" is longer than the job's smallest interval between two slots, 3m (2026-11-30T00:00:00Z to 2026-11-30T00:03:00Z): its records could leave out of slot order"#
+            r#""5m" is longer than the job's smallest interval between two slots, 3m (2026-11-30T00:03:00Z to 2026-11-30T00:06:00Z): its records could leave out of slot order"#
         );
     }
 

@@ -1310,6 +1310,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn jitter_is_read_and_checked_with_precise_errors() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "0 * * * *", "jitter": "30s"},
+  {"jobName": "b", "job": "x", "cronTime": "0 * * * *"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(schedule.jobs[0].spec.jitter, Some(Duration::from_secs(30)));
+        assert_eq!(schedule.jobs[1].spec.jitter, None);
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "jitter": "0s"},
+  {"jobName": "d", "job": "x", "cronTime": "*/3 * * * *", "jitter": "5m"},
+  {"jobName": "e", "job": "x", "cronTime": "0 * * * *", "jitter": "2m", "catchupWindow": "1m"},
+  {"jobName": "f", "job": "x", "cronTime": "0 * * * *", "jitter": 30},
+  {"jobName": "g", "job": "x", "cronTime": "61 * * * *", "jiter": "1s"}
+]}"#,
+        );
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert_eq!(
+            got[0],
+            r#"s.json:2:67: jobs[0] "c": jitter: "0s" is out of range 1ms-10m (for more spread, use H in cronTime)"#
+        );
+        assert!(
+            got[1].starts_with(r#"s.json:3:69: jobs[1] "d": jitter: "5m" is longer than the job's smallest interval between two slots, 3m ("#),
+            "{}",
+            got[1]
+        );
+        assert_eq!(
+            got[2],
+            r#"s.json:4:67: jobs[2] "e": jitter: "2m" is longer than the job's catchupWindow 1m: a slot still waiting for its offset when a dispatcher crashes would be re-sent outside its window and skipped"#
+        );
+        assert_eq!(
+            got[3],
+            r#"s.json:5:67: jobs[3] "f": jitter: expected a string, found a number"#
+        );
+        assert_eq!(
+            &got[4..],
+            [
+                r#"s.json:6:44: jobs[4] "g": cronTime: minute: 61 is out of range 0-59"#,
+                r#"s.json:6:67: jobs[4] "g": unknown field "jiter" (did you mean "jitter"?)"#,
+            ]
+        );
+    }
+
     /// A member validates every job but keeps only its shards' jobs, each tagged with its shard.
     #[test]
     fn a_shard_filter_keeps_only_the_owned_shards_jobs_and_still_checks_the_rest() {

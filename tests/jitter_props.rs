@@ -164,7 +164,10 @@ fn many_jobs_in_one_slot_spread_uniformly_at_millisecond_resolution() {
     for (what, counts) in [("150 ms bins", &bins), ("last digit", &last_digit)] {
         let df = (counts.len() - 1) as f64;
         let (value, limit) = (chi2(counts), critical(df));
-        assert!(value < limit, "{what}: chi2 {value:.1} >= {limit:.1}: {counts:?}");
+        assert!(
+            value < limit,
+            "{what}: chi2 {value:.1} >= {limit:.1}: {counts:?}"
+        );
     }
 }
 

@@ -1027,7 +1027,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
             job.spec.timezone.name(),
             next
         )?;
-        writeln!(out, "{}", jitter_column(&job.spec, &*job.expr, now))?;
+        writeln!(out, "{}", jitter_column(&job.spec, &job.expr, now))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -442,6 +442,9 @@ pub struct NextArgs {
     /// The job whose name resolves `H` (Jenkins' hash) in the expression.
     #[arg(long, env = "CRONQ_JOB")]
     pub job: Option<String>,
+    /// The job's `jitter` (1ms-10m; needs `--job`): each instant is followed by its `notBefore`.
+    #[arg(long, env = "CRONQ_JITTER", value_parser = jitter_duration)]
+    pub jitter: Option<Duration>,
 }
 
 /// `cronq explain`
@@ -662,6 +665,10 @@ fn catchup_duration(text: &str) -> Result<Duration, String> {
         Duration::from_secs(60),
         schedule::load::MAX_CATCHUP_WINDOW,
     )
+}
+
+fn jitter_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_millis(1), schedule::jitter::MAX_JITTER)
 }
 
 fn grace_duration(text: &str) -> Result<Duration, String> {
@@ -907,9 +914,30 @@ fn next(args: NextArgs) -> Result<ExitCode, CliError> {
         Some(text) => parse_instant("--after", text)?,
         None => Utc::now(),
     };
+    let jitter = match (args.jitter, args.job.as_deref()) {
+        (Some(_), None) => {
+            return Err(CliError::Invalid {
+                flag: "--jitter",
+                reason: "needs --job: the offset is a hash of the job's name and its slot".into(),
+            })
+        }
+        (jitter, job) => jitter.zip(job),
+    };
     let mut out = std::io::stdout().lock();
     for t in upcoming(&expr, after, args.count) {
-        writeln!(out, "{}", format_instant(t, expr.tz()))?;
+        match jitter {
+            Some((jitter, job)) => {
+                let slot = crate::message::slot_text(t);
+                let at = schedule::jitter::not_before(job, t, &slot, jitter);
+                writeln!(
+                    out,
+                    "{}\tnot before {}",
+                    format_instant(t, expr.tz()),
+                    schedule::jitter::not_before_text(at)
+                )?;
+            }
+            None => writeln!(out, "{}", format_instant(t, expr.tz()))?,
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -651,3 +651,62 @@ fn a_worker_does_not_start_a_run_before_its_not_before_and_runs_others_meanwhile
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// `cronq next --job NAME --jitter J` prints each slot with its notBefore, the documented offset
+/// after it; without `--job` the flag is a usage error that says why.
+#[test]
+fn next_prints_each_slots_not_before_for_a_job_and_jitter() {
+    let out = Command::new(CRONQ)
+        .args([
+            "next",
+            "*/5 * * * *",
+            "--job",
+            "sync-eu-17",
+            "--jitter",
+            "90s",
+        ])
+        .args(["--after", "2026-11-30T12:00:00Z", "-n", "2"])
+        .output()
+        .expect("cronq next");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<String> = ["2026-11-30T12:05:00Z", "2026-11-30T12:10:00Z"]
+        .iter()
+        .map(|slot| {
+            let id = format!("sync-eu-17@{slot}");
+            let h = murmur2::murmur2(id.as_bytes(), murmur2::KAFKA_SEED);
+            let at: DateTime<Utc> = slot.parse().unwrap();
+            let nb = at + chrono::Duration::milliseconds(i64::from(h % 90_000));
+            format!(
+                "{slot}\tnot before {}",
+                nb.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+        })
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        expected
+    );
+    // The README's example of this job's 12:05 slot.
+    assert!(
+        expected[0].ends_with("2026-11-30T12:06:04.880Z"),
+        "{}",
+        expected[0]
+    );
+
+    let out = Command::new(CRONQ)
+        .args(["next", "*/5 * * * *", "--jitter", "90s"])
+        .output()
+        .expect("cronq next");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--jitter") && err.contains("needs --job"),
+        "{err}"
+    );
+}

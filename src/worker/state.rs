@@ -129,6 +129,9 @@ pub struct WorkerState {
     held_arrivals: u64,
 }
 
+/// Held records (waiting for their `notBefore`) that do not count against `--prefetch`.
+pub const MAX_HELD: usize = 10_000;
+
 /// The latest a record's `notBefore` may be after its `scheduledAt`: the schedule's cap on
 /// `jitter`. A later one (no cronq dispatcher writes it) is read as this, so a record cannot hold
 /// its partition's commits for longer.
@@ -402,10 +405,13 @@ impl WorkerState {
         }
     }
 
-    /// Jobs waiting in the local queue, held ones (waiting for their `notBefore`) included: they
-    /// count against `--prefetch` like the others.
+    /// Jobs waiting in the local queue, and the held ones (waiting for their `notBefore`) beyond
+    /// the first [`MAX_HELD`]: what counts against `--prefetch`. Up to `MAX_HELD` held records do
+    /// not, so records that arrived early (a dispatcher's shutdown sends its waiting ones at once)
+    /// do not stop the fetching of the partition's other jobs; more than that do, which bounds
+    /// the memory they take.
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.held.len()
+        self.queue.len() + self.held.len().saturating_sub(MAX_HELD)
     }
 
     /// Drops every waiting job (shutdown: nothing new starts; uncommitted records are read again by
@@ -623,7 +629,11 @@ mod tests {
         s.admit_at(jittered(0, 0, "spread", 0, "2026-11-26T03:00:20.250Z"), now);
         s.admit_at(record(0, 1, "plain", 0, 0), now);
         s.admit_at(record(0, 2, "spread", 0, 1), now);
-        assert_eq!((s.queued(), s.held()), (3, 2));
+        assert_eq!(
+            (s.queued(), s.held()),
+            (1, 2),
+            "held records do not fill the prefetch"
+        );
         assert_eq!(s.release_held(now), Some(ms("2026-11-26T03:00:20.250Z")));
         let (t, m) = run_next(&mut s);
         assert_eq!(m.job_name, "plain");
@@ -672,5 +682,20 @@ mod tests {
         s.revoke(&[tp(1)]);
         assert_eq!((s.held(), s.release_held(i64::MAX)), (0, None));
         assert_eq!(s.drop_queue(), 2);
+    }
+
+    /// Held records beyond MAX_HELD count against the prefetch (bounded memory); fewer do not.
+    #[test]
+    fn held_records_beyond_the_allowance_count_against_the_prefetch() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:00Z");
+        for i in 0..MAX_HELD + 5 {
+            let r = jittered(0, i as i64, &format!("j{i}"), 0, "2026-11-26T03:05:00Z");
+            assert_eq!(s.admit_at(r, now), Admission::Queued);
+        }
+        assert_eq!((s.held(), s.queued()), (MAX_HELD + 5, 5));
+        assert_eq!(s.release_held(ms("2026-11-26T03:05:00Z")), None);
+        assert_eq!((s.held(), s.queued()), (0, MAX_HELD + 5));
     }
 }

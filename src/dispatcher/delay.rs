@@ -219,6 +219,7 @@ struct Closed;
 impl Task {
     async fn run(mut self) {
         let mut open = true;
+        let mut commands_open = true;
         loop {
             if self.release_due().await.is_err() {
                 return;
@@ -236,13 +237,13 @@ impl Task {
             let room = self.heap.len() < self.capacity;
             tokio::select! {
                 biased;
-                command = self.commands.recv() => match command {
+                command = self.commands.recv(), if commands_open => match command {
                     Some(Command::Flush { shards, done }) => {
                         let Ok(sent) = self.flush(shards).await else { return };
                         let _ = done.send(sent);
                     }
-                    // The handle is gone: the service stopped; finish what the input brings.
-                    None => self.commands = mpsc::unbounded_channel().1,
+                    // The handle is gone: finish what the input brings.
+                    None => commands_open = false,
                 },
                 received = self.input.recv(), if room => match received {
                     Some(dispatch) => {

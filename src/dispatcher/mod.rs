@@ -2,7 +2,8 @@
 //! ([`tick_loop`]) over one scheduler per owned shard ([`scheduler`]), the catch-up rules of missed
 //! slots ([`catchup`]), the dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
 //! view of the group ([`status`]), and the sinks that take due jobs away (the `--dry-run` printer,
-//! the Kafka producer pool).
+//! the Kafka producer pool, behind the [`delay`] queue that holds jittered records until their
+//! `notBefore`).
 
 pub mod catchup;
 pub mod cursor;

@@ -11,7 +11,9 @@
 //! allocated before blurs the baseline. Under `cargo test --all-targets` (no `--bench` argument)
 //! it runs the same steps on small schedules, as a smoke test.
 //!
-//! Run: `cargo bench --bench scale`
+//! Run: `cargo bench --bench scale`; `SCALE_ONLY=jitter cargo bench --bench scale` runs only the
+//! jittered minute (100k jobs with a 60 s jitter through the delay queue, against the same minute
+//! without jitter), which takes a minute of wall time.
 
 mod common;
 
@@ -361,12 +363,190 @@ fn reload(path: &Path) -> Reload {
     }
 }
 
+/// A clock running at real speed from `origin`: the delay queue releases on real time, so its
+/// lateness is real.
+struct RealFrom {
+    origin: chrono::DateTime<chrono::Utc>,
+    started: Instant,
+}
+
+impl Clock for RealFrom {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.origin + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
+}
+
+/// One minute of `n` jobs due at noon through the tick loop, the delay queue and a consumer that
+/// takes each record as the producers would: with every job's `jitter`, or none.
+struct JitterMinute {
+    jobs: usize,
+    jitter: Option<Duration>,
+    /// Tick start → `tick()` returned (every record in the tick loop's queue or past it).
+    tick: Duration,
+    /// Tick start → every record in the delay queue or released from it.
+    enqueued: Duration,
+    /// Release time − `notBefore` (jitter) or − slot (none), µs, sorted.
+    lateness_us: Vec<i64>,
+    peak_depth: u64,
+    /// CPU time of the process over the whole minute.
+    cpu: Duration,
+    wall: Duration,
+}
+
+fn jitter_minute(n: usize, jitter: Option<Duration>) -> JitterMinute {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let noon = Minute(day_start().0 + 12 * 60);
+    let before = Minute(noon.0 - 1);
+    let mut schedule = common::schedule(n, Mix::AllAtNoon, SEED);
+    for job in &mut schedule.jobs {
+        let mut spec = (*job.spec).clone();
+        spec.jitter = jitter;
+        job.spec = Arc::new(spec);
+    }
+    let scheduler = Scheduler::new(schedule, before);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let clock = Arc::new(RealFrom {
+            origin: noon.start().expect("minute"),
+            started: Instant::now(),
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
+        let (mut out, queue) = cronq::dispatcher::delay::DelayQueue::start(
+            rx,
+            QUEUE_CAPACITY,
+            cronq::dispatcher::delay::DEFAULT_DELAY_CAPACITY,
+            clock.clone(),
+            None,
+        );
+        let received = Arc::new(AtomicU64::new(0));
+        let consumer_clock = clock.clone();
+        let consumer_received = Arc::clone(&received);
+        // Takes records as the producer pool's router does, and notes how late each left.
+        let consumer = tokio::spawn(async move {
+            let mut lateness_us = Vec::with_capacity(n);
+            let mut texts = cronq::message::SlotTexts::default();
+            while let Some(d) = out.recv().await {
+                let now = consumer_clock.now();
+                let due = match d.spec.jitter {
+                    Some(j) => cronq::schedule::jitter::not_before(
+                        &d.spec.name,
+                        d.scheduled_at,
+                        texts.get(d.scheduled_at),
+                        j,
+                    ),
+                    None => d.scheduled_at,
+                };
+                lateness_us.push((now - due).num_microseconds().unwrap_or(i64::MAX));
+                consumer_received.fetch_add(1, Ordering::Relaxed);
+                if lateness_us.len() == n {
+                    break;
+                }
+            }
+            lateness_us
+        });
+        let mut tick_loop = TickLoop::new(clock.clone(), scheduler, None, tx);
+        let c0 = cpu_time();
+        let t0 = Instant::now();
+        let report = tick_loop.tick().await.expect("sink open");
+        let tick = t0.elapsed();
+        assert_eq!(report.dispatched as usize, n);
+        // Every record is waiting in the delay queue or was taken by the consumer (polled every
+        // 0.2 ms; a record between the two is not counted, so this is never early).
+        while queue.depth() + received.load(Ordering::Relaxed) < n as u64 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let enqueued = t0.elapsed();
+        let mut lateness_us = consumer.await.expect("consumer");
+        let wall = t0.elapsed();
+        let cpu = cpu_time() - c0;
+        lateness_us.sort_unstable();
+        drop(tick_loop);
+        JitterMinute {
+            jobs: n,
+            jitter,
+            tick,
+            enqueued,
+            lateness_us,
+            peak_depth: queue.stats().peak.load(Ordering::Relaxed),
+            cpu,
+            wall,
+        }
+    })
+}
+
+fn report_jitter(runs: &[JitterMinute]) {
+    let ms = |us: i64| format!("{:.1} ms", us as f64 / 1000.0);
+    let pct = |v: &[i64], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    // A waiting record: its `Dispatch` (spec, slot, lease) plus its notBefore and arrival number.
+    let entry_bytes = std::mem::size_of::<cronq::dispatcher::Dispatch>() + 16;
+    println!();
+    println!(
+        "=== a jittered minute (load average {}) ===",
+        common::load_average()
+    );
+    for r in runs {
+        let what = match r.jitter {
+            Some(j) => format!("jitter {}", humantime::format_duration(j)),
+            None => "no jitter (baseline)".into(),
+        };
+        let v = &r.lateness_us;
+        println!(
+            "{} jobs due at 12:00, {what}: tick() {}; all in the delay queue or past it {}; release − {} p50 {} p99 {} max {}; delay queue peak {} records (≈ {:.1} MB of heap entries, {entry_bytes} B each, up to 2× with vector growth); wall {} for the minute, process CPU {}",
+            fmt_count(r.jobs),
+            fmt_secs(r.tick.as_secs_f64()),
+            fmt_secs(r.enqueued.as_secs_f64()),
+            if r.jitter.is_some() { "notBefore" } else { "slot" },
+            ms(pct(v, 0.5)),
+            ms(pct(v, 0.99)),
+            ms(*v.last().unwrap_or(&0)),
+            r.peak_depth,
+            r.peak_depth as f64 * entry_bytes as f64 / 1e6,
+            fmt_secs(r.wall.as_secs_f64()),
+            fmt_secs(r.cpu.as_secs_f64()),
+        );
+    }
+    for r in runs.iter().filter(|r| r.jitter.is_some()) {
+        let enqueued = r.enqueued.as_secs_f64();
+        println!(
+            "{:<66} {:>12} {:>10} {:>6}",
+            format!(
+                "{} jittered jobs due in one minute: tick → all in the delay queue",
+                fmt_count(r.jobs)
+            ),
+            fmt_secs(enqueued),
+            "< 1 s",
+            verdict(enqueued < 1.0)
+        );
+    }
+}
+
 fn main() {
     if let Some(path) = std::env::var_os(RSS_CHILD) {
         rss_child(Path::new(&path));
         return;
     }
     let full = common::full_run();
+    let jittered = |full: bool| {
+        let (n, jitter) = if full {
+            (100_000, Duration::from_secs(60))
+        } else {
+            (1_000, Duration::from_secs(2))
+        };
+        eprintln!(
+            "timing a minute of {} jobs with and without a jitter ...",
+            fmt_count(n)
+        );
+        let runs = [jitter_minute(n, None), jitter_minute(n, Some(jitter))];
+        report_jitter(&runs);
+    };
+    if std::env::var("SCALE_ONLY").as_deref() == Ok("jitter") {
+        jittered(full);
+        return;
+    }
     let (mid, big) = if full {
         (100_000, 1_000_000)
     } else {
@@ -396,6 +576,7 @@ fn main() {
     let reload = reload(&big_path);
 
     report(full, &[load_mid, load_big], &memory, &bursts, &idle);
+    jittered(full);
     println!(
         "reload, {} jobs (CPU): Scheduler::new {}; apply of a file with one job changed (diff by name + rebuild) {}; parsing the file comes on top",
         fmt_count(reload.jobs),

@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// 1-10000000).
     #[arg(long, env = "CRONQ_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = |s: &str| whole::<u32>(s, 1, 10_000_000))]
     pub queue_capacity: u32,
+    /// Records of jobs with a `jitter` that may wait for their offset at once, in the delay queue
+    /// before the producers (a full delay queue makes the loop wait, nothing is dropped; 1-100000000).
+    #[arg(long, env = "CRONQ_DELAY_CAPACITY", default_value_t = 1_000_000, value_parser = |s: &str| whole::<u32>(s, 1, 100_000_000))]
+    pub delay_capacity: u32,
     /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
     #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
     pub group: String,
@@ -561,6 +565,9 @@ pub struct NextArgs {
     /// The job whose name resolves `H` (Jenkins' hash) in the expression.
     #[arg(long, env = "CRONQ_JOB")]
     pub job: Option<String>,
+    /// The job's `jitter` (1ms-10m; needs `--job`): each instant is followed by its `notBefore`.
+    #[arg(long, env = "CRONQ_JITTER", value_parser = jitter_duration)]
+    pub jitter: Option<Duration>,
 }
 
 /// `cronq explain`
@@ -787,6 +794,10 @@ fn catchup_duration(text: &str) -> Result<Duration, String> {
         Duration::from_secs(60),
         schedule::load::MAX_CATCHUP_WINDOW,
     )
+}
+
+fn jitter_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_millis(1), schedule::jitter::MAX_JITTER)
 }
 
 fn grace_duration(text: &str) -> Result<Duration, String> {
@@ -1062,9 +1073,30 @@ fn next(args: NextArgs) -> Result<ExitCode, CliError> {
         Some(text) => parse_instant("--after", text)?,
         None => Utc::now(),
     };
+    let jitter = match (args.jitter, args.job.as_deref()) {
+        (Some(_), None) => {
+            return Err(CliError::Invalid {
+                flag: "--jitter",
+                reason: "needs --job: the offset is a hash of the job's name and its slot".into(),
+            })
+        }
+        (jitter, job) => jitter.zip(job),
+    };
     let mut out = std::io::stdout().lock();
     for t in upcoming(&expr, after, args.count) {
-        writeln!(out, "{}", format_instant(t, expr.tz()))?;
+        match jitter {
+            Some((jitter, job)) => {
+                let slot = crate::message::slot_text(t);
+                let at = schedule::jitter::not_before(job, t, &slot, jitter);
+                writeln!(
+                    out,
+                    "{}\tnot before {}",
+                    format_instant(t, expr.tz()),
+                    schedule::jitter::not_before_text(at)
+                )?;
+            }
+            None => writeln!(out, "{}", format_instant(t, expr.tz()))?,
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -1115,6 +1147,25 @@ fn replay_instant(flag: &'static str, text: &str) -> Result<DateTime<Utc>, CliEr
     }
 }
 
+/// `cronq validate`'s column for a job with a `jitter`: the jitter and the next slot's `notBefore`
+/// (empty without one).
+fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime<Utc>) -> String {
+    let Some(jitter) = spec.jitter else {
+        return String::new();
+    };
+    let not_before = expr
+        .next_after(now)
+        .filter(|_| spec.enabled)
+        .and_then(|t| crate::message::not_before_for(spec, &crate::message::slot_text(t)));
+    match not_before {
+        Some(nb) => format!(
+            "\tjitter {} (not before {nb})",
+            humantime::format_duration(jitter)
+        ),
+        None => format!("\tjitter {}", humantime::format_duration(jitter)),
+    }
+}
+
 fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
     let options = args.limits.apply(LoadOptions {
@@ -1155,7 +1206,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
         } else {
             "disabled".to_string()
         };
-        writeln!(
+        write!(
             out,
             "{}\t{}\t{}\tnext {}",
             job.spec.name,
@@ -1163,6 +1214,7 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, CliError> {
             job.spec.timezone.name(),
             next
         )?;
+        writeln!(out, "{}", jitter_column(&job.spec, &job.expr, now))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -1258,6 +1310,7 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         tick: args.tick,
         shutdown_grace: args.shutdown_grace,
         queue_capacity: args.queue_capacity as usize,
+        delay_capacity: args.delay_capacity as usize,
         sink,
         group,
         clock,

@@ -9,6 +9,9 @@
 //!   `maxAttempts`, `overlap` (`queue` | `skip` | `allow` | `replace`)
 //! - headers: `cronq-dispatch-id`, `cronq-priority`, `cronq-scheduled-at`
 //! - record timestamp: the time of dispatch
+//! - jobs with a `jitter` only: the value's last field `"notBefore"` and the header
+//!   `cronq-not-before` (the slot plus the job's offset, RFC 3339 UTC with milliseconds); a job
+//!   without one encodes exactly as before
 
 use std::collections::BTreeMap;
 
@@ -48,6 +51,10 @@ pub struct JobMessage {
     /// The job's `overlap` policy (absent: the worker's `--ordering`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<Overlap>,
+    /// Jobs with a `jitter` only: the slot plus the job's offset for it (RFC 3339 UTC, milliseconds,
+    /// see [`crate::schedule::jitter`]); no run starts before it. Absent: run at once, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 /// Header names.
@@ -56,6 +63,8 @@ pub const HEADER_DISPATCH_ID: &str = "cronq-dispatch-id";
 pub const HEADER_PRIORITY: &str = "cronq-priority";
 /// Header names.
 pub const HEADER_SCHEDULED_AT: &str = "cronq-scheduled-at";
+/// Header names: `notBefore`, on records of jobs with a `jitter` only.
+pub const HEADER_NOT_BEFORE: &str = "cronq-not-before";
 
 /// A slot as it appears on the wire: RFC 3339, UTC, whole seconds (`2026-11-27T01:30:00Z`).
 pub fn slot_text(at: DateTime<Utc>) -> String {
@@ -78,12 +87,31 @@ impl JobMessage {
             job: spec.job.clone(),
             cron_time: spec.cron_time.to_string(),
             dispatch_id: dispatch_id(&spec.name, &scheduled_at),
+            not_before: not_before_for(spec, &scheduled_at),
             scheduled_at,
             timeout_ms: timeout_ms(spec),
             max_attempts: spec.max_attempts,
             overlap: spec.overlap,
         }
     }
+}
+
+/// `notBefore` of `spec`'s slot written `scheduled_at` (as [`slot_text`] writes it), for a job with
+/// a `jitter`; `None` without one (or for a slot text that is not an instant, which
+/// [`slot_text`] never writes).
+pub fn not_before_for(spec: &JobSpec, scheduled_at: &str) -> Option<String> {
+    spec.jitter?;
+    not_before_with_id(spec, &dispatch_id(&spec.name, scheduled_at), scheduled_at)
+}
+
+/// [`not_before_for`] given the slot's `dispatchId` already written.
+fn not_before_with_id(spec: &JobSpec, dispatch_id: &str, scheduled_at: &str) -> Option<String> {
+    let jitter = spec.jitter?;
+    let slot = DateTime::parse_from_rfc3339(scheduled_at)
+        .ok()?
+        .with_timezone(&Utc);
+    let at = crate::schedule::jitter::not_before_of(dispatch_id, slot, jitter);
+    Some(crate::schedule::jitter::not_before_text(at))
 }
 
 /// A record ready for a producer: where it goes and what it holds.
@@ -197,6 +225,11 @@ impl JobRecord {
         value.extend_from_slice(br#","dispatchId":"#);
         push_json_str(&mut value, &dispatch_id);
         push_run_settings(&mut value, spec);
+        let not_before = not_before_with_id(spec, &dispatch_id, scheduled_at);
+        if let Some(not_before) = &not_before {
+            value.extend_from_slice(br#","notBefore":"#);
+            push_json_str(&mut value, not_before);
+        }
         value.push(b'}');
         // In key order: each insert lands at the end of the one leaf.
         let mut headers = BTreeMap::new();
@@ -209,6 +242,9 @@ impl JobRecord {
             HEADER_SCHEDULED_AT.to_string(),
             scheduled_at.as_bytes().to_vec(),
         );
+        if let Some(not_before) = not_before {
+            headers.insert(HEADER_NOT_BEFORE.to_string(), not_before.into_bytes());
+        }
         JobRecord {
             key: name.as_bytes().to_vec(),
             value,
@@ -332,6 +368,7 @@ mod tests {
             timeout: None,
             max_attempts: None,
             overlap: None,
+            jitter: None,
         }
     }
 
@@ -411,6 +448,41 @@ mod tests {
         }
     }
 
+    /// A job with a jitter: the same record plus `notBefore` (last in the value) and its header,
+    /// both the slot plus the documented offset; the message read back has it too.
+    #[test]
+    fn a_jittered_record_adds_not_before_to_the_value_and_the_headers_only() {
+        let slot = at(1_798_761_600);
+        let now = at(1_798_761_605);
+        for plain in awkward_specs() {
+            let mut spec = plain.clone();
+            spec.jitter = Some(std::time::Duration::from_secs(30));
+            let record = JobRecord::encode(&spec, &slot_text(slot), now);
+            let expected = JobMessage::for_slot(&spec, slot);
+            assert_eq!(record.value, serde_json::to_vec(&expected).unwrap());
+            // By hand, from the documented hash: murmur2 of the dispatchId, mod 30 000 ms.
+            let id = format!("{}@2027-01-01T00:00:00Z", spec.name);
+            let h = murmur2::murmur2(id.as_bytes(), 0x9747_b28c);
+            let offset = chrono::Duration::milliseconds(i64::from(h % 30_000));
+            let nb = (slot + offset).to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(expected.not_before.as_deref(), Some(nb.as_str()));
+            // The plain record's value with the field appended, nothing else changed.
+            let base = JobRecord::encode(&plain, &slot_text(slot), now);
+            let mut value = base.value[..base.value.len() - 1].to_vec();
+            value.extend_from_slice(format!(r#","notBefore":"{nb}"}}"#).as_bytes());
+            assert_eq!(record.value, value, "{}", spec.name);
+            let mut headers = base.headers.clone();
+            headers.insert("cronq-not-before".into(), nb.clone().into_bytes());
+            assert_eq!(record.headers, headers);
+            assert_eq!((record.key, record.timestamp), (base.key, base.timestamp));
+            // A reader of today keeps it; the old reader's view (no field) still parses.
+            let back: JobMessage = serde_json::from_slice(&record.value).unwrap();
+            assert_eq!(back, expected);
+            let old: JobMessage = serde_json::from_slice(&base.value).unwrap();
+            assert_eq!(old.not_before, None);
+        }
+    }
+
     proptest::proptest! {
         /// Any strings, escapes and all: the value is what serde_json makes of [`JobMessage`].
         #[test]
@@ -420,8 +492,10 @@ mod tests {
             cron in ".{0,12}",
             priority in proptest::num::i32::ANY,
             secs in 0i64..4_102_444_800,
+            jitter_ms in proptest::option::of(1u64..=600_000),
         ) {
-            let spec = spec(&name, priority, &job, &cron);
+            let mut spec = spec(&name, priority, &job, &cron);
+            spec.jitter = jitter_ms.map(std::time::Duration::from_millis);
             let slot = at(secs - secs % 60);
             let record = JobRecord::encode(&spec, &slot_text(slot), at(secs));
             proptest::prop_assert_eq!(

@@ -57,6 +57,8 @@ pub struct TriggerConfig {
 pub fn manual_message(spec: &JobSpec, at: DateTime<Utc>) -> JobMessage {
     let mut msg = JobMessage::for_slot(spec, at);
     msg.dispatch_id.push_str("#manual");
+    // A run by hand runs now: a job's `jitter` spreads its scheduled slots only.
+    msg.not_before = None;
     msg
 }
 
@@ -156,6 +158,7 @@ mod tests {
             timeout: None,
             max_attempts: None,
             overlap: None,
+            jitter: None,
         };
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap();
         let m = manual_message(&spec, at);

@@ -97,6 +97,7 @@ fn encoded(
         timeout: settings.timeout,
         max_attempts: settings.max_attempts,
         overlap: settings.overlap,
+        jitter: None,
     };
     let r = cronq::message::encode(&spec, at, "unused", Utc::now());
     Record {

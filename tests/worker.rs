@@ -79,6 +79,7 @@ fn encoded(
             timeout: None,
             max_attempts: None,
             overlap: None,
+            jitter: None,
         }),
         scheduled_at: slot,
         lease: None,

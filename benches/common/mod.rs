@@ -166,6 +166,7 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                     timeout: None,
                     max_attempts: None,
                     overlap: None,
+                    jitter: None,
                 }),
                 expr,
             }

@@ -22,13 +22,18 @@ pub struct DryRunLine<'a> {
     pub job: &'a str,
     /// The topic it would go to.
     pub topic: &'a str,
+    /// Jobs with a `jitter`: when its record would leave and its run may start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 /// Renders `dispatch` as a JSON line (without the newline).
 pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
+    let scheduled_at = crate::message::slot_text(dispatch.scheduled_at);
     let line = DryRunLine {
         job_name: &dispatch.spec.name,
-        scheduled_at: crate::message::slot_text(dispatch.scheduled_at),
+        not_before: crate::message::not_before_for(&dispatch.spec, &scheduled_at),
+        scheduled_at,
         priority: dispatch.spec.priority,
         job: &dispatch.spec.job,
         topic: dispatch.spec.topic.as_deref().unwrap_or(default_topic),

@@ -3,11 +3,13 @@
 //! slots ([`catchup`]), paused jobs ([`control`]: `cronq pause`/`resume` on `<group>.control`), the
 //! dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
 //! view of the group ([`status`]), and the sinks that take due jobs away (the `--dry-run` printer,
-//! the Kafka producer pool).
+//! the Kafka producer pool, behind the [`delay`] queue that holds jittered records until their
+//! `notBefore`).
 
 pub mod catchup;
 pub mod control;
 pub mod cursor;
+pub mod delay;
 pub mod dry_run;
 pub mod group;
 pub mod observe;

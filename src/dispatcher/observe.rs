@@ -214,6 +214,7 @@ struct Metrics {
     undelivered: Gauge,
     produce_errors: Family<ErrorLabel, Counter>,
     queue_depth: Gauge,
+    delay_queue_depth: Gauge,
     schedule_jobs: Gauge,
     reloads: Family<ResultLabel, Counter>,
     reload_seconds: Histogram,
@@ -234,6 +235,7 @@ impl Metrics {
             undelivered: Gauge::default(),
             produce_errors: Family::default(),
             queue_depth: Gauge::default(),
+            delay_queue_depth: Gauge::default(),
             schedule_jobs: Gauge::default(),
             reloads: Family::default(),
             reload_seconds: Histogram::new(RELOAD_BUCKETS),
@@ -273,6 +275,11 @@ impl Metrics {
             "cronq_queue_depth",
             "Dispatches waiting in the queue between the tick loop and the sink",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "cronq_delay_queue_depth",
+            "Dispatches of jobs with a jitter waiting for their notBefore in the delay queue (--delay-capacity)",
+            m.delay_queue_depth.clone(),
         );
         registry.register(
             "cronq_schedule_jobs",
@@ -748,6 +755,11 @@ impl Observer {
             false,
             "shutting down: finishing the minute in progress and handing shards over",
         );
+    }
+
+    /// The delay queue's depth gauge (`cronq_delay_queue_depth`), which the delay task sets.
+    pub fn delay_queue_gauge(&self) -> Gauge {
+        self.metrics.delay_queue_depth.clone()
     }
 
     /// Once a tick, after it ran: the queue, the backlog, the owned shards and their cursors, and

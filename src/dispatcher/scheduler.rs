@@ -566,6 +566,7 @@ mod tests {
             timeout: None,
             max_attempts: None,
             overlap: None,
+            jitter: None,
         }
     }
 

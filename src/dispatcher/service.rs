@@ -8,6 +8,7 @@
 //!    ├─ Revoked(shards)  ─► handover: wait for acks (≤ --shutdown-grace), write cursors, release
 //!    └─ SIGTERM          ─► no new minute; the minute in progress is sent whole; acks (≤ grace);
 //!                           cursors; leave the group; undelivered counted in the log
+//!  (handover and SIGTERM first send the records waiting for their jitter offset: see `delay`)
 //! ```
 //!
 //! Outside a group (`--dry-run`, `--from/--until`) the loop runs one shard holding every job and
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 
 use super::control::{self, ControlFollower, Pauses};
 use super::cursor::{Cursor, Lease};
+use super::delay::DelayQueue;
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
 use super::observe::Observer;
 use super::producer::{self, DeliveryStats, ProducerConfig, SlotLedger};
@@ -83,6 +85,9 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// Queue between the tick loop and the sink.
     pub queue_capacity: usize,
+    /// Records of jobs with a `jitter` that may wait for their `notBefore` at once
+    /// (`--delay-capacity`); see [`super::delay`].
+    pub delay_capacity: usize,
     /// Where dispatches go.
     pub sink: SinkConfig,
     /// The group (`None` for a dry run).
@@ -238,6 +243,44 @@ impl Sink {
     }
 }
 
+/// The delay queue in front of the producers (Kafka only: a dry run prints `notBefore` and does not
+/// wait). Returns the producers' input.
+fn start_delay(
+    config: &ServiceConfig,
+    rx: mpsc::Receiver<Dispatch>,
+    observer: Option<&Arc<Observer>>,
+) -> (mpsc::Receiver<Dispatch>, Option<DelayQueue>) {
+    match &config.sink {
+        SinkConfig::Kafka(_) => {
+            let (rx, queue) = DelayQueue::start(
+                rx,
+                config.queue_capacity.max(1),
+                config.delay_capacity,
+                Arc::clone(&config.clock),
+                observer.map(|o| o.delay_queue_gauge()),
+            );
+            (rx, Some(queue))
+        }
+        SinkConfig::DryRun { .. } => (rx, None),
+    }
+}
+
+/// Sends the records of `shards` (every record with `None`) waiting for their `notBefore` now,
+/// before their cursors are written: at most `grace`. Logged when there were any.
+async fn flush_delayed(delay: Option<&DelayQueue>, shards: Option<Vec<u32>>, grace: Duration) {
+    let Some(delay) = delay else { return };
+    let what = shards.clone();
+    match tokio::time::timeout(grace, delay.flush(shards)).await {
+        Ok(0) => {}
+        Ok(sent) => {
+            info!(message = "records waiting for their jitter offset sent early (they carry notBefore; workers wait for it)", sent, shards = ?what)
+        }
+        Err(_) => {
+            warn!(message = "records waiting for their jitter offset could not all be handed to the producers within --shutdown-grace", shards = ?what)
+        }
+    }
+}
+
 fn ledger_for(
     sink: &SinkConfig,
     clock: &Arc<dyn Clock>,
@@ -371,6 +414,7 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
         o.schedule_loaded(&config.schedule, &digest.to_string());
     }
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let (rx, _delay) = start_delay(&config, rx, observer.as_ref());
     let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
     let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
     let backlog = backlog_of(&config.sink);
@@ -841,6 +885,7 @@ async fn run_in_group(
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
 
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let (rx, delay) = start_delay(&config, rx, observer.as_ref());
     let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
     let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
     let mut tick_loop = TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx);
@@ -956,6 +1001,8 @@ async fn run_in_group(
                 } else {
                     let md5 = schedule_md5(&mut tick_loop);
                     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+                    flush_delayed(delay.as_ref(), Some(shards.clone()), config.shutdown_grace)
+                        .await;
                     member.release(&refs, &md5, "rebalance").await;
                     member
                         .parked
@@ -1014,6 +1061,7 @@ async fn run_in_group(
         .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
         .collect();
     let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+    flush_delayed(delay.as_ref(), None, config.shutdown_grace).await;
     let undelivered = member.release(&refs, &md5, "shutdown").await
         + member.dropped.iter().map(|l| l.outstanding()).sum::<u64>();
     watchdog_stop.cancel();

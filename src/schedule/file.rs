@@ -26,6 +26,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "timeout",
     "maxAttempts",
     "overlap",
+    "jitter",
 ];
 
 /// Fields the top-level object may have.

@@ -120,9 +120,20 @@ pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &st
         timeout: None,
         max_attempts: None,
         overlap: None,
+        jitter: None,
     };
     record_batch_bytes(&encode(&spec, slot, "", slot))
 }
+
+/// What a `jitter` adds to [`dispatch_batch_bytes`] at most: `,"notBefore":"…"` in the value (39
+/// bytes), the `cronq-not-before` header (16 + 24 bytes and their two varints), and a byte more for
+/// each of the value's and the record's varint lengths.
+pub const NOT_BEFORE_BYTES: usize = 39 + 42 + 2;
+
+/// What the run settings add to [`dispatch_batch_bytes`] at most: `,"timeoutMs":86400000` (22
+/// bytes), `,"maxAttempts":100` (18) and `,"overlap":"replace"` (20) in the value, and a byte more
+/// for each of the value's and the record's varint lengths.
+pub const RUN_SETTINGS_BYTES: usize = 22 + 18 + 20 + 2;
 
 /// An upper bound of [`dispatch_batch_bytes`] from the lengths of the job's strings alone, cheap
 /// enough for every job of a million-job file: JSON escapes a byte into at most 6 (`\u001f`), the
@@ -183,6 +194,51 @@ mod tests {
             assert!(exact <= bound, "{name:.20}: exact {exact} > bound {bound}");
             // The payload itself is in there (escaped at least once).
             assert!(exact > job.len() + 2 * name.len());
+        }
+    }
+
+    /// A job with a jitter becomes a larger record (`notBefore` and its header), by at most
+    /// [`NOT_BEFORE_BYTES`], and with run settings by at most [`RUN_SETTINGS_BYTES`] more, and
+    /// still within the bound.
+    #[test]
+    fn a_jitter_and_run_settings_add_at_most_their_bytes() {
+        for (name, job) in [
+            ("n", "j"),
+            ("a-long-name".repeat(20).as_str(), "x".repeat(200).as_str()),
+        ] {
+            let mut spec = JobSpec {
+                name: name.to_string(),
+                priority: i32::MIN,
+                job: job.to_string(),
+                cron_time: Arc::from("* * * * *"),
+                timezone: chrono_tz::UTC,
+                topic: None,
+                enabled: true,
+                catchup: Catchup::All,
+                catchup_window: DEFAULT_CATCHUP_WINDOW,
+                shard: 0,
+                timeout: None,
+                max_attempts: None,
+                overlap: None,
+                jitter: None,
+            };
+            let plain = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
+            spec.jitter = Some(std::time::Duration::from_secs(600));
+            let jittered = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
+            assert!(jittered > plain + 70, "{jittered} vs {plain}");
+            assert!(
+                jittered <= plain + NOT_BEFORE_BYTES,
+                "{jittered} vs {plain}"
+            );
+            assert!(jittered <= dispatch_batch_bytes_bound(name, job, "* * * * *"));
+            // The run settings at their longest on top.
+            spec.timeout = Some(std::time::Duration::from_secs(86_400));
+            spec.max_attempts = Some(100);
+            spec.overlap = Some(crate::message::Overlap::Replace);
+            let all = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
+            assert!(all > jittered + 55, "{all} vs {jittered}");
+            assert!(all <= jittered + RUN_SETTINGS_BYTES, "{all} vs {jittered}");
+            assert!(all <= dispatch_batch_bytes_bound(name, job, "* * * * *"));
         }
     }
 

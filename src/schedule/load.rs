@@ -51,6 +51,9 @@ pub struct JobSpec {
     pub max_attempts: Option<u32>,
     /// `overlap`: what a run does while an earlier one still runs (None: the worker's `--ordering`).
     pub overlap: Option<Overlap>,
+    /// Records leave at the slot plus a stable offset in `[0, jitter)` (see [`super::jitter`]);
+    /// `None`: at the slot, with no `notBefore`.
+    pub jitter: Option<Duration>,
 }
 
 /// What a job does with slots that were not dispatched in their own minute (no dispatcher owned
@@ -351,6 +354,8 @@ pub fn parse_reusing(
         index: None,
         problems: Vec::new(),
         previous: previous.into_iter().map(|(s, p)| (s, (p, 0))).collect(),
+        jitters: HashMap::new(),
+        gaps_from: chrono::Utc::now(),
     };
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -396,6 +401,7 @@ fn job_field(key: &str) -> Option<usize> {
         "timeout" => TIMEOUT,
         "maxAttempts" => MAX_ATTEMPTS,
         "overlap" => OVERLAP,
+        "jitter" => JITTER,
         _ => return None,
     })
 }
@@ -419,6 +425,7 @@ pub const TIMEOUT_RANGE: (Duration, Duration) =
 
 /// The range of a job's `maxAttempts`: the worker's `--max-attempts` range.
 pub const MAX_ATTEMPTS_RANGE: (u32, u32) = (1, 100);
+const JITTER: usize = 12;
 
 /// The names of the jobs checked so far, for the duplicate check: a 64-bit hash of each name to the
 /// index of the first job using it. Keyed by hash rather than by the name, the index of a
@@ -500,7 +507,15 @@ struct Checker<'a> {
     problems: Vec<Problem>,
     /// The previous version per shard, and how far into it the file has been matched.
     previous: BTreeMap<u32, (Arc<Schedule>, usize)>,
+    /// Checked `jitter` values by (compiled expression, text, catchupWindow): jobs that share an
+    /// expression search its slots for the smallest interval once.
+    jitters: HashMap<JitterKey, Result<Duration, String>>,
+    /// Where that search starts: the load.
+    gaps_from: chrono::DateTime<chrono::Utc>,
 }
+
+/// What a `jitter` check depends on: the compiled expression (by address), the text, the window.
+type JitterKey = (usize, String, Option<Duration>);
 
 /// A JSON value's type, for "expected a string, found a number" messages.
 fn json_kind(raw: &RawValue) -> &'static str {
@@ -689,6 +704,41 @@ impl<'a> Checker<'a> {
             }
         }
         None
+    }
+
+    /// The `jitter` field: `Some(None)` without one; `None` (reported) when it is invalid. Checked
+    /// against the job's expression (its smallest interval) when that compiled, else on its own.
+    fn jitter_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job_ref: (usize, Option<&str>),
+        cron: Option<&(Arc<str>, Arc<CronExpr>)>,
+        catchup_window: Option<Duration>,
+    ) -> Option<Duration> {
+        let v = raw?;
+        let text = self.string_field(v, job_ref, "jitter")?;
+        let expr = cron.map(|(_, e)| Arc::clone(e));
+        let key = (
+            expr.as_ref().map_or(0, |e| Arc::as_ptr(e) as usize),
+            text.clone(),
+            catchup_window,
+        );
+        let result = match self.jitters.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r =
+                    super::jitter::check(&text, expr.as_deref(), catchup_window, self.gaps_from);
+                self.jitters.insert(key, r.clone());
+                r
+            }
+        };
+        match result {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.report(Some(v.get()), Some(job_ref), Some("jitter"), message);
+                None
+            }
+        }
     }
 
     fn check_job(
@@ -1025,8 +1075,22 @@ impl<'a> Checker<'a> {
                 None => Cow::Owned(serde_json::from_str(raw_cron.get()).unwrap_or_default()),
             };
             let max = options.max_message_bytes;
-            if limits::dispatch_batch_bytes_bound(n, j, &cron_text) > max {
-                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text);
+            // The optional fields' share, at most: what the job sets of them.
+            let optional = if field[JITTER].is_some() {
+                limits::NOT_BEFORE_BYTES
+            } else {
+                0
+            } + if [TIMEOUT, MAX_ATTEMPTS, OVERLAP]
+                .iter()
+                .any(|&f| field[f].is_some())
+            {
+                limits::RUN_SETTINGS_BYTES
+            } else {
+                0
+            };
+            if limits::dispatch_batch_bytes_bound(n, j, &cron_text) + optional > max {
+                let bytes = limits::dispatch_batch_bytes(n, priority.unwrap_or(0), j, &cron_text)
+                    + optional;
                 if bytes > max {
                     self.report(
                         Some(at.get()),
@@ -1040,6 +1104,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+
+        let jitter = self.jitter_field(field[JITTER], job_ref, cron.as_ref(), catchup_window);
 
         if self.problems.len() > before {
             return None;
@@ -1091,6 +1157,7 @@ impl<'a> Checker<'a> {
             timeout,
             max_attempts,
             overlap,
+            jitter,
         };
         if let Some(unchanged) = self.unchanged(&spec) {
             return Some(unchanged);
@@ -1355,6 +1422,55 @@ mod tests {
                 r#"s.json:4:74: jobs[2] "e": catchupWindow: "soon" is not a duration like "90s", "15m" or "2h": expected number at 0"#,
                 r#"s.json:5:68: jobs[3] "f": catchup: expected a string, found a number"#,
                 r#"s.json:5:87: jobs[3] "f": unknown field "catchupWindw" (did you mean "catchupWindow"?)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn jitter_is_read_and_checked_with_precise_errors() {
+        let schedule = parse(
+            br#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "0 * * * *", "jitter": "30s"},
+  {"jobName": "b", "job": "x", "cronTime": "0 * * * *"}
+]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(schedule.jobs[0].spec.jitter, Some(Duration::from_secs(30)));
+        assert_eq!(schedule.jobs[1].spec.jitter, None);
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "jitter": "0s"},
+  {"jobName": "d", "job": "x", "cronTime": "*/3 * * * *", "jitter": "5m"},
+  {"jobName": "e", "job": "x", "cronTime": "0 * * * *", "jitter": "2m", "catchupWindow": "1m"},
+  {"jobName": "f", "job": "x", "cronTime": "0 * * * *", "jitter": 30},
+  {"jobName": "g", "job": "x", "cronTime": "61 * * * *", "jiter": "1s"}
+]}"#,
+        );
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert_eq!(
+            got[0],
+            r#"s.json:2:67: jobs[0] "c": jitter: "0s" is out of range 1ms-10m (for more spread, use H in cronTime)"#
+        );
+        assert!(
+            got[1].starts_with(r#"s.json:3:69: jobs[1] "d": jitter: "5m" is longer than the job's smallest interval between two slots, 3m ("#),
+            "{}",
+            got[1]
+        );
+        assert_eq!(
+            got[2],
+            r#"s.json:4:67: jobs[2] "e": jitter: "2m" is longer than the job's catchupWindow 1m: a slot still waiting for its offset when a dispatcher crashes would be re-sent outside its window and skipped"#
+        );
+        assert_eq!(
+            got[3],
+            r#"s.json:5:67: jobs[3] "f": jitter: expected a string, found a number"#
+        );
+        assert_eq!(
+            &got[4..],
+            [
+                r#"s.json:6:44: jobs[4] "g": cronTime: minute: 61 is out of range 0-59"#,
+                r#"s.json:6:67: jobs[4] "g": unknown field "jiter" (did you mean "jitter"?)"#,
             ]
         );
     }

@@ -5,6 +5,7 @@
 pub mod diff;
 pub mod file;
 pub mod fingerprint;
+pub mod jitter;
 pub mod limits;
 pub mod load;
 

@@ -741,6 +741,7 @@ mod tests {
             timeout_ms: None,
             max_attempts: None,
             overlap: None,
+            not_before: None,
         }
     }
 

@@ -613,7 +613,7 @@ impl Worker {
 
     fn admit(&mut self, record: Fetched) {
         let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
-        let admission = lock(&self.state).admit(record);
+        let admission = lock(&self.state).admit_at(record, chrono::Utc::now().timestamp_millis());
         match admission {
             Admission::Queued => {}
             Admission::Skipped { ticket, message } => {
@@ -858,6 +858,14 @@ impl Worker {
         let beat = self.observer.consuming();
         self.beat = Some(beat.clone());
         loop {
+            // Records whose notBefore came join the queue; the loop wakes for the next one.
+            let held_until = lock(&self.state).release_held(chrono::Utc::now().timestamp_millis());
+            let held_wait = held_until.map(|at| {
+                Duration::from_millis(
+                    at.saturating_sub(chrono::Utc::now().timestamp_millis())
+                        .clamp(1, 1000) as u64,
+                )
+            });
             self.start_ready();
             let queued = self.queued();
             beat.beat();
@@ -905,6 +913,7 @@ impl Worker {
                 },
                 Some(id) = self.executed_rx.recv() => self.executed(id),
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined),
+                _ = tokio::time::sleep(held_wait.unwrap_or_default()), if held_wait.is_some() => {}
                 _ = commit_tick.tick() => commit(&consumer, &self.state, CommitMode::Async),
                 _ = scale_tick.tick() => {
                     let elapsed = last_scale.elapsed().as_secs_f64().max(0.001);

@@ -1271,6 +1271,7 @@ mod tests {
             timeout_ms: None,
             max_attempts: None,
             overlap: None,
+            not_before: None,
         }
     }
 

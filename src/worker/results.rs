@@ -870,6 +870,7 @@ mod tests {
             timeout_ms: None,
             max_attempts: None,
             overlap: None,
+            not_before: None,
         }
     }
 
@@ -1080,6 +1081,7 @@ mod tests {
         // A forged id for a future slot: the real run of that slot must not look like a duplicate.
         let forged = JobMessage {
             dispatch_id: "sync@2027-01-01T00:00:00Z".into(),
+            not_before: None,
             ..message()
         };
         let err = check("sync", &forged).unwrap_err();
@@ -1096,6 +1098,7 @@ mod tests {
         ] {
             let m = JobMessage {
                 dispatch_id: bad.into(),
+                not_before: None,
                 ..message()
             };
             assert!(check("sync", &m).is_err(), "{bad:?} accepted");
@@ -1123,6 +1126,7 @@ mod tests {
         ] {
             let m = JobMessage {
                 dispatch_id: id.into(),
+                not_before: None,
                 ..message()
             };
             assert_eq!(check("sync", &m).unwrap().dispatch_id, id);
@@ -1134,6 +1138,7 @@ mod tests {
         let m = JobMessage {
             scheduled_at: "soon".into(),
             dispatch_id: "sync@soon".into(),
+            not_before: None,
             ..message()
         };
         assert_eq!(
@@ -1144,6 +1149,7 @@ mod tests {
         let m = JobMessage {
             job_name: long.clone(),
             dispatch_id: format!("{long}@2026-11-26T03:00:00Z"),
+            not_before: None,
             ..message()
         };
         let err = check(&long, &m).unwrap_err();
@@ -1155,6 +1161,7 @@ mod tests {
         let m = JobMessage {
             job_name: at_limit.clone(),
             dispatch_id: format!("{at_limit}@2026-11-26T03:00:00Z"),
+            not_before: None,
             ..message()
         };
         assert!(check(&at_limit, &m).is_ok());

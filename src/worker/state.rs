@@ -14,7 +14,7 @@
 //! record was re-fetched and is accounted for again under the new epoch (and then skipped as a
 //! recently finished `dispatchId`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -118,6 +118,20 @@ struct Pending {
     oversized: Option<OriginalDigest>,
 }
 
+/// A message's `notBefore` in milliseconds (`None` without one), at most
+/// [`MAX_NOT_BEFORE_WAIT_MS`] after its slot; an error naming the value when it is not an instant.
+fn not_before_ms(message: &JobMessage, scheduled_at_ms: i64) -> Result<Option<i64>, String> {
+    let Some(text) = &message.not_before else {
+        return Ok(None);
+    };
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("notBefore {text:?} is not an RFC 3339 instant: {e}"))?
+        .timestamp_millis();
+    Ok(Some(at.min(
+        scheduled_at_ms.saturating_add(MAX_NOT_BEFORE_WAIT_MS),
+    )))
+}
+
 /// The worker's state.
 #[derive(Debug)]
 pub struct WorkerState {
@@ -125,7 +139,22 @@ pub struct WorkerState {
     queue: LocalQueue<Pending>,
     recent: RecentlyFinished,
     epochs: u64,
+    /// Records whose `notBefore` has not come, by (`notBefore` in ms, arrival): not in the queue,
+    /// so they hold no executor and block no other job; their offsets stay unfinished.
+    held: BTreeMap<(i64, u64), Queued<Pending>>,
+    /// Per `jobName` with held records: how many, and the latest `notBefore` among them (a later
+    /// record of the name waits at least that long, so runs of one job keep their order).
+    held_names: HashMap<String, (usize, i64)>,
+    held_arrivals: u64,
 }
+
+/// Held records (waiting for their `notBefore`) that do not count against `--prefetch`.
+pub const MAX_HELD: usize = 10_000;
+
+/// The latest a record's `notBefore` may be after its `scheduledAt`: the schedule's cap on
+/// `jitter`. A later one (no cronq dispatcher writes it) is read as this, so a record cannot hold
+/// its partition's commits for longer.
+pub const MAX_NOT_BEFORE_WAIT_MS: i64 = crate::schedule::jitter::MAX_JITTER.as_millis() as i64;
 
 impl WorkerState {
     /// Empty state.
@@ -135,6 +164,9 @@ impl WorkerState {
             queue: LocalQueue::new(ordering),
             recent: RecentlyFinished::new(dedup_capacity),
             epochs: 0,
+            held: BTreeMap::new(),
+            held_names: HashMap::new(),
+            held_arrivals: 0,
         }
     }
 
@@ -167,6 +199,10 @@ impl WorkerState {
             !tps.iter()
                 .any(|(t, part)| *t == p.ticket.topic && *part == p.ticket.partition)
         });
+        self.drop_held(|p| {
+            tps.iter()
+                .any(|(t, part)| *t == p.ticket.topic && *part == p.ticket.partition)
+        });
         commits
     }
 
@@ -175,8 +211,16 @@ impl WorkerState {
         self.partitions.keys().cloned().collect()
     }
 
-    /// Takes in a fetched record.
+    /// Takes in a fetched record, as [`WorkerState::admit_at`] with no `notBefore` waited for.
     pub fn admit(&mut self, record: Fetched) -> Admission {
+        self.admit_at(record, i64::MAX)
+    }
+
+    /// Takes in a fetched record at `now_ms` (milliseconds since the epoch): a record whose
+    /// `notBefore` is later waits, held aside, until [`WorkerState::release_held`] at that time
+    /// puts it in the queue. A `notBefore` that is not an RFC 3339 instant makes the record
+    /// malformed.
+    pub fn admit_at(&mut self, record: Fetched, now_ms: i64) -> Admission {
         let tp: Tp = (record.topic.clone(), record.partition);
         let Some(assigned) = self.partitions.get_mut(&tp) else {
             return Admission::NotAssigned;
@@ -191,12 +235,22 @@ impl WorkerState {
         match parse_message(&record.key, &record.value) {
             Ok(message) if self.skips(&message) => Admission::Skipped { ticket, message },
             Ok(message) => {
-                let replacing = self.replaces(&message);
                 let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
                     .map(|t| t.timestamp_millis())
                     // Unreadable slots sort last among equal priorities.
                     .unwrap_or(i64::MAX);
-                self.queue.push(Queued {
+                let not_before_ms = match not_before_ms(&message, scheduled_at_ms) {
+                    Ok(at) => at,
+                    Err(error) => {
+                        return Admission::Malformed {
+                            ticket,
+                            error,
+                            key: record.key,
+                            value: record.value,
+                        }
+                    }
+                };
+                let job = Queued {
                     priority: message.priority,
                     scheduled_at_ms,
                     job_name: message.job_name.clone(),
@@ -207,7 +261,10 @@ impl WorkerState {
                         message,
                         oversized: OriginalDigest::if_oversized(&record.value),
                     },
-                });
+                };
+                // Only a record that will be taken in replaces: a malformed one returned above.
+                let replacing = self.replaces(&job.item.message);
+                self.queue_or_hold(job, not_before_ms, now_ms);
                 replacing.unwrap_or(Admission::Queued)
             }
             Err(error) => Admission::Malformed {
@@ -224,7 +281,7 @@ impl WorkerState {
     /// duplicate): that one takes the usual way, and is skipped as a duplicate.
     fn skips(&self, message: &JobMessage) -> bool {
         message.overlap == Some(Overlap::Skip)
-            && self.queue.busy(&message.job_name)
+            && self.busy(&message.job_name)
             && !self.is_known(&message.dispatch_id)
     }
 
@@ -233,17 +290,23 @@ impl WorkerState {
     /// executes. None when there is nothing to replace.
     fn replaces(&mut self, message: &JobMessage) -> Option<Admission> {
         if message.overlap != Some(Overlap::Replace)
-            || !self.queue.busy(&message.job_name)
+            || !self.busy(&message.job_name)
             || self.is_known(&message.dispatch_id)
         {
             return None;
         }
-        let superseded = self
+        let mut superseded: Vec<(Ticket, JobMessage)> = self
             .queue
             .take_queued(&message.job_name)
             .into_iter()
             .map(|q| (q.item.ticket, q.item.message))
             .collect();
+        // Runs held for their notBefore wait too: they are replaced as well.
+        superseded.extend(
+            self.take_held(&message.job_name)
+                .into_iter()
+                .map(|p| (p.ticket, p.message)),
+        );
         Some(Admission::Replacing {
             job_name: message.job_name.clone(),
             running: self.queue.busy(&message.job_name),
@@ -252,7 +315,32 @@ impl WorkerState {
     }
 
     fn is_known(&self, dispatch_id: &str) -> bool {
-        self.queue.holds(dispatch_id) || self.recent.contains(dispatch_id)
+        self.queue.holds(dispatch_id)
+            || self.recent.contains(dispatch_id)
+            || (!self.held.is_empty() && self.held.values().any(|j| j.dispatch_id == dispatch_id))
+    }
+
+    /// A run of `job_name` executes, waits in the queue, or is held for its notBefore.
+    fn busy(&self, job_name: &str) -> bool {
+        self.queue.busy(job_name) || self.held_names.contains_key(job_name)
+    }
+
+    /// Takes the runs of `job_name` held for their notBefore out, earliest first.
+    fn take_held(&mut self, job_name: &str) -> Vec<Pending> {
+        if !self.held_names.contains_key(job_name) {
+            return Vec::new();
+        }
+        let keys: Vec<(i64, u64)> = self
+            .held
+            .iter()
+            .filter(|(_, job)| job.job_name == job_name)
+            .map(|(k, _)| *k)
+            .collect();
+        self.held_names.remove(job_name);
+        keys.into_iter()
+            .filter_map(|k| self.held.remove(&k))
+            .map(|job| job.item)
+            .collect()
     }
 
     /// A record not run because of its job's overlap policy (skipped, or a waiting run replaced)
@@ -261,6 +349,73 @@ impl WorkerState {
     pub fn decided(&mut self, ticket: &Ticket, dispatch_id: &str) {
         self.recent.insert(dispatch_id);
         self.finish_offset(ticket);
+    }
+
+    /// Queues `job` unless its `notBefore` (or that of a held earlier run of its name) is later
+    /// than `now_ms`.
+    fn queue_or_hold(&mut self, job: Queued<Pending>, not_before_ms: Option<i64>, now_ms: i64) {
+        let after_held = self.held_names.get(&job.job_name).map(|(_, at)| *at);
+        let at = match (not_before_ms, after_held) {
+            (None, None) => None,
+            (a, b) => a.max(b),
+        };
+        match at {
+            Some(at) if at > now_ms => {
+                let entry = self
+                    .held_names
+                    .entry(job.job_name.clone())
+                    .or_insert((0, at));
+                entry.0 += 1;
+                entry.1 = entry.1.max(at);
+                self.held_arrivals += 1;
+                self.held.insert((at, self.held_arrivals), job);
+            }
+            _ => self.queue.push(job),
+        }
+    }
+
+    /// Moves the held records whose `notBefore` is at or before `now_ms` into the queue (earliest
+    /// first); returns the next `notBefore` still held.
+    pub fn release_held(&mut self, now_ms: i64) -> Option<i64> {
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > now_ms {
+                return Some(entry.key().0);
+            }
+            let job = entry.remove();
+            self.forget_held_name(&job.job_name);
+            self.queue.push(job);
+        }
+        None
+    }
+
+    /// Records held for their `notBefore`.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn forget_held_name(&mut self, name: &str) {
+        if let Some(entry) = self.held_names.get_mut(name) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                self.held_names.remove(name);
+            }
+        }
+    }
+
+    /// Drops the held records `drop` says yes to; returns how many.
+    fn drop_held(&mut self, mut drop: impl FnMut(&Pending) -> bool) -> usize {
+        let keys: Vec<(i64, u64)> = self
+            .held
+            .iter()
+            .filter(|(_, job)| drop(&job.item))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &keys {
+            if let Some(job) = self.held.remove(key) {
+                self.forget_held_name(&job.job_name);
+            }
+        }
+        keys.len()
     }
 
     /// The next job for a free executor, if any may start.
@@ -348,15 +503,19 @@ impl WorkerState {
         }
     }
 
-    /// Jobs waiting in the local queue.
+    /// Jobs waiting in the local queue, and the held ones (waiting for their `notBefore`) beyond
+    /// the first [`MAX_HELD`]: what counts against `--prefetch`. Up to `MAX_HELD` held records do
+    /// not, so records that arrived early (a dispatcher's shutdown sends its waiting ones at once)
+    /// do not stop the fetching of the partition's other jobs; more than that do, which bounds
+    /// the memory they take.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.held.len().saturating_sub(MAX_HELD)
     }
 
     /// Drops every waiting job (shutdown: nothing new starts; uncommitted records are read again by
     /// the next owner). Returns how many.
     pub fn drop_queue(&mut self) -> usize {
-        self.queue.retain(|_| false)
+        self.queue.retain(|_| false) + self.drop_held(|_| true)
     }
 }
 
@@ -377,6 +536,7 @@ mod tests {
             job: name.into(),
             cron_time: "* * * * *".into(),
             dispatch_id: format!("{name}@{at}"),
+            not_before: None,
             scheduled_at: at,
             timeout_ms: None,
             max_attempts: None,
@@ -685,5 +845,138 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn jittered(partition: i32, offset: i64, name: &str, minute: u32, not_before: &str) -> Fetched {
+        let mut r = record(partition, offset, name, 0, minute);
+        let mut m: JobMessage = serde_json::from_slice(&r.value).unwrap();
+        m.not_before = Some(not_before.into());
+        r.value = serde_json::to_vec(&m).unwrap();
+        r
+    }
+
+    fn ms(text: &str) -> i64 {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    /// A record whose notBefore has not come waits aside: the others run meanwhile, its offset
+    /// holds the commit, and it runs once the time comes; a later run of the same job waits
+    /// behind it even without a notBefore of its own.
+    #[test]
+    fn a_run_does_not_start_before_its_not_before_and_blocks_no_other_job() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:05Z");
+        s.admit_at(jittered(0, 0, "spread", 0, "2026-11-26T03:00:20.250Z"), now);
+        s.admit_at(record(0, 1, "plain", 0, 0), now);
+        s.admit_at(record(0, 2, "spread", 0, 1), now);
+        assert_eq!(
+            (s.queued(), s.held()),
+            (1, 2),
+            "held records do not fill the prefetch"
+        );
+        assert_eq!(s.release_held(now), Some(ms("2026-11-26T03:00:20.250Z")));
+        let (t, m) = run_next(&mut s);
+        assert_eq!(m.job_name, "plain");
+        assert!(s.next_ready().is_none(), "spread waits for its notBefore");
+        s.finish(&t, &m, true);
+        assert_eq!(
+            s.to_commit(),
+            vec![(tp(0), 0)],
+            "commits stop before the held offset 0"
+        );
+        assert_eq!(
+            s.release_held(ms("2026-11-26T03:00:20.249Z")),
+            Some(ms("2026-11-26T03:00:20.250Z"))
+        );
+        assert!(s.next_ready().is_none());
+        assert_eq!(s.release_held(ms("2026-11-26T03:00:20.250Z")), None);
+        let (t0, m0) = run_next(&mut s);
+        assert_eq!(m0.dispatch_id, "spread@2026-11-26T03:00:00Z");
+        s.finish(&t0, &m0, true);
+        let (t2, m2) = run_next(&mut s);
+        assert_eq!(m2.dispatch_id, "spread@2026-11-26T03:01:00Z");
+        s.finish(&t2, &m2, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 3)]);
+    }
+
+    /// Old messages (no notBefore) and passed ones run at once; a notBefore too far after its slot
+    /// waits only the cap; an unreadable one is malformed; revoking drops held records.
+    #[test]
+    fn not_before_is_bounded_checked_and_dropped_with_its_partition() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0), tp(1)]);
+        let now = ms("2026-11-26T03:00:30Z");
+        s.admit_at(jittered(0, 0, "past", 0, "2026-11-26T03:00:10Z"), now);
+        s.admit_at(record(0, 1, "old", 0, 0), now);
+        assert_eq!(s.held(), 0);
+        s.admit_at(jittered(1, 0, "far", 0, "2026-11-27T00:00:00Z"), now);
+        assert_eq!(s.release_held(now), Some(ms("2026-11-26T03:10:00Z")));
+        let bad = jittered(0, 2, "bad", 0, "soon");
+        match s.admit_at(bad, now) {
+            Admission::Malformed { error, .. } => assert!(
+                error.starts_with(r#"notBefore "soon" is not an RFC 3339 instant"#),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        s.revoke(&[tp(1)]);
+        assert_eq!((s.held(), s.release_held(i64::MAX)), (0, None));
+        assert_eq!(s.drop_queue(), 2);
+    }
+
+    /// A run held for its notBefore is a waiting run to the overlap policies: `skip` skips a
+    /// newer run behind it, `replace` takes it out (reported as superseded) with the queued ones.
+    #[test]
+    fn held_runs_count_as_waiting_for_skip_and_replace() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:05Z");
+        let held = with_overlap(jittered(0, 0, "a", 0, "2026-11-26T03:00:40Z"), "skip");
+        assert_eq!(s.admit_at(held, now), Admission::Queued);
+        assert_eq!(s.held(), 1);
+        assert!(matches!(
+            s.admit_at(with_overlap(record(0, 1, "a", 0, 1), "skip"), now),
+            Admission::Skipped { .. }
+        ));
+        // A copy of the held record is not "skipped": it is the same run.
+        let copy = with_overlap(jittered(0, 2, "a", 0, "2026-11-26T03:00:40Z"), "skip");
+        assert_eq!(s.admit_at(copy, now), Admission::Queued);
+
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let held = with_overlap(jittered(0, 0, "b", 0, "2026-11-26T03:00:40Z"), "replace");
+        assert_eq!(s.admit_at(held, now), Admission::Queued);
+        let Admission::Replacing {
+            running,
+            superseded,
+            ..
+        } = s.admit_at(with_overlap(record(0, 1, "b", 0, 1), "replace"), now)
+        else {
+            panic!("a newer replace run replaces the held one")
+        };
+        assert!(!running);
+        let offsets: Vec<i64> = superseded.iter().map(|(t, _)| t.offset).collect();
+        assert_eq!(offsets, vec![0]);
+        assert_eq!(s.held(), 0, "the replaced run is no longer held");
+        let (_, m) = run_next(&mut s);
+        assert_eq!(m.scheduled_at, "2026-11-26T03:01:00Z");
+    }
+
+    /// Held records beyond MAX_HELD count against the prefetch (bounded memory); fewer do not.
+    #[test]
+    fn held_records_beyond_the_allowance_count_against_the_prefetch() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:00Z");
+        for i in 0..MAX_HELD + 5 {
+            let r = jittered(0, i as i64, &format!("j{i}"), 0, "2026-11-26T03:05:00Z");
+            assert_eq!(s.admit_at(r, now), Admission::Queued);
+        }
+        assert_eq!((s.held(), s.queued()), (MAX_HELD + 5, 5));
+        assert_eq!(s.release_held(ms("2026-11-26T03:05:00Z")), None);
+        assert_eq!((s.held(), s.queued()), (0, MAX_HELD + 5));
     }
 }

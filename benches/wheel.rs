@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use cronq::clock::Minute;
 use cronq::cron::CronExpr;
-use cronq::dispatcher::{Dispatch, Scheduler};
+use cronq::dispatcher::{Dispatch, JobRef, Scheduler};
 use cronq::schedule::{JobSpec, Schedule};
 use cronq::wheel::{JobId, Wheel};
 
@@ -124,8 +124,9 @@ struct JobSet {
     /// baselines given the same sharing: (saffron expression, cronq expression, the members'
     /// ranks in dispatch order, ascending).
     groups: Vec<(saffron::Cron, Arc<CronExpr>, Vec<u32>)>,
-    /// The jobs' settings in dispatch order (priority descending, then name).
-    by_rank: Vec<Arc<JobSpec>>,
+    /// The jobs' settings in dispatch order (priority descending, then name), as one shared table
+    /// like the Scheduler's: the grouped baselines' records name a job by its rank in it.
+    by_rank: Arc<[Arc<JobSpec>]>,
     /// Whether no two jobs share an expression (then grouped = ungrouped).
     unique: bool,
     /// Every job's expression compiled again by cronq, one allocation per job in job order as the
@@ -226,11 +227,11 @@ fn naive_minute(saffron: &[saffron::Cron], minute: Minute, due: &mut Vec<u32>) -
 }
 
 /// The grouped baselines' output, as the Scheduler's: the due ranks merged into dispatch order
-/// and a `Dispatch` record per job.
+/// and a `Dispatch` record per job, naming it by rank in the shared table.
 fn dispatch_records(
     due: &mut [u32],
     groups_hit: usize,
-    by_rank: &[Arc<JobSpec>],
+    by_rank: &Arc<[Arc<JobSpec>]>,
     slot: DateTime<Utc>,
     out: &mut Vec<Dispatch>,
 ) {
@@ -239,7 +240,7 @@ fn dispatch_records(
     }
     out.clear();
     out.extend(due.iter().map(|&rank| Dispatch {
-        spec: Arc::clone(&by_rank[rank as usize]),
+        spec: JobRef::in_table(by_rank, rank as usize).expect("ranks index the table"),
         scheduled_at: slot,
         lease: None,
     }));
@@ -273,7 +274,7 @@ fn naive_grouped_minute(
 struct HeapGroupedSim {
     heap: BinaryHeap<Reverse<(i64, u32)>>,
     groups: Vec<(Arc<CronExpr>, Vec<u32>)>,
-    by_rank: Vec<Arc<JobSpec>>,
+    by_rank: Arc<[Arc<JobSpec>]>,
     now: Minute,
     due: Vec<u32>,
     out: Vec<Dispatch>,

@@ -76,7 +76,8 @@ fn encoded(
             catchup: cronq::schedule::Catchup::All,
             catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW,
             shard: 0,
-        }),
+        })
+        .into(),
         scheduled_at: slot,
         lease: None,
     };

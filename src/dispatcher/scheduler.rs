@@ -462,8 +462,9 @@ impl Scheduler {
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
-        // The first groups' records and dense expressions, then what those lead to (the loop
-        // below asks ahead for the rest; a small minute is all head).
+        // The first groups' records and dense expressions (the loop below asks ahead for the
+        // rest; a small minute is all head). What a record leads to is asked for only in the
+        // loop, once the record has arrived: reading it here would wait for it.
         let (groups, exprs) = (&self.groups, &self.exprs);
         let fetch_records = |id: JobId| prefetch(&groups[id.0 as usize]);
         let fetch_behind = |id: JobId| {
@@ -475,9 +476,8 @@ impl Scheduler {
         for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
             fetch_records(id);
         }
-        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
-            fetch_behind(id);
-        }
+        // Whether a group of several jobs was due: only then are the ranks not in order already.
+        let mut shared = false;
         for (i, &(id, at)) in due_groups.iter().enumerate() {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
             if let Some(&(ahead, _)) = due_groups.get(i + 2 * PREFETCH_AHEAD) {
@@ -488,6 +488,7 @@ impl Scheduler {
             }
             let group = &groups[id.0 as usize];
             let members = members_of(&self.members, group);
+            shared |= group.len > 1;
             let next = match &group.hot {
                 Some(cron) => cron.next_after(slot).map(Minute::containing),
                 None => next_minute_from(&exprs[id.0 as usize], slot),
@@ -508,11 +509,12 @@ impl Scheduler {
                 self.scheduled -= group.len as usize;
             }
         }
-        if self.due_groups.len() > 1 {
-            // Each group's members are ascending runs (in ascending order already when every
-            // group holds one job); the stable sort merges runs, in one pass over sorted ones.
-            self.due_jobs.sort();
+        if shared && self.due_groups.len() > 1 {
+            // Each group's members are ascending runs; merge them. (Groups of one job, taken in
+            // id order, hand out their ranks in order.) Ranks are distinct: stability is moot.
+            self.due_jobs.sort_unstable();
         }
+        debug_assert!(self.due_jobs.is_sorted(), "ranks out of dispatch order");
         let jobs = &self.jobs;
         out.extend(self.due_jobs.iter().map(|&rank| Dispatch {
             // Ranks index `jobs` (see `Scheduler::new`).
@@ -728,6 +730,40 @@ mod tests {
         assert!(same.diff.is_empty());
         assert!(same.install(&mut running).is_none());
         assert_eq!(running.next_run("b"), Some(Minute(start.0 + 8)));
+    }
+
+    /// A dispatch names its job in the job table of the version that fired it: after a reload
+    /// that changed the job, it still reads (and keeps alive) the settings it fired with.
+    #[test]
+    fn a_dispatch_reads_the_settings_it_fired_with_after_a_reload() {
+        let version = |payload: &str| {
+            let json = format!(
+                r#"{{"jobs": [{{"jobName":"a","job":"{payload}","cronTime":"* * * * *"}}]}}"#
+            );
+            parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+        };
+        let start = Minute(29_000_000);
+        let mut scheduler = Scheduler::new(version("v1"), start);
+        let mut before = Vec::new();
+        scheduler.run_minute(Minute(start.0 + 1), &mut before);
+        scheduler.apply(version("v2"));
+        let mut after = Vec::new();
+        scheduler.run_minute(Minute(start.0 + 2), &mut after);
+        let fired = |out: &[Dispatch]| {
+            out.iter()
+                .map(|d| (d.spec.name.clone(), d.spec.job.clone(), d.dispatch_id()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fired(&before),
+            [("a".into(), "v1".into(), "a@2025-02-19T21:21:00Z".into())]
+        );
+        assert_eq!(
+            fired(&after),
+            [("a".into(), "v2".into(), "a@2025-02-19T21:22:00Z".into())]
+        );
+        assert_ne!(before[0].spec, after[0].spec, "compared as settings");
+        assert_eq!(before[0].spec, JobRef::from(Arc::clone(before[0].spec.arc())));
     }
 
     /// The name index is re-keyed on reload, so replaced settings are freed, not pinned by it.

@@ -78,7 +78,9 @@ pub struct JobRef {
 impl JobRef {
     /// The job at `index` of `table`, if there is one.
     pub fn in_table(table: &Arc<[Arc<JobSpec>]>, index: usize) -> Option<JobRef> {
-        let index = u32::try_from(index).ok().filter(|&i| (i as usize) < table.len())?;
+        let index = u32::try_from(index)
+            .ok()
+            .filter(|&i| (i as usize) < table.len())?;
         Some(JobRef {
             table: Arc::clone(table),
             index,
@@ -763,7 +765,10 @@ mod tests {
             [("a".into(), "v2".into(), "a@2025-02-19T21:22:00Z".into())]
         );
         assert_ne!(before[0].spec, after[0].spec, "compared as settings");
-        assert_eq!(before[0].spec, JobRef::from(Arc::clone(before[0].spec.arc())));
+        assert_eq!(
+            before[0].spec,
+            JobRef::from(Arc::clone(before[0].spec.arc()))
+        );
     }
 
     /// The name index is re-keyed on reload, so replaced settings are freed, not pinned by it.

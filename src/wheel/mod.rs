@@ -398,9 +398,10 @@ impl Wheel {
     /// ```
     pub fn scheduled_at(&self, job: JobId) -> Option<Minute> {
         if !self.tracked {
-            let mut filed = self.levels.iter().flat_map(|level| {
-                (0..SLOTS).flat_map(move |slot| level.slot(slot).iter())
-            });
+            let mut filed = self
+                .levels
+                .iter()
+                .flat_map(|level| (0..SLOTS).flat_map(move |slot| level.slot(slot).iter()));
             return filed
                 .find(|entry| entry.job == job.0)
                 .or_else(|| self.overflow.values().flatten().find(|e| e.job == job.0))
@@ -810,11 +811,7 @@ impl fmt::Debug for Wheel {
             .field("overflow_minutes", &self.overflow.len());
         if self.entries() <= LIST_MAX {
             let describe = |place: String, entry: &Entry| {
-                let stale = if self.live(entry) {
-                    ""
-                } else {
-                    " (stale)"
-                };
+                let stale = if self.live(entry) { "" } else { " (stale)" };
                 format!(
                     "{place}: job {} at {} gen {}{stale}",
                     entry.job, entry.at, entry.generation
@@ -1543,7 +1540,10 @@ mod tests {
                 visited.extend_from_slice(batch);
                 true
             });
-            let mut expected: Due = model.iter().map(|(&j, &at)| (JobId(j), Minute(at))).collect();
+            let mut expected: Due = model
+                .iter()
+                .map(|(&j, &at)| (JobId(j), Minute(at)))
+                .collect();
             expected.sort_by_key(|&(job, at)| (at, job));
             prop_assert_eq!(visited, expected);
         }

@@ -61,7 +61,7 @@ async fn cronq_run(broker: &str, jobs: usize) -> Timed {
         .iter()
         .take(WARM_UP)
         .map(|job| cronq::dispatcher::Dispatch {
-            spec: Arc::clone(&job.spec),
+            spec: Arc::clone(&job.spec).into(),
             scheduled_at: slot - chrono::Duration::minutes(1),
             lease: None,
         })

@@ -80,7 +80,8 @@ fn encoded(
             max_attempts: None,
             overlap: None,
             jitter: None,
-        }),
+        })
+        .into(),
         scheduled_at: slot,
         lease: None,
     };

@@ -788,7 +788,7 @@ impl Pauses {
                 }
                 for scheduled_at in paused_slots_sent(&job.spec, &job.expr, record, *end, at) {
                     out.push(Dispatch {
-                        spec: Arc::clone(&job.spec),
+                        spec: Arc::clone(&job.spec).into(),
                         scheduled_at,
                         lease: None,
                     });

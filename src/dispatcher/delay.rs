@@ -388,7 +388,7 @@ mod tests {
 
     fn dispatch(spec: &Arc<JobSpec>, lease: Option<&Arc<Lease>>) -> Dispatch {
         Dispatch {
-            spec: Arc::clone(spec),
+            spec: Arc::clone(spec).into(),
             scheduled_at: slot(),
             lease: lease.map(|l| LeaseRef(Arc::clone(l))),
         }

@@ -10,9 +10,14 @@
 //! ```text
 //!  Schedule ──► jobs, in dispatch order (priority desc, then name): a job's index is its rank
 //!            └► groups by (cronTime, zone): expression + member ranks ascending ──► Wheel (one entry per group)
-//!  run_minute: Wheel::advance ──► due groups ──► members merged by rank ──► Dispatch records
+//!  run_minute: Wheel::advance ──► due groups by id ──► members merged by rank ──► Dispatch records
 //!                                           └──► group reinserted at its next instant
 //! ```
+//!
+//! A [`Dispatch`] names its job by rank in the scheduler's job table ([`JobRef`]: one shared `Arc`
+//! of the table, whose count lives in one hot cache line), not by its own `Arc<JobSpec>`: making a
+//! minute's records then reads nothing per job (a job's settings sit at a random place among a
+//! million), and the consumer that encodes the record reads the settings once.
 //!
 //! Invariant: every group that can still fire sits in the wheel at its expression's first instant
 //! strictly after [`Scheduler::processed`], the last minute whose due jobs were handed out. The
@@ -22,6 +27,8 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -35,11 +42,95 @@ use crate::schedule::diff::Diff;
 use crate::schedule::{JobSpec, Schedule};
 use crate::wheel::{JobId, Wheel};
 
+/// A job's settings as a [`Dispatch`] holds them: the job's place in the job table of the schedule
+/// version that fired it. Reads like `&JobSpec` (`dispatch.spec.name`), compares and prints as the
+/// settings, and keeps that table alive (the settings of a job that a reload changed or removed
+/// stay readable until its last dispatch is dropped).
+///
+/// Making one costs an increment of the table's reference count (the same cache line for every
+/// dispatch of a minute), where an `Arc<JobSpec>` of its own cost a load of the job's pointer and
+/// an increment at the job's settings: two cache misses per dispatch in a large schedule.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cronq::dispatcher::JobRef;
+/// # let spec = |name: &str| cronq::schedule::JobSpec {
+/// #     name: name.into(), priority: 0, job: "run".into(), cron_time: "* * * * *".into(),
+/// #     timezone: chrono_tz::UTC, topic: None, enabled: true,
+/// #     catchup: cronq::schedule::Catchup::All,
+/// #     catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW, shard: 0,
+/// # };
+///
+/// let table: Arc<[Arc<cronq::schedule::JobSpec>]> = Arc::new([Arc::new(spec("a")), Arc::new(spec("b"))]);
+/// let b = JobRef::in_table(&table, 1).unwrap();
+/// assert_eq!(b.name, "b");
+/// assert!(JobRef::in_table(&table, 2).is_none());
+/// // A job's own `Arc` makes a table of one.
+/// assert_eq!(JobRef::from(Arc::clone(&table[1])), b);
+/// ```
+#[derive(Clone)]
+pub struct JobRef {
+    table: Arc<[Arc<JobSpec>]>,
+    /// Always `< table.len()`.
+    index: u32,
+}
+
+impl JobRef {
+    /// The job at `index` of `table`, if there is one.
+    pub fn in_table(table: &Arc<[Arc<JobSpec>]>, index: usize) -> Option<JobRef> {
+        let index = u32::try_from(index)
+            .ok()
+            .filter(|&i| (i as usize) < table.len())?;
+        Some(JobRef {
+            table: Arc::clone(table),
+            index,
+        })
+    }
+
+    /// The job's own `Arc`, for a holder that outlives the dispatch and should not keep the whole
+    /// table alive.
+    pub fn arc(&self) -> &Arc<JobSpec> {
+        &self.table[self.index as usize]
+    }
+}
+
+impl Deref for JobRef {
+    type Target = JobSpec;
+
+    fn deref(&self) -> &JobSpec {
+        self.arc()
+    }
+}
+
+impl From<Arc<JobSpec>> for JobRef {
+    fn from(spec: Arc<JobSpec>) -> JobRef {
+        JobRef {
+            table: Arc::new([spec]),
+            index: 0,
+        }
+    }
+}
+
+impl PartialEq for JobRef {
+    fn eq(&self, other: &JobRef) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for JobRef {}
+
+impl fmt::Debug for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// One due job for one slot: what goes to the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {
-    /// The job's settings at the time it fired.
-    pub spec: Arc<JobSpec>,
+    /// The job's settings at the time it fired (`dispatch.spec.name`; `JobRef::from(arc)` makes
+    /// one from an `Arc<JobSpec>`).
+    pub spec: JobRef,
     /// The slot: the instant the job was due.
     pub scheduled_at: DateTime<Utc>,
     /// The shard lease the dispatch is accounted to (its ack moves the shard's cursor); `None`
@@ -80,8 +171,9 @@ struct Group {
 pub struct Scheduler {
     /// One entry per group that can still fire, keyed by the group's index.
     wheel: Wheel,
-    /// Enabled jobs in dispatch order: highest priority first, then by name.
-    jobs: Vec<Arc<JobSpec>>,
+    /// Enabled jobs in dispatch order: highest priority first, then by name. Shared with every
+    /// [`Dispatch`] made from it ([`JobRef`]).
+    jobs: Arc<[Arc<JobSpec>]>,
     groups: Vec<Group>,
     /// Each group's full expression, in group order: read by a due group without a
     /// [`Group::hot`] copy, and by [`skip_until`](Self::skip_until).
@@ -136,17 +228,15 @@ fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minut
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
-/// records (with their dense expressions) `2 * PREFETCH_AHEAD` ahead, a lone member's job pointer
-/// (and the full expression of a group without a dense copy) `PREFETCH_AHEAD` ahead; likewise the
-/// jobs' pointers and settings when it makes the dispatch records.
+/// records (with their dense expressions) `2 * PREFETCH_AHEAD` ahead, the full expression of a
+/// group without a dense copy `PREFETCH_AHEAD` ahead.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Hints the CPU to start loading the cache lines of `*value` (no effect on results).
 ///
-/// The due groups and jobs of a minute sit at random places among a million; a cron evaluation
-/// takes long enough that the next group's expression can be loaded meanwhile, instead of the
-/// evaluation stalling on it. Without such a hint each due job costs several dependent cache
-/// misses (its group, its expression, its settings' reference count), more than the evaluation.
+/// The due groups of a minute sit at random places among a million; a cron evaluation takes long
+/// enough that the next group's record can be loaded meanwhile, instead of the evaluation stalling
+/// on it.
 #[inline(always)]
 #[allow(unsafe_code)]
 fn prefetch<T>(value: *const T) {
@@ -163,13 +253,6 @@ fn prefetch<T>(value: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
-}
-
-/// Hints the CPU to load the reference count of `spec` (an `Arc` keeps its counts in the 16
-/// bytes before the value), which making a [`Dispatch`] increments.
-#[inline(always)]
-fn prefetch_count(spec: &Arc<JobSpec>) {
-    prefetch(Arc::as_ptr(spec).cast::<u8>().wrapping_sub(16));
 }
 
 /// Files group `id` at `next`, computed by [`next_minute`] from minute `after`.
@@ -206,7 +289,8 @@ impl Scheduler {
             a_order.cmp(b_order).then_with(|| a.name.cmp(&b.name))
         });
 
-        let mut wheel = Wheel::new(processed);
+        // Groups are only ever reinserted after the wheel handed them out: no job table needed.
+        let mut wheel = Wheel::append_only(processed);
         let mut jobs = Vec::with_capacity(enabled.len());
         // Groups are numbered in the order of their first member's rank.
         let mut group_of: HashMap<(&str, Tz), u32> = HashMap::new();
@@ -255,7 +339,7 @@ impl Scheduler {
         drop(enabled);
         Scheduler {
             wheel,
-            jobs,
+            jobs: jobs.into(),
             groups,
             exprs,
             members,
@@ -373,29 +457,29 @@ impl Scheduler {
         self.wheel.advance(minute, &mut self.due_groups);
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
+        // By id, which is the order of each group's first rank: groups of one job (all of them,
+        // with no two expressions alike) then yield their ranks in order, and the records are
+        // read in address order.
+        self.due_groups.sort_unstable_by_key(|&(id, _)| id);
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
-        // The first groups' records and dense expressions, then what those lead to (the loop
-        // below asks ahead for the rest; a small minute is all head).
+        // The first groups' records and dense expressions (the loop below asks ahead for the
+        // rest; a small minute is all head). What a record leads to is asked for only in the
+        // loop, once the record has arrived: reading it here would wait for it.
         let (groups, exprs) = (&self.groups, &self.exprs);
         let fetch_records = |id: JobId| prefetch(&groups[id.0 as usize]);
         let fetch_behind = |id: JobId| {
-            let group = &groups[id.0 as usize];
             // Only a group without a dense copy reads its full expression.
-            if group.hot.is_none() {
+            if groups[id.0 as usize].hot.is_none() {
                 prefetch(Arc::as_ptr(&exprs[id.0 as usize]));
-            }
-            if group.len == 1 {
-                prefetch(&self.jobs[group.first as usize]);
             }
         };
         for &(id, _) in due_groups.iter().take(2 * PREFETCH_AHEAD) {
             fetch_records(id);
         }
-        for &(id, _) in due_groups.iter().take(PREFETCH_AHEAD) {
-            fetch_behind(id);
-        }
+        // Whether a group of several jobs was due: only then are the ranks not in order already.
+        let mut shared = false;
         for (i, &(id, at)) in due_groups.iter().enumerate() {
             debug_assert_eq!(at, minute, "a group surfaced at the wrong minute");
             if let Some(&(ahead, _)) = due_groups.get(i + 2 * PREFETCH_AHEAD) {
@@ -406,6 +490,7 @@ impl Scheduler {
             }
             let group = &groups[id.0 as usize];
             let members = members_of(&self.members, group);
+            shared |= group.len > 1;
             let next = match &group.hot {
                 Some(cron) => cron.next_after(slot).map(Minute::containing),
                 None => next_minute_from(&exprs[id.0 as usize], slot),
@@ -426,28 +511,22 @@ impl Scheduler {
                 self.scheduled -= group.len as usize;
             }
         }
-        if self.due_groups.len() > 1 {
-            // Each group's members are ascending runs; the stable sort merges runs.
-            self.due_jobs.sort();
+        if shared && self.due_groups.len() > 1 {
+            // Each group's members are ascending runs; merge them. (Groups of one job, taken in
+            // id order, hand out their ranks in order.) Ranks are distinct: stability is moot.
+            self.due_jobs.sort_unstable();
         }
-        out.reserve(self.due_jobs.len());
+        debug_assert!(self.due_jobs.is_sorted(), "ranks out of dispatch order");
         let jobs = &self.jobs;
-        for &rank in self.due_jobs.iter().take(PREFETCH_AHEAD) {
-            prefetch_count(&jobs[rank as usize]);
-        }
-        for (i, &rank) in self.due_jobs.iter().enumerate() {
-            if let Some(&ahead) = self.due_jobs.get(i + 2 * PREFETCH_AHEAD) {
-                prefetch(&jobs[ahead as usize]);
-            }
-            if let Some(&ahead) = self.due_jobs.get(i + PREFETCH_AHEAD) {
-                prefetch_count(&jobs[ahead as usize]);
-            }
-            out.push(Dispatch {
-                spec: Arc::clone(&jobs[rank as usize]),
-                scheduled_at: slot,
-                lease: None,
-            });
-        }
+        out.extend(self.due_jobs.iter().map(|&rank| Dispatch {
+            // Ranks index `jobs` (see `Scheduler::new`).
+            spec: JobRef {
+                table: Arc::clone(jobs),
+                index: rank,
+            },
+            scheduled_at: slot,
+            lease: None,
+        }));
     }
 
     /// The longest `catchupWindow` of the scheduled jobs, in minutes: slots older than this are
@@ -657,6 +736,43 @@ mod tests {
         assert!(same.diff.is_empty());
         assert!(same.install(&mut running).is_none());
         assert_eq!(running.next_run("b"), Some(Minute(start.0 + 8)));
+    }
+
+    /// A dispatch names its job in the job table of the version that fired it: after a reload
+    /// that changed the job, it still reads (and keeps alive) the settings it fired with.
+    #[test]
+    fn a_dispatch_reads_the_settings_it_fired_with_after_a_reload() {
+        let version = |payload: &str| {
+            let json = format!(
+                r#"{{"jobs": [{{"jobName":"a","job":"{payload}","cronTime":"* * * * *"}}]}}"#
+            );
+            parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+        };
+        let start = Minute(29_000_000);
+        let mut scheduler = Scheduler::new(version("v1"), start);
+        let mut before = Vec::new();
+        scheduler.run_minute(Minute(start.0 + 1), &mut before);
+        scheduler.apply(version("v2"));
+        let mut after = Vec::new();
+        scheduler.run_minute(Minute(start.0 + 2), &mut after);
+        let fired = |out: &[Dispatch]| {
+            out.iter()
+                .map(|d| (d.spec.name.clone(), d.spec.job.clone(), d.dispatch_id()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fired(&before),
+            [("a".into(), "v1".into(), "a@2025-02-19T21:21:00Z".into())]
+        );
+        assert_eq!(
+            fired(&after),
+            [("a".into(), "v2".into(), "a@2025-02-19T21:22:00Z".into())]
+        );
+        assert_ne!(before[0].spec, after[0].spec, "compared as settings");
+        assert_eq!(
+            before[0].spec,
+            JobRef::from(Arc::clone(before[0].spec.arc()))
+        );
     }
 
     /// The name index is re-keyed on reload, so replaced settings are freed, not pinned by it.

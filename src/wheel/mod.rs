@@ -20,6 +20,11 @@
 //! Removal is lazy: the job table holds, per job, the minute it is scheduled at and a generation
 //! number; a slot entry whose (minute, generation) no longer matches is stale and is dropped when it
 //! surfaces, or in a sweep once stale entries outnumber half the live ones.
+//!
+//! A caller that never removes or reschedules (it only inserts a job that is not scheduled: a new
+//! one, or one just handed out) needs no job table at all: [`Wheel::append_only`] keeps none, so a
+//! due entry costs no look-up at a random place in a table of 16 bytes per job. The dispatcher's
+//! `Scheduler` is such a caller (a reload builds a new one).
 
 mod level;
 
@@ -181,6 +186,9 @@ pub struct Wheel {
     len: usize,
     /// Entries that are no longer live but still filed somewhere.
     stale: usize,
+    /// `false` for an [append-only](Wheel::append_only) wheel, whose entries are all live. Its
+    /// `jobs` table is then kept in debug builds only, to check the caller keeps the contract.
+    tracked: bool,
 }
 
 impl Wheel {
@@ -205,7 +213,51 @@ impl Wheel {
             jobs: Vec::new(),
             len: 0,
             stale: 0,
+            tracked: true,
         }
+    }
+
+    /// An empty wheel for a caller that never removes or reschedules a job: it inserts only jobs
+    /// that are not scheduled (new ones, or ones [`advance`](Wheel::advance) just handed out).
+    ///
+    /// Such a wheel never holds a stale entry, so it keeps no per-job table: inserting and handing
+    /// out an entry touch only the slots (the table is a random access per due job once it outgrows
+    /// the cache). The price: inserting a job that is still scheduled files a second entry, and
+    /// the job is handed out twice (debug builds panic instead); [`remove`](Wheel::remove) is not
+    /// available, and [`scheduled_at`](Wheel::scheduled_at) searches the entries.
+    ///
+    /// ```
+    /// use cronq::clock::Minute;
+    /// use cronq::wheel::{JobId, Wheel};
+    ///
+    /// let mut wheel = Wheel::append_only(Minute(0));
+    /// wheel.insert(JobId(0), Minute(5)).unwrap();
+    /// wheel.insert(JobId(1), Minute(3)).unwrap();
+    /// assert_eq!(wheel.scheduled_at(JobId(0)), Some(Minute(5)));
+    ///
+    /// let mut due = Vec::new();
+    /// wheel.advance(Minute(5), &mut due);
+    /// assert_eq!(due, [(JobId(1), Minute(3)), (JobId(0), Minute(5))]);
+    /// // Handed out, so no longer scheduled: inserting it again is allowed.
+    /// wheel.insert(JobId(0), Minute(9)).unwrap();
+    /// assert_eq!(wheel.len(), 1);
+    /// ```
+    pub fn append_only(now: Minute) -> Wheel {
+        Wheel {
+            tracked: false,
+            ..Wheel::new(now)
+        }
+    }
+
+    /// Whether the per-job table is kept: always, except on an append-only wheel in a release
+    /// build.
+    fn keeps_table(&self) -> bool {
+        self.tracked || cfg!(debug_assertions)
+    }
+
+    /// Whether `entry` is its job's current scheduling. Every entry of an append-only wheel is.
+    fn live(&self, entry: &Entry) -> bool {
+        !self.tracked || is_live(&self.jobs, entry)
     }
 
     /// The last minute processed (entries at or before it have been handed out).
@@ -227,8 +279,8 @@ impl Wheel {
     /// the caller.
     ///
     /// Inserting a job that is already scheduled replaces its previous time (the old entry becomes
-    /// stale). O(1) amortised: the job table grows to cover `job`, and an occasional sweep purges
-    /// stale entries.
+    /// stale), except on an [append-only](Wheel::append_only) wheel, where it must not happen. O(1)
+    /// amortised: the job table grows to cover `job`, and an occasional sweep purges stale entries.
     ///
     /// ```
     /// use cronq::clock::Minute;
@@ -255,11 +307,28 @@ impl Wheel {
                 })
             }
         };
+        if !self.keeps_table() {
+            self.len += 1;
+            let entry = Entry {
+                at: when,
+                job: job.0,
+                generation: 0,
+            };
+            self.file(entry, self.elapsed);
+            return Ok(());
+        }
         let index = job.0 as usize;
         if index >= self.jobs.len() {
             self.jobs.resize(index + 1, JobState::NEW);
         }
+        let tracked = self.tracked;
         let state = &mut self.jobs[index];
+        assert!(
+            tracked || state.at == UNSCHEDULED,
+            "append-only wheel: job {} inserted at minute {when} while scheduled at {}",
+            job.0,
+            state.at
+        );
         if state.at == when {
             // Rescheduling at the same minute (a reload that changed nothing): keep the entry.
             return Ok(());
@@ -298,7 +367,12 @@ impl Wheel {
     /// wheel.advance(Minute(10), &mut due);
     /// assert!(due.is_empty());
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// On an [append-only](Wheel::append_only) wheel, which cannot unschedule.
     pub fn remove(&mut self, job: JobId) -> Option<Minute> {
+        assert!(self.tracked, "Wheel::remove on an append-only wheel");
         let state = self.jobs.get_mut(job.0 as usize)?;
         if state.at == UNSCHEDULED {
             return None;
@@ -310,7 +384,8 @@ impl Wheel {
         Some(minute(at))
     }
 
-    /// When `job` is scheduled, if at all. O(1).
+    /// When `job` is scheduled, if at all. O(1); O(entries) on an [append-only](Wheel::append_only)
+    /// wheel, which searches its entries.
     ///
     /// ```
     /// use cronq::clock::Minute;
@@ -322,6 +397,16 @@ impl Wheel {
     /// assert_eq!(wheel.scheduled_at(JobId(9)), Some(Minute(42)));
     /// ```
     pub fn scheduled_at(&self, job: JobId) -> Option<Minute> {
+        if !self.tracked {
+            let mut filed = self
+                .levels
+                .iter()
+                .flat_map(|level| (0..SLOTS).flat_map(move |slot| level.slot(slot).iter()));
+            return filed
+                .find(|entry| entry.job == job.0)
+                .or_else(|| self.overflow.values().flatten().find(|e| e.job == job.0))
+                .map(|entry| minute(entry.at));
+        }
         self.jobs
             .get(job.0 as usize)
             .filter(|state| state.at != UNSCHEDULED)
@@ -478,7 +563,7 @@ impl Wheel {
             batch.extend(
                 entries
                     .iter()
-                    .filter(|entry| is_live(&self.jobs, entry))
+                    .filter(|entry| self.live(entry))
                     .map(|entry| (JobId(entry.job), minute(entry.at))),
             );
             if batch.is_empty() {
@@ -570,7 +655,9 @@ impl Wheel {
             return;
         }
         if entry.at == deadline {
-            self.jobs[entry.job as usize].at = UNSCHEDULED;
+            if self.keeps_table() {
+                self.jobs[entry.job as usize].at = UNSCHEDULED;
+            }
             self.len -= 1;
             due.push((JobId(entry.job), minute(entry.at)));
         } else {
@@ -635,9 +722,19 @@ impl Wheel {
     /// Checks every invariant in full (O(entries)); panics with the wheel's state on a violation.
     #[cfg(test)]
     fn check_invariants(&self) {
-        let mut live = vec![false; self.jobs.len()];
+        let ids = self
+            .levels
+            .iter()
+            .flat_map(|level| (0..SLOTS).flat_map(move |slot| level.slot(slot)))
+            .chain(self.overflow.values().flatten())
+            .map(|entry| entry.job as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.jobs.len());
+        let mut live = vec![false; ids];
+        let table = self.keeps_table();
         let mut mark_live = |entry: &Entry| {
-            if is_live(&self.jobs, entry) {
+            if !table || is_live(&self.jobs, entry) {
                 let seen = &mut live[entry.job as usize];
                 assert!(!*seen, "second live entry {entry:?}: {self:?}");
                 *seen = true;
@@ -672,7 +769,7 @@ impl Wheel {
                 mark_live(entry);
             }
         }
-        for (job, state) in self.jobs.iter().enumerate() {
+        for (job, state) in self.jobs.iter().enumerate().filter(|_| table) {
             let scheduled = state.at != UNSCHEDULED;
             assert_eq!(
                 scheduled, live[job],
@@ -714,11 +811,7 @@ impl fmt::Debug for Wheel {
             .field("overflow_minutes", &self.overflow.len());
         if self.entries() <= LIST_MAX {
             let describe = |place: String, entry: &Entry| {
-                let stale = if is_live(&self.jobs, entry) {
-                    ""
-                } else {
-                    " (stale)"
-                };
+                let stale = if self.live(entry) { "" } else { " (stale)" };
                 format!(
                     "{place}: job {} at {} gen {}{stale}",
                     entry.job, entry.at, entry.generation
@@ -1361,12 +1454,22 @@ mod tests {
     }
 
     /// Runs `ops` against the wheel and a map from job to minute, which must agree throughout.
-    fn agrees_with_model(start: i64, ops: &[Op]) -> Result<(), TestCaseError> {
-        let mut wheel = Wheel::new(Minute(start));
+    /// With `append_only`, on a [`Wheel::append_only`] wheel: the ops its contract rules out
+    /// (inserting a job that is scheduled, removing) are skipped.
+    fn agrees_with_model(start: i64, ops: &[Op], append_only: bool) -> Result<(), TestCaseError> {
+        let mut wheel = if append_only {
+            Wheel::append_only(Minute(start))
+        } else {
+            Wheel::new(Minute(start))
+        };
         let mut model: BTreeMap<u32, i64> = BTreeMap::new();
         let mut now = start;
         for op in ops {
             let to = match op {
+                Op::Insert(job, _) | Op::Remove(job) if append_only && model.contains_key(job) => {
+                    None
+                }
+                Op::Remove(_) if append_only => None,
                 Op::Insert(job, target) => {
                     let at = target.resolve(now);
                     let got = wheel.insert(JobId(*job), Minute(at));
@@ -1432,8 +1535,38 @@ mod tests {
                 }
                 (bound, earliest) => prop_assert!(false, "next_due {:?} vs {:?}", bound, earliest),
             }
+            let mut visited = Vec::new();
+            wheel.visit_in_order(|batch| {
+                visited.extend_from_slice(batch);
+                true
+            });
+            let mut expected: Due = model
+                .iter()
+                .map(|(&j, &at)| (JobId(j), Minute(at)))
+                .collect();
+            expected.sort_by_key(|&(job, at)| (at, job));
+            prop_assert_eq!(visited, expected);
         }
         Ok(())
+    }
+
+    /// An append-only wheel with a job inserted twice: debug builds refuse it (release builds
+    /// would file it twice, which is why the caller must not).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "append-only wheel: job 3 inserted at minute 20 while scheduled")]
+    fn append_only_wheel_refuses_a_scheduled_job_in_debug_builds() {
+        let mut wheel = Wheel::append_only(Minute(0));
+        insert(&mut wheel, 3, 10);
+        let _ = wheel.insert(JobId(3), Minute(20));
+    }
+
+    #[test]
+    #[should_panic(expected = "Wheel::remove on an append-only wheel")]
+    fn append_only_wheel_cannot_remove() {
+        let mut wheel = Wheel::append_only(Minute(0));
+        insert(&mut wheel, 3, 10);
+        wheel.remove(JobId(3));
     }
 
     proptest! {
@@ -1441,7 +1574,16 @@ mod tests {
 
         #[test]
         fn matches_a_simple_model(start in start(), ops in prop::collection::vec(op(), 1..200)) {
-            agrees_with_model(start, &ops)?;
+            agrees_with_model(start, &ops, false)?;
+        }
+
+        /// The same model, on an append-only wheel: every job inserted only while unscheduled.
+        #[test]
+        fn append_only_matches_a_simple_model(
+            start in start(),
+            ops in prop::collection::vec(op(), 1..200),
+        ) {
+            agrees_with_model(start, &ops, true)?;
         }
     }
 }

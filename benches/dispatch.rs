@@ -190,11 +190,14 @@ async fn raw_run(broker: &str, jobs: usize) -> Timed {
 struct Timed {
     wall: Duration,
     cpu: Duration,
+    /// CLOCK_MONOTONIC at start and stop, seconds: the window for `perf report --time`.
+    window: (f64, f64),
 }
 
 struct Timer {
     wall: Instant,
     cpu: Duration,
+    monotonic: f64,
 }
 
 impl Timer {
@@ -202,6 +205,7 @@ impl Timer {
         Timer {
             wall: Instant::now(),
             cpu: process_cpu(),
+            monotonic: monotonic(),
         }
     }
 
@@ -209,7 +213,27 @@ impl Timer {
         Timed {
             wall: self.wall.elapsed(),
             cpu: process_cpu().saturating_sub(self.cpu),
+            window: (self.monotonic, monotonic()),
         }
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds, the clock of `perf record -k CLOCK_MONOTONIC`.
+fn monotonic() -> f64 {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// The median of sorted `xs` (the mean of the middle two of an even count).
+fn median(xs: &[f64]) -> f64 {
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
 }
 
@@ -305,6 +329,7 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
     println!("dispatch on tansu ({engine}): {jobs} jobs due in one minute, until acked; raw rskafka in batches of {BATCH}, same broker, alternating");
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
+    let mut windows = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let (raw, cronq) = if round % 2 == 0 {
             let raw = rt.block_on(raw_run(broker, jobs));
@@ -315,6 +340,9 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
         };
         let ratio = rate(cronq) / rate(raw);
         ratios.push(ratio);
+        let window = |t: Timed| format!("{:.6},{:.6}", t.window.0, t.window.1);
+        windows.0.push(window(raw));
+        windows.1.push(window(cronq));
         let cpu_ratio = cronq.cpu.as_secs_f64() / raw.cpu.as_secs_f64();
         cpu_ratios.push(cpu_ratio);
         println!(
@@ -331,7 +359,7 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
     cpu_ratios.sort_by(f64::total_cmp);
     println!(
         "  {engine}: cronq/raw median {:.2}, range {:.2}-{:.2} over {rounds} rounds (target ≥ 0.80{}); client CPU cronq/raw median {:.2}×, range {:.2}-{:.2}",
-        ratios[ratios.len() / 2],
+        median(&ratios),
         ratios[0],
         ratios[ratios.len() - 1],
         if engine == "sqlite" {
@@ -339,16 +367,25 @@ fn compare(rt: &tokio::runtime::Runtime, engine: &str, broker: &str, jobs: usize
         } else {
             ""
         },
-        cpu_ratios[cpu_ratios.len() / 2],
+        median(&cpu_ratios),
         cpu_ratios[0],
         cpu_ratios[cpu_ratios.len() - 1],
     );
+    if std::env::var_os("DISPATCH_PROFILE").is_some() {
+        // For `perf record -k CLOCK_MONOTONIC` of this run: `perf report --time <windows>`.
+        println!("  raw windows: {}", windows.0.join(","));
+        println!("  cronq windows: {}", windows.1.join(","));
+    }
 }
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let jobs = if measuring { JOBS } else { SMOKE_JOBS };
-    let rounds = if measuring { 4 } else { 1 };
+    let rounds = match std::env::var("DISPATCH_ROUNDS") {
+        Ok(n) => n.parse().expect("DISPATCH_ROUNDS: a number of rounds"),
+        Err(_) if measuring => 4,
+        Err(_) => 1,
+    };
     let engines = std::env::var("DISPATCH_ENGINES").unwrap_or_else(|_| "sqlite,shm,memory".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,9 +16,9 @@
 //! four times (`DISPATCH_ROUNDS=N` for N), every pair's ratio is printed, and the median of the
 //! ratios (the mean of the middle two of an even count).
 //!
-//! On the memory engine (2 cores shared with other builds, load average 2.5-3.2) three runs gave
-//! cronq ÷ raw 0.55-1.10 per round, median 0.745 over 12 rounds, with cronq's client CPU 1.47× the
-//! baseline's (README, "Performance"): target ≥ 0.8, met in some runs, missed in others.
+//! On the memory engine (2 cores shared with other builds, load average 2.2-3.8) nine runs gave
+//! cronq ÷ raw 0.53-1.73 per round, median 0.77 (geometric mean 0.80) over 36 rounds, with cronq's
+//! client CPU 1.36× the baseline's (README, "Performance"): target ≥ 0.8, met in 3 of the 9 runs.
 //!
 //! `cargo bench --bench dispatch` measures 100 000 jobs (needs the test broker: `scripts/broker.sh
 //! install`); `cargo test --benches` runs a 2 000-job smoke pass. `DISPATCH_ENGINES=memory` runs one

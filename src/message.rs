@@ -214,8 +214,11 @@ impl JobRecord {
         value.extend_from_slice(br#"{"v":1,"jobName":"#);
         push_json_str(&mut value, name);
         value.extend_from_slice(br#","priority":"#);
+        let priority_at = value.len();
         // An integer into a Vec: cannot fail.
         let _ = serde_json::to_writer(&mut value, &spec.priority);
+        // The header's text is the value's: written once, without `fmt`.
+        let priority = value[priority_at..].to_vec();
         value.extend_from_slice(br#","job":"#);
         push_json_str(&mut value, &spec.job);
         value.extend_from_slice(br#","cronTime":"#);
@@ -234,10 +237,7 @@ impl JobRecord {
         // In key order: each insert lands at the end of the one leaf.
         let mut headers = BTreeMap::new();
         headers.insert(HEADER_DISPATCH_ID.to_string(), dispatch_id.into_bytes());
-        headers.insert(
-            HEADER_PRIORITY.to_string(),
-            spec.priority.to_string().into_bytes(),
-        );
+        headers.insert(HEADER_PRIORITY.to_string(), priority);
         headers.insert(
             HEADER_SCHEDULED_AT.to_string(),
             scheduled_at.as_bytes().to_vec(),

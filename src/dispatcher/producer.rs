@@ -818,14 +818,14 @@ async fn produce(
     // loading its job's settings, then its name and payload. Asked for ahead, they arrive while
     // the records before are encoded.
     for d in batch.iter().take(2 * PREFETCH_AHEAD) {
-        prefetch(Arc::as_ptr(&d.spec));
+        prefetch(Arc::as_ptr(d.spec.arc()));
     }
     let records: Vec<Record> = batch
         .iter()
         .enumerate()
         .map(|(i, d)| {
             if let Some(ahead) = batch.get(i + 2 * PREFETCH_AHEAD) {
-                prefetch(Arc::as_ptr(&ahead.spec));
+                prefetch(Arc::as_ptr(ahead.spec.arc()));
             }
             if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
                 prefetch(ahead.spec.name.as_ptr());

@@ -401,9 +401,27 @@ mod tests {
     /// How often the task reads the manual clock in these tests.
     const POLL: Duration = Duration::from_millis(2);
 
-    /// Gives the task the time to handle what it can (several of its polls).
+    /// Gives the task the time to handle what it can (several of its polls). Only where nothing
+    /// must happen: what must happen is waited for with [`until`] or a receive.
     async fn settle() {
         tokio::time::sleep(POLL * 5).await;
+    }
+
+    /// Waits until `done` holds, polling; panics after 10 s (a loaded machine, not a slow task).
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The next record out, waited for (10 s at most).
+    async fn next_out(out: &mut mpsc::Receiver<Dispatch>) -> Dispatch {
+        match tokio::time::timeout(Duration::from_secs(10), out.recv()).await {
+            Ok(Some(d)) => d,
+            other => panic!("no record came out: {other:?}"),
+        }
     }
 
     fn start(
@@ -438,24 +456,33 @@ mod tests {
             tx.send(d).await.unwrap();
         }
         tx.send(dispatch(&spec("plain", None), None)).await.unwrap();
-        settle().await;
-        assert_eq!(out.try_recv().unwrap().spec.name, "plain");
-        assert_eq!(queue.depth(), 20);
-        // Step the clock a second at a time; each record must come out once its notBefore passed,
-        // and not before.
+        assert_eq!(next_out(&mut out).await.spec.name, "plain");
+        until("20 records wait", || queue.depth() == 20).await;
+        // Step the clock a second at a time; every record whose notBefore passed must come out
+        // (the task polls the clock: waited for, with a generous bound for a loaded machine), and
+        // none before its time.
         let mut got = Vec::new();
         for _ in 0..61 {
             clock.advance(chrono::Duration::seconds(1));
+            let now = clock.now();
+            let due = expected.iter().filter(|(at, _)| *at <= now).count();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while got.len() < due {
+                match tokio::time::timeout_at(deadline, out.recv()).await {
+                    Ok(Some(d)) => {
+                        let at = nb(&d);
+                        assert!(at <= now, "{} left before {at}", d.spec.name);
+                        got.push((at, d.spec.name.clone()));
+                    }
+                    other => panic!(
+                        "{due} records were due by {now}, {} left ({other:?})",
+                        got.len()
+                    ),
+                }
+            }
             settle().await;
-            while let Ok(d) = out.try_recv() {
-                let at = nb(&d);
-                assert!(at <= clock.now(), "{} left before {at}", d.spec.name);
-                assert!(
-                    at > clock.now() - chrono::Duration::seconds(1),
-                    "{} left late",
-                    d.spec.name
-                );
-                got.push((at, d.spec.name.clone()));
+            if let Ok(d) = out.try_recv() {
+                panic!("{} left before {}", d.spec.name, nb(&d));
             }
         }
         assert_eq!(got, expected);
@@ -474,22 +501,27 @@ mod tests {
         let records: Vec<Dispatch> = (0..8)
             .map(|i| dispatch(&spec(&format!("j{i}"), jitter), None))
             .collect();
+        // 3 waiting in the heap, 2 in the input queue: the sixth does not fit, and its sender
+        // waits (for 2 s here, then gives up; the first five go in at once).
         let mut sent = 0;
         for d in records.iter().cloned() {
-            if tx.try_send(d).is_ok() {
-                sent += 1;
+            match tokio::time::timeout(Duration::from_secs(2), tx.send(d)).await {
+                Ok(result) => {
+                    result.unwrap();
+                    sent += 1;
+                }
+                Err(_) => break,
             }
-            settle().await;
         }
-        // 3 waiting in the heap, 2 in the input queue: the sixth does not fit.
-        assert_eq!((queue.depth(), sent), (3, 5));
-        clock.advance(chrono::Duration::seconds(61));
+        assert_eq!(sent, 5);
+        until("3 records wait", || queue.depth() == 3).await;
         settle().await;
+        assert_eq!(queue.depth(), 3, "no more than its capacity");
+        clock.advance(chrono::Duration::seconds(61));
         for d in records.iter().skip(5).cloned() {
             tx.send(d).await.unwrap();
         }
         drop(tx);
-        settle().await;
         let mut names: Vec<String> = Vec::new();
         while let Some(d) = out.recv().await {
             names.push(d.spec.name.clone());
@@ -517,8 +549,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        settle().await;
-        assert_eq!(queue.depth(), 3);
+        until("3 records wait", || queue.depth() == 3).await;
         assert_eq!(queue.flush(Some(vec![1])).await, 2);
         for _ in 0..2 {
             assert_eq!(out.try_recv().unwrap().lease.unwrap().0.shard(), 1);
@@ -529,11 +560,8 @@ mod tests {
         tx.send(dispatch(&spec(&name, jitter), Some(&a)))
             .await
             .unwrap();
-        settle().await;
-        assert!(
-            out.try_recv().is_ok(),
-            "after a shutdown flush nothing waits"
-        );
+        // After a shutdown flush nothing waits: it comes out although its offset is ahead.
+        assert_eq!(next_out(&mut out).await.spec.name, name);
         assert_eq!(queue.depth(), 0);
     }
 }

@@ -59,6 +59,7 @@ use crate::wheel::{JobId, Wheel};
 /// #     timezone: chrono_tz::UTC, topic: None, enabled: true,
 /// #     catchup: cronq::schedule::Catchup::All,
 /// #     catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW, shard: 0,
+/// #     timeout: None, max_attempts: None, overlap: None, jitter: None,
 /// # };
 ///
 /// let table: Arc<[Arc<cronq::schedule::JobSpec>]> = Arc::new([Arc::new(spec("a")), Arc::new(spec("b"))]);

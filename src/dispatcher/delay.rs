@@ -38,7 +38,7 @@ use crate::clock::Clock;
 use crate::message::SlotTexts;
 
 /// `--delay-capacity`'s default: a minute of a million jittered jobs waits without backpressure
-/// (48 bytes a record: 48 MB).
+/// (64 bytes a record: 64 MB).
 pub const DEFAULT_DELAY_CAPACITY: usize = 1_000_000;
 
 /// The longest the task sleeps before it reads the clock again (a drill or test clock may jump).

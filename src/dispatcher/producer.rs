@@ -42,6 +42,7 @@ use tracing::{debug, error, info, warn};
 
 use super::cursor::LeaseRef;
 use super::observe::{Observer, ProduceErrorKind};
+use super::scheduler::prefetch;
 use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
@@ -842,25 +843,6 @@ async fn produce(
 /// Records between the one being encoded and the one whose job's strings are asked for; twice
 /// that for the job's settings, which lead to the strings.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Hints the CPU to load the cache lines of `*value` (as the scheduler does for its due jobs).
-#[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch<T>(value: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = value.cast::<i8>();
-        for offset in (0..std::mem::size_of::<T>().max(1)).step_by(64) {
-            // SAFETY: a prefetch only hints the cache; it reads nothing the program sees and never
-            // faults, whatever the address. (It is `unsafe` only for its `sse` target feature,
-            // which every x86_64 CPU has.)
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
-}
 
 /// A record of a batch the broker refused for good, sent on its own: delivered, or dropped when it
 /// is the bad one; transient failures are retried.

@@ -10,17 +10,9 @@ KUBERNETES_VALIDATE=1.37.0
 CHECK_JSONSCHEMA=0.39.0
 VENV=target/deploy-venv
 
-apt_install() {
-  local sudo=""
-  if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
-  echo "==> installing $* (apt) for tests/deploy.rs"
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "$@"
-}
-
-command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
-command -v python3 >/dev/null 2>&1 || apt_install python3
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+command -v systemd-analyze >/dev/null 2>&1 || scripts/deps.sh only systemd
+command -v python3 >/dev/null 2>&1 || scripts/deps.sh only python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || scripts/deps.sh only python3-venv
 
 if [[ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE" ]] ||
   ! "$VENV/bin/check-jsonschema" --version 2>/dev/null | grep -q "$CHECK_JSONSCHEMA"; then

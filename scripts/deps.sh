@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # System packages the build and the tests need beyond the Rust toolchain, installed with apt when
-# missing:
-# - libssl-dev, pkg-config: librdkafka's TLS/SASL (rdkafka's `ssl` feature);
-# - with `test` as argument, chromium: the status pages are tested in a real headless browser.
+# missing, as root or through sudo:
+#   scripts/deps.sh              libssl-dev, pkg-config: librdkafka's TLS/SASL (rdkafka's `ssl` feature)
+#   scripts/deps.sh test         the same, plus chromium: the status pages are tested in a real
+#                                headless browser
+#   scripts/deps.sh only PKG...  just the named packages (scripts/deploy_tools.sh uses this)
 set -euo pipefail
-packages=(libssl-dev pkg-config)
-if [[ "${1:-}" == "test" ]]; then packages+=(chromium); fi
+case "${1:-}" in
+  "") packages=(libssl-dev pkg-config) ;;
+  test) packages=(libssl-dev pkg-config chromium) ;;
+  only) shift; packages=("$@") ;;
+  *) echo "usage: $0 [test | only PKG...]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -13,8 +19,11 @@ done
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
+# As root, apt-get runs directly; otherwise through sudo. `env` keeps DEBIAN_FRONTEND an
+# assignment in both cases (a bare `$sudo VAR=value cmd` with an empty $sudo runs `VAR=value` as a
+# command).
+as_root=()
+if [[ "$(id -u)" -ne 0 ]]; then as_root=(sudo); fi
 echo "==> installing ${missing[*]} (apt)"
-sudo=""
-if [[ "$(id -u)" -ne 0 ]]; then sudo="sudo"; fi
-$sudo apt-get update -qq
-$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -14,9 +14,9 @@ use super::Observer;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RunningJob {
-    /// Its jobName (cut to [`MAX_TEXT`]).
+    /// Its jobName (cut to [`MAX_TEXT`](super::MAX_TEXT)).
     pub job_name: String,
-    /// Its dispatchId (cut to [`MAX_TEXT`]).
+    /// Its dispatchId (cut to [`MAX_TEXT`](super::MAX_TEXT)).
     pub dispatch_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -66,7 +66,7 @@ pub struct RecentDeadLetter {
     pub at: DateTime<Utc>,
 }
 
-/// One bar of the pool chart: the largest values seen in [`POOL_BUCKET`].
+/// One bar of the pool chart: the largest values seen in [`POOL_BUCKET`](super::POOL_BUCKET).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSample {

@@ -1314,7 +1314,7 @@ fn run_dispatcher(args: RunArgs) -> Result<ExitCode, CliError> {
         sink,
         group,
         clock,
-        observer,
+        observer: observer.unwrap_or_else(Observer::disabled),
     };
     runtime.block_on(async move {
         let http = Http::start(args.http, site).await?;

@@ -48,7 +48,7 @@ pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
 pub async fn print_lines(
     mut rx: mpsc::Receiver<Dispatch>,
     default_topic: String,
-    observer: Option<std::sync::Arc<Observer>>,
+    observer: std::sync::Arc<Observer>,
 ) -> std::io::Result<u64> {
     // Not `stdout().lock()`: the guard is not Send and this future crosses awaits.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
@@ -60,12 +60,10 @@ pub async fn print_lines(
         while let Some(d) = next {
             writeln!(out, "{}", render(&d, &default_topic))?;
             written += 1;
-            if let Some(observer) = &observer {
-                let topic = d.spec.topic.as_deref().unwrap_or(&default_topic);
-                match printed.iter_mut().find(|(t, _, _)| t == topic) {
-                    Some((_, _, n)) => *n += 1,
-                    None => printed.push((topic.to_string(), observer.dispatched_to(topic), 1)),
-                }
+            let topic = d.spec.topic.as_deref().unwrap_or(&default_topic);
+            match printed.iter_mut().find(|(t, _, _)| t == topic) {
+                Some((_, _, n)) => *n += 1,
+                None => printed.push((topic.to_string(), observer.dispatched_to(topic), 1)),
             }
             next = rx.try_recv().ok();
         }

@@ -122,7 +122,7 @@ pub struct SlotLedger {
     /// The dispatcher's clock: skew is measured on it (a drill clock runs faster than the wall).
     clock: Arc<dyn Clock>,
     /// Gets the skew of every ack and each settled minute (the `--http` metrics and page).
-    observer: Option<Arc<Observer>>,
+    observer: Arc<Observer>,
 }
 
 impl std::fmt::Debug for SlotLedger {
@@ -143,14 +143,14 @@ impl SlotLedger {
         SlotLedger {
             slots: Mutex::default(),
             clock,
-            observer: None,
+            observer: Observer::disabled(),
         }
     }
 
     /// Reports skews and settled minutes to `observer`; the producer pool counts its deliveries
     /// and errors there too.
     pub fn with_observer(mut self, observer: Arc<Observer>) -> SlotLedger {
-        self.observer = Some(observer);
+        self.observer = observer;
         self
     }
 
@@ -159,9 +159,8 @@ impl SlotLedger {
         let skew = slot
             .start()
             .map_or(0, |s| (self.clock.now() - s).num_milliseconds());
-        if let Some(observer) = &self.observer {
-            observer.acked(Duration::from_millis(skew.max(0) as u64), acked);
-        }
+        self.observer
+            .acked(Duration::from_millis(skew.max(0) as u64), acked);
         self.settle(slot, acked, 0, skew);
     }
 
@@ -194,9 +193,8 @@ impl SlotLedger {
             } else {
                 0
             };
-            if let Some(observer) = &self.observer {
-                observer.minute_settled(slot, s.acked, s.failed, s.max_skew_ms, mean);
-            }
+            self.observer
+                .minute_settled(slot, s.acked, s.failed, s.max_skew_ms, mean);
             if s.acked + s.failed == 0 {
                 // An idle minute is not news.
                 debug!(message = "slot dispatched", slot = %slot, jobs = 0);
@@ -254,8 +252,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn observer(&self) -> Option<&Arc<Observer>> {
-        self.ledger.as_ref()?.observer.as_ref()
+    fn observer(&self) -> &Observer {
+        self.ledger
+            .as_ref()
+            .map_or(Observer::off(), |l| &l.observer)
     }
 
     /// The broker acked these records.
@@ -270,9 +270,8 @@ impl Shared {
 
     /// The broker refused this record for good: it is dropped, and its shard's cursor may pass.
     fn refused(&self, topic: &str, dispatch: &Dispatch) {
-        if let Some(observer) = self.observer() {
-            observer.produce_error(topic, ProduceErrorKind::Rejected, 1);
-        }
+        self.observer()
+            .produce_error(topic, ProduceErrorKind::Rejected, 1);
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.backlog.fetch_sub(1, Ordering::Relaxed);
         self.settle(std::slice::from_ref(dispatch), false);
@@ -638,9 +637,9 @@ async fn resolve_topic(
                 return;
             }
             Err(e) => {
-                if let Some(observer) = shared.observer() {
-                    observer.produce_error(&topic, ProduceErrorKind::Topic, 1);
-                }
+                shared
+                    .observer()
+                    .produce_error(&topic, ProduceErrorKind::Topic, 1);
                 let now = Instant::now();
                 let since = *failing_since.get_or_insert(now);
                 if let TopicError::Unreachable { reason, .. } = &e {
@@ -696,7 +695,7 @@ async fn partition_task(
     let mut slots = SlotTexts::default();
     let mut batch: Vec<Dispatch> = Vec::with_capacity(batch_size);
     // Resolved once: the hot path adds per batch, never looks a label up per record.
-    let dispatched = shared.observer().map(|o| o.dispatched_to(&topic));
+    let dispatched = shared.observer().dispatched_to(&topic);
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < batch_size {
@@ -715,9 +714,7 @@ async fn partition_task(
                 Ok(()) => {
                     shared.config.kafka.health().succeeded();
                     shared.delivered(&batch);
-                    if let Some(counter) = &dispatched {
-                        counter.add(batch.len() as u64);
-                    }
+                    dispatched.add(batch.len() as u64);
                     batch.clear();
                     backoff.reset();
                     if let Some(f) = failing.take() {
@@ -750,14 +747,12 @@ async fn partition_task(
                 Err(e) => {
                     // The leader may have moved or the connection died: forget the client.
                     client = None;
-                    if let Some(observer) = shared.observer() {
-                        let kind = if is_connectivity(&e) {
-                            ProduceErrorKind::Unreachable
-                        } else {
-                            ProduceErrorKind::Retriable
-                        };
-                        observer.produce_error(&topic, kind, 1);
-                    }
+                    let kind = if is_connectivity(&e) {
+                        ProduceErrorKind::Unreachable
+                    } else {
+                        ProduceErrorKind::Retriable
+                    };
+                    shared.observer().produce_error(&topic, kind, 1);
                     let now = Instant::now();
                     let f = failing.get_or_insert(Failing {
                         since: now,
@@ -864,9 +859,7 @@ async fn send_alone(
         match result {
             Ok(()) => {
                 shared.delivered(&one);
-                if let Some(observer) = shared.observer() {
-                    observer.dispatched_to(topic).add(1);
-                }
+                shared.observer().dispatched_to(topic).add(1);
                 return;
             }
             Err(e) if is_permanent(&e) => {

@@ -39,10 +39,6 @@ use crate::clock::{until_next_wake, Clock, ManualClock, Minute};
 use crate::obs::health::Beat;
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
 
-/// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
-/// differs for this long is reported.
-pub const STALE_AFTER: chrono::Duration = chrono::Duration::minutes(2);
-
 /// Where dispatches go.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
@@ -94,8 +90,8 @@ pub struct ServiceConfig {
     pub group: Option<GroupConfig>,
     /// Wall-clock source.
     pub clock: Arc<dyn Clock>,
-    /// Metrics, probes and the status page of `--http` (`None`: `--http off`).
-    pub observer: Option<Arc<Observer>>,
+    /// Metrics, probes and the status page of `--http` ([`Observer::disabled`]: `--http off`).
+    pub observer: Arc<Observer>,
 }
 
 /// Errors that stop the dispatcher.
@@ -138,7 +134,7 @@ impl Sink {
         config: &SinkConfig,
         rx: mpsc::Receiver<Dispatch>,
         ledger: Option<Arc<SlotLedger>>,
-        observer: Option<Arc<Observer>>,
+        observer: Arc<Observer>,
     ) -> Sink {
         match config {
             SinkConfig::DryRun { default_topic } => Sink::Print(tokio::spawn(
@@ -248,7 +244,7 @@ impl Sink {
 fn start_delay(
     config: &ServiceConfig,
     rx: mpsc::Receiver<Dispatch>,
-    observer: Option<&Arc<Observer>>,
+    observer: &Observer,
 ) -> (mpsc::Receiver<Dispatch>, Option<DelayQueue>) {
     match &config.sink {
         SinkConfig::Kafka(_) => {
@@ -257,7 +253,7 @@ fn start_delay(
                 config.queue_capacity.max(1),
                 config.delay_capacity,
                 Arc::clone(&config.clock),
-                observer.map(|o| o.delay_queue_gauge()),
+                observer.delay_queue_gauge(),
             );
             (rx, Some(queue))
         }
@@ -284,15 +280,10 @@ async fn flush_delayed(delay: Option<&DelayQueue>, shards: Option<Vec<u32>>, gra
 fn ledger_for(
     sink: &SinkConfig,
     clock: &Arc<dyn Clock>,
-    observer: Option<&Arc<Observer>>,
+    observer: &Arc<Observer>,
 ) -> Option<Arc<SlotLedger>> {
-    matches!(sink, SinkConfig::Kafka(_)).then(|| {
-        let ledger = SlotLedger::new(Arc::clone(clock));
-        Arc::new(match observer {
-            Some(o) => ledger.with_observer(Arc::clone(o)),
-            None => ledger,
-        })
-    })
+    matches!(sink, SinkConfig::Kafka(_))
+        .then(|| Arc::new(SlotLedger::new(Arc::clone(clock)).with_observer(Arc::clone(observer))))
 }
 
 /// Dispatches handed to the producer pool and not settled (0 for a dry run).
@@ -313,10 +304,10 @@ fn observe_tick(
     if let Some(beat) = beat {
         beat.beat();
     }
-    if let Some(observer) = &config.observer {
-        let undelivered = backlog.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
-        observer.after_tick(tick_loop, undelivered);
-    }
+    let undelivered = backlog.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
+    config
+        .observer
+        .after_tick(&tick_loop.snapshot(), undelivered);
 }
 
 /// Replays the window `[from, until)` as fast as possible into the sink and waits for every
@@ -329,12 +320,13 @@ pub async fn replay(
     until: DateTime<Utc>,
 ) -> Result<u64, ServiceError> {
     let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+    let observer = Observer::disabled();
     let ledger = ledger_for(
         &sink_config,
         &(Arc::new(crate::clock::SystemClock) as Arc<dyn Clock>),
-        None,
+        &observer,
     );
-    let sink = Sink::start(&sink_config, rx, ledger.clone(), None);
+    let sink = Sink::start(&sink_config, rx, ledger.clone(), observer);
     // [from, until): the first slot is the first whole minute at or after `from`.
     let first = Minute::containing(from - chrono::Duration::nanoseconds(1)).next();
     let last = Minute::containing(until - chrono::Duration::nanoseconds(1));
@@ -410,15 +402,13 @@ async fn tick_once(
 async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let (schedule, digest) = schedule::load(&config.schedule, config.load.clone())?;
     let observer = config.observer.clone();
-    if let Some(o) = &observer {
-        o.schedule_loaded(&config.schedule, &digest.to_string());
-    }
+    observer.schedule_loaded(&config.schedule, &digest.to_string());
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let (rx, _delay) = start_delay(&config, rx, observer.as_ref());
-    let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
+    let (rx, _delay) = start_delay(&config, rx, &observer);
+    let ledger = ledger_for(&config.sink, &config.clock, &observer);
     let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
     let backlog = backlog_of(&config.sink);
-    let beat = observer.as_ref().map(|o| o.heartbeat(config.tick));
+    let beat = observer.heartbeat(config.tick);
     let scheduler = Scheduler::new(schedule, Minute::containing(config.clock.now()));
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), jobs = scheduler.scheduled(), md5 = %digest, group = "none (dry run)");
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), config.load.clone());
@@ -426,9 +416,7 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
     if let Some(l) = &ledger {
         tick_loop = tick_loop.with_ledger(Arc::clone(l));
     }
-    if let Some(o) = &observer {
-        tick_loop = tick_loop.with_observer(Arc::clone(o));
-    }
+    tick_loop = tick_loop.with_observer(Arc::clone(&observer));
     observe_tick(&config, &tick_loop, backlog.as_ref(), beat.as_ref());
     let mut sink = sink;
     let mut died = None;
@@ -456,9 +444,7 @@ async fn run_alone(config: ServiceConfig, shutdown: CancellationToken) -> Result
         }
         observe_tick(&config, &tick_loop, backlog.as_ref(), beat.as_ref());
     }
-    if let Some(o) = &observer {
-        o.stopping();
-    }
+    observer.stopping();
     let dispatched = tick_loop.total_dispatched();
     drop(tick_loop);
     if let Some(e) = died {
@@ -516,7 +502,7 @@ struct Member {
     waiting: Vec<(u32, Option<Cursor>)>,
     grace: Duration,
     /// The `--http` metrics and page.
-    observer: Option<Arc<Observer>>,
+    observer: Arc<Observer>,
     /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
     beat: Option<Beat>,
     /// The group's control topic (pauses), read up to date before each takeover.
@@ -670,9 +656,7 @@ impl Member {
         if let Some(source) = tick_loop.source_mut() {
             source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
         }
-        if let Some(o) = &self.observer {
-            o.assigned(&owned, self.shards);
-        }
+        self.observer.assigned(&owned, self.shards);
         info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
     }
 
@@ -718,9 +702,7 @@ impl Member {
             let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
             let behind = now.0 - start.0;
             let scheduler = Scheduler::new(part, start);
-            if let Some(o) = &self.observer {
-                o.took_over();
-            }
+            self.observer.took_over();
             info!(
                 message = "taking over a shard",
                 shard,
@@ -826,9 +808,7 @@ async fn run_in_group(
         return run_alone(config, shutdown).await;
     };
     let observer = config.observer.clone();
-    if let Some(o) = &observer {
-        o.schedule_loaded(&config.schedule, &digest.to_string());
-    }
+    observer.schedule_loaded(&config.schedule, &digest.to_string());
     // Connecting retries for as long as the broker is away: a signal meanwhile stops the process.
     let start = async {
         let client = Arc::new(
@@ -871,30 +851,29 @@ async fn run_in_group(
         StateTopic::new(client, group.state_topic.clone(), shards)
             .with_health(Arc::clone(producer_config.kafka.health())),
     );
-    let kafka_watch = observer.as_ref().map(|o| {
+    // Only an observer that is on shows the broker's reachability: otherwise nothing to update.
+    let kafka_watch = observer.is_on().then(|| {
         tokio::spawn(watch_kafka(
-            Arc::clone(o),
+            Arc::clone(&observer),
             Arc::clone(producer_config.kafka.health()),
             producer_config.kafka.brokers_text(),
         ))
     });
-    let beat = observer.as_ref().map(|o| o.heartbeat(config.tick));
+    let beat = observer.heartbeat(config.tick);
     let backlog = backlog_of(&config.sink);
     let mut load = config.load.clone();
     load.shards = ShardFilter::only(shards, []);
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
 
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let (rx, delay) = start_delay(&config, rx, observer.as_ref());
-    let ledger = ledger_for(&config.sink, &config.clock, observer.as_ref());
+    let (rx, delay) = start_delay(&config, rx, &observer);
+    let ledger = ledger_for(&config.sink, &config.clock, &observer);
     let sink = Sink::start(&config.sink, rx, ledger.clone(), observer.clone());
     let mut tick_loop = TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx);
     if let Some(l) = &ledger {
         tick_loop = tick_loop.with_ledger(Arc::clone(l));
     }
-    if let Some(o) = &observer {
-        tick_loop = tick_loop.with_observer(Arc::clone(o));
-    }
+    tick_loop = tick_loop.with_observer(Arc::clone(&observer));
     let mut tick_loop = tick_loop.with_pauses(Pauses::new(follower.clone()));
     tick_loop.sync_pauses();
     let (events_tx, mut events) = mpsc::channel(16);
@@ -983,9 +962,7 @@ async fn run_in_group(
                     .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
                     .collect();
                 if lost {
-                    if let Some(o) = &observer {
-                        o.session_lost();
-                    }
+                    observer.session_lost();
                     let mut unacked = 0;
                     for (s, run) in &runs {
                         if let Some(lease) = &run.lease {
@@ -1046,9 +1023,7 @@ async fn run_in_group(
         }
     }
 
-    if let Some(o) = &observer {
-        o.stopping();
-    }
+    observer.stopping();
     if let Some(watch) = kafka_watch {
         watch.abort();
     }

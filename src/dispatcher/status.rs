@@ -10,8 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::cursor::Cursor;
-use super::service::STALE_AFTER;
 use crate::clock::Minute;
+
+/// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
+/// differs for this long is reported.
+pub const STALE_AFTER: chrono::Duration = chrono::Duration::minutes(2);
 
 /// One shard as its last record tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 use super::catchup::Skips;
 use super::control::Pauses;
 use super::cursor::{Lease, LeaseRef};
-use super::observe::Observer;
+use super::observe::{Observer, ShardSnapshot, TickSnapshot};
 use super::producer::SlotLedger;
 use super::scheduler::{Dispatch, Rebuilt, Scheduler};
 use crate::clock::{Clock, Minute};
@@ -209,7 +209,7 @@ pub struct TickLoop {
     ledger: Option<Arc<SlotLedger>>,
     total_dispatched: u64,
     replaying: bool,
-    observer: Option<Arc<Observer>>,
+    observer: Arc<Observer>,
     pauses: Option<Pauses>,
 }
 
@@ -255,7 +255,7 @@ impl TickLoop {
             ledger: None,
             total_dispatched: 0,
             replaying: false,
-            observer: None,
+            observer: Observer::disabled(),
             pauses: None,
         }
     }
@@ -274,7 +274,7 @@ impl TickLoop {
 
     /// Reports minutes, skips and reloads to `observer` (the `--http` metrics and page).
     pub fn with_observer(mut self, observer: Arc<Observer>) -> TickLoop {
-        self.observer = Some(observer);
+        self.observer = observer;
         self
     }
 
@@ -302,9 +302,7 @@ impl TickLoop {
                 .map(|(s, r)| (*s, r.scheduler.processed())),
         );
         if changed {
-            if let Some(observer) = &self.observer {
-                observer.pauses_changed(pauses.table());
-            }
+            self.observer.pauses_changed(pauses.table());
         }
         changed
     }
@@ -312,6 +310,22 @@ impl TickLoop {
     /// Dispatches waiting in the queue to the sink.
     pub fn queue_depth(&self) -> usize {
         self.sink.max_capacity() - self.sink.capacity()
+    }
+
+    /// What the observer reads once a tick: the queue and every owned shard.
+    pub fn snapshot(&self) -> TickSnapshot<'_> {
+        TickSnapshot {
+            queue_depth: self.queue_depth(),
+            shards: self
+                .shards
+                .iter()
+                .map(|(&shard, run)| ShardSnapshot {
+                    shard,
+                    scheduler: &run.scheduler,
+                    lease: run.lease.as_ref().map(|l| (l.cursor(), l.outstanding())),
+                })
+                .collect(),
+        }
     }
 
     /// Jobs sent to the sink since the loop started.
@@ -478,26 +492,20 @@ impl TickLoop {
                 }
                 ledger.expect(minute, due - late.min(due));
             }
-            if let Some(observer) = &self.observer {
-                // Lag is the live minute's: how long after its boundary the loop handed it out.
-                let lag = (minute == now && !self.replaying)
-                    .then(|| minute.start().and_then(|s| (woke - s).to_std().ok()))
-                    .flatten();
-                observer.minute_handed_out(minute, due, lag);
-            }
+            // Lag is the live minute's: how long after its boundary the loop handed it out.
+            let lag = (minute == now && !self.replaying)
+                .then(|| minute.start().and_then(|s| (woke - s).to_std().ok()))
+                .flatten();
+            self.observer.minute_handed_out(minute, due, lag);
             minute = minute.next();
         }
 
         if report.paused > 0 {
-            if let Some(observer) = &self.observer {
-                observer.paused_skipped(report.paused);
-            }
+            self.observer.paused_skipped(report.paused);
         }
         if skips.total() > 0 {
             report.skipped = skips.total();
-            if let Some(observer) = &self.observer {
-                observer.skipped(&skips);
-            }
+            self.observer.skipped(&skips);
             warn!(
                 message = "missed slots were skipped by their jobs' catch-up rules",
                 until = %now,
@@ -599,9 +607,7 @@ impl TickLoop {
             Outcome::Unchanged => source.vanished = false,
             Outcome::Unreadable(e) => {
                 if !source.vanished {
-                    if let Some(observer) = &self.observer {
-                        observer.reload_vanished(&e);
-                    }
+                    self.observer.reload_vanished(&e);
                     warn!(
                         message = "schedule file is unreadable; keeping the current schedule until it is back",
                         file = %path,
@@ -613,9 +619,7 @@ impl TickLoop {
             Outcome::Rejected(digest, e @ LoadError::Invalid { .. }) => {
                 source.vanished = false;
                 report.rejected = true;
-                if let Some(observer) = &self.observer {
-                    observer.reload_rejected(&digest.to_string(), &e);
-                }
+                self.observer.reload_rejected(&digest.to_string(), &e);
                 let LoadError::Invalid { problems, .. } = e else {
                     return;
                 };
@@ -632,9 +636,7 @@ impl TickLoop {
             Outcome::Rejected(digest, e) => {
                 source.vanished = false;
                 report.rejected = true;
-                if let Some(observer) = &self.observer {
-                    observer.reload_rejected(&digest.to_string(), &e);
-                }
+                self.observer.reload_rejected(&digest.to_string(), &e);
                 error!(message = "schedule file rejected; keeping the last good schedule until the file changes again", file = %path, md5 = %digest, error = %e);
             }
             Outcome::Built {
@@ -688,9 +690,7 @@ impl TickLoop {
                     return;
                 }
                 report.reloaded = true;
-                if let Some(observer) = &self.observer {
-                    observer.reload_ok(&digest.to_string(), took);
-                }
+                self.observer.reload_ok(&digest.to_string(), took);
                 info!(
                     message = "schedule reloaded",
                     file = %path,

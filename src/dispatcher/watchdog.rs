@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::group::{Rejoiner, StateTopic};
-use super::service::STALE_AFTER;
+use super::observe::Observer;
+use super::status::STALE_AFTER;
 use crate::clock::{Clock, Minute};
 
 /// What the member tells its watchdog: the shards it owns now and the MD5 of its schedule.
@@ -43,7 +44,7 @@ pub struct Watchdog {
     /// How often the clock is looked at.
     pub poll: Duration,
     /// Shows the group on the status page.
-    pub observer: Option<Arc<super::observe::Observer>>,
+    pub observer: Arc<Observer>,
 }
 
 impl Watchdog {
@@ -78,9 +79,7 @@ impl Watchdog {
             watched = Some(minute);
             let cursors = state.all(shards).await;
             let group = super::status::assess(&cursors, now, shards);
-            if let Some(observer) = &observer {
-                observer.group_read(group.clone());
-            }
+            observer.group_read(group.clone());
             let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for (other, their_md5) in &group.md5_by_owner {
                 if *other == owner || *their_md5 == ours.md5 {

@@ -1,5 +1,5 @@
 //! The status pages' shared parts: one self-contained HTML document (no scripts, no CDN), its
-//! stylesheet, escaping, and a small inline SVG bar chart.
+//! stylesheet, escaping, the figures of a page's top grid, and a small inline SVG bar chart.
 
 use std::fmt::Write as _;
 
@@ -50,6 +50,25 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// One figure of a page's top grid: `value` in large type over its `label`; with a `class`, the
+/// value's `<b>` carries it (`ok`, `warn`, `bad`, or empty).
+pub fn stat(out: &mut String, value: &str, label: &str, class: Option<&str>) {
+    let _ = match class {
+        Some(class) => write!(
+            out,
+            "<div class=\"stat\"><b class=\"{class}\">{}</b><span>{}</span></div>",
+            escape(value),
+            escape(label)
+        ),
+        None => write!(
+            out,
+            "<div class=\"stat\"><b>{}</b><span>{}</span></div>",
+            escape(value),
+            escape(label)
+        ),
+    };
 }
 
 /// An inline SVG bar chart of `values` (oldest first), one bar each, scaled to the largest; each
@@ -106,6 +125,18 @@ mod tests {
         assert_eq!(
             escape("<script>alert('x')</script> & \"y\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+    }
+
+    #[test]
+    fn stat_escapes_and_carries_its_class_only_when_given() {
+        let mut out = String::new();
+        stat(&mut out, "1 < 2", "a & b", Some("warn"));
+        stat(&mut out, "3", "c", None);
+        assert_eq!(
+            out,
+            "<div class=\"stat\"><b class=\"warn\">1 &lt; 2</b><span>a &amp; b</span></div>\
+<div class=\"stat\"><b>3</b><span>c</span></div>"
         );
     }
 

@@ -34,6 +34,7 @@ pub mod clock;
 pub mod cron;
 pub mod dispatcher;
 pub mod kafka;
+pub mod lifecycle;
 pub mod message;
 pub mod obs;
 pub mod schedule;

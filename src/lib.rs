@@ -37,7 +37,6 @@ pub mod kafka;
 pub mod message;
 pub mod obs;
 pub mod schedule;
-pub mod tail;
 pub mod trigger;
 pub mod wheel;
 pub mod worker;

@@ -25,6 +25,8 @@ use crate::worker::queue::Ordering;
 use crate::worker::results::ReportConfig;
 use crate::worker::{Handler, ProcessHandler, Program, StartAt, WorkerConfig, WorkerError};
 
+pub mod tail;
+
 /// cronq: turns a schedule of cron jobs into Kafka messages.
 #[derive(Debug, Parser)]
 #[command(name = "cronq", version, about, long_about = None)]
@@ -702,7 +704,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run_dispatcher(args),
         Command::Validate(args) => validate(args),
         Command::Worker(args) => run_worker(args),
-        Command::Tail(args) => crate::tail::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Next(args) => next(args),
         Command::Explain(args) => explain(args),
         Command::Status(args) => status(args),

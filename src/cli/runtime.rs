@@ -112,3 +112,46 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_that_ends_in_time_gives_its_output() {
+        let shutdown = Shutdown(CancellationToken::new());
+        let done = shutdown.within(Some(Duration::from_secs(10)), async { 7 });
+        assert_eq!(done.await, Ok(7));
+        assert_eq!(shutdown.within(None, async { 8 }).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn a_step_past_its_limit_is_cut_as_timed_out() {
+        let shutdown = Shutdown(CancellationToken::new());
+        let never = std::future::pending::<()>();
+        let cut = shutdown.within(Some(Duration::from_millis(10)), never);
+        assert_eq!(cut.await, Err(Cut::TimedOut));
+    }
+
+    #[tokio::test]
+    async fn a_signal_cuts_a_step_with_or_without_a_limit() {
+        let shutdown = Shutdown(CancellationToken::new());
+        shutdown.token().cancel();
+        let never = std::future::pending::<()>();
+        assert_eq!(shutdown.within(None, never).await, Err(Cut::Signal));
+        let never = std::future::pending::<()>();
+        let cut = shutdown.within(Some(Duration::from_secs(10)), never);
+        assert_eq!(cut.await, Err(Cut::Signal));
+    }
+
+    #[test]
+    fn a_command_runs_on_the_runtime_and_its_error_comes_back() {
+        let ok = block_on(OnSignal::Exit, |_| async { Ok(3) });
+        assert_eq!(ok.ok(), Some(3));
+        let err = block_on(OnSignal::Stop, |shutdown| async move {
+            assert!(!shutdown.token().is_cancelled());
+            Err::<(), _>(CliError::EmptyWindow)
+        });
+        assert!(matches!(err, Err(CliError::EmptyWindow)));
+    }
+}

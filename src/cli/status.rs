@@ -51,7 +51,8 @@ pub(super) fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let kafka = args.kafka.connection()?;
     let control_topic = control::control_topic(&args.group);
     let (args, topic, control_topic) = (&args, &topic, &control_topic);
-    // A read has nothing to finish: SIGINT and SIGTERM end the process as they always did.
+    // A read has nothing to finish: SIGINT and SIGTERM end the process as they always did, so a
+    // step is only ever cut by the timeout.
     let read = block_on(OnSignal::Exit, |shutdown| async move {
         let brokers = args.kafka.brokers.join(",");
         let timeout = humantime::format_duration(args.timeout);

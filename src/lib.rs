@@ -38,7 +38,6 @@ pub mod lifecycle;
 pub mod message;
 pub mod obs;
 pub mod schedule;
-pub mod tail;
 pub mod trigger;
 pub mod wheel;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! The HTTP server of `--http`: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`
 //! (JSON; 503 when not alive/ready), `GET /` (the status page) and `GET /status.json` (the same
-//! data as JSON).
+//! data as JSON). [`Server`] owns it while a process runs: started before the service, stopped
+//! after it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
+use super::Listen;
 
 /// What a process serves.
 #[derive(Clone)]
@@ -28,6 +30,50 @@ pub struct Site {
     pub page: Arc<dyn Fn() -> String + Send + Sync>,
     /// Renders `GET /status.json`.
     pub status: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl Site {
+    /// A site with no metrics and a page with only its title: what a process serves before (or
+    /// without) an observer of its own.
+    pub fn blank(title: &'static str) -> Site {
+        Site {
+            metrics: Arc::new(Registry::default()),
+            health: Health::new(&[]),
+            page: Arc::new(move || super::page::document(title, 10, &format!("<h1>{title}</h1>"))),
+            status: Arc::new(|| serde_json::json!({})),
+        }
+    }
+}
+
+/// The `--http` server while the process runs.
+pub struct Server {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `listen` (a busy port is an error now) and serves `site`, or nothing for `off`.
+    pub async fn start(listen: Listen, site: Site) -> Result<Server, HttpError> {
+        let stop = CancellationToken::new();
+        let task = match listen {
+            Listen::Off => None,
+            Listen::At(addr) => {
+                let listener = bind(addr).await?;
+                Some(serve(listener, site, stop.clone()))
+            }
+        };
+        Ok(Server { stop, task })
+    }
+
+    /// Stops serving once the process's work is done, and waits for the server task.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            if let Err(e) = task.await {
+                tracing::error!(message = "HTTP server task failed", error = %e);
+            }
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -44,14 +90,14 @@ pub enum HttpError {
 }
 
 /// Binds `addr` now, so a busy port is an error at start, not later.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
 /// Serves `site` on `listener` until `shutdown`; logs the address it serves on.
-pub fn serve(listener: TcpListener, site: Site, shutdown: CancellationToken) -> JoinHandle<()> {
+fn serve(listener: TcpListener, site: Site, shutdown: CancellationToken) -> JoinHandle<()> {
     let local = listener.local_addr().ok();
     let app = Router::new()
         .route("/", get(page))

@@ -9,13 +9,39 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Args;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::cli::{CliError, TailArgs};
+use super::args::{bounded, kafka_topic, whole, KafkaArgs, DAY};
+use super::error::CliError;
+use super::runtime::{block_on, OnSignal};
 use crate::kafka::{describe, retry_forever};
 use crate::message::JobMessage;
+
+/// `cronq tail`
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic to read.
+    #[arg(long, env = "CRONQ_TOPIC", default_value = "jobs", value_parser = kafka_topic)]
+    pub topic: String,
+    /// Start at the oldest record instead of only new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Print each record's value as JSON (one line each) instead of a readable line.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many records (1-1000000000).
+    #[arg(long, value_parser = |s: &str| whole::<u64>(s, 1, 1_000_000_000))]
+    pub count: Option<u64>,
+    /// Exit when no record arrived for this long (e.g. `10s`; 100ms-7d).
+    #[arg(long, value_parser = |s: &str| bounded(s, Duration::from_millis(100), 7 * DAY))]
+    pub idle_timeout: Option<Duration>,
+}
 
 struct Received {
     partition: i32,
@@ -59,12 +85,9 @@ pub fn render(partition: i32, offset: i64, value: &[u8]) -> String {
     escape_controls(&line)
 }
 
-/// Runs `cronq tail`.
-pub fn run(args: TailArgs) -> Result<ExitCode, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(tail(args))
+/// Runs `cronq tail` until `--count` or `--idle-timeout`; SIGINT and SIGTERM end it at once.
+pub(super) fn run(args: TailArgs) -> Result<ExitCode, CliError> {
+    block_on(OnSignal::Exit, |_| tail(args))
 }
 
 async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {

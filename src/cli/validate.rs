@@ -1,0 +1,101 @@
+//! `cronq validate`: check a schedule file as the dispatcher would load it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use super::args::{format_instant, ScheduleLimitArgs};
+use super::error::CliError;
+use crate::cron::{tz::parse_zone, CronExpr};
+use crate::schedule::{self, LoadError, LoadOptions};
+
+/// `cronq validate`
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The schedule file.
+    #[arg(default_value = "schedule/schedule.json", env = "CRONQ_SCHEDULE")]
+    pub path: PathBuf,
+    /// Zone for jobs without a `timezone` field.
+    #[arg(long, env = "CRONQ_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
+    /// Limits of the schedule file.
+    #[command(flatten)]
+    pub limits: ScheduleLimitArgs,
+}
+
+/// `cronq validate`'s column for a job with a `jitter`: the jitter and the next slot's `notBefore`
+/// (empty without one).
+fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime<Utc>) -> String {
+    let Some(jitter) = spec.jitter else {
+        return String::new();
+    };
+    let not_before = expr
+        .next_after(now)
+        .filter(|_| spec.enabled)
+        .and_then(|t| crate::message::not_before_for(spec, &crate::message::slot_text(t)));
+    match not_before {
+        Some(nb) => format!(
+            "\tjitter {} (not before {nb})",
+            humantime::format_duration(jitter)
+        ),
+        None => format!("\tjitter {}", humantime::format_duration(jitter)),
+    }
+}
+
+/// Runs `cronq validate`: every problem of the file (exit 1), or each job's next run (exit 0).
+pub(super) fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
+    let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
+    let options = args.limits.apply(LoadOptions {
+        default_tz,
+        ..LoadOptions::default()
+    });
+    let schedule = match schedule::load(&args.path, options) {
+        Ok((s, _)) => s,
+        Err(LoadError::Invalid { path, problems }) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{}: {} problem{}; nothing was changed",
+                path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = Utc::now();
+    let enabled = schedule.jobs.iter().filter(|j| j.spec.enabled).count();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: OK, {} jobs ({} enabled)",
+        args.path.display(),
+        schedule.jobs.len(),
+        enabled
+    )?;
+    for job in &schedule.jobs {
+        let next = if job.spec.enabled {
+            job.expr
+                .next_after(now)
+                .map_or_else(|| "never".to_string(), |t| format_instant(t, job.expr.tz()))
+        } else {
+            "disabled".to_string()
+        };
+        write!(
+            out,
+            "{}\t{}\t{}\tnext {}",
+            job.spec.name,
+            job.spec.cron_time,
+            job.spec.timezone.name(),
+            next
+        )?;
+        writeln!(out, "{}", jitter_column(&job.spec, &job.expr, now))?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -244,16 +244,9 @@ fn consumer(
     config: &MembershipConfig,
     events: mpsc::Sender<GroupEvent>,
 ) -> Result<BaseConsumer<MemberContext>, GroupError> {
-    let session_ms = config.session_timeout.as_millis().max(1) as u64;
     let consumer: BaseConsumer<MemberContext> = config
         .kafka
-        .rdkafka()
-        .set("group.id", &config.group)
-        .set("session.timeout.ms", session_ms.to_string())
-        .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
-        .set("partition.assignment.strategy", "range")
+        .group_member(&config.group, config.session_timeout)
         .create_with_context(MemberContext {
             events,
             handover_timeout: config.handover_timeout,

@@ -13,25 +13,25 @@
 //! ```
 //!
 //! - [`retry`]: the one [`Backoff`] and [`retry_forever`] loop.
+//! - [`rdkafka`](mod@rdkafka): the rdkafka client settings and [`KafkaContext`].
 //! - [`admin`]: topic creation and partition counts.
 //! - [`security`]: the security flags.
 
 pub mod admin;
 pub mod health;
+pub mod rdkafka;
 pub mod retry;
 pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::ConsumerContext;
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
 use tracing::{debug, info};
 
+pub use self::rdkafka::{JobConsumer, KafkaContext};
 pub use health::Health;
 pub use retry::{retry_forever, round_ms, Backoff, MAX_BACKOFF};
 pub use security::{Security, SecurityArgs, SecurityError};
@@ -99,26 +99,6 @@ impl Connection {
         builder
     }
 
-    /// An rdkafka configuration with `bootstrap.servers` and the security settings; the caller
-    /// adds what its client needs.
-    pub fn rdkafka(&self) -> rdkafka::ClientConfig {
-        let mut config = rdkafka::ClientConfig::new();
-        config.set("bootstrap.servers", self.brokers_text());
-        self.security.apply_to_rdkafka(&mut config);
-        // librdkafka's own log goes to KafkaContext::log (debug); keep it from logging connection
-        // chatter we never show.
-        config.set_log_level(RDKafkaLogLevel::Info);
-        config
-    }
-
-    /// An rdkafka context reporting to this connection's [`Health`] as `client`.
-    pub fn context(&self, client: &'static str) -> KafkaContext {
-        KafkaContext {
-            client,
-            health: Arc::clone(&self.health),
-        }
-    }
-
     /// Connects with rskafka once.
     pub async fn connect_once(&self) -> Result<Client, RsError> {
         self.rskafka().build().await
@@ -140,51 +120,6 @@ impl Connection {
         client
     }
 }
-
-/// The rdkafka context of cronq's clients: librdkafka's log lines go to debug, its errors (a
-/// broker unreachable, a failed TLS handshake or login) to the connection's [`Health`], which
-/// logs the state changes.
-#[derive(Debug, Clone)]
-pub struct KafkaContext {
-    client: &'static str,
-    health: Arc<Health>,
-}
-
-impl KafkaContext {
-    /// The tracker this context reports to.
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
-    }
-
-    /// Routes one librdkafka log line (for contexts of other types that wrap this one).
-    pub fn log_line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        debug!(
-            message = "librdkafka",
-            client = self.client,
-            level = ?level,
-            facility = fac,
-            text = message
-        );
-    }
-
-    /// Routes one librdkafka error (for contexts of other types that wrap this one).
-    pub fn error_event(&self, error: &rdkafka::error::KafkaError, reason: &str) {
-        self.health
-            .failed(self.client, "", &format!("{error}: {reason}"));
-    }
-}
-
-impl ClientContext for KafkaContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log_line(level, fac, log_message);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.error_event(&error, reason);
-    }
-}
-
-impl ConsumerContext for KafkaContext {}
 
 /// Short, human form of an rskafka error (its `Display` includes whole request dumps).
 pub fn describe(e: &RsError) -> String {

@@ -74,7 +74,7 @@ use results::{
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
 use crate::kafka::admin::{TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{retry_forever, Connection, JobConsumer, KafkaContext};
+use crate::kafka::{retry_cancellable, Backoff, Connection, JobConsumer, KafkaContext, Stopped};
 use crate::message::JobMessage;
 use crate::obs::health::Beat;
 use observe::{ObservedHandler, Observer, PartitionLag};
@@ -319,24 +319,26 @@ async fn ensure_report_topics(
             configs: &[],
         })
         .collect();
-    let create = retry_forever(
-        Duration::from_millis(200),
-        || async {
-            match admin.create(&specs).await {
-                Ok(_) => Ok(Ok(())),
-                Err(TopicError::Refused { topic, reason }) => {
-                    Ok(Err(WorkerError::CreateTopic { topic, reason }))
-                }
-                Err(e) => Err(e),
-            }
-        },
-        |e: &TopicError, _, _| {
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    let created = retry_cancellable(
+        &mut backoff,
+        shutdown,
+        || admin.create(&specs),
+        |e, _, _| {
             config.kafka.health().failed("worker", "", &e.to_string());
         },
-    );
-    tokio::select! {
-        created = create => created,
-        _ = shutdown.cancelled() => Ok(()),
+    )
+    .await;
+    match created {
+        Ok(_) | Err(Stopped::Cancelled) => Ok(()),
+        Err(Stopped::Permanent(TopicError::Refused { topic, reason })) => {
+            Err(WorkerError::CreateTopic { topic, reason })
+        }
+        // `create` answers a refusal or an unreachable Kafka, nothing else.
+        Err(Stopped::Permanent(other)) => Err(WorkerError::CreateTopic {
+            topic: config.report.results_topic.clone(),
+            reason: other.to_string(),
+        }),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Which Kafka errors are worth another attempt: one classification per client (rskafka,
-//! rdkafka) and one for topic administration, read by the [`retry`](super::retry) loop and by
+//! rdkafka) and one for topic administration, read by the [`retry`](super::retry()) loop and by
 //! every caller that decides between "retry" and "give up".
 //!
 //! ```text

@@ -12,7 +12,7 @@
 //!        └─ Health: one reachability tracker shared by every client of the connection (health.rs)
 //! ```
 //!
-//! - [`retry`]: the one [`Backoff`] and the one retry loop ([`retry()`], [`retry_cancellable`],
+//! - [`retry`](mod@retry): the one [`Backoff`] and the one retry loop ([`retry()`], [`retry_cancellable`],
 //!   [`retry_forever`]).
 //! - [`classify`]: which errors are worth another attempt, per client ([`Classify`]).
 //! - [`rdkafka`](mod@rdkafka): the rdkafka client settings and [`KafkaContext`].

@@ -120,10 +120,7 @@ impl<E: Send + 'static> Tasks<E> {
         ended
     }
 
-    fn name(
-        &mut self,
-        joined: Result<(Id, Result<(), E>), tokio::task::JoinError>,
-    ) -> Ended<E> {
+    fn name(&mut self, joined: Result<(Id, Result<(), E>), tokio::task::JoinError>) -> Ended<E> {
         let (id, exit) = match joined {
             Ok((id, Ok(()))) => (id, Exit::Done),
             Ok((id, Err(e))) => (id, Exit::Failed(e)),

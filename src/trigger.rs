@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
-use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{describe, is_permanent, Backoff, Connection};
+use crate::kafka::admin::{ensure_topic_retrying, TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{describe, produce_one, Backoff, Connection};
 use crate::message::{self, JobMessage};
 use crate::schedule::JobSpec;
 
@@ -85,16 +84,14 @@ pub async fn trigger(
         configs: &[],
     };
     let mut backoff = Backoff::new(config.retry_backoff);
-    let partition_count = loop {
-        match ensure_topic(&client, admin.as_ref(), &topic_spec).await {
-            Ok(n) => break n,
-            Err(e) if e.is_unreachable() => {
-                tracing::debug!(message = "topic lookup failed; retrying", topic = %config.topic, error = %e);
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let partition_count = ensure_topic_retrying(
+        &client,
+        admin.as_ref(),
+        &topic_spec,
+        &mut backoff,
+        |e, _, _| tracing::debug!(message = "topic lookup failed; retrying", topic = %config.topic, error = %e),
+    )
+    .await?;
     let key = spec.name.as_bytes();
     let partition = message::partition_for(key, partition_count);
     let value = serde_json::to_vec(&msg).unwrap_or_default();
@@ -112,29 +109,17 @@ pub async fn trigger(
         headers,
         timestamp: Utc::now(),
     };
-    loop {
-        let attempt = async {
-            let pc = client
-                .partition_client(config.topic.clone(), partition, UnknownTopicHandling::Retry)
-                .await?;
-            pc.produce(vec![record.clone()], Compression::NoCompression)
-                .await
-        };
-        match attempt.await {
-            Ok(_) => return Ok(msg.dispatch_id),
-            Err(e) if is_permanent(&e) => {
-                return Err(TriggerError::Refused {
-                    job: spec.name.clone(),
-                    topic: config.topic.clone(),
-                    reason: describe(&e),
-                })
-            }
-            Err(e) => {
-                tracing::debug!(message = "produce failed; retrying", topic = %config.topic, partition, error = %describe(&e));
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
-    }
+    // The same backoff: the lookup's failures count towards the produce's waits.
+    produce_one(&client, &config.topic, partition, &record, &mut backoff, |e, _, _| {
+        tracing::debug!(message = "produce failed; retrying", topic = %config.topic, partition, error = %describe(e));
+    })
+    .await
+    .map_err(|e| TriggerError::Refused {
+        job: spec.name.clone(),
+        topic: config.topic.clone(),
+        reason: describe(&e),
+    })?;
+    Ok(msg.dispatch_id)
 }
 
 #[cfg(test)]

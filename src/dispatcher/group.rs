@@ -33,7 +33,9 @@ use tracing::{debug, info, warn};
 
 use super::cursor::{Cursor, CURSOR_KEY};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{describe, retry_forever, Connection, Health, KafkaContext};
+use crate::kafka::{
+    describe, retry, Backoff, Classify, Connection, ErrorClass, Health, KafkaContext,
+};
 
 /// Errors of the group layer.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,19 @@ pub enum GroupError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Reading or writing the state topic is worth another attempt (the caller bounds each with a
+/// timeout); a client that cannot be made, a refused topic or a thread that did not start is not.
+impl Classify for GroupError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            GroupError::State { .. } => ErrorClass::Transient,
+            GroupError::Client { .. } | GroupError::CreateTopic { .. } | GroupError::Thread(_) => {
+                ErrorClass::Permanent
+            }
+        }
+    }
 }
 
 /// A member's view of membership changes, sent by the membership thread.
@@ -244,16 +259,9 @@ fn consumer(
     config: &MembershipConfig,
     events: mpsc::Sender<GroupEvent>,
 ) -> Result<BaseConsumer<MemberContext>, GroupError> {
-    let session_ms = config.session_timeout.as_millis().max(1) as u64;
     let consumer: BaseConsumer<MemberContext> = config
         .kafka
-        .rdkafka()
-        .set("group.id", &config.group)
-        .set("session.timeout.ms", session_ms.to_string())
-        .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
-        .set("partition.assignment.strategy", "range")
+        .group_member(&config.group, config.session_timeout)
         .create_with_context(MemberContext {
             events,
             handover_timeout: config.handover_timeout,
@@ -336,24 +344,25 @@ pub async fn ensure_state_topic(
         replication_factor,
         configs: &[("cleanup.policy", "compact")],
     };
-    let found = retry_forever(
-        Duration::from_millis(200),
-        || async {
-            match ensure_topic(client, Some(&admin), &spec).await {
-                Err(TopicError::Refused { topic, reason }) => {
-                    Ok(Err(GroupError::CreateTopic { topic, reason }))
-                }
-                Err(e) => Err(e),
-                Ok(n) => Ok(Ok(n)),
-            }
-        },
-        |e: &TopicError, _, _| {
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    let found = retry(
+        &mut backoff,
+        || ensure_topic(client, Some(&admin), &spec),
+        |e, _, _| {
             kafka
                 .health()
                 .failed("dispatcher group", "", &e.to_string());
         },
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        TopicError::Refused { topic, reason } => GroupError::CreateTopic { topic, reason },
+        // With an admin client a missing topic is created: only a refusal is permanent.
+        other => GroupError::CreateTopic {
+            topic: topic.to_string(),
+            reason: other.to_string(),
+        },
+    })?;
     kafka.health().succeeded();
     let found = found as u32;
     if found != wanted {

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use rskafka::client::error::Error as RsError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::Record;
@@ -46,7 +47,9 @@ use super::scheduler::prefetch;
 use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{describe, is_connectivity, is_permanent, round_ms, Backoff, Connection};
+use crate::kafka::{
+    describe, is_connectivity, retry, retry_forever, round_ms, Backoff, Classify, Connection,
+};
 use crate::message::{partition_for, topic_of, JobRecord, SlotTexts};
 
 /// `--compression`
@@ -623,44 +626,42 @@ async fn resolve_topic(
         replication_factor: config.replication_factor,
         configs: &[],
     };
-    let mut backoff = Backoff::new(config.retry_backoff).with_max(TOPIC_RETRY_MAX);
+    let backoff = Backoff::new(config.retry_backoff).with_max(TOPIC_RETRY_MAX);
     let mut failing_since: Option<Instant> = None;
     let mut reported: Option<Instant> = None;
-    loop {
-        match ensure_topic(&shared.client, admin.as_deref(), &spec).await {
-            Ok(count) => {
-                shared.config.kafka.health().succeeded();
-                if let Some(since) = failing_since {
-                    info!(message = "topic usable again; sending its waiting dispatches", topic = %topic, partitions = count, waiting = waiting.load(Ordering::Relaxed), unusable_for = %humantime::format_duration(round_ms(since.elapsed())));
-                }
-                let _ = ready.send((topic, count));
-                return;
+    // Every error is retried, a refusal too: someone may fix the topic or the rights meanwhile.
+    let count = retry_forever(
+        backoff,
+        || ensure_topic(&shared.client, admin.as_deref(), &spec),
+        |e: &TopicError, _, _| {
+            shared
+                .observer()
+                .produce_error(&topic, ProduceErrorKind::Topic, 1);
+            let now = Instant::now();
+            let since = *failing_since.get_or_insert(now);
+            if let TopicError::Unreachable { reason, .. } = e {
+                // The broker's reachability is reported once for every client (Health).
+                shared.config.kafka.health().failed("producer", "", reason);
+            } else if reported.is_none_or(|r| now.duration_since(r) >= REPORT_EVERY) {
+                reported = Some(now);
+                error!(
+                    message = "topic cannot be used; its jobs wait and it is retried in the background (other topics are not affected)",
+                    topic = %topic,
+                    error = %e,
+                    waiting = waiting.load(Ordering::Relaxed),
+                    unusable_for = %humantime::format_duration(Duration::from_secs(now.duration_since(since).as_secs())),
+                );
+            } else {
+                debug!(message = "topic still cannot be used", topic = %topic, error = %e);
             }
-            Err(e) => {
-                shared
-                    .observer()
-                    .produce_error(&topic, ProduceErrorKind::Topic, 1);
-                let now = Instant::now();
-                let since = *failing_since.get_or_insert(now);
-                if let TopicError::Unreachable { reason, .. } = &e {
-                    // The broker's reachability is reported once for every client (Health).
-                    shared.config.kafka.health().failed("producer", "", reason);
-                } else if reported.is_none_or(|r| now.duration_since(r) >= REPORT_EVERY) {
-                    reported = Some(now);
-                    error!(
-                        message = "topic cannot be used; its jobs wait and it is retried in the background (other topics are not affected)",
-                        topic = %topic,
-                        error = %e,
-                        waiting = waiting.load(Ordering::Relaxed),
-                        unusable_for = %humantime::format_duration(Duration::from_secs(now.duration_since(since).as_secs())),
-                    );
-                } else {
-                    debug!(message = "topic still cannot be used", topic = %topic, error = %e);
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
+        },
+    )
+    .await;
+    shared.config.kafka.health().succeeded();
+    if let Some(since) = failing_since {
+        info!(message = "topic usable again; sending its waiting dispatches", topic = %topic, partitions = count, waiting = waiting.load(Ordering::Relaxed), unusable_for = %humantime::format_duration(round_ms(since.elapsed())));
     }
+    let _ = ready.send((topic, count));
 }
 
 /// The Kafka record of `dispatch` for a produce attempt at `now`, its slot written as `slot`.
@@ -689,10 +690,9 @@ async fn partition_task(
     mut rx: mpsc::Receiver<Dispatch>,
 ) {
     let batch_size = shared.config.batch_size.max(1);
-    let mut client: Option<Arc<PartitionClient>> = None;
+    let lane = Mutex::new(Lane::default());
     let mut backoff = Backoff::new(shared.config.retry_backoff);
     let mut failing: Option<Failing> = None;
-    let mut slots = SlotTexts::default();
     let mut batch: Vec<Dispatch> = Vec::with_capacity(batch_size);
     // Resolved once: the hot path adds per batch, never looks a label up per record.
     let dispatched = shared.observer().dispatched_to(&topic);
@@ -704,85 +704,84 @@ async fn partition_task(
                 Err(_) => break,
             }
         }
-        while !batch.is_empty() {
-            let result = {
-                // Never closed: the pool holds the semaphore for its whole life.
-                let _permit = shared.in_flight.acquire().await;
-                produce(&shared, &topic, partition, &mut client, &batch, &mut slots).await
+        let attempt = || async {
+            // Never closed: the pool holds the semaphore for its whole life.
+            let _permit = shared.in_flight.acquire().await;
+            produce(&shared, &topic, partition, &lane, &batch).await
+        };
+        let failed = |e: &RsError, _, delay: Duration| {
+            let kind = if is_connectivity(e) {
+                ProduceErrorKind::Unreachable
+            } else {
+                ProduceErrorKind::Retriable
             };
-            match result {
-                Ok(()) => {
-                    shared.config.kafka.health().succeeded();
-                    shared.delivered(&batch);
-                    dispatched.add(batch.len() as u64);
-                    batch.clear();
-                    backoff.reset();
-                    if let Some(f) = failing.take() {
-                        if f.reported.is_some() {
-                            info!(message = "partition delivering again", topic = %topic, partition, attempts = f.attempts, failing_for = %humantime::format_duration(round_ms(f.since.elapsed())));
-                        }
+            shared.observer().produce_error(&topic, kind, 1);
+            let now = Instant::now();
+            let f = failing.get_or_insert(Failing {
+                since: now,
+                reported: None,
+                attempts: 0,
+            });
+            f.attempts += 1;
+            let waiting = batch.len() + rx.len();
+            if is_connectivity(e) {
+                shared
+                    .config
+                    .kafka
+                    .health()
+                    .failed("producer", "", &describe(e));
+                debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(e), waiting, attempt = f.attempts, retry_in = %humantime::format_duration(round_ms(delay)));
+            } else if f
+                .reported
+                .is_none_or(|r| now.duration_since(r) >= REPORT_EVERY)
+            {
+                f.reported = Some(now);
+                warn!(message = "partition failing; retrying in the background (other partitions are not affected)", topic = %topic, partition, error = %describe(e), waiting, attempts = f.attempts, failing_for = %humantime::format_duration(Duration::from_secs(f.since.elapsed().as_secs())));
+            } else {
+                debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(e), waiting, attempt = f.attempts);
+            }
+        };
+        match retry(&mut backoff, attempt, failed).await {
+            Ok(()) => {
+                shared.config.kafka.health().succeeded();
+                shared.delivered(&batch);
+                dispatched.add(batch.len() as u64);
+                batch.clear();
+                backoff.reset();
+                if let Some(f) = failing.take() {
+                    if f.reported.is_some() {
+                        info!(message = "partition delivering again", topic = %topic, partition, attempts = f.attempts, failing_for = %humantime::format_duration(round_ms(f.since.elapsed())));
                     }
                 }
-                Err(e) if is_permanent(&e) => {
-                    if batch.len() > 1 {
-                        // One bad record must not sink its neighbours: send them one by one.
-                        for dispatch in batch.drain(..) {
-                            send_alone(
-                                &shared,
-                                &topic,
-                                partition,
-                                &mut client,
-                                dispatch,
-                                &mut slots,
-                            )
-                            .await;
-                        }
-                    } else {
-                        for dispatch in batch.drain(..) {
-                            error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic = %topic, partition, error = %describe(&e));
-                            shared.refused(&topic, &dispatch);
-                        }
+            }
+            Err(e) => {
+                if batch.len() > 1 {
+                    // One bad record must not sink its neighbours: send them one by one.
+                    for dispatch in batch.drain(..) {
+                        send_alone(&shared, &topic, partition, &lane, dispatch).await;
                     }
-                }
-                Err(e) => {
-                    // The leader may have moved or the connection died: forget the client.
-                    client = None;
-                    let kind = if is_connectivity(&e) {
-                        ProduceErrorKind::Unreachable
-                    } else {
-                        ProduceErrorKind::Retriable
-                    };
-                    shared.observer().produce_error(&topic, kind, 1);
-                    let now = Instant::now();
-                    let f = failing.get_or_insert(Failing {
-                        since: now,
-                        reported: None,
-                        attempts: 0,
-                    });
-                    f.attempts += 1;
-                    let delay = backoff.next_delay();
-                    let waiting = batch.len() + rx.len();
-                    if is_connectivity(&e) {
-                        shared
-                            .config
-                            .kafka
-                            .health()
-                            .failed("producer", "", &describe(&e));
-                        debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(&e), waiting, attempt = f.attempts, retry_in = %humantime::format_duration(round_ms(delay)));
-                    } else if f
-                        .reported
-                        .is_none_or(|r| now.duration_since(r) >= REPORT_EVERY)
-                    {
-                        f.reported = Some(now);
-                        warn!(message = "partition failing; retrying in the background (other partitions are not affected)", topic = %topic, partition, error = %describe(&e), waiting, attempts = f.attempts, failing_for = %humantime::format_duration(Duration::from_secs(f.since.elapsed().as_secs())));
-                    } else {
-                        debug!(message = "produce failed; retrying", topic = %topic, partition, error = %describe(&e), waiting, attempt = f.attempts);
+                } else {
+                    for dispatch in batch.drain(..) {
+                        error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic = %topic, partition, error = %describe(&e));
+                        shared.refused(&topic, &dispatch);
                     }
-                    tokio::time::sleep(delay).await;
                 }
             }
         }
     }
+}
+
+/// What a partition's lane keeps between produce requests.
+#[derive(Default)]
+struct Lane {
+    /// Forgotten after a transient failure: the leader may have moved or the connection died.
+    client: Option<Arc<PartitionClient>>,
+    slots: SlotTexts,
+}
+
+/// The lane's state; locked only between awaits, never across one.
+fn lock(lane: &Mutex<Lane>) -> std::sync::MutexGuard<'_, Lane> {
+    lane.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One produce request for `batch`, encoded for this attempt (JobMessage v1, stamped now): the
@@ -792,12 +791,12 @@ async fn produce(
     shared: &Shared,
     topic: &str,
     partition: i32,
-    client: &mut Option<Arc<PartitionClient>>,
+    lane: &Mutex<Lane>,
     batch: &[Dispatch],
-    slots: &mut SlotTexts,
-) -> Result<(), rskafka::client::error::Error> {
-    let pc = match client {
-        Some(pc) => Arc::clone(pc),
+) -> Result<(), RsError> {
+    let cached = lock(lane).client.clone();
+    let pc = match cached {
+        Some(pc) => pc,
         None => {
             let pc = Arc::new(
                 shared
@@ -805,7 +804,7 @@ async fn produce(
                     .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
                     .await?,
             );
-            *client = Some(Arc::clone(&pc));
+            lock(lane).client = Some(Arc::clone(&pc));
             pc
         }
     };
@@ -816,23 +815,31 @@ async fn produce(
     for d in batch.iter().take(2 * PREFETCH_AHEAD) {
         prefetch(Arc::as_ptr(d.spec.arc()));
     }
-    let records: Vec<Record> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            if let Some(ahead) = batch.get(i + 2 * PREFETCH_AHEAD) {
-                prefetch(Arc::as_ptr(ahead.spec.arc()));
-            }
-            if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
-                prefetch(ahead.spec.name.as_ptr());
-                prefetch(ahead.spec.job.as_ptr());
-            }
-            record(d, slots.get(d.scheduled_at), now)
-        })
-        .collect();
-    pc.produce(records, shared.config.compression.into())
+    let records: Vec<Record> = {
+        let slots = &mut lock(lane).slots;
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if let Some(ahead) = batch.get(i + 2 * PREFETCH_AHEAD) {
+                    prefetch(Arc::as_ptr(ahead.spec.arc()));
+                }
+                if let Some(ahead) = batch.get(i + PREFETCH_AHEAD) {
+                    prefetch(ahead.spec.name.as_ptr());
+                    prefetch(ahead.spec.job.as_ptr());
+                }
+                record(d, slots.get(d.scheduled_at), now)
+            })
+            .collect()
+    };
+    let result = pc
+        .produce(records, shared.config.compression.into())
         .await
-        .map(|_offsets| ())
+        .map(|_offsets| ());
+    if result.as_ref().is_err_and(|e| !e.is_permanent()) {
+        lock(lane).client = None;
+    }
+    result
 }
 
 /// Records between the one being encoded and the one whose job's strings are asked for; twice
@@ -845,34 +852,32 @@ async fn send_alone(
     shared: &Shared,
     topic: &str,
     partition: i32,
-    client: &mut Option<Arc<PartitionClient>>,
+    lane: &Mutex<Lane>,
     dispatch: Dispatch,
-    slots: &mut SlotTexts,
 ) {
-    let mut backoff = Backoff::new(shared.config.retry_backoff);
     let one = [dispatch];
-    loop {
-        let result = {
-            let _permit = shared.in_flight.acquire().await;
-            produce(shared, topic, partition, client, &one, slots).await
-        };
-        match result {
-            Ok(()) => {
-                shared.delivered(&one);
-                shared.observer().dispatched_to(topic).add(1);
-                return;
-            }
-            Err(e) if is_permanent(&e) => {
-                let dispatch = &one[0];
-                error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic, partition, error = %describe(&e));
-                shared.refused(topic, dispatch);
-                return;
-            }
-            Err(e) => {
-                *client = None;
-                debug!(message = "produce failed; retrying", topic, partition, error = %describe(&e));
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+    let attempt = || async {
+        let _permit = shared.in_flight.acquire().await;
+        produce(shared, topic, partition, lane, &one).await
+    };
+    let failed = |e: &RsError, _, _| {
+        debug!(message = "produce failed; retrying", topic, partition, error = %describe(e));
+    };
+    match retry(
+        &mut Backoff::new(shared.config.retry_backoff),
+        attempt,
+        failed,
+    )
+    .await
+    {
+        Ok(()) => {
+            shared.delivered(&one);
+            shared.observer().dispatched_to(topic).add(1);
+        }
+        Err(e) => {
+            let dispatch = &one[0];
+            error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic, partition, error = %describe(&e));
+            shared.refused(topic, dispatch);
         }
     }
 }

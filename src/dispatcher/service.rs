@@ -730,23 +730,18 @@ impl Member {
         shutdown: &CancellationToken,
     ) -> Option<Option<Cursor>> {
         let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
-        loop {
-            match self.state.last(shard).await {
-                Ok(c) => return Some(c),
-                Err(e) => {
-                    if let Some(beat) = &self.beat {
-                        // Waiting for the broker, not stuck.
-                        beat.beat();
-                    }
-                    let delay = backoff.next_delay();
-                    warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => return None,
-                    }
-                }
+        let failed = |e: &GroupError, _, delay: Duration| {
+            if let Some(beat) = &self.beat {
+                // Waiting for the broker, not stuck.
+                beat.beat();
             }
-        }
+            warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
+        };
+        // A state topic read fails only transiently (GroupError's Classify): only `shutdown` ends
+        // this without a cursor.
+        crate::kafka::retry_cancellable(&mut backoff, shutdown, || self.state.last(shard), failed)
+            .await
+            .ok()
     }
 
     fn forget_written(&self, shard: u32) {

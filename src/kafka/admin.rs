@@ -9,7 +9,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rskafka::client::Client;
 use tracing::info;
 
-use super::{describe, Connection, KafkaContext};
+use super::classify::{rdkafka_code_class, ErrorClass};
+use super::{describe, retry, Backoff, Connection, KafkaContext};
 
 /// A topic to create when missing.
 #[derive(Debug, Clone)]
@@ -124,7 +125,8 @@ impl TopicAdmin {
                     created.push(topic);
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) if is_transient(code) => {
+                // A creation answer not known to be transient is the broker's "no".
+                Err((topic, code)) if rdkafka_code_class(code) == Some(ErrorClass::Transient) => {
                     return Err(TopicError::Unreachable {
                         topic,
                         reason: code.to_string(),
@@ -140,21 +142,6 @@ impl TopicAdmin {
         }
         Ok(created)
     }
-}
-
-/// Answers to a create request that say "ask again later" rather than "no".
-fn is_transient(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::NotController
-            | RDKafkaErrorCode::BrokerNotAvailable
-            | RDKafkaErrorCode::NetworkException
-            | RDKafkaErrorCode::BrokerTransportFailure
-            | RDKafkaErrorCode::AllBrokersDown
-            | RDKafkaErrorCode::OperationTimedOut
-            | RDKafkaErrorCode::LeaderNotAvailable
-    )
 }
 
 /// The partition count of `topic`, `None` when it does not exist (or has no partitions yet).
@@ -199,4 +186,17 @@ pub async fn ensure_topic(
         topic: spec.name.to_string(),
         reason: "created, but not in the metadata yet".into(),
     })
+}
+
+/// [`ensure_topic`], retried with `backoff` while Kafka cannot be reached (each failure reported
+/// to `failed`, as in [`retry()`](super::retry())); a missing topic cronq may not create, or the
+/// broker's refusal, is returned at once.
+pub async fn ensure_topic_retrying(
+    client: &Client,
+    admin: Option<&TopicAdmin>,
+    spec: &TopicSpec<'_>,
+    backoff: &mut Backoff,
+    failed: impl FnMut(&TopicError, u32, Duration),
+) -> Result<i32, TopicError> {
+    retry(backoff, || ensure_topic(client, admin, spec), failed).await
 }

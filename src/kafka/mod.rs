@@ -12,28 +12,34 @@
 //!        └─ Health: one reachability tracker shared by every client of the connection (health.rs)
 //! ```
 //!
-//! - [`retry`]: the one [`Backoff`] and [`retry_forever`] loop.
+//! - [`retry`](mod@retry): the one [`Backoff`] and the one retry loop ([`retry()`], [`retry_cancellable`],
+//!   [`retry_forever`]).
+//! - [`classify`]: which errors are worth another attempt, per client ([`Classify`]).
+//! - [`rdkafka`](mod@rdkafka): the rdkafka client settings and [`KafkaContext`].
 //! - [`admin`]: topic creation and partition counts.
 //! - [`security`]: the security flags.
 
 pub mod admin;
+pub mod classify;
 pub mod health;
+pub mod rdkafka;
 pub mod retry;
 pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::ConsumerContext;
-use rskafka::client::error::{Error as RsError, ProtocolError};
+use rskafka::client::error::Error as RsError;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tracing::{debug, info};
 
+pub use self::rdkafka::{JobConsumer, KafkaContext};
+pub use classify::{is_connectivity, rdkafka_code_class, Classify, ErrorClass};
 pub use health::Health;
-pub use retry::{retry_forever, round_ms, Backoff, MAX_BACKOFF};
+pub use retry::{retry, retry_cancellable, retry_forever, round_ms, Backoff, Stopped, MAX_BACKOFF};
 pub use security::{Security, SecurityArgs, SecurityError};
 
 /// rskafka retries internally too; cap it so a failure surfaces to our own retry loop (and to
@@ -99,26 +105,6 @@ impl Connection {
         builder
     }
 
-    /// An rdkafka configuration with `bootstrap.servers` and the security settings; the caller
-    /// adds what its client needs.
-    pub fn rdkafka(&self) -> rdkafka::ClientConfig {
-        let mut config = rdkafka::ClientConfig::new();
-        config.set("bootstrap.servers", self.brokers_text());
-        self.security.apply_to_rdkafka(&mut config);
-        // librdkafka's own log goes to KafkaContext::log (debug); keep it from logging connection
-        // chatter we never show.
-        config.set_log_level(RDKafkaLogLevel::Info);
-        config
-    }
-
-    /// An rdkafka context reporting to this connection's [`Health`] as `client`.
-    pub fn context(&self, client: &'static str) -> KafkaContext {
-        KafkaContext {
-            client,
-            health: Arc::clone(&self.health),
-        }
-    }
-
     /// Connects with rskafka once.
     pub async fn connect_once(&self) -> Result<Client, RsError> {
         self.rskafka().build().await
@@ -141,51 +127,6 @@ impl Connection {
     }
 }
 
-/// The rdkafka context of cronq's clients: librdkafka's log lines go to debug, its errors (a
-/// broker unreachable, a failed TLS handshake or login) to the connection's [`Health`], which
-/// logs the state changes.
-#[derive(Debug, Clone)]
-pub struct KafkaContext {
-    client: &'static str,
-    health: Arc<Health>,
-}
-
-impl KafkaContext {
-    /// The tracker this context reports to.
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
-    }
-
-    /// Routes one librdkafka log line (for contexts of other types that wrap this one).
-    pub fn log_line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        debug!(
-            message = "librdkafka",
-            client = self.client,
-            level = ?level,
-            facility = fac,
-            text = message
-        );
-    }
-
-    /// Routes one librdkafka error (for contexts of other types that wrap this one).
-    pub fn error_event(&self, error: &rdkafka::error::KafkaError, reason: &str) {
-        self.health
-            .failed(self.client, "", &format!("{error}: {reason}"));
-    }
-}
-
-impl ClientContext for KafkaContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log_line(level, fac, log_message);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.error_event(&error, reason);
-    }
-}
-
-impl ConsumerContext for KafkaContext {}
-
 /// Short, human form of an rskafka error (its `Display` includes whole request dumps).
 pub fn describe(e: &RsError) -> String {
     match e {
@@ -201,39 +142,28 @@ pub fn describe(e: &RsError) -> String {
     }
 }
 
-/// Retrying the same request cannot help: the record, the topic or our rights are wrong. Such a
-/// dispatch is dropped (and counted); such a topic is retried only later, in the background.
+/// Retrying the same request cannot help ([`Classify`] for rskafka's errors).
 pub fn is_permanent(e: &RsError) -> bool {
-    matches!(
-        e,
-        RsError::ServerError {
-            protocol_error: ProtocolError::MessageTooLarge
-                | ProtocolError::RecordListTooLarge
-                | ProtocolError::InvalidRecord
-                | ProtocolError::TopicAuthorizationFailed
-                | ProtocolError::ClusterAuthorizationFailed
-                | ProtocolError::InvalidTopicException
-                | ProtocolError::UnsupportedForMessageFormat,
-            ..
-        }
-    )
+    e.is_permanent()
 }
 
-/// The failure is the broker's reachability (connection refused or lost, no answer, no leader),
-/// as opposed to an answer about the request.
-pub fn is_connectivity(e: &RsError) -> bool {
-    match e {
-        RsError::Connection(_) | RsError::Request(_) | RsError::RetryFailed(_) => true,
-        RsError::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
-            ProtocolError::LeaderNotAvailable
-                | ProtocolError::NotLeaderOrFollower
-                | ProtocolError::BrokerNotAvailable
-                | ProtocolError::NetworkException
-                | ProtocolError::RequestTimedOut
-                | ProtocolError::NotController
-                | ProtocolError::CoordinatorNotAvailable
-        ),
-        _ => false,
-    }
+/// Appends one `record` (uncompressed) to `topic`/`partition`, retrying transient failures with
+/// `backoff` (each reported to `failed`, as in [`retry()`]); a permanent failure is returned.
+pub async fn produce_one(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    record: &Record,
+    backoff: &mut Backoff,
+    failed: impl FnMut(&RsError, u32, Duration),
+) -> Result<(), RsError> {
+    let attempt = || async {
+        let pc = client
+            .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+            .await?;
+        pc.produce(vec![record.clone()], Compression::NoCompression)
+            .await
+            .map(|_offsets| ())
+    };
+    retry(backoff, attempt, failed).await
 }

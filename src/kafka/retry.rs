@@ -1,8 +1,36 @@
-//! Retry with backoff: the one policy every Kafka call of cronq retries under (connecting, topic
-//! metadata and creation, produce, reports, cursor reads).
+//! Retry with backoff: the one policy and the one loop every Kafka call of cronq retries under
+//! (connecting, topic metadata and creation, produce, reports, cursor reads).
+//!
+//! ```text
+//!   attempt() ──Ok(v)─────────────────────────────────────────────► Ok(v)
+//!      │ Err(e)
+//!      ├─ e permanent (Classify) ─────────────────────────────────► Err(e) | Stopped::Permanent(e)
+//!      └─ e transient: failed(&e, attempt, delay); sleep(delay) ──► attempt() again
+//!   token cancelled (during an attempt or a sleep) ───────────────► Stopped::Cancelled
+//! ```
+//!
+//! Three entry points over one loop:
+//! - [`retry`]: until a success or a permanent error ([`Classify`]);
+//! - [`retry_cancellable`]: the same, or until a [`CancellationToken`] is cancelled;
+//! - [`retry_forever`]: every error is worth another attempt (connecting; a topic the producer
+//!   waits for; `cronq tail` waiting for its topic).
+//!
+//! The caller owns the [`Backoff`]: one kept across calls (a partition's lane, a triggered run's
+//! topic lookup and produce) goes on doubling until the caller [resets](Backoff::reset) it.
+//!
+//! We keep our own ~50 lines rather than a crate such as `backon`: the delays are this module's
+//! [`Backoff`] (full jitter in `[d/2, d]`, per-caller caps, reset by the caller), the hook hears
+//! the attempt number every log line carries, and cancellation is a [`CancellationToken`]; a
+//! crate would need a custom backoff, a custom sleeper and a counter to say the same.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::classify::Classify;
 
 /// The longest wait between two retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -67,26 +95,114 @@ impl Backoff {
     }
 }
 
-/// Runs `attempt` until it succeeds, sleeping a [`Backoff`] from `base` between failures.
-/// `failed` hears of each failure (its attempt number, counted from 1, and the wait before the
-/// next) and decides how loudly to report it.
-pub async fn retry_forever<T, E, Fut>(
-    base: Duration,
+/// A [`Backoff`] from `base`.
+impl From<Duration> for Backoff {
+    fn from(base: Duration) -> Backoff {
+        Backoff::new(base)
+    }
+}
+
+/// Why [`retry_cancellable`] ended without a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped<E> {
+    /// The attempt failed with an error no retry can fix.
+    Permanent(E),
+    /// The token was cancelled (the attempt in flight, if any, was dropped).
+    Cancelled,
+}
+
+/// Runs `attempt` until it succeeds, sleeping `backoff`'s next delay after each transient
+/// failure. `failed` hears of each transient failure (its attempt number, counted from the
+/// backoff's last reset, and the wait before the next) and decides how loudly to report it. The
+/// first permanent error ([`Classify`]) is returned at once, unreported.
+pub async fn retry<T, E: Classify, Fut: Future<Output = Result<T, E>>>(
+    backoff: &mut Backoff,
+    attempt: impl FnMut() -> Fut,
+    failed: impl FnMut(&E, u32, Duration),
+) -> Result<T, E> {
+    let never = std::future::pending::<Infallible>();
+    match run(backoff, never, permanent_stops, attempt, failed).await {
+        Ok(result) => result,
+        Err(never) => match never {},
+    }
+}
+
+/// [`retry`] that also ends, with [`Stopped::Cancelled`], as soon as `cancel` is cancelled:
+/// during a backoff's sleep or an attempt (which is dropped), and before the first attempt when
+/// the token is cancelled already.
+pub async fn retry_cancellable<T, E: Classify, Fut: Future<Output = Result<T, E>>>(
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+    attempt: impl FnMut() -> Fut,
+    failed: impl FnMut(&E, u32, Duration),
+) -> Result<T, Stopped<E>> {
+    match run(
+        backoff,
+        cancel.cancelled(),
+        permanent_stops,
+        attempt,
+        failed,
+    )
+    .await
+    {
+        Ok(result) => result.map_err(Stopped::Permanent),
+        Err(()) => Err(Stopped::Cancelled),
+    }
+}
+
+/// Runs `attempt` until it succeeds, whatever its errors: for a caller to whom a failure only
+/// means "not yet". `backoff`: a [`Backoff`], or the `base` of one. `failed` as in [`retry`].
+pub async fn retry_forever<T, E, Fut: Future<Output = Result<T, E>>>(
+    backoff: impl Into<Backoff>,
+    attempt: impl FnMut() -> Fut,
+    failed: impl FnMut(&E, u32, Duration),
+) -> T {
+    let never = std::future::pending::<Infallible>();
+    let mut backoff = backoff.into();
+    match run(&mut backoff, never, Ok::<E, Infallible>, attempt, failed).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(never)) | Err(never) => match never {},
+    }
+}
+
+/// [`Classify`] as [`run`]'s `transient`: a permanent error stops the loop.
+fn permanent_stops<E: Classify>(e: E) -> Result<E, E> {
+    if e.is_permanent() {
+        Err(e)
+    } else {
+        Ok(e)
+    }
+}
+
+/// The one loop. `transient` gives an error back when it is worth another attempt, else what
+/// the loop ends with (`Ok(Err(_))`); `cancelled` ending first ends the loop with its output
+/// (`Err(_)`). A cancellation wins a tie: no attempt starts once it has come.
+async fn run<T, E, P, C, Fut: Future<Output = Result<T, E>>>(
+    backoff: &mut Backoff,
+    cancelled: impl Future<Output = C>,
+    transient: impl Fn(E) -> Result<E, P>,
     mut attempt: impl FnMut() -> Fut,
     mut failed: impl FnMut(&E, u32, Duration),
-) -> T
-where
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut backoff = Backoff::new(base);
+) -> Result<Result<T, P>, C> {
+    let mut cancelled = pin!(cancelled);
     loop {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                failed(&e, backoff.attempts(), delay);
-                tokio::time::sleep(delay).await;
-            }
+        let result = tokio::select! {
+            biased;
+            c = &mut cancelled => return Err(c),
+            // Called only when polled: a cancelled token wins before the attempt is made.
+            result = async { attempt().await } => result,
+        };
+        let error = match result.map_err(&transient) {
+            Ok(value) => return Ok(Ok(value)),
+            Err(Ok(error)) => error,
+            Err(Err(stop)) => return Ok(Err(stop)),
+        };
+        let delay = backoff.next_delay();
+        failed(&error, backoff.attempts(), delay);
+        tokio::select! {
+            biased;
+            c = &mut cancelled => return Err(c),
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -99,6 +215,10 @@ pub fn round_ms(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::classify::ErrorClass;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use tokio::time::Instant;
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
@@ -151,5 +271,190 @@ mod tests {
                 ("failure 3".to_string(), 3)
             ]
         );
+    }
+
+    /// A broker that is busy (worth another attempt) or that says no (not).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Answer {
+        Busy,
+        No,
+    }
+
+    impl Classify for Answer {
+        fn class(&self) -> ErrorClass {
+            match self {
+                Answer::Busy => ErrorClass::Transient,
+                Answer::No => ErrorClass::Permanent,
+            }
+        }
+    }
+
+    /// An attempt that gives `answers` in turn, then succeeds with the number of calls.
+    fn answering(
+        answers: &[Answer],
+    ) -> (
+        impl FnMut() -> std::future::Ready<Result<usize, Answer>> + '_,
+        Rc<Cell<usize>>,
+    ) {
+        let calls = Rc::new(Cell::new(0));
+        let counted = Rc::clone(&calls);
+        let attempt = move || {
+            let n = counted.get();
+            counted.set(n + 1);
+            std::future::ready(match answers.get(n) {
+                Some(answer) => Err(*answer),
+                None => Ok(n + 1),
+            })
+        };
+        (attempt, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_after_each_backoff_delay() {
+        let started = Instant::now();
+        let (attempt, calls) = answering(&[Answer::Busy, Answer::Busy]);
+        let mut waits = Vec::new();
+        let got = retry(
+            &mut Backoff::new(Duration::from_secs(1)),
+            attempt,
+            |e, attempt, delay| waits.push((*e, attempt, delay)),
+        )
+        .await;
+        assert_eq!(got, Ok(3));
+        assert_eq!(calls.get(), 3);
+        assert_eq!(
+            waits.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>(),
+            [(Answer::Busy, 1), (Answer::Busy, 2)]
+        );
+        // The first wait within [0.5 s, 1 s], the second within [1 s, 2 s]; slept, not skipped.
+        assert!(waits[0].2 >= Duration::from_millis(500) && waits[0].2 <= Duration::from_secs(1));
+        assert!(waits[1].2 >= Duration::from_secs(1) && waits[1].2 <= Duration::from_secs(2));
+        // tokio's timer wakes on whole milliseconds: each sleep may end up to 1 ms late.
+        let slept = waits[0].2 + waits[1].2;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= slept && elapsed <= slept + Duration::from_millis(2),
+            "{elapsed:?} for sleeps of {slept:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_ends_the_retry_at_once_unreported() {
+        let started = Instant::now();
+        let (attempt, calls) = answering(&[Answer::Busy, Answer::No, Answer::Busy]);
+        let mut reported = 0;
+        let got = retry(
+            &mut Backoff::new(Duration::from_secs(1)),
+            attempt,
+            |_, _, _| reported += 1,
+        )
+        .await;
+        assert_eq!(got, Err(Answer::No));
+        assert_eq!((calls.get(), reported), (2, 1));
+        assert!(started.elapsed() <= Duration::from_secs(1));
+
+        let (attempt, calls) = answering(&[Answer::No]);
+        let token = CancellationToken::new();
+        let got = retry_cancellable(
+            &mut Backoff::new(Duration::from_secs(1)),
+            &token,
+            attempt,
+            |_, _, _| panic!("a permanent error is not retried"),
+        )
+        .await;
+        assert_eq!(got, Err(Stopped::Permanent(Answer::No)));
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_during_a_backoff_ends_the_retry_at_once() {
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            canceller.cancel();
+        });
+        let started = Instant::now();
+        let (attempt, calls) = answering(&[Answer::Busy; 100]);
+        // The first wait is at least 30 s: the cancellation comes 1 s into it.
+        let got = retry_cancellable(
+            &mut Backoff::new(Duration::from_secs(60)),
+            &token,
+            attempt,
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(got, Err(Stopped::Cancelled));
+        assert_eq!(calls.get(), 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_drops_the_attempt_in_flight_and_none_starts_after_it() {
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            canceller.cancel();
+        });
+        let started = Instant::now();
+        let got: Result<(), Stopped<Answer>> = retry_cancellable(
+            &mut Backoff::new(Duration::from_secs(1)),
+            &token,
+            std::future::pending,
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(got, Err(Stopped::Cancelled));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+
+        let (attempt, calls) = answering(&[]);
+        let got = retry_cancellable(
+            &mut Backoff::new(Duration::from_secs(1)),
+            &token,
+            attempt,
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(got, Err(Stopped::Cancelled));
+        assert_eq!(calls.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_forever_retries_even_what_is_classified_permanent() {
+        let (attempt, calls) = answering(&[Answer::No, Answer::Busy, Answer::No]);
+        let got = retry_forever(
+            Backoff::new(Duration::from_secs(1)).with_max(Duration::from_secs(1)),
+            attempt,
+            |_: &Answer, _, delay| {
+                assert!(delay <= Duration::from_secs(1), "capped by with_max");
+            },
+        )
+        .await;
+        assert_eq!((got, calls.get()), (4, 4));
+    }
+
+    #[test]
+    fn a_kept_backoff_goes_on_doubling_until_reset() {
+        let mut backoff = Backoff::from(Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (attempt, _) = answering(&[Answer::Busy, Answer::Busy]);
+            retry(&mut backoff, attempt, |_, _, _| {}).await.unwrap();
+            let (attempt, _) = answering(&[Answer::Busy]);
+            let mut attempts = Vec::new();
+            retry(&mut backoff, attempt, |_, attempt, _| {
+                attempts.push(attempt)
+            })
+            .await
+            .unwrap();
+            assert_eq!(attempts, [3]);
+        });
+        backoff.reset();
+        assert_eq!(backoff.attempts(), 0);
     }
 }

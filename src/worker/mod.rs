@@ -74,7 +74,7 @@ use results::{
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
 use crate::kafka::admin::{TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{retry_forever, Connection, KafkaContext};
+use crate::kafka::{retry_cancellable, Backoff, Connection, JobConsumer, KafkaContext, Stopped};
 use crate::message::JobMessage;
 use crate::obs::health::Beat;
 use observe::{ObservedHandler, Observer, PartitionLag};
@@ -319,24 +319,26 @@ async fn ensure_report_topics(
             configs: &[],
         })
         .collect();
-    let create = retry_forever(
-        Duration::from_millis(200),
-        || async {
-            match admin.create(&specs).await {
-                Ok(_) => Ok(Ok(())),
-                Err(TopicError::Refused { topic, reason }) => {
-                    Ok(Err(WorkerError::CreateTopic { topic, reason }))
-                }
-                Err(e) => Err(e),
-            }
-        },
-        |e: &TopicError, _, _| {
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    let created = retry_cancellable(
+        &mut backoff,
+        shutdown,
+        || admin.create(&specs),
+        |e, _, _| {
             config.kafka.health().failed("worker", "", &e.to_string());
         },
-    );
-    tokio::select! {
-        created = create => created,
-        _ = shutdown.cancelled() => Ok(()),
+    )
+    .await;
+    match created {
+        Ok(_) | Err(Stopped::Cancelled) => Ok(()),
+        Err(Stopped::Permanent(TopicError::Refused { topic, reason })) => {
+            Err(WorkerError::CreateTopic { topic, reason })
+        }
+        // `create` answers a refusal or an unreachable Kafka, nothing else.
+        Err(Stopped::Permanent(other)) => Err(WorkerError::CreateTopic {
+            topic: config.report.results_topic.clone(),
+            reason: other.to_string(),
+        }),
     }
 }
 
@@ -1023,15 +1025,7 @@ pub async fn run_observed(
     }
     let producer: FutureProducer<KafkaContext> = config
         .kafka
-        .rdkafka()
-        .set("client.id", &config.report.worker)
-        .set("acks", "all")
-        // A finished job's executor is free at once; only its offset waits for the result's ack.
-        // A few milliseconds of linger batch the results of a busy pool into few produce requests.
-        .set("linger.ms", "5")
-        // Reports are keyed by jobName and land on the partition the Java client and the dispatcher
-        // pick (murmur2); librdkafka's default would hash with CRC32.
-        .set("partitioner", "murmur2_random")
+        .report_producer(&config.report.worker)
         .create_with_context(config.kafka.context("worker producer"))
         .map_err(|source| WorkerError::Client {
             what: "producer",
@@ -1051,39 +1045,15 @@ pub async fn run_observed(
         config.dedup_capacity,
     )));
     let paused = Arc::new(AtomicBool::new(false));
-    let session_ms = config.session_timeout.as_millis().max(1000);
     let consumer: Consumer_ = config
         .kafka
-        .rdkafka()
-        .set("group.id", &config.group)
-        .set("client.id", &config.report.worker)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.offset.reset",
-            match config.start {
-                StartAt::Earliest => "earliest",
-                StartAt::Latest => "latest",
-            },
-        )
-        .set("session.timeout.ms", session_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (session_ms / 3).min(3000).to_string(),
-        )
-        // How long the broker may hold a fetch when it has nothing: also the pickup delay after the
-        // fetch was paused and resumed. Jobs are latency-sensitive; an idle poll 10 times a second
-        // per broker is cheap.
-        .set("fetch.wait.max.ms", "100")
-        // A job topic created after the worker started is seen within 10 s, not librdkafka's 5 min.
-        .set("topic.metadata.refresh.interval.ms", "10000")
-        // The loop polls all the time except while draining at shutdown: leave room for the grace.
-        .set(
-            "max.poll.interval.ms",
-            (config.shutdown_grace.as_millis() + 60_000)
-                .max(300_000)
-                .to_string(),
-        )
+        .job_consumer(&JobConsumer {
+            group: &config.group,
+            client_id: &config.report.worker,
+            from_earliest: config.start == StartAt::Earliest,
+            session_timeout: config.session_timeout,
+            shutdown_grace: config.shutdown_grace,
+        })
         .create_with_context(WorkerContext {
             state: Arc::clone(&state),
             paused: Arc::clone(&paused),
@@ -1115,8 +1085,7 @@ pub async fn run_observed(
 
     let lag_client: LagClient = config
         .kafka
-        .rdkafka()
-        .set("client.id", format!("{}-lag", config.report.worker))
+        .lag_watcher(&config.report.worker)
         .create_with_context(config.kafka.context("worker"))
         .map_err(|source| WorkerError::Client {
             what: "lag watcher",

@@ -792,12 +792,12 @@ fn catchup_duration(text: &str) -> Result<Duration, String> {
     bounded(
         text,
         Duration::from_secs(60),
-        schedule::load::MAX_CATCHUP_WINDOW,
+        schedule::spec::MAX_CATCHUP_WINDOW,
     )
 }
 
 fn jitter_duration(text: &str) -> Result<Duration, String> {
-    bounded(text, Duration::from_millis(1), schedule::jitter::MAX_JITTER)
+    bounded(text, Duration::from_millis(1), crate::wire::job::MAX_JITTER)
 }
 
 fn grace_duration(text: &str) -> Result<Duration, String> {
@@ -1000,7 +1000,7 @@ fn trigger(args: TriggerArgs) -> Result<ExitCode, CliError> {
         let shutdown = cancel_on_signal();
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         if !wait.is_zero() {
-            tracing::info!(message = "waiting to trigger", job = %spec.name, at = %crate::message::slot_text(at), wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())));
+            tracing::info!(message = "waiting to trigger", job = %spec.name, at = %crate::wire::slot_text(at), wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {
@@ -1086,13 +1086,13 @@ fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     for t in upcoming(&expr, after, args.count) {
         match jitter {
             Some((jitter, job)) => {
-                let slot = crate::message::slot_text(t);
-                let at = schedule::jitter::not_before(job, t, &slot, jitter);
+                let slot = crate::wire::slot_text(t);
+                let at = crate::wire::ids::not_before(job, t, &slot, jitter);
                 writeln!(
                     out,
                     "{}\tnot before {}",
                     format_instant(t, expr.tz()),
-                    schedule::jitter::not_before_text(at)
+                    crate::wire::ids::not_before_text(at)
                 )?;
             }
             None => writeln!(out, "{}", format_instant(t, expr.tz()))?,
@@ -1156,7 +1156,7 @@ fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime
     let not_before = expr
         .next_after(now)
         .filter(|_| spec.enabled)
-        .and_then(|t| crate::message::not_before_for(spec, &crate::message::slot_text(t)));
+        .and_then(|t| crate::schedule::record::not_before_for(spec, &crate::wire::slot_text(t)));
     match not_before {
         Some(nb) => format!(
             "\tjitter {} (not before {nb})",
@@ -1564,15 +1564,15 @@ fn pause(args: PauseArgs) -> Result<ExitCode, CliError> {
                 flag: "--until",
                 reason: format!(
                     "{} is not in the future (now is {}); a pause ends later than it starts",
-                    crate::message::slot_text(*at),
-                    crate::message::slot_text(now)
+                    crate::wire::slot_text(*at),
+                    crate::wire::slot_text(now)
                 ),
             })
         }
         Some(UntilArg::At(at)) if (*at - now).to_std().is_ok_and(|d| d > MAX_PAUSE) => {
             return Err(CliError::Invalid {
                 flag: "--until",
-                reason: format!("{} is more than 366d ahead", crate::message::slot_text(*at)),
+                reason: format!("{} is more than 366d ahead", crate::wire::slot_text(*at)),
             })
         }
         Some(UntilArg::At(at)) => Some(*at),
@@ -1658,12 +1658,12 @@ fn resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
                 None => "it was never paused".to_string(),
                 Some(r) if r.paused => format!(
                     "its pause ended by itself at {}",
-                    r.until.map(crate::message::slot_text).unwrap_or_default()
+                    r.until.map(crate::wire::slot_text).unwrap_or_default()
                 ),
                 Some(r) => format!(
                     "it was resumed by {} at {}",
                     r.by,
-                    crate::message::slot_text(r.at)
+                    crate::wire::slot_text(r.at)
                 ),
             };
             return Err(format!(

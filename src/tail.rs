@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::cli::{CliError, TailArgs};
 use crate::kafka::{describe, retry_forever};
-use crate::message::JobMessage;
+use crate::wire::JobMessage;
 
 struct Received {
     partition: i32,

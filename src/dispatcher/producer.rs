@@ -47,7 +47,8 @@ use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{describe, is_connectivity, is_permanent, round_ms, Backoff, Connection};
-use crate::message::{partition_for, topic_of, JobRecord, SlotTexts};
+use crate::schedule::record::{topic_of, JobRecord};
+use crate::wire::{partition_for, SlotTexts};
 
 /// `--compression`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

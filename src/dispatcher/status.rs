@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::cursor::Cursor;
 use super::service::STALE_AFTER;
 use crate::clock::Minute;
+use crate::wire::cursor::Cursor;
 
 /// One shard as its last record tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -39,12 +39,12 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::executor::{BoxFuture, Handler, JobRun, Outcome, Status};
-use super::results::DeadReason;
 use super::WorkerConfig;
-use crate::message::JobMessage;
 use crate::obs::health::{Beat, Health};
 use crate::obs::http::Site;
 use crate::obs::page::{document, escape, format_number};
+use crate::wire::result::DeadReason;
+use crate::wire::JobMessage;
 
 /// Results kept for the page.
 pub const RESULTS: usize = 100;

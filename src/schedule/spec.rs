@@ -1,6 +1,6 @@
 //! The schedule's domain: a job's settings ([`JobSpec`]) and the rules they name ([`Catchup`],
 //! [`Overlap`]), a validated job and schedule ([`Job`], [`Schedule`]), and which shards' jobs a
-//! dispatcher keeps ([`ShardFilter`]). The loader ([`super::load`]) makes them from a file; the
+//! dispatcher keeps ([`ShardFilter`]). The loader ([`mod@super::load`]) makes them from a file; the
 //! record a job's slot becomes is [`super::record`]'s.
 
 use std::collections::BTreeMap;

@@ -20,12 +20,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::executor::{tail_text, BoxFuture, Handler, JobRun, Outcome, Status};
+use super::executor::{BoxFuture, Handler, JobRun, Outcome};
 use super::results::{deliver, Publisher, ReportConfig};
 use crate::kafka::Backoff;
 use crate::wire::job::MAX_JOB_NAME_BYTES;
 use crate::wire::result::{
-    letter_bytes, result_bytes, DeadLetter, DeadReason, JobResult, Origin, OriginalDigest,
+    letter_bytes, result_bytes, tail_text, DeadLetter, DeadReason, JobResult, Origin,
+    OriginalDigest, Status,
 };
 use crate::wire::JobMessage;
 

@@ -3,15 +3,19 @@
 //!
 //! ```text
 //!  cronq pause/resume ──► <group>.control (1 partition, compacted; key = jobName, " " = --all)
-//!  ([`command`])                  │ every member follows it: from the start to the high watermark
-//!                                 ▼ at start and before each takeover, then long-polled
+//!                                │ every member follows it: from the start to the high watermark
+//!                                ▼ at start and before each takeover, then long-polled
 //!                          ControlFollower ──► PauseTable (latest record per key) ──► TickLoop
-//!                          ([`follower`])      ([`table`])
 //!     run_minute_at ──► due jobs ──► Pauses::apply_minute: paused slots out (counted `paused`),
-//!                      ([`pauses`])  the paused slots a pause's end sends (the job's catch-up rule)
+//!                                    the paused slots a pause's end sends (the job's catch-up rule)
 //! ```
 //!
-//! The record's format is [`crate::wire::control`]'s; reading and writing the topic is [`topic`]'s.
+//! - [`crate::wire::control`]: the record's format;
+//! - [`topic`]: the topic itself (create, append, read whole);
+//! - [`table`]: the latest record of every key, and the pauses in force as the status shows them;
+//! - [`follower`]: the background task that keeps each member's table current;
+//! - [`pauses`]: what the tick loop holds back, and sends when a pause ends;
+//! - [`command`]: `cronq pause`/`resume` and the status's read of the pauses.
 //!
 //! A record describes one paused interval `[since, until)` of a job (or of every job): a pause
 //! writes `paused: true` with `until` absent (or its `--until`), a resume writes `paused: false`

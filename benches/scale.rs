@@ -428,11 +428,11 @@ fn jitter_minute(n: usize, jitter: Option<Duration>) -> JitterMinute {
         // Takes records as the producer pool's router does, and notes how late each left.
         let consumer = tokio::spawn(async move {
             let mut lateness_us = Vec::with_capacity(n);
-            let mut texts = cronq::message::SlotTexts::default();
+            let mut texts = cronq::wire::SlotTexts::default();
             while let Some(d) = out.recv().await {
                 let now = consumer_clock.now();
                 let due = match d.spec.jitter {
-                    Some(j) => cronq::schedule::jitter::not_before(
+                    Some(j) => cronq::wire::ids::not_before(
                         &d.spec.name,
                         d.scheduled_at,
                         texts.get(d.scheduled_at),

@@ -83,7 +83,7 @@ fn fill(rt: &tokio::runtime::Runtime, broker: &str, topic: &str, records: usize)
                 "scheduledAt": "2026-11-26T00:00:00Z", "dispatchId": format!("{name}@2026-11-26T00:00:00Z"),
             })
             .to_string();
-            let partition = cronq::message::partition_for(name.as_bytes(), PARTITIONS);
+            let partition = cronq::wire::partition_for(name.as_bytes(), PARTITIONS);
             let record = FutureRecord::to(topic)
                 .key(name.as_bytes())
                 .payload(value.as_bytes())

@@ -24,6 +24,8 @@
 //! - [`worker`]: `cronq worker`, the consumer group that executes job messages (pool sized by lag).
 //! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, retry with
 //!   backoff, topic administration, outage reporting.
+//! - [`wire`]: the contracts every process shares (JobMessage v1, results and dead letters, the
+//!   control and cursor records, `dispatchId`, murmur2); the lowest layer, beneath all the others.
 //! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
 
 #![warn(missing_docs)]
@@ -35,9 +37,9 @@ pub mod cron;
 pub mod dispatcher;
 pub mod kafka;
 pub mod lifecycle;
-pub mod message;
 pub mod obs;
 pub mod schedule;
 pub mod trigger;
 pub mod wheel;
+pub mod wire;
 pub mod worker;

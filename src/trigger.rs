@@ -13,8 +13,8 @@ use rskafka::record::Record;
 
 use crate::kafka::admin::{ensure_topic_retrying, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{describe, produce_one, Backoff, Connection};
-use crate::message::{self, JobMessage};
 use crate::schedule::JobSpec;
+use crate::wire::{self as message, JobMessage};
 
 /// Why a trigger did not produce its record.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ mod tests {
         assert_eq!((m.priority, m.job.as_str()), (3, "run sync"));
         // The worker's integrity check accepts it as a triggered run.
         let value = serde_json::to_vec(&m).unwrap();
-        let back = crate::worker::results::parse_message(b"sync", &value).unwrap();
+        let back = crate::wire::job::parse_message(b"sync", &value).unwrap();
         assert_eq!(back, m);
     }
 }

@@ -360,7 +360,7 @@ impl Arrivals {
         let (earliest, latest) = (*firsts.iter().min().unwrap(), *firsts.iter().max().unwrap());
         assert!(latest - earliest <= 2, "jobs started {earliest}..{latest}");
         for (job, slots) in &self.slots {
-            let shard = cronq::message::partition_for(job.as_bytes(), end.shards as i32) as u32;
+            let shard = cronq::wire::partition_for(job.as_bytes(), end.shards as i32) as u32;
             let until = end.cursors[&shard];
             let first = *slots.first().unwrap();
             let missing: Vec<i64> = (first..=until).filter(|m| !slots.contains(m)).collect();

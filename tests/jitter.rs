@@ -451,7 +451,7 @@ fn a_crash_in_a_jittered_minute_is_re_sent_from_the_cursor_with_the_same_ids() {
             .map(|i| format!("spread-{i:02}"))
             .chain(["plain".to_string()])
         {
-            let id = format!("{name}@{}", cronq::message::slot_text(slot));
+            let id = format!("{name}@{}", cronq::wire::slot_text(slot));
             let got = copies
                 .get(&id)
                 .unwrap_or_else(|| panic!("{id} never arrived"));
@@ -462,7 +462,7 @@ fn a_crash_in_a_jittered_minute_is_re_sent_from_the_cursor_with_the_same_ids() {
         }
     }
     // The crash minute's early records were sent by a, then again by b from the cursor.
-    let crash_slot = cronq::message::slot_text(Utc.timestamp_opt((m0 + 2) * 60, 0).unwrap());
+    let crash_slot = cronq::wire::slot_text(Utc.timestamp_opt((m0 + 2) * 60, 0).unwrap());
     let resent = copies
         .iter()
         .filter(|(id, c)| id.ends_with(&crash_slot) && c.len() > 1)
@@ -588,7 +588,7 @@ fn a_worker_does_not_start_a_run_before_its_not_before_and_runs_others_meanwhile
     let slot = Utc
         .timestamp_opt(now.timestamp() - now.timestamp() % 60, 0)
         .unwrap();
-    let slot_text = cronq::message::slot_text(slot);
+    let slot_text = cronq::wire::slot_text(slot);
     let not_before = now + chrono::Duration::seconds(3);
     let message = |name: &str, not_before: Option<DateTime<Utc>>| {
         let mut v = serde_json::json!({
@@ -597,7 +597,7 @@ fn a_worker_does_not_start_a_run_before_its_not_before_and_runs_others_meanwhile
             "scheduledAt": slot_text, "dispatchId": format!("{name}@{slot_text}"),
         });
         if let Some(nb) = not_before {
-            v["notBefore"] = cronq::schedule::jitter::not_before_text(nb).into();
+            v["notBefore"] = cronq::wire::ids::not_before_text(nb).into();
         }
         (name.to_string(), v)
     };

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronq::message::{slot_text, JobMessage, JobRecord};
+use cronq::schedule::record::JobRecord;
 use cronq::schedule::{Catchup, JobSpec, DEFAULT_CATCHUP_WINDOW};
+use cronq::wire::{slot_text, JobMessage};
 use proptest::prelude::*;
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), written out from the Java

@@ -112,7 +112,7 @@ fn a_day_of_a_realistic_schedule_arrives_exactly_once_with_key_headers_and_murmu
         );
         assert_eq!(
             c.partition,
-            cronq::message::partition_for(name.as_bytes(), PARTITIONS),
+            cronq::wire::partition_for(name.as_bytes(), PARTITIONS),
             "murmur2 partition of {name}"
         );
         assert!(ids.insert(id.to_string()), "duplicate dispatch {id}");

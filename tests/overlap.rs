@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::*;
-use cronq::message::{partition_for, Overlap};
 use cronq::schedule::JobSpec;
+use cronq::wire::{partition_for, Overlap};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -99,7 +99,7 @@ fn encoded(
         overlap: settings.overlap,
         jitter: None,
     };
-    let r = cronq::message::encode(&spec, at, "unused", Utc::now());
+    let r = cronq::schedule::record::encode(&spec, at, "unused", Utc::now());
     Record {
         partition: Some(partition_for(&r.key, partitions)),
         key: r.key,

@@ -335,7 +335,7 @@ fn a_pause_survives_a_takeover_and_its_resume_follows_each_jobs_catch_up_rule() 
     drill.wait_minutes(1, 20);
 
     // The owner of held's shard dies; a fresh member joins as it does.
-    let shard = cronq::message::partition_for(b"held", SHARDS);
+    let shard = cronq::wire::partition_for(b"held", SHARDS);
     let view = setup.status_json();
     let owner = view["shards"][shard as usize]["owner"]
         .as_str()

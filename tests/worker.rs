@@ -85,9 +85,9 @@ fn encoded(
         scheduled_at: slot,
         lease: None,
     };
-    let r = cronq::message::encode(&d.spec, d.scheduled_at, "unused", Utc::now());
+    let r = cronq::schedule::record::encode(&d.spec, d.scheduled_at, "unused", Utc::now());
     JobRecord {
-        partition: Some(cronq::message::partition_for(&r.key, partitions)),
+        partition: Some(cronq::wire::partition_for(&r.key, partitions)),
         key: r.key,
         value: r.value,
         headers: r.headers.into_iter().collect(),
@@ -1380,7 +1380,7 @@ fn results_and_dead_letters_land_on_the_partition_murmur2_picks_for_their_job_na
         assert_eq!(r.key, name.as_bytes(), "keyed by jobName: {}", r.value);
         assert_eq!(
             r.partition,
-            cronq::message::partition_for(name.as_bytes(), 3),
+            cronq::wire::partition_for(name.as_bytes(), 3),
             "{name}"
         );
         used.insert(r.partition);

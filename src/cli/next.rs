@@ -10,7 +10,6 @@ use clap::Args;
 use super::args::{bounded, format_instant, parse_instant, whole};
 use super::error::CliError;
 use crate::cron::{tz::parse_zone, CronExpr};
-use crate::schedule;
 
 /// `cronq next`
 #[derive(Debug, Args)]
@@ -48,7 +47,7 @@ pub struct ExplainArgs {
 }
 
 fn jitter_duration(text: &str) -> Result<Duration, String> {
-    bounded(text, Duration::from_millis(1), schedule::jitter::MAX_JITTER)
+    bounded(text, Duration::from_millis(1), crate::wire::job::MAX_JITTER)
 }
 
 fn compile(expr: &str, tz: &str, job: Option<&str>) -> Result<CronExpr, CliError> {
@@ -95,13 +94,13 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     for t in upcoming(&expr, after, args.count) {
         match jitter {
             Some((jitter, job)) => {
-                let slot = crate::message::slot_text(t);
-                let at = schedule::jitter::not_before(job, t, &slot, jitter);
+                let slot = crate::wire::slot_text(t);
+                let at = crate::wire::ids::not_before(job, t, &slot, jitter);
                 writeln!(
                     out,
                     "{}\tnot before {}",
                     format_instant(t, expr.tz()),
-                    schedule::jitter::not_before_text(at)
+                    crate::wire::ids::not_before_text(at)
                 )?;
             }
             None => writeln!(out, "{}", format_instant(t, expr.tz()))?,

@@ -199,15 +199,15 @@ pub(super) fn pause(args: PauseArgs) -> Result<ExitCode, CliError> {
                 flag: "--until",
                 reason: format!(
                     "{} is not in the future (now is {}); a pause ends later than it starts",
-                    crate::message::slot_text(*at),
-                    crate::message::slot_text(now)
+                    crate::wire::slot_text(*at),
+                    crate::wire::slot_text(now)
                 ),
             })
         }
         Some(UntilArg::At(at)) if (*at - now).to_std().is_ok_and(|d| d > MAX_PAUSE) => {
             return Err(CliError::Invalid {
                 flag: "--until",
-                reason: format!("{} is more than 366d ahead", crate::message::slot_text(*at)),
+                reason: format!("{} is more than 366d ahead", crate::wire::slot_text(*at)),
             })
         }
         Some(UntilArg::At(at)) => Some(*at),
@@ -286,12 +286,12 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
                 None => "it was never paused".to_string(),
                 Some(r) if r.paused => format!(
                     "its pause ended by itself at {}",
-                    r.until.map(crate::message::slot_text).unwrap_or_default()
+                    r.until.map(crate::wire::slot_text).unwrap_or_default()
                 ),
                 Some(r) => format!(
                     "it was resumed by {} at {}",
                     r.by,
-                    crate::message::slot_text(r.at)
+                    crate::wire::slot_text(r.at)
                 ),
             };
             return Err(format!(

@@ -125,7 +125,7 @@ fn catchup_duration(text: &str) -> Result<Duration, String> {
     bounded(
         text,
         Duration::from_secs(60),
-        schedule::load::MAX_CATCHUP_WINDOW,
+        schedule::spec::MAX_CATCHUP_WINDOW,
     )
 }
 

@@ -18,7 +18,7 @@ use super::args::{bounded, kafka_topic, whole, KafkaArgs, DAY};
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
 use crate::kafka::{describe, retry_forever};
-use crate::message::JobMessage;
+use crate::wire::JobMessage;
 
 /// `cronq tail`
 #[derive(Debug, Args)]

@@ -92,7 +92,7 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
     let id = block_on(OnSignal::Stop, |shutdown| async move {
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         if !wait.is_zero() {
-            tracing::info!(message = "waiting to trigger", job = %spec.name, at = %crate::message::slot_text(at), wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())));
+            tracing::info!(message = "waiting to trigger", job = %spec.name, at = %crate::wire::slot_text(at), wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())));
             if shutdown
                 .within(None, tokio::time::sleep(wait))
                 .await

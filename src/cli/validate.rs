@@ -35,7 +35,7 @@ fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime
     let not_before = expr
         .next_after(now)
         .filter(|_| spec.enabled)
-        .and_then(|t| crate::message::not_before_for(spec, &crate::message::slot_text(t)));
+        .and_then(|t| crate::schedule::record::not_before_for(spec, &crate::wire::slot_text(t)));
     match not_before {
         Some(nb) => format!(
             "\tjitter {} (not before {nb})",

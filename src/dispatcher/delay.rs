@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::Dispatch;
 use crate::clock::Clock;
-use crate::message::SlotTexts;
+use crate::wire::SlotTexts;
 
 /// `--delay-capacity`'s default: a minute of a million jittered jobs waits without backpressure
 /// (64 bytes a record: 64 MB).
@@ -109,7 +109,7 @@ pub struct DelayQueue {
 fn not_before(dispatch: &Dispatch, texts: &mut SlotTexts) -> Option<DateTime<Utc>> {
     let jitter = dispatch.spec.jitter?;
     let text = texts.get(dispatch.scheduled_at);
-    Some(crate::schedule::jitter::not_before(
+    Some(crate::wire::ids::not_before(
         &dispatch.spec.name,
         dispatch.scheduled_at,
         text,

@@ -29,10 +29,10 @@ pub struct DryRunLine<'a> {
 
 /// Renders `dispatch` as a JSON line (without the newline).
 pub fn render(dispatch: &Dispatch, default_topic: &str) -> String {
-    let scheduled_at = crate::message::slot_text(dispatch.scheduled_at);
+    let scheduled_at = crate::wire::slot_text(dispatch.scheduled_at);
     let line = DryRunLine {
         job_name: &dispatch.spec.name,
-        not_before: crate::message::not_before_for(&dispatch.spec, &scheduled_at),
+        not_before: crate::schedule::record::not_before_for(&dispatch.spec, &scheduled_at),
         scheduled_at,
         priority: dispatch.spec.priority,
         job: &dispatch.spec.job,

@@ -31,11 +31,11 @@ use rskafka::record::Record;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::cursor::{Cursor, CURSOR_KEY};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{
     describe, retry, Backoff, Classify, Connection, ErrorClass, Health, KafkaContext,
 };
+use crate::wire::cursor::{Cursor, CURSOR_KEY};
 
 /// Errors of the group layer.
 #[derive(Debug, thiserror::Error)]

@@ -50,7 +50,8 @@ use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{
     describe, is_connectivity, retry, retry_forever, round_ms, Backoff, Classify, Connection,
 };
-use crate::message::{partition_for, topic_of, JobRecord, SlotTexts};
+use crate::schedule::record::{topic_of, JobRecord};
+use crate::wire::{partition_for, SlotTexts};
 
 /// `--compression`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

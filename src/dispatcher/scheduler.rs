@@ -142,10 +142,7 @@ pub struct Dispatch {
 impl Dispatch {
     /// `jobName@scheduledAt`: unique per slot, the idempotency key consumers dedupe on.
     pub fn dispatch_id(&self) -> String {
-        crate::message::dispatch_id(
-            &self.spec.name,
-            &crate::message::slot_text(self.scheduled_at),
-        )
+        crate::wire::dispatch_id(&self.spec.name, &crate::wire::slot_text(self.scheduled_at))
     }
 }
 

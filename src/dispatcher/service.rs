@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::control::{self, ControlFollower, Pauses};
-use super::cursor::{Cursor, Lease};
+use super::cursor::Lease;
 use super::delay::DelayQueue;
 use super::group::{self, GroupError, GroupEvent, Membership, MembershipConfig, StateTopic};
 use super::observe::Observer;
@@ -38,6 +38,7 @@ use super::{dry_run, Dispatch, Scheduler};
 use crate::clock::{until_next_wake, Clock, ManualClock, Minute};
 use crate::obs::health::Beat;
 use crate::schedule::{self, LoadError, LoadOptions, ShardFilter};
+use crate::wire::cursor::Cursor;
 
 /// Where dispatches go.
 #[derive(Debug, Clone)]

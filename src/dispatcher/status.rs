@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::cursor::Cursor;
 use crate::clock::Minute;
+use crate::wire::cursor::Cursor;
 
 /// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
 /// differs for this long is reported.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::load::{Job, Schedule};
+use super::spec::{Job, Schedule};
 
 /// How a reload changes the running schedule.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

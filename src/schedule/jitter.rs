@@ -7,7 +7,8 @@
 //!  dispatcher: the delay queue releases the record at notBefore; worker: no run starts before it
 //! ```
 //!
-//! The hash is documented so that any other implementation can reproduce it: `h` is Kafka's
+//! The hash is documented so that any other implementation can reproduce it (the maths is
+//! [`crate::wire::ids::offset_ms`]'s, since every process computes it): `h` is Kafka's
 //! murmur2 (the Java client's `Utils.murmur2`, seed `0x9747b28c`) of the UTF-8 bytes of the
 //! record's `dispatchId`, `<jobName>@<scheduledAt>` with `scheduledAt` as the message writes it
 //! (`nightly@2026-11-27T01:30:00Z`), read as an unsigned 32-bit number; the offset is
@@ -22,63 +23,16 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::cron::CronExpr;
-
-/// The longest jitter a job may have. The shard's cursor passes a minute only once every record
-/// of it is acked, delayed ones included, so the cursor trails live time by up to the longest
-/// jitter of the shard's jobs: a takeover after a crash re-sends up to that much, and `cronq
-/// status` may report the shard that far behind. Ten minutes keeps both small; wider spreads are
-/// what `H` is for.
-pub const MAX_JITTER: Duration = Duration::from_secs(600);
+use crate::wire::job::MAX_JITTER;
+use crate::wire::slot_text;
 
 /// How far ahead the loader looks for the job's smallest interval between consecutive slots: a
 /// year and a month, so every month length, weekday and daylight-saving change of the zone's
 /// current rules is seen.
 pub const GAP_HORIZON_DAYS: i64 = 400;
-
-/// The offset of the slot whose `dispatchId` is `dispatch_id` (`<jobName>@<scheduledAt>`) within
-/// a jitter of `jitter_ms` milliseconds: `murmur2(dispatch_id) mod jitter_ms`, in `[0, jitter_ms)`.
-///
-/// ```
-/// use cronq::schedule::jitter::offset_ms;
-/// let a = offset_ms("nightly@2026-11-27T01:30:00Z", 30_000);
-/// assert!(a < 30_000);
-/// assert_eq!(a, offset_ms("nightly@2026-11-27T01:30:00Z", 30_000));
-/// ```
-pub fn offset_ms(dispatch_id: &str, jitter_ms: u64) -> u64 {
-    let h = murmur2::murmur2(dispatch_id.as_bytes(), murmur2::KAFKA_SEED);
-    u64::from(h) % jitter_ms.max(1)
-}
-
-/// The jitter in whole milliseconds (what [`offset_ms`] takes).
-pub fn jitter_ms(jitter: Duration) -> u64 {
-    u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `notBefore` of the slot at `slot` (written `slot_text`) of job `job_name` with `jitter`.
-pub fn not_before(
-    job_name: &str,
-    slot: DateTime<Utc>,
-    slot_text: &str,
-    jitter: Duration,
-) -> DateTime<Utc> {
-    let id = crate::message::dispatch_id(job_name, slot_text);
-    let offset = offset_ms(&id, jitter_ms(jitter));
-    slot + chrono::Duration::milliseconds(offset as i64)
-}
-
-/// [`not_before`] from the dispatch id alone (`slot` is the instant its `scheduledAt` names).
-pub fn not_before_of(dispatch_id: &str, slot: DateTime<Utc>, jitter: Duration) -> DateTime<Utc> {
-    slot + chrono::Duration::milliseconds(offset_ms(dispatch_id, jitter_ms(jitter)) as i64)
-}
-
-/// `notBefore` as the message and the header write it: RFC 3339, UTC, milliseconds
-/// (`2026-11-27T01:30:12.345Z`).
-pub fn not_before_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// Two consecutive slots of a job closer than the jitter allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,8 +106,8 @@ pub fn check(
         return Err(format!(
             "{text:?} is longer than the job's smallest interval between two slots, {} ({} to {}): its records could leave out of slot order",
             humantime::format_duration(gap.length()),
-            crate::message::slot_text(gap.from),
-            crate::message::slot_text(gap.to),
+            slot_text(gap.from),
+            slot_text(gap.to),
         ));
     }
     Ok(jitter)
@@ -260,24 +214,5 @@ mod tests {
             err("5m", &expr("*/3 * * * *", "UTC"), hour),
             r#""5m" is longer than the job's smallest interval between two slots, 3m (2026-11-30T00:03:00Z to 2026-11-30T00:06:00Z): its records could leave out of slot order"#
         );
-    }
-
-    #[test]
-    fn not_before_is_the_slot_plus_the_offset_of_its_dispatch_id() {
-        let slot = at(2026, 11, 27, 1, 30);
-        let text = crate::message::slot_text(slot);
-        let jitter = Duration::from_secs(30);
-        let nb = not_before("nightly", slot, &text, jitter);
-        let offset = offset_ms("nightly@2026-11-27T01:30:00Z", 30_000);
-        assert_eq!(nb, slot + chrono::Duration::milliseconds(offset as i64));
-        assert_eq!(
-            nb,
-            not_before_of("nightly@2026-11-27T01:30:00Z", slot, jitter)
-        );
-        assert_eq!(
-            not_before_text(slot + chrono::Duration::milliseconds(12_345)),
-            "2026-11-27T01:30:12.345Z"
-        );
-        assert_eq!(not_before_text(slot), "2026-11-27T01:30:00.000Z");
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::load::{Catchup, JobSpec, DEFAULT_CATCHUP_WINDOW};
-use crate::message::{encode, OutgoingRecord};
+use super::record::{encode, OutgoingRecord};
+use super::spec::{Catchup, JobSpec, DEFAULT_CATCHUP_WINDOW};
 
 /// `--max-message-bytes`'s default: Kafka's own default `message.max.bytes` (1 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_576;
@@ -234,7 +234,7 @@ mod tests {
             // The run settings at their longest on top.
             spec.timeout = Some(std::time::Duration::from_secs(86_400));
             spec.max_attempts = Some(100);
-            spec.overlap = Some(crate::message::Overlap::Replace);
+            spec.overlap = Some(crate::wire::Overlap::Replace);
             let all = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
             assert!(all > jittered + 55, "{all} vs {jittered}");
             assert!(all <= jittered + RUN_SETTINGS_BYTES, "{all} vs {jittered}");

@@ -1,6 +1,6 @@
-//! The schedule file: parse and validate it ([`load`]), notice when it changes ([`fingerprint`]),
-//! and work out what a new version changes ([`diff`]); what Kafka and the machine allow it is in
-//! [`limits`].
+//! The schedule file: a job's settings ([`spec`]), parse and validate the file ([`load`]), notice
+//! when it changes ([`fingerprint`]), and work out what a new version changes ([`diff`]); what Kafka
+//! and the machine allow it is in [`limits`], the record a job's slot becomes in [`record`].
 
 pub mod diff;
 pub mod file;
@@ -8,8 +8,8 @@ pub mod fingerprint;
 pub mod jitter;
 pub mod limits;
 pub mod load;
+pub mod record;
+pub mod spec;
 
-pub use load::{
-    load, parse, parse_reusing, Catchup, Job, JobSpec, LoadError, LoadOptions, Problem, Schedule,
-    ShardFilter, DEFAULT_CATCHUP_WINDOW,
-};
+pub use load::{load, parse, parse_reusing, LoadError, LoadOptions, Problem};
+pub use spec::{Catchup, Job, JobSpec, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW};

@@ -39,11 +39,11 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::message::JobMessage;
+pub use crate::wire::result::{tail_text, Status};
+use crate::wire::JobMessage;
 
 /// `--max-output`'s default: how much of stdout and of stderr a result keeps, the last 8 KiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 8 * 1024;
@@ -62,47 +62,6 @@ pub struct JobRun {
     pub message: JobMessage,
     /// 1 for the first attempt.
     pub attempt: u32,
-}
-
-/// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Exit status 0.
-    Succeeded,
-    /// Non-zero exit, killed by a signal, or could not be started.
-    Failed,
-    /// Ran longer than `--timeout` and was killed.
-    TimedOut,
-    /// Not allowed to run (nothing was started); never retried.
-    Rejected,
-    /// Older than `--max-age` when an executor took it: not run; never retried.
-    Expired,
-    /// Not run: an earlier run of the job was still running or queued (`"overlap": "skip"`).
-    Skipped,
-    /// Terminated (or, still queued, never started) because a newer run of the job arrived
-    /// (`"overlap": "replace"`); never retried.
-    Cancelled,
-}
-
-impl Status {
-    /// The wire name (`timed_out`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::TimedOut => "timed_out",
-            Status::Rejected => "rejected",
-            Status::Expired => "expired",
-            Status::Skipped => "skipped",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    /// Would another attempt make sense?
-    pub fn is_retryable(self) -> bool {
-        matches!(self, Status::Failed | Status::TimedOut)
-    }
 }
 
 /// What a handler reports.
@@ -496,16 +455,6 @@ impl Tail {
     fn text(&self) -> String {
         tail_text(&self.bytes, self.max)
     }
-}
-
-/// The last `max` bytes of `bytes` (or fewer) as text, starting on a character boundary.
-pub fn tail_text(bytes: &[u8], max: usize) -> String {
-    let mut start = bytes.len().saturating_sub(max);
-    // Skip UTF-8 continuation bytes so the tail does not start mid-character.
-    while start < bytes.len() && start > 0 && bytes[start] & 0b1100_0000 == 0b1000_0000 {
-        start += 1;
-    }
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// Lets the child keep `fd` across its exec (the parent's copy stays close-on-exec, so jobs started

@@ -37,6 +37,7 @@
 //! - [`autoscale`]: the pure pool-size decision.
 //! - [`observe`]: metrics, readiness/liveness and the status page of `--http`.
 
+pub mod attempts;
 pub mod autoscale;
 pub mod dedup;
 pub mod executor;
@@ -65,18 +66,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
-use results::panic_text;
-use results::{
-    dead_letter_unrunnable, execute_cancellable, report_not_run, DeadReason, Final, KafkaPublisher,
-    Origin, OriginalDigest, Publisher, ReportConfig, Unrunnable,
+use attempts::{
+    dead_letter_unrunnable, execute_cancellable, panic_text, report_not_run, Final, Unrunnable,
 };
+pub use executor::{Handler, JobRun, Outcome, ProcessHandler, Program, Status};
+use results::{KafkaPublisher, Publisher, ReportConfig};
 use state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 
 use crate::kafka::admin::{TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{retry_cancellable, Backoff, Connection, JobConsumer, KafkaContext, Stopped};
-use crate::message::JobMessage;
 use crate::obs::health::Beat;
+use crate::wire::result::{DeadReason, Origin, OriginalDigest};
+use crate::wire::JobMessage;
 use observe::{ObservedHandler, Observer, PartitionLag};
 
 /// `--start`: where a group with no committed offset begins.

@@ -25,7 +25,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::message::Overlap;
+use crate::wire::Overlap;
 
 /// `--ordering`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

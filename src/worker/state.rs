@@ -22,8 +22,9 @@ use chrono::DateTime;
 use super::dedup::RecentlyFinished;
 use super::offsets::PartitionOffsets;
 use super::queue::{LocalQueue, Ordering, Queued};
-use super::results::{parse_message, OriginalDigest};
-use crate::message::{JobMessage, Overlap};
+use crate::wire::job::parse_message;
+use crate::wire::result::OriginalDigest;
+use crate::wire::{JobMessage, Overlap};
 
 /// A topic-partition.
 pub type Tp = (Arc<str>, i32);
@@ -154,7 +155,7 @@ pub const MAX_HELD: usize = 10_000;
 /// The latest a record's `notBefore` may be after its `scheduledAt`: the schedule's cap on
 /// `jitter`. A later one (no cronq dispatcher writes it) is read as this, so a record cannot hold
 /// its partition's commits for longer.
-pub const MAX_NOT_BEFORE_WAIT_MS: i64 = crate::schedule::jitter::MAX_JITTER.as_millis() as i64;
+pub const MAX_NOT_BEFORE_WAIT_MS: i64 = crate::wire::job::MAX_JITTER.as_millis() as i64;
 
 impl WorkerState {
     /// Empty state.

@@ -14,10 +14,10 @@ use super::{
     Observer, CHECK_CONSUMING, CHECK_GROUP, CHECK_KAFKA, DEAD_LETTERS, MAX_TEXT, POOL_BUCKET,
     POOL_WINDOW, RESULTS,
 };
-use crate::message::JobMessage;
 use crate::obs::health::Beat;
+use crate::wire::result::DeadReason;
+use crate::wire::JobMessage;
 use crate::worker::executor::{BoxFuture, Handler, JobRun, Outcome, Status};
-use crate::worker::results::DeadReason;
 
 fn cut(text: &str) -> String {
     match text.char_indices().nth(MAX_TEXT) {

@@ -11,8 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::wire::result::DeadReason;
 use crate::worker::executor::Status;
-use crate::worker::results::DeadReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct PartitionLabels {
@@ -213,10 +213,10 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use crate::wire::result::DeadReason;
     use crate::worker::executor::Status;
     use crate::worker::observe::tests::{config, exported, message, run};
     use crate::worker::observe::Observer;
-    use crate::worker::results::DeadReason;
 
     #[test]
     fn attempts_are_counted_by_status_and_timed_without_a_job_label() {

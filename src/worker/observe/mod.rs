@@ -172,7 +172,7 @@ impl Observer {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::message::JobMessage;
+    use crate::wire::JobMessage;
     use crate::worker::autoscale::ScaleConfig;
     use crate::worker::executor::JobRun;
     use crate::worker::queue::Ordering as QueueOrdering;

@@ -318,10 +318,10 @@ brokers {} · up {} · {}</span></p>",
 
 #[cfg(test)]
 mod tests {
+    use crate::wire::result::DeadReason;
     use crate::worker::executor::{JobRun, Status};
     use crate::worker::observe::tests::{config, message, run};
     use crate::worker::observe::{Observer, PartitionLag};
-    use crate::worker::results::DeadReason;
 
     #[test]
     fn names_from_the_topic_are_text_on_the_page_never_markup() {

@@ -1,80 +1,21 @@
-//! JobMessage v1: the wire contract between the dispatcher, the workers and any other consumer.
-//! Change it only with a version bump.
+//! What a job's slot becomes on the wire: the JobMessage v1 record ([`crate::wire::job`]'s
+//! contract) built from the job's settings, for the producers, the dry run, `cronq trigger` and the
+//! loader's size check ([`super::limits`]).
 //!
-//! - topic: the job's `topic`, else the global `--topic`; key: `jobName` (UTF-8)
-//! - partition: Kafka's default murmur2 partitioner over the key (the Java client's choice)
-//! - value: `{"v":1,"jobName","priority","job","cronTime","scheduledAt","dispatchId"}`, where
-//!   `scheduledAt` is the slot (RFC 3339, UTC) and `dispatchId` = `jobName@scheduledAt`
-//! - optional, present only when the job sets them (an additive change of v1): `timeoutMs`,
-//!   `maxAttempts`, `overlap` (`queue` | `skip` | `allow` | `replace`)
-//! - headers: `cronq-dispatch-id`, `cronq-priority`, `cronq-scheduled-at`
-//! - record timestamp: the time of dispatch
-//! - jobs with a `jitter` only: the value's last field `"notBefore"` and the header
-//!   `cronq-not-before` (the slot plus the job's offset, RFC 3339 UTC with milliseconds); a job
-//!   without one encodes exactly as before
+//! Two encoders agree byte for byte (a test holds them together): [`JobMessage::for_slot`], the
+//! owned message serde writes, and [`JobRecord::encode`], the producer's hot path that writes the
+//! value straight into one buffer.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
 
-use crate::schedule::JobSpec;
-
-/// The value of a job record.
-///
-/// Unknown fields are ignored, not refused: v1 may gain optional fields (an additive change, see
-/// DESIGN.md "Changing the contract"), and a worker of today must keep reading the messages of a
-/// newer dispatcher.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobMessage {
-    /// Always 1.
-    pub v: u32,
-    /// The job's unique name (also the record key).
-    pub job_name: String,
-    /// Higher runs first.
-    pub priority: i32,
-    /// The payload a worker executes.
-    pub job: String,
-    /// The job's cron expression.
-    pub cron_time: String,
-    /// The slot, RFC 3339 UTC.
-    pub scheduled_at: String,
-    /// `jobName@scheduledAt`: unique per slot; consumers dedupe on it.
-    pub dispatch_id: String,
-    /// The job's `timeout` in milliseconds: the longest attempt (absent: the worker's `--timeout`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// The job's `maxAttempts` (absent: the worker's `--max-attempts`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// The job's `overlap` policy (absent: the worker's `--ordering`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlap: Option<Overlap>,
-    /// Jobs with a `jitter` only: the slot plus the job's offset for it (RFC 3339 UTC, milliseconds,
-    /// see [`crate::schedule::jitter`]); no run starts before it. Absent: run at once, as before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
-}
-
-/// Header names.
-pub const HEADER_DISPATCH_ID: &str = "cronq-dispatch-id";
-/// Header names.
-pub const HEADER_PRIORITY: &str = "cronq-priority";
-/// Header names.
-pub const HEADER_SCHEDULED_AT: &str = "cronq-scheduled-at";
-/// Header names: `notBefore`, on records of jobs with a `jitter` only.
-pub const HEADER_NOT_BEFORE: &str = "cronq-not-before";
-
-/// A slot as it appears on the wire: RFC 3339, UTC, whole seconds (`2026-11-27T01:30:00Z`).
-pub fn slot_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// `jobName@scheduledAt`, with `scheduled_at` as [`slot_text`] writes it.
-pub fn dispatch_id(job_name: &str, scheduled_at: &str) -> String {
-    format!("{job_name}@{scheduled_at}")
-}
+use super::spec::JobSpec;
+use crate::wire::ids::{not_before_of, not_before_text};
+use crate::wire::job::{
+    HEADER_DISPATCH_ID, HEADER_NOT_BEFORE, HEADER_PRIORITY, HEADER_SCHEDULED_AT,
+};
+use crate::wire::{dispatch_id, slot_text, JobMessage};
 
 impl JobMessage {
     /// The message of `spec`'s slot at `scheduled_at`.
@@ -110,8 +51,7 @@ fn not_before_with_id(spec: &JobSpec, dispatch_id: &str, scheduled_at: &str) -> 
     let slot = DateTime::parse_from_rfc3339(scheduled_at)
         .ok()?
         .with_timezone(&Utc);
-    let at = crate::schedule::jitter::not_before_of(dispatch_id, slot, jitter);
-    Some(crate::schedule::jitter::not_before_text(at))
+    Some(not_before_text(not_before_of(dispatch_id, slot, jitter)))
 }
 
 /// A record ready for a producer: where it goes and what it holds.
@@ -254,47 +194,6 @@ impl JobRecord {
     }
 }
 
-/// What a job may do while an earlier run of it is still running or queued on the worker that
-/// owns its partition (the job's `overlap`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    /// Wait for it: runs of the job execute one at a time, in order.
-    Queue,
-    /// Do not run: report the run `skipped`.
-    Skip,
-    /// Run now, next to it (bounded by the pool).
-    Allow,
-    /// Terminate it (reported `cancelled`) and run the new one.
-    Replace,
-}
-
-impl Overlap {
-    /// Every policy, as written in the schedule file and the message.
-    pub const NAMES: [&'static str; 4] = ["queue", "skip", "allow", "replace"];
-
-    /// The policy named `text`.
-    pub fn parse(text: &str) -> Option<Overlap> {
-        Some(match text {
-            "queue" => Overlap::Queue,
-            "skip" => Overlap::Skip,
-            "allow" => Overlap::Allow,
-            "replace" => Overlap::Replace,
-            _ => return None,
-        })
-    }
-
-    /// The name used in the schedule file and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overlap::Queue => "queue",
-            Overlap::Skip => "skip",
-            Overlap::Allow => "allow",
-            Overlap::Replace => "replace",
-        }
-    }
-}
-
 /// `spec`'s `timeout` as the message carries it: whole milliseconds.
 fn timeout_ms(spec: &JobSpec) -> Option<u64> {
     spec.timeout
@@ -320,38 +219,16 @@ fn push_run_settings(out: &mut Vec<u8>, spec: &JobSpec) {
     }
 }
 
-/// [`slot_text`] of the last slot asked for: the records of a minute share one slot, so a producer
-/// formats it once per minute rather than once per record.
-#[derive(Debug, Default)]
-pub struct SlotTexts {
-    last: Option<(DateTime<Utc>, String)>,
-}
-
-impl SlotTexts {
-    /// The wire text of `at`.
-    pub fn get(&mut self, at: DateTime<Utc>) -> &str {
-        if self.last.as_ref().is_none_or(|(last, _)| *last != at) {
-            self.last = Some((at, slot_text(at)));
-        }
-        self.last.as_ref().map_or("", |(_, text)| text)
-    }
-}
-
-/// Kafka's murmur2 of `key`, as the Java client's `Utils.murmur2` computes it (signed).
-pub fn murmur2(key: &[u8]) -> i32 {
-    murmur2::murmur2(key, murmur2::KAFKA_SEED) as i32
-}
-
-/// The partition the Java client's default partitioner picks for a keyed record:
-/// `toPositive(murmur2(key)) % partitions`.
-pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    debug_assert!(partitions > 0);
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::SecondsFormat;
+    use serde::Deserialize;
+
     use super::*;
+    use crate::schedule::{Catchup, DEFAULT_CATCHUP_WINDOW};
+    use crate::wire::job::Overlap;
 
     fn spec(name: &str, priority: i32, job: &str, cron_time: &str) -> JobSpec {
         JobSpec {
@@ -362,8 +239,8 @@ mod tests {
             timezone: chrono_tz::UTC,
             topic: None,
             enabled: true,
-            catchup: crate::schedule::Catchup::All,
-            catchup_window: crate::schedule::DEFAULT_CATCHUP_WINDOW,
+            catchup: Catchup::All,
+            catchup_window: DEFAULT_CATCHUP_WINDOW,
             shard: 0,
             timeout: None,
             max_attempts: None,
@@ -527,43 +404,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn slot_texts_are_the_slot_text_of_each_slot_asked_for() {
-        let mut texts = SlotTexts::default();
-        for secs in [0, 0, 60, 60, 0, 4_102_444_800, 59] {
-            assert_eq!(texts.get(at(secs)), slot_text(at(secs)), "{secs}");
-        }
-    }
-
-    #[test]
-    fn murmur2_matches_the_java_clients_published_test_vectors() {
-        // org.apache.kafka.common.utils.UtilsTest#testMurmur2
-        let cases: [(&[u8], i32); 6] = [
-            (b"21", -973_932_308),
-            (b"foobar", -790_332_482),
-            (b"a-little-bit-long-string", -985_981_536),
-            (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
-            (b"abc", 479_470_107),
-        ];
-        for (key, expected) in cases {
-            assert_eq!(murmur2(key), expected, "{}", String::from_utf8_lossy(key));
-        }
-    }
-
-    #[test]
-    fn partition_is_the_positive_hash_modulo_the_partition_count() {
-        // murmur2("21") = -973932308; & 0x7fffffff = 1173551340
-        assert_eq!(partition_for(b"21", 3), 1_173_551_340 % 3);
-        assert_eq!(partition_for(b"abc", 7), 479_470_107 % 7);
-        for p in 1..50 {
-            assert!((0..p).contains(&partition_for(b"foobar", p)));
-        }
-    }
-
     fn with_settings(
         mut spec: JobSpec,
         timeout: Option<std::time::Duration>,
@@ -580,7 +420,7 @@ mod tests {
     /// wrote it before run settings existed; a job without them still encodes to exactly these.
     #[test]
     fn a_job_without_run_settings_encodes_byte_identically_to_before() {
-        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let fixture = include_bytes!("../../tests/fixtures/job_message_v1.json");
         let spec = spec("legacy", 3, "nap 3", "*/5 * * * *");
         let slot = "2026-11-26T00:05:00Z";
         assert_eq!(
@@ -672,7 +512,7 @@ mod tests {
             }
         );
         // And the new reader reads an old message as one without run settings.
-        let fixture = include_bytes!("../tests/fixtures/job_message_v1.json");
+        let fixture = include_bytes!("../../tests/fixtures/job_message_v1.json");
         let new: JobMessage = serde_json::from_slice(fixture).unwrap();
         assert_eq!(
             (new.timeout_ms, new.max_attempts, new.overlap),
@@ -705,22 +545,5 @@ mod tests {
                 serde_json::to_vec(&JobMessage::for_slot(&spec, slot)).unwrap()
             );
         }
-    }
-
-    #[test]
-    fn overlap_names_parse_and_serde_agree() {
-        for name in Overlap::NAMES {
-            let overlap = Overlap::parse(name).unwrap();
-            assert_eq!(overlap.as_str(), name);
-            assert_eq!(
-                serde_json::to_string(&overlap).unwrap(),
-                format!("{name:?}")
-            );
-            assert_eq!(
-                serde_json::from_str::<Overlap>(&format!("{name:?}")).unwrap(),
-                overlap
-            );
-        }
-        assert_eq!(Overlap::parse("Skip"), None);
     }
 }

@@ -1,0 +1,155 @@
+//! The cursor record: a shard's progress in Kafka, and its owner's liveness report.
+//!
+//! ```text
+//!  <group>.state, partition = shard, key "cursor":
+//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"}
+//! ```
+//!
+//! `minute` is the last minute whose every dispatch was acked (RFC 3339, whole seconds);
+//! `writtenAt` has milliseconds. Unknown fields are ignored, so later versions may add some.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Minute;
+
+/// The key of cursor records.
+pub const CURSOR_KEY: &[u8] = b"cursor";
+
+/// A shard's cursor as written to its partition of the state topic. Written at least once a minute
+/// by the owner, also when it did not advance: the record doubles as the owner's liveness report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The shard (= partition).
+    pub shard: u32,
+    /// Every due job of this shard's minutes up to and including this one was acked.
+    pub minute: Minute,
+    /// When the owner wrote it.
+    pub written_at: DateTime<Utc>,
+    /// The member that wrote it (`host-pid`).
+    pub owner: String,
+    /// The owner's assignment count: it grows by one at every assignment the member receives.
+    pub generation: u64,
+    /// MD5 of the owner's schedule file.
+    pub schedule_md5: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    v: u32,
+    shard: u32,
+    minute: String,
+    written_at: String,
+    owner: String,
+    generation: u64,
+    schedule_md5: String,
+}
+
+/// Why a state-topic record is not a cursor.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CursorError {
+    /// Not the JSON of a cursor.
+    #[error("not a cursor record: {0}")]
+    Json(String),
+    /// A version this build does not read.
+    #[error("cursor version {0} is not supported (this build reads v1)")]
+    Version(u32),
+    /// A time field is not RFC 3339.
+    #[error("cursor field {field}: {value:?} is not an RFC 3339 instant")]
+    Instant {
+        /// Which field.
+        field: &'static str,
+        /// As written.
+        value: String,
+    },
+}
+
+impl Cursor {
+    /// The record value.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            v: 1,
+            shard: self.shard,
+            minute: self
+                .minute
+                .start()
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            written_at: self.written_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            owner: self.owner.clone(),
+            generation: self.generation,
+            schedule_md5: self.schedule_md5.clone(),
+        };
+        // Strings and integers always serialize.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// Reads a record value. Unknown fields are ignored (later versions may add some).
+    pub fn decode(value: &[u8]) -> Result<Cursor, CursorError> {
+        let wire: Wire =
+            serde_json::from_slice(value).map_err(|e| CursorError::Json(e.to_string()))?;
+        if wire.v != 1 {
+            return Err(CursorError::Version(wire.v));
+        }
+        let instant = |field: &'static str, value: &str| {
+            DateTime::parse_from_rfc3339(value)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| CursorError::Instant {
+                    field,
+                    value: value.to_string(),
+                })
+        };
+        Ok(Cursor {
+            shard: wire.shard,
+            minute: Minute::containing(instant("minute", &wire.minute)?),
+            written_at: instant("writtenAt", &wire.written_at)?,
+            owner: wire.owner,
+            generation: wire.generation,
+            schedule_md5: wire.schedule_md5,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_reads_as_documented() {
+        let cursor = Cursor {
+            shard: 7,
+            minute: Minute::containing(Utc.with_ymd_and_hms(2026, 11, 29, 18, 5, 0).unwrap()),
+            written_at: Utc.with_ymd_and_hms(2026, 11, 29, 18, 6, 1).unwrap()
+                + chrono::Duration::milliseconds(250),
+            owner: "host-42".into(),
+            generation: 3,
+            schedule_md5: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let bytes = cursor.encode();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"v":1,"shard":7,"minute":"2026-11-29T18:05:00Z",
+                "writtenAt":"2026-11-29T18:06:01.250Z","owner":"host-42","generation":3,
+                "scheduleMd5":"0123456789abcdef0123456789abcdef"})
+        );
+        assert_eq!(Cursor::decode(&bytes), Ok(cursor));
+    }
+
+    #[test]
+    fn a_later_version_or_garbage_is_refused_with_the_reason() {
+        assert_eq!(
+            Cursor::decode(br#"{"v":2,"shard":0,"minute":"x","writtenAt":"y","owner":"","generation":0,"scheduleMd5":""}"#),
+            Err(CursorError::Version(2))
+        );
+        assert!(matches!(Cursor::decode(b"nope"), Err(CursorError::Json(_))));
+        assert_eq!(
+            Cursor::decode(br#"{"v":1,"shard":0,"minute":"noon","writtenAt":"2026-11-29T18:06:01Z","owner":"","generation":0,"scheduleMd5":"","extra":true}"#),
+            Err(CursorError::Instant { field: "minute", value: "noon".into() })
+        );
+    }
+}

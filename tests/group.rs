@@ -6,155 +6,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use common::*;
 
 /// cronq's default `--partitions` of the job topic.
 const PARTITIONS: i32 = 3;
-
-/// The drill clock all processes of one test share.
-#[derive(Clone, Copy)]
-struct Drill {
-    epoch: i64,
-    speed: i64,
-}
-
-impl Drill {
-    fn new(speed: i64) -> Drill {
-        Drill {
-            epoch: Utc::now().timestamp(),
-            speed,
-        }
-    }
-
-    fn setting(&self) -> String {
-        format!("{}x@{}", self.speed, self.epoch)
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        let real = Utc::now().timestamp_millis();
-        let ms = self.epoch * 1000 + (real - self.epoch * 1000) * self.speed;
-        Utc.timestamp_millis_opt(ms).unwrap()
-    }
-
-    /// Drill minutes since the Unix epoch.
-    fn minute(&self) -> i64 {
-        self.now().timestamp().div_euclid(60)
-    }
-
-    /// Waits (polling) until drill time reaches `second` of a later minute than now; returns that minute.
-    fn wait_minutes(&self, minutes: i64, second: u32) -> i64 {
-        let target = self.minute() + minutes;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while self.minute() < target || (self.now().timestamp() % 60) < i64::from(second) {
-            assert!(Instant::now() < deadline, "drill clock stuck");
-            pause();
-        }
-        target
-    }
-}
-
-struct Dispatcher {
-    child: Child,
-    log: PathBuf,
-    name: String,
-}
-
-impl Dispatcher {
-    fn start(
-        broker: &str,
-        topic: &str,
-        schedule: &Path,
-        drill: Drill,
-        name: &str,
-        dir: &Path,
-        extra: &[&str],
-    ) -> Dispatcher {
-        let log = dir.join(format!("{name}-{}.log", Utc::now().timestamp_millis()));
-        let child = Command::new(CRONQ)
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args(["run", "--brokers", broker, "--topic", topic])
-            .args(["--group", &format!("g-{topic}"), "--member-id", name])
-            .args(["--tick", "100ms", "--retry-backoff", "50ms"])
-            .args(["--drill-clock", &drill.setting()])
-            .args(extra)
-            .args(if extra.contains(&"--session-timeout") {
-                &[][..]
-            } else {
-                &["--session-timeout", "6s"][..]
-            })
-            .arg("--schedule")
-            .arg(schedule)
-            .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq run");
-        Dispatcher {
-            child,
-            log,
-            name: name.to_string(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log shows `needle`.
-    fn wait_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before {needle:?}; log:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {needle:?} within {timeout:?}; log:\n{}",
-                self.name,
-                self.log()
-            );
-            pause();
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn terminate(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let status = wait_exit(&mut self.child, Duration::from_secs(60), &self.log);
-        assert!(
-            status.success(),
-            "{} exited with {status}; log:\n{}",
-            self.name,
-            self.log()
-        );
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The group after its members stopped: each shard's final cursor (drill minute), from
 /// `cronq status --json`.
@@ -163,29 +23,11 @@ struct GroupEnd {
     cursors: BTreeMap<u32, i64>,
 }
 
-fn status(broker: &str, topic: &str, drill: Drill) -> (bool, serde_json::Value) {
-    let out = Command::new(CRONQ)
-        .env("CRONQ_HTTP", "127.0.0.1:0")
-        .args([
-            "status",
-            "--brokers",
-            broker,
-            "--group",
-            &format!("g-{topic}"),
-            "--json",
-        ])
-        .args(["--drill-clock", &drill.setting()])
-        .output()
-        .expect("cronq status");
-    let view = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.success(), view)
-}
-
 /// Waits until `cronq status` says the group is healthy: every shard owned, no cursor behind.
 fn wait_healthy(broker: &str, topic: &str, drill: Drill, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let (healthy, view) = status(broker, topic, drill);
+        let (healthy, view) = group_status(broker, topic, drill);
         if healthy {
             return;
         }
@@ -198,7 +40,7 @@ fn wait_healthy(broker: &str, topic: &str, drill: Drill, timeout: Duration) {
 }
 
 fn group_end(broker: &str, topic: &str, drill: Drill) -> GroupEnd {
-    let (_, view) = status(broker, topic, drill);
+    let (_, view) = group_status(broker, topic, drill);
     let shards = view["shards"]
         .as_array()
         .unwrap_or_else(|| panic!("status: {view}"));
@@ -332,13 +174,7 @@ impl Arrivals {
     /// cursor, and every final cursor reaches `stopped` (the minute the test began stopping the
     /// group), so the check covers the whole run. On a failure the dispatchers' logs are printed.
     fn assert_complete(&self, jobs: usize, end: &GroupEnd, stopped: i64, logs: &[&Dispatcher]) {
-        let result = std::panic::catch_unwind(|| self.check_complete(jobs, end, stopped));
-        if let Err(e) = result {
-            for d in logs {
-                eprintln!("===== {} =====\n{}", d.name, d.log());
-            }
-            std::panic::resume_unwind(e);
-        }
+        with_logs(logs, || self.check_complete(jobs, end, stopped));
     }
 
     fn check_complete(&self, jobs: usize, end: &GroupEnd, stopped: i64) {
@@ -624,7 +460,7 @@ fn status_shows_every_shard_owned_by_the_running_member() {
         );
         pause();
     }
-    let (healthy, view) = status(&setup.address(), &setup.topic, drill);
+    let (healthy, view) = group_status(&setup.address(), &setup.topic, drill);
     assert!(!healthy && view["md5Disagree"] == true, "{view}");
     other.kill9();
     member.kill9();

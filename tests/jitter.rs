@@ -6,19 +6,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// cronq's default `--partitions` of the job topic.
 const PARTITIONS: i32 = 3;
@@ -31,47 +24,6 @@ const JITTER_MS: i64 = 30_000;
 
 const JITTERED: usize = 40;
 
-#[derive(Clone, Copy)]
-struct Drill {
-    epoch: i64,
-}
-
-impl Drill {
-    fn new() -> Drill {
-        Drill {
-            epoch: Utc::now().timestamp(),
-        }
-    }
-
-    fn setting(&self) -> String {
-        format!("{SPEED}x@{}", self.epoch)
-    }
-
-    /// Drill time at real instant `real_ms`.
-    fn at(&self, real_ms: i64) -> DateTime<Utc> {
-        let ms = self.epoch * 1000 + (real_ms - self.epoch * 1000) * SPEED;
-        Utc.timestamp_millis_opt(ms).unwrap()
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.at(Utc::now().timestamp_millis())
-    }
-
-    fn minute(&self) -> i64 {
-        self.now().timestamp().div_euclid(60)
-    }
-
-    /// Polls until drill time reaches `second` of drill minute `minute`.
-    fn wait_until(&self, minute: i64, second: i64) {
-        let target = minute * 60 + second;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while self.now().timestamp() < target {
-            assert!(Instant::now() < deadline, "drill clock stuck");
-            pause();
-        }
-    }
-}
-
 fn schedule_json() -> String {
     let mut jobs: Vec<String> = (0..JITTERED)
         .map(|i| {
@@ -82,86 +34,18 @@ fn schedule_json() -> String {
     format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))
 }
 
-struct Dispatcher {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Dispatcher {
-    fn start(
-        broker: &str,
-        topic: &str,
-        schedule: &Path,
-        drill: Drill,
-        name: &str,
-        dir: &Path,
-    ) -> Dispatcher {
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(CRONQ)
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args(["run", "--brokers", broker, "--topic", topic])
-            .args(["--group", &format!("g-{topic}"), "--member-id", name])
-            .args([
-                "--tick",
-                "100ms",
-                "--retry-backoff",
-                "50ms",
-                "--session-timeout",
-                "6s",
-            ])
-            .args(["--drill-clock", &drill.setting()])
-            .arg("--schedule")
-            .arg(schedule)
-            .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq run");
-        Dispatcher { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !self.log().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "cronq run exited ({status}) before {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(Instant::now() < deadline, "no {needle:?}:\n{}", self.log());
-            pause();
-        }
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: signalling our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let status = wait_exit(&mut self.child, Duration::from_secs(60), &self.log);
-        assert!(
-            status.success(),
-            "cronq run exited with {status}:\n{}",
-            self.log()
-        );
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// Member `name` of the group, started and waited for until it runs shards.
+fn member(
+    broker: &str,
+    topic: &str,
+    schedule: &Path,
+    drill: Drill,
+    name: &str,
+    dir: &Path,
+) -> Dispatcher {
+    let mut member = Dispatcher::start(broker, topic, schedule, drill, name, dir, &[]);
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    member
 }
 
 /// One record as read back, with its record timestamp (stamped by the producer, real time).
@@ -195,61 +79,25 @@ impl Arrived {
 
 /// Every record of `topic` up to the high watermarks, with timestamps.
 fn read_all(broker: &str, topic: &str) -> Vec<Arrived> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", format!("verify-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("rdkafka consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut remaining = HashMap::new();
-    for p in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high > 0 {
-            remaining.insert(p, high);
-        }
-    }
-    let mut out = Vec::new();
-    while !remaining.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "records still missing: {remaining:?}"
-        );
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        if remaining
-            .get(&m.partition())
-            .is_some_and(|high| m.offset() + 1 >= *high)
-        {
-            remaining.remove(&m.partition());
-        }
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-                        (h.key.to_string(), v)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Arrived {
-            value: serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"),
-            headers,
-            timestamp_ms: m.timestamp().to_millis().expect("a record timestamp"),
-        });
-    }
-    out
+    let records = consume_all(broker, topic, PARTITIONS, 0, Duration::from_secs(60));
+    let high = high_watermarks(broker, topic, PARTITIONS);
+    assert_eq!(
+        records.len() as i64,
+        high.values().sum::<i64>(),
+        "records still missing: {high:?}"
+    );
+    records
+        .into_iter()
+        .map(|c| Arrived {
+            headers: c
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+            timestamp_ms: c.timestamp_ms.expect("a record timestamp"),
+            value: c.value,
+        })
+        .collect()
 }
 
 /// The offset the README documents: Kafka's murmur2 of the dispatchId, mod the jitter in ms.
@@ -301,9 +149,8 @@ fn jittered_records_spread_over_the_window_and_leave_at_their_not_before() {
     let broker = Broker::start();
     let topic = random_topic("jitter");
     let (dir, schedule) = schedule_file(&schedule_json());
-    let drill = Drill::new();
-    let mut a = Dispatcher::start(&broker.address(), &topic, &schedule, drill, "a", dir.path());
-    a.wait_log("taking over a shard");
+    let drill = Drill::new(SPEED);
+    let mut a = member(&broker.address(), &topic, &schedule, drill, "a", dir.path());
     let m0 = drill.minute();
     drill.wait_until(m0 + 3, 8);
     let stopped = drill.now();
@@ -394,20 +241,7 @@ fn jittered_records_spread_over_the_window_and_leave_at_their_not_before() {
     );
 
     // The minute cut by SIGTERM was settled with its flushed records: every cursor is there.
-    let out = Command::new(CRONQ)
-        .env("CRONQ_HTTP", "127.0.0.1:0")
-        .args([
-            "status",
-            "--brokers",
-            &broker.address(),
-            "--group",
-            &format!("g-{topic}"),
-            "--json",
-        ])
-        .args(["--drill-clock", &drill.setting()])
-        .output()
-        .expect("cronq status");
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let (_, view) = group_status(&broker.address(), &topic, drill);
     let shards = view["shards"].as_array().expect("shards");
     assert!(!shards.is_empty());
     for s in shards {
@@ -424,14 +258,12 @@ fn a_crash_in_a_jittered_minute_is_re_sent_from_the_cursor_with_the_same_ids() {
     let broker = Broker::start();
     let topic = random_topic("jitter-crash");
     let (dir, schedule) = schedule_file(&schedule_json());
-    let drill = Drill::new();
-    let mut a = Dispatcher::start(&broker.address(), &topic, &schedule, drill, "a", dir.path());
-    a.wait_log("taking over a shard");
+    let drill = Drill::new(SPEED);
+    let mut a = member(&broker.address(), &topic, &schedule, drill, "a", dir.path());
     let m0 = drill.minute();
     drill.wait_until(m0 + 2, 8);
     a.kill9();
-    let mut b = Dispatcher::start(&broker.address(), &topic, &schedule, drill, "b", dir.path());
-    b.wait_log("taking over a shard");
+    let mut b = member(&broker.address(), &topic, &schedule, drill, "b", dir.path());
     let resumed = drill.minute();
     drill.wait_until(resumed + 1, 40);
     b.terminate();
@@ -472,56 +304,6 @@ fn a_crash_in_a_jittered_minute_is_re_sent_from_the_cursor_with_the_same_ids() {
         "no record of the crash minute arrived twice:\n{}",
         b.log()
     );
-}
-
-/// Creates `topic` (tansu does not auto-create).
-fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("admin client");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topic");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
-
-/// Produces `(key, value)` records to partition 0 of `topic`, in order.
-fn produce(broker: &str, topic: &str, records: &[(String, serde_json::Value)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        for (key, value) in records {
-            let payload = serde_json::to_vec(value).unwrap();
-            producer
-                .send(
-                    FutureRecord::to(topic)
-                        .key(key)
-                        .payload(&payload)
-                        .partition(0),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produce");
-        }
-    });
 }
 
 /// A run whose notBefore is 3 s away waits for it, and a job behind it in the same partition runs
@@ -575,14 +357,12 @@ fn a_worker_does_not_start_a_run_before_its_not_before_and_runs_others_meanwhile
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn cronq worker");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("partitions assigned")
-    {
-        assert!(Instant::now() < deadline, "worker never got its partition");
-        pause();
-    }
+    wait_for_line(
+        &log,
+        "partitions assigned",
+        Duration::from_secs(60),
+        "worker never got its partition",
+    );
 
     let now = Utc::now();
     let slot = Utc
@@ -599,7 +379,12 @@ fn a_worker_does_not_start_a_run_before_its_not_before_and_runs_others_meanwhile
         if let Some(nb) = not_before {
             v["notBefore"] = cronq::wire::ids::not_before_text(nb).into();
         }
-        (name.to_string(), v)
+        Record {
+            key: name.as_bytes().to_vec(),
+            value: serde_json::to_vec(&v).unwrap(),
+            partition: Some(0),
+            headers: Vec::new(),
+        }
     };
     produce(
         &broker.address(),

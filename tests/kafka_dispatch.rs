@@ -192,14 +192,12 @@ fn a_broker_killed_mid_dispatch_and_restarted_loses_nothing_and_duplicates_keep_
         ],
     );
     // Let some records through, then kill the broker without warning.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("slot dispatched")
-    {
-        assert!(Instant::now() < deadline, "no progress before the kill");
-        pause();
-    }
+    wait_for_line(
+        &log,
+        "slot dispatched",
+        Duration::from_secs(60),
+        "no progress before the kill",
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "cronq finished before the kill; the window is too small to test an outage"

@@ -20,12 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
@@ -75,75 +69,13 @@ fn read_records(
     topic: &str,
     timeout: Duration,
 ) -> Vec<(i32, String)> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("verify-{topic}"))
-        .set("enable.auto.commit", "false");
-    for (k, v) in settings {
-        config.set(*k, v);
-    }
-    let consumer: BaseConsumer = config.create().expect("rdkafka consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut remaining = std::collections::HashMap::new();
-    for p in 0..PARTITIONS {
-        let high = loop {
-            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "watermarks of {topic}/{p}: {e}");
-                    pause();
-                }
-            }
-        };
-        if high > 0 {
-            remaining.insert(p, high);
-        }
-    }
-    let mut ids = Vec::new();
-    while !remaining.is_empty() && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            if remaining
-                .get(&m.partition())
-                .is_some_and(|high| m.offset() + 1 >= *high)
-            {
-                remaining.remove(&m.partition());
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-            ids.push((
-                m.partition(),
-                v["dispatchId"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
-    ids
-}
-
-fn create_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topic");
-    for r in results {
-        r.expect("topic created");
-    }
+    consume_all_with(brokers, settings, topic, PARTITIONS, 0, timeout)
+        .into_iter()
+        .map(|c| {
+            let id = c.value["dispatchId"].as_str().unwrap_or_default();
+            (c.partition, id.to_string())
+        })
+        .collect()
 }
 
 /// `cronq run` over the hour [FROM, UNTIL) with `args`, stderr to `log`.
@@ -710,7 +642,7 @@ fn a_missing_topic_does_not_stop_a_good_one_and_is_picked_up_once_created() {
     let broker = Broker::start();
     let good = random_topic("good");
     let bad = random_topic("missing");
-    create_topic(&broker.address(), &good);
+    create_topic(&broker.address(), &good, PARTITIONS);
     let (dir, path) = schedule_file(&schedule(&[
         ("iso-good", 1, None),
         ("iso-bad", 5, Some(&bad)),
@@ -755,7 +687,7 @@ fn a_missing_topic_does_not_stop_a_good_one_and_is_picked_up_once_created() {
         "the replay waits for the bad topic's dispatches"
     );
     // Create it: the waiting dispatches go out and the replay finishes.
-    create_topic(&broker.address(), &bad);
+    create_topic(&broker.address(), &bad, PARTITIONS);
     assert!(
         wait_exit(&mut child, Duration::from_secs(60), &log).success(),
         "{}",
@@ -952,7 +884,7 @@ fn a_failing_partition_does_not_stop_the_others_and_delivers_once_it_recovers() 
     broker.advertised_port = Some(proxy.port);
     broker.launch();
     let brokers = format!("127.0.0.1:{}", proxy.port);
-    create_topic(&brokers, &topic);
+    create_topic(&brokers, &topic, PARTITIONS);
     // 30 jobs every 5 minutes: 360 dispatches over the 3 partitions by their keys.
     let names: Vec<String> = (0..30).map(|i| format!("pf-{i:02}")).collect();
     let jobs: Vec<(&str, u32, Option<&str>)> =
@@ -1056,14 +988,12 @@ fn a_broker_outage_is_logged_as_a_few_state_changes_not_a_warning_per_retry() {
             "100",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("slot dispatched")
-    {
-        assert!(Instant::now() < deadline, "no progress before the outage");
-        pause();
-    }
+    wait_for_line(
+        &log,
+        "slot dispatched",
+        Duration::from_secs(60),
+        "no progress before the outage",
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "finished before the outage"

@@ -8,8 +8,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,48 +17,6 @@ use chrono::{DateTime, Utc};
 use common::*;
 use cronq::schedule::JobSpec;
 use cronq::wire::{partition_for, Overlap};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("admin client");
-    let results = runtime()
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topic");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
-
-/// A record to produce: key, value, partition (None: rdkafka's partitioner).
-struct Record {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    partition: Option<i32>,
-}
-
-fn slot(minute: u32) -> DateTime<Utc> {
-    format!("2026-11-26T{:02}:{:02}:00Z", minute / 60, minute % 60)
-        .parse()
-        .unwrap()
-}
 
 /// The settings a job of the schedule file may have, as the loader leaves them in a JobSpec.
 #[derive(Clone, Copy, Default)]
@@ -104,144 +62,40 @@ fn encoded(
         partition: Some(partition_for(&r.key, partitions)),
         key: r.key,
         value: r.value,
+        headers: Vec::new(),
     }
-}
-
-fn produce(broker: &str, topic: &str, records: &[Record]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    runtime().block_on(async {
-        let mut pending = Vec::new();
-        for r in records {
-            let mut record = FutureRecord::to(topic).key(&r.key).payload(&r.value);
-            if let Some(p) = r.partition {
-                record = record.partition(p);
-            }
-            pending.push(
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("queue"),
-            );
-        }
-        for p in pending {
-            p.await
-                .expect("delivery")
-                .map_err(|(e, _)| e)
-                .expect("produce");
-        }
-    });
 }
 
 /// A handlers directory: `nap SECONDS` sleeps (and notes when it started, for the tests that
 /// must wait for a run to be going), `stubborn SECONDS` sleeps ignoring SIGTERM, `fail` exits 4.
-fn handlers() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("temp dir");
+fn overlap_handlers() -> tempfile::TempDir {
     let started = r#"echo "$CRONQ_DISPATCH_ID" >> "$(dirname "$CRONQ_HANDLER")/started""#;
-    for (name, body) in [
-        ("nap", format!("{started}\nsleep \"$1\"")),
+    handlers(&[
+        ("nap", &format!("{started}\nsleep \"$1\"")),
         (
             "stubborn",
             // An ignored signal stays ignored in the children: only SIGKILL ends the sleep.
-            format!("trap '' TERM\n{started}\nsleep \"$1\""),
+            &format!("trap '' TERM\n{started}\nsleep \"$1\""),
         ),
-        ("fail", "exit 4".to_string()),
-    ] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
+        ("fail", "exit 4"),
+    ])
 }
 
-/// A `cronq worker` child process; killed if the test ends first.
-struct Worker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn start(
-        broker: &str,
-        topic: &str,
-        group: &str,
-        dir: &Path,
-        extra: &[&str],
-        log: &str,
-    ) -> Worker {
-        let log = dir.join(log);
-        let child = Command::new(CRONQ)
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args([
-                "worker",
-                "--brokers",
-                broker,
-                "--topic",
-                topic,
-                "--group",
-                group,
-            ])
-            .arg("--handlers")
-            .arg(dir)
-            .args(["--results-topic", &format!("{topic}.results")])
-            .args(["--dlq-topic", &format!("{topic}.dlq")])
-            .args(["--commit-interval", "100ms", "--session-timeout", "6s"])
-            .args(["--retry-backoff", "50ms", "--shutdown-grace", "10s"])
-            .args(["--kill-grace", "1s"])
-            .args(extra)
-            .env("CRONQ_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq worker");
-        Worker { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns the log.
-    fn stop(mut self) -> String {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signal the worker");
-        let status = wait_exit(&mut self.child, Duration::from_secs(30), &self.log);
-        let log = self.log();
-        assert!(status.success(), "worker exited with {status}; log:\n{log}");
-        log
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        pause();
-    }
+/// A `cronq worker` with a 1 s kill grace, its log `dir/log`.
+fn start_worker(
+    broker: &str,
+    topic: &str,
+    group: &str,
+    dir: &Path,
+    extra: &[&str],
+    log: &str,
+) -> Worker {
+    let args: Vec<&str> = ["--kill-grace", "1s"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    Worker::start(broker, topic, group, dir, &args, dir.join(log))
 }
 
 /// The partitions a worker's log says it was assigned last.
@@ -263,8 +117,8 @@ fn two_workers(
     extra: &[&str],
     partitions: usize,
 ) -> (Worker, Worker) {
-    let a = Worker::start(broker, topic, group, dir, extra, "a.log");
-    let b = Worker::start(broker, topic, group, dir, extra, "b.log");
+    let a = start_worker(broker, topic, group, dir, extra, "a.log");
+    let b = start_worker(broker, topic, group, dir, extra, "b.log");
     wait_for(
         "the two workers to split the partitions",
         Duration::from_secs(60),
@@ -357,52 +211,6 @@ fn of_job<'a>(
     out
 }
 
-fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| {
-            (
-                e.partition(),
-                match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => -1,
-                },
-            )
-        })
-        .collect()
-}
-
-fn high_watermarks(broker: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("consumer");
-    (0..partitions)
-        .map(|p| {
-            (
-                p,
-                consumer
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1,
-            )
-        })
-        .collect()
-}
-
 /// The number after `field=` on the "worker stopped" line of a log.
 fn stopped_count(log: &str, field: &str) -> u64 {
     log.lines()
@@ -421,7 +229,7 @@ fn skip_with_two_workers_runs_one_at_a_time_and_reports_the_others_skipped() {
     let address = broker.address();
     let topic = random_topic("oskip");
     create_topic(&address, &topic, PARTITIONS);
-    let dir = handlers();
+    let dir = overlap_handlers();
     let (a, b) = two_workers(
         &address,
         &topic,
@@ -557,7 +365,7 @@ fn replace_with_two_workers_terminates_the_running_run_and_runs_the_newest() {
     let address = broker.address();
     let topic = random_topic("orepl");
     create_topic(&address, &topic, PARTITIONS);
-    let dir = handlers();
+    let dir = overlap_handlers();
     let (a, b) = two_workers(
         &address,
         &topic,
@@ -723,7 +531,7 @@ fn allow_with_two_workers_overlaps_runs_of_one_job_and_queue_does_not() {
     let address = broker.address();
     let topic = random_topic("oallow");
     create_topic(&address, &topic, PARTITIONS);
-    let dir = handlers();
+    let dir = overlap_handlers();
     let (a, b) = two_workers(
         &address,
         &topic,
@@ -812,7 +620,7 @@ fn a_jobs_timeout_and_max_attempts_override_the_workers_flags_within_the_ceiling
     let address = broker.address();
     let topic = random_topic("oset");
     create_topic(&address, &topic, 1);
-    let dir = handlers();
+    let dir = overlap_handlers();
     let secs = |s| Some(Duration::from_secs(s));
     let records_ = [
         encoded(
@@ -861,7 +669,7 @@ fn a_jobs_timeout_and_max_attempts_override_the_workers_flags_within_the_ceiling
     ];
     produce(&address, &topic, &records_);
     // --timeout 3s, --max-timeout 6s (the ceiling of a job's timeout), --max-attempts 3.
-    let worker = Worker::start(
+    let worker = start_worker(
         &address,
         &topic,
         "gset",
@@ -970,7 +778,7 @@ fn a_record_with_an_out_of_range_setting_is_dead_lettered_with_the_reason() {
     let address = broker.address();
     let topic = random_topic("orange");
     create_topic(&address, &topic, 1);
-    let dir = handlers();
+    let dir = overlap_handlers();
     let mut forged = encoded("forever", "nap 0", slot(0), Settings::default(), 1);
     let mut v: serde_json::Value = serde_json::from_slice(&forged.value).unwrap();
     v["timeoutMs"] = serde_json::json!(u64::MAX);
@@ -988,7 +796,7 @@ fn a_record_with_an_out_of_range_setting_is_dead_lettered_with_the_reason() {
             encoded("fine", "nap 0", slot(0), overlap(Overlap::Skip), 1),
         ],
     );
-    let worker = Worker::start(&address, &topic, "grange", dir.path(), &[], "worker.log");
+    let worker = start_worker(&address, &topic, "grange", dir.path(), &[], "worker.log");
     let dlq = records(
         &address,
         &format!("{topic}.dlq"),
@@ -1124,10 +932,11 @@ fn a_message_with_run_settings_is_read_by_older_readers_and_an_old_record_runs_w
             key: b"legacy".to_vec(),
             value: fixture,
             partition: Some(0),
+            headers: Vec::new(),
         }],
     );
-    let dir = handlers();
-    let worker = Worker::start(
+    let dir = overlap_handlers();
+    let worker = start_worker(
         &address,
         &topic2,
         "gcompat",

@@ -8,10 +8,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use common::*;
 
 /// cronq's default `--partitions` of the job topic.
@@ -19,106 +19,6 @@ const PARTITIONS: i32 = 3;
 
 /// Shards of the tests' groups.
 const SHARDS: i32 = 4;
-
-/// The drill clock all processes of one test share.
-#[derive(Clone, Copy)]
-struct Drill {
-    epoch: i64,
-    speed: i64,
-}
-
-impl Drill {
-    fn new(speed: i64) -> Drill {
-        Drill {
-            epoch: Utc::now().timestamp(),
-            speed,
-        }
-    }
-
-    fn setting(&self) -> String {
-        format!("{}x@{}", self.speed, self.epoch)
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        let real = Utc::now().timestamp_millis();
-        let ms = self.epoch * 1000 + (real - self.epoch * 1000) * self.speed;
-        Utc.timestamp_millis_opt(ms).unwrap()
-    }
-
-    fn minute(&self) -> i64 {
-        self.now().timestamp().div_euclid(60)
-    }
-
-    /// Waits (polling) until drill time reaches `second` of the minute `minutes` from now.
-    fn wait_minutes(&self, minutes: i64, second: u32) -> i64 {
-        let target = self.minute() + minutes;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while self.minute() < target || (self.now().timestamp() % 60) < i64::from(second) {
-            assert!(Instant::now() < deadline, "drill clock stuck");
-            pause();
-        }
-        target
-    }
-}
-
-/// A `cronq run` member, killed when dropped.
-struct Dispatcher {
-    child: Child,
-    log: PathBuf,
-    name: String,
-}
-
-impl Dispatcher {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before {needle:?}; log:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {needle:?} within {timeout:?}; log:\n{}",
-                self.name,
-                self.log()
-            );
-            pause();
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: signalling our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let status = wait_exit(&mut self.child, Duration::from_secs(60), &self.log);
-        assert!(
-            status.success(),
-            "{} exited with {status}; log:\n{}",
-            self.name,
-            self.log()
-        );
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// One test's broker, topic, schedule and drill clock.
 struct Setup {
@@ -150,30 +50,15 @@ impl Setup {
     }
 
     fn member(&self, name: &str) -> Dispatcher {
-        let log = self
-            .dir
-            .path()
-            .join(format!("{name}-{}.log", Utc::now().timestamp_millis()));
-        let child = Command::new(CRONQ)
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args(["run", "--brokers", &self.address(), "--topic", &self.topic])
-            .args(["--group", &self.group(), "--member-id", name])
-            .args(["--shards", &SHARDS.to_string()])
-            .args(["--tick", "100ms", "--retry-backoff", "50ms"])
-            .args(["--session-timeout", "6s"])
-            .args(["--drill-clock", &self.drill.setting()])
-            .arg("--schedule")
-            .arg(&self.schedule)
-            .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq run");
-        Dispatcher {
-            child,
-            log,
-            name: name.to_string(),
-        }
+        Dispatcher::start(
+            &self.address(),
+            &self.topic,
+            &self.schedule,
+            self.drill,
+            name,
+            self.dir.path(),
+            &["--shards", &SHARDS.to_string()],
+        )
     }
 
     /// `cronq <args…>` against this test's broker and group, on its drill clock.
@@ -286,18 +171,6 @@ fn assert_every_minute(job: &str, slots: &BTreeSet<i64>, first: i64, last: i64) 
         missing.is_empty(),
         "{job}: minutes {missing:?} missing of {first}..={last}"
     );
-}
-
-fn with_logs<T>(logs: &[&Dispatcher], check: impl FnOnce() -> T) -> T {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
-        Ok(v) => v,
-        Err(e) => {
-            for d in logs {
-                eprintln!("===== {} =====\n{}", d.name, d.log());
-            }
-            std::panic::resume_unwind(e)
-        }
-    }
 }
 
 /// Pause, kill -9 of the paused job's shard owner (a fresh member joins as it dies), resume:

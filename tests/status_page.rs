@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::*;
 
 /// cronq's default `--partitions` of the job topic.
@@ -21,45 +19,6 @@ const SPEED: i64 = 20;
 
 /// A job name that is markup: the page must show it as text.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-
-/// A `cronq run` with `--http` on a free port; killed on drop.
-struct Dispatcher {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Dispatcher {
-    fn start(broker: &str, topic: &str, schedule: &Path, dir: &Path) -> Dispatcher {
-        let log = dir.join("dispatcher.log");
-        let epoch = Utc::now().timestamp();
-        let child = Command::new(CRONQ)
-            .args(["run", "--brokers", broker, "--topic", topic])
-            .args(["--group", &format!("g-{topic}"), "--member-id", "member-1"])
-            .args(["--tick", "100ms", "--retry-backoff", "50ms"])
-            .args(["--session-timeout", "6s", "--shards", "2"])
-            .args(["--drill-clock", &format!("{SPEED}x@{epoch}")])
-            .args(["--http", "127.0.0.1:0", "--schedule"])
-            .arg(schedule)
-            .env_remove("CRONQ_HTTP")
-            .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq run");
-        Dispatcher { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The value of one series in Prometheus text (`name` with its labels as printed), if present.
 fn series(metrics: &str, name: &str) -> Option<f64> {
@@ -128,7 +87,16 @@ fn the_dispatcher_reports_what_it_sent_and_shows_it_on_its_page() {
         ])
     };
     let (dir, path) = schedule_file(&schedule(true));
-    let run = Dispatcher::start(&broker.address(), &topic, &path, dir.path());
+    // `--http` on a free port.
+    let run = Dispatcher::start(
+        &broker.address(),
+        &topic,
+        &path,
+        Drill::new(SPEED),
+        "member-1",
+        dir.path(),
+        &["--shards", "2", "--http", "127.0.0.1:0"],
+    );
     let addr = http_addr_in_log(&run.log, Duration::from_secs(30));
     let url = |p: &str| format!("http://{addr}{p}");
 

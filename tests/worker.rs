@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,55 +15,12 @@ use chrono::{DateTime, Utc};
 use common::*;
 use cronq::dispatcher::Dispatch;
 use cronq::schedule::JobSpec;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Creates `topic` (tansu does not auto-create).
-fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("admin client");
-    let results = runtime()
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topic");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
-
-/// One job record ready to produce.
-struct JobRecord {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    /// The dispatcher's murmur2 partition; None: let rdkafka's own partitioner pick.
-    partition: Option<i32>,
-    headers: Vec<(String, Vec<u8>)>,
-}
 
 /// A record exactly as the dispatcher encodes it.
-fn encoded(
-    name: &str,
-    job: &str,
-    priority: i32,
-    slot: DateTime<Utc>,
-    partitions: i32,
-) -> JobRecord {
+fn encoded(name: &str, job: &str, priority: i32, slot: DateTime<Utc>, partitions: i32) -> Record {
     let d = Dispatch {
         spec: Arc::new(JobSpec {
             name: name.to_string(),
@@ -86,7 +43,7 @@ fn encoded(
         lease: None,
     };
     let r = cronq::schedule::record::encode(&d.spec, d.scheduled_at, "unused", Utc::now());
-    JobRecord {
+    Record {
         partition: Some(cronq::wire::partition_for(&r.key, partitions)),
         key: r.key,
         value: r.value,
@@ -95,7 +52,7 @@ fn encoded(
 }
 
 /// A JobMessage v1 written by hand, as a client other than cronq's dispatcher would.
-fn raw(name: &str, job: &str, priority: i32, slot: &str) -> JobRecord {
+fn raw(name: &str, job: &str, priority: i32, slot: &str) -> Record {
     let value = serde_json::json!({
         "v": 1,
         "jobName": name,
@@ -105,179 +62,11 @@ fn raw(name: &str, job: &str, priority: i32, slot: &str) -> JobRecord {
         "scheduledAt": slot,
         "dispatchId": format!("{name}@{slot}"),
     });
-    JobRecord {
+    Record {
         key: name.as_bytes().to_vec(),
         value: serde_json::to_vec(&value).unwrap(),
         partition: None,
         headers: Vec::new(),
-    }
-}
-
-fn produce(broker: &str, topic: &str, records: &[JobRecord]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    runtime().block_on(async {
-        let mut pending = Vec::new();
-        for r in records {
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
-            let mut record = FutureRecord::to(topic)
-                .key(&r.key)
-                .payload(&r.value)
-                .headers(headers);
-            if let Some(p) = r.partition {
-                record = record.partition(p);
-            }
-            // Queued at once (`send` would queue only when awaited, one linger apart).
-            pending.push(
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("queue"),
-            );
-        }
-        for p in pending {
-            p.await
-                .expect("delivery")
-                .map_err(|(e, _)| e)
-                .expect("produce");
-        }
-    });
-}
-
-fn slot(minute: u32) -> DateTime<Utc> {
-    format!("2026-11-26T{:02}:{:02}:00Z", minute / 60, minute % 60)
-        .parse()
-        .unwrap()
-}
-
-/// A handlers directory with the given `(name, body)` shell scripts.
-fn handlers(scripts: &[(&str, &str)]) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, body) in scripts {
-        let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
-}
-
-/// A `cronq worker` child process; killed if the test ends first.
-struct Worker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn start(
-        broker: &str,
-        topic: &str,
-        group: &str,
-        handlers: &Path,
-        extra: &[&str],
-        log: PathBuf,
-    ) -> Worker {
-        Worker::start_with_env(broker, topic, group, handlers, extra, &[], log)
-    }
-
-    /// [`Worker::start`] with extra environment variables on the worker process.
-    fn start_with_env(
-        broker: &str,
-        topic: &str,
-        group: &str,
-        handlers: &Path,
-        extra: &[&str],
-        env: &[(&str, &str)],
-        log: PathBuf,
-    ) -> Worker {
-        let child = Command::new(CRONQ)
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args([
-                "worker",
-                "--brokers",
-                broker,
-                "--topic",
-                topic,
-                "--group",
-                group,
-            ])
-            .arg("--handlers")
-            .arg(handlers)
-            .args(["--results-topic", &format!("{topic}.results")])
-            .args(["--dlq-topic", &format!("{topic}.dlq")])
-            .args(["--commit-interval", "100ms", "--session-timeout", "6s"])
-            .args(["--retry-backoff", "50ms", "--shutdown-grace", "10s"])
-            .args(extra)
-            .env("CRONQ_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn cronq worker");
-        Worker { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
-            .expect("signal the worker");
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let status = wait_exit(&mut self.child, Duration::from_secs(30), &self.log);
-        let log = self.log();
-        assert!(status.success(), "worker exited with {status}; log:\n{log}");
-        log
-    }
-
-    /// SIGKILL: the worker dies without warning, jobs in flight.
-    fn kill_hard(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `done` until it holds or `timeout` passes; panics with `what` and `context()` otherwise.
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        pause();
     }
 }
 
@@ -295,33 +84,6 @@ fn counts(ids: &[String]) -> HashMap<String, usize> {
         *out.entry(id.clone()).or_default() += 1;
     }
     out
-}
-
-/// The group's committed offsets, per partition.
-fn committed(broker: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| {
-            let offset = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => -1,
-            };
-            (e.partition(), offset)
-        })
-        .collect()
 }
 
 /// Records in `topic` so far (the sum of its high watermarks); None while it does not exist yet.
@@ -362,21 +124,6 @@ fn wait_records(
         return Vec::new();
     }
     consume_all(broker, topic, partitions, expected, Duration::from_secs(30))
-}
-
-fn high_watermarks(broker: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("consumer");
-    (0..partitions)
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            (p, high)
-        })
-        .collect()
 }
 
 const RECORD: &str = r#"echo "$CRONQ_DISPATCH_ID" >> "$(dirname "$CRONQ_HANDLER")/executed""#;
@@ -496,7 +243,7 @@ fn a_failing_job_is_tried_max_attempts_times_then_dead_lettered_and_malformed_re
     create_topic(&address, &topic, 1);
     let mut v2 = raw("future", "record", 0, "2026-11-26T01:00:00Z");
     v2.value = br#"{"v":2,"jobName":"future","whatever":true}"#.to_vec();
-    let not_json = JobRecord {
+    let not_json = Record {
         key: b"junk".to_vec(),
         value: b"this is not json".to_vec(),
         partition: Some(0),
@@ -714,7 +461,7 @@ fn a_job_outside_the_handlers_directory_is_rejected_and_nothing_runs() {
         format!("touch {}", marker.display()),
         format!("record; touch {}", marker.display()),
     ];
-    let records: Vec<JobRecord> = jobs
+    let records: Vec<Record> = jobs
         .iter()
         .enumerate()
         .map(|(i, job)| encoded(&format!("evil-{i}"), job, 0, slot(0), 1))
@@ -774,7 +521,7 @@ fn a_worker_killed_with_jobs_in_flight_is_taken_over_and_every_job_runs_at_least
     let topic = random_topic("wkill");
     let partitions = 4;
     create_topic(&address, &topic, partitions);
-    let records: Vec<JobRecord> = (0..200)
+    let records: Vec<Record> = (0..200)
         .map(|i| encoded(&format!("k-{i:03}"), "slow", 0, slot(0), partitions))
         .collect();
     produce(&address, &topic, &records);
@@ -858,7 +605,7 @@ fn two_members_split_the_partitions_and_one_leaving_gracefully_loses_nothing() {
     let topic = random_topic("wsplit");
     let partitions = 4;
     create_topic(&address, &topic, partitions);
-    let records: Vec<JobRecord> = (0..240)
+    let records: Vec<Record> = (0..240)
         .map(|i| encoded(&format!("s-{i:03}"), "slow 0.05", 0, slot(0), partitions))
         .collect();
     let expected: HashSet<String> = (0..240)
@@ -969,7 +716,7 @@ fn under_a_backlog_high_priority_jobs_start_before_low_ones() {
     let address = broker.address();
     let topic = random_topic("wprio");
     create_topic(&address, &topic, 1);
-    let mut records: Vec<JobRecord> = (0..20)
+    let mut records: Vec<Record> = (0..20)
         .map(|i| encoded(&format!("low-{i:02}"), "slow 0.02", 0, slot(0), 1))
         .collect();
     records.extend((0..20).map(|i| encoded(&format!("high-{i:02}"), "slow 0.02", 9, slot(1), 1)));
@@ -1041,7 +788,7 @@ fn a_burst_grows_the_pool_drains_many_times_faster_than_one_executor_and_the_poo
         || worker.log().contains("partitions assigned"),
         || worker.log(),
     );
-    let records: Vec<JobRecord> = (0..300)
+    let records: Vec<Record> = (0..300)
         .map(|i| encoded(&format!("b-{i:03}"), "slow 0.2", 0, slot(0), partitions))
         .collect();
     let started = Instant::now();
@@ -1118,7 +865,7 @@ fn a_program_can_embed_the_worker_with_its_own_in_process_handler() {
     let address = broker.address();
     let topic = random_topic("wembed");
     create_topic(&address, &topic, 2);
-    let records: Vec<JobRecord> = (0..100)
+    let records: Vec<Record> = (0..100)
         .map(|i| {
             encoded(
                 &format!("e-{i:03}"),
@@ -1168,7 +915,7 @@ fn a_new_group_with_start_latest_skips_what_was_dispatched_before_it_joined() {
     let address = broker.address();
     let topic = random_topic("wlatest");
     create_topic(&address, &topic, 2);
-    let old: Vec<JobRecord> = (0..5)
+    let old: Vec<Record> = (0..5)
         .map(|i| encoded(&format!("old-{i}"), "record", 0, slot(0), 2))
         .collect();
     produce(&address, &topic, &old);
@@ -1227,7 +974,7 @@ fn a_new_group_with_start_latest_skips_what_was_dispatched_before_it_joined() {
 }
 
 /// Produces `records` with a producer whose size limit lets ~1 MB records through.
-fn produce_large(broker: &str, topic: &str, records: &[JobRecord]) {
+fn produce_large(broker: &str, topic: &str, records: &[Record]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("acks", "all")
@@ -1265,7 +1012,7 @@ fn one_megabyte_records_are_dead_lettered_by_digest_and_their_partition_keeps_co
     create_topic(&address, &topic, 1);
     // Not a message at all, and a message whose job is rejected (no such handler): each ~1 MB, so a
     // dead letter copying either would pass librdkafka's 1 000 000-byte limit.
-    let garbage = JobRecord {
+    let garbage = Record {
         key: b"garbage".to_vec(),
         value: vec![b'#'; 1_000_000],
         partition: Some(0),
@@ -1340,7 +1087,7 @@ fn results_and_dead_letters_land_on_the_partition_murmur2_picks_for_their_job_na
     let topic = random_topic("wmurmur");
     create_topic(&address, &topic, 2);
     // 30 names that run and 10 that are rejected; written by another client, partitioned by it.
-    let mut records: Vec<JobRecord> = (0..30)
+    let mut records: Vec<Record> = (0..30)
         .map(|i| raw(&format!("job-{i}"), "record", 0, "2026-11-26T00:00:00Z"))
         .collect();
     records.extend((0..10).map(|i| raw(&format!("bad-{i}"), "nope", 0, "2026-11-26T00:00:00Z")));
@@ -1736,8 +1483,8 @@ fn malformed_records_count_against_the_same_bounds_as_jobs() {
     create_topic(&address, &topic, 1);
     // The DLQ topic does not exist and may not be created: every dead letter stays in flight
     // (retried), as with a DLQ that is down. More garbage than the 10 000 reports allowed in flight.
-    let garbage: Vec<JobRecord> = (0..10_200)
-        .map(|i| JobRecord {
+    let garbage: Vec<Record> = (0..10_200)
+        .map(|i| Record {
             key: format!("g{i}").into_bytes(),
             value: b"not a message".to_vec(),
             partition: Some(0),
@@ -1931,13 +1678,13 @@ fn a_worker_serves_metrics_probes_and_a_status_page_of_what_it_ran() {
 
     // 5 jobs succeed, one of them under a hostile name; 2 fail twice each and are dead-lettered;
     // one record is not JSON; one job holds its executor until the test releases it.
-    let mut records: Vec<JobRecord> = (0..4)
+    let mut records: Vec<Record> = (0..4)
         .map(|i| encoded(&format!("report-{i}"), "ok", 0, slot(i), 2))
         .collect();
     records.push(raw(HOSTILE, "ok", 0, "2026-11-26T00:10:00Z"));
     records.push(encoded("flaky-a", "fail", 0, slot(20), 2));
     records.push(encoded("flaky-b", "fail", 0, slot(21), 2));
-    records.push(JobRecord {
+    records.push(Record {
         key: b"junk".to_vec(),
         value: b"this is not json".to_vec(),
         partition: Some(1),

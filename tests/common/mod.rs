@@ -1,158 +1,29 @@
-//! Test helpers for the real broker: start a tansu broker on a free port in its own temp directory,
-//! kill and restart it on the same data, give each test a random topic, consume with rdkafka (a
-//! client we did not write), run the cronq binary. A broker that cannot start fails the test with
-//! the reason — Kafka tests are never skipped silently.
+//! Test helpers shared by the integration tests (each test file has `mod common;`):
+//! - [`broker`]: a tansu broker on a free port in its own temp directory, killed and restarted on
+//!   the same data. A broker that cannot start fails the test with the reason — Kafka tests are
+//!   never skipped silently;
+//! - [`topic`]: create, produce and read back topics with rdkafka (a client we did not write);
+//! - [`drill`]: the drill clock the processes of one test share;
+//! - [`process`]: cronq dispatcher and worker processes, and waiting on what they log;
+//! - here: random topic names, schedule files, `cronq run` backfills, the HTTP surface and a
+//!   headless browser.
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+pub mod broker;
+pub mod drill;
+pub mod process;
+pub mod topic;
+
+// Each test file uses some of these; the others are unused there.
+#[allow(unused_imports)]
+pub use {broker::*, drill::*, process::*, topic::*};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
-
 pub const CRONQ: &str = env!("CARGO_BIN_EXE_cronq");
-
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
-    if cargo_bin.exists() {
-        return cargo_bin;
-    }
-    PathBuf::from("tansu")
-}
-
-/// A tansu broker owned by one test.
-pub struct Broker {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    /// More `tansu broker` flags for the next `launch` (e.g. `--authentication`).
-    pub extra_args: Vec<String>,
-    /// Advertise this port to clients instead of `port` (a proxy in front of the broker).
-    pub advertised_port: Option<u16>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free local port")
-}
-
-impl Broker {
-    /// Starts a broker on a free port.
-    pub fn start() -> Broker {
-        let mut b = Broker::not_started();
-        b.launch();
-        b
-    }
-
-    /// A port where nothing listens yet; `launch` later starts the broker there.
-    pub fn not_started() -> Broker {
-        Broker {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            extra_args: Vec::new(),
-            advertised_port: None,
-        }
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (or restarts, on the same data) the broker and waits until it accepts connections.
-    pub fn launch(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!(
-            "tcp://127.0.0.1:{}",
-            self.advertised_port.unwrap_or(self.port)
-        );
-        let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("broker log");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .args(&self.extra_args)
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the test broker ({}): {e}. Install it with `scripts/broker.sh install`.",
-                    tansu_binary().display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("the test broker exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the test broker did not listen within 20 s; log:\n{}",
-                self.log()
-            );
-            pause();
-        }
-        self.index_headers();
-    }
-
-    /// tansu 0.6's sqlite schema has no index on `header (topition, offset_id)`, so a fetch scans
-    /// the whole header table once per record: reading 20 000 records with 3 headers each takes
-    /// minutes and the broker stops answering. The index changes no data; scripts/broker.sh adds
-    /// it too.
-    fn index_headers(&self) {
-        let db = self.dir.path().join("tansu.db");
-        let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); \
-                      c.execute('create index if not exists cronq_header_record on header (topition, offset_id)'); c.commit()";
-        let status = Command::new("python3")
-            .args(["-c", script])
-            .arg(&db)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("python3 is needed to index the test broker's headers: {e}")
-            });
-        assert!(
-            status.success(),
-            "indexing {} failed; broker log:\n{}",
-            db.display(),
-            self.log()
-        );
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL: the broker dies without warning.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A short pause between two polls of something outside the test (a child process, a log file).
 /// Never used to wait for time itself to pass.
@@ -170,91 +41,11 @@ pub fn random_topic(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// One consumed record.
-#[derive(Debug, Clone)]
-pub struct Consumed {
-    pub partition: i32,
-    pub key: Vec<u8>,
-    pub value: serde_json::Value,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// Reads every partition of `topic` from the beginning with rdkafka up to its high watermark (so
-/// duplicates, if any, are all seen), giving up after `timeout`; returns what arrived. `expected`
-/// only sizes the buffer.
-pub fn consume_all(
-    broker: &str,
-    topic: &str,
-    partitions: i32,
-    expected: usize,
-    timeout: Duration,
-) -> Vec<Consumed> {
-    let mut config = ClientConfig::new();
-    if let Ok(debug) = std::env::var("CRONQ_TEST_RDKAFKA_DEBUG") {
-        config.set("debug", debug);
-    }
-    let consumer: BaseConsumer = config
-        .set("bootstrap.servers", broker)
-        .set("group.id", format!("verify-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("api.version.request", "true")
-        .create()
-        .expect("rdkafka consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition offset");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + timeout;
-    // The end of each partition: its high watermark, read once everything has been produced.
-    let mut remaining: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    for p in 0..partitions {
-        let high = loop {
-            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "watermarks of {topic}/{p}: {e}");
-                    pause();
-                }
-            }
-        };
-        if high > 0 {
-            remaining.insert(p, high);
-        }
-    }
-    let mut out = Vec::with_capacity(expected);
-    while !remaining.is_empty() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                if remaining
-                    .get(&m.partition())
-                    .is_some_and(|high| m.offset() + 1 >= *high)
-                {
-                    remaining.remove(&m.partition());
-                }
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let value = serde_json::from_slice(m.payload().unwrap_or_default())
-                    .unwrap_or(serde_json::Value::Null);
-                out.push(Consumed {
-                    partition: m.partition(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value,
-                    headers,
-                });
-            }
-            Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
-        }
-    }
-    out
+/// A slot on the tests' fixed day, 2026-11-26: `minute` minutes after midnight UTC.
+pub fn slot(minute: u32) -> chrono::DateTime<chrono::Utc> {
+    format!("2026-11-26T{:02}:{:02}:00Z", minute / 60, minute % 60)
+        .parse()
+        .unwrap()
 }
 
 /// Writes a schedule file into a temp dir and returns (dir, path).

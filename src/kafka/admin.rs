@@ -9,7 +9,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rskafka::client::Client;
 use tracing::info;
 
-use super::classify::{rdkafka_code_class, ErrorClass};
+use super::classify::{rdkafka_code_class, Classify, ErrorClass};
 use super::{describe, retry, Backoff, Connection, KafkaContext};
 
 /// A topic to create when missing.
@@ -199,4 +199,39 @@ pub async fn ensure_topic_retrying(
     failed: impl FnMut(&TopicError, u32, Duration),
 ) -> Result<i32, TopicError> {
     retry(backoff, || ensure_topic(client, admin, spec), failed).await
+}
+
+/// Topic administration: only an unreachable Kafka is worth asking again; a missing topic cronq
+/// may not create, or the broker's refusal, stays until someone acts.
+impl Classify for TopicError {
+    fn class(&self) -> ErrorClass {
+        if self.is_unreachable() {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_kafka_makes_a_topic_error_transient() {
+        let unreachable = TopicError::Unreachable {
+            topic: "jobs".into(),
+            reason: "no answer".into(),
+        };
+        let refused = TopicError::Refused {
+            topic: "jobs".into(),
+            reason: "InvalidReplicationFactor".into(),
+        };
+        let missing = TopicError::Missing {
+            topic: "jobs".into(),
+        };
+        assert_eq!(unreachable.class(), ErrorClass::Transient);
+        assert!(refused.is_permanent());
+        assert!(missing.is_permanent());
+    }
 }

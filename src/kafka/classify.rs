@@ -5,15 +5,13 @@
 //! ```text
 //!  rskafka Error ──────────┐
 //!  rdkafka KafkaError ─────┼─► Classify::class ─► Transient (retry) | Permanent (give up)
-//!  TopicError (admin) ─────┘
+//!  TopicError (admin) ─────┘ (its impl lives beside it in admin.rs)
 //!  rdkafka error code ─► rdkafka_code_class ─► Some(class) | None (not listed: the caller decides)
 //! ```
 
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rskafka::client::error::{Error as RsError, ProtocolError};
-
-use super::admin::TopicError;
 
 /// Whether an error is worth another attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,18 +110,6 @@ impl Classify for KafkaError {
     }
 }
 
-/// Topic administration: only an unreachable Kafka is worth asking again; a missing topic cronq
-/// may not create, or the broker's refusal, stays until someone acts.
-impl Classify for TopicError {
-    fn class(&self) -> ErrorClass {
-        if self.is_unreachable() {
-            ErrorClass::Transient
-        } else {
-            ErrorClass::Permanent
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,23 +152,5 @@ mod tests {
             Some(ErrorClass::Transient)
         );
         assert_eq!(KafkaError::Canceled.class(), ErrorClass::Transient);
-    }
-
-    #[test]
-    fn only_an_unreachable_kafka_makes_a_topic_error_transient() {
-        let unreachable = TopicError::Unreachable {
-            topic: "jobs".into(),
-            reason: "no answer".into(),
-        };
-        let refused = TopicError::Refused {
-            topic: "jobs".into(),
-            reason: "InvalidReplicationFactor".into(),
-        };
-        let missing = TopicError::Missing {
-            topic: "jobs".into(),
-        };
-        assert_eq!(unreachable.class(), ErrorClass::Transient);
-        assert!(refused.is_permanent());
-        assert!(missing.is_permanent());
     }
 }

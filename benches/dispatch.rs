@@ -16,10 +16,9 @@
 //! four times (`DISPATCH_ROUNDS=N` for N), every pair's ratio is printed, and the median of the
 //! ratios (the mean of the middle two of an even count).
 //!
-//! On the memory engine, the code as merged at the end of session 6 with the release profile's
-//! fat LTO, on a quiet machine (load average 1.3-1.6): ten runs of 16 rounds, per-run medians
-//! 0.75-0.97 (8 of 10 at or above 0.8), the last 80 rounds pooled median 0.85, client CPU 1.21×
-//! the baseline's (README, "Performance", also for the runs without LTO and under load).
+//! On the memory engine, with the release profile's fat LTO, on a quiet machine: ten runs of 16
+//! rounds, per-run medians 0.75-0.97 (8 of 10 at or above 0.8), the last 80 rounds pooled median
+//! 0.85, client CPU 1.21× the baseline's (docs/performance.md).
 //!
 //! `cargo bench --bench dispatch` measures 100 000 jobs (needs the test broker: `scripts/broker.sh
 //! install`); `cargo test --benches` runs a 2 000-job smoke pass. `DISPATCH_ENGINES=memory` runs one

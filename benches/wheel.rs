@@ -22,9 +22,8 @@
 //! records and dropping them) over one bare saffron evaluation per fire. Measured with
 //! `WHEEL_SETS="10k unique,100k unique,1M unique" WHEEL_IDLE=0 WHEEL_CHECK=0 WHEEL_PER_FIRE_DAYS=2`
 //! (a criterion filter that matches nothing, e.g. `-- none`, skips the day benches), the worst day
-//! of each of five runs was 1.34-1.45× at 10k, 1.06-1.13× at 100k, 0.90-1.16× at 1M (see the
-//! README for every run); in four runs of the binary before the records named their job by rank
-//! and the wheel dropped its job table, alternated with these, 1.81-1.93×, 1.54-1.64×, 1.73-1.84×.
+//! of each of five runs was 1.34-1.45× at 10k, 1.06-1.13× at 100k, 0.90-1.16× at 1M (every run:
+//! docs/performance.md).
 //!
 //! Criterion drives the day benches (`iter_custom`) and each sample is the thread's CPU time
 //! (`CLOCK_THREAD_CPUTIME_ID`), not wall time, so that a busy shared machine does not inflate it; a

@@ -15,18 +15,26 @@
 //!                                     └─ offsets committed only up to the lowest unfinished ◄─┘──► results / DLQ topics
 //! ```
 //!
+//! Layers, bottom up; a module imports only from the layers below it:
+//! - [`wire`]: the contracts every process shares (JobMessage, results and dead letters, control
+//!   and cursor records, `dispatchId`, murmur2); depends on nothing of cronq but [`clock`].
+//! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
+//! - [`cron`]: standard cron expressions (5 fields, `@macros`, `H`) compiled through saffron,
+//!   evaluated in an IANA zone with the Debian cron(8) DST rules.
+//! - [`wheel`]: the hierarchical timing wheel; pure, no IO.
+//! - [`schedule`]: the schedule file: job specs, the loader and its checks, limits, diff, jitter,
+//!   and the record a job's slot becomes.
+//! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, client
+//!   builders, one retry helper with one error classification per client, topic administration,
+//!   outage reporting.
+//! - [`obs`] and [`lifecycle`]: the `--http` server, health and page helpers; the one owner of a
+//!   service's background tasks.
 //! - [`dispatcher`]: `cronq run` as a service: the tick loop over one scheduler per owned shard, the
 //!   dispatcher group (shards = partitions of `<group>.state`, owned through Kafka's group
 //!   coordinator, a cursor per shard in Kafka, takeover catch-up under each job's rule), the
-//!   producers.
-//! - [`cron`]: standard cron expressions (5 fields, `@macros`) compiled through saffron, evaluated in
-//!   an IANA zone with the Debian cron(8) DST rules.
+//!   producers. [`trigger`]: one job's slot sent now.
 //! - [`worker`]: `cronq worker`, the consumer group that executes job messages (pool sized by lag).
-//! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, retry with
-//!   backoff, topic administration, outage reporting.
-//! - [`wire`]: the contracts every process shares (JobMessage v1, results and dead letters, the
-//!   control and cursor records, `dispatchId`, murmur2); the lowest layer, beneath all the others.
-//! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
+//! - [`cli`]: the command line, one file per command.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]

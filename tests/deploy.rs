@@ -1611,7 +1611,7 @@ fn kubernetes_manifests_agree_with_each_other_the_image_and_the_endpoints() {
 // ---------------------------------------------------------------------------------------------
 // Every command line of every deployment file, against the real CLI
 
-/// Needs the flags of issue 11 (`--http`, `--log-format`) to exist in src/cli.rs.
+/// Needs the flags of issue 11 (`--http`, `--log-format`) to exist in src/cli/.
 #[test]
 fn deployment_files_use_only_real_flags_values_and_variables() {
     let mut lines = Vec::new();

@@ -100,7 +100,7 @@ fn read_all(broker: &str, topic: &str) -> Vec<Arrived> {
         .collect()
 }
 
-/// The offset the README documents: Kafka's murmur2 of the dispatchId, mod the jitter in ms.
+/// The offset docs/schedule.md documents: Kafka's murmur2 of the dispatchId, mod the jitter in ms.
 fn documented_offset_ms(dispatch_id: &str) -> i64 {
     i64::from(murmur2::murmur2(
         dispatch_id.as_bytes(),
@@ -477,7 +477,7 @@ fn next_prints_each_slots_not_before_for_a_job_and_jitter() {
             .collect::<Vec<_>>(),
         expected
     );
-    // The README's example of this job's 12:05 slot.
+    // docs/schedule.md's example of this job's 12:05 slot.
     assert!(
         expected[0].ends_with("2026-11-30T12:06:04.880Z"),
         "{}",

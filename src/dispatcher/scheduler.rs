@@ -652,7 +652,7 @@ mod tests {
     /// the batch still comes out by priority, then by the full name.
     #[test]
     fn a_group_record_with_its_dense_expression_is_32_bytes() {
-        // What a due group's evaluation reads; the module's layout notes and the README assume it.
+        // What a due group's evaluation reads; the module's layout notes and docs/performance.md assume it.
         assert_eq!(std::mem::size_of::<saffron::Cron>(), 24);
         assert_eq!(std::mem::size_of::<Group>(), 32);
     }

@@ -180,7 +180,7 @@ impl TopicCounter {
     }
 }
 
-/// The dispatcher's Prometheus metrics (see the README's table).
+/// The dispatcher's Prometheus metrics (docs/operations.md lists them).
 #[derive(Debug)]
 pub(super) struct Metrics {
     pub(super) dispatched: Family<TopicLabel, Counter>,

@@ -67,7 +67,7 @@ impl Server {
     }
 
     /// Stops serving once the process's work is done, and joins the server task: it finishes the
-    /// requests in flight within [`STOP_GRACE`], then is aborted.
+    /// requests in flight within a grace of 5 s, then is aborted.
     pub async fn stop(self) {
         for ended in self.tasks.shutdown(STOP_GRACE).await {
             if !matches!(ended.exit, Exit::Done) {

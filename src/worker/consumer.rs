@@ -602,7 +602,8 @@ impl Worker {
         self.pool = decision.state;
     }
 
-    /// Stop fetching, let running jobs finish within the grace, commit.
+    /// At shutdown (or when a background task ended early): stop fetching, let running jobs
+    /// finish within the grace, commit.
     pub(super) async fn drain(&mut self) {
         self.observer.stopping();
         let dropped = lock(&self.state).drop_queue() + self.unrunnable.len() + self.not_run.len();

@@ -17,6 +17,7 @@ use super::observe::Observer;
 use super::state::{Tp, WorkerState};
 use crate::kafka::KafkaContext;
 
+/// The worker's bookkeeping, shared by the consumer loop and rdkafka's callbacks.
 pub(super) fn lock(state: &Mutex<WorkerState>) -> MutexGuard<'_, WorkerState> {
     // A panic while holding the lock leaves bookkeeping that is still consistent enough to commit
     // conservatively; carrying on beats taking the worker down.

@@ -174,3 +174,23 @@ async fn readyz(State(site): State<Site>) -> Response {
     };
     (code, Json(ready)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_joins_the_server_so_its_port_is_free_again() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let server = Server::start(Listen::At(addr), Site::blank("test"))
+            .await
+            .unwrap();
+        assert!(matches!(bind(addr).await, Err(HttpError::Bind { .. })));
+        tokio::time::timeout(STOP_GRACE, server.stop())
+            .await
+            .expect("an idle server stops at once");
+        bind(addr).await.expect("the port is free after stop");
+    }
+}

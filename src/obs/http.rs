@@ -3,8 +3,10 @@
 //! data as JSON). [`Server`] owns it while a process runs: started before the service, stopped
 //! after it.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,11 +15,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
 use super::Listen;
+use crate::lifecycle::{Exit, Tasks};
 
 /// What a process serves.
 #[derive(Clone)]
@@ -45,32 +47,31 @@ impl Site {
     }
 }
 
-/// The `--http` server while the process runs.
+/// How long a stopping server may take to finish the requests in flight before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The `--http` server while the process runs: its serve task, owned in one [`Tasks`].
 pub struct Server {
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    tasks: Tasks<Infallible>,
 }
 
 impl Server {
     /// Binds `listen` (a busy port is an error now) and serves `site`, or nothing for `off`.
     pub async fn start(listen: Listen, site: Site) -> Result<Server, HttpError> {
-        let stop = CancellationToken::new();
-        let task = match listen {
-            Listen::Off => None,
-            Listen::At(addr) => {
-                let listener = bind(addr).await?;
-                Some(serve(listener, site, stop.clone()))
-            }
-        };
-        Ok(Server { stop, task })
+        let mut tasks = Tasks::new(&CancellationToken::new());
+        if let Listen::At(addr) = listen {
+            let listener = bind(addr).await?;
+            tasks.spawn("the HTTP server", |stop| serve(listener, site, stop));
+        }
+        Ok(Server { tasks })
     }
 
-    /// Stops serving once the process's work is done, and waits for the server task.
+    /// Stops serving once the process's work is done, and joins the server task: it finishes the
+    /// requests in flight within a grace of 5 s, then is aborted.
     pub async fn stop(self) {
-        self.stop.cancel();
-        if let Some(task) = self.task {
-            if let Err(e) = task.await {
-                tracing::error!(message = "HTTP server task failed", error = %e);
+        for ended in self.tasks.shutdown(STOP_GRACE).await {
+            if !matches!(ended.exit, Exit::Done) {
+                tracing::error!(message = "HTTP server task failed", error = %ended.reason());
             }
         }
     }
@@ -97,7 +98,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 }
 
 /// Serves `site` on `listener` until `shutdown`; logs the address it serves on.
-fn serve(listener: TcpListener, site: Site, shutdown: CancellationToken) -> JoinHandle<()> {
+async fn serve(
+    listener: TcpListener,
+    site: Site,
+    shutdown: CancellationToken,
+) -> Result<(), Infallible> {
     let local = listener.local_addr().ok();
     let app = Router::new()
         .route("/", get(page))
@@ -106,21 +111,20 @@ fn serve(listener: TcpListener, site: Site, shutdown: CancellationToken) -> Join
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(site);
-    tokio::spawn(async move {
-        if let Some(addr) = local {
-            tracing::info!(
-                message = "HTTP serving /metrics /healthz /readyz and the status page",
-                addr = %addr,
-                url = %format!("http://{addr}/")
-            );
-        }
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(message = "HTTP server stopped", error = %e);
-        }
-    })
+    if let Some(addr) = local {
+        tracing::info!(
+            message = "HTTP serving /metrics /healthz /readyz and the status page",
+            addr = %addr,
+            url = %format!("http://{addr}/")
+        );
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(message = "HTTP server stopped", error = %e);
+    }
+    Ok(())
 }
 
 async fn page(State(site): State<Site>) -> Response {
@@ -169,4 +173,24 @@ async fn readyz(State(site): State<Site>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(ready)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_joins_the_server_so_its_port_is_free_again() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let server = Server::start(Listen::At(addr), Site::blank("test"))
+            .await
+            .unwrap();
+        assert!(matches!(bind(addr).await, Err(HttpError::Bind { .. })));
+        tokio::time::timeout(STOP_GRACE, server.stop())
+            .await
+            .expect("an idle server stops at once");
+        bind(addr).await.expect("the port is free after stop");
+    }
 }

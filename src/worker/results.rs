@@ -10,13 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use tracing::{error, info, warn};
 
 use super::executor::BoxFuture;
-use crate::kafka::{Backoff, KafkaContext};
+use crate::kafka::{retry, Backoff, KafkaContext};
 use crate::wire::job::excerpt;
 
 /// A report the broker can never take; it was logged and given up.
@@ -43,22 +41,6 @@ pub trait Publisher: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Undeliverable>>;
 }
 
-/// Errors that no retry of the same report can fix: the record is too large for the client or the
-/// broker, the topic is invalid, or this worker may not write it.
-pub fn is_permanent(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::MessageBatchTooLarge
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-        )
-    )
-}
-
 /// [`Publisher`] over an rdkafka producer (acks from all in-sync replicas).
 pub struct KafkaPublisher {
     /// The producer.
@@ -79,36 +61,41 @@ impl Publisher for KafkaPublisher {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), Undeliverable>> {
         Box::pin(async move {
-            let mut backoff = Backoff::new(self.retry_backoff);
             let mut attempts = 0u32;
-            loop {
-                let record = FutureRecord::to(topic).key(key).payload(&value);
-                match self.producer.send(record, Duration::from_secs(10)).await {
-                    Ok(_) => {
-                        // librdkafka says when a broker is lost, not when it is back: an ack is.
-                        self.health.succeeded();
-                        if attempts > 0 {
-                            info!(message = "report delivered after retrying", topic, attempts);
-                        }
-                        return Ok(());
+            let sent = retry(
+                &mut Backoff::new(self.retry_backoff),
+                || async {
+                    let record = FutureRecord::to(topic).key(key).payload(&value);
+                    self.producer
+                        .send(record, Duration::from_secs(10))
+                        .await
+                        .map_err(|(e, _)| e)
+                },
+                |e, attempt, delay| {
+                    attempts = attempt;
+                    warn!(message = "delivering a report failed; retrying", topic, error = %e, attempt, retry_in_ms = delay.as_millis() as u64);
+                },
+            )
+            .await;
+            match sent {
+                Ok(_) => {
+                    // librdkafka says when a broker is lost, not when it is back: an ack is.
+                    self.health.succeeded();
+                    if attempts > 0 {
+                        info!(message = "report delivered after retrying", topic, attempts);
                     }
-                    Err((e, _)) if is_permanent(&e) => {
-                        self.undeliverable
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let undeliverable = Undeliverable {
-                            topic: topic.to_string(),
-                            bytes: value.len(),
-                            reason: e.to_string(),
-                        };
-                        error!(message = "a report cannot be delivered and is given up; its record's offset moves on", topic, key = %excerpt(&String::from_utf8_lossy(key)), bytes = value.len(), error = %e);
-                        return Err(undeliverable);
-                    }
-                    Err((e, _)) => {
-                        attempts += 1;
-                        let delay = backoff.next_delay();
-                        warn!(message = "delivering a report failed; retrying", topic, error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64);
-                        tokio::time::sleep(delay).await;
-                    }
+                    Ok(())
+                }
+                // Permanent ([`Classify`](crate::kafka::Classify)): too large, not authorized.
+                Err(e) => {
+                    self.undeliverable
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    error!(message = "a report cannot be delivered and is given up; its record's offset moves on", topic, key = %excerpt(&String::from_utf8_lossy(key)), bytes = value.len(), error = %e);
+                    Err(Undeliverable {
+                        topic: topic.to_string(),
+                        bytes: value.len(),
+                        reason: e.to_string(),
+                    })
                 }
             }
         })

@@ -108,15 +108,23 @@ fn wait_records(
     expected: usize,
     timeout: Duration,
 ) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .expect("consumer");
+    // A fresh client for every look while the topic is missing: a client that asked before the
+    // worker created the topic may keep answering from its stale metadata ("unknown partition").
+    let client = || -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .create()
+            .expect("consumer")
+    };
+    let mut consumer = client();
     let deadline = Instant::now() + timeout;
     let mut present = records_in(&consumer, topic, partitions);
     while present.is_none_or(|n| n < expected as i64) && Instant::now() < deadline {
         for _ in 0..5 {
             pause();
+        }
+        if present.is_none() {
+            consumer = client();
         }
         present = records_in(&consumer, topic, partitions);
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local Kafka-protocol broker for development and tests: tansu (Apache-Kafka-compatible, in Rust).
-#   scripts/broker.sh install        install tansu 0.6.0 once per machine (~8.5 min on 2 cores)
+#   scripts/broker.sh install        install tansu 0.6.0 once per machine (docs/ci.md: how long)
 #   scripts/broker.sh start [PORT]   start it on 127.0.0.1:PORT (default 9092), data in .broker/
 #   scripts/broker.sh stop           stop it
 #   scripts/broker.sh status
@@ -20,13 +20,13 @@ install() {
     echo "broker: tansu $TANSU_VERSION already installed ($(command -v tansu))"
     return
   fi
-  echo "broker: installing tansu $TANSU_VERSION with cargo (once per machine, about 8-9 minutes on 2 cores)..."
+  echo "broker: installing tansu $TANSU_VERSION with cargo (once per machine; docs/ci.md has how long it takes)..."
   local start=$SECONDS
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql 2>&1 |
     while IFS= read -r line; do
       case "$line" in
         *Compiling*) n=$((${n:-0} + 1)); if (( n % 50 == 0 )); then echo "broker: ...compiled $n crates ($((SECONDS - start)) s)"; fi ;;
-        *error*|*Installed*|*Finished*) echo "broker: $line" ;;
+        error*|*Installed*|*Finished*) echo "broker: $line" ;;
       esac
     done
   installed || { echo "broker: tansu install failed" >&2; exit 1; }

@@ -10,7 +10,8 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Timelike;
@@ -21,7 +22,7 @@ use tracing::{error, info, warn};
 use super::control::ControlFollower;
 use super::cursor::Lease;
 use super::delay::DelayQueue;
-use super::group::{GroupError, StateTopic};
+use super::group::{self, GroupError, StateTopic};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
 use super::tick_loop::{ShardRun, TickLoop};
@@ -53,40 +54,93 @@ fn return_freed_memory() {
     }
 }
 
-/// A member of the dispatcher group: the shards it owns and what it knows of the others.
-pub(super) struct Member {
+/// What a member is made of, given once by the service.
+pub(super) struct MemberSetup {
     /// This member's name in cursor records.
     pub(super) owner: String,
+    /// The group's state topic (the cursors).
     pub(super) state: Arc<StateTopic>,
+    /// Its shard count.
     pub(super) shards: u32,
+    /// The dispatcher's clock.
     pub(super) clock: Arc<dyn Clock>,
-    /// Grows by one at every assignment.
-    pub(super) generation: u64,
-    /// The minute each owned shard's cursor record was last handed to the writer in.
-    pub(super) written: Arc<std::sync::Mutex<HashMap<u32, Minute>>>,
-    /// Periodic cursor batches to the background writer.
-    pub(super) batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
-    /// What the watchdog knows of this member.
-    pub(super) view: Arc<std::sync::Mutex<MemberView>>,
-    /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
-    pub(super) dropped: Vec<Arc<Lease>>,
-    /// Shards handed back cleanly, kept compiled (with the MD5 of their schedule) in case the
-    /// rebalance gives them back.
-    pub(super) parked: BTreeMap<u32, (ShardRun, String)>,
-    /// The last reason assigned shards could not start, logged once.
-    pub(super) waiting_error: Option<String>,
-    /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
-    pub(super) waiting: Vec<(u32, Option<Cursor>)>,
+    /// Bound on waiting for acks at a release.
     pub(super) grace: Duration,
     /// The `--http` metrics and page.
     pub(super) observer: Arc<Observer>,
-    /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
+    /// The tick loop's heartbeat.
     pub(super) beat: Option<Beat>,
-    /// The group's control topic (pauses), read up to date before each takeover.
+    /// The group's control topic (pauses).
     pub(super) control: ControlFollower,
 }
 
+/// A member of the dispatcher group: the shards it owns and what it knows of the others.
+pub(super) struct Member {
+    /// This member's name in cursor records.
+    owner: String,
+    state: Arc<StateTopic>,
+    shards: u32,
+    clock: Arc<dyn Clock>,
+    /// Grows by one at every assignment.
+    generation: u64,
+    /// The minute each owned shard's cursor record was last handed to the writer in.
+    written: Arc<Mutex<HashMap<u32, Minute>>>,
+    /// Periodic cursor batches to the background writer.
+    batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
+    /// What the watchdog knows of this member.
+    view: Arc<Mutex<MemberView>>,
+    /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
+    dropped: Vec<Arc<Lease>>,
+    /// Shards handed back cleanly, kept compiled (with the MD5 of their schedule) in case the
+    /// rebalance gives them back.
+    parked: BTreeMap<u32, (ShardRun, String)>,
+    /// The last reason assigned shards could not start, logged once.
+    waiting_error: Option<String>,
+    /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
+    waiting: Vec<(u32, Option<Cursor>)>,
+    grace: Duration,
+    /// The `--http` metrics and page.
+    observer: Arc<Observer>,
+    /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
+    beat: Option<Beat>,
+    /// The group's control topic (pauses), read up to date before each takeover.
+    control: ControlFollower,
+}
+
 impl Member {
+    /// A member that owns nothing yet, and the task of its cursor writer (for the service to
+    /// run: the periodic cursors wait for it).
+    pub(super) fn new(setup: MemberSetup) -> (Member, impl Future<Output = ()> + Send + 'static) {
+        let written = Arc::new(Mutex::new(HashMap::new()));
+        let (batches, batches_rx) = mpsc::channel(1);
+        let writer =
+            group::write_cursors(Arc::clone(&setup.state), batches_rx, Arc::clone(&written));
+        let member = Member {
+            owner: setup.owner,
+            state: setup.state,
+            shards: setup.shards,
+            clock: setup.clock,
+            generation: 0,
+            written,
+            batches,
+            view: Arc::new(Mutex::new(MemberView::default())),
+            dropped: Vec::new(),
+            parked: BTreeMap::new(),
+            waiting_error: None,
+            waiting: Vec::new(),
+            grace: setup.grace,
+            observer: setup.observer,
+            beat: setup.beat,
+            control: setup.control,
+        };
+        (member, writer)
+    }
+
+    /// What the member tells its orphan watchdog (updated by [`publish`](Self::publish)).
+    pub(super) fn view(&self) -> Arc<Mutex<MemberView>> {
+        Arc::clone(&self.view)
+    }
+
     fn cursor(&self, shard: u32, minute: Minute, md5: &str) -> Cursor {
         Cursor {
             shard,
@@ -382,7 +436,7 @@ impl Member {
             .ok()
     }
 
-    pub(super) fn forget_written(&self, shard: u32) {
+    fn forget_written(&self, shard: u32) {
         self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -19,7 +19,6 @@
 //! Outside a group (`--dry-run`, `--from/--until`) the loop runs one shard holding every job and
 //! writes no cursor.
 
-use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +30,11 @@ use tracing::{error, info, warn};
 
 use super::control::{self, ControlFollower, Pauses};
 use super::group::{self, GroupEvent, Membership, MembershipConfig, StateTopic};
-use super::member::{schedule_md5, Member};
+use super::member::{schedule_md5, Member, MemberSetup};
 use super::observe::Observer;
 use super::pipeline::Pipeline;
 use super::tick_loop::{ScheduleSource, TickLoop};
-use super::watchdog::{MemberView, Watchdog};
+use super::watchdog::Watchdog;
 use super::Scheduler;
 use crate::clock::{until_next_wake, ManualClock, Minute};
 use crate::lifecycle::{Ended, Tasks};
@@ -221,19 +220,23 @@ async fn run_in_group(
         events_tx,
     )?;
     info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), md5 = %digest, group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
-    let written = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    let (batches, batches_rx) = mpsc::channel(1);
-    tasks.spawn_until_cancelled(
-        "the cursor writer",
-        group::write_cursors(Arc::clone(&state), batches_rx, Arc::clone(&written)),
-    );
-    let view = Arc::new(std::sync::Mutex::new(MemberView::default()));
-    let watchdog = Watchdog {
+    let (mut member, writer) = Member::new(MemberSetup {
+        owner: group.owner.clone(),
         state: Arc::clone(&state),
+        shards,
+        clock: Arc::clone(&config.clock),
+        grace: config.shutdown_grace,
+        observer: observer.clone(),
+        beat: pipeline.beat().cloned(),
+        control: follower,
+    });
+    tasks.spawn_until_cancelled("the cursor writer", writer);
+    let watchdog = Watchdog {
+        state,
         shards,
         owner: group.owner.clone(),
         clock: Arc::clone(&config.clock),
-        view: Arc::clone(&view),
+        view: member.view(),
         rejoiner: membership.rejoiner(),
         poll: config.tick,
         observer: observer.clone(),
@@ -242,24 +245,6 @@ async fn run_in_group(
         watchdog.run(token).await;
         Ok(())
     });
-    let mut member = Member {
-        owner: group.owner.clone(),
-        state,
-        shards,
-        clock: Arc::clone(&config.clock),
-        generation: 0,
-        written,
-        batches,
-        view,
-        parked: BTreeMap::new(),
-        waiting_error: None,
-        waiting: Vec::new(),
-        dropped: Vec::new(),
-        grace: config.shutdown_grace,
-        observer: observer.clone(),
-        beat: pipeline.beat().cloned(),
-        control: follower,
-    };
     let mut died: Option<ServiceError> = None;
     loop {
         enum Next {

@@ -82,6 +82,18 @@ impl<E: Send + 'static> Tasks<E> {
         self.names.insert(handle.id(), name);
     }
 
+    /// Starts `task`, a future that knows nothing of tokens, under `name`: cancelling the tasks
+    /// drops it where it waits (it then counts as done).
+    pub fn spawn_until_cancelled<Fut>(&mut self, name: &'static str, task: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(name, |token| async move {
+            token.run_until_cancelled(task).await;
+            Ok(())
+        });
+    }
+
     /// How many tasks are running.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -210,6 +222,23 @@ mod tests {
         });
         root.cancel();
         assert_eq!(tasks.ended().await.reason(), "cancelled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_without_a_token_is_dropped_at_shutdown_without_waiting_out_the_grace() {
+        let root = CancellationToken::new();
+        let mut tasks: Tasks<String> = Tasks::new(&root);
+        tasks.spawn_until_cancelled("the sleeper", async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        let started = tokio::time::Instant::now();
+        let ended = tasks.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            (ended[0].name, ended[0].reason()),
+            ("the sleeper", "it stopped".into())
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

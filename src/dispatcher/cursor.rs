@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use crate::clock::Minute;
 
 /// One ownership of one shard: what was handed out and what is still waiting for an ack.
@@ -25,6 +27,8 @@ pub struct Lease {
     state: Mutex<LeaseState>,
     /// The ownership ended: no periodic cursor of it may be written any more.
     closed: AtomicBool,
+    /// Woken when nothing is outstanding any more ([`drained`](Self::drained)).
+    idle: Notify,
 }
 
 #[derive(Debug)]
@@ -45,6 +49,7 @@ impl Lease {
                 outstanding: BTreeMap::new(),
             }),
             closed: AtomicBool::new(false),
+            idle: Notify::new(),
         })
     }
 
@@ -98,14 +103,32 @@ impl Lease {
 
     /// `count` dispatches of `minute` are settled (acked, or dropped after a permanent error).
     pub fn settle(&self, minute: Minute, count: u64) {
-        self.with(|s| {
+        let drained = self.with(|s| {
             if let Some(n) = s.outstanding.get_mut(&minute) {
                 *n = n.saturating_sub(count);
                 if *n == 0 {
                     s.outstanding.remove(&minute);
                 }
             }
+            s.outstanding.is_empty()
         });
+        if drained {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no dispatch is outstanding (at once when none is).
+    pub async fn drained(&self) {
+        loop {
+            let woken = self.idle.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered before the count is read: a settle in between still wakes us.
+            woken.as_mut().enable();
+            if self.outstanding() == 0 {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// The last minute whose every dispatch is settled (with every minute before it).
@@ -159,6 +182,25 @@ mod tests {
         lease.settle(Minute(101), 1);
         assert_eq!((lease.cursor(), lease.outstanding()), (Minute(103), 0));
         assert_eq!(lease.handed_out(), Minute(103));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drained_wakes_when_the_last_dispatch_is_settled() {
+        let lease = Lease::new(1, Minute(10));
+        lease.drained().await;
+        lease.expect(Minute(11), 2);
+        let waiter = tokio::spawn({
+            let lease = Arc::clone(&lease);
+            async move { lease.drained().await }
+        });
+        lease.settle(Minute(11), 1);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        lease.settle(Minute(11), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The dispatcher: the service that owns a `cronq run`'s lifecycle ([`service`]), the tick loop
+//! The dispatcher: the service that owns a `cronq run`'s lifecycle ([`service`]; its pipeline and
+//! its group member in `pipeline.rs` and `member.rs`), the tick loop
 //! ([`tick_loop`]) over one scheduler per owned shard ([`scheduler`]), the catch-up rules of missed
 //! slots ([`catchup`]), paused jobs ([`control`]: `cronq pause`/`resume` on `<group>.control`), the
 //! dispatcher group and its cursors ([`group`], [`cursor`]), the operator's
@@ -7,12 +8,15 @@
 //! `notBefore`).
 
 pub mod catchup;
+mod config;
 pub mod control;
 pub mod cursor;
 pub mod delay;
 pub mod dry_run;
 pub mod group;
+mod member;
 pub mod observe;
+mod pipeline;
 pub mod producer;
 pub mod scheduler;
 pub mod service;

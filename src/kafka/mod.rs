@@ -142,11 +142,6 @@ pub fn describe(e: &RsError) -> String {
     }
 }
 
-/// Retrying the same request cannot help ([`Classify`] for rskafka's errors).
-pub fn is_permanent(e: &RsError) -> bool {
-    e.is_permanent()
-}
-
 /// Appends one `record` (uncompressed) to `topic`/`partition`, retrying transient failures with
 /// `backoff` (each reported to `failed`, as in [`retry()`]); a permanent failure is returned.
 pub async fn produce_one(

@@ -1,6 +1,7 @@
 //! The follower: a background task that reads the control topic from its first record, then
 //! long-polls it, and publishes the [`PauseTable`] each member's tick loop takes.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,14 +43,15 @@ pub struct ControlFollower {
 const FOLLOW_WAIT: Duration = Duration::from_millis(200);
 
 impl ControlFollower {
-    /// Starts following `topic` (one partition) through `client`.
-    pub fn start(
+    /// A follower of `topic` (one partition) through `client`, and the task that follows it (for
+    /// the service to run: the handle is stale, and [`synced`](Self::synced) waits, until it does).
+    pub fn new(
         client: Arc<Client>,
         topic: String,
-    ) -> (ControlFollower, tokio::task::JoinHandle<()>) {
+    ) -> (ControlFollower, impl Future<Output = ()> + Send + 'static) {
         let shared = Arc::new(Shared::default());
         let (sync, requests) = mpsc::channel(16);
-        let task = tokio::spawn(follow(client, topic, Arc::clone(&shared), requests));
+        let task = follow(client, topic, Arc::clone(&shared), requests);
         (ControlFollower { shared, sync }, task)
     }
 

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::Record;
 use tracing::{debug, warn};
 
 use super::table::PauseTable;
-use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
-use crate::kafka::{describe, is_permanent, Backoff, Connection};
+use crate::kafka::admin::{ensure_topic_retrying, TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{describe, produce_one, Backoff, Connection};
 use crate::wire::control::ControlRecord;
 
 /// Why the control topic could not be used.
@@ -63,17 +63,18 @@ pub async fn ensure_control_topic(
         replication_factor: create.unwrap_or(1),
         configs: &[("cleanup.policy", "compact")],
     };
-    let mut backoff = Backoff::new(retry_backoff);
-    loop {
-        match ensure_topic(client, admin.as_ref(), &spec).await {
-            Ok(_) => return Ok(true),
-            Err(TopicError::Missing { .. }) => return Ok(false),
-            Err(e) if e.is_unreachable() => {
-                debug!(message = "control topic lookup failed; retrying", topic, error = %e);
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let retried = ensure_topic_retrying(
+        client,
+        admin.as_ref(),
+        &spec,
+        &mut Backoff::new(retry_backoff),
+        |e, _, _| debug!(message = "control topic lookup failed; retrying", topic, error = %e),
+    )
+    .await;
+    match retried {
+        Ok(_) => Ok(true),
+        Err(TopicError::Missing { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -91,30 +92,20 @@ pub async fn write(
         headers: BTreeMap::new(),
         timestamp: record.at,
     };
-    let mut backoff = Backoff::new(retry_backoff);
-    loop {
-        let attempt = async {
-            let pc = client
-                .partition_client(topic.to_string(), 0, UnknownTopicHandling::Retry)
-                .await?;
-            pc.produce(vec![rec.clone()], Compression::NoCompression)
-                .await
-        };
-        match attempt.await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_permanent(&e) => {
-                return Err(ControlError::Refused {
-                    key: record.key().to_string(),
-                    topic: topic.to_string(),
-                    reason: describe(&e),
-                })
-            }
-            Err(e) => {
-                debug!(message = "control record not written; retrying", topic, error = %describe(&e));
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
-    }
+    produce_one(
+        client,
+        topic,
+        0,
+        &rec,
+        &mut Backoff::new(retry_backoff),
+        |e, _, _| debug!(message = "control record not written; retrying", topic, error = %describe(e)),
+    )
+    .await
+    .map_err(|e| ControlError::Refused {
+        key: record.key().to_string(),
+        topic: topic.to_string(),
+        reason: describe(&e),
+    })
 }
 
 /// Reads the control topic from its first record to its high watermark into a table.

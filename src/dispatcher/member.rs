@@ -1,0 +1,483 @@
+//! A member of the dispatcher group: the shards it owns and what it knows of the others. The
+//! service ([`super::service`]) hands it the group's events; it takes shards over (cursor,
+//! compile, catch up), releases them (acks, final cursor), and reports its cursors and its view.
+//!
+//! ```text
+//!  Assigned(shards) ─► take_over: pauses synced, each new shard's cursor read, its jobs compiled
+//!  tick             ─► start_waiting (shards whose file did not load), write_cursors, publish
+//!  Revoked(shards)  ─► revoke: delayed records sent, acks awaited (≤ grace), final cursors, parked
+//!  shutdown         ─► release_all: the same for every owned shard
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Timelike;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::control::ControlFollower;
+use super::cursor::Lease;
+use super::delay::DelayQueue;
+use super::group::{self, GroupError, StateTopic};
+use super::observe::Observer;
+use super::pipeline::flush_delayed;
+use super::tick_loop::{ShardRun, TickLoop};
+use super::watchdog::MemberView;
+use super::Scheduler;
+use crate::clock::{Clock, Minute};
+use crate::obs::health::Beat;
+use crate::schedule::{self, ShardFilter};
+use crate::wire::cursor::Cursor;
+
+/// MD5 of the schedule in force, as cursor records carry it.
+pub(super) fn schedule_md5(tick_loop: &mut TickLoop) -> String {
+    tick_loop
+        .source_mut()
+        .and_then(|s| s.digest())
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+/// Hands memory freed by dropped shards back to the OS. glibc keeps freed heap pages otherwise,
+/// and a member that briefly owned every shard (the first one up) would keep the single
+/// dispatcher's footprint after the group spread the shards out.
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What a member is made of, given once by the service.
+pub(super) struct MemberSetup {
+    /// This member's name in cursor records.
+    pub(super) owner: String,
+    /// The group's state topic (the cursors).
+    pub(super) state: Arc<StateTopic>,
+    /// Its shard count.
+    pub(super) shards: u32,
+    /// The dispatcher's clock.
+    pub(super) clock: Arc<dyn Clock>,
+    /// Bound on waiting for acks at a release.
+    pub(super) grace: Duration,
+    /// The `--http` metrics and page.
+    pub(super) observer: Arc<Observer>,
+    /// The tick loop's heartbeat.
+    pub(super) beat: Option<Beat>,
+    /// The group's control topic (pauses).
+    pub(super) control: ControlFollower,
+}
+
+/// A member of the dispatcher group: the shards it owns and what it knows of the others.
+pub(super) struct Member {
+    /// This member's name in cursor records.
+    owner: String,
+    state: Arc<StateTopic>,
+    shards: u32,
+    clock: Arc<dyn Clock>,
+    /// Grows by one at every assignment.
+    generation: u64,
+    /// The minute each owned shard's cursor record was last handed to the writer in.
+    written: Arc<Mutex<HashMap<u32, Minute>>>,
+    /// Periodic cursor batches to the background writer.
+    batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
+    /// What the watchdog knows of this member.
+    view: Arc<Mutex<MemberView>>,
+    /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
+    dropped: Vec<Arc<Lease>>,
+    /// Shards handed back cleanly, kept compiled (with the MD5 of their schedule) in case the
+    /// rebalance gives them back.
+    parked: BTreeMap<u32, (ShardRun, String)>,
+    /// The last reason assigned shards could not start, logged once.
+    waiting_error: Option<String>,
+    /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
+    waiting: Vec<(u32, Option<Cursor>)>,
+    grace: Duration,
+    /// The `--http` metrics and page.
+    observer: Arc<Observer>,
+    /// The tick loop's heartbeat, beaten while a takeover waits for the broker too.
+    beat: Option<Beat>,
+    /// The group's control topic (pauses), read up to date before each takeover.
+    control: ControlFollower,
+}
+
+impl Member {
+    /// A member that owns nothing yet, and the task of its cursor writer (for the service to
+    /// run: the periodic cursors wait for it).
+    pub(super) fn new(setup: MemberSetup) -> (Member, impl Future<Output = ()> + Send + 'static) {
+        let written = Arc::new(Mutex::new(HashMap::new()));
+        let (batches, batches_rx) = mpsc::channel(1);
+        let writer =
+            group::write_cursors(Arc::clone(&setup.state), batches_rx, Arc::clone(&written));
+        let member = Member {
+            owner: setup.owner,
+            state: setup.state,
+            shards: setup.shards,
+            clock: setup.clock,
+            generation: 0,
+            written,
+            batches,
+            view: Arc::new(Mutex::new(MemberView::default())),
+            dropped: Vec::new(),
+            parked: BTreeMap::new(),
+            waiting_error: None,
+            waiting: Vec::new(),
+            grace: setup.grace,
+            observer: setup.observer,
+            beat: setup.beat,
+            control: setup.control,
+        };
+        (member, writer)
+    }
+
+    /// What the member tells its orphan watchdog (updated by [`publish`](Self::publish)).
+    pub(super) fn view(&self) -> Arc<Mutex<MemberView>> {
+        Arc::clone(&self.view)
+    }
+
+    fn cursor(&self, shard: u32, minute: Minute, md5: &str) -> Cursor {
+        Cursor {
+            shard,
+            minute,
+            written_at: self.clock.now(),
+            owner: self.owner.clone(),
+            generation: self.generation,
+            schedule_md5: md5.to_string(),
+        }
+    }
+
+    /// Waits until the leases have nothing outstanding, at most the grace.
+    async fn settle(&self, leases: &[Arc<Lease>]) {
+        let drained = async {
+            for lease in leases {
+                lease.drained().await;
+            }
+        };
+        let _ = tokio::time::timeout(self.grace, drained).await;
+    }
+
+    /// Writes each released shard's final cursor; returns the undelivered dispatches.
+    async fn release(&mut self, runs: &[(u32, &ShardRun)], md5: &str, why: &str) -> u64 {
+        let leases: Vec<Arc<Lease>> = runs.iter().filter_map(|(_, r)| r.lease.clone()).collect();
+        for lease in &leases {
+            lease.close();
+        }
+        self.settle(&leases).await;
+        let cursors: Vec<Cursor> = leases
+            .iter()
+            .map(|l| self.cursor(l.shard(), l.cursor(), md5))
+            .collect();
+        let undelivered: u64 = leases.iter().map(|l| l.outstanding()).sum();
+        for (shard, e) in self.state.write(&cursors).await {
+            error!(message = "cannot write a released shard's cursor; its next owner re-sends from the previous one", shard, error = %e);
+        }
+        for (shard, _) in runs {
+            self.forget_written(*shard);
+        }
+        let shards: Vec<u32> = runs.iter().map(|(s, _)| *s).collect();
+        let cursor_of = cursors
+            .iter()
+            .map(|c| format!("{}:{}", c.shard, c.minute))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if undelivered > 0 {
+            warn!(message = "shards released with dispatches not acked; the next owner re-sends them from the cursor", why, shards = ?shards, cursors = %cursor_of, undelivered);
+        } else {
+            info!(message = "shards released", why, shards = ?shards, cursors = %cursor_of);
+        }
+        undelivered
+    }
+
+    /// Hands `shards` back (the group took them away). Lost with the session: they stop at once,
+    /// their unacked dispatches are the next owner's. Revoked cleanly: the records waiting for
+    /// their jitter offset go first, then the final cursors, and the compiled shards are parked.
+    pub(super) async fn revoke(
+        &mut self,
+        tick_loop: &mut TickLoop,
+        delay: Option<&DelayQueue>,
+        shards: &[u32],
+        lost: bool,
+    ) {
+        let runs: Vec<(u32, ShardRun)> = shards
+            .iter()
+            .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
+            .collect();
+        if lost {
+            self.observer.session_lost();
+            let mut unacked = 0;
+            for (s, run) in &runs {
+                if let Some(lease) = &run.lease {
+                    lease.close();
+                    unacked += lease.outstanding();
+                    self.dropped.push(Arc::clone(lease));
+                }
+                self.forget_written(*s);
+            }
+            warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them (dispatches not acked yet are re-sent by the next owner from the cursor)", shards = ?shards, unacked);
+            drop(runs);
+            return_freed_memory();
+        } else {
+            let md5 = schedule_md5(tick_loop);
+            let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+            flush_delayed(delay, Some(shards.to_vec()), self.grace).await;
+            self.release(&refs, &md5, "rebalance").await;
+            self.parked
+                .extend(runs.into_iter().map(|(s, run)| (s, (run, md5.clone()))));
+        }
+        self.waiting.retain(|(s, _)| !shards.contains(s));
+    }
+
+    /// Shutdown: the records waiting for their jitter offset go, then every owned shard is
+    /// released with its final cursor. Returns the dispatches left undelivered (with those of
+    /// shards lost with a session).
+    pub(super) async fn release_all(
+        &mut self,
+        tick_loop: &mut TickLoop,
+        delay: Option<&DelayQueue>,
+    ) -> u64 {
+        let md5 = schedule_md5(tick_loop);
+        let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+        let runs: Vec<(u32, ShardRun)> = owned
+            .iter()
+            .filter_map(|s| tick_loop.remove_shard(*s).map(|r| (*s, r)))
+            .collect();
+        let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
+        flush_delayed(delay, None, self.grace).await;
+        self.release(&refs, &md5, "shutdown").await
+            + self.dropped.iter().map(|l| l.outstanding()).sum::<u64>()
+    }
+
+    /// Takes over `assigned`: reads each new shard's cursor, compiles its jobs, and lets the tick
+    /// loop catch it up from there.
+    pub(super) async fn take_over(
+        &mut self,
+        tick_loop: &mut TickLoop,
+        assigned: Vec<u32>,
+        shutdown: &CancellationToken,
+    ) {
+        self.generation += 1;
+        // The pauses as of now, before any new shard's first minute: a pause written by an
+        // operator just before the takeover holds on the new owner too.
+        let control = self.control.clone();
+        let synced = control.synced();
+        tokio::pin!(synced);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                synced = &mut synced => {
+                    if !synced {
+                        error!(message = "the control topic follower is gone; taking over with the pauses known so far");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if let Some(beat) = &self.beat {
+                        // Waiting for the broker, not stuck.
+                        beat.beat();
+                    }
+                    if !warned {
+                        warn!(message = "waiting for the control topic (pauses) before taking shards over");
+                        warned = true;
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        tick_loop.sync_pauses();
+        let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+        for shard in owned.iter().filter(|s| !assigned.contains(s)) {
+            tick_loop.remove_shard(*shard);
+            self.forget_written(*shard);
+        }
+        let new: Vec<u32> = assigned
+            .iter()
+            .copied()
+            .filter(|s| !owned.contains(s))
+            .collect();
+        let mut cursors = Vec::with_capacity(new.len());
+        for &shard in &new {
+            let Some(cursor) = self.read_cursor(shard, shutdown).await else {
+                // Stopping: the new shards are not started, so their cursors stay as they are.
+                return;
+            };
+            cursors.push((shard, cursor));
+        }
+        let mut parked = std::mem::take(&mut self.parked);
+        let md5 = schedule_md5(tick_loop);
+        // When this member gives shards up for good (another member joined), its kept shards are
+        // compiled again from the file too: their jobs sit interleaved with the freed ones on the
+        // heap, and only a fresh load lets the memory of the given-up shards go back to the OS.
+        let shrinking = parked.keys().any(|s| !assigned.contains(s));
+        if shrinking {
+            parked.clear();
+            return_freed_memory();
+        }
+        let mut fresh = Vec::new();
+        for (shard, cursor) in cursors {
+            // Handed back and given back with nothing in between (same schedule, our cursor, every
+            // dispatch acked): keep the compiled shard.
+            let reusable = parked
+                .remove(&shard)
+                .filter(|(_, parked_md5)| *parked_md5 == md5);
+            let reusable = reusable.map(|(run, _)| run).filter(|run| {
+                run.lease.as_ref().is_some_and(|l| {
+                    l.outstanding() == 0
+                        && cursor
+                            .as_ref()
+                            .is_some_and(|c| c.owner == self.owner && c.minute == l.cursor())
+                })
+            });
+            match reusable {
+                Some(mut run) => {
+                    let at = run.scheduler.processed();
+                    run.lease = Some(Lease::new(shard, at));
+                    tick_loop.insert_shard(shard, run);
+                }
+                None => fresh.push((shard, cursor)),
+            }
+        }
+        self.waiting = fresh;
+        self.start_waiting(tick_loop).await;
+        let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
+        if let Some(source) = tick_loop.source_mut() {
+            source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
+        }
+        self.observer.assigned(&owned, self.shards);
+        info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
+    }
+
+    /// Compiles and starts the assigned shards still waiting for their jobs.
+    pub(super) async fn start_waiting(&mut self, tick_loop: &mut TickLoop) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let Some(source) = tick_loop.source_mut() else {
+            return;
+        };
+        let path = source.path().to_path_buf();
+        let mut options = source.options().clone();
+        let shards: Vec<u32> = self.waiting.iter().map(|(s, _)| *s).collect();
+        options.shards = ShardFilter::only(self.shards, shards.iter().copied());
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || schedule::load(&path, options)).await;
+        let problem = match loaded {
+            Ok(Ok((schedule, _))) => Ok(schedule),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let schedule = match problem {
+            Ok(schedule) => {
+                self.waiting_error = None;
+                schedule
+            }
+            Err(reason) => {
+                // Once per distinct problem, not once per tick.
+                if self.waiting_error.as_deref() != Some(reason.as_str()) {
+                    error!(message = "cannot start the assigned shards: the schedule file does not load; retrying every tick until it does", shards = ?shards, error = %reason);
+                    self.waiting_error = Some(reason);
+                }
+                return;
+            }
+        };
+        let now = Minute::containing(self.clock.now());
+        let waiting = std::mem::take(&mut self.waiting);
+        let mut parts = schedule.into_shards(shards.iter().copied());
+        for (shard, cursor) in waiting {
+            let part = parts.remove(&shard).unwrap_or_default();
+            // A shard that never had a cursor starts at the next minute.
+            let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
+            let behind = now.0 - start.0;
+            let scheduler = Scheduler::new(part, start);
+            self.observer.took_over();
+            info!(
+                message = "taking over a shard",
+                shard,
+                jobs = scheduler.scheduled(),
+                cursor = %start,
+                behind_minutes = behind,
+                previous_owner = cursor.as_ref().map_or("", |c| c.owner.as_str()),
+                took_ms = started.elapsed().as_millis() as u64,
+            );
+            tick_loop.insert_shard(
+                shard,
+                ShardRun {
+                    scheduler,
+                    lease: Some(Lease::new(shard, start)),
+                },
+            );
+        }
+    }
+
+    /// A shard's last cursor (`Some(None)`: the shard never had one), retrying while the broker
+    /// cannot be read: starting without it could skip slots. `None` when `shutdown` came first.
+    async fn read_cursor(
+        &self,
+        shard: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Cursor>> {
+        let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
+        let failed = |e: &GroupError, _, delay: Duration| {
+            if let Some(beat) = &self.beat {
+                // Waiting for the broker, not stuck.
+                beat.beat();
+            }
+            warn!(message = "cannot read a shard's cursor; retrying", shard, error = %e, retry_in_ms = delay.as_millis() as u64);
+        };
+        // A state topic read fails only transiently (GroupError's Classify): only `shutdown` ends
+        // this without a cursor.
+        crate::kafka::retry_cancellable(&mut backoff, shutdown, || self.state.last(shard), failed)
+            .await
+            .ok()
+    }
+
+    fn forget_written(&self, shard: u32) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&shard);
+    }
+
+    /// Once a minute per shard: the cursor as soon as the minute is acked, or at second 30 with
+    /// the cursor where it is (the liveness report). Handed to the background writer; skipped
+    /// while a batch is still in flight.
+    pub(super) fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
+        let now = self.clock.now();
+        let minute = Minute::containing(now);
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let batch: Vec<(Cursor, Arc<Lease>)> = tick_loop
+            .shards()
+            .iter()
+            .filter(|(shard, _)| written.get(shard) != Some(&minute))
+            .filter_map(|(shard, run)| {
+                let lease = run.lease.as_ref()?;
+                let cursor = lease.cursor();
+                (cursor >= run.scheduler.processed() || now.second() >= 30)
+                    .then(|| (self.cursor(*shard, cursor, md5), Arc::clone(lease)))
+            })
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let shards: Vec<u32> = batch.iter().map(|(c, _)| c.shard).collect();
+        if self.batches.try_send(batch).is_ok() {
+            for shard in shards {
+                written.insert(shard, minute);
+            }
+        }
+    }
+
+    /// Tells the watchdog what this member owns and runs.
+    pub(super) fn publish(&self, tick_loop: &TickLoop, md5: &str) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.owned = tick_loop.shards().keys().copied().collect();
+        if view.md5 != md5 {
+            view.md5 = md5.to_string();
+        }
+    }
+}

@@ -191,9 +191,13 @@ impl DelayQueue {
         answer.await.unwrap_or(0)
     }
 
-    /// The task ended (its input closed and everything was sent, or the producers went away).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+    /// Joins the task, which ends once its input closed and it handed on what it held, or once the
+    /// producers went away; aborted when it has not ended `within` (the producers were stopped).
+    pub async fn join(mut self, within: Duration) {
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            self.task.abort();
+            let _ = self.task.await;
+        }
     }
 }
 

@@ -197,7 +197,7 @@ impl Pipeline {
             dispatched,
             Draining {
                 sink: self.sink,
-                _delay: self.delay,
+                delay: self.delay,
             },
         )
     }
@@ -206,8 +206,8 @@ impl Pipeline {
 /// A closed pipeline: the delay queue and the sink deliver what they hold.
 pub(super) struct Draining {
     sink: Sink,
-    /// Kept until the sink is done: the queue hands on what it holds once its input closes.
-    _delay: Option<DelayQueue>,
+    /// Joined once the sink is done: the queue hands on what it holds once its input closes.
+    delay: Option<DelayQueue>,
 }
 
 impl Draining {
@@ -218,12 +218,23 @@ impl Draining {
         dispatched: u64,
         grace: Option<Duration>,
     ) -> Result<u64, ServiceError> {
-        self.sink.finish(dispatched, grace).await
+        let finished = self.sink.finish(dispatched, grace).await;
+        join_delay(self.delay).await;
+        finished
     }
 
     /// Why the loop found the sink closed: the sink's own reason, if it says within a second.
     pub(super) async fn closed(mut self) -> ServiceError {
-        self.sink.closed().await
+        let why = self.sink.closed().await;
+        join_delay(self.delay).await;
+        why
+    }
+}
+
+/// The sink has ended, so the delay queue's output is closed and its task ends at once.
+async fn join_delay(delay: Option<DelayQueue>) {
+    if let Some(delay) = delay {
+        delay.join(Duration::from_secs(1)).await;
     }
 }
 

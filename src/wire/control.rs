@@ -139,19 +139,20 @@ impl ControlRecord {
     }
 }
 
+/// Instants and records the tests of the control records share (here and in the dispatcher).
 #[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
+pub(crate) mod testing {
+    use chrono::{DateTime, TimeZone, Utc};
 
-    use super::*;
+    use super::{ControlRecord, RECORD_VERSION};
 
     /// 2026-11-30 10:00:00 UTC plus `minutes` and `seconds`.
-    fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
+    pub fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap()
             + chrono::Duration::seconds(minutes * 60 + seconds)
     }
 
-    fn pause(
+    pub fn pause(
         job: Option<&str>,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
@@ -169,7 +170,7 @@ mod tests {
         }
     }
 
-    fn resume(paused: &ControlRecord, at: DateTime<Utc>, drop_missed: bool) -> ControlRecord {
+    pub fn resume(paused: &ControlRecord, at: DateTime<Utc>, drop_missed: bool) -> ControlRecord {
         ControlRecord {
             paused: false,
             until: Some(at),
@@ -178,6 +179,14 @@ mod tests {
             ..paused.clone()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+
+    use super::testing::{at, pause, resume};
 
     #[test]
     fn a_pause_covers_its_slots_from_since_and_until_ends_it_by_itself() {

@@ -49,44 +49,9 @@ pub use topic::{ensure_control_topic, read_table, write, ControlError};
 mod testing {
     use std::path::Path;
 
-    use chrono::{DateTime, TimeZone, Utc};
-
     use crate::schedule::{parse, LoadOptions, Schedule};
-    use crate::wire::control::{ControlRecord, RECORD_VERSION};
 
-    /// 2026-11-30 10:00:00 UTC plus `minutes` and `seconds`.
-    pub fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap()
-            + chrono::Duration::seconds(minutes * 60 + seconds)
-    }
-
-    pub fn pause(
-        job: Option<&str>,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
-    ) -> ControlRecord {
-        ControlRecord {
-            v: RECORD_VERSION,
-            job: job.map(str::to_string),
-            paused: true,
-            reason: Some("incident 42".into()),
-            since,
-            until,
-            drop_missed: false,
-            by: "ops@host".into(),
-            at: since,
-        }
-    }
-
-    pub fn resume(paused: &ControlRecord, at: DateTime<Utc>, drop_missed: bool) -> ControlRecord {
-        ControlRecord {
-            paused: false,
-            until: Some(at),
-            drop_missed,
-            at,
-            ..paused.clone()
-        }
-    }
+    pub use crate::wire::control::testing::{at, pause, resume};
 
     pub fn schedule(json: &str) -> Schedule {
         parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()

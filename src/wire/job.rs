@@ -210,6 +210,28 @@ pub fn check_run_settings(message: &JobMessage) -> Result<(), String> {
     Ok(())
 }
 
+/// A plain JobMessage for the tests of its readers (here and in the worker).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::JobMessage;
+
+    pub fn message() -> JobMessage {
+        JobMessage {
+            v: 1,
+            job_name: "sync".into(),
+            priority: 0,
+            job: "sync".into(),
+            cron_time: "* * * * *".into(),
+            scheduled_at: "2026-11-26T03:00:00Z".into(),
+            dispatch_id: "sync@2026-11-26T03:00:00Z".into(),
+            timeout_ms: None,
+            max_attempts: None,
+            overlap: None,
+            not_before: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,21 +253,7 @@ mod tests {
         assert_eq!(Overlap::parse("Skip"), None);
     }
 
-    fn message() -> JobMessage {
-        JobMessage {
-            v: 1,
-            job_name: "sync".into(),
-            priority: 0,
-            job: "sync".into(),
-            cron_time: "* * * * *".into(),
-            scheduled_at: "2026-11-26T03:00:00Z".into(),
-            dispatch_id: "sync@2026-11-26T03:00:00Z".into(),
-            timeout_ms: None,
-            max_attempts: None,
-            overlap: None,
-            not_before: None,
-        }
-    }
+    use super::testing::message;
 
     #[test]
     fn records_that_are_not_job_message_v1_are_named_malformed() {

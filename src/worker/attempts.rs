@@ -429,21 +429,7 @@ mod tests {
         }
     }
 
-    fn message() -> JobMessage {
-        JobMessage {
-            v: 1,
-            job_name: "sync".into(),
-            priority: 0,
-            job: "sync".into(),
-            cron_time: "* * * * *".into(),
-            scheduled_at: "2026-11-26T03:00:00Z".into(),
-            dispatch_id: "sync@2026-11-26T03:00:00Z".into(),
-            timeout_ms: None,
-            max_attempts: None,
-            overlap: None,
-            not_before: None,
-        }
-    }
+    use crate::wire::job::testing::message;
 
     fn config(max_attempts: u32) -> ReportConfig {
         ReportConfig {

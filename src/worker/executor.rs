@@ -421,6 +421,23 @@ impl Handler for ProcessHandler {
     }
 }
 
+/// How a job that could not be started ends. `rejected` (not retried, dead-lettered at once) when
+/// the message itself cannot be passed to exec, so no retry can ever start it: its arguments or
+/// variables are too long (`E2BIG`, `ENAMETOOLONG`) or hold a NUL byte (refused before any system
+/// call, as `InvalidInput`), or the handler is no program the kernel can run (`ENOEXEC`).
+/// Everything else stays `failed`, and is retried: `EAGAIN` (the process limit), `ENOMEM`,
+/// `EMFILE`/`ENFILE`, `ETXTBSY` (a handler being replaced), `EACCES`/`ENOENT` (a handler or its
+/// interpreter being installed or mounted), and any error not named here.
+pub fn spawn_error_status(error: &std::io::Error) -> Status {
+    if error.kind() == std::io::ErrorKind::InvalidInput {
+        return Status::Rejected;
+    }
+    match error.raw_os_error() {
+        Some(libc::E2BIG | libc::ENAMETOOLONG | libc::ENOEXEC) => Status::Rejected,
+        _ => Status::Failed,
+    }
+}
+
 /// Pends until `cancel` fires; forever without one.
 async fn cancelled(cancel: Option<&CancellationToken>) {
     match cancel {
@@ -579,7 +596,7 @@ impl ProcessHandler {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                let mut outcome = Outcome::new(Status::Failed);
+                let mut outcome = Outcome::new(spawn_error_status(&e));
                 outcome.stderr_tail = format!("cannot start the job: {e}");
                 return outcome;
             }
@@ -1008,6 +1025,78 @@ mod tests {
             "{out:?}"
         );
         assert!(!marker.exists());
+    }
+
+    /// A job that can never be started (arguments too long for exec, a NUL byte) is `rejected` at
+    /// once with the reason, not `failed` and retried; the same handler runs a normal job.
+    #[tokio::test]
+    async fn a_job_that_exec_can_never_start_is_rejected_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        script(
+            dir.path(),
+            "record",
+            &format!("echo x >> {}", marker.display()),
+        );
+        let h = handler(dir.path(), Duration::from_secs(10));
+        let several_mb = format!("record {}", "x".repeat(4 << 20));
+        let many_args = format!("record {}", "ab ".repeat(2 << 20));
+        for (job, reason) in [
+            (several_mb.as_str(), "Argument list too long"),
+            (many_args.as_str(), "Argument list too long"),
+            ("record a\u{0}b", "nul byte"),
+            ("record 'a\u{0}b'", "nul byte"),
+        ] {
+            let out = run(&h, job).await;
+            assert_eq!(out.status, Status::Rejected, "{:.40}: {out:?}", job);
+            assert!(
+                out.stderr_tail.starts_with("cannot start the job: ")
+                    && out.stderr_tail.contains(reason),
+                "{:.40}: {}",
+                job,
+                out.stderr_tail
+            );
+        }
+        for job in [several_mb.as_str(), "echo 'a\u{0}b'"] {
+            let out = run(&shell(DEFAULT_MAX_OUTPUT), job).await;
+            assert_eq!(out.status, Status::Rejected, "sh -c {:.40}: {out:?}", job);
+        }
+        assert!(!marker.exists(), "nothing ran");
+        assert_eq!(run(&h, "record ok").await.status, Status::Succeeded);
+        assert!(marker.exists());
+    }
+
+    /// Errors a retry may get past stay `failed` (retried); those no retry can are `rejected`.
+    #[test]
+    fn transient_spawn_errors_are_retried_and_permanent_ones_rejected() {
+        use std::io::{Error, ErrorKind};
+        for errno in [
+            libc::EAGAIN,
+            libc::ENOMEM,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ETXTBSY,
+            libc::EACCES,
+            libc::ENOENT,
+            libc::EINTR,
+        ] {
+            assert_eq!(
+                spawn_error_status(&Error::from_raw_os_error(errno)),
+                Status::Failed,
+                "{}",
+                Error::from_raw_os_error(errno)
+            );
+        }
+        for errno in [libc::E2BIG, libc::ENAMETOOLONG, libc::ENOEXEC] {
+            assert_eq!(
+                spawn_error_status(&Error::from_raw_os_error(errno)),
+                Status::Rejected,
+                "{}",
+                Error::from_raw_os_error(errno)
+            );
+        }
+        let nul = Error::new(ErrorKind::InvalidInput, "nul byte found in provided data");
+        assert_eq!(spawn_error_status(&nul), Status::Rejected);
     }
 
     #[tokio::test]

@@ -266,6 +266,12 @@ const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "worker",
+        "--max-attempts-cap",
+        "1-100",
+        &["0", "-1", "101", "99999999999999999999999", "x"],
+    ),
+    (
+        "worker",
         "--retry-backoff",
         "10ms-30s",
         &["0s", "-1s", "31s", "99999999999999999999999s", "x"],
@@ -689,6 +695,12 @@ fn bad_values_of_the_workers_hardening_flags_are_usage_errors_naming_the_flag_an
             "1KiB-128KiB",
         ),
         (
+            "--max-held-bytes",
+            &["-1", "8 parsecs", "G", "", "1.5GiB"],
+            &["0", "1048575", "1023KiB", "17GiB", "99999999999999999999"],
+            "1MiB-16GiB",
+        ),
+        (
             "--pass-env",
             &["", "1ABC", "A=B", "A B", "A-B", "$HOME"],
             &[],
@@ -727,6 +739,10 @@ fn the_workers_size_age_and_env_flags_accept_the_forms_they_document() {
         ("--max-output", "8k"),
         ("--max-output", "4096"),
         ("--max-output", "128KiB"),
+        ("--max-held-bytes", "1MiB"),
+        ("--max-held-bytes", "1048576"),
+        ("--max-held-bytes", "16GiB"),
+        ("--max-held-bytes", "512m"),
         ("--max-age", "1m"),
         ("--max-age", "366d"),
         ("--pass-env", "AWS_REGION"),

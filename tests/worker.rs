@@ -1224,6 +1224,136 @@ fn a_forged_dispatch_id_is_dead_lettered_and_the_real_run_of_that_slot_still_hap
 }
 
 #[test]
+fn a_record_for_a_far_future_slot_is_dead_lettered_and_later_runs_of_its_job_still_run() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wfuture");
+    create_topic(&address, &topic, 1);
+    let now = Utc::now();
+    let slot = format!("{}", now.format("%Y-%m-%dT%H:%M:00Z"));
+    // A topic writer's records for a slot in 9999, one with a notBefore, one of an `overlap: skip`
+    // job; then the jobs' real runs of this minute.
+    let far = |name: &str, overlap: Option<&str>| {
+        let mut r = raw(name, "record", 0, "9999-12-31T23:50:00Z");
+        let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        v["notBefore"] = "9999-12-31T23:59:00Z".into();
+        if let Some(o) = overlap {
+            v["overlap"] = o.into();
+        }
+        r.value = serde_json::to_vec(&v).unwrap();
+        r
+    };
+    let skip = |mut r: Record| {
+        let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        v["overlap"] = "skip".into();
+        r.value = serde_json::to_vec(&v).unwrap();
+        r
+    };
+    produce(
+        &address,
+        &topic,
+        &[
+            far("say-hello", None),
+            far("skipper", Some("skip")),
+            raw("say-hello", "record", 0, &slot),
+            skip(raw("skipper", "record", 0, &slot)),
+        ],
+    );
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "gfuture",
+        dir.path(),
+        &[],
+        dir.path().join("worker.log"),
+    );
+    let letters = wait_records(
+        &address,
+        &format!("{topic}.dlq"),
+        3,
+        2,
+        Duration::from_secs(60),
+    );
+    let results = wait_records(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        2,
+        Duration::from_secs(30),
+    );
+    wait_for(
+        "everything committed",
+        Duration::from_secs(30),
+        || committed(&address, "gfuture", &topic, 1) == high_watermarks(&address, &topic, 1),
+        || worker.log(),
+    );
+    let log = worker.stop();
+    let mut ran = lines(&executed);
+    ran.sort();
+    assert_eq!(
+        ran,
+        [format!("say-hello@{slot}"), format!("skipper@{slot}")],
+        "{log}"
+    );
+    let mut reported: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            (
+                r.value["dispatchId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r.value["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(
+        reported,
+        [
+            (format!("say-hello@{slot}"), "succeeded".to_string()),
+            (format!("skipper@{slot}"), "succeeded".to_string()),
+        ],
+        "{log}"
+    );
+    let mut dead: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            let error = l.value["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("scheduledAt 9999-12-31T23:50:00Z is ")
+                    && error.contains("ahead of this worker's clock"),
+                "{error}"
+            );
+            assert_eq!(l.value["lastResult"], serde_json::Value::Null);
+            (
+                l.value["reason"].as_str().unwrap_or_default().to_string(),
+                l.value["message"]["dispatchId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        [
+            (
+                "future_slot".to_string(),
+                "say-hello@9999-12-31T23:50:00Z".to_string()
+            ),
+            (
+                "future_slot".to_string(),
+                "skipper@9999-12-31T23:50:00Z".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
 fn a_job_older_than_max_age_is_reported_expired_and_dead_lettered_without_running() {
     let broker = Broker::start();
     let address = broker.address();
@@ -1561,6 +1691,8 @@ fn embedded_config(
         start: StartAt::Earliest,
         ordering: Ordering::Ordered,
         prefetch: 64,
+        max_held_bytes: 64 * 1024 * 1024,
+        drill_clock: None,
         report: ReportConfig {
             results_topic: format!("{topic}.results"),
             dlq_topic: format!("{topic}.dlq"),
@@ -1569,6 +1701,7 @@ fn embedded_config(
             worker: "embedded".into(),
             max_output: 8192,
             max_age: None,
+            max_attempts_cap: 10,
         },
         scale: ScaleConfig {
             min: 1,

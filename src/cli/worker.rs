@@ -14,6 +14,7 @@ use super::args::{
 };
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
+use crate::clock::DrillClock;
 use crate::obs::http::Server;
 use crate::obs::Listen;
 use crate::worker::autoscale::ScaleConfig;
@@ -66,6 +67,10 @@ pub struct WorkerArgs {
     /// Attempts per job (failed or timed out ones are retried; 1-100).
     #[arg(long, env = "CRONQ_MAX_ATTEMPTS", default_value_t = 3, value_parser = |s: &str| whole::<u32>(s, 1, 100))]
     pub max_attempts: u32,
+    /// The most attempts a job message's `maxAttempts` may ask for; more is cut to this (or to
+    /// --max-attempts, when that is higher). Job topics are not trusted to hold executors (1-100).
+    #[arg(long, env = "CRONQ_MAX_ATTEMPTS_CAP", default_value_t = crate::worker::results::DEFAULT_MAX_ATTEMPTS_CAP, value_parser = |s: &str| whole::<u32>(s, 1, 100))]
+    pub max_attempts_cap: u32,
     /// Wait before the second attempt; doubles (with jitter) for each further one, up to 30s
     /// (10ms-30s).
     #[arg(long, env = "CRONQ_RETRY_BACKOFF", default_value = "1s", value_parser = |s: &str| bounded(s, Duration::from_millis(10), Duration::from_secs(30)))]
@@ -73,6 +78,11 @@ pub struct WorkerArgs {
     /// Jobs held in the local queue (picked by priority) before fetching pauses (1-100000).
     #[arg(long, env = "CRONQ_PREFETCH", default_value_t = 256, value_parser = |s: &str| whole::<usize>(s, 1, 100_000))]
     pub prefetch: usize,
+    /// Records waiting for their `notBefore` (at most 10 min) do not count against --prefetch while
+    /// there are at most 10000 of them taking at most this many bytes; further ones do (1MiB-16GiB;
+    /// `64MiB`, `1GiB`).
+    #[arg(long, env = "CRONQ_MAX_HELD_BYTES", default_value = "64MiB", value_parser = held_size)]
+    pub max_held_bytes: usize,
     /// `ordered`: runs of one jobName one at a time, in order; `unordered` lifts that.
     #[arg(long, env = "CRONQ_ORDERING", value_enum, default_value_t = Ordering::Ordered)]
     pub ordering: Ordering,
@@ -127,6 +137,11 @@ pub struct WorkerArgs {
     /// `8KiB`, `16k`, `4096`).
     #[arg(long, env = "CRONQ_MAX_OUTPUT", default_value = "8KiB", value_parser = output_size)]
     pub max_output: usize,
+    /// A drill and test aid: the clock records are admitted by (`notBefore`, slots too far ahead)
+    /// runs SPEED times faster from the Unix second EPOCH (`10x@1764441000`), as the
+    /// dispatchers' of the drill do.
+    #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
+    pub drill_clock: Option<DrillClock>,
 }
 
 fn max_age_duration(text: &str) -> Result<Duration, String> {
@@ -137,10 +152,19 @@ fn max_age_duration(text: &str) -> Result<Duration, String> {
     )
 }
 
-/// `--max-output`: a byte count, optionally with a binary unit (`B`, `K`/`KiB`, `M`/`MiB`).
+/// `--max-output`: a byte count, optionally with a binary unit, 1KiB-128KiB.
 fn output_size(text: &str) -> Result<usize, String> {
-    const MIN: u64 = 1024;
-    const MAX: u64 = 128 * 1024;
+    byte_size(text, 1024, 128 * 1024, "1KiB-128KiB")
+}
+
+/// `--max-held-bytes`: a byte count, optionally with a binary unit, 1MiB-16GiB.
+fn held_size(text: &str) -> Result<usize, String> {
+    byte_size(text, 1 << 20, 16 << 30, "1MiB-16GiB")
+}
+
+/// A byte count, optionally with a binary unit (`B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`), within
+/// `min..=max` (`range` says it for the error).
+fn byte_size(text: &str, min: u64, max: u64, range: &str) -> Result<usize, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -150,13 +174,14 @@ fn output_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => {
             return Err(format!(
-                "{text:?}: not a size (a number of bytes, or with B, KiB or MiB, e.g. 8KiB)"
+                "{text:?}: not a size (a number of bytes, or with B, KiB, MiB or GiB, e.g. 8KiB)"
             ))
         }
     };
-    let out_of_range = || format!("{text:?} is out of range 1KiB-128KiB");
+    let out_of_range = || format!("{text:?} is out of range {range}");
     if digits.is_empty() {
         return Err(format!(
             "{text:?}: not a size (a number of bytes, e.g. 8KiB or 8192)"
@@ -165,7 +190,9 @@ fn output_size(text: &str) -> Result<usize, String> {
     // Only digits here: a parse error is an overflow.
     let n: u64 = digits.parse().map_err(|_| out_of_range())?;
     match n.checked_mul(multiplier) {
-        Some(bytes) if (MIN..=MAX).contains(&bytes) => Ok(bytes as usize),
+        Some(bytes) if (min..=max).contains(&bytes) => {
+            usize::try_from(bytes).map_err(|_| out_of_range())
+        }
         _ => Err(out_of_range()),
     }
 }
@@ -195,10 +222,13 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         start: args.start,
         ordering: args.ordering,
         prefetch: args.prefetch,
+        max_held_bytes: args.max_held_bytes,
+        drill_clock: args.drill_clock,
         report: ReportConfig {
             results_topic: args.results_topic.clone(),
             dlq_topic: args.dlq_topic.clone(),
             max_attempts: args.max_attempts,
+            max_attempts_cap: args.max_attempts_cap,
             retry_backoff: args.retry_backoff,
             worker: args.worker_id.clone().unwrap_or_else(hostname_pid),
             max_output: args.max_output,
@@ -255,6 +285,9 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         max_output: args.max_output,
         env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),
     });
+    if let Some(drill) = args.drill_clock {
+        tracing::warn!(message = "drill clock: time runs faster than the wall clock (a drill and test aid)", clock = ?drill);
+    }
     let config = worker_config(&args)?;
     let observer = crate::worker::observe::Observer::new(&config);
     let site = observer.site();

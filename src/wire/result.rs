@@ -127,6 +127,9 @@ pub enum DeadReason {
     /// The task executing it died (a bug in the worker or in an embedded handler): whether it ran is
     /// unknown.
     Crashed,
+    /// Its scheduledAt was further ahead of the worker's clock than a run may be held (10 min) plus
+    /// a minute of clock skew: not run (see `WorkerState::admit_at`).
+    FutureSlot,
 }
 
 /// The largest report (JobResult or dead letter) the worker produces: half of librdkafka's default

@@ -219,7 +219,7 @@ pub async fn execute_cancellable(
             attempts: 0,
         };
     }
-    let max_attempts = message.max_attempts.unwrap_or(config.max_attempts).max(1);
+    let max_attempts = config.attempts_for(&message);
     let mut backoff = Backoff::new(config.retry_backoff);
     let mut run = JobRun {
         message,
@@ -235,6 +235,12 @@ pub async fn execute_cancellable(
         let finished = started
             + chrono::Duration::from_std(clock.elapsed())
                 .unwrap_or_else(|_| chrono::Duration::zero());
+        let retry = outcome.status.is_retryable() && run.attempt < max_attempts;
+        if outcome.status.is_retryable() && !retry {
+            if let Some(note) = capped_attempts_note(&run.message, max_attempts) {
+                outcome.stderr_tail.push_str(&note);
+            }
+        }
         let result = job_result(
             &run.message,
             run.attempt,
@@ -244,7 +250,6 @@ pub async fn execute_cancellable(
             &config.worker,
             config.max_output,
         );
-        let retry = outcome.status.is_retryable() && run.attempt < max_attempts;
         if !retry {
             // The executor is free before the reports are acked: the caller starts the next job
             // while this one's result is in flight (and batched with others).
@@ -296,6 +301,17 @@ pub async fn execute_cancellable(
             }
         }
     }
+}
+
+/// Why a job was given up after fewer attempts than its own `maxAttempts` asked: the worker's
+/// ceiling.
+fn capped_attempts_note(message: &JobMessage, max_attempts: u32) -> Option<String> {
+    let asked = message.max_attempts?;
+    (asked > max_attempts).then(|| {
+        format!(
+            "\ngave up after {max_attempts} attempts: the job's maxAttempts {asked} is above this worker's ceiling (--max-attempts-cap, or --max-attempts when higher)"
+        )
+    })
 }
 
 /// A record to dead-letter without running it: not a JobMessage v1 (or failing the integrity
@@ -430,6 +446,7 @@ mod tests {
     }
 
     use crate::wire::job::testing::message;
+    use crate::worker::results::DEFAULT_MAX_ATTEMPTS_CAP;
 
     fn config(max_attempts: u32) -> ReportConfig {
         ReportConfig {
@@ -440,6 +457,7 @@ mod tests {
             worker: "w1".into(),
             max_output: 8192,
             max_age: None,
+            max_attempts_cap: DEFAULT_MAX_ATTEMPTS_CAP,
         }
     }
 
@@ -826,6 +844,54 @@ mod tests {
                 "message {from_message:?}, --max-attempts {worker}"
             );
             assert_eq!(h.calls.load(Ordering::SeqCst), attempts);
+        }
+    }
+
+    /// A topic writer's `maxAttempts` 100 does not hold an executor for 100 attempts: it is cut to
+    /// `--max-attempts-cap` (or to `--max-attempts`, when that is higher), and the last result
+    /// says so.
+    #[tokio::test]
+    async fn a_messages_max_attempts_is_capped_at_the_workers_ceiling() {
+        // (message's maxAttempts, --max-attempts, --max-attempts-cap, attempts made, capped)
+        for (asked, worker, cap, attempts, capped) in [
+            (100, 3, 5, 5, true),
+            (100, 8, 5, 8, true),
+            (4, 3, 5, 4, false),
+            (5, 3, 5, 5, false),
+        ] {
+            let h = Scripted {
+                statuses: vec![Status::Failed],
+                calls: AtomicU32::new(0),
+            };
+            let r = Recorder::default();
+            let m = JobMessage {
+                max_attempts: Some(asked),
+                ..message()
+            };
+            let config = ReportConfig {
+                max_attempts_cap: cap,
+                ..config(worker)
+            };
+            let end = execute_with_retries(&h, &r, &config, m, origin(), None, || {}).await;
+            let case = format!("maxAttempts {asked}, --max-attempts {worker}, cap {cap}");
+            assert_eq!(
+                end,
+                Final::DeadLettered {
+                    reason: DeadReason::AttemptsExhausted,
+                    attempts
+                },
+                "{case}"
+            );
+            assert_eq!(h.calls.load(Ordering::SeqCst), attempts, "{case}");
+            let got = records(&r);
+            let last = got[got.len() - 2].1["stderrTail"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let note = format!("gave up after {attempts} attempts: the job's maxAttempts {asked} is above this worker's ceiling (--max-attempts-cap, or --max-attempts when higher)");
+            assert_eq!(last.ends_with(&note), capped, "{case}: {last:?}");
+            // Only the last attempt's result carries it.
+            assert!(!got[0].1["stderrTail"].as_str().unwrap().contains("gave up"));
         }
     }
 

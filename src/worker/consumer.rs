@@ -22,6 +22,7 @@ use super::observe::Observer;
 use super::results::{KafkaPublisher, Publisher};
 use super::state::{Admission, Fetched, Next, Ticket, WorkerState};
 use super::{autoscale, Handler, Status, Summary, WorkerConfig};
+use crate::clock::{Clock, SystemClock};
 use crate::obs::health::Beat;
 use crate::wire::result::{DeadReason, Origin, OriginalDigest};
 use crate::wire::JobMessage;
@@ -110,6 +111,9 @@ pub(super) struct Worker {
     beat: Option<Beat>,
     /// Since when the local queue is full (fetching pauses after [`PAUSE_AFTER_FULL`]).
     full_since: Option<tokio::time::Instant>,
+    /// The clock records are admitted and released by (`notBefore`, future slots): the system's,
+    /// or a drill's.
+    clock: Arc<dyn Clock>,
 }
 
 impl Worker {
@@ -124,7 +128,12 @@ impl Worker {
         observer: Arc<Observer>,
     ) -> Worker {
         let (executed_tx, executed_rx) = mpsc::unbounded_channel();
+        let clock: Arc<dyn Clock> = match config.drill_clock {
+            Some(drill) => Arc::new(drill),
+            None => Arc::new(SystemClock),
+        };
         Worker {
+            clock,
             pool: autoscale::PoolState::new(config.scale.normalized().min),
             config,
             handler,
@@ -246,7 +255,8 @@ impl Worker {
 
     fn admit(&mut self, record: Fetched) {
         let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
-        let admission = lock(&self.state).admit_at(record, chrono::Utc::now().timestamp_millis());
+        let now_ms = self.clock.now().timestamp_millis();
+        let admission = lock(&self.state).admit_at(record, now_ms);
         match admission {
             Admission::Queued => {}
             Admission::Skipped { ticket, message } => {
@@ -259,6 +269,36 @@ impl Worker {
                 running,
                 superseded,
             } => self.replace(&job_name, running, superseded),
+            Admission::FutureSlot {
+                ticket,
+                message,
+                oversized,
+                error,
+            } => {
+                warn!(message = "record for a slot too far in the future: not run; sending it to the DLQ and skipping it", dispatch_id = %message.dispatch_id, scheduled_at = %message.scheduled_at, topic = %topic, partition, offset, error = %error);
+                self.summary.dead_lettered += 1;
+                self.observer.dead_letter(
+                    DeadReason::FutureSlot,
+                    &message.job_name,
+                    &topic,
+                    partition,
+                    offset,
+                );
+                let record = Unrunnable {
+                    reason: DeadReason::FutureSlot,
+                    origin: Origin {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                    },
+                    key: message.job_name.clone().into_bytes(),
+                    raw: None,
+                    original: oversized.clone(),
+                    message: oversized.is_none().then_some(message),
+                    error,
+                };
+                self.unrunnable.push_back((ticket, record));
+            }
             Admission::NotAssigned => {
                 debug!(message = "record of a partition no longer assigned; ignored", topic = %topic, partition, offset)
             }
@@ -503,12 +543,11 @@ impl Worker {
     /// ready jobs start, the heartbeat and the load are reported, and fetching resumes once the
     /// queue has room again. Says what the turn waits for.
     fn prepare_turn(&mut self) -> Turn {
-        let held_until = lock(&self.state).release_held(chrono::Utc::now().timestamp_millis());
+        let held_until = lock(&self.state).release_held(self.clock.now().timestamp_millis());
         let held_wait = held_until.map(|at| {
-            Duration::from_millis(
-                at.saturating_sub(chrono::Utc::now().timestamp_millis())
-                    .clamp(1, 1000) as u64,
-            )
+            let real = chrono::DateTime::from_timestamp_millis(at)
+                .map_or(Duration::ZERO, |at| self.clock.real_until(at));
+            real.clamp(Duration::from_millis(1), Duration::from_secs(1))
         });
         self.start_ready();
         let queued = self.queued();

@@ -22,11 +22,17 @@
 //! commits, and leaves the group.
 //!
 //! A message's run settings override the worker's flags for its run: `timeoutMs` (`--timeout`,
-//! capped at `--max-timeout`), `maxAttempts` (`--max-attempts`) and `overlap` (`--ordering`):
+//! capped at `--max-timeout`), `maxAttempts` (`--max-attempts`, capped at `--max-attempts-cap`)
+//! and `overlap` (`--ordering`):
 //! `skip` reports a record `skipped` without running it while a run of its job executes or waits
 //! here, `replace` cancels the job's executing runs (the executor's kill path) and drops its
 //! waiting ones, both reported `cancelled`. All runs of a job share its partition, so the
 //! partition's owner sees them all; a revoked partition's running jobs are not cancelled.
+//!
+//! No record holds a job or a partition for long: a `notBefore` holds a run at most 10 minutes, a
+//! `scheduledAt` more than 11 minutes ahead of the worker's clock is dead-lettered (`future_slot`),
+//! held records beyond `--max-held-bytes` count against `--prefetch`, and a job that exec can never
+//! start (`E2BIG`, a NUL byte) is `rejected`, not retried.
 //!
 //! - `service`: the one owner of the worker's lifecycle ([`run`]): the clients, the background
 //!   tasks (the lag watcher) in one [`Tasks`](crate::lifecycle::Tasks), the drain at shutdown.
@@ -91,6 +97,12 @@ pub struct WorkerConfig {
     pub ordering: queue::Ordering,
     /// Jobs held in the local queue before fetching pauses.
     pub prefetch: usize,
+    /// `--max-held-bytes`: records held for their `notBefore` beyond these bytes count against
+    /// `prefetch`.
+    pub max_held_bytes: usize,
+    /// `--drill-clock`: the clock records are admitted by runs faster (a drill and test aid);
+    /// None: the system's.
+    pub drill_clock: Option<crate::clock::DrillClock>,
     /// Results, DLQ, retries, worker id.
     pub report: ReportConfig,
     /// Pool limits and timings.

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use super::executor::BoxFuture;
 use crate::kafka::{retry, Backoff, KafkaContext};
 use crate::wire::job::excerpt;
+use crate::wire::JobMessage;
 
 /// A report the broker can never take; it was logged and given up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +112,9 @@ pub struct ReportConfig {
     pub dlq_topic: String,
     /// `--max-attempts` (at least 1).
     pub max_attempts: u32,
+    /// `--max-attempts-cap`: the most attempts a message's `maxAttempts` may ask for (or
+    /// `max_attempts`, when that is higher).
+    pub max_attempts_cap: u32,
     /// `--retry-backoff`: the first wait between attempts; doubles with jitter.
     pub retry_backoff: Duration,
     /// `--worker-id`
@@ -120,6 +124,23 @@ pub struct ReportConfig {
     /// `--max-age`: a job whose scheduledAt is older than this when an executor takes it is not
     /// run, but reported `expired` and dead-lettered.
     pub max_age: Option<Duration>,
+}
+
+/// `--max-attempts-cap`'s default: a message may ask for up to 10 attempts.
+pub const DEFAULT_MAX_ATTEMPTS_CAP: u32 = 10;
+
+impl ReportConfig {
+    /// The attempts of `message`: its `maxAttempts` when it has one, else `--max-attempts`. A topic
+    /// writer is not trusted, so a message's value is capped at `--max-attempts-cap` (or at
+    /// `--max-attempts` when that is higher: the worker's own default is always allowed), like its
+    /// `timeoutMs` at `--max-timeout`.
+    pub fn attempts_for(&self, message: &JobMessage) -> u32 {
+        match message.max_attempts {
+            Some(n) => n.min(self.max_attempts_cap.max(self.max_attempts)),
+            None => self.max_attempts,
+        }
+        .max(1)
+    }
 }
 
 /// Delivers one report and moves on: one the broker can never take was logged and counted by the

@@ -103,10 +103,10 @@ pub async fn run_observed(
     }
 
     let kafka_publisher = Arc::new(report_publisher(&config)?);
-    let state = Arc::new(Mutex::new(WorkerState::new(
-        config.ordering,
-        config.dedup_capacity,
-    )));
+    let state = Arc::new(Mutex::new(
+        WorkerState::new(config.ordering, config.dedup_capacity)
+            .with_max_held_bytes(config.max_held_bytes),
+    ));
     let paused = Arc::new(AtomicBool::new(false));
     let consumer = Arc::new(subscribe(&config, &state, &paused, &observer)?);
     info!(

@@ -6,6 +6,8 @@
 //! ```text
 //!  fetched record ──► admit ──► queue ──► next_ready ──► (execute, report) ──► finish ──► to_commit
 //!                       │ not JobMessage v1 ──► Malformed (DLQ, then finish)
+//!                       │ scheduledAt beyond now + 11 min ──► FutureSlot (DLQ, then finish)
+//!                       │ notBefore later than now ──► held (at most 10 min) ──► release_held ──► queue
 //!  rebalance: assign (new epoch) / revoke (commit what is done, drop its queued records)
 //! ```
 //!
@@ -73,6 +75,21 @@ pub enum Admission {
         /// The record's value, for the dead letter.
         value: Vec<u8>,
     },
+    /// Its `scheduledAt` is later than this worker's clock + [`MAX_FUTURE_SLOT_MS`]: no
+    /// dispatcher sends a slot that early, and holding it would hold its job's later runs and its
+    /// partition's commits. Dead-letter it (reason `future_slot`), then
+    /// [`WorkerState::finish_unrunnable`]. Its `dispatchId` is not remembered: the real run of that
+    /// slot, when it comes, runs.
+    FutureSlot {
+        /// Its ticket.
+        ticket: Ticket,
+        /// The message.
+        message: JobMessage,
+        /// The record's digest when it is too large to copy into a dead letter.
+        oversized: Option<OriginalDigest>,
+        /// Why, for the dead letter's `error`.
+        error: String,
+    },
     /// The partition is not (or no longer) assigned here; the record is ignored.
     NotAssigned,
     /// `"overlap": "skip"` and a run of the job is running or queued here: not run. Report it
@@ -117,20 +134,55 @@ struct Pending {
     ticket: Ticket,
     message: JobMessage,
     oversized: Option<OriginalDigest>,
+    /// The record's key and value in bytes.
+    size: usize,
 }
 
 /// A message's `notBefore` in milliseconds (`None` without one), at most
-/// [`MAX_NOT_BEFORE_WAIT_MS`] after its slot; an error naming the value when it is not an instant.
-fn not_before_ms(message: &JobMessage, scheduled_at_ms: i64) -> Result<Option<i64>, String> {
+/// [`MAX_NOT_BEFORE_WAIT_MS`] after its slot and after `now_ms`; an error naming the value when it
+/// is not an instant.
+fn not_before_ms(
+    message: &JobMessage,
+    scheduled_at_ms: i64,
+    now_ms: i64,
+) -> Result<Option<i64>, String> {
     let Some(text) = &message.not_before else {
         return Ok(None);
     };
     let at = DateTime::parse_from_rfc3339(text)
         .map_err(|e| format!("notBefore {text:?} is not an RFC 3339 instant: {e}"))?
         .timestamp_millis();
-    Ok(Some(at.min(
-        scheduled_at_ms.saturating_add(MAX_NOT_BEFORE_WAIT_MS),
-    )))
+    Ok(Some(
+        at.min(scheduled_at_ms.saturating_add(MAX_NOT_BEFORE_WAIT_MS))
+            .min(now_ms.saturating_add(MAX_NOT_BEFORE_WAIT_MS)),
+    ))
+}
+
+/// Why a record's slot is too far ahead of `now_ms` to be taken in (see [`Admission::FutureSlot`]).
+fn future_slot(message: &JobMessage, scheduled_at_ms: i64, now_ms: i64) -> Option<String> {
+    let ahead_ms = scheduled_at_ms.saturating_sub(now_ms);
+    (ahead_ms > MAX_FUTURE_SLOT_MS).then(|| {
+        let now = DateTime::from_timestamp_millis(now_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| now_ms.to_string());
+        format!(
+            "scheduledAt {} is {} ahead of this worker's clock ({now}), more than the 10 min a run may be held plus {} of clock skew: not run",
+            message.scheduled_at,
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(ahead_ms / 1000).unwrap_or(u64::MAX)
+            )),
+            humantime::format_duration(std::time::Duration::from_millis(FUTURE_SKEW_MS as u64)),
+        )
+    })
+}
+
+/// A record held for its `notBefore`.
+#[derive(Debug)]
+struct Held {
+    job: Queued<Pending>,
+    /// Within the allowance that does not count against `--prefetch` (it was held while fewer
+    /// than [`MAX_HELD`] records, of fewer than `--max-held-bytes` with it, were).
+    free: bool,
 }
 
 /// The worker's state.
@@ -142,15 +194,32 @@ pub struct WorkerState {
     epochs: u64,
     /// Records whose `notBefore` has not come, by (`notBefore` in ms, arrival): not in the queue,
     /// so they hold no executor and block no other job; their offsets stay unfinished.
-    held: BTreeMap<(i64, u64), Queued<Pending>>,
+    held: BTreeMap<(i64, u64), Held>,
     /// Per `jobName` with held records: how many, and the latest `notBefore` among them (a later
     /// record of the name waits at least that long, so runs of one job keep their order).
     held_names: HashMap<String, (usize, i64)>,
     held_arrivals: u64,
+    /// Held records that do not count against `--prefetch`, and their bytes.
+    held_free: (usize, usize),
+    /// `--max-held-bytes`.
+    max_held_bytes: usize,
 }
 
 /// Held records (waiting for their `notBefore`) that do not count against `--prefetch`.
 pub const MAX_HELD: usize = 10_000;
+
+/// `--max-held-bytes`' default: the bytes (keys and values) of held records that do not count
+/// against `--prefetch`.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
+
+/// The clock skew between a dispatcher and a worker that a record's `scheduledAt` is allowed.
+pub const FUTURE_SKEW_MS: i64 = 60_000;
+
+/// How far a record's `scheduledAt` may be ahead of the worker's clock: the longest a `notBefore`
+/// may hold it ([`MAX_NOT_BEFORE_WAIT_MS`]) plus [`FUTURE_SKEW_MS`]. A dispatcher sends a slot at
+/// its time (a jittered one up to 10 minutes early, with its notBefore), so a later one is forged
+/// or written under a wrong clock.
+pub const MAX_FUTURE_SLOT_MS: i64 = MAX_NOT_BEFORE_WAIT_MS + FUTURE_SKEW_MS;
 
 /// The latest a record's `notBefore` may be after its `scheduledAt`: the schedule's cap on
 /// `jitter`. A later one (no cronq dispatcher writes it) is read as this, so a record cannot hold
@@ -168,7 +237,15 @@ impl WorkerState {
             held: BTreeMap::new(),
             held_names: HashMap::new(),
             held_arrivals: 0,
+            held_free: (0, 0),
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
+    }
+
+    /// With `--max-held-bytes`: held records beyond these bytes count against `--prefetch`.
+    pub fn with_max_held_bytes(mut self, bytes: usize) -> WorkerState {
+        self.max_held_bytes = bytes;
+        self
     }
 
     /// Partitions were assigned to this member (added to any it has).
@@ -219,8 +296,9 @@ impl WorkerState {
 
     /// Takes in a fetched record at `now_ms` (milliseconds since the epoch): a record whose
     /// `notBefore` is later waits, held aside, until [`WorkerState::release_held`] at that time
-    /// puts it in the queue. A `notBefore` that is not an RFC 3339 instant makes the record
-    /// malformed.
+    /// puts it in the queue; it waits at most 10 minutes past its slot and past `now_ms`. A
+    /// `notBefore` that is not an RFC 3339 instant makes the record malformed; a `scheduledAt`
+    /// beyond `now_ms` + [`MAX_FUTURE_SLOT_MS`] is [`Admission::FutureSlot`].
     pub fn admit_at(&mut self, record: Fetched, now_ms: i64) -> Admission {
         let tp: Tp = (record.topic.clone(), record.partition);
         let Some(assigned) = self.partitions.get_mut(&tp) else {
@@ -233,14 +311,25 @@ impl WorkerState {
             offset: record.offset,
             epoch: assigned.epoch,
         };
+        let size = record.key.len() + record.value.len();
         match parse_message(&record.key, &record.value) {
-            Ok(message) if self.skips(&message) => Admission::Skipped { ticket, message },
             Ok(message) => {
+                // parse_message checked that it is an instant.
                 let scheduled_at_ms = DateTime::parse_from_rfc3339(&message.scheduled_at)
                     .map(|t| t.timestamp_millis())
-                    // Unreadable slots sort last among equal priorities.
                     .unwrap_or(i64::MAX);
-                let not_before_ms = match not_before_ms(&message, scheduled_at_ms) {
+                if let Some(error) = future_slot(&message, scheduled_at_ms, now_ms) {
+                    return Admission::FutureSlot {
+                        ticket,
+                        message,
+                        oversized: OriginalDigest::if_oversized(&record.value),
+                        error,
+                    };
+                }
+                if self.skips(&message) {
+                    return Admission::Skipped { ticket, message };
+                }
+                let not_before_ms = match not_before_ms(&message, scheduled_at_ms, now_ms) {
                     Ok(at) => at,
                     Err(error) => {
                         return Admission::Malformed {
@@ -261,6 +350,7 @@ impl WorkerState {
                         ticket,
                         message,
                         oversized: OriginalDigest::if_oversized(&record.value),
+                        size,
                     },
                 };
                 // Only a record that will be taken in replaces: a malformed one returned above.
@@ -318,7 +408,8 @@ impl WorkerState {
     fn is_known(&self, dispatch_id: &str) -> bool {
         self.queue.holds(dispatch_id)
             || self.recent.contains(dispatch_id)
-            || (!self.held.is_empty() && self.held.values().any(|j| j.dispatch_id == dispatch_id))
+            || (!self.held.is_empty()
+                && self.held.values().any(|h| h.job.dispatch_id == dispatch_id))
     }
 
     /// A run of `job_name` executes, waits in the queue, or is held for its notBefore.
@@ -334,12 +425,11 @@ impl WorkerState {
         let keys: Vec<(i64, u64)> = self
             .held
             .iter()
-            .filter(|(_, job)| job.job_name == job_name)
+            .filter(|(_, h)| h.job.job_name == job_name)
             .map(|(k, _)| *k)
             .collect();
-        self.held_names.remove(job_name);
         keys.into_iter()
-            .filter_map(|k| self.held.remove(&k))
+            .filter_map(|k| self.remove_held(&k))
             .map(|job| job.item)
             .collect()
     }
@@ -369,22 +459,46 @@ impl WorkerState {
                 entry.0 += 1;
                 entry.1 = entry.1.max(at);
                 self.held_arrivals += 1;
-                self.held.insert((at, self.held_arrivals), job);
+                let (free_count, free_bytes) = self.held_free;
+                let size = job.item.size;
+                let free =
+                    free_count < MAX_HELD && free_bytes.saturating_add(size) <= self.max_held_bytes;
+                if free {
+                    self.held_free = (free_count + 1, free_bytes + size);
+                }
+                self.held
+                    .insert((at, self.held_arrivals), Held { job, free });
             }
             _ => self.queue.push(job),
         }
     }
 
+    /// Takes one held record out, keeping the per-name and the free-allowance accounts.
+    fn remove_held(&mut self, key: &(i64, u64)) -> Option<Queued<Pending>> {
+        let Held { job, free } = self.held.remove(key)?;
+        if free {
+            let (count, bytes) = self.held_free;
+            self.held_free = (count - 1, bytes - job.item.size);
+        }
+        if let Some(entry) = self.held_names.get_mut(&job.job_name) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                self.held_names.remove(&job.job_name);
+            }
+        }
+        Some(job)
+    }
+
     /// Moves the held records whose `notBefore` is at or before `now_ms` into the queue (earliest
     /// first); returns the next `notBefore` still held.
     pub fn release_held(&mut self, now_ms: i64) -> Option<i64> {
-        while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > now_ms {
-                return Some(entry.key().0);
+        while let Some(&key) = self.held.keys().next() {
+            if key.0 > now_ms {
+                return Some(key.0);
             }
-            let job = entry.remove();
-            self.forget_held_name(&job.job_name);
-            self.queue.push(job);
+            if let Some(job) = self.remove_held(&key) {
+                self.queue.push(job);
+            }
         }
         None
     }
@@ -394,27 +508,16 @@ impl WorkerState {
         self.held.len()
     }
 
-    fn forget_held_name(&mut self, name: &str) {
-        if let Some(entry) = self.held_names.get_mut(name) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
-                self.held_names.remove(name);
-            }
-        }
-    }
-
     /// Drops the held records `drop` says yes to; returns how many.
     fn drop_held(&mut self, mut drop: impl FnMut(&Pending) -> bool) -> usize {
         let keys: Vec<(i64, u64)> = self
             .held
             .iter()
-            .filter(|(_, job)| drop(&job.item))
+            .filter(|(_, h)| drop(&h.job.item))
             .map(|(k, _)| *k)
             .collect();
         for key in &keys {
-            if let Some(job) = self.held.remove(key) {
-                self.forget_held_name(&job.job_name);
-            }
+            self.remove_held(key);
         }
         keys.len()
     }
@@ -426,6 +529,7 @@ impl WorkerState {
             ticket,
             message,
             oversized,
+            ..
         } = job.item;
         if self.recent.contains(&message.dispatch_id) {
             Some(Next::Duplicate(ticket, message))
@@ -505,12 +609,14 @@ impl WorkerState {
     }
 
     /// Jobs waiting in the local queue, and the held ones (waiting for their `notBefore`) beyond
-    /// the first [`MAX_HELD`]: what counts against `--prefetch`. Up to `MAX_HELD` held records do
-    /// not, so records that arrived early (a dispatcher's shutdown sends its waiting ones at once)
-    /// do not stop the fetching of the partition's other jobs; more than that do, which bounds
-    /// the memory they take.
+    /// the allowance: what counts against `--prefetch`. A record held while fewer than
+    /// [`MAX_HELD`] records are held and their bytes (keys and values, its own included) stay
+    /// within `--max-held-bytes` does not count, so records that arrived early (a dispatcher's
+    /// shutdown sends its waiting ones at once) do not stop the fetching of the partition's other
+    /// jobs; one held beyond either bound counts until it is released, which bounds the memory
+    /// they take.
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.held.len().saturating_sub(MAX_HELD)
+        self.queue.len() + (self.held.len() - self.held_free.0)
     }
 
     /// Drops every waiting job (shutdown: nothing new starts; uncommitted records are read again by
@@ -964,6 +1070,154 @@ mod tests {
         assert_eq!(s.held(), 0, "the replaced run is no longer held");
         let (_, m) = run_next(&mut s);
         assert_eq!(m.scheduled_at, "2026-11-26T03:01:00Z");
+    }
+
+    fn at_slot(
+        partition: i32,
+        offset: i64,
+        name: &str,
+        slot: &str,
+        not_before: Option<&str>,
+    ) -> Fetched {
+        let mut r = record(partition, offset, name, 0, 0);
+        let mut m: JobMessage = serde_json::from_slice(&r.value).unwrap();
+        m.scheduled_at = slot.into();
+        m.dispatch_id = format!("{name}@{slot}");
+        m.not_before = not_before.map(str::to_string);
+        r.value = serde_json::to_vec(&m).unwrap();
+        r
+    }
+
+    /// A forged record for a slot in 9999 does not hold its job or its partition: it is a
+    /// future slot (to dead-letter), the job's next run runs at once, and the offsets move past
+    /// both. Its dispatchId is not remembered: the real run of that slot would run.
+    #[test]
+    fn a_slot_far_ahead_of_the_clock_is_dead_lettered_and_holds_neither_its_job_nor_its_partition()
+    {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:00Z");
+        let forged = with_overlap(
+            at_slot(
+                0,
+                0,
+                "say-hello",
+                "9999-12-31T23:50:00Z",
+                Some("9999-12-31T23:59:00Z"),
+            ),
+            "skip",
+        );
+        let Admission::FutureSlot {
+            ticket,
+            message,
+            error,
+            ..
+        } = s.admit_at(forged, now)
+        else {
+            panic!("not a future slot")
+        };
+        assert_eq!(message.dispatch_id, "say-hello@9999-12-31T23:50:00Z");
+        assert!(
+            error.starts_with("scheduledAt 9999-12-31T23:50:00Z is ")
+                && error.ends_with("ahead of this worker's clock (2026-11-26T03:00:00.000Z), more than the 10 min a run may be held plus 1m of clock skew: not run"),
+            "{error}"
+        );
+        assert_eq!((s.held(), s.queued()), (0, 0));
+        // The job's next run is neither held behind it nor skipped because of it.
+        let next = with_overlap(record(0, 1, "say-hello", 0, 0), "skip");
+        assert_eq!(s.admit_at(next, now), Admission::Queued);
+        let (t, m) = run_next(&mut s);
+        assert_eq!(m.dispatch_id, "say-hello@2026-11-26T03:00:00Z");
+        s.finish(&t, &m, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 0)], "until it is dead-lettered");
+        s.finish_unrunnable(&ticket);
+        assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
+        let again = at_slot(0, 2, "say-hello", "9999-12-31T23:50:00Z", None);
+        assert!(matches!(
+            s.admit_at(again, ms("9999-12-31T23:50:00Z")),
+            Admission::Queued
+        ));
+        assert!(
+            matches!(s.next_ready(), Some(Next::Run(..))),
+            "at its time the slot runs"
+        );
+    }
+
+    /// The bound is the clock + 10 min + 1 min of skew, to the millisecond; a jittered record of a
+    /// slot just inside it waits at most 10 min from now, whatever its notBefore says.
+    #[test]
+    fn a_slot_up_to_eleven_minutes_ahead_is_taken_in_and_waits_at_most_ten_minutes_from_now() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.assign([tp(0)]);
+        let now = ms("2026-11-26T03:00:00Z");
+        assert_eq!(MAX_FUTURE_SLOT_MS, 11 * 60_000);
+        let inside = at_slot(
+            0,
+            0,
+            "a",
+            "2026-11-26T03:11:00Z",
+            Some("2026-11-26T04:00:00Z"),
+        );
+        assert_eq!(s.admit_at(inside, now), Admission::Queued);
+        assert_eq!(
+            s.release_held(now),
+            Some(ms("2026-11-26T03:10:00Z")),
+            "capped at now + 10 min, not at its slot + 10 min (03:21)"
+        );
+        let beyond = at_slot(0, 1, "b", "2026-11-26T03:11:00.001Z", None);
+        assert!(matches!(
+            s.admit_at(beyond, now),
+            Admission::FutureSlot { .. }
+        ));
+        let late_clock = at_slot(0, 2, "c", "2026-11-26T03:11:00.001Z", None);
+        assert_eq!(s.admit_at(late_clock, now + 1), Admission::Queued);
+    }
+
+    /// Held records beyond --max-held-bytes count against the prefetch, though far fewer than
+    /// MAX_HELD; once released, the allowance is free again.
+    #[test]
+    fn held_records_beyond_the_byte_bound_count_against_the_prefetch() {
+        let now = ms("2026-11-26T03:00:00Z");
+        let held = |offset: i64, payload: usize| {
+            let mut r = jittered(0, offset, &format!("j{offset}"), 0, "2026-11-26T03:05:00Z");
+            let mut m: JobMessage = serde_json::from_slice(&r.value).unwrap();
+            m.job = format!("j {}", "x".repeat(payload));
+            r.value = serde_json::to_vec(&m).unwrap();
+            r
+        };
+        let size = {
+            let r = held(0, 100_000);
+            r.key.len() + r.value.len()
+        };
+        let mut s = WorkerState::new(Ordering::Ordered, 100).with_max_held_bytes(3 * size + 1000);
+        s.assign([tp(0)]);
+        for offset in 0..5 {
+            assert_eq!(s.admit_at(held(offset, 100_000), now), Admission::Queued);
+        }
+        assert_eq!(
+            (s.held(), s.queued()),
+            (5, 2),
+            "three fit in the bytes, two count"
+        );
+        // A small one still fits in what is left.
+        assert_eq!(s.admit_at(held(5, 0), now), Admission::Queued);
+        assert_eq!((s.held(), s.queued()), (6, 2));
+        assert_eq!(s.release_held(ms("2026-11-26T03:05:00Z")), None);
+        assert_eq!((s.held(), s.queued()), (0, 6));
+        while let Some(Next::Run(t, m, _)) = s.next_ready() {
+            s.finish(&t, &m, true);
+        }
+        let later = ms("2026-11-26T03:04:00Z");
+        for offset in 6..9 {
+            let mut r = held(offset, 100_000);
+            r.offset = offset;
+            assert_eq!(s.admit_at(r, later), Admission::Queued);
+        }
+        assert_eq!(
+            (s.held(), s.queued()),
+            (3, 0),
+            "the allowance is free again"
+        );
     }
 
     /// Held records beyond MAX_HELD count against the prefetch (bounded memory); fewer do not.

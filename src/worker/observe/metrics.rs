@@ -45,12 +45,13 @@ pub(super) const STATUSES: [Status; 7] = [
     Status::Cancelled,
 ];
 
-pub(super) const REASONS: [DeadReason; 5] = [
+pub(super) const REASONS: [DeadReason; 6] = [
     DeadReason::AttemptsExhausted,
     DeadReason::Rejected,
     DeadReason::Malformed,
     DeadReason::Expired,
     DeadReason::Crashed,
+    DeadReason::FutureSlot,
 ];
 
 pub(super) fn status_index(status: Status) -> usize {
@@ -72,6 +73,7 @@ pub(super) fn reason_index(reason: DeadReason) -> usize {
         DeadReason::Malformed => 2,
         DeadReason::Expired => 3,
         DeadReason::Crashed => 4,
+        DeadReason::FutureSlot => 5,
     }
 }
 
@@ -83,6 +85,7 @@ pub fn reason_name(reason: DeadReason) -> &'static str {
         DeadReason::Malformed => "malformed",
         DeadReason::Expired => "expired",
         DeadReason::Crashed => "crashed",
+        DeadReason::FutureSlot => "future_slot",
     }
 }
 
@@ -99,7 +102,7 @@ pub(super) struct Metrics {
     pub(super) duration: Histogram,
     pub(super) start_delay: Histogram,
     /// `cronq_dead_letters_total`, one handle per [`REASONS`].
-    pub(super) dead_letters: [Counter; 5],
+    pub(super) dead_letters: [Counter; REASONS.len()],
     pub(super) duplicates: Counter,
     pub(super) resizes_up: Counter,
     pub(super) resizes_down: Counter,

@@ -187,6 +187,8 @@ pub(super) mod tests {
             start: StartAt::Earliest,
             ordering: QueueOrdering::Ordered,
             prefetch: 16,
+            max_held_bytes: 64 * 1024 * 1024,
+            drill_clock: None,
             report: ReportConfig {
                 results_topic: "jobs.results".into(),
                 dlq_topic: "jobs.dlq".into(),
@@ -195,6 +197,7 @@ pub(super) mod tests {
                 worker: "w-1".into(),
                 max_output: 8192,
                 max_age: None,
+                max_attempts_cap: 10,
             },
             scale: ScaleConfig {
                 min: 1,

@@ -51,7 +51,7 @@ pub struct RecentResult {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentDeadLetter {
-    /// Why (`attempts_exhausted`, `rejected`, `malformed`, `expired`, `crashed`).
+    /// Why (`attempts_exhausted`, `rejected`, `malformed`, `expired`, `crashed`, `future_slot`).
     pub reason: &'static str,
     /// Its jobName, or for a malformed record its key (lossy UTF-8, cut).
     pub job_name: String,

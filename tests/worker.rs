@@ -1338,6 +1338,7 @@ fn a_record_for_a_far_future_slot_is_dead_lettered_and_later_runs_of_its_job_sti
         })
         .collect();
     dead.sort();
+    assert!(log.contains("future_slots=2"), "{log}");
     assert_eq!(
         dead,
         [

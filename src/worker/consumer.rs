@@ -277,6 +277,7 @@ impl Worker {
             } => {
                 warn!(message = "record for a slot too far in the future: not run; sending it to the DLQ and skipping it", dispatch_id = %message.dispatch_id, scheduled_at = %message.scheduled_at, topic = %topic, partition, offset, error = %error);
                 self.summary.dead_lettered += 1;
+                self.summary.future_slots += 1;
                 self.observer.dead_letter(
                     DeadReason::FutureSlot,
                     &message.job_name,

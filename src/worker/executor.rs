@@ -1040,7 +1040,7 @@ mod tests {
         );
         let h = handler(dir.path(), Duration::from_secs(10));
         let several_mb = format!("record {}", "x".repeat(4 << 20));
-        let many_args = format!("record {}", "ab ".repeat(2 << 20));
+        let many_args = format!("record {}", "ab ".repeat(1 << 20));
         for (job, reason) in [
             (several_mb.as_str(), "Argument list too long"),
             (many_args.as_str(), "Argument list too long"),

@@ -178,6 +178,9 @@ pub struct Summary {
     pub malformed: u64,
     /// Jobs not run because they were older than `--max-age` (also counted as dead-lettered).
     pub expired: u64,
+    /// Records not run because their slot was too far ahead of the clock (also counted as
+    /// dead-lettered).
+    pub future_slots: u64,
     /// Execution tasks that died; their records were dead-lettered.
     pub crashed: u64,
     /// Reports given up on a permanent error (too large, not authorized).

@@ -165,6 +165,7 @@ pub async fn run_observed(
         duplicates_skipped = summary.duplicates,
         malformed = summary.malformed,
         expired = summary.expired,
+        future_slots = summary.future_slots,
         crashed = summary.crashed,
         undeliverable_reports = summary.undeliverable,
         aborted = summary.aborted,

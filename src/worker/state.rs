@@ -216,9 +216,9 @@ pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 pub const FUTURE_SKEW_MS: i64 = 60_000;
 
 /// How far a record's `scheduledAt` may be ahead of the worker's clock: the longest a `notBefore`
-/// may hold it ([`MAX_NOT_BEFORE_WAIT_MS`]) plus [`FUTURE_SKEW_MS`]. A dispatcher sends a slot at
-/// its time (a jittered one up to 10 minutes early, with its notBefore), so a later one is forged
-/// or written under a wrong clock.
+/// may hold a run ([`MAX_NOT_BEFORE_WAIT_MS`]) plus [`FUTURE_SKEW_MS`]. A dispatcher sends a slot
+/// at its time or later (an `at` job's within its minute), so a record further ahead was forged or
+/// written under a wrong clock; one within the bound is held no longer than a jittered run is.
 pub const MAX_FUTURE_SLOT_MS: i64 = MAX_NOT_BEFORE_WAIT_MS + FUTURE_SKEW_MS;
 
 /// The latest a record's `notBefore` may be after its `scheduledAt`: the schedule's cap on

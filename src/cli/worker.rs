@@ -19,6 +19,7 @@ use crate::obs::Listen;
 use crate::worker::autoscale::ScaleConfig;
 use crate::worker::queue::Ordering;
 use crate::worker::results::ReportConfig;
+use crate::worker::run_as::RunAs;
 use crate::worker::{Handler, ProcessHandler, Program, StartAt, WorkerConfig};
 
 /// `cronq worker`
@@ -127,6 +128,17 @@ pub struct WorkerArgs {
     /// `8KiB`, `16k`, `4096`).
     #[arg(long, env = "CRONQ_MAX_OUTPUT", default_value = "8KiB", value_parser = output_size)]
     pub max_output: usize,
+    /// Run jobs as this user and group (names or numeric ids; default group: the user's own), with
+    /// no supplementary groups, so they cannot read the worker's files (--sasl-password-file,
+    /// --ssl-key) or its /proc. Needs root or CAP_SETUID and CAP_SETGID; handlers must be
+    /// executable (scripts also readable) by that user.
+    #[arg(long, env = "CRONQ_RUN_AS", value_name = "USER[:GROUP]", value_parser = run_as)]
+    pub run_as: Option<RunAs>,
+}
+
+/// `--run-as`: looked up in the user and group databases at parse time.
+fn run_as(text: &str) -> Result<RunAs, String> {
+    RunAs::parse(text).map_err(|e| e.to_string())
 }
 
 fn max_age_duration(text: &str) -> Result<Duration, String> {
@@ -223,6 +235,9 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
 
 /// Runs `cronq worker` until SIGINT or SIGTERM, with the `--http` server beside it.
 pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
+    // First, before any secret is read: a child of the same user cannot read this process's
+    // /proc files (environ, mem) from here on.
+    crate::worker::run_as::set_non_dumpable()?;
     if args.min_workers > args.max_workers {
         return Err(CliError::Invalid {
             flag: "--min-workers",
@@ -247,6 +262,20 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         })?;
         Program::Handlers(args.handlers.clone())
     };
+    match &args.run_as {
+        Some(run_as) => {
+            run_as.check_can_switch().map_err(|e| CliError::Invalid {
+                flag: "--run-as",
+                reason: e.to_string(),
+            })?;
+            tracing::info!(message = "jobs run as another user", run_as = %run_as);
+        }
+        None if nix::unistd::geteuid().is_root() => tracing::warn!(
+            message = "the worker runs as root without --run-as: its jobs run as root and can read its secrets (Kafka credentials, key files); name an unprivileged user with --run-as",
+            uid = 0,
+        ),
+        None => {}
+    }
     let handler: Arc<dyn Handler> = Arc::new(ProcessHandler {
         program,
         timeout: args.timeout,
@@ -254,6 +283,7 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         kill_grace: args.kill_grace,
         max_output: args.max_output,
         env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),
+        run_as: args.run_as.clone(),
     });
     let config = worker_config(&args)?;
     let observer = crate::worker::observe::Observer::new(&config);

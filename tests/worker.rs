@@ -1509,6 +1509,24 @@ fn a_handler_under_run_as_sees_none_of_the_workers_secrets_in_its_environment_pr
     assert!(!log.contains("without --run-as"), "{log}");
 }
 
+/// Runs a worker `command` that should refuse to start: (exit code, stderr). Bounded: a worker
+/// that starts after all is killed and the test fails with its log.
+fn refused_start(command: &mut Command) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = command
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn cronq worker");
+    let status = wait_exit(&mut child, Duration::from_secs(20), &log);
+    (
+        status.code(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
 #[test]
 fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
     // As an unprivileged user: nobody when the test runs as root, else the test's own.
@@ -1529,15 +1547,10 @@ fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
         if root {
             command.uid(me.0).gid(me.1);
         }
-        let out = command
-            .env("CRONQ_HTTP", "127.0.0.1:0")
-            .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
-            .args(["--run-as", run_as])
-            .output()
-            .expect("run cronq worker");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        refused_start(
+            command
+                .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
+                .args(["--run-as", run_as]),
         )
     };
     let (code, stderr) = run("daemon");
@@ -1563,6 +1576,35 @@ fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
             && stderr.contains(
                 r#"unknown user "no-such-user-wsec": the user database has no such user"#
             ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_worker_refuses_run_as_when_a_handler_is_closed_to_that_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipped: --run-as needs a worker that can switch users (root); the test runs as uid {}",
+            nix::unistd::geteuid()
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = handlers(&[("peek", PEEK)]);
+    let handler = dir.path().join("peek");
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, stderr) = refused_start(
+        Command::new(CRONQ)
+            .args(["worker", "--brokers", "127.0.0.1:9", "--run-as", "nobody"])
+            .arg("--handlers")
+            .arg(dir.path()),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--run-as: {} (mode 0700, owner uid 0, group gid 0) cannot be run by nobody: it needs read and execute permission for that user",
+            handler.display()
+        )),
         "{stderr}"
     );
 }

@@ -264,10 +264,14 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
     };
     match &args.run_as {
         Some(run_as) => {
-            run_as.check_can_switch().map_err(|e| CliError::Invalid {
+            let invalid = |e: crate::worker::run_as::RunAsError| CliError::Invalid {
                 flag: "--run-as",
                 reason: e.to_string(),
-            })?;
+            };
+            run_as.check_can_switch().map_err(invalid)?;
+            if !args.shell {
+                run_as.check_handlers(&args.handlers).map_err(invalid)?;
+            }
             tracing::info!(message = "jobs run as another user", run_as = %run_as);
         }
         None if nix::unistd::geteuid().is_root() => tracing::warn!(

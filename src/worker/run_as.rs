@@ -18,7 +18,9 @@
 //! [`ChildEnv`]: super::executor::ChildEnv
 
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -113,6 +115,30 @@ pub enum RunAsError {
         uid: u32,
         /// The capabilities it lacks.
         missing: String,
+    },
+    /// A handler the `--run-as` user could not start.
+    #[error("{path} (mode {mode:04o}, owner uid {owner}, group gid {group}) cannot be run by {user}: it needs {need} permission for that user (e.g. `chmod 0755 {path}`)")]
+    HandlerNotRunnable {
+        /// The handler.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+        /// Its group.
+        group: u32,
+        /// The `--run-as` user.
+        user: String,
+        /// `execute`, or `read and execute` for a script.
+        need: &'static str,
+    },
+    /// The handlers directory could not be read.
+    #[error("{path}: {source}")]
+    Unreadable {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// `/proc/self/status` gave no effective capability set.
     #[error("cannot read this worker's capabilities from /proc/self/status: {0}")]
@@ -254,6 +280,57 @@ impl RunAs {
         }
     }
 
+    /// The start-up check of `--handlers DIR` under `--run-as`: every executable file directly
+    /// inside it (links followed) can be executed by this user, and a script (`#!`) read too,
+    /// judged by its mode bits (the worker opens the file itself, so the directory's own mode does
+    /// not matter). Files nobody may execute are not handlers and are left alone.
+    pub fn check_handlers(&self, dir: &Path) -> Result<(), RunAsError> {
+        let unreadable = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunAsError::Unreadable { path, source }
+        };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(unreadable(dir))?
+            .map(|e| e.map(|e| e.path()).map_err(unreadable(dir)))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for path in entries {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let mode = meta.mode() & 0o7777;
+            if !meta.is_file() || mode & 0o111 == 0 {
+                continue;
+            }
+            // The permission class the kernel applies to this user: owner, else group, else other.
+            let shift = if meta.uid() == self.uid {
+                6
+            } else if meta.gid() == self.gid {
+                3
+            } else {
+                0
+            };
+            let bits = (mode >> shift) & 0o7;
+            let script = is_script(&path);
+            let need = if script { 0o5 } else { 0o1 };
+            if bits & need != need {
+                return Err(RunAsError::HandlerNotRunnable {
+                    path,
+                    mode,
+                    owner: meta.uid(),
+                    group: meta.gid(),
+                    user: self.user.clone(),
+                    need: if script {
+                        "read and execute"
+                    } else {
+                        "execute"
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `cmd`'s child this user: std's spawn calls `setgroups([])`, `setgid` and `setuid`
     /// between fork and exec; `HOME` becomes the user's home (left out when it has none).
     pub(crate) fn apply(&self, cmd: &mut tokio::process::Command) {
@@ -264,6 +341,14 @@ impl RunAs {
         };
         refuse_leftover_privileges(cmd);
     }
+}
+
+/// Whether the file starts with `#!`: its interpreter reads it as the child's user.
+fn is_script(path: &Path) -> bool {
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"#!")
 }
 
 /// The `CapEff` mask of a `/proc/<pid>/status` text.
@@ -423,6 +508,51 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_handler_the_run_as_user_cannot_execute_or_a_script_it_cannot_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &[u8], mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        // Owned by the test's user, never the run-as user below.
+        let run_as = RunAs {
+            uid: 4_000_000_123,
+            gid: 4_000_000_123,
+            user: "jobs".into(),
+            group: "jobs".into(),
+            home: None,
+        };
+        write("script", b"#!/bin/sh\nexit 0\n", 0o755);
+        write("binary", b"\x7fELF", 0o711);
+        write("notes", b"#!not a handler", 0o600);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        run_as.check_handlers(dir.path()).unwrap();
+
+        let private = write("private", b"\x7fELF", 0o700);
+        let err = run_as.check_handlers(dir.path()).unwrap_err().to_string();
+        let me = nix::unistd::geteuid().as_raw();
+        let group = nix::unistd::getegid().as_raw();
+        assert_eq!(
+            err,
+            format!(
+                "{p} (mode 0700, owner uid {me}, group gid {group}) cannot be run by jobs: it needs execute permission for that user (e.g. `chmod 0755 {p}`)",
+                p = private.display()
+            )
+        );
+        std::fs::remove_file(&private).unwrap();
+        let unreadable = write("unreadable", b"#!/bin/sh\n", 0o711);
+        let err = run_as.check_handlers(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{} (mode 0711", unreadable.display()))
+                && err.contains("needs read and execute permission"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1557,7 +1557,7 @@ fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "--run-as: handlers cannot run as daemon:daemon (uid {}, gid {}): this worker (uid {}) cannot switch users; run it as root or give it CAP_SETUID and CAP_SETGID (missing: CAP_SETUID, CAP_SETGID)",
+            "--run-as: handlers cannot run as daemon:daemon (uid {}, gid {}): this worker (uid {}) cannot switch users; run it as root or give it CAP_SETUID, CAP_SETGID and CAP_KILL (missing: CAP_SETUID, CAP_SETGID, CAP_KILL)",
             daemon.0, daemon.1, me.0
         )),
         "{stderr}"
@@ -1569,6 +1569,21 @@ fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
         stderr.contains(&format!("(uid {}) is this worker's own user", me.0)),
         "{stderr}"
     );
+    if root {
+        // Root whose capabilities were cut could switch users but not end a handler at its
+        // timeout (signalling another user's process needs CAP_KILL).
+        let (code, stderr) = refused_start(
+            Command::new("setpriv")
+                .args(["--bounding-set=-kill", "--", CRONQ])
+                .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
+                .args(["--run-as", "nobody"]),
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("this worker (uid 0) cannot switch users; run it as root or give it CAP_SETUID, CAP_SETGID and CAP_KILL (missing: CAP_KILL)"),
+            "{stderr}"
+        );
+    }
     let (code, stderr) = run("no-such-user-wsec");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

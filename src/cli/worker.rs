@@ -130,8 +130,8 @@ pub struct WorkerArgs {
     pub max_output: usize,
     /// Run jobs as this user and group (names or numeric ids; default group: the user's own), with
     /// no supplementary groups, so they cannot read the worker's files (--sasl-password-file,
-    /// --ssl-key) or its /proc. Needs root or CAP_SETUID and CAP_SETGID; handlers must be
-    /// executable (scripts also readable) by that user.
+    /// --ssl-key) or its /proc. Needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL (to end them
+    /// at a timeout); handlers must be executable (scripts also readable) by that user.
     #[arg(long, env = "CRONQ_RUN_AS", value_name = "USER[:GROUP]", value_parser = run_as)]
     pub run_as: Option<RunAs>,
 }

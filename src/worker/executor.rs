@@ -1027,7 +1027,7 @@ mod tests {
     ) {
         if !nix::unistd::geteuid().is_root() {
             eprintln!(
-                "skipped: switching a child's user needs root (or CAP_SETUID and CAP_SETGID)"
+                "skipped: switching a child's user needs root (or CAP_SETUID, CAP_SETGID and CAP_KILL)"
             );
             return;
         }
@@ -1076,6 +1076,35 @@ mod tests {
             2,
             "{out:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group_of_a_child_run_as_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: switching a child's user needs root (or CAP_SETUID, CAP_SETGID and CAP_KILL)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // The child (nobody) writes its pids here.
+        chmod(dir.path(), 0o777);
+        let pids = dir.path().join("pids");
+        let mut h = shell(DEFAULT_MAX_OUTPUT);
+        h.timeout = Duration::from_millis(500);
+        h.run_as = Some(RunAs::parse("nobody").unwrap());
+        let job = format!(
+            "trap '' TERM; sleep 300 & echo $$ $! > {}; echo started; wait",
+            pids.display()
+        );
+        let started = std::time::Instant::now();
+        let out = run(&h, &job).await;
+        assert_eq!(out.status, Status::TimedOut, "{out:?}");
+        assert_eq!(out.stdout_tail, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            assert!(dies_soon(pid).await, "process {pid} survived the timeout");
+        }
     }
 
     #[tokio::test]

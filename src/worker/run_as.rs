@@ -2,7 +2,7 @@
 //! worker.
 //!
 //! ```text
-//!  cronq worker (root, or CAP_SETUID + CAP_SETGID) ── spawn: setgroups([]), setgid, setuid ──► handler
+//!  cronq worker (root: CAP_SETUID, CAP_SETGID, CAP_KILL) ── spawn: setgroups([]), setgid, setuid ──► handler
 //!     non-dumpable: /proc/<worker>/{environ,mem,fd…} are root's,            (USER, GROUP, no other
 //!     no ptrace, no core dump                                                groups, no capabilities)
 //! ```
@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-/// `CAP_SETGID`'s bit in the capability sets: `setgroups` and `setgid`.
+/// `CAP_KILL`'s bit in the capability sets: signalling a child of another user (the timeout's
+/// SIGTERM and SIGKILL to its process group).
+const CAP_KILL: u32 = 5;
+/// `CAP_SETGID`'s bit: `setgroups` and `setgid`.
 const CAP_SETGID: u32 = 6;
 /// `CAP_SETUID`'s bit: `setuid`.
 const CAP_SETUID: u32 = 7;
@@ -107,7 +110,7 @@ pub enum RunAsError {
         uid: u32,
     },
     /// The worker may not change a child's user.
-    #[error("handlers cannot run as {user}: this worker (uid {uid}) cannot switch users; run it as root or give it CAP_SETUID and CAP_SETGID (missing: {missing})")]
+    #[error("handlers cannot run as {user}: this worker (uid {uid}) cannot switch users; run it as root or give it CAP_SETUID, CAP_SETGID and CAP_KILL (missing: {missing})")]
     CannotSwitch {
         /// The `--run-as` user.
         user: String,
@@ -249,8 +252,9 @@ impl RunAs {
         })
     }
 
-    /// The start-up check: this worker can give its children this user (it is root or has
-    /// `CAP_SETUID` and `CAP_SETGID`), and it is not the worker's own user.
+    /// The start-up check: this worker can give its children this user and still end them at a
+    /// timeout (it has `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL`, as root has unless its
+    /// capabilities were cut), and it is not the worker's own user.
     pub fn check_can_switch(&self) -> Result<(), RunAsError> {
         let uid = nix::unistd::geteuid().as_raw();
         if uid == self.uid {
@@ -264,11 +268,15 @@ impl RunAs {
         let caps = effective_capabilities(&status).ok_or_else(|| {
             RunAsError::Capabilities(std::io::Error::other("no readable CapEff line"))
         })?;
-        let missing: Vec<&str> = [(CAP_SETUID, "CAP_SETUID"), (CAP_SETGID, "CAP_SETGID")]
-            .into_iter()
-            .filter(|(bit, _)| caps & (1 << bit) == 0)
-            .map(|(_, name)| name)
-            .collect();
+        let missing: Vec<&str> = [
+            (CAP_SETUID, "CAP_SETUID"),
+            (CAP_SETGID, "CAP_SETGID"),
+            (CAP_KILL, "CAP_KILL"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| caps & (1 << bit) == 0)
+        .map(|(_, name)| name)
+        .collect();
         if missing.is_empty() {
             Ok(())
         } else {
@@ -587,7 +595,9 @@ mod tests {
         };
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let caps = effective_capabilities(&status).unwrap();
-        let can = caps & (1 << CAP_SETUID) != 0 && caps & (1 << CAP_SETGID) != 0;
+        let can = [CAP_SETUID, CAP_SETGID, CAP_KILL]
+            .iter()
+            .all(|bit| caps & (1 << bit) != 0);
         match other.check_can_switch() {
             Ok(()) => assert!(can),
             Err(RunAsError::CannotSwitch { missing, .. }) => {

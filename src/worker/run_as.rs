@@ -2,9 +2,11 @@
 //! worker.
 //!
 //! ```text
-//!  cronq worker (root: CAP_SETUID, CAP_SETGID, CAP_KILL) ── spawn: setgroups([]), setgid, setuid ──► handler
-//!     non-dumpable: /proc/<worker>/{environ,mem,fd…} are root's,            (USER, GROUP, no other
-//!     no ptrace, no core dump                                                groups, no capabilities)
+//!  cronq worker: root, or CAP_SETUID + CAP_SETGID + CAP_KILL; non-dumpable, so its
+//!  │             /proc/<pid>/{environ,mem,fd…} are root's: no ptrace, no core dump
+//!  │ spawn: setgroups([]), setgid(GROUP), setuid(USER); ambient capabilities cleared
+//!  ▼
+//!  handler: USER, GROUP, no other groups, no capabilities; SIGTERM/SIGKILL at its timeout
 //! ```
 //!
 //! A handler's environment holds none of the worker's variables ([`ChildEnv`]), but a child running

@@ -1484,6 +1484,310 @@ fn jobs_see_none_of_the_workers_environment_but_what_is_passed_on() {
     assert!(env.contains(&"TZ=Europe/Berlin".to_string()));
 }
 
+/// `(uid, gid)` of `user` as `id` reports them (not through cronq's own lookup).
+fn ids_of_user(user: &str) -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, user]).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+/// A handler that tries every way to the worker's secrets (its own environment, the worker's
+/// `/proc/PID/environ`, and the file named by its argument) and prints what it got.
+const PEEK: &str = r#"echo "ppid=$PPID uid=$(id -u) groups=$(id -G)"
+env
+tr '\0' '\n' < /proc/$PPID/environ
+cat "$1"
+exit 0"#;
+
+/// The one result of the `peek` job, and the worker's log: (stdout, stderr, log).
+fn peek_result(address: &str, topic: &str, worker: Worker) -> (String, String, String) {
+    let results = wait_records(
+        address,
+        &format!("{topic}.results"),
+        3,
+        1,
+        Duration::from_secs(60),
+    );
+    let log = worker.stop();
+    assert_eq!(results.len(), 1, "{log}");
+    let field = |name: &str| {
+        results[0].value[name]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        field("status"),
+        "succeeded",
+        "{:?}\n{log}",
+        results[0].value
+    );
+    (field("stdoutTail"), field("stderrTail"), log)
+}
+
+#[test]
+fn a_handler_of_the_workers_own_user_cannot_read_its_environment_through_proc() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wproc");
+    create_topic(&address, &topic, 1);
+    produce(
+        &address,
+        &topic,
+        &[encoded("peek", "peek /nonexistent", 0, slot(0), 1)],
+    );
+    let dir = handlers(&[("peek", PEEK)]);
+    // The worker and its handler share an unprivileged user: nobody when the test runs as root
+    // (root's children may read any process's /proc; that is what --run-as is for), else the
+    // test's own.
+    let user = nix::unistd::geteuid()
+        .is_root()
+        .then(|| ids_of_user("nobody").expect("the user nobody"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let secret = random_topic("wsec-env-secret");
+    let worker = Worker::start_as(
+        &address,
+        &topic,
+        "gproc",
+        dir.path(),
+        &[],
+        &[("KAFKA_SASL_PASSWORD", &secret)],
+        user,
+        dir.path().join("worker.log"),
+    );
+    let pid = worker.pid();
+    let (stdout, stderr, _) = peek_result(&address, &topic, worker);
+    assert!(
+        stdout.starts_with(&format!("ppid={pid} ")),
+        "the handler's parent is the worker: {stdout}"
+    );
+    assert!(!stdout.contains(&secret), "the secret leaked: {stdout}");
+    assert!(
+        stderr.contains(&format!("/proc/{pid}/environ: Permission denied")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_handler_under_run_as_sees_none_of_the_workers_secrets_in_its_environment_proc_or_files() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: --run-as needs a worker that can switch users (root); the test runs as uid {}", nix::unistd::geteuid());
+        return;
+    }
+    let (uid, gid) = ids_of_user("nobody").expect("the user nobody");
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wrunas");
+    create_topic(&address, &topic, 1);
+    // The worker's key file: its user's only, in a directory anyone may enter.
+    let files = tempfile::tempdir().unwrap();
+    let key = files.path().join("sasl-password");
+    let file_secret = random_topic("wsec-file-secret");
+    std::fs::write(&key, &file_secret).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(files.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    produce(
+        &address,
+        &topic,
+        &[encoded(
+            "peek",
+            &format!("peek {}", key.display()),
+            0,
+            slot(0),
+            1,
+        )],
+    );
+    let dir = handlers(&[("peek", PEEK)]);
+    let env_secret = random_topic("wsec-env-secret");
+    let worker = Worker::start_with_env(
+        &address,
+        &topic,
+        "grunas",
+        dir.path(),
+        &["--run-as", "nobody"],
+        &[("KAFKA_SASL_PASSWORD", &env_secret)],
+        dir.path().join("worker.log"),
+    );
+    let pid = worker.pid();
+    let (stdout, stderr, log) = peek_result(&address, &topic, worker);
+    assert!(
+        stdout.starts_with(&format!("ppid={pid} uid={uid} groups={gid}\n")),
+        "the worker's child, as nobody with only nobody's group: {stdout}"
+    );
+    for secret in [&env_secret, &file_secret] {
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "a secret leaked: {stdout}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("/proc/{pid}/environ: Permission denied")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cat: {}: Permission denied", key.display())),
+        "{stderr}"
+    );
+    assert!(log.contains("jobs run as another user"), "{log}");
+    assert!(!log.contains("without --run-as"), "{log}");
+}
+
+/// Runs a worker `command` that should refuse to start: (exit code, stderr). Bounded: a worker
+/// that starts after all is killed and the test fails with its log.
+fn refused_start(command: &mut Command) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = command
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn cronq worker");
+    let status = wait_exit(&mut child, Duration::from_secs(20), &log);
+    (
+        status.code(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
+    // As an unprivileged user: nobody when the test runs as root, else the test's own.
+    let root = nix::unistd::geteuid().is_root();
+    let nobody = ids_of_user("nobody").expect("the user nobody");
+    let daemon = ids_of_user("daemon").expect("the user daemon");
+    let me = if root {
+        nobody
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    let run = |run_as: &str| {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(CRONQ);
+        if root {
+            command.uid(me.0).gid(me.1);
+        }
+        refused_start(
+            command
+                .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
+                .args(["--run-as", run_as]),
+        )
+    };
+    let (code, stderr) = run("daemon");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--run-as: handlers cannot run as daemon:daemon (uid {}, gid {}): this worker (uid {}) cannot switch users; run it as root or give it CAP_SETUID, CAP_SETGID and CAP_KILL (missing: CAP_SETUID, CAP_SETGID, CAP_KILL)",
+            daemon.0, daemon.1, me.0
+        )),
+        "{stderr}"
+    );
+    let own = format!("{}:{}", me.0, me.1);
+    let (code, stderr) = run(&own);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(uid {}) is this worker's own user", me.0)),
+        "{stderr}"
+    );
+    if root {
+        // Root whose capabilities were cut could switch users but not end a handler at its
+        // timeout (signalling another user's process needs CAP_KILL).
+        let (code, stderr) = refused_start(
+            Command::new("setpriv")
+                .args(["--bounding-set=-kill", "--", CRONQ])
+                .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
+                .args(["--run-as", "nobody"]),
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("this worker (uid 0) cannot switch users; run it as root or give it CAP_SETUID, CAP_SETGID and CAP_KILL (missing: CAP_KILL)"),
+            "{stderr}"
+        );
+    }
+    let (code, stderr) = run("no-such-user-wsec");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--run-as")
+            && stderr.contains(
+                r#"unknown user "no-such-user-wsec": the user database has no such user"#
+            ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_worker_refuses_run_as_when_a_handler_is_closed_to_that_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipped: --run-as needs a worker that can switch users (root); the test runs as uid {}",
+            nix::unistd::geteuid()
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = handlers(&[("peek", PEEK)]);
+    let handler = dir.path().join("peek");
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, stderr) = refused_start(
+        Command::new(CRONQ)
+            .args(["worker", "--brokers", "127.0.0.1:9", "--run-as", "nobody"])
+            .arg("--handlers")
+            .arg(dir.path()),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--run-as: {} (mode 0700, owner uid 0, group gid 0) cannot be run by nobody: it needs read and execute permission for that user",
+            handler.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_root_worker_without_run_as_warns_at_start() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipped: the warning is for a worker running as root; the test runs as uid {}",
+            nix::unistd::geteuid()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut child = Command::new(CRONQ)
+        .env("CRONQ_HTTP", "127.0.0.1:0")
+        .args(["worker", "--brokers", "127.0.0.1:9", "--shell"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn cronq worker");
+    let warning = "the worker runs as root without --run-as";
+    let seen = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(warning)
+        && Instant::now() < seen
+    {
+        pause();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let line = text.lines().find(|l| l.contains(warning));
+    assert!(line.is_some_and(|l| l.contains("WARN")), "{text}");
+}
+
 #[test]
 fn a_worker_refuses_to_start_with_a_handlers_directory_others_can_write() {
     use std::os::unix::fs::PermissionsExt;

@@ -58,6 +58,9 @@ pub enum CliError {
     /// A pause or resume that makes no sense as things stand (resuming what is not paused).
     #[error("{0}")]
     Control(String),
+    /// The worker could not protect its secrets from its handlers.
+    #[error(transparent)]
+    RunAs(#[from] crate::worker::run_as::RunAsError),
     /// The HTTP server of `--http` could not start.
     #[error(transparent)]
     Http(#[from] crate::obs::http::HttpError),
@@ -81,6 +84,7 @@ impl CliError {
             | CliError::Worker(_)
             | CliError::Dispatcher(_)
             | CliError::Http(_)
+            | CliError::RunAs(_)
             | CliError::Control(_)
             | CliError::Kafka(_) => 1,
         }

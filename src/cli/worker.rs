@@ -20,6 +20,7 @@ use crate::obs::Listen;
 use crate::worker::autoscale::ScaleConfig;
 use crate::worker::queue::Ordering;
 use crate::worker::results::ReportConfig;
+use crate::worker::run_as::RunAs;
 use crate::worker::{Handler, ProcessHandler, Program, StartAt, WorkerConfig};
 
 /// `cronq worker`
@@ -142,6 +143,17 @@ pub struct WorkerArgs {
     /// dispatchers' of the drill do.
     #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
     pub drill_clock: Option<DrillClock>,
+    /// Run jobs as this user and group (names or numeric ids; default group: the user's own), with
+    /// no supplementary groups, so they cannot read the worker's files (--sasl-password-file,
+    /// --ssl-key) or its /proc. Needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL (to end them
+    /// at a timeout); handlers must be executable (scripts also readable) by that user.
+    #[arg(long, env = "CRONQ_RUN_AS", value_name = "USER[:GROUP]", value_parser = run_as)]
+    pub run_as: Option<RunAs>,
+}
+
+/// `--run-as`: looked up in the user and group databases at parse time.
+fn run_as(text: &str) -> Result<RunAs, String> {
+    RunAs::parse(text).map_err(|e| e.to_string())
 }
 
 fn max_age_duration(text: &str) -> Result<Duration, String> {
@@ -253,6 +265,9 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
 
 /// Runs `cronq worker` until SIGINT or SIGTERM, with the `--http` server beside it.
 pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
+    // First, before any secret is read: a child of the same user cannot read this process's
+    // /proc files (environ, mem) from here on.
+    crate::worker::run_as::set_non_dumpable()?;
     if args.min_workers > args.max_workers {
         return Err(CliError::Invalid {
             flag: "--min-workers",
@@ -277,6 +292,24 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         })?;
         Program::Handlers(args.handlers.clone())
     };
+    match &args.run_as {
+        Some(run_as) => {
+            let invalid = |e: crate::worker::run_as::RunAsError| CliError::Invalid {
+                flag: "--run-as",
+                reason: e.to_string(),
+            };
+            run_as.check_can_switch().map_err(invalid)?;
+            if !args.shell {
+                run_as.check_handlers(&args.handlers).map_err(invalid)?;
+            }
+            tracing::info!(message = "jobs run as another user", run_as = %run_as);
+        }
+        None if nix::unistd::geteuid().is_root() => tracing::warn!(
+            message = "the worker runs as root without --run-as: its jobs run as root and can read its secrets (Kafka credentials, key files); name an unprivileged user with --run-as",
+            uid = 0,
+        ),
+        None => {}
+    }
     let handler: Arc<dyn Handler> = Arc::new(ProcessHandler {
         program,
         timeout: args.timeout,
@@ -284,6 +317,7 @@ pub(super) fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         kill_grace: args.kill_grace,
         max_output: args.max_output,
         env: crate::worker::executor::ChildEnv::from_worker(&args.pass_env),
+        run_as: args.run_as.clone(),
     });
     if let Some(drill) = args.drill_clock {
         tracing::warn!(message = "drill clock: time runs faster than the wall clock (a drill and test aid)", clock = ?drill);

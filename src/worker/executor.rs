@@ -24,7 +24,9 @@
 //! StrictModes ([`check_handlers_dir`] at start, and again on each file as it is opened); a handler
 //! is opened, checked through that open file (`fstat`) and executed through it
 //! (`/proc/self/fd/N`), so it cannot be swapped between the check and the exec. A script handler
-//! therefore sees `/proc/self/fd/N` as its `$0`; `CRONQ_HANDLER` holds its path.
+//! therefore sees `/proc/self/fd/N` as its `$0`; `CRONQ_HANDLER` holds its path. Under `--run-as`
+//! ([`RunAs`]) a child runs as that user and group with no supplementary groups, so it cannot read
+//! the worker's files either.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -42,6 +44,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
+use super::run_as::RunAs;
 pub use crate::wire::result::{tail_text, Status};
 use crate::wire::JobMessage;
 
@@ -405,6 +408,8 @@ pub struct ProcessHandler {
     pub max_output: usize,
     /// What of the worker's environment children get.
     pub env: ChildEnv,
+    /// `--run-as`: the user and group children run as (default: the worker's).
+    pub run_as: Option<RunAs>,
 }
 
 impl Handler for ProcessHandler {
@@ -564,6 +569,9 @@ impl ProcessHandler {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(run_as) = &self.run_as {
+            run_as.apply(&mut cmd);
+        }
         Ok((cmd, handler))
     }
 
@@ -725,6 +733,7 @@ mod tests {
             kill_grace: Duration::from_millis(300),
             max_output: DEFAULT_MAX_OUTPUT,
             env: ChildEnv::from_worker(&[]),
+            run_as: None,
         }
     }
 
@@ -736,6 +745,7 @@ mod tests {
             kill_grace: Duration::from_millis(300),
             max_output,
             env: ChildEnv::from_worker(&[]),
+            run_as: None,
         }
     }
 
@@ -1011,6 +1021,107 @@ mod tests {
             "CRONQ_HANDLER={}\n",
             dir.path().join("env").display()
         )));
+    }
+
+    /// Runs `job` under `--shell` as `run_as` with the test process's supplementary groups set to
+    /// `extra_group` meanwhile (each nextest test is a process of its own; root only).
+    async fn run_as_with_a_group(
+        run_as: Option<RunAs>,
+        extra_group: nix::unistd::Gid,
+        job: &str,
+    ) -> Outcome {
+        let before = nix::unistd::getgroups().unwrap();
+        nix::unistd::setgroups(&[extra_group]).unwrap();
+        let mut h = shell(DEFAULT_MAX_OUTPUT);
+        h.run_as = run_as;
+        let out = run(&h, job).await;
+        nix::unistd::setgroups(&before).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_child_run_as_another_user_has_its_ids_no_other_group_and_cannot_read_the_workers_file(
+    ) {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "skipped: switching a child's user needs root (or CAP_SETUID, CAP_SETGID and CAP_KILL)"
+            );
+            return;
+        }
+        let run_as = RunAs::parse("nobody").unwrap();
+        // A secret only the worker's user may read, in a directory anyone may enter.
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        let secret = dir.path().join("sasl-password");
+        std::fs::write(&secret, "wsec-file-secret\n").unwrap();
+        chmod(&secret, 0o600);
+        let job = format!(
+            "echo \"uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME\"; cat {} /proc/$PPID/environ",
+            secret.display()
+        );
+        // A supplementary group of the worker's that the child must not keep (adm, 4).
+        let adm = nix::unistd::Gid::from_raw(4);
+
+        // The same job as the worker's own user reads the file: the check below can fail.
+        let own = run_as_with_a_group(None, adm, &job).await;
+        assert!(own.stdout_tail.contains("wsec-file-secret"), "{own:?}");
+        assert!(own.stdout_tail.contains("groups=0 4"), "{own:?}");
+
+        let out = run_as_with_a_group(Some(run_as.clone()), adm, &job).await;
+        assert_eq!(out.status, Status::Failed, "{out:?}");
+        assert_eq!(
+            out.stdout_tail.lines().next(),
+            Some(
+                format!(
+                    "uid={} gid={} groups={} home={}",
+                    run_as.uid,
+                    run_as.gid,
+                    run_as.gid,
+                    run_as.home.as_ref().unwrap().display()
+                )
+                .as_str()
+            ),
+            "{out:?}"
+        );
+        assert!(!out.stdout_tail.contains("wsec-file-secret"), "{out:?}");
+        assert!(
+            !out.stdout_tail.contains("PATH="),
+            "/proc/$PPID/environ: {out:?}"
+        );
+        assert_eq!(
+            out.stderr_tail.matches("Permission denied").count(),
+            2,
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group_of_a_child_run_as_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: switching a child's user needs root (or CAP_SETUID, CAP_SETGID and CAP_KILL)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // The child (nobody) writes its pids here.
+        chmod(dir.path(), 0o777);
+        let pids = dir.path().join("pids");
+        let mut h = shell(DEFAULT_MAX_OUTPUT);
+        h.timeout = Duration::from_millis(500);
+        h.run_as = Some(RunAs::parse("nobody").unwrap());
+        let job = format!(
+            "trap '' TERM; sleep 300 & echo $$ $! > {}; echo started; wait",
+            pids.display()
+        );
+        let started = std::time::Instant::now();
+        let out = run(&h, &job).await;
+        assert_eq!(out.status, Status::TimedOut, "{out:?}");
+        assert_eq!(out.stdout_tail, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            assert!(dies_soon(pid).await, "process {pid} survived the timeout");
+        }
     }
 
     #[tokio::test]

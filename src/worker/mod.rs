@@ -40,7 +40,8 @@
 //!   the autoscale step); `group`: rdkafka's rebalance and commit callbacks; `lag`: the
 //!   broker-side lag the pool size follows.
 //! - [`executor`]: running one job (the `--handlers` rule, `--shell`, timeouts) and the [`Handler`]
-//!   trait for embedding.
+//!   trait for embedding; [`run_as`]: `--run-as` and the non-dumpable worker, which keep the
+//!   worker's secrets from its handlers.
 //! - [`results`]: JobResult v1, retries, dead letters, `--max-age`, the integrity checks, and the
 //!   bounds that keep one record from freezing its partition (report size cap, permanent errors
 //!   given up).
@@ -59,6 +60,7 @@ pub mod observe;
 pub mod offsets;
 pub mod queue;
 pub mod results;
+pub mod run_as;
 mod service;
 pub mod state;
 

@@ -185,7 +185,28 @@ impl Worker {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> Worker {
-        let child = Command::new(CRONQ)
+        Worker::start_as(broker, topic, group, handlers, extra, env, None, log)
+    }
+
+    /// [`Worker::start_with_env`], the worker process running as `(uid, gid)` when given (the
+    /// test must be root then).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_as(
+        broker: &str,
+        topic: &str,
+        group: &str,
+        handlers: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+        log: PathBuf,
+    ) -> Worker {
+        let mut command = Command::new(CRONQ);
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let child = command
             .env("CRONQ_HTTP", "127.0.0.1:0")
             .args([
                 "worker",

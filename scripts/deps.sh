@@ -3,12 +3,13 @@
 # missing, as root or through sudo:
 #   scripts/deps.sh              libssl-dev, pkg-config: librdkafka's TLS/SASL (rdkafka's `ssl` feature)
 #   scripts/deps.sh test         the same, plus chromium: the status pages are tested in a real
-#                                headless browser
+#                                headless browser; and faketime (libfaketime): the dispatcher's
+#                                clock-step test steps a live process's wall clock
 #   scripts/deps.sh only PKG...  just the named packages (scripts/deploy_tools.sh uses this)
 set -euo pipefail
 case "${1:-}" in
   "") packages=(libssl-dev pkg-config) ;;
-  test) packages=(libssl-dev pkg-config chromium) ;;
+  test) packages=(libssl-dev pkg-config chromium faketime) ;;
   only) shift; packages=("$@") ;;
   *) echo "usage: $0 [test | only PKG...]" >&2; exit 2 ;;
 esac

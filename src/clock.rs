@@ -5,7 +5,14 @@
 //! ticks; everything downstream (the wheel, the tick loop) counts minutes.
 //!
 //! The [`Clock`] trait is injected into the tick loop so tests drive time with [`ManualClock`] instead
-//! of sleeping to a minute boundary.
+//! of sleeping to a minute boundary. A live dispatcher runs on a [`GuardedClock`]: the wall clock
+//! checked against the monotonic clock, so that a step of the wall clock is a fault, not time.
+
+mod guard;
+
+pub use guard::{
+    BootTime, ClockWatch, GuardedClock, ManualMonotonic, Monotonic, SuspectStep, STEP_TOLERANCE,
+};
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,6 +63,20 @@ pub trait Clock: Send + Sync + 'static {
     /// Real time until this clock reads `at` (zero if it already does).
     fn real_until(&self, at: DateTime<Utc>) -> std::time::Duration {
         (at - self.now()).to_std().unwrap_or_default()
+    }
+
+    /// What a clock that checks itself ([`GuardedClock`]) knows of its state; `None` for the
+    /// others.
+    fn watch(&self) -> Option<ClockWatch> {
+        None
+    }
+
+    /// Another clock (`source`) read `reference` a moment ago; a clock that holds back a step of
+    /// the wall clock may take it as confirmation ([`GuardedClock::confirm_step`]). Returns
+    /// whether it did.
+    fn confirm(&self, reference: DateTime<Utc>, source: &str) -> bool {
+        let _ = (reference, source);
+        false
     }
 }
 

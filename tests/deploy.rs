@@ -1147,13 +1147,18 @@ fn unit_files() -> Vec<PathBuf> {
 
 /// A unit's `Key=value` lines of section [Service].
 fn service_settings(path: &Path) -> Vec<(String, String)> {
+    section_settings(path, "[Service]")
+}
+
+/// A unit's `Key=value` lines of section `wanted` (`[Unit]`, `[Service]`).
+fn section_settings(path: &Path, wanted: &str) -> Vec<(String, String)> {
     let mut section = String::new();
     let mut out = Vec::new();
     for line in read(path).lines() {
         let line = line.trim();
         if line.starts_with('[') {
             section = line.to_string();
-        } else if section == "[Service]" && !line.starts_with('#') {
+        } else if section == wanted && !line.starts_with('#') {
             if let Some((k, v)) = line.split_once('=') {
                 out.push((k.to_string(), v.to_string()));
             }
@@ -1172,6 +1177,24 @@ fn systemd_analyze() -> &'static str {
         "systemd-analyze is missing: run scripts/deploy_tools.sh (installs Debian's systemd package)"
     );
     "systemd-analyze"
+}
+
+#[test]
+fn systemd_units_start_after_the_clock_is_synchronised() {
+    // A dispatcher started on an unsynchronised clock (an RTC in local time) trusts it, and the
+    // step that corrects it later is held back for --clock-settle.
+    for unit in unit_files() {
+        let settings = section_settings(&unit, "[Unit]");
+        for key in ["After", "Wants"] {
+            assert!(
+                settings
+                    .iter()
+                    .any(|(k, v)| k == key && v.split_whitespace().any(|t| t == "time-sync.target")),
+                "{}: {key}= lacks time-sync.target",
+                unit.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -86,14 +86,14 @@ fn assert_ok(out: &Output) {
 
 #[test]
 fn as_root_installs_the_missing_packages_without_sudo() {
-    let machine = Machine::new(0, &["libssl-dev", "chromium"]);
+    let machine = Machine::new(0, &["libssl-dev", "chromium", "faketime"]);
     let out = machine.run(&["test"]);
     assert_ok(&out);
     assert_eq!(
         machine.apt_calls(),
         [
             "sudo=0 frontend=noninteractive update -qq",
-            "sudo=0 frontend=noninteractive install -y -qq --no-install-recommends libssl-dev chromium",
+            "sudo=0 frontend=noninteractive install -y -qq --no-install-recommends libssl-dev chromium faketime",
         ]
     );
 }

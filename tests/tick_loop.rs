@@ -361,3 +361,98 @@ async fn a_reload_compiled_against_a_shard_replaced_meanwhile_is_not_installed_b
         Some(Minute::containing(at(12, 1)))
     );
 }
+
+/// A tick loop on a guarded clock (a manual wall clock checked against a manual monotonic one),
+/// reporting to an observer.
+fn guarded_harness(
+    start: DateTime<Utc>,
+) -> (
+    Harness,
+    cronq::clock::ManualMonotonic,
+    Arc<cronq::dispatcher::observe::Observer>,
+) {
+    use cronq::clock::{Clock, GuardedClock, ManualMonotonic};
+    use cronq::dispatcher::observe::{Mode, Observer};
+    let mut h = harness(THREE_JOBS, start, Duration::from_secs(3600), None);
+    let mono = ManualMonotonic::default();
+    let clock: Arc<dyn Clock> = Arc::new(GuardedClock::new(
+        Arc::new(h.clock.clone()),
+        Arc::new(mono.clone()),
+        Duration::from_secs(600),
+    ));
+    let observer = Observer::new(Mode::DryRun, "jobs", Arc::clone(&clock));
+    observer.schedule_loaded(Path::new("test.json"), "md5");
+    let (tx, rx) = mpsc::channel(100_000);
+    let scheduler = Scheduler::new(schedule_from(THREE_JOBS), Minute::containing(start));
+    h.tick_loop = TickLoop::new(clock, scheduler, None, tx).with_observer(Arc::clone(&observer));
+    h.rx = rx;
+    (h, mono, observer)
+}
+
+#[tokio::test]
+async fn a_wall_clock_stepped_forward_sends_nothing_early_and_every_true_minute_once() {
+    let (mut h, mono, observer) = guarded_harness(at(12, 0));
+    h.tick_loop.tick().await.unwrap();
+    assert!(observer.health().readiness().ready);
+    // The wall clock jumps two hours ahead 30 s into 12:00.
+    mono.advance(Duration::from_secs(30));
+    h.clock.set(at(14, 0) + chrono::Duration::seconds(30));
+    h.tick_loop.tick().await.unwrap();
+    assert!(drain(&mut h.rx).is_empty(), "nothing of 12:01 to 14:00");
+    let r = observer.health().readiness();
+    assert!(
+        !r.ready && r.checks["clock"].detail.contains("clock fault"),
+        "{r:?}"
+    );
+    // Three true minutes pass on the stepped clock: each is sent once, in its own minute.
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        mono.advance(Duration::from_secs(30));
+        h.clock.advance(chrono::Duration::seconds(30));
+        h.tick_loop.tick().await.unwrap();
+        sent.extend(names(&drain(&mut h.rx)));
+    }
+    let every_minute: Vec<&str> = sent
+        .iter()
+        .filter(|(n, _)| n == "every-minute")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(every_minute, ["12:01", "12:02", "12:03"]);
+    // Corrected: ready again, and the loop goes on from 12:04.
+    mono.advance(Duration::from_secs(30));
+    h.clock.set(at(12, 4));
+    h.tick_loop.tick().await.unwrap();
+    assert!(observer.health().readiness().ready);
+    assert_eq!(
+        names(&drain(&mut h.rx)),
+        [("every-minute".to_string(), "12:04".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_clock_behind_the_last_processed_minute_is_not_ready_until_it_passes_it() {
+    let (mut h, mono, observer) = guarded_harness(at(12, 0));
+    mono.advance(Duration::from_secs(180));
+    h.clock.set(at(12, 3));
+    h.tick_loop.tick().await.unwrap();
+    assert_eq!(drain(&mut h.rx).len(), 3);
+    h.clock.set(at(11, 50));
+    h.tick_loop.tick().await.unwrap();
+    let r = observer.health().readiness();
+    assert!(!r.ready, "{r:?}");
+    assert!(
+        r.checks["clock"]
+            .detail
+            .starts_with("clock behind the cursor"),
+        "{r:?}"
+    );
+    assert!(drain(&mut h.rx).is_empty());
+    mono.advance(Duration::from_secs(14 * 60));
+    h.clock.set(at(12, 4));
+    h.tick_loop.tick().await.unwrap();
+    assert!(observer.health().readiness().ready);
+    assert_eq!(
+        names(&drain(&mut h.rx)),
+        [("every-minute".to_string(), "12:04".to_string())]
+    );
+}

@@ -16,7 +16,7 @@ use super::args::{
 };
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
-use crate::clock::{Clock, DrillClock, SystemClock};
+use crate::clock::{Clock, DrillClock, GuardedClock};
 use crate::cron::tz::parse_zone;
 use crate::dispatcher::observe::{Mode, Observer};
 use crate::dispatcher::producer::{CompressionArg, ProducerConfig};
@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// This member's name in cursor records (default: hostname-pid).
     #[arg(long, env = "CRONQ_MEMBER_ID")]
     pub member_id: Option<String>,
+    /// How long a forward step of the wall clock (ahead of the monotonic clock) must hold before
+    /// the dispatcher accepts it; until then it dispatches on monotonic time and is not ready.
+    /// Another member's cursor written at the new time accepts it sooner (0s-1d; 0s: at once).
+    #[arg(long, env = "CRONQ_CLOCK_SETTLE", default_value = "10m", value_parser = clock_settle_duration)]
+    pub clock_settle: Duration,
     /// Drill and test aid: run the wall clock SPEED times faster from Unix second EPOCH
     /// (`10x@1764441000`). Every member of a drill must get the same value.
     #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
@@ -119,6 +124,10 @@ pub struct RunArgs {
 
 fn tick_duration(text: &str) -> Result<Duration, String> {
     bounded(text, Duration::from_millis(10), Duration::from_secs(60))
+}
+
+fn clock_settle_duration(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::ZERO, super::args::DAY)
 }
 
 fn catchup_duration(text: &str) -> Result<Duration, String> {
@@ -203,7 +212,8 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             tracing::warn!(message = "drill clock: time runs faster than the wall clock (a drill and test aid)", clock = ?drill);
             Arc::new(drill)
         }
-        None => Arc::new(SystemClock),
+        // A drill clock runs faster than the monotonic one on purpose: it is not guarded.
+        None => Arc::new(GuardedClock::system(args.clock_settle)),
     };
     // Dry runs print what would be sent and never join the group.
     let group = (!args.dry_run).then(|| GroupConfig {

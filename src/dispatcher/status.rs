@@ -16,6 +16,11 @@ use crate::wire::cursor::Cursor;
 /// differs for this long is reported.
 pub const STALE_AFTER: chrono::Duration = chrono::Duration::minutes(2);
 
+/// A cursor further ahead of the reader's clock than this is in the future. A live cursor is the
+/// minute in progress at most; the second minute allows for the reader's clock being a little
+/// behind the writer's.
+pub const FUTURE_AFTER: i64 = 1;
+
 /// One shard as its last record tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,6 +37,12 @@ pub struct ShardView {
     pub record_age_seconds: Option<i64>,
     /// No fresh record: nobody is dispatching this shard.
     pub orphaned: bool,
+    /// The cursor is more than [`FUTURE_AFTER`] ahead of the reader's clock: the writer's clock
+    /// is ahead, or the reader's is behind.
+    pub future: bool,
+    /// The record was written at a time before its own cursor: the writer's clock was behind the
+    /// cursor (it went back, and the writer waits for it to pass the cursor).
+    pub clock_behind: bool,
 }
 
 /// The whole group.
@@ -52,12 +63,21 @@ pub struct GroupView {
     pub orphaned: Vec<u32>,
     /// Shards whose cursor is more than 2 minutes behind.
     pub lagging: Vec<u32>,
+    /// Shards whose cursor is in the future (more than a minute ahead of the reader's clock).
+    pub future: Vec<u32>,
+    /// Shards whose last record was written by a clock behind its cursor.
+    pub clock_behind: Vec<u32>,
 }
 
 impl GroupView {
-    /// Healthy: every shard owned, no cursor more than 2 minutes behind, one schedule.
+    /// Healthy: every shard owned, no cursor more than 2 minutes behind or in the future, no
+    /// writer's clock behind its cursor, one schedule.
     pub fn healthy(&self) -> bool {
-        self.orphaned.is_empty() && self.lagging.is_empty() && !self.md5_disagree
+        self.orphaned.is_empty()
+            && self.lagging.is_empty()
+            && self.future.is_empty()
+            && self.clock_behind.is_empty()
+            && !self.md5_disagree
     }
 }
 
@@ -73,6 +93,8 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
         md5_disagree: false,
         orphaned: Vec::new(),
         lagging: Vec::new(),
+        future: Vec::new(),
+        clock_behind: Vec::new(),
     };
     for shard in 0..shards {
         let cursor = cursors.get(shard as usize).and_then(Option::as_ref);
@@ -88,6 +110,15 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
         if behind.is_none_or(|b| b > stale_minutes) {
             view.lagging.push(shard);
         }
+        let future = behind.is_some_and(|b| -b > FUTURE_AFTER);
+        if future {
+            view.future.push(shard);
+        }
+        let clock_behind =
+            fresh.is_some_and(|c| c.written_at < c.minute.start().unwrap_or(c.written_at));
+        if clock_behind {
+            view.clock_behind.push(shard);
+        }
         view.shards.push(ShardView {
             shard,
             owner: fresh.map(|c| c.owner.clone()),
@@ -97,6 +128,8 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
             behind_minutes: behind,
             record_age_seconds: cursor.map(|c| (now - c.written_at).num_seconds()),
             orphaned: fresh.is_none(),
+            future,
+            clock_behind,
         });
     }
     let mut md5s: Vec<&String> = view.md5_by_owner.values().collect();
@@ -156,6 +189,18 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
             out.push_str(&format!(
                 "PROBLEM: cursors more than 2 minutes behind: {:?}\n",
                 view.lagging
+            ));
+        }
+        if !view.future.is_empty() {
+            out.push_str(&format!(
+                "PROBLEM: cursors in the future (more than {FUTURE_AFTER} minute ahead of this clock): {:?}: the writer's clock is ahead, or this machine's is behind\n",
+                view.future
+            ));
+        }
+        if !view.clock_behind.is_empty() {
+            out.push_str(&format!(
+                "PROBLEM: clock behind the cursor: shards {:?} were last written by a member whose clock read earlier than its own cursor; it waits for its clock to pass the cursor\n",
+                view.clock_behind
             ));
         }
         if view.md5_disagree {
@@ -239,5 +284,50 @@ mod tests {
         let text = render(&view, "g", "g.state");
         assert!(text.contains("shards with no owner: [1, 2]"), "{text}");
         assert!(text.contains("-- NO OWNER --"), "{text}");
+        assert!(view.future.is_empty() && view.clock_behind.is_empty());
+    }
+
+    #[test]
+    fn a_cursor_in_the_future_and_a_writer_behind_its_cursor_are_problems() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 30).unwrap();
+        // Shard 0: written 5 s ago for the minute in progress (healthy). Shard 1: a writer two
+        // hours ahead (its record looks written in the future, its cursor too). Shard 2: a
+        // writer whose clock went back 10 minutes behind its cursor.
+        let ahead = Cursor {
+            minute: Minute(Minute::containing(now).0 + 120),
+            written_at: now + chrono::Duration::hours(2),
+            ..cursor(1, "b", 0, 0, "m1")
+        };
+        let behind = Cursor {
+            minute: Minute::containing(now),
+            written_at: now - chrono::Duration::minutes(1),
+            ..cursor(2, "c", 0, 0, "m1")
+        };
+        let view = assess(
+            &[Some(cursor(0, "a", 0, 5, "m1")), Some(ahead), Some(behind)],
+            now,
+            3,
+        );
+        assert!(!view.healthy());
+        assert_eq!(
+            (view.future.clone(), view.clock_behind.clone()),
+            (vec![1], vec![2])
+        );
+        assert!(
+            view.orphaned.is_empty() && view.lagging.is_empty(),
+            "{view:?}"
+        );
+        let text = render(&view, "g", "g.state");
+        assert!(text.contains("cursors in the future"), "{text}");
+        assert!(
+            text.contains("clock behind the cursor: shards [2]"),
+            "{text}"
+        );
+        // One minute ahead is a reader a little behind the writer: not a problem.
+        let near = Cursor {
+            minute: Minute(Minute::containing(now).0 + 1),
+            ..cursor(0, "a", 0, 5, "m1")
+        };
+        assert!(assess(&[Some(near)], now, 1).healthy());
     }
 }

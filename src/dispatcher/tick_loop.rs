@@ -366,7 +366,9 @@ impl TickLoop {
 
         let woke = self.clock.now();
         let now = Minute::containing(woke);
+        let watch = self.clock.watch();
         let Some(lowest) = self.shards.values().map(|r| r.scheduler.processed()).min() else {
+            self.observer.clock_checked(watch.as_ref(), None);
             self.start_check();
             return Ok(report);
         };
@@ -379,15 +381,20 @@ impl TickLoop {
         if now < highest {
             if !self.clock_behind {
                 warn!(
-                    message = "the clock went backwards; waiting for it to pass the last processed minute",
+                    message = "clock behind the cursor: the clock went backwards; waiting for it to pass the last processed minute (not ready meanwhile)",
                     now = %now,
                     processed = %highest,
                 );
                 self.clock_behind = true;
             }
         } else {
+            if self.clock_behind {
+                info!(message = "the clock passed the last processed minute again", now = %now);
+            }
             self.clock_behind = false;
         }
+        self.observer
+            .clock_checked(watch.as_ref(), self.clock_behind.then_some((now, highest)));
 
         // Slots older than every job's window are skipped in one jump, not minute by minute.
         let mut skips = Skips::default();

@@ -2,7 +2,9 @@
 //! cursor record ([`super::status::assess`]). A shard nobody has written for 2 minutes is orphaned
 //! and the member rejoins the group with a fresh consumer (which forces a complete assignment on a
 //! coordinator that left a dead member's shards unassigned); a member publishing another schedule
-//! MD5 for more than 2 minutes is logged as an error. A task of its own: a slow or unreachable
+//! MD5 for more than 2 minutes is logged as an error. The newest record another member wrote is
+//! also a reference for this member's clock: it confirms a step of the wall clock held back
+//! ([`crate::clock::GuardedClock::confirm_step`]). A task of its own: a slow or unreachable
 //! broker never stalls the tick loop.
 
 use std::collections::{BTreeSet, HashMap};
@@ -78,6 +80,7 @@ impl Watchdog {
             }
             watched = Some(minute);
             let cursors = state.all(shards).await;
+            confirm_clock(&*clock, &cursors, &owner);
             let group = super::status::assess(&cursors, now, shards);
             observer.group_read(group.clone());
             let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -104,5 +107,70 @@ impl Watchdog {
                 rejoiner.rejoin();
             }
         }
+    }
+}
+
+/// Offers the newest cursor record another member wrote to `clock` as a reference: a member
+/// whose clock moved on with this member's stepped wall clock confirms the step.
+fn confirm_clock(clock: &dyn Clock, cursors: &[Option<crate::wire::cursor::Cursor>], owner: &str) {
+    let newest = cursors
+        .iter()
+        .flatten()
+        .filter(|c| c.owner != owner)
+        .max_by_key(|c| c.written_at);
+    if let Some(c) = newest {
+        clock.confirm(
+            c.written_at,
+            &format!(
+                "member {}'s cursor of shard {} confirms it",
+                c.owner, c.shard
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::clock::{GuardedClock, ManualClock, ManualMonotonic};
+    use crate::wire::cursor::Cursor;
+
+    fn cursor(owner: &str, written_at: DateTime<Utc>) -> Option<Cursor> {
+        Some(Cursor {
+            shard: 0,
+            minute: Minute::containing(written_at),
+            written_at,
+            owner: owner.into(),
+            generation: 1,
+            schedule_md5: "m".into(),
+        })
+    }
+
+    #[test]
+    fn only_another_members_cursor_at_the_new_time_confirms_a_held_step() {
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let wall = ManualClock::new(t0);
+        let clock = GuardedClock::new(
+            Arc::new(wall.clone()),
+            Arc::new(ManualMonotonic::default()),
+            Duration::from_secs(600),
+        );
+        wall.advance(chrono::Duration::hours(2));
+        assert_eq!(clock.now(), t0, "held back");
+        let stepped = wall.now() - chrono::Duration::seconds(20);
+        // Our own record at the new time is no reference; another member's at the old time
+        // neither.
+        confirm_clock(&clock, &[cursor("me", stepped), cursor("b", t0)], "me");
+        assert_eq!(clock.now(), t0);
+        confirm_clock(
+            &clock,
+            &[cursor("me", t0), cursor("b", stepped), None],
+            "me",
+        );
+        assert_eq!(clock.now(), wall.now(), "confirmed by member b");
     }
 }

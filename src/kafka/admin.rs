@@ -62,7 +62,23 @@ impl TopicError {
 
 /// Creates topics (rdkafka admin client).
 pub struct TopicAdmin {
-    admin: AdminClient<KafkaContext>,
+    /// `None` once dropped.
+    admin: Option<AdminClient<KafkaContext>>,
+}
+
+/// Closing an rdkafka client joins its threads, and librdkafka's threads wait on deadlines of
+/// the real-time clock: one waiting when the wall clock steps back waits that much longer
+/// (confluentinc/librdkafka#2145; two hours for a step of two hours). The client is closed on a
+/// thread of its own, so that neither a tokio worker nor the process's exit waits for it.
+impl Drop for TopicAdmin {
+    fn drop(&mut self) {
+        if let Some(admin) = self.admin.take() {
+            // Should the thread not start, the client is closed here after all.
+            let _ = std::thread::Builder::new()
+                .name("cronq-admin-close".into())
+                .spawn(move || drop(admin));
+        }
+    }
 }
 
 impl std::fmt::Debug for TopicAdmin {
@@ -77,7 +93,7 @@ impl TopicAdmin {
         let admin = connection
             .rdkafka()
             .create_with_context(connection.context("topic admin"))?;
-        Ok(TopicAdmin { admin })
+        Ok(TopicAdmin { admin: Some(admin) })
     }
 
     /// Creates each topic of `specs` that does not exist yet. `Ok` lists the topics created now
@@ -102,14 +118,21 @@ impl TopicAdmin {
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(5)));
         let first = specs.first().map_or("", |s| s.name).to_string();
-        let results = self
-            .admin
-            .create_topics(&topics, &options)
-            .await
-            .map_err(|e| TopicError::Unreachable {
+        // Only `drop` takes the client.
+        let Some(admin) = self.admin.as_ref() else {
+            return Err(TopicError::Unreachable {
                 topic: first,
-                reason: e.to_string(),
-            })?;
+                reason: "the admin client is closed".into(),
+            });
+        };
+        let results =
+            admin
+                .create_topics(&topics, &options)
+                .await
+                .map_err(|e| TopicError::Unreachable {
+                    topic: first,
+                    reason: e.to_string(),
+                })?;
         let mut created = Vec::new();
         for r in results {
             match r {

@@ -29,13 +29,43 @@ impl Dispatcher {
         dir: &Path,
         extra: &[&str],
     ) -> Dispatcher {
+        Dispatcher::spawn(broker, topic, schedule, Some(drill), name, dir, extra, &[])
+    }
+
+    /// [`Dispatcher::start`] on the real clock (no drill clock), with `env` added to its
+    /// environment (libfaketime's settings, say).
+    pub fn start_on_real_clock(
+        broker: &str,
+        topic: &str,
+        schedule: &Path,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Dispatcher {
+        Dispatcher::spawn(broker, topic, schedule, None, name, dir, extra, env)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        broker: &str,
+        topic: &str,
+        schedule: &Path,
+        drill: Option<Drill>,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Dispatcher {
         let log = dir.join(format!("{name}-{}.log", Utc::now().timestamp_millis()));
+        let drill = drill.map(|d| d.setting());
         let child = Command::new(CRONQ)
             .env("CRONQ_HTTP", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .args(["run", "--brokers", broker, "--topic", topic])
             .args(["--group", &format!("g-{topic}"), "--member-id", name])
             .args(["--tick", "100ms", "--retry-backoff", "50ms"])
-            .args(["--drill-clock", &drill.setting()])
+            .args(drill.iter().flat_map(|d| ["--drill-clock", d.as_str()]))
             .args(extra)
             .args(if extra.contains(&"--session-timeout") {
                 &[][..]

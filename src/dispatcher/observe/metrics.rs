@@ -47,6 +47,11 @@ pub(super) struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DirectionLabel {
+    pub(super) direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ShardLabel {
     pub(super) shard: u32,
 }
@@ -197,6 +202,8 @@ pub(super) struct Metrics {
     pub(super) shards_owned: Gauge,
     pub(super) shard_cursor_lag: Family<ShardLabel, Gauge<f64, AtomicU64>>,
     pub(super) takeovers: Counter,
+    pub(super) clock_steps: Family<DirectionLabel, Counter>,
+    pub(super) clock_offset: Gauge<f64, AtomicU64>,
     /// Every topic's `dispatched` (not exported: the page's total).
     pub(super) dispatched_all: Counter,
 }
@@ -221,6 +228,8 @@ impl Metrics {
             shards_owned: Gauge::default(),
             shard_cursor_lag: Family::default(),
             takeovers: Counter::default(),
+            clock_steps: Family::default(),
+            clock_offset: Gauge::default(),
             dispatched_all: Counter::default(),
         };
         registry.register(
@@ -297,6 +306,20 @@ impl Metrics {
             "Shards taken over from their cursor (start-up, rebalance, a dead member)",
             m.takeovers.clone(),
         );
+        registry.register(
+            "cronq_clock_steps",
+            "Steps of the wall clock against the monotonic clock, by direction: forward (held back until --clock-settle or a confirmation) or backward (taken at once; processed minutes are not sent again)",
+            m.clock_steps.clone(),
+        );
+        registry.register_with_unit(
+            "cronq_clock_offset",
+            "Wall clock minus the time the dispatcher runs on (non-zero while a forward step is held back)",
+            Unit::Seconds,
+            m.clock_offset.clone(),
+        );
+        for direction in ["forward", "backward"] {
+            let _ = m.clock_steps.get_or_create(&DirectionLabel { direction });
+        }
         for result in ["ok", "rejected", "vanished"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result });
         }

@@ -20,6 +20,7 @@
 //! `metrics.rs` holds the metrics and their handles, `events.rs` what the parts report,
 //! `status.rs` what the page and `/status.json` show, and `page.rs` the HTML.
 
+mod clock;
 mod events;
 mod metrics;
 mod page;
@@ -36,6 +37,7 @@ use crate::obs::http::Site;
 use metrics::Metrics;
 use status::PageState;
 
+pub use clock::ClockView;
 pub use events::{ShardSnapshot, TickSnapshot};
 pub use metrics::{BatchHistogram, ProduceErrorKind, TopicCounter};
 pub use page::render;
@@ -79,6 +81,8 @@ pub mod check {
     pub const SHARDS: &str = "shards";
     /// The process is not shutting down.
     pub const RUNNING: &str = "running";
+    /// The wall clock is trusted (no step held back) and not behind the last processed minute.
+    pub const CLOCK: &str = "clock";
 }
 
 /// The silence the tick-loop heartbeat is allowed: three ticks, at least 30 seconds (a reload
@@ -126,6 +130,7 @@ impl Observer {
         };
         let health = Health::new(checks);
         health.set(check::RUNNING, true, "running");
+        health.set(check::CLOCK, true, "not checked yet");
         Arc::new(Observer {
             on,
             registry: Arc::new(registry),

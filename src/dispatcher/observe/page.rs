@@ -311,6 +311,12 @@ hover a bar for its numbers</p><p><b>jobs dispatched</b></p>{}{skew_chart}</sect
                     if !g.lagging.is_empty() {
                         let _ = write!(v, "<p class=\"warn\">cursors more than 2 minutes behind: {:?}</p>", g.lagging);
                     }
+                    if !g.future.is_empty() {
+                        let _ = write!(v, "<p class=\"bad\">cursors in the future (ahead of this member's clock): {:?}</p>", g.future);
+                    }
+                    if !g.clock_behind.is_empty() {
+                        let _ = write!(v, "<p class=\"bad\">clock behind the cursor (the writer's clock read earlier than its cursor): {:?}</p>", g.clock_behind);
+                    }
                     if g.md5_disagree {
                         v.push_str("<p class=\"bad\">members run different schedule files</p>");
                     }

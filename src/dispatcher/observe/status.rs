@@ -113,6 +113,10 @@ pub(super) struct PageState {
     pub(super) group: Option<GroupView>,
     pub(super) total_shards: Option<u32>,
     pub(super) pauses: Option<Arc<PauseTable>>,
+    /// The clock at the last tick.
+    pub(super) clock: Option<super::ClockView>,
+    /// Clock steps counted into the metrics so far.
+    pub(super) clock_steps: super::clock::StepsCounted,
 }
 
 impl Observer {
@@ -150,6 +154,7 @@ impl Observer {
             owned_shards: page.owned.clone(),
             total_shards: page.total_shards,
             group: page.group.clone(),
+            clock: page.clock.clone(),
             paused: page
                 .pauses
                 .as_ref()
@@ -198,6 +203,8 @@ pub struct Status {
     pub group: Option<GroupView>,
     /// The pauses in force (`cronq pause`), as this member read the control topic.
     pub paused: PausedView,
+    /// The clock at the last tick (a step held back, behind the cursor); `None` before the first.
+    pub clock: Option<super::ClockView>,
 }
 
 #[cfg(test)]

@@ -324,8 +324,10 @@ mod tests {
             "{text}"
         );
         // One minute ahead is a reader a little behind the writer: not a problem.
+        let minute = Minute(Minute::containing(now).0 + 1);
         let near = Cursor {
-            minute: Minute(Minute::containing(now).0 + 1),
+            minute,
+            written_at: minute.start().unwrap() + chrono::Duration::seconds(2),
             ..cursor(0, "a", 0, 5, "m1")
         };
         assert!(assess(&[Some(near)], now, 1).healthy());

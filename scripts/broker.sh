@@ -22,10 +22,10 @@ install() {
   fi
   echo "broker: installing tansu $TANSU_VERSION with cargo (once per machine; docs/ci.md has how long it takes)..."
   local start=$SECONDS
-  # opt-level 1: the install is the longest step of a fresh machine's test run, and a test broker
-  # does not need the last bit of speed (docs/ci.md: 24.6 CPU-minutes at opt-level 1, about 30 at
-  # the release profile's 3; the whole suite passes on either).
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+  # Unoptimised, without debuginfo: the install is the longest step of a fresh machine's test run,
+  # and a test broker does not need the speed (docs/ci.md: 17 CPU-minutes, against 25 at opt-level 1
+  # and about 31 at the release profile's 3; the whole suite passes against it).
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
     cargo install tansu --version "$TANSU_VERSION" --locked --features libsql 2>&1 |
     while IFS= read -r line; do
       case "$line" in

@@ -338,6 +338,12 @@ const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "worker",
+        "--dedupe-window",
+        "0s-7d",
+        &["-1s", "8d", "99999999999999999999999s", "x"],
+    ),
+    (
+        "worker",
         "--partitions",
         "1-10000",
         &["0", "-1", "10001", "99999999999999999999999", "x"],
@@ -745,6 +751,8 @@ fn the_workers_size_age_and_env_flags_accept_the_forms_they_document() {
         ("--max-held-bytes", "512m"),
         ("--max-age", "1m"),
         ("--max-age", "366d"),
+        ("--dedupe-window", "0s"),
+        ("--dedupe-window", "7d"),
         ("--pass-env", "AWS_REGION"),
         ("--pass-env", "_X1,Y2"),
     ] {

@@ -606,6 +606,310 @@ fn a_worker_killed_with_jobs_in_flight_is_taken_over_and_every_job_runs_at_least
     );
 }
 
+/// The partitions a worker was last assigned, from its log.
+fn last_assignment(log: &str) -> HashSet<String> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("partitions assigned partitions=").nth(1))
+        .map(|p| p.trim().split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until the two workers share the topic's `partitions` between them.
+fn wait_split(a: &Worker, b: &Worker, partitions: i32) {
+    wait_for(
+        "the two members to split the partitions",
+        Duration::from_secs(60),
+        || {
+            let (on_a, on_b) = (last_assignment(&a.log()), last_assignment(&b.log()));
+            !on_a.is_empty()
+                && !on_b.is_empty()
+                && on_a.len() + on_b.len() == partitions as usize
+                && on_a.is_disjoint(&on_b)
+        },
+        || format!("a:\n{}\nb:\n{}", a.log(), b.log()),
+    );
+}
+
+/// The lines of `executed` a worker process wrote (the SLOW handler's "<pid> <dispatchId>").
+fn ids_run_by(executed: &Path, pid: u32) -> Vec<String> {
+    let pid = pid.to_string();
+    lines(executed)
+        .into_iter()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .filter(|(p, _)| *p == pid)
+                .map(|(_, id)| id.to_string())
+        })
+        .collect()
+}
+
+/// A JobResult v1 as a worker publishes it.
+fn job_result(dispatch_id: &str, status: &str, attempt: u32, worker: &str) -> Record {
+    let (name, slot) = dispatch_id.split_once('@').unwrap();
+    let value = serde_json::json!({
+        "v": 1, "dispatchId": dispatch_id, "jobName": name, "scheduledAt": slot,
+        "attempt": attempt, "status": status, "exitCode": 0,
+        "startedAt": "2026-11-26T00:00:01.000Z", "finishedAt": "2026-11-26T00:00:02.000Z",
+        "durationMs": 1000, "stdoutTail": "", "stderrTail": "", "worker": worker,
+    });
+    Record {
+        key: name.as_bytes().to_vec(),
+        value: serde_json::to_vec(&value).unwrap(),
+        partition: None,
+        headers: Vec::new(),
+    }
+}
+
+/// At-most-once where a result proves a run: a fresh worker (no memory of its own) reads the
+/// results topic before it runs a partition, so a record whose dispatchId already has a terminal
+/// result is skipped as a duplicate; a failed attempt with attempts left, and a record with no
+/// result, still run.
+#[test]
+fn a_record_whose_dispatch_id_already_has_a_result_is_a_duplicate_for_a_fresh_worker() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wproven");
+    let partitions = 2;
+    create_topic(&address, &topic, partitions);
+    create_topic(&address, &format!("{topic}.results"), 3);
+    let done = "done@2026-11-26T00:00:00Z";
+    let retried = "retried@2026-11-26T00:00:00Z";
+    let fresh = "fresh@2026-11-26T00:00:00Z";
+    produce(
+        &address,
+        &format!("{topic}.results"),
+        &[
+            job_result(done, "succeeded", 1, "gone-worker"),
+            job_result(retried, "failed", 1, "gone-worker"),
+        ],
+    );
+    let records: Vec<Record> = ["done", "retried", "fresh"]
+        .iter()
+        .map(|name| encoded(name, "record", 0, slot(0), partitions))
+        .collect();
+    produce(&address, &topic, &records);
+
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "gproven",
+        dir.path(),
+        &[],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "every record to be committed",
+        Duration::from_secs(60),
+        || {
+            committed(&address, "gproven", &topic, partitions)
+                == high_watermarks(&address, &topic, partitions)
+        },
+        || worker.log(),
+    );
+    let log = worker.stop();
+    let ran = lines(&executed);
+    assert!(
+        !ran.iter().any(|id| id == done),
+        "{done} has a succeeded result and ran again: {ran:?}\n{log}"
+    );
+    assert!(
+        ran.iter().any(|id| id == retried),
+        "attempts were left: {ran:?}"
+    );
+    assert!(ran.iter().any(|id| id == fresh), "no result: {ran:?}");
+    assert!(log.contains("dedupe state rebuilt"), "{log}");
+    assert!(log.contains("duplicates_skipped=1"), "{log}");
+}
+
+/// A results topic that cannot be read holds the new assignment's records back (with a warning)
+/// rather than running them unchecked; once it can be read, they run.
+#[test]
+fn records_wait_unrun_while_the_results_topic_cannot_be_read_then_run() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wgate");
+    create_topic(&address, &topic, 1);
+    produce(
+        &address,
+        &topic,
+        &[encoded("gated", "record", 0, slot(0), 1)],
+    );
+    let dir = handlers(&[("record", RECORD)]);
+    let executed = dir.path().join("executed");
+    let log = dir.path().join("worker.log");
+    let worker = Worker::start(
+        &address,
+        &topic,
+        "ggate",
+        dir.path(),
+        &["--no-create-topics"],
+        log.clone(),
+    );
+    wait_for_line(
+        &log,
+        "cannot rebuild the dedupe state from the results topic",
+        Duration::from_secs(30),
+        "a warning that the results topic cannot be read",
+    );
+    assert!(
+        lines(&executed).is_empty(),
+        "ran before the results topic was read:\n{}",
+        worker.log()
+    );
+    create_topic(&address, &format!("{topic}.results"), 3);
+    wait_for(
+        "the record to run once the results topic exists",
+        Duration::from_secs(60),
+        || lines(&executed) == ["gated@2026-11-26T00:00:00Z"],
+        || worker.log(),
+    );
+    worker.stop();
+}
+
+/// The target of issue 19: with 200 jobs on two workers, a kill -9 of one of them re-runs none of
+/// the jobs it had published a result for; jobs it had in flight without a result may run again,
+/// and are counted.
+#[test]
+fn after_a_kill_9_of_one_of_two_workers_no_run_with_a_published_result_runs_again() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("wdup");
+    let partitions = 4;
+    create_topic(&address, &topic, partitions);
+    let records: Vec<Record> = (0..200)
+        .map(|i| encoded(&format!("d-{i:03}"), "slow 0.2", 0, slot(0), partitions))
+        .collect();
+    let expected: HashSet<String> = (0..200)
+        .map(|i| format!("d-{i:03}@2026-11-26T00:00:00Z"))
+        .collect();
+    let dir = handlers(&[("slow", SLOW)]);
+    let executed = dir.path().join("executed");
+    let pool = |id: &'static str| {
+        [
+            "--min-workers",
+            "4",
+            "--max-workers",
+            "4",
+            "--prefetch",
+            "16",
+            "--worker-id",
+            id,
+        ]
+    };
+    let a = Worker::start(
+        &address,
+        &topic,
+        "gdup",
+        dir.path(),
+        &pool("a"),
+        dir.path().join("a.log"),
+    );
+    let b = Worker::start(
+        &address,
+        &topic,
+        "gdup",
+        dir.path(),
+        &pool("b"),
+        dir.path().join("b.log"),
+    );
+    wait_split(&a, &b, partitions);
+    produce(&address, &topic, &records);
+    let a_pid = a.pid();
+    wait_for(
+        "a to run some jobs",
+        Duration::from_secs(60),
+        || ids_run_by(&executed, a_pid).len() >= 30,
+        || a.log(),
+    );
+    a.kill_hard();
+    // tansu 0.6's coordinator may leave a dead member's partitions unassigned after its session
+    // times out, even when another member joins (the survivors get their own share back only). So
+    // b leaves (gracefully) and a fresh worker, with no memory of its own, joins; should it too be
+    // handed a share only (about half the runs), it leaves and the next fresh one joins.
+    let b_log = b.stop();
+    let all_ran = || {
+        ids_of(&lines(&executed))
+            .into_iter()
+            .collect::<HashSet<_>>()
+            == expected
+    };
+    let mut logs = vec![b_log];
+    for (joined, id) in ["c", "d", "e", "f"].into_iter().enumerate() {
+        let fresh = Worker::start(
+            &address,
+            &topic,
+            "gdup",
+            dir.path(),
+            &pool(id),
+            dir.path().join(format!("{id}.log")),
+        );
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while !all_ran() && Instant::now() < deadline {
+            pause();
+        }
+        logs.push(fresh.stop());
+        if all_ran() {
+            println!("taken over by the fresh worker number {}", joined + 1);
+            break;
+        }
+    }
+    let others_log = logs.join("\n----\n");
+    assert!(
+        all_ran(),
+        "not every dispatchId ran after the takeover:\n{others_log}"
+    );
+    let results = consume_all(
+        &address,
+        &format!("{topic}.results"),
+        3,
+        300,
+        Duration::from_secs(30),
+    );
+    let proven_by_a: HashSet<String> = results
+        .iter()
+        .filter(|r| r.value["worker"] == "a" && r.value["status"] == "succeeded")
+        .map(|r| r.value["dispatchId"].as_str().unwrap().to_string())
+        .collect();
+    let by_a: HashSet<String> = ids_run_by(&executed, a_pid).into_iter().collect();
+    let a_prefix = format!("{a_pid} ");
+    let by_others: HashSet<String> = ids_of(
+        &lines(&executed)
+            .into_iter()
+            .filter(|l| !l.starts_with(&a_prefix))
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .collect();
+    let proven_again: Vec<&String> = proven_by_a.intersection(&by_others).collect();
+    let in_flight_again = by_a
+        .iter()
+        .filter(|id| !proven_by_a.contains(*id) && by_others.contains(*id))
+        .count();
+    println!(
+        "kill -9 of one of two workers: a ran {}, {} with a published result; the others ran {}; \
+         re-run with a result: {}; re-run in flight without a result: {in_flight_again}",
+        by_a.len(),
+        proven_by_a.len(),
+        by_others.len(),
+        proven_again.len()
+    );
+    assert!(
+        !proven_by_a.is_empty(),
+        "a published results before the kill"
+    );
+    assert!(
+        by_others.iter().any(|id| !by_a.contains(id)) || in_flight_again > 0,
+        "a's partitions were taken over"
+    );
+    assert!(
+        proven_again.is_empty(),
+        "ran again although a's result was published: {proven_again:?}\n{others_log}"
+    );
+}
+
 #[test]
 fn two_members_split_the_partitions_and_one_leaving_gracefully_loses_nothing() {
     let broker = Broker::start();
@@ -650,25 +954,7 @@ fn two_members_split_the_partitions_and_one_leaving_gracefully_loses_nothing() {
     // The records come once the two members share the partitions: the rebalance when the second one
     // joins would otherwise move partitions with jobs running (which then run again, at least once
     // being the rule there), and this test is about the leave.
-    let last_assignment = |log: String| -> HashSet<String> {
-        log.lines()
-            .rev()
-            .find_map(|l| l.split("partitions assigned partitions=").nth(1))
-            .map(|p| p.trim().split(',').map(str::to_string).collect())
-            .unwrap_or_default()
-    };
-    wait_for(
-        "the two members to split the partitions",
-        Duration::from_secs(60),
-        || {
-            let (on_a, on_b) = (last_assignment(a.log()), last_assignment(b.log()));
-            !on_a.is_empty()
-                && !on_b.is_empty()
-                && on_a.len() + on_b.len() == partitions as usize
-                && on_a.is_disjoint(&on_b)
-        },
-        || format!("a:\n{}\nb:\n{}", a.log(), b.log()),
-    );
+    wait_split(&a, &b, partitions);
     produce(&address, &topic, &records);
     let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
     let ran_by = |pid: &str| {
@@ -2019,6 +2305,7 @@ fn embedded_config(
         commit_interval: Duration::from_millis(100),
         session_timeout: Duration::from_secs(6),
         dedup_capacity: 1000,
+        dedupe_window: Duration::from_secs(3600),
         create_topics: true,
         partitions: 3,
         replication_factor: 1,

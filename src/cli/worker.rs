@@ -114,6 +114,11 @@ pub struct WorkerArgs {
     /// How many finished dispatchIds are remembered to skip redeliveries (1-10000000).
     #[arg(long, env = "CRONQ_DEDUP_CAPACITY", default_value_t = 100_000, value_parser = |s: &str| whole::<usize>(s, 1, 10_000_000))]
     pub dedup_capacity: usize,
+    /// On each partition assignment, read the results topic this far back before the partition's
+    /// records run, so a dispatchId another worker (or this one before a restart) finished is not
+    /// run again; `0s` turns the read off (0s-7d).
+    #[arg(long, env = "CRONQ_DEDUPE_WINDOW", default_value = "1h", value_parser = |s: &str| bounded(s, Duration::ZERO, 7 * DAY))]
+    pub dedupe_window: Duration,
     /// This worker's name in results (default: hostname-pid).
     #[arg(long, env = "CRONQ_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -257,6 +262,7 @@ pub fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig, CliError> {
         commit_interval: args.commit_interval,
         session_timeout: args.session_timeout,
         dedup_capacity: args.dedup_capacity,
+        dedupe_window: args.dedupe_window,
         create_topics: !args.no_create_topics,
         partitions: args.partitions,
         replication_factor: args.replication_factor,

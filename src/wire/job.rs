@@ -55,6 +55,20 @@ pub struct JobMessage {
     pub not_before: Option<String>,
 }
 
+impl JobMessage {
+    /// The attempts a worker gives this message: its `maxAttempts` when it has one, else
+    /// `default` (`--max-attempts`). A topic writer is not trusted, so the message's value is
+    /// capped at `cap` (`--max-attempts-cap`), or at `default` when that is higher: the worker's
+    /// own default is always allowed. At least 1.
+    pub fn attempts(&self, default: u32, cap: u32) -> u32 {
+        match self.max_attempts {
+            Some(n) => n.min(cap.max(default)),
+            None => default,
+        }
+        .max(1)
+    }
+}
+
 /// Header names.
 pub const HEADER_DISPATCH_ID: &str = "cronq-dispatch-id";
 /// Header names.

@@ -17,10 +17,12 @@ use tracing::{debug, info, warn};
 use super::attempts::{
     dead_letter_unrunnable, execute_cancellable, panic_text, report_not_run, Final, Unrunnable,
 };
+use super::dedup::Proof;
 use super::group::{commit, lock, pause_or_resume, Consumer_};
 use super::observe::Observer;
+use super::rebuild::rebuild;
 use super::results::{KafkaPublisher, Publisher};
-use super::state::{Admission, Fetched, Next, Ticket, WorkerState};
+use super::state::{Admission, Fetched, Next, Ticket, Tp, WorkerState};
 use super::{autoscale, Handler, Status, Summary, WorkerConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::obs::health::Beat;
@@ -114,6 +116,11 @@ pub(super) struct Worker {
     /// The clock records are admitted and released by (`notBefore`, future slots): the system's,
     /// or a drill's.
     clock: Arc<dyn Clock>,
+    /// Rebuilds of the dedupe state for new assignments (`--dedupe-window`): the assignments
+    /// (partition, epoch) each one opens, and what the results topic proves.
+    rebuilds: JoinSet<Vec<(String, Proof)>>,
+    /// The assignments each rebuild task opens, by task.
+    rebuilding: HashMap<tokio::task::Id, Vec<(Tp, u64)>>,
 }
 
 impl Worker {
@@ -157,6 +164,8 @@ impl Worker {
             observer,
             beat: None,
             full_since: None,
+            rebuilds: JoinSet::new(),
+            rebuilding: HashMap::new(),
         }
     }
 
@@ -202,7 +211,7 @@ impl Worker {
             match next {
                 None => return,
                 Some(Next::Duplicate(ticket, message)) => {
-                    info!(message = "skipping a dispatchId this worker finished recently", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset);
+                    info!(message = "skipping a dispatchId that is done already (run here, or its result is in the results topic)", dispatch_id = %message.dispatch_id, topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset);
                     lock(&self.state).finish(&ticket, &message, false);
                     self.summary.duplicates += 1;
                     self.observer.duplicate();
@@ -258,7 +267,7 @@ impl Worker {
         let now_ms = self.clock.now().timestamp_millis();
         let admission = lock(&self.state).admit_at(record, now_ms);
         match admission {
-            Admission::Queued => {}
+            Admission::Queued | Admission::Gated => {}
             Admission::Skipped { ticket, message } => {
                 let why = "not run: a run of this job is still running or queued on this worker (overlap \"skip\")".to_string();
                 self.not_run
@@ -533,6 +542,7 @@ impl Worker {
                 received = consumer.recv(), if !turn.full || turn.paused => self.received(received),
                 Some(id) = self.executed_rx.recv() => self.executed(id),
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined),
+                Some(rebuilt) = self.rebuilds.join_next_with_id(), if !self.rebuilds.is_empty() => self.rebuilt(rebuilt),
                 _ = tokio::time::sleep(turn.held_wait.unwrap_or_default()), if turn.held_wait.is_some() => {}
                 _ = commit_tick.tick() => commit(&consumer, &self.state, CommitMode::Async),
                 _ = scale_tick.tick() => self.autoscale(&mut throughput, *lag.borrow()),
@@ -544,6 +554,7 @@ impl Worker {
     /// ready jobs start, the heartbeat and the load are reported, and fetching resumes once the
     /// queue has room again. Says what the turn waits for.
     fn prepare_turn(&mut self) -> Turn {
+        self.start_rebuilds();
         let held_until = lock(&self.state).release_held(self.clock.now().timestamp_millis());
         let held_wait = held_until.map(|at| {
             let real = chrono::DateTime::from_timestamp_millis(at)
@@ -579,6 +590,53 @@ impl Worker {
             // Only waited on while the queue is full.
             pause_at: self.full_since.unwrap_or_else(tokio::time::Instant::now) + PAUSE_AFTER_FULL,
             held_wait,
+        }
+    }
+
+    /// Starts one rebuild of the dedupe state for the partitions assigned since the last turn.
+    fn start_rebuilds(&mut self) {
+        let assignments = lock(&self.state).take_rebuilds();
+        if assignments.is_empty() {
+            return;
+        }
+        let mut names: Vec<String> = assignments
+            .iter()
+            .map(|((t, p), _)| format!("{t}/{p}"))
+            .collect();
+        names.sort();
+        let partitions = names.join(",");
+        info!(message = "rebuilding the dedupe state from the results topic before the newly assigned partitions run", partitions = %partitions, window = %humantime::format_duration(self.config.dedupe_window));
+        let kafka = self.config.kafka.clone();
+        let topic = self.config.report.results_topic.clone();
+        let window = self.config.dedupe_window;
+        let handle = self
+            .rebuilds
+            .spawn(async move { rebuild(&kafka, &topic, window, &partitions).await });
+        self.rebuilding.insert(handle.id(), assignments);
+    }
+
+    /// A rebuild is done: its proofs are known, and the records its partitions held back are
+    /// admitted (a proven `dispatchId` is then skipped as a duplicate).
+    fn rebuilt(
+        &mut self,
+        joined: Result<(tokio::task::Id, Vec<(String, Proof)>), tokio::task::JoinError>,
+    ) {
+        match joined {
+            Ok((id, proofs)) => {
+                let assignments = self.rebuilding.remove(&id).unwrap_or_default();
+                let waiting = lock(&self.state).rebuilt(&assignments, proofs);
+                for record in waiting {
+                    self.admit(record);
+                }
+            }
+            // Reading a topic cannot panic short of a bug; its partitions stay held back (nothing
+            // runs unchecked) and the rebuild starts again.
+            Err(e) => {
+                tracing::error!(message = "a dedupe rebuild task died; starting it again", error = %e);
+                if let Some(assignments) = self.rebuilding.remove(&e.id()) {
+                    lock(&self.state).rebuild_again(assignments);
+                }
+            }
         }
     }
 
@@ -649,6 +707,10 @@ impl Worker {
         let dropped = lock(&self.state).drop_queue() + self.unrunnable.len() + self.not_run.len();
         self.unrunnable.clear();
         self.not_run.clear();
+        // A rebuild still reading only held records back, and those were dropped above.
+        self.rebuilds.abort_all();
+        while self.rebuilds.join_next().await.is_some() {}
+        self.rebuilding.clear();
         pause_or_resume(&self.consumer, true);
         info!(
             message = "shutting down: no new jobs start; waiting for running ones",

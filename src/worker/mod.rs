@@ -19,7 +19,9 @@
 //! offset then moves on like any other. Rebalances commit what finished before the partition
 //! goes; running jobs of a revoked partition still finish and report, but their offsets are left to
 //! the new owner. SIGTERM stops fetching, lets running jobs finish within `--shutdown-grace`,
-//! commits, and leaves the group.
+//! commits, and leaves the group. Where a result proves a run, it is at-most-once: on each
+//! assignment the results topic is read over `--dedupe-window` before the partition's records run
+//! ([`rebuild`]), and a `dispatchId` with a terminal result there is skipped as a duplicate.
 //!
 //! A message's run settings override the worker's flags for its run: `timeoutMs` (`--timeout`,
 //! capped at `--max-timeout`), `maxAttempts` (`--max-attempts`, capped at `--max-attempts-cap`)
@@ -46,6 +48,7 @@
 //!   bounds that keep one record from freezing its partition (report size cap, permanent errors
 //!   given up).
 //! - [`state`], [`offsets`], [`queue`], [`dedup`]: the pure bookkeeping.
+//! - [`rebuild`]: on assignment, the dedupe state from the results topic (`--dedupe-window`).
 //! - [`autoscale`]: the pure pool-size decision.
 //! - [`observe`]: metrics, readiness/liveness and the status page of `--http`.
 
@@ -59,6 +62,7 @@ mod lag;
 pub mod observe;
 pub mod offsets;
 pub mod queue;
+pub mod rebuild;
 pub mod results;
 pub mod run_as;
 mod service;
@@ -119,6 +123,9 @@ pub struct WorkerConfig {
     pub session_timeout: Duration,
     /// How many finished `dispatchId`s are remembered.
     pub dedup_capacity: usize,
+    /// `--dedupe-window`: how far back the results topic is read on each assignment, before the
+    /// partition's records run (zero: not read; only this worker's own runs are known).
+    pub dedupe_window: Duration,
     /// Create the results and DLQ topics when missing.
     pub create_topics: bool,
     /// Partitions of topics the worker creates.

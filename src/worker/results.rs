@@ -135,11 +135,7 @@ impl ReportConfig {
     /// `--max-attempts` when that is higher: the worker's own default is always allowed), like its
     /// `timeoutMs` at `--max-timeout`.
     pub fn attempts_for(&self, message: &JobMessage) -> u32 {
-        match message.max_attempts {
-            Some(n) => n.min(self.max_attempts_cap.max(self.max_attempts)),
-            None => self.max_attempts,
-        }
-        .max(1)
+        message.attempts(self.max_attempts, self.max_attempts_cap)
     }
 }
 

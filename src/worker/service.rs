@@ -103,10 +103,12 @@ pub async fn run_observed(
     }
 
     let kafka_publisher = Arc::new(report_publisher(&config)?);
-    let state = Arc::new(Mutex::new(
-        WorkerState::new(config.ordering, config.dedup_capacity)
-            .with_max_held_bytes(config.max_held_bytes),
-    ));
+    let mut bookkeeping = WorkerState::new(config.ordering, config.dedup_capacity)
+        .with_max_held_bytes(config.max_held_bytes);
+    if !config.dedupe_window.is_zero() {
+        bookkeeping.rebuild_on_assign(config.report.max_attempts, config.report.max_attempts_cap);
+    }
+    let state = Arc::new(Mutex::new(bookkeeping));
     let paused = Arc::new(AtomicBool::new(false));
     let consumer = Arc::new(subscribe(&config, &state, &paused, &observer)?);
     info!(

@@ -9,6 +9,8 @@
 //!                       │ scheduledAt beyond now + 11 min ──► FutureSlot (DLQ, then finish)
 //!                       │ notBefore later than now ──► held (at most 10 min) ──► release_held ──► queue
 //!  rebalance: assign (new epoch) / revoke (commit what is done, drop its queued records)
+//!  with --dedupe-window: assign ──► gated (records wait, unrun) ──► rebuilt (proofs from the
+//!                                   results topic known) ──► the waiting records are admitted
 //! ```
 //!
 //! Each assignment of a partition gets a new epoch. An execution that finishes after its partition
@@ -21,7 +23,7 @@ use std::sync::Arc;
 
 use chrono::DateTime;
 
-use super::dedup::RecentlyFinished;
+use super::dedup::{Proof, RecentlyFinished};
 use super::offsets::PartitionOffsets;
 use super::queue::{LocalQueue, Ordering, Queued};
 use crate::wire::job::parse_message;
@@ -111,6 +113,9 @@ pub enum Admission {
         /// Its runs that were waiting, now never started.
         superseded: Vec<(Ticket, JobMessage)>,
     },
+    /// The partition's dedupe state is being rebuilt from the results topic: the record waits,
+    /// unrun, and is handed back by [`WorkerState::rebuilt`].
+    Gated,
 }
 
 /// What an executor should do next.
@@ -203,6 +208,16 @@ pub struct WorkerState {
     held_free: (usize, usize),
     /// `--max-held-bytes`.
     max_held_bytes: usize,
+    /// Whether each assignment waits for the dedupe state to be rebuilt from the results topic
+    /// ([`WorkerState::rebuild_on_assign`]).
+    rebuild_on_assign: bool,
+    /// Assigned partitions whose rebuild is not done: their fetched records, in fetch order.
+    gated: HashMap<Tp, Vec<Fetched>>,
+    /// Assignments (partition, epoch) whose rebuild is still to be started.
+    to_rebuild: Vec<(Tp, u64)>,
+    /// `--max-attempts` and `--max-attempts-cap`: a record whose failed attempts in the results
+    /// topic reached its attempts ([`JobMessage::attempts`]) is done.
+    max_attempts: (u32, u32),
 }
 
 /// Held records (waiting for their `notBefore`) that do not count against `--prefetch`.
@@ -239,7 +254,55 @@ impl WorkerState {
             held_arrivals: 0,
             held_free: (0, 0),
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            rebuild_on_assign: false,
+            gated: HashMap::new(),
+            to_rebuild: Vec::new(),
+            max_attempts: (u32::MAX, u32::MAX),
         }
+    }
+
+    /// From now on, the records of each assigned partition wait until the dedupe state was
+    /// rebuilt from the results topic ([`WorkerState::take_rebuilds`], [`WorkerState::rebuilt`]).
+    /// `max_attempts` and `cap`: `--max-attempts` and `--max-attempts-cap`
+    /// ([`JobMessage::attempts`]).
+    pub fn rebuild_on_assign(&mut self, max_attempts: u32, cap: u32) {
+        self.rebuild_on_assign = true;
+        self.max_attempts = (max_attempts, cap);
+    }
+
+    /// The assignments (partition, epoch) whose rebuild is to be started now.
+    pub fn take_rebuilds(&mut self) -> Vec<(Tp, u64)> {
+        std::mem::take(&mut self.to_rebuild)
+    }
+
+    /// A rebuild of these assignments did not finish: it is to be started again.
+    pub fn rebuild_again(&mut self, assignments: Vec<(Tp, u64)>) {
+        self.to_rebuild.extend(assignments);
+    }
+
+    /// Records what the results topic proves (oldest first: when more than `--dedup-capacity`
+    /// ids come, the oldest are forgotten), then opens `assignments` whose epoch is still current:
+    /// returns their waiting records, in fetch order, to be admitted again.
+    pub fn rebuilt(
+        &mut self,
+        assignments: &[(Tp, u64)],
+        proofs: impl IntoIterator<Item = (String, Proof)>,
+    ) -> Vec<Fetched> {
+        for (dispatch_id, proof) in proofs {
+            self.recent.prove(&dispatch_id, proof);
+        }
+        let mut waiting = Vec::new();
+        for (tp, epoch) in assignments {
+            if self.partitions.get(tp).is_some_and(|a| a.epoch == *epoch) {
+                waiting.extend(self.gated.remove(tp).unwrap_or_default());
+            }
+        }
+        waiting
+    }
+
+    /// Assigned partitions whose rebuild is not done.
+    pub fn rebuilding(&self) -> usize {
+        self.gated.len()
     }
 
     /// With `--max-held-bytes`: held records beyond these bytes count against `--prefetch`.
@@ -252,6 +315,10 @@ impl WorkerState {
     pub fn assign(&mut self, tps: impl IntoIterator<Item = Tp>) {
         for tp in tps {
             self.epochs += 1;
+            if self.rebuild_on_assign {
+                self.gated.insert(tp.clone(), Vec::new());
+                self.to_rebuild.push((tp.clone(), self.epochs));
+            }
             self.partitions.insert(
                 tp,
                 Assigned {
@@ -267,6 +334,7 @@ impl WorkerState {
     pub fn revoke(&mut self, tps: &[Tp]) -> Vec<(Tp, i64)> {
         let mut commits = Vec::new();
         for tp in tps {
+            self.gated.remove(tp);
             if let Some(a) = self.partitions.remove(tp) {
                 if let Some(position) = a.offsets.to_commit() {
                     commits.push((tp.clone(), position));
@@ -304,6 +372,10 @@ impl WorkerState {
         let Some(assigned) = self.partitions.get_mut(&tp) else {
             return Admission::NotAssigned;
         };
+        if let Some(waiting) = self.gated.get_mut(&tp) {
+            waiting.push(record);
+            return Admission::Gated;
+        }
         assigned.offsets.start(record.offset);
         let ticket = Ticket {
             topic: record.topic,
@@ -531,11 +603,20 @@ impl WorkerState {
             oversized,
             ..
         } = job.item;
-        if self.recent.contains(&message.dispatch_id) {
+        if self.is_done(&message) {
             Some(Next::Duplicate(ticket, message))
         } else {
             Some(Next::Run(ticket, message, oversized))
         }
+    }
+
+    /// `message` has a terminal result, or the results topic shows its attempts used up.
+    fn is_done(&self, message: &JobMessage) -> bool {
+        let id = &message.dispatch_id;
+        self.recent.contains(id)
+            || self.recent.attempts(id).is_some_and(|failed| {
+                failed >= message.attempts(self.max_attempts.0, self.max_attempts.1)
+            })
     }
 
     /// A job handed out by [`WorkerState::next_ready`] is done (`ran`: it was executed, not skipped):
@@ -614,15 +695,22 @@ impl WorkerState {
     /// within `--max-held-bytes` does not count, so records that arrived early (a dispatcher's
     /// shutdown sends its waiting ones at once) do not stop the fetching of the partition's other
     /// jobs; one held beyond either bound counts until it is released, which bounds the memory
-    /// they take.
+    /// they take. Records waiting for their partition's rebuild count too.
     pub fn queued(&self) -> usize {
-        self.queue.len() + (self.held.len() - self.held_free.0)
+        self.queue.len()
+            + (self.held.len() - self.held_free.0)
+            + self.gated.values().map(Vec::len).sum::<usize>()
     }
 
     /// Drops every waiting job (shutdown: nothing new starts; uncommitted records are read again by
     /// the next owner). Returns how many.
     pub fn drop_queue(&mut self) -> usize {
-        self.queue.retain(|_| false) + self.drop_held(|_| true)
+        let gated: usize = self
+            .gated
+            .values_mut()
+            .map(|w| std::mem::take(w).len())
+            .sum();
+        self.queue.retain(|_| false) + self.drop_held(|_| true) + gated
     }
 }
 
@@ -748,6 +836,90 @@ mod tests {
             other => panic!("expected a duplicate, got {other:?}"),
         }
         assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
+    }
+
+    /// With --dedupe-window, an assigned partition's records wait unrun (and uncommitted) until
+    /// the results topic was read; a dispatchId it proves finished is then a duplicate.
+    #[test]
+    fn records_of_a_new_assignment_wait_for_the_rebuild_and_proven_ones_are_duplicates() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.rebuild_on_assign(3, 10);
+        s.assign([tp(0)]);
+        let rebuilds = s.take_rebuilds();
+        assert_eq!(rebuilds.len(), 1);
+        assert!(s.take_rebuilds().is_empty(), "handed out once");
+        assert_eq!(s.admit(record(0, 0, "a", 0, 0)), Admission::Gated);
+        assert_eq!(s.admit(record(0, 1, "b", 0, 0)), Admission::Gated);
+        assert_eq!(s.queued(), 2, "waiting records count against --prefetch");
+        assert!(s.next_ready().is_none(), "nothing runs before the rebuild");
+        assert!(s.to_commit().is_empty(), "nothing is committed past them");
+
+        let proven = [("a@2026-11-26T03:00:00Z".to_string(), Proof::Finished)];
+        let waiting = s.rebuilt(&rebuilds, proven);
+        assert_eq!(waiting.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(s.rebuilding(), 0);
+        for r in waiting {
+            assert_eq!(s.admit(r), Admission::Queued);
+        }
+        match s.next_ready() {
+            Some(Next::Duplicate(t, m)) => {
+                assert_eq!(m.job_name, "a");
+                s.finish(&t, &m, false);
+            }
+            other => panic!("a's result is in the results topic: a duplicate, got {other:?}"),
+        }
+        let (t, m) = run_next(&mut s);
+        assert_eq!(m.job_name, "b");
+        s.finish(&t, &m, true);
+        assert_eq!(s.to_commit(), vec![(tp(0), 2)]);
+    }
+
+    /// A rebuild that ends after its partition was revoked and assigned again opens nothing: the
+    /// new assignment waits for its own rebuild.
+    #[test]
+    fn a_rebuild_of_an_earlier_assignment_does_not_open_the_current_one() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.rebuild_on_assign(3, 10);
+        s.assign([tp(0)]);
+        let first = s.take_rebuilds();
+        assert_eq!(s.admit(record(0, 0, "a", 0, 0)), Admission::Gated);
+        assert!(s.revoke(&[tp(0)]).is_empty());
+        assert_eq!(
+            s.queued(),
+            0,
+            "a revoked partition's waiting records are dropped"
+        );
+        s.assign([tp(0)]);
+        let second = s.take_rebuilds();
+        assert_eq!(s.admit(record(0, 0, "a", 0, 0)), Admission::Gated);
+        assert!(s.rebuilt(&first, []).is_empty());
+        assert_eq!(s.rebuilding(), 1);
+        assert_eq!(s.rebuilt(&second, []).len(), 1);
+    }
+
+    /// Failed attempts in the results topic end a record only when they reach its attempts (its
+    /// own maxAttempts, else --max-attempts); fewer, and it runs again.
+    #[test]
+    fn failed_attempts_in_the_results_topic_end_a_record_only_when_its_attempts_are_used_up() {
+        let mut s = WorkerState::new(Ordering::Ordered, 100);
+        s.rebuild_on_assign(3, 10);
+        s.assign([tp(0)]);
+        let rebuilds = s.take_rebuilds();
+        let proven = [
+            ("a@2026-11-26T03:00:00Z".to_string(), Proof::Attempted(3)),
+            ("b@2026-11-26T03:00:00Z".to_string(), Proof::Attempted(2)),
+        ];
+        s.admit(record(0, 0, "a", 0, 0));
+        s.admit(record(0, 1, "b", 0, 0));
+        for r in s.rebuilt(&rebuilds, proven) {
+            s.admit(r);
+        }
+        match s.next_ready() {
+            Some(Next::Duplicate(_, m)) => assert_eq!(m.job_name, "a"),
+            other => panic!("a used its 3 attempts: a duplicate, got {other:?}"),
+        }
+        let (_, m) = run_next(&mut s);
+        assert_eq!(m.job_name, "b", "b had 2 of 3 attempts: it runs");
     }
 
     #[test]

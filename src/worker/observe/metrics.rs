@@ -185,7 +185,7 @@ impl Metrics {
         let duplicates = Counter::default();
         registry.register(
             "cronq_duplicates_skipped",
-            "Records skipped because this worker recently finished their dispatchId",
+            "Records skipped because their dispatchId is done (finished here, or a terminal result in the results topic)",
             duplicates.clone(),
         );
         let resizes = Family::<DirectionLabel, Counter>::default();

@@ -210,6 +210,7 @@ pub(super) mod tests {
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(45),
             dedup_capacity: 100,
+            dedupe_window: Duration::ZERO,
             create_topics: false,
             partitions: 1,
             replication_factor: 1,

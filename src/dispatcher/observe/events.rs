@@ -12,7 +12,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::{ErrorLabel, ReasonLabel, ResultLabel, ShardLabel, TopicCounter};
-use super::status::{rfc3339, OwnedShard, Reload, ScheduleState, UpcomingRun};
+use super::status::{rfc3339, OwnedShard, RefusedWrite, Reload, ScheduleState, UpcomingRun};
 use super::{check, Mode, Observer, ProduceErrorKind, UPCOMING};
 use crate::clock::Minute;
 use crate::dispatcher::catchup::Skips;
@@ -254,6 +254,29 @@ impl Observer {
                 kind: kind.label(),
             })
             .inc_by(n);
+    }
+
+    /// The broker refuses writes to `topic`/`partition` for want of rights (`refusal`: its
+    /// answer), or accepts them again (`None`). Called at each change, not at each attempt.
+    pub fn write_refused(&self, topic: &str, partition: i32, refusal: Option<&str>) {
+        if !self.on {
+            return;
+        }
+        let key = (topic.to_string(), partition);
+        let mut page = self.page();
+        match refusal {
+            Some(error) => {
+                page.refused.entry(key).or_insert_with(|| RefusedWrite {
+                    topic: topic.to_string(),
+                    partition,
+                    since: rfc3339(self.clock.now()),
+                    error: error.to_string(),
+                });
+            }
+            None => {
+                page.refused.remove(&key);
+            }
+        }
     }
 
     /// The broker was reached (or not, with why).

@@ -93,6 +93,26 @@ pub fn render(s: &Status) -> String {
         );
     }
 
+    // Refused writes hold their dispatches (and their shards' cursors) until the rights are back.
+    if !s.refused_writes.is_empty() {
+        let _ = write!(
+            body,
+            "<section><h2 class=\"bad\">Writes refused by the broker ({})</h2><p>Not authorized: these partitions' dispatches wait and are retried; nothing is dropped.</p><table><tr><th>topic</th><th>partition</th><th>since</th><th>error</th></tr>",
+            s.refused_writes.len()
+        );
+        for r in &s.refused_writes {
+            let _ = write!(
+                body,
+                "<tr><td class=\"wrap\">{}</td><td>{}</td><td>{}</td><td class=\"wrap\">{}</td></tr>",
+                escape(&r.topic),
+                r.partition,
+                escape(&r.since),
+                escape(&r.error),
+            );
+        }
+        body.push_str("</table></section>");
+    }
+
     // A pause stops dispatches: it is the first thing an operator must see.
     if let Some(all) = &s.paused.all {
         let _ = write!(

@@ -100,6 +100,21 @@ pub struct OwnedShard {
     pub jobs: usize,
 }
 
+/// A topic partition whose writes the broker refuses for want of rights: its dispatches wait and
+/// are retried, and their shards' cursors stay before them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedWrite {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The broker's answer.
+    pub error: String,
+}
+
 /// What the observer keeps for the page beyond its metrics.
 #[derive(Debug, Default)]
 pub(super) struct PageState {
@@ -113,6 +128,8 @@ pub(super) struct PageState {
     pub(super) group: Option<GroupView>,
     pub(super) total_shards: Option<u32>,
     pub(super) pauses: Option<Arc<PauseTable>>,
+    /// Partitions whose writes the broker refuses now, by topic and partition.
+    pub(super) refused: BTreeMap<(String, i32), RefusedWrite>,
 }
 
 impl Observer {
@@ -155,6 +172,7 @@ impl Observer {
                 .as_ref()
                 .map(|t| t.view(now))
                 .unwrap_or_default(),
+            refused_writes: page.refused.values().cloned().collect(),
         }
     }
 }
@@ -198,6 +216,9 @@ pub struct Status {
     pub group: Option<GroupView>,
     /// The pauses in force (`cronq pause`), as this member read the control topic.
     pub paused: PausedView,
+    /// Topic partitions whose writes the broker refuses for want of rights (their dispatches
+    /// wait and are retried).
+    pub refused_writes: Vec<RefusedWrite>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
+use rskafka::client::error::Error as RsError;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::Record;
@@ -380,6 +381,44 @@ pub async fn ensure_state_topic(
 /// tick loop waits for these, and an unreachable broker must not stall it.
 const STATE_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest reading a shard's last cursor back through unreadable records may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Records read back at first from the end of a shard's partition; each further step back reads
+/// twice as many, up to [`READ_BACK_MAX`].
+const READ_BACK_FIRST: i64 = 16;
+const READ_BACK_MAX: i64 = 4096;
+
+/// Undecodable records remembered as logged (beyond that, each is logged at every read).
+const REPORTED_MAX: usize = 10_000;
+
+/// One request to the state topic, bounded by [`STATE_IO_TIMEOUT`] (`Err(None)`: no answer).
+async fn io<T>(
+    request: impl std::future::Future<Output = Result<T, RsError>>,
+) -> Result<T, Option<RsError>> {
+    match tokio::time::timeout(STATE_IO_TIMEOUT, request).await {
+        Ok(r) => r.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+/// A shard's last cursor as its partition holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastCursor {
+    /// The newest record that decodes as a cursor.
+    pub cursor: Option<Cursor>,
+    /// Offsets of the cursor records after it that do not decode, newest first (every cursor
+    /// record of the partition when none decodes).
+    pub unreadable: Vec<i64>,
+}
+
+impl LastCursor {
+    /// Cursor records exist and none decodes: not the same as a shard that never had a cursor.
+    pub fn nothing_decodes(&self) -> bool {
+        self.cursor.is_none() && !self.unreadable.is_empty()
+    }
+}
+
 /// Reads and appends cursor records (rskafka).
 pub struct StateTopic {
     client: Arc<Client>,
@@ -390,6 +429,8 @@ pub struct StateTopic {
     /// Writes one batch at a time, so a release's final cursors land after any periodic batch
     /// already in flight.
     writing: tokio::sync::Mutex<()>,
+    /// Undecodable records logged already, by shard and offset.
+    reported: std::sync::Mutex<std::collections::HashSet<(u32, i64)>>,
 }
 
 impl StateTopic {
@@ -401,6 +442,7 @@ impl StateTopic {
             health: None,
             partitions: tokio::sync::Mutex::new(vec![None; shards as usize]),
             writing: tokio::sync::Mutex::new(()),
+            reported: Default::default(),
         }
     }
 
@@ -446,9 +488,10 @@ impl StateTopic {
         }
     }
 
-    /// The last cursor record of `shard`, if it ever had one.
-    pub async fn last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
-        let result = tokio::time::timeout(STATE_IO_TIMEOUT, self.read_last(shard))
+    /// The last cursor record of `shard` that decodes, and the cursor records after it that do
+    /// not ([`LastCursor`]).
+    pub async fn last(&self, shard: u32) -> Result<LastCursor, GroupError> {
+        let result = tokio::time::timeout(READ_BACK_TIMEOUT, self.read_last(shard))
             .await
             .unwrap_or_else(|_| Err(self.error(shard, "no answer in time".into())));
         if result.is_err() {
@@ -457,45 +500,84 @@ impl StateTopic {
         result
     }
 
-    async fn read_last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
+    /// Reads back from the end of the partition, a growing window at a time, until a cursor
+    /// record decodes or the partition's start is reached. The topic is compacted, so what is
+    /// read back is bounded by the keys written, not by the history.
+    async fn read_last(&self, shard: u32) -> Result<LastCursor, GroupError> {
         let pc = self.partition(shard).await?;
-        let high = pc
-            .get_offset(OffsetAt::Latest)
+        let fail = |e: RsError| self.error(shard, describe(&e));
+        let high = io(pc.get_offset(OffsetAt::Latest))
             .await
-            .map_err(|e| self.error(shard, describe(&e)))?;
-        if high <= 0 {
-            return Ok(None);
-        }
-        // The last few records: the newest cursor among them (a record that is not a cursor, of a
-        // later version say, is passed over).
-        let from = (high - 16).max(0);
-        let (records, _) = pc
-            .fetch_records(from, 1..1_000_000, 1_000)
+            .map_err(|e| e.map_or_else(|| self.error(shard, "no answer in time".into()), fail))?;
+        let low = io(pc.get_offset(OffsetAt::Earliest))
             .await
-            .map_err(|e| self.error(shard, describe(&e)))?;
-        let newest = records
-            .iter()
-            .rev()
-            .filter(|r| r.record.key.as_deref() == Some(CURSOR_KEY))
-            .find_map(|r| match r.record.value.as_deref().map(Cursor::decode) {
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => {
-                    warn!(message = "skipping an unreadable state record", topic = %self.topic, shard, offset = r.offset, error = %e);
-                    None
+            .map_err(|e| e.map_or_else(|| self.error(shard, "no answer in time".into()), fail))?;
+        let mut found = LastCursor::default();
+        let (mut end, mut window) = (high, READ_BACK_FIRST);
+        while end > low {
+            let from = (end - window).max(low);
+            let mut records = Vec::new();
+            let mut at = from;
+            while at < end {
+                let (batch, _) = io(pc.fetch_records(at, 1..1_000_000, 1_000))
+                    .await
+                    .map_err(|e| {
+                        e.map_or_else(|| self.error(shard, "no answer in time".into()), fail)
+                    })?;
+                let Some(last) = batch.last().map(|r| r.offset) else {
+                    break;
+                };
+                records.extend(batch.into_iter().filter(|r| r.offset < end));
+                at = last + 1;
+            }
+            for r in records.iter().rev() {
+                if r.record.key.as_deref() != Some(CURSOR_KEY) {
+                    // Not a cursor (a key of a later version, say): passed over.
+                    continue;
                 }
-                None => None,
-            });
-        Ok(newest)
+                match r.record.value.as_deref().map(Cursor::decode) {
+                    Some(Ok(c)) => {
+                        found.cursor = Some(c);
+                        return Ok(found);
+                    }
+                    Some(Err(e)) => {
+                        self.unreadable(shard, r.offset, &e.to_string());
+                        found.unreadable.push(r.offset);
+                    }
+                    None => {
+                        self.unreadable(shard, r.offset, "no value");
+                        found.unreadable.push(r.offset);
+                    }
+                }
+            }
+            end = from;
+            window = (window * 2).min(READ_BACK_MAX);
+        }
+        Ok(found)
     }
 
-    /// The last cursor record of every shard (`None`: none, or unreadable now).
-    pub async fn all(&self, shards: u32) -> Vec<Option<Cursor>> {
+    /// Logs an undecodable cursor record, once per shard and offset for the life of the process
+    /// (the watchdog reads every shard once a minute).
+    fn unreadable(&self, shard: u32, offset: i64, error: &str) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.contains(&(shard, offset)) {
+            return;
+        }
+        if reported.len() < REPORTED_MAX {
+            reported.insert((shard, offset));
+        }
+        warn!(message = "unreadable cursor record in the state topic; reading further back", topic = %self.topic, shard, offset, error);
+    }
+
+    /// The last cursor record of every shard that decodes (`None`: none, or unreadable now), and
+    /// the cursor records after it that do not.
+    pub async fn all(&self, shards: u32) -> Vec<LastCursor> {
         join_all((0..shards).map(|s| async move {
             match self.last(s).await {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(message = "cannot read a shard's cursor", error = %e);
-                    None
+                    LastCursor::default()
                 }
             }
         }))

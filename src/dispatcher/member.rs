@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use super::control::ControlFollower;
 use super::cursor::Lease;
 use super::delay::DelayQueue;
-use super::group::{self, GroupError, StateTopic};
+use super::group::{self, GroupError, LastCursor, StateTopic};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
 use super::tick_loop::{ShardRun, TickLoop};
@@ -97,7 +97,7 @@ pub(super) struct Member {
     /// The last reason assigned shards could not start, logged once.
     waiting_error: Option<String>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
-    waiting: Vec<(u32, Option<Cursor>)>,
+    waiting: Vec<(u32, LastCursor)>,
     grace: Duration,
     /// The `--http` metrics and page.
     observer: Arc<Observer>,
@@ -329,6 +329,7 @@ impl Member {
                 run.lease.as_ref().is_some_and(|l| {
                     l.outstanding() == 0
                         && cursor
+                            .cursor
                             .as_ref()
                             .is_some_and(|c| c.owner == self.owner && c.minute == l.cursor())
                 })
@@ -388,10 +389,10 @@ impl Member {
         let now = Minute::containing(self.clock.now());
         let waiting = std::mem::take(&mut self.waiting);
         let mut parts = schedule.into_shards(shards.iter().copied());
-        for (shard, cursor) in waiting {
+        for (shard, read) in waiting {
             let part = parts.remove(&shard).unwrap_or_default();
-            // A shard that never had a cursor starts at the next minute.
-            let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
+            let start = self.start_of(shard, &read, &part, now);
+            let cursor = read.cursor;
             let behind = now.0 - start.0;
             let scheduler = Scheduler::new(part, start);
             self.observer.took_over();
@@ -414,13 +415,53 @@ impl Member {
         }
     }
 
-    /// A shard's last cursor (`Some(None)`: the shard never had one), retrying while the broker
-    /// cannot be read: starting without it could skip slots. `None` when `shutdown` came first.
-    async fn read_cursor(
+    /// Where a shard taken over starts (its first minute handed out is the next one): its last
+    /// readable cursor; the next minute when it never had a cursor; and when it has cursor records
+    /// of which none decodes, `now` minus the longest catch-up window of its jobs, so that each
+    /// job's own rule decides what of that span is sent (an unreadable cursor must not skip it).
+    fn start_of(
         &self,
         shard: u32,
-        shutdown: &CancellationToken,
-    ) -> Option<Option<Cursor>> {
+        read: &LastCursor,
+        part: &schedule::Schedule,
+        now: Minute,
+    ) -> Minute {
+        let offsets = || {
+            read.unreadable
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match &read.cursor {
+            Some(c) => {
+                if !read.unreadable.is_empty() {
+                    warn!(message = "the shard's newest cursor records do not decode; resuming from the last one that does", shard, cursor = %c.minute, unreadable_offsets = %offsets());
+                    self.observer
+                        .cursor_unreadable(shard, &read.unreadable, false, c.minute);
+                }
+                c.minute.min(now)
+            }
+            None if read.unreadable.is_empty() => now,
+            None => {
+                let window = part
+                    .jobs
+                    .iter()
+                    .map(|j| super::catchup::window_minutes(&j.spec))
+                    .max()
+                    .unwrap_or(0);
+                let start = Minute(now.0.saturating_sub(window));
+                error!(message = "no cursor record of the shard decodes; starting from now minus the longest catch-up window of its jobs (each job's catch-up rule applies)", shard, unreadable_offsets = %offsets(), window_minutes = window, start = %start);
+                self.observer
+                    .cursor_unreadable(shard, &read.unreadable, true, start);
+                start
+            }
+        }
+    }
+
+    /// A shard's last cursor as its partition holds it, retrying while the broker cannot be
+    /// read: starting without it could skip slots. `None` when `shutdown` came first.
+    async fn read_cursor(&self, shard: u32, shutdown: &CancellationToken) -> Option<LastCursor> {
         let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
         let failed = |e: &GroupError, _, delay: Duration| {
             if let Some(beat) = &self.beat {

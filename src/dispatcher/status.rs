@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::group::LastCursor;
 use crate::clock::Minute;
 use crate::wire::cursor::Cursor;
 
@@ -32,6 +33,10 @@ pub struct ShardView {
     pub record_age_seconds: Option<i64>,
     /// No fresh record: nobody is dispatching this shard.
     pub orphaned: bool,
+    /// Offsets of the cursor records after the last readable one that do not decode, newest
+    /// first (every cursor record of the shard when none decodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_offsets: Vec<i64>,
 }
 
 /// The whole group.
@@ -52,13 +57,50 @@ pub struct GroupView {
     pub orphaned: Vec<u32>,
     /// Shards whose cursor is more than 2 minutes behind.
     pub lagging: Vec<u32>,
+    /// Shards whose newest cursor records do not decode (the shard resumes from the last one
+    /// that does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<u32>,
+    /// Shards with cursor records of which none decodes: their next owner starts from now minus
+    /// the longest catch-up window of their jobs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_readable_cursor: Vec<u32>,
 }
 
 impl GroupView {
     /// Healthy: every shard owned, no cursor more than 2 minutes behind, one schedule.
     pub fn healthy(&self) -> bool {
-        self.orphaned.is_empty() && self.lagging.is_empty() && !self.md5_disagree
+        self.orphaned.is_empty()
+            && self.lagging.is_empty()
+            && !self.md5_disagree
+            && self.unreadable.is_empty()
+            && self.no_readable_cursor.is_empty()
     }
+
+    /// Flags the shards whose partition holds cursor records that do not decode (`reads`: each
+    /// shard's read, by shard number).
+    pub fn flag_unreadable(&mut self, reads: &[LastCursor]) {
+        for (shard, read) in self.shards.iter_mut().zip(reads) {
+            if read.unreadable.is_empty() {
+                continue;
+            }
+            shard.unreadable_offsets = read.unreadable.clone();
+            if read.nothing_decodes() {
+                self.no_readable_cursor.push(shard.shard);
+            } else {
+                self.unreadable.push(shard.shard);
+            }
+        }
+    }
+}
+
+/// Judges the group from each shard's read of its partition at `now`: [`assess`], with the
+/// shards whose records do not decode flagged.
+pub fn assess_reads(reads: &[LastCursor], now: DateTime<Utc>, shards: u32) -> GroupView {
+    let cursors: Vec<Option<Cursor>> = reads.iter().map(|r| r.cursor.clone()).collect();
+    let mut view = assess(&cursors, now, shards);
+    view.flag_unreadable(reads);
+    view
 }
 
 /// Judges the group from each shard's last cursor record at `now`.
@@ -73,6 +115,8 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
         md5_disagree: false,
         orphaned: Vec::new(),
         lagging: Vec::new(),
+        unreadable: Vec::new(),
+        no_readable_cursor: Vec::new(),
     };
     for shard in 0..shards {
         let cursor = cursors.get(shard as usize).and_then(Option::as_ref);
@@ -97,6 +141,7 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
             behind_minutes: behind,
             record_age_seconds: cursor.map(|c| (now - c.written_at).num_seconds()),
             orphaned: fresh.is_none(),
+            unreadable_offsets: Vec::new(),
         });
     }
     let mut md5s: Vec<&String> = view.md5_by_owner.values().collect();
@@ -161,6 +206,28 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
         if view.md5_disagree {
             out.push_str("PROBLEM: members run different schedule files\n");
         }
+        for s in &view.shards {
+            if s.unreadable_offsets.is_empty() {
+                continue;
+            }
+            let offsets = s
+                .unreadable_offsets
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if view.no_readable_cursor.contains(&s.shard) {
+                out.push_str(&format!(
+                    "PROBLEM: shard {}: no cursor record decodes (offsets {offsets}); its next owner starts from now minus the longest catch-up window of its jobs\n",
+                    s.shard
+                ));
+            } else {
+                out.push_str(&format!(
+                    "PROBLEM: shard {}: unreadable cursor records after its cursor (offsets {offsets}); it resumes from the last readable one\n",
+                    s.shard
+                ));
+            }
+        }
     }
     out
 }
@@ -189,8 +256,8 @@ pub async fn read(
     let shards = topic.partitions.len() as u32;
     let state =
         super::group::StateTopic::new(std::sync::Arc::new(client), state_topic.to_string(), shards);
-    let cursors = state.all(shards).await;
-    Ok(Some(assess(&cursors, now, shards)))
+    let reads = state.all(shards).await;
+    Ok(Some(assess_reads(&reads, now, shards)))
 }
 
 #[cfg(test)]

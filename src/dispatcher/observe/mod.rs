@@ -39,7 +39,9 @@ use status::PageState;
 pub use events::{ShardSnapshot, TickSnapshot};
 pub use metrics::{BatchHistogram, ProduceErrorKind, TopicCounter};
 pub use page::render;
-pub use status::{MinuteRow, Mode, OwnedShard, RefusedWrite, Reload, Status, UpcomingRun};
+pub use status::{
+    MinuteRow, Mode, OwnedShard, RefusedWrite, Reload, Status, UnreadableCursor, UpcomingRun,
+};
 
 /// Runs listed on the status page.
 pub const UPCOMING: usize = 50;

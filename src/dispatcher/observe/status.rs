@@ -115,6 +115,23 @@ pub struct RefusedWrite {
     pub error: String,
 }
 
+/// A shard taken over whose newest cursor records did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableCursor {
+    /// The shard.
+    pub shard: u32,
+    /// When it was taken over (RFC 3339).
+    pub at: String,
+    /// Offsets of the records that did not decode, newest first.
+    pub offsets: Vec<i64>,
+    /// No cursor record decoded at all: the shard started from now minus the longest catch-up
+    /// window of its jobs.
+    pub nothing_decoded: bool,
+    /// The minute the shard started after (RFC 3339).
+    pub started_from: String,
+}
+
 /// What the observer keeps for the page beyond its metrics.
 #[derive(Debug, Default)]
 pub(super) struct PageState {
@@ -130,6 +147,8 @@ pub(super) struct PageState {
     pub(super) pauses: Option<Arc<PauseTable>>,
     /// Partitions whose writes the broker refuses now, by topic and partition.
     pub(super) refused: BTreeMap<(String, i32), RefusedWrite>,
+    /// Shards taken over whose newest cursor records did not decode.
+    pub(super) unreadable: BTreeMap<u32, UnreadableCursor>,
 }
 
 impl Observer {
@@ -173,6 +192,7 @@ impl Observer {
                 .map(|t| t.view(now))
                 .unwrap_or_default(),
             refused_writes: page.refused.values().cloned().collect(),
+            unreadable_cursors: page.unreadable.values().cloned().collect(),
         }
     }
 }
@@ -219,6 +239,8 @@ pub struct Status {
     /// Topic partitions whose writes the broker refuses for want of rights (their dispatches
     /// wait and are retried).
     pub refused_writes: Vec<RefusedWrite>,
+    /// Shards this member took over whose newest cursor records did not decode.
+    pub unreadable_cursors: Vec<UnreadableCursor>,
 }
 
 #[cfg(test)]

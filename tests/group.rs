@@ -722,3 +722,55 @@ fn a_shard_whose_cursor_records_all_fail_to_decode_starts_from_now_minus_the_cat
         }
     });
 }
+
+/// Issue 19: the job topic's one partition keeps failing, its backlog fills (100 000 dispatches)
+/// and the tick loop waits for it. The cursor records are written by a task of their own, so
+/// every shard's record stays fresh meanwhile: `cronq status`, which judges the group the way the
+/// members' watchdogs do, sees no orphan.
+#[test]
+fn a_stalled_partition_does_not_stop_the_cursor_records_of_the_shards() {
+    let mut broker = Broker::not_started();
+    let topic = random_topic("stall");
+    let proxy = ProduceFault::start(broker.port, &topic, Some(0), KAFKA_STORAGE_ERROR);
+    broker.advertised_port = Some(proxy.port);
+    broker.launch();
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    create_topic(&brokers, &topic, 1);
+    // 5 000 jobs a minute into the one failing partition: its backlog is full after 20 drill
+    // minutes, one real minute at 20x.
+    let (dir, schedule) = schedule_file(&every_minute_jobs(5000));
+    let drill = Drill::new(20);
+    let mut member = Dispatcher::start(
+        &brokers,
+        &topic,
+        &schedule,
+        drill,
+        "m",
+        dir.path(),
+        // Small queues: the tick loop waits as soon as the failing partition's backlog is full.
+        &["--shards", "2", "--queue-capacity", "100"],
+    );
+    member.wait_log("taking over a shard", Duration::from_secs(60));
+    member.wait_log(
+        "holding every dispatch until it drains",
+        Duration::from_secs(300),
+    );
+    let stalled = drill.minute();
+    drill.wait_minutes(3, 45);
+    let (_, view) = group_status(&brokers, &topic, drill);
+    with_logs(&[&member], || {
+        assert_eq!(view["orphaned"], serde_json::json!([]), "{view}");
+        assert_eq!(view["members"]["m"], serde_json::json!([0, 1]), "{view}");
+        for shard in view["shards"].as_array().expect("shards") {
+            let cursor: DateTime<Utc> = shard["cursor"].as_str().unwrap().parse().unwrap();
+            // Held where the backlog filled up: nothing after it was acked.
+            assert!(cursor.timestamp().div_euclid(60) <= stalled, "{view}");
+        }
+    });
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(
+        member.child.try_wait().unwrap().is_none(),
+        "{}",
+        member.log()
+    );
+}

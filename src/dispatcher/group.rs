@@ -452,6 +452,11 @@ impl StateTopic {
         self
     }
 
+    /// Where failed writes are reported, if anywhere.
+    pub fn health(&self) -> Option<&Arc<Health>> {
+        self.health.as_ref()
+    }
+
     fn error(&self, shard: u32, reason: String) -> GroupError {
         GroupError::State {
             topic: self.topic.clone(),
@@ -615,47 +620,5 @@ impl StateTopic {
             }
         }
         failed
-    }
-}
-
-/// Writes the periodic cursor batches in the background, so an unreachable broker never stalls the
-/// tick loop. A cursor whose lease was closed meanwhile is dropped (its shard was released, and its
-/// final cursor is written by the release). `written` keeps, per shard, the minute of the last
-/// batch handed over; a failed write removes it so the next tick tries again.
-pub async fn write_cursors(
-    state: Arc<StateTopic>,
-    mut batches: mpsc::Receiver<Vec<(Cursor, Arc<super::cursor::Lease>)>>,
-    written: Arc<std::sync::Mutex<std::collections::HashMap<u32, crate::clock::Minute>>>,
-) {
-    while let Some(batch) = batches.recv().await {
-        let cursors: Vec<Cursor> = batch
-            .iter()
-            .filter(|(_, lease)| !lease.is_closed())
-            .map(|(c, _)| c.clone())
-            .collect();
-        if cursors.is_empty() {
-            continue;
-        }
-        let failed = state.write(&cursors).await;
-        if failed.is_empty() {
-            if let Some(health) = &state.health {
-                health.succeeded();
-            }
-        }
-        if let Some((shard, e)) = failed.first() {
-            match &state.health {
-                Some(health) => {
-                    health.failed("cursor writer", "", &e.to_string());
-                    debug!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
-                }
-                None => {
-                    warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e)
-                }
-            }
-            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
-            for (shard, _) in &failed {
-                written.remove(shard);
-            }
-        }
     }
 }

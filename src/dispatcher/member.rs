@@ -4,25 +4,24 @@
 //!
 //! ```text
 //!  Assigned(shards) ─► take_over: pauses synced, each new shard's cursor read, its jobs compiled
-//!  tick             ─► start_waiting (shards whose file did not load), write_cursors, publish
+//!  tick             ─► start_waiting (shards whose file did not load), publish
+//!  (the periodic cursor records are the cursor writer's, a task of its own: `cursor_writer.rs`)
 //!  Revoked(shards)  ─► revoke: delayed records sent, acks awaited (≤ grace), final cursors, parked
 //!  shutdown         ─► release_all: the same for every owned shard
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Timelike;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::control::ControlFollower;
 use super::cursor::Lease;
+use super::cursor_writer::{self, CursorWriter, SharedBook};
 use super::delay::DelayQueue;
-use super::group::{self, GroupError, LastCursor, StateTopic};
+use super::group::{GroupError, LastCursor, StateTopic};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
 use super::tick_loop::{ShardRun, TickLoop};
@@ -72,6 +71,8 @@ pub(super) struct MemberSetup {
     pub(super) beat: Option<Beat>,
     /// The group's control topic (pauses).
     pub(super) control: ControlFollower,
+    /// How often the cursor writer looks at the owned shards (`--tick`).
+    pub(super) poll: Duration,
 }
 
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
@@ -83,10 +84,8 @@ pub(super) struct Member {
     clock: Arc<dyn Clock>,
     /// Grows by one at every assignment.
     generation: u64,
-    /// The minute each owned shard's cursor record was last handed to the writer in.
-    written: Arc<Mutex<HashMap<u32, Minute>>>,
-    /// Periodic cursor batches to the background writer.
-    batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
+    /// The owned shards' leases, read by the cursor writer.
+    book: SharedBook,
     /// What the watchdog knows of this member.
     view: Arc<Mutex<MemberView>>,
     /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
@@ -108,21 +107,24 @@ pub(super) struct Member {
 }
 
 impl Member {
-    /// A member that owns nothing yet, and the task of its cursor writer (for the service to
-    /// run: the periodic cursors wait for it).
-    pub(super) fn new(setup: MemberSetup) -> (Member, impl Future<Output = ()> + Send + 'static) {
-        let written = Arc::new(Mutex::new(HashMap::new()));
-        let (batches, batches_rx) = mpsc::channel(1);
-        let writer =
-            group::write_cursors(Arc::clone(&setup.state), batches_rx, Arc::clone(&written));
+    /// A member that owns nothing yet, and its cursor writer (for the service to run as a task:
+    /// the periodic cursor records are its).
+    pub(super) fn new(setup: MemberSetup) -> (Member, CursorWriter) {
+        let book = SharedBook::default();
+        let writer = CursorWriter {
+            state: Arc::clone(&setup.state),
+            book: Arc::clone(&book),
+            owner: setup.owner.clone(),
+            clock: Arc::clone(&setup.clock),
+            poll: setup.poll,
+        };
         let member = Member {
             owner: setup.owner,
             state: setup.state,
             shards: setup.shards,
             clock: setup.clock,
             generation: 0,
-            written,
-            batches,
+            book,
             view: Arc::new(Mutex::new(MemberView::default())),
             dropped: Vec::new(),
             parked: BTreeMap::new(),
@@ -178,7 +180,7 @@ impl Member {
             error!(message = "cannot write a released shard's cursor; its next owner re-sends from the previous one", shard, error = %e);
         }
         for (shard, _) in runs {
-            self.forget_written(*shard);
+            self.unown(*shard);
         }
         let shards: Vec<u32> = runs.iter().map(|(s, _)| *s).collect();
         let cursor_of = cursors
@@ -217,7 +219,7 @@ impl Member {
                     unacked += lease.outstanding();
                     self.dropped.push(Arc::clone(lease));
                 }
-                self.forget_written(*s);
+                self.unown(*s);
             }
             warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them (dispatches not acked yet are re-sent by the next owner from the cursor)", shards = ?shards, unacked);
             drop(runs);
@@ -293,7 +295,7 @@ impl Member {
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         for shard in owned.iter().filter(|s| !assigned.contains(s)) {
             tick_loop.remove_shard(*shard);
-            self.forget_written(*shard);
+            self.unown(*shard);
         }
         let new: Vec<u32> = assigned
             .iter()
@@ -349,6 +351,8 @@ impl Member {
         if let Some(source) = tick_loop.source_mut() {
             source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
         }
+        self.sync_book(tick_loop);
+        cursor_writer::lock(&self.book).set_md5(&md5);
         self.observer.assigned(&owned, self.shards);
         info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
     }
@@ -413,6 +417,7 @@ impl Member {
                 },
             );
         }
+        self.sync_book(tick_loop);
     }
 
     /// Where a shard taken over starts (its first minute handed out is the next one): its last
@@ -477,44 +482,25 @@ impl Member {
             .ok()
     }
 
-    fn forget_written(&self, shard: u32) {
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&shard);
+    /// `shard` is not this member's any more: the cursor writer leaves it alone.
+    fn unown(&self, shard: u32) {
+        cursor_writer::lock(&self.book).drop_shard(shard);
     }
 
-    /// Once a minute per shard: the cursor as soon as the minute is acked, or at second 30 with
-    /// the cursor where it is (the liveness report). Handed to the background writer; skipped
-    /// while a batch is still in flight.
-    pub(super) fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
-        let now = self.clock.now();
-        let minute = Minute::containing(now);
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        let batch: Vec<(Cursor, Arc<Lease>)> = tick_loop
+    /// Tells the cursor writer which shards the tick loop runs now, under which leases.
+    fn sync_book(&self, tick_loop: &TickLoop) {
+        let leases = tick_loop
             .shards()
             .iter()
-            .filter(|(shard, _)| written.get(shard) != Some(&minute))
-            .filter_map(|(shard, run)| {
-                let lease = run.lease.as_ref()?;
-                let cursor = lease.cursor();
-                (cursor >= run.scheduler.processed() || now.second() >= 30)
-                    .then(|| (self.cursor(*shard, cursor, md5), Arc::clone(lease)))
-            })
+            .filter_map(|(shard, run)| run.lease.as_ref().map(|l| (*shard, Arc::clone(l))))
             .collect();
-        if batch.is_empty() {
-            return;
-        }
-        let shards: Vec<u32> = batch.iter().map(|(c, _)| c.shard).collect();
-        if self.batches.try_send(batch).is_ok() {
-            for shard in shards {
-                written.insert(shard, minute);
-            }
-        }
+        cursor_writer::lock(&self.book).own(leases, self.generation);
     }
 
-    /// Tells the watchdog what this member owns and runs.
+    /// Tells the watchdog and the cursor writer what this member owns and runs.
     pub(super) fn publish(&self, tick_loop: &TickLoop, md5: &str) {
+        self.sync_book(tick_loop);
+        cursor_writer::lock(&self.book).set_md5(md5);
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.owned = tick_loop.shards().keys().copied().collect();
         if view.md5 != md5 {

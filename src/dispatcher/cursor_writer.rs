@@ -71,21 +71,23 @@ impl CursorBook {
 
     /// The records due at `now`: per owned shard once a minute, as soon as every dispatch it handed
     /// out is acked, or from second 30 with the cursor where it is (the liveness report).
-    fn due(&self, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Vec<Cursor> {
+    fn due(&self, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Vec<(Cursor, Arc<Lease>)> {
         let minute = Minute::containing(now);
         self.leases
             .iter()
             .filter(|(shard, lease)| self.written.get(shard) != Some(&minute) && !lease.is_closed())
             .filter_map(|(&shard, lease)| {
                 let cursor = lease.cursor();
-                (cursor >= lease.handed_out() || now.second() >= 30).then(|| Cursor {
+                let record = Cursor {
                     shard,
                     minute: cursor,
                     written_at: now,
                     owner: owner.to_string(),
                     generation: self.generation,
                     schedule_md5: self.md5.clone(),
-                })
+                };
+                (cursor >= lease.handed_out() || now.second() >= 30)
+                    .then(|| (record, Arc::clone(lease)))
             })
             .collect()
     }
@@ -117,11 +119,19 @@ impl CursorWriter {
                 _ = every.tick() => {}
             }
             let now = self.clock.now();
-            let cursors = lock(&self.book).due(&self.owner, now);
-            if cursors.is_empty() {
+            let due = lock(&self.book).due(&self.owner, now);
+            if due.is_empty() {
                 continue;
             }
-            let failed = self.state.write(&cursors).await;
+            let (cursors, leases): (Vec<Cursor>, Vec<Arc<Lease>>) = due.into_iter().unzip();
+            // A lease closed since (its shard released) is passed over: the release writes the
+            // shard's final record, which must stay its last.
+            let open = |c: &Cursor| {
+                leases
+                    .iter()
+                    .any(|l| l.shard() == c.shard && !l.is_closed())
+            };
+            let failed = self.state.write_where(&cursors, open).await;
             let minute = Minute::containing(now);
             {
                 let mut book = lock(&self.book);
@@ -176,14 +186,17 @@ mod tests {
         // Second 5: the acked shard's cursor is due at once; the stalled one is not yet.
         let due = book.due("me", at(5));
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].shard, due[0].minute), (1, minute));
-        assert_eq!((due[0].generation, due[0].schedule_md5.as_str()), (3, "m"));
+        assert_eq!((due[0].0.shard, due[0].0.minute), (1, minute));
+        assert_eq!(
+            (due[0].0.generation, due[0].0.schedule_md5.as_str()),
+            (3, "m")
+        );
         book.written.insert(1, minute);
         // Second 30: the stalled shard's record goes out where its cursor is (liveness); the other
         // was written this minute already.
         let due = book.due("me", at(30));
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].shard, due[0].minute), (0, Minute(minute.0 - 1)));
+        assert_eq!((due[0].0.shard, due[0].0.minute), (0, Minute(minute.0 - 1)));
     }
 
     #[test]

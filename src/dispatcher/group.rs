@@ -592,8 +592,20 @@ impl StateTopic {
     /// Appends `cursors`, one record to each one's partition, all at once. Returns the shards
     /// whose record could not be written.
     pub async fn write(&self, cursors: &[Cursor]) -> Vec<(u32, GroupError)> {
+        self.write_where(cursors, |_| true).await
+    }
+
+    /// [`write`](Self::write) of the `cursors` that `keep` still wants once this batch's turn has
+    /// come (batches are written one at a time): a periodic cursor of a shard released meanwhile
+    /// must not land after the release's final one.
+    pub async fn write_where(
+        &self,
+        cursors: &[Cursor],
+        keep: impl Fn(&Cursor) -> bool,
+    ) -> Vec<(u32, GroupError)> {
         let _one_batch_at_a_time = self.writing.lock().await;
-        let results = join_all(cursors.iter().map(|c| async move {
+        let cursors: Vec<&Cursor> = cursors.iter().filter(|c| keep(c)).collect();
+        let results = join_all(cursors.iter().map(|&c| async move {
             let record = Record {
                 key: Some(CURSOR_KEY.to_vec()),
                 value: Some(c.encode()),

@@ -509,7 +509,11 @@ impl StateTopic {
     /// record decodes or the partition's start is reached. The topic is compacted, so what is
     /// read back is bounded by the keys written, not by the history.
     async fn read_last(&self, shard: u32) -> Result<LastCursor, GroupError> {
-        let pc = self.partition(shard).await?;
+        // Bounded on its own: the partition clients' lock is held meanwhile, and a write (the
+        // release's final cursors) waits for it.
+        let pc = tokio::time::timeout(STATE_IO_TIMEOUT, self.partition(shard))
+            .await
+            .unwrap_or_else(|_| Err(self.error(shard, "no answer in time".into())))?;
         let fail = |e: RsError| self.error(shard, describe(&e));
         let high = io(pc.get_offset(OffsetAt::Latest))
             .await

@@ -595,3 +595,182 @@ fn an_idle_minute_logs_nothing_and_a_due_minute_one_line() {
         lines.len()
     );
 }
+
+/// `n` records keyed like cursors whose values do not decode, for shard `partition`.
+fn garbage_cursors(n: usize, partition: i32) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            key: b"cursor".to_vec(),
+            value: format!("{{\"v\":1,\"garbage\":{i}").into_bytes(),
+            partition: Some(partition),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// Issue 19: a shard whose newest cursor records do not decode (more of them than the first read
+/// back covers) is flagged by `cronq status`, and its next owner resumes from the last cursor that
+/// decodes, logging each bad record once with its offset: no slot of the gap is lost.
+#[test]
+fn unreadable_records_after_a_cursor_are_read_through_and_the_gap_is_sent() {
+    let setup = Setup::new("garbage", &every_minute_jobs(20), 10);
+    let drill = setup.drill;
+    let mut first = setup.member("a", &["--shards", "1"]);
+    first.wait_log("taking over a shard", Duration::from_secs(60));
+    drill.wait_minutes(2, 30);
+    first.kill9();
+    let state = format!("g-{}.state", setup.topic);
+    produce(&setup.address(), &state, &garbage_cursors(40, 0));
+    let (healthy, view) = group_status(&setup.address(), &setup.topic, drill);
+    assert!(!healthy, "{view}");
+    assert_eq!(view["unreadable"], serde_json::json!([0]), "{view}");
+    assert_eq!(
+        view["shards"][0]["unreadableOffsets"]
+            .as_array()
+            .map(Vec::len),
+        Some(40),
+        "{view}"
+    );
+    assert!(view["shards"][0]["cursor"].is_string(), "{view}");
+    drill.wait_minutes(3, 0);
+    let mut second = setup.member("b", &["--shards", "1"]);
+    second.wait_log("taking over a shard", Duration::from_secs(60));
+    let log = second.log();
+    assert!(
+        log.contains("resuming from the last one that does"),
+        "{log}"
+    );
+    let reported: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("unreadable cursor record"))
+        .collect();
+    assert_eq!(reported.len(), 40, "each bad record once:\n{log}");
+    drill.wait_minutes(2, 10);
+    let stopped = drill.minute();
+    second.terminate();
+    // The watchdog read the shard every minute: still one line per bad record.
+    let log = second.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("unreadable cursor record"))
+            .count(),
+        40,
+        "{log}"
+    );
+    setup.arrivals(20, 20 * 9, stopped, &[&first, &second]);
+}
+
+/// Issue 19: a shard with cursor records of which none decodes is an error `cronq status` shows,
+/// and its owner starts from now minus the longest catch-up window of the shard's jobs, each job
+/// under its own rule (not from now, which would skip the gap silently); the page shows it.
+#[test]
+fn a_shard_whose_cursor_records_all_fail_to_decode_starts_from_now_minus_the_catch_up_window() {
+    let setup = Setup::new(
+        "nodecode",
+        r#"{"jobs":[
+          {"jobName":"all-5m","job":"x","cronTime":"* * * * *","catchup":"all","catchupWindow":"5m"},
+          {"jobName":"latest-3m","job":"x","cronTime":"* * * * *","catchup":"latest","catchupWindow":"3m"},
+          {"jobName":"none","job":"x","cronTime":"* * * * *","catchup":"none","catchupWindow":"2m"}
+        ]}"#,
+        10,
+    );
+    let drill = setup.drill;
+    let state = format!("g-{}.state", setup.topic);
+    create_topic(&setup.address(), &state, 1);
+    produce(&setup.address(), &state, &garbage_cursors(5, 0));
+    let (healthy, view) = group_status(&setup.address(), &setup.topic, drill);
+    assert!(!healthy, "{view}");
+    assert_eq!(view["noReadableCursor"], serde_json::json!([0]), "{view}");
+    let mut member = setup.member("m", &["--shards", "1"]);
+    member.wait_log("taking over a shard", Duration::from_secs(60));
+    let http = http_addr_in_log(&member.log, Duration::from_secs(30));
+    let (_, status) = http_get(&format!("http://{http}/status.json"));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let found = &status["unreadableCursors"][0];
+    assert_eq!(found["nothingDecoded"], true, "{status}");
+    assert_eq!(
+        found["offsets"].as_array().map(Vec::len),
+        Some(5),
+        "{status}"
+    );
+    let start: DateTime<Utc> = found["startedFrom"].as_str().unwrap().parse().unwrap();
+    let start = start.timestamp().div_euclid(60);
+    let log = member.log();
+    assert!(
+        log.contains("no cursor record of the shard decodes") && log.contains("behind_minutes=5"),
+        "{log}"
+    );
+    let (_, page) = http_get(&format!("http://{http}/"));
+    assert!(page.contains("Unreadable cursor records"), "{page}");
+    drill.wait_minutes(1, 30);
+    member.terminate();
+    // The takeover's minute: 5 (the longest window) after where the shard started.
+    let now = start + 5;
+    let arrivals = Arrivals::read(&setup.address(), &setup.topic, 12);
+    let slots = |job: &str| arrivals.slots.get(job).cloned().unwrap_or_default();
+    let before = |job: &str| -> Vec<i64> { slots(job).into_iter().filter(|m| *m < now).collect() };
+    with_logs(&[&member], || {
+        assert_eq!(
+            before("all-5m"),
+            (now - 4..now).collect::<Vec<_>>(),
+            "catchup all, 5m"
+        );
+        assert_eq!(before("latest-3m"), [now - 1], "catchup latest");
+        assert_eq!(before("none"), Vec::<i64>::new(), "catchup none");
+        for job in ["all-5m", "latest-3m", "none"] {
+            assert!(slots(job).contains(&now), "{job}: the live minute {now}");
+        }
+    });
+}
+
+/// Issue 19: the job topic's one partition keeps failing, its backlog fills (100 000 dispatches)
+/// and the tick loop waits for it. The cursor records are written by a task of their own, so
+/// every shard's record stays fresh meanwhile: `cronq status`, which judges the group the way the
+/// members' watchdogs do, sees no orphan.
+#[test]
+fn a_stalled_partition_does_not_stop_the_cursor_records_of_the_shards() {
+    let mut broker = Broker::not_started();
+    let topic = random_topic("stall");
+    let proxy = ProduceFault::start(broker.port, &topic, Some(0), KAFKA_STORAGE_ERROR);
+    broker.advertised_port = Some(proxy.port);
+    broker.launch();
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    create_topic(&brokers, &topic, 1);
+    // 5 000 jobs a minute into the one failing partition: its backlog is full after 20 drill
+    // minutes, one real minute at 20x.
+    let (dir, schedule) = schedule_file(&every_minute_jobs(5000));
+    let drill = Drill::new(20);
+    let mut member = Dispatcher::start(
+        &brokers,
+        &topic,
+        &schedule,
+        drill,
+        "m",
+        dir.path(),
+        // Small queues: the tick loop waits as soon as the failing partition's backlog is full.
+        &["--shards", "2", "--queue-capacity", "100"],
+    );
+    member.wait_log("taking over a shard", Duration::from_secs(60));
+    member.wait_log(
+        "holding every dispatch until it drains",
+        Duration::from_secs(300),
+    );
+    let stalled = drill.minute();
+    drill.wait_minutes(3, 45);
+    let (_, view) = group_status(&brokers, &topic, drill);
+    with_logs(&[&member], || {
+        assert_eq!(view["orphaned"], serde_json::json!([]), "{view}");
+        assert_eq!(view["members"]["m"], serde_json::json!([0, 1]), "{view}");
+        for shard in view["shards"].as_array().expect("shards") {
+            let cursor: DateTime<Utc> = shard["cursor"].as_str().unwrap().parse().unwrap();
+            // Held where the backlog filled up: nothing after it was acked.
+            assert!(cursor.timestamp().div_euclid(60) <= stalled, "{view}");
+        }
+    });
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(
+        member.child.try_wait().unwrap().is_none(),
+        "{}",
+        member.log()
+    );
+}

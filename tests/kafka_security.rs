@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -703,184 +703,13 @@ fn a_missing_topic_does_not_stop_a_good_one_and_is_picked_up_once_created() {
     assert!(text.contains("topic usable again"), "{text}");
 }
 
-/// A proxy in front of the broker that understands just enough of the Kafka protocol to refuse
-/// the produce requests of one partition (KAFKA_STORAGE_ERROR, retriable) while `failing` is set,
-/// without passing them to the broker, and forwards everything else unchanged.
-struct PartitionFault {
-    port: u16,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-    refused: Arc<std::sync::atomic::AtomicUsize>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-/// Reads one size-prefixed Kafka frame (the size included).
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut size = [0u8; 4];
-    r.read_exact(&mut size).await.ok()?;
-    let n = i32::from_be_bytes(size);
-    let mut frame = size.to_vec();
-    frame.resize(4 + usize::try_from(n).ok()?, 0);
-    r.read_exact(&mut frame[4..]).await.ok()?;
-    Some(frame)
-}
-
-/// A cursor over a request's bytes (big-endian, as Kafka writes them).
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    /// A (nullable) string with an int16 length.
-    fn string(&mut self) -> Option<String> {
-        let n = self.i16()?;
-        if n < 0 {
-            return Some(String::new());
-        }
-        Some(String::from_utf8_lossy(self.take(n as usize)?).into_owned())
-    }
-}
-
-/// The `(topic, [partition])` list of a produce request.
-type Targets = Vec<(String, Vec<i32>)>;
-
-/// For a Produce request (v3-v7, the versions rskafka speaks): its version, correlation id and
-/// targets.
-fn produce_request(frame: &[u8]) -> Option<(i16, i32, Targets)> {
-    let mut b = Bytes(&frame[4..]);
-    let (api_key, version, correlation) = (b.i16()?, b.i16()?, b.i32()?);
-    if api_key != 0 || !(3..=7).contains(&version) {
-        return None;
-    }
-    b.string()?; // client id
-    b.string()?; // transactional id
-    b.i16()?; // acks
-    b.i32()?; // timeout
-    let mut topics = Vec::new();
-    for _ in 0..b.i32()? {
-        let name = b.string()?;
-        let mut partitions = Vec::new();
-        for _ in 0..b.i32()? {
-            partitions.push(b.i32()?);
-            let records = b.i32()?;
-            if records > 0 {
-                b.take(records as usize)?;
-            }
-        }
-        topics.push((name, partitions));
-    }
-    Some((version, correlation, topics))
-}
-
-/// A Produce response (v3-v7) failing every partition of the request with `error`.
-fn produce_error(
-    version: i16,
-    correlation: i32,
-    topics: &[(String, Vec<i32>)],
-    error: i16,
-) -> Vec<u8> {
-    let mut body = correlation.to_be_bytes().to_vec();
-    body.extend((topics.len() as i32).to_be_bytes());
-    for (name, partitions) in topics {
-        body.extend((name.len() as i16).to_be_bytes());
-        body.extend(name.as_bytes());
-        body.extend((partitions.len() as i32).to_be_bytes());
-        for p in partitions {
-            body.extend(p.to_be_bytes());
-            body.extend(error.to_be_bytes());
-            body.extend((-1i64).to_be_bytes()); // base offset
-            body.extend((-1i64).to_be_bytes()); // log append time (v2+)
-            if version >= 5 {
-                body.extend((-1i64).to_be_bytes()); // log start offset
-            }
-        }
-    }
-    body.extend(0i32.to_be_bytes()); // throttle time
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend(body);
-    frame
-}
-
-fn partition_fault(upstream: u16, topic: String, partition: i32) -> PartitionFault {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use tokio::io::AsyncWriteExt;
-    const KAFKA_STORAGE_ERROR: i16 = 56;
-    let failing = Arc::new(AtomicBool::new(true));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (fail, count) = (failing.clone(), refused.clone());
-    runtime.spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                continue;
-            };
-            let (mut from_client, to_client) = client.into_split();
-            let (mut from_broker, mut to_broker) = broker.into_split();
-            let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
-            let replies = to_client.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = read_frame(&mut from_broker).await {
-                    if replies.lock().await.write_all(&frame).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            let (topic, fail, count) = (topic.clone(), fail.clone(), count.clone());
-            tokio::spawn(async move {
-                while let Some(frame) = read_frame(&mut from_client).await {
-                    if let Some((version, correlation, topics)) = produce_request(&frame) {
-                        let victim = topics
-                            .iter()
-                            .any(|(t, ps)| *t == topic && ps.contains(&partition));
-                        if victim && fail.load(Ordering::SeqCst) {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            let reply =
-                                produce_error(version, correlation, &topics, KAFKA_STORAGE_ERROR);
-                            if to_client.lock().await.write_all(&reply).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                    }
-                    if to_broker.write_all(&frame).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    PartitionFault {
-        port,
-        failing,
-        refused,
-        _runtime: runtime,
-    }
-}
-
 #[test]
 fn a_failing_partition_does_not_stop_the_others_and_delivers_once_it_recovers() {
     use std::sync::atomic::Ordering;
     let mut broker = Broker::not_started();
     let topic = random_topic("partfail");
     const VICTIM: i32 = 1;
-    let proxy = partition_fault(broker.port, topic.clone(), VICTIM);
+    let proxy = ProduceFault::start(broker.port, &topic, Some(VICTIM), KAFKA_STORAGE_ERROR);
     broker.advertised_port = Some(proxy.port);
     broker.launch();
     let brokers = format!("127.0.0.1:{}", proxy.port);
@@ -1161,4 +990,160 @@ fn nix_kill_term(child: &mut std::process::Child) -> Option<std::process::ExitSt
     }
     let _ = child.kill();
     None
+}
+
+// ---- authorization: a refused write waits, it is never counted as delivered ----
+
+/// The minutes of `topic`'s records of job `job`, and how many records carried each dispatchId.
+fn minutes_of(brokers: &str, topic: &str, job: &str) -> (BTreeSet<i64>, HashMap<String, u32>) {
+    let mut minutes = BTreeSet::new();
+    let mut copies = HashMap::new();
+    for c in consume_all(brokers, topic, PARTITIONS, 0, Duration::from_secs(20)) {
+        if c.value["jobName"].as_str() != Some(job) {
+            continue;
+        }
+        let at: chrono::DateTime<chrono::Utc> = c.value["scheduledAt"]
+            .as_str()
+            .expect("scheduledAt")
+            .parse()
+            .expect("RFC 3339");
+        minutes.insert(at.timestamp().div_euclid(60));
+        let id = c.value["dispatchId"].as_str().unwrap_or_default();
+        *copies.entry(id.to_string()).or_default() += 1;
+    }
+    (minutes, copies)
+}
+
+/// The cursor (drill minute) of shard 0 of the group `g-{topic}`, from `cronq status --json`.
+fn shard_cursor(brokers: &str, topic: &str, drill: Drill) -> Option<i64> {
+    let (_, view) = group_status(brokers, topic, drill);
+    let at = view["shards"][0]["cursor"].as_str()?;
+    let at: chrono::DateTime<chrono::Utc> = at.parse().ok()?;
+    Some(at.timestamp().div_euclid(60))
+}
+
+/// Issue 19: the broker refuses one topic's produce requests with TOPIC_AUTHORIZATION_FAILED for
+/// three (drill) minutes, then allows them again. Meanwhile the other topic's job keeps flowing,
+/// and the shard's cursor never passes a slot that was not delivered; afterwards every slot of
+/// the refused topic is there exactly once. The refusal is logged once, counted and on the page.
+#[test]
+fn a_topic_refused_for_want_of_rights_waits_and_every_slot_arrives_once_the_rights_are_back() {
+    use std::sync::atomic::Ordering;
+    let mut broker = Broker::not_started();
+    let (free, acl) = (random_topic("free"), random_topic("acl"));
+    let proxy = ProduceFault::start(broker.port, &acl, None, TOPIC_AUTHORIZATION_FAILED);
+    proxy.failing.store(false, Ordering::SeqCst);
+    broker.advertised_port = Some(proxy.port);
+    broker.launch();
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    create_topic(&brokers, &free, PARTITIONS);
+    create_topic(&brokers, &acl, PARTITIONS);
+    let (dir, path) = schedule_file(&format!(
+        r#"{{"jobs":[{{"jobName":"flow","job":"x","cronTime":"* * * * *"}},
+                    {{"jobName":"acl","job":"x","cronTime":"* * * * *","topic":"{acl}"}}]}}"#
+    ));
+    // A drill minute lasts 6 real seconds: the 3-minute refusal takes 18 s.
+    let drill = Drill::new(10);
+    let mut member = Dispatcher::start(
+        &brokers,
+        &free,
+        &path,
+        drill,
+        "m",
+        dir.path(),
+        &["--shards", "1"],
+    );
+    member.wait_log("taking over a shard", Duration::from_secs(60));
+    let http = http_addr_in_log(&member.log, Duration::from_secs(30));
+    with_logs(&[&member], || {
+        // Both topics flow before the refusal.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while minutes_of(&brokers, &acl, "acl").0.is_empty() {
+            assert!(Instant::now() < deadline, "nothing reached {acl}");
+            pause();
+        }
+        proxy.failing.store(true, Ordering::SeqCst);
+        let refused_from = drill.minute();
+        let allowed_at = drill.wait_minutes(3, 30);
+        let (acl_minutes, _) = minutes_of(&brokers, &acl, "acl");
+        let (free_minutes, _) = minutes_of(&brokers, &free, "flow");
+        // The other topic flowed through the refusal.
+        for m in refused_from + 1..allowed_at {
+            assert!(
+                free_minutes.contains(&m),
+                "flow missed minute {m} during the refusal: {free_minutes:?}"
+            );
+        }
+        assert!(
+            proxy.refused.load(Ordering::SeqCst) >= 2,
+            "the refusal was retried"
+        );
+        // The cursor has not passed a slot that is not in the topic.
+        let cursor = shard_cursor(&brokers, &free, drill).expect("a cursor");
+        let first = *acl_minutes.first().unwrap();
+        let missing: Vec<i64> = (first..=cursor)
+            .filter(|m| !acl_minutes.contains(m))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the cursor {cursor} passed undelivered slots {missing:?} (arrived: {acl_minutes:?})"
+        );
+        assert!(
+            cursor < allowed_at - 1,
+            "the cursor {cursor} waits for the refused slots"
+        );
+        // Logged once, counted, on the page.
+        let log = member.log();
+        assert_eq!(
+            log.matches("writes refused").count(),
+            1,
+            "one line per state change:\n{log}"
+        );
+        assert!(!log.contains("dispatch dropped"), "{log}");
+        let (_, metrics) = http_get(&format!("http://{http}/metrics"));
+        let unauthorized = metrics
+            .lines()
+            .find(|l| l.contains(&acl) && l.contains("kind=\"unauthorized\""))
+            .unwrap_or_else(|| panic!("no unauthorized counter for {acl}:\n{metrics}"));
+        assert!(!unauthorized.ends_with(" 0"), "{unauthorized}");
+        let (_, status) = http_get(&format!("http://{http}/status.json"));
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(
+            status["refusedWrites"][0]["topic"],
+            acl.as_str(),
+            "{status}"
+        );
+        let (_, page) = http_get(&format!("http://{http}/"));
+        assert!(page.contains("Writes refused by the broker"), "{page}");
+
+        // The rights are back: the waiting slots go out, each once.
+        proxy.failing.store(false, Ordering::SeqCst);
+        wait_for_line(
+            &member.log,
+            "writes accepted again",
+            Duration::from_secs(60),
+            "the end of the refusal",
+        );
+        let (_, status) = http_get(&format!("http://{http}/status.json"));
+        assert!(status.contains("\"refusedWrites\":[]"), "{status}");
+        drill.wait_minutes(1, 40);
+    });
+    member.terminate();
+    let cursor = shard_cursor(&brokers, &free, drill).expect("a final cursor");
+    let (acl_minutes, copies) = minutes_of(&brokers, &acl, "acl");
+    let first = *acl_minutes.first().unwrap();
+    let missing: Vec<i64> = (first..=cursor)
+        .filter(|m| !acl_minutes.contains(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "slots lost: {missing:?}; log:\n{}",
+        member.log()
+    );
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "slots sent twice: {twice:?}");
+    println!(
+        "refused for 3 drill minutes: {} slots of {acl} from {first} to the final cursor {cursor}, each once",
+        acl_minutes.len()
+    );
 }

@@ -25,6 +25,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
+use rskafka::client::error::Error as RsError;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::Record;
@@ -380,6 +381,44 @@ pub async fn ensure_state_topic(
 /// tick loop waits for these, and an unreachable broker must not stall it.
 const STATE_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest reading a shard's last cursor back through unreadable records may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Records read back at first from the end of a shard's partition; each further step back reads
+/// twice as many, up to [`READ_BACK_MAX`].
+const READ_BACK_FIRST: i64 = 16;
+const READ_BACK_MAX: i64 = 4096;
+
+/// Undecodable records remembered as logged (beyond that, each is logged at every read).
+const REPORTED_MAX: usize = 10_000;
+
+/// One request to the state topic, bounded by [`STATE_IO_TIMEOUT`] (`Err(None)`: no answer).
+async fn io<T>(
+    request: impl std::future::Future<Output = Result<T, RsError>>,
+) -> Result<T, Option<RsError>> {
+    match tokio::time::timeout(STATE_IO_TIMEOUT, request).await {
+        Ok(r) => r.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+/// A shard's last cursor as its partition holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastCursor {
+    /// The newest record that decodes as a cursor.
+    pub cursor: Option<Cursor>,
+    /// Offsets of the cursor records after it that do not decode, newest first (every cursor
+    /// record of the partition when none decodes).
+    pub unreadable: Vec<i64>,
+}
+
+impl LastCursor {
+    /// Cursor records exist and none decodes: not the same as a shard that never had a cursor.
+    pub fn nothing_decodes(&self) -> bool {
+        self.cursor.is_none() && !self.unreadable.is_empty()
+    }
+}
+
 /// Reads and appends cursor records (rskafka).
 pub struct StateTopic {
     client: Arc<Client>,
@@ -390,6 +429,8 @@ pub struct StateTopic {
     /// Writes one batch at a time, so a release's final cursors land after any periodic batch
     /// already in flight.
     writing: tokio::sync::Mutex<()>,
+    /// Undecodable records logged already, by shard and offset.
+    reported: std::sync::Mutex<std::collections::HashSet<(u32, i64)>>,
 }
 
 impl StateTopic {
@@ -401,6 +442,7 @@ impl StateTopic {
             health: None,
             partitions: tokio::sync::Mutex::new(vec![None; shards as usize]),
             writing: tokio::sync::Mutex::new(()),
+            reported: Default::default(),
         }
     }
 
@@ -408,6 +450,11 @@ impl StateTopic {
     pub fn with_health(mut self, health: Arc<Health>) -> StateTopic {
         self.health = Some(health);
         self
+    }
+
+    /// Where failed writes are reported, if anywhere.
+    pub fn health(&self) -> Option<&Arc<Health>> {
+        self.health.as_ref()
     }
 
     fn error(&self, shard: u32, reason: String) -> GroupError {
@@ -446,9 +493,10 @@ impl StateTopic {
         }
     }
 
-    /// The last cursor record of `shard`, if it ever had one.
-    pub async fn last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
-        let result = tokio::time::timeout(STATE_IO_TIMEOUT, self.read_last(shard))
+    /// The last cursor record of `shard` that decodes, and the cursor records after it that do
+    /// not ([`LastCursor`]).
+    pub async fn last(&self, shard: u32) -> Result<LastCursor, GroupError> {
+        let result = tokio::time::timeout(READ_BACK_TIMEOUT, self.read_last(shard))
             .await
             .unwrap_or_else(|_| Err(self.error(shard, "no answer in time".into())));
         if result.is_err() {
@@ -457,45 +505,88 @@ impl StateTopic {
         result
     }
 
-    async fn read_last(&self, shard: u32) -> Result<Option<Cursor>, GroupError> {
-        let pc = self.partition(shard).await?;
-        let high = pc
-            .get_offset(OffsetAt::Latest)
+    /// Reads back from the end of the partition, a growing window at a time, until a cursor
+    /// record decodes or the partition's start is reached. The topic is compacted, so what is
+    /// read back is bounded by the keys written, not by the history.
+    async fn read_last(&self, shard: u32) -> Result<LastCursor, GroupError> {
+        // Bounded on its own: the partition clients' lock is held meanwhile, and a write (the
+        // release's final cursors) waits for it.
+        let pc = tokio::time::timeout(STATE_IO_TIMEOUT, self.partition(shard))
             .await
-            .map_err(|e| self.error(shard, describe(&e)))?;
-        if high <= 0 {
-            return Ok(None);
-        }
-        // The last few records: the newest cursor among them (a record that is not a cursor, of a
-        // later version say, is passed over).
-        let from = (high - 16).max(0);
-        let (records, _) = pc
-            .fetch_records(from, 1..1_000_000, 1_000)
+            .unwrap_or_else(|_| Err(self.error(shard, "no answer in time".into())))?;
+        let fail = |e: RsError| self.error(shard, describe(&e));
+        let high = io(pc.get_offset(OffsetAt::Latest))
             .await
-            .map_err(|e| self.error(shard, describe(&e)))?;
-        let newest = records
-            .iter()
-            .rev()
-            .filter(|r| r.record.key.as_deref() == Some(CURSOR_KEY))
-            .find_map(|r| match r.record.value.as_deref().map(Cursor::decode) {
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => {
-                    warn!(message = "skipping an unreadable state record", topic = %self.topic, shard, offset = r.offset, error = %e);
-                    None
+            .map_err(|e| e.map_or_else(|| self.error(shard, "no answer in time".into()), fail))?;
+        let low = io(pc.get_offset(OffsetAt::Earliest))
+            .await
+            .map_err(|e| e.map_or_else(|| self.error(shard, "no answer in time".into()), fail))?;
+        let mut found = LastCursor::default();
+        let (mut end, mut window) = (high, READ_BACK_FIRST);
+        while end > low {
+            let from = (end - window).max(low);
+            let mut records = Vec::new();
+            let mut at = from;
+            while at < end {
+                let (batch, _) = io(pc.fetch_records(at, 1..1_000_000, 1_000))
+                    .await
+                    .map_err(|e| {
+                        e.map_or_else(|| self.error(shard, "no answer in time".into()), fail)
+                    })?;
+                let Some(last) = batch.last().map(|r| r.offset) else {
+                    break;
+                };
+                records.extend(batch.into_iter().filter(|r| r.offset < end));
+                at = last + 1;
+            }
+            for r in records.iter().rev() {
+                if r.record.key.as_deref() != Some(CURSOR_KEY) {
+                    // Not a cursor (a key of a later version, say): passed over.
+                    continue;
                 }
-                None => None,
-            });
-        Ok(newest)
+                match r.record.value.as_deref().map(Cursor::decode) {
+                    Some(Ok(c)) => {
+                        found.cursor = Some(c);
+                        return Ok(found);
+                    }
+                    Some(Err(e)) => {
+                        self.unreadable(shard, r.offset, &e.to_string());
+                        found.unreadable.push(r.offset);
+                    }
+                    None => {
+                        self.unreadable(shard, r.offset, "no value");
+                        found.unreadable.push(r.offset);
+                    }
+                }
+            }
+            end = from;
+            window = (window * 2).min(READ_BACK_MAX);
+        }
+        Ok(found)
     }
 
-    /// The last cursor record of every shard (`None`: none, or unreadable now).
-    pub async fn all(&self, shards: u32) -> Vec<Option<Cursor>> {
+    /// Logs an undecodable cursor record, once per shard and offset for the life of the process
+    /// (the watchdog reads every shard once a minute).
+    fn unreadable(&self, shard: u32, offset: i64, error: &str) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.contains(&(shard, offset)) {
+            return;
+        }
+        if reported.len() < REPORTED_MAX {
+            reported.insert((shard, offset));
+        }
+        warn!(message = "unreadable cursor record in the state topic; reading further back", topic = %self.topic, shard, offset, error);
+    }
+
+    /// The last cursor record of every shard that decodes (`None`: none, or unreadable now), and
+    /// the cursor records after it that do not.
+    pub async fn all(&self, shards: u32) -> Vec<LastCursor> {
         join_all((0..shards).map(|s| async move {
             match self.last(s).await {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(message = "cannot read a shard's cursor", error = %e);
-                    None
+                    LastCursor::default()
                 }
             }
         }))
@@ -505,8 +596,20 @@ impl StateTopic {
     /// Appends `cursors`, one record to each one's partition, all at once. Returns the shards
     /// whose record could not be written.
     pub async fn write(&self, cursors: &[Cursor]) -> Vec<(u32, GroupError)> {
+        self.write_where(cursors, |_| true).await
+    }
+
+    /// [`write`](Self::write) of the `cursors` that `keep` still wants once this batch's turn has
+    /// come (batches are written one at a time): a periodic cursor of a shard released meanwhile
+    /// must not land after the release's final one.
+    pub async fn write_where(
+        &self,
+        cursors: &[Cursor],
+        keep: impl Fn(&Cursor) -> bool,
+    ) -> Vec<(u32, GroupError)> {
         let _one_batch_at_a_time = self.writing.lock().await;
-        let results = join_all(cursors.iter().map(|c| async move {
+        let cursors: Vec<&Cursor> = cursors.iter().filter(|c| keep(c)).collect();
+        let results = join_all(cursors.iter().map(|&c| async move {
             let record = Record {
                 key: Some(CURSOR_KEY.to_vec()),
                 value: Some(c.encode()),
@@ -533,47 +636,5 @@ impl StateTopic {
             }
         }
         failed
-    }
-}
-
-/// Writes the periodic cursor batches in the background, so an unreachable broker never stalls the
-/// tick loop. A cursor whose lease was closed meanwhile is dropped (its shard was released, and its
-/// final cursor is written by the release). `written` keeps, per shard, the minute of the last
-/// batch handed over; a failed write removes it so the next tick tries again.
-pub async fn write_cursors(
-    state: Arc<StateTopic>,
-    mut batches: mpsc::Receiver<Vec<(Cursor, Arc<super::cursor::Lease>)>>,
-    written: Arc<std::sync::Mutex<std::collections::HashMap<u32, crate::clock::Minute>>>,
-) {
-    while let Some(batch) = batches.recv().await {
-        let cursors: Vec<Cursor> = batch
-            .iter()
-            .filter(|(_, lease)| !lease.is_closed())
-            .map(|(c, _)| c.clone())
-            .collect();
-        if cursors.is_empty() {
-            continue;
-        }
-        let failed = state.write(&cursors).await;
-        if failed.is_empty() {
-            if let Some(health) = &state.health {
-                health.succeeded();
-            }
-        }
-        if let Some((shard, e)) = failed.first() {
-            match &state.health {
-                Some(health) => {
-                    health.failed("cursor writer", "", &e.to_string());
-                    debug!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e);
-                }
-                None => {
-                    warn!(message = "cannot write cursor records; retrying next tick", shards = failed.len(), first = shard, error = %e)
-                }
-            }
-            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
-            for (shard, _) in &failed {
-                written.remove(shard);
-            }
-        }
     }
 }

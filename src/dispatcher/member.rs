@@ -4,25 +4,24 @@
 //!
 //! ```text
 //!  Assigned(shards) ─► take_over: pauses synced, each new shard's cursor read, its jobs compiled
-//!  tick             ─► start_waiting (shards whose file did not load), write_cursors, publish
+//!  tick             ─► start_waiting (shards whose file did not load), publish
+//!  (the periodic cursor records are the cursor writer's, a task of its own: `cursor_writer.rs`)
 //!  Revoked(shards)  ─► revoke: delayed records sent, acks awaited (≤ grace), final cursors, parked
 //!  shutdown         ─► release_all: the same for every owned shard
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Timelike;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::control::ControlFollower;
 use super::cursor::Lease;
+use super::cursor_writer::{self, CursorWriter, SharedBook};
 use super::delay::DelayQueue;
-use super::group::{self, GroupError, StateTopic};
+use super::group::{GroupError, LastCursor, StateTopic};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
 use super::tick_loop::{ShardRun, TickLoop};
@@ -72,6 +71,8 @@ pub(super) struct MemberSetup {
     pub(super) beat: Option<Beat>,
     /// The group's control topic (pauses).
     pub(super) control: ControlFollower,
+    /// How often the cursor writer looks at the owned shards (`--tick`).
+    pub(super) poll: Duration,
 }
 
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
@@ -83,10 +84,8 @@ pub(super) struct Member {
     clock: Arc<dyn Clock>,
     /// Grows by one at every assignment.
     generation: u64,
-    /// The minute each owned shard's cursor record was last handed to the writer in.
-    written: Arc<Mutex<HashMap<u32, Minute>>>,
-    /// Periodic cursor batches to the background writer.
-    batches: mpsc::Sender<Vec<(Cursor, Arc<Lease>)>>,
+    /// The owned shards' leases, read by the cursor writer.
+    book: SharedBook,
     /// What the watchdog knows of this member.
     view: Arc<Mutex<MemberView>>,
     /// Leases of shards lost with the session: their unacked dispatches count as undelivered.
@@ -97,7 +96,7 @@ pub(super) struct Member {
     /// The last reason assigned shards could not start, logged once.
     waiting_error: Option<String>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
-    waiting: Vec<(u32, Option<Cursor>)>,
+    waiting: Vec<(u32, LastCursor)>,
     grace: Duration,
     /// The `--http` metrics and page.
     observer: Arc<Observer>,
@@ -108,21 +107,24 @@ pub(super) struct Member {
 }
 
 impl Member {
-    /// A member that owns nothing yet, and the task of its cursor writer (for the service to
-    /// run: the periodic cursors wait for it).
-    pub(super) fn new(setup: MemberSetup) -> (Member, impl Future<Output = ()> + Send + 'static) {
-        let written = Arc::new(Mutex::new(HashMap::new()));
-        let (batches, batches_rx) = mpsc::channel(1);
-        let writer =
-            group::write_cursors(Arc::clone(&setup.state), batches_rx, Arc::clone(&written));
+    /// A member that owns nothing yet, and its cursor writer (for the service to run as a task:
+    /// the periodic cursor records are its).
+    pub(super) fn new(setup: MemberSetup) -> (Member, CursorWriter) {
+        let book = SharedBook::default();
+        let writer = CursorWriter {
+            state: Arc::clone(&setup.state),
+            book: Arc::clone(&book),
+            owner: setup.owner.clone(),
+            clock: Arc::clone(&setup.clock),
+            poll: setup.poll,
+        };
         let member = Member {
             owner: setup.owner,
             state: setup.state,
             shards: setup.shards,
             clock: setup.clock,
             generation: 0,
-            written,
-            batches,
+            book,
             view: Arc::new(Mutex::new(MemberView::default())),
             dropped: Vec::new(),
             parked: BTreeMap::new(),
@@ -178,7 +180,7 @@ impl Member {
             error!(message = "cannot write a released shard's cursor; its next owner re-sends from the previous one", shard, error = %e);
         }
         for (shard, _) in runs {
-            self.forget_written(*shard);
+            self.unown(*shard);
         }
         let shards: Vec<u32> = runs.iter().map(|(s, _)| *s).collect();
         let cursor_of = cursors
@@ -217,7 +219,7 @@ impl Member {
                     unacked += lease.outstanding();
                     self.dropped.push(Arc::clone(lease));
                 }
-                self.forget_written(*s);
+                self.unown(*s);
             }
             warn!(message = "the group session expired: these shards may have another owner already; stopped dispatching them (dispatches not acked yet are re-sent by the next owner from the cursor)", shards = ?shards, unacked);
             drop(runs);
@@ -293,7 +295,7 @@ impl Member {
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
         for shard in owned.iter().filter(|s| !assigned.contains(s)) {
             tick_loop.remove_shard(*shard);
-            self.forget_written(*shard);
+            self.unown(*shard);
         }
         let new: Vec<u32> = assigned
             .iter()
@@ -329,6 +331,7 @@ impl Member {
                 run.lease.as_ref().is_some_and(|l| {
                     l.outstanding() == 0
                         && cursor
+                            .cursor
                             .as_ref()
                             .is_some_and(|c| c.owner == self.owner && c.minute == l.cursor())
                 })
@@ -348,6 +351,8 @@ impl Member {
         if let Some(source) = tick_loop.source_mut() {
             source.set_shards(ShardFilter::only(self.shards, owned.iter().copied()));
         }
+        self.sync_book(tick_loop);
+        cursor_writer::lock(&self.book).set_md5(&md5);
         self.observer.assigned(&owned, self.shards);
         info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
     }
@@ -388,10 +393,10 @@ impl Member {
         let now = Minute::containing(self.clock.now());
         let waiting = std::mem::take(&mut self.waiting);
         let mut parts = schedule.into_shards(shards.iter().copied());
-        for (shard, cursor) in waiting {
+        for (shard, read) in waiting {
             let part = parts.remove(&shard).unwrap_or_default();
-            // A shard that never had a cursor starts at the next minute.
-            let start = cursor.as_ref().map_or(now, |c| c.minute.min(now));
+            let start = self.start_of(shard, &read, &part, now);
+            let cursor = read.cursor;
             let behind = now.0 - start.0;
             let scheduler = Scheduler::new(part, start);
             self.observer.took_over();
@@ -412,15 +417,56 @@ impl Member {
                 },
             );
         }
+        self.sync_book(tick_loop);
     }
 
-    /// A shard's last cursor (`Some(None)`: the shard never had one), retrying while the broker
-    /// cannot be read: starting without it could skip slots. `None` when `shutdown` came first.
-    async fn read_cursor(
+    /// Where a shard taken over starts (its first minute handed out is the next one): its last
+    /// readable cursor; the next minute when it never had a cursor; and when it has cursor records
+    /// of which none decodes, `now` minus the longest catch-up window of its jobs, so that each
+    /// job's own rule decides what of that span is sent (an unreadable cursor must not skip it).
+    fn start_of(
         &self,
         shard: u32,
-        shutdown: &CancellationToken,
-    ) -> Option<Option<Cursor>> {
+        read: &LastCursor,
+        part: &schedule::Schedule,
+        now: Minute,
+    ) -> Minute {
+        let offsets = || {
+            read.unreadable
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match &read.cursor {
+            Some(c) => {
+                if !read.unreadable.is_empty() {
+                    warn!(message = "the shard's newest cursor records do not decode; resuming from the last one that does", shard, cursor = %c.minute, unreadable_offsets = %offsets());
+                    self.observer
+                        .cursor_unreadable(shard, &read.unreadable, false, c.minute);
+                }
+                c.minute.min(now)
+            }
+            None if read.unreadable.is_empty() => now,
+            None => {
+                let window = part
+                    .jobs
+                    .iter()
+                    .map(|j| super::catchup::window_minutes(&j.spec))
+                    .max()
+                    .unwrap_or(0);
+                let start = Minute(now.0.saturating_sub(window));
+                error!(message = "no cursor record of the shard decodes; starting from now minus the longest catch-up window of its jobs (each job's catch-up rule applies)", shard, unreadable_offsets = %offsets(), window_minutes = window, start = %start);
+                self.observer
+                    .cursor_unreadable(shard, &read.unreadable, true, start);
+                start
+            }
+        }
+    }
+
+    /// A shard's last cursor as its partition holds it, retrying while the broker cannot be
+    /// read: starting without it could skip slots. `None` when `shutdown` came first.
+    async fn read_cursor(&self, shard: u32, shutdown: &CancellationToken) -> Option<LastCursor> {
         let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(100));
         let failed = |e: &GroupError, _, delay: Duration| {
             if let Some(beat) = &self.beat {
@@ -436,44 +482,25 @@ impl Member {
             .ok()
     }
 
-    fn forget_written(&self, shard: u32) {
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&shard);
+    /// `shard` is not this member's any more: the cursor writer leaves it alone.
+    fn unown(&self, shard: u32) {
+        cursor_writer::lock(&self.book).drop_shard(shard);
     }
 
-    /// Once a minute per shard: the cursor as soon as the minute is acked, or at second 30 with
-    /// the cursor where it is (the liveness report). Handed to the background writer; skipped
-    /// while a batch is still in flight.
-    pub(super) fn write_cursors(&mut self, tick_loop: &TickLoop, md5: &str) {
-        let now = self.clock.now();
-        let minute = Minute::containing(now);
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        let batch: Vec<(Cursor, Arc<Lease>)> = tick_loop
+    /// Tells the cursor writer which shards the tick loop runs now, under which leases.
+    fn sync_book(&self, tick_loop: &TickLoop) {
+        let leases = tick_loop
             .shards()
             .iter()
-            .filter(|(shard, _)| written.get(shard) != Some(&minute))
-            .filter_map(|(shard, run)| {
-                let lease = run.lease.as_ref()?;
-                let cursor = lease.cursor();
-                (cursor >= run.scheduler.processed() || now.second() >= 30)
-                    .then(|| (self.cursor(*shard, cursor, md5), Arc::clone(lease)))
-            })
+            .filter_map(|(shard, run)| run.lease.as_ref().map(|l| (*shard, Arc::clone(l))))
             .collect();
-        if batch.is_empty() {
-            return;
-        }
-        let shards: Vec<u32> = batch.iter().map(|(c, _)| c.shard).collect();
-        if self.batches.try_send(batch).is_ok() {
-            for shard in shards {
-                written.insert(shard, minute);
-            }
-        }
+        cursor_writer::lock(&self.book).own(leases, self.generation);
     }
 
-    /// Tells the watchdog what this member owns and runs.
+    /// Tells the watchdog and the cursor writer what this member owns and runs.
     pub(super) fn publish(&self, tick_loop: &TickLoop, md5: &str) {
+        self.sync_book(tick_loop);
+        cursor_writer::lock(&self.book).set_md5(md5);
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.owned = tick_loop.shards().keys().copied().collect();
         if view.md5 != md5 {

@@ -11,6 +11,7 @@ pub mod catchup;
 mod config;
 pub mod control;
 pub mod cursor;
+mod cursor_writer;
 pub mod delay;
 pub mod dry_run;
 pub mod group;

@@ -24,8 +24,14 @@
 //! partition has [`BACKLOG_LIMIT`] records waiting does the router wait for it (backpressure, as in a
 //! full outage) rather than hold more in memory.
 //!
-//! Permanent errors of a record (too large, authorization) are logged with the job and slot,
-//! counted, and skipped. A task that panics ends [`run`] with [`ProducerError::Task`].
+//! The broker's authorization refusals (TOPIC_ or CLUSTER_AUTHORIZATION_FAILED) are an outage of
+//! the partition, not a verdict on its records: rights are configuration, and an ACL being fixed or
+//! an authorizer still loading after a broker restart must not lose runs. The partition's
+//! dispatches wait and are retried like any other failure; the refusal is logged when it starts
+//! and when it ends, counted (`kind="unauthorized"`) and listed on the status page.
+//!
+//! Permanent errors of a record (too large, invalid) are logged with the job and slot, counted,
+//! and skipped. A task that panics ends [`run`] with [`ProducerError::Task`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +54,8 @@ use super::Dispatch;
 use crate::clock::{Clock, Minute, SystemClock};
 use crate::kafka::admin::{ensure_topic, TopicAdmin, TopicError, TopicSpec};
 use crate::kafka::{
-    describe, is_connectivity, retry, retry_forever, round_ms, Backoff, Classify, Connection,
+    describe, is_authorization, is_connectivity, retry, retry_forever, round_ms, Backoff, Classify,
+    Connection, ErrorClass,
 };
 use crate::schedule::record::{topic_of, JobRecord};
 use crate::wire::{partition_for, SlotTexts};
@@ -676,6 +683,20 @@ fn record(dispatch: &Dispatch, slot: &str, now: DateTime<Utc>) -> Record {
     }
 }
 
+/// A produce error as the pool classifies it: an authorization refusal is retried (the partition
+/// waits for its rights), every other error as [`Classify`] has it.
+struct ProduceFailure(RsError);
+
+impl Classify for ProduceFailure {
+    fn class(&self) -> ErrorClass {
+        if is_authorization(&self.0) {
+            ErrorClass::Transient
+        } else {
+            self.0.class()
+        }
+    }
+}
+
 /// A partition's failures in a row, for its once-a-minute report.
 struct Failing {
     since: Instant,
@@ -694,6 +715,8 @@ async fn partition_task(
     let lane = Mutex::new(Lane::default());
     let mut backoff = Backoff::new(shared.config.retry_backoff);
     let mut failing: Option<Failing> = None;
+    // Since when the broker refuses this partition's writes for want of rights.
+    let mut refused: Option<Instant> = None;
     let mut batch: Vec<Dispatch> = Vec::with_capacity(batch_size);
     // Resolved once: the hot path adds per batch, never looks a label up per record.
     let dispatched = shared.observer().dispatched_to(&topic);
@@ -708,9 +731,32 @@ async fn partition_task(
         let attempt = || async {
             // Never closed: the pool holds the semaphore for its whole life.
             let _permit = shared.in_flight.acquire().await;
-            produce(&shared, &topic, partition, &lane, &batch).await
+            produce(&shared, &topic, partition, &lane, &batch)
+                .await
+                .map_err(ProduceFailure)
         };
-        let failed = |e: &RsError, _, delay: Duration| {
+        let failed = |e: &ProduceFailure, _, delay: Duration| {
+            let e = &e.0;
+            let waiting = batch.len() + rx.len();
+            if is_authorization(e) {
+                shared
+                    .observer()
+                    .produce_error(&topic, ProduceErrorKind::Unauthorized, 1);
+                if refused.is_none() {
+                    refused = Some(Instant::now());
+                    shared
+                        .observer()
+                        .write_refused(&topic, partition, Some(&describe(e)));
+                    error!(message = "writes refused: not authorized to write this topic partition; its dispatches wait and are retried until the rights are back (other topics and partitions are not affected)", topic = %topic, partition, error = %describe(e), waiting);
+                } else {
+                    debug!(message = "writes still refused; retrying", topic = %topic, partition, error = %describe(e), waiting, retry_in = %humantime::format_duration(round_ms(delay)));
+                }
+                return;
+            }
+            if let Some(since) = refused.take() {
+                shared.observer().write_refused(&topic, partition, None);
+                info!(message = "writes no longer refused", topic = %topic, partition, error = %describe(e), refused_for = %humantime::format_duration(round_ms(since.elapsed())));
+            }
             let kind = if is_connectivity(e) {
                 ProduceErrorKind::Unreachable
             } else {
@@ -724,7 +770,6 @@ async fn partition_task(
                 attempts: 0,
             });
             f.attempts += 1;
-            let waiting = batch.len() + rx.len();
             if is_connectivity(e) {
                 shared
                     .config
@@ -749,13 +794,17 @@ async fn partition_task(
                 dispatched.add(batch.len() as u64);
                 batch.clear();
                 backoff.reset();
+                if let Some(since) = refused.take() {
+                    shared.observer().write_refused(&topic, partition, None);
+                    info!(message = "writes accepted again; the waiting dispatches are delivered", topic = %topic, partition, refused_for = %humantime::format_duration(round_ms(since.elapsed())));
+                }
                 if let Some(f) = failing.take() {
                     if f.reported.is_some() {
                         info!(message = "partition delivering again", topic = %topic, partition, attempts = f.attempts, failing_for = %humantime::format_duration(round_ms(f.since.elapsed())));
                     }
                 }
             }
-            Err(e) => {
+            Err(ProduceFailure(e)) => {
                 if batch.len() > 1 {
                     // One bad record must not sink its neighbours: send them one by one.
                     for dispatch in batch.drain(..) {
@@ -859,10 +908,12 @@ async fn send_alone(
     let one = [dispatch];
     let attempt = || async {
         let _permit = shared.in_flight.acquire().await;
-        produce(shared, topic, partition, lane, &one).await
+        produce(shared, topic, partition, lane, &one)
+            .await
+            .map_err(ProduceFailure)
     };
-    let failed = |e: &RsError, _, _| {
-        debug!(message = "produce failed; retrying", topic, partition, error = %describe(e));
+    let failed = |e: &ProduceFailure, _, _| {
+        debug!(message = "produce failed; retrying", topic, partition, error = %describe(&e.0));
     };
     match retry(
         &mut Backoff::new(shared.config.retry_backoff),
@@ -875,7 +926,7 @@ async fn send_alone(
             shared.delivered(&one);
             shared.observer().dispatched_to(topic).add(1);
         }
-        Err(e) => {
+        Err(ProduceFailure(e)) => {
             let dispatch = &one[0];
             error!(message = "dispatch dropped: the broker rejected it permanently", job = %dispatch.spec.name, slot = %dispatch.scheduled_at.to_rfc3339(), topic, partition, error = %describe(&e));
             shared.refused(topic, dispatch);

@@ -7,7 +7,9 @@
 //!    │        tasks (one Tasks set): control follower, Kafka watch, cursor writer, orphan watchdog
 //!    │
 //!    ├─ Assigned(shards) ─► takeover: read each shard's cursor, compile the shard's jobs, catch up
-//!    ├─ tick             ─► TickLoop::tick (every owned shard) ─► cursors due ─► watchdog (once a minute)
+//!    ├─ tick             ─► TickLoop::tick (every owned shard) ─► owned shards to the cursor writer
+//!    │                      (a task: it writes each shard's cursor once a minute, also while a tick
+//!    │                      waits for a full backlog)
 //!    ├─ Revoked(shards)  ─► handover: wait for acks (≤ --shutdown-grace), write cursors, release
 //!    ├─ a task ended     ─► an error: stop as at SIGTERM, then fail
 //!    └─ SIGTERM          ─► no new minute; the minute in progress is sent whole; acks (≤ grace);
@@ -229,8 +231,12 @@ async fn run_in_group(
         observer: observer.clone(),
         beat: pipeline.beat().cloned(),
         control: follower,
+        poll: config.tick,
     });
-    tasks.spawn_until_cancelled("the cursor writer", writer);
+    tasks.spawn("the cursor writer", |token| async move {
+        writer.run(token).await;
+        Ok(())
+    });
     let watchdog = Watchdog {
         state,
         shards,
@@ -293,7 +299,6 @@ async fn run_in_group(
                     break;
                 }
                 let md5 = schedule_md5(&mut pipeline.tick_loop);
-                member.write_cursors(&pipeline.tick_loop, &md5);
                 member.publish(&pipeline.tick_loop, &md5);
             }
         }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::group::LastCursor;
 use crate::clock::Minute;
 use crate::wire::cursor::Cursor;
 
@@ -43,6 +44,10 @@ pub struct ShardView {
     /// The record was written at a time before its own cursor: the writer's clock was behind the
     /// cursor (it went back, and the writer waits for it to pass the cursor).
     pub clock_behind: bool,
+    /// Offsets of the cursor records after the last readable one that do not decode, newest
+    /// first (every cursor record of the shard when none decodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_offsets: Vec<i64>,
 }
 
 /// The whole group.
@@ -67,6 +72,14 @@ pub struct GroupView {
     pub future: Vec<u32>,
     /// Shards whose last record was written by a clock behind its cursor.
     pub clock_behind: Vec<u32>,
+    /// Shards whose newest cursor records do not decode (the shard resumes from the last one
+    /// that does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<u32>,
+    /// Shards with cursor records of which none decodes: their next owner starts from now minus
+    /// the longest catch-up window of their jobs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_readable_cursor: Vec<u32>,
 }
 
 impl GroupView {
@@ -78,7 +91,34 @@ impl GroupView {
             && self.future.is_empty()
             && self.clock_behind.is_empty()
             && !self.md5_disagree
+            && self.unreadable.is_empty()
+            && self.no_readable_cursor.is_empty()
     }
+
+    /// Flags the shards whose partition holds cursor records that do not decode (`reads`: each
+    /// shard's read, by shard number).
+    pub fn flag_unreadable(&mut self, reads: &[LastCursor]) {
+        for (shard, read) in self.shards.iter_mut().zip(reads) {
+            if read.unreadable.is_empty() {
+                continue;
+            }
+            shard.unreadable_offsets = read.unreadable.clone();
+            if read.nothing_decodes() {
+                self.no_readable_cursor.push(shard.shard);
+            } else {
+                self.unreadable.push(shard.shard);
+            }
+        }
+    }
+}
+
+/// Judges the group from each shard's read of its partition at `now`: [`assess`], with the
+/// shards whose records do not decode flagged.
+pub fn assess_reads(reads: &[LastCursor], now: DateTime<Utc>, shards: u32) -> GroupView {
+    let cursors: Vec<Option<Cursor>> = reads.iter().map(|r| r.cursor.clone()).collect();
+    let mut view = assess(&cursors, now, shards);
+    view.flag_unreadable(reads);
+    view
 }
 
 /// Judges the group from each shard's last cursor record at `now`.
@@ -95,6 +135,8 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
         lagging: Vec::new(),
         future: Vec::new(),
         clock_behind: Vec::new(),
+        unreadable: Vec::new(),
+        no_readable_cursor: Vec::new(),
     };
     for shard in 0..shards {
         let cursor = cursors.get(shard as usize).and_then(Option::as_ref);
@@ -130,6 +172,7 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
             orphaned: fresh.is_none(),
             future,
             clock_behind,
+            unreadable_offsets: Vec::new(),
         });
     }
     let mut md5s: Vec<&String> = view.md5_by_owner.values().collect();
@@ -206,6 +249,28 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
         if view.md5_disagree {
             out.push_str("PROBLEM: members run different schedule files\n");
         }
+        for s in &view.shards {
+            if s.unreadable_offsets.is_empty() {
+                continue;
+            }
+            let offsets = s
+                .unreadable_offsets
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if view.no_readable_cursor.contains(&s.shard) {
+                out.push_str(&format!(
+                    "PROBLEM: shard {}: no cursor record decodes (offsets {offsets}); its next owner starts from now minus the longest catch-up window of its jobs\n",
+                    s.shard
+                ));
+            } else {
+                out.push_str(&format!(
+                    "PROBLEM: shard {}: unreadable cursor records after its cursor (offsets {offsets}); it resumes from the last readable one\n",
+                    s.shard
+                ));
+            }
+        }
     }
     out
 }
@@ -234,8 +299,8 @@ pub async fn read(
     let shards = topic.partitions.len() as u32;
     let state =
         super::group::StateTopic::new(std::sync::Arc::new(client), state_topic.to_string(), shards);
-    let cursors = state.all(shards).await;
-    Ok(Some(assess(&cursors, now, shards)))
+    let reads = state.all(shards).await;
+    Ok(Some(assess_reads(&reads, now, shards)))
 }
 
 #[cfg(test)]

@@ -79,9 +79,10 @@ impl Watchdog {
                 continue;
             }
             watched = Some(minute);
-            let cursors = state.all(shards).await;
+            let reads = state.all(shards).await;
+            let cursors: Vec<_> = reads.iter().map(|r| r.cursor.clone()).collect();
             confirm_clock(&*clock, &cursors, &owner);
-            let group = super::status::assess(&cursors, now, shards);
+            let group = super::status::assess_reads(&reads, now, shards);
             observer.group_read(group.clone());
             let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for (other, their_md5) in &group.md5_by_owner {

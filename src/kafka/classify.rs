@@ -55,6 +55,21 @@ impl Classify for RsError {
     }
 }
 
+/// The broker refused the request for want of rights (TOPIC_ or CLUSTER_AUTHORIZATION_FAILED).
+/// Permanent for a one-shot request (`cronq trigger` says so at once), but rights are
+/// configuration: an ACL being fixed, or an authorizer still loading after a broker restart. A
+/// caller that must not lose what it writes (the dispatcher's producers) waits and retries.
+pub fn is_authorization(e: &RsError) -> bool {
+    matches!(
+        e,
+        RsError::ServerError {
+            protocol_error: ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::ClusterAuthorizationFailed,
+            ..
+        }
+    )
+}
+
 /// The rskafka failure is the broker's reachability (connection refused or lost, no answer, no
 /// leader), as opposed to an answer about the request.
 pub fn is_connectivity(e: &RsError) -> bool {
@@ -133,6 +148,22 @@ mod tests {
         assert!(is_connectivity(&moved));
         assert!(!is_connectivity(&server_error(
             ProtocolError::MessageTooLarge
+        )));
+    }
+
+    #[test]
+    fn only_the_two_authorization_answers_are_authorization_errors() {
+        assert!(is_authorization(&server_error(
+            ProtocolError::TopicAuthorizationFailed
+        )));
+        assert!(is_authorization(&server_error(
+            ProtocolError::ClusterAuthorizationFailed
+        )));
+        assert!(!is_authorization(&server_error(
+            ProtocolError::MessageTooLarge
+        )));
+        assert!(!is_authorization(&server_error(
+            ProtocolError::NotLeaderOrFollower
         )));
     }
 

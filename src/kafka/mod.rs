@@ -37,7 +37,7 @@ use rskafka::BackoffConfig;
 use tracing::{debug, info};
 
 pub use self::rdkafka::{JobConsumer, KafkaContext};
-pub use classify::{is_connectivity, rdkafka_code_class, Classify, ErrorClass};
+pub use classify::{is_authorization, is_connectivity, rdkafka_code_class, Classify, ErrorClass};
 pub use health::Health;
 pub use retry::{retry, retry_cancellable, retry_forever, round_ms, Backoff, Stopped, MAX_BACKOFF};
 pub use security::{Security, SecurityArgs, SecurityError};

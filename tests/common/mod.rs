@@ -5,6 +5,8 @@
 //! - [`topic`]: create, produce and read back topics with rdkafka (a client we did not write);
 //! - [`drill`]: the drill clock the processes of one test share;
 //! - [`process`]: cronq dispatcher and worker processes, and waiting on what they log;
+//! - [`proxy`]: a Kafka-aware proxy that answers one topic's (or partition's) produce requests
+//!   with an error;
 //! - here: random topic names, schedule files, `cronq run` backfills, the HTTP surface and a
 //!   headless browser.
 
@@ -13,11 +15,12 @@
 pub mod broker;
 pub mod drill;
 pub mod process;
+pub mod proxy;
 pub mod topic;
 
 // Each test file uses some of these; the others are unused there.
 #[allow(unused_imports)]
-pub use {broker::*, drill::*, process::*, topic::*};
+pub use {broker::*, drill::*, process::*, proxy::*, topic::*};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -12,7 +12,9 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::{ErrorLabel, ReasonLabel, ResultLabel, ShardLabel, TopicCounter};
-use super::status::{rfc3339, OwnedShard, Reload, ScheduleState, UpcomingRun};
+use super::status::{
+    rfc3339, OwnedShard, RefusedWrite, Reload, ScheduleState, UnreadableCursor, UpcomingRun,
+};
 use super::{check, Mode, Observer, ProduceErrorKind, UPCOMING};
 use crate::clock::Minute;
 use crate::dispatcher::catchup::Skips;
@@ -254,6 +256,52 @@ impl Observer {
                 kind: kind.label(),
             })
             .inc_by(n);
+    }
+
+    /// The broker refuses writes to `topic`/`partition` for want of rights (`refusal`: its
+    /// answer), or accepts them again (`None`). Called at each change, not at each attempt.
+    pub fn write_refused(&self, topic: &str, partition: i32, refusal: Option<&str>) {
+        if !self.on {
+            return;
+        }
+        let key = (topic.to_string(), partition);
+        let mut page = self.page();
+        match refusal {
+            Some(error) => {
+                page.refused.entry(key).or_insert_with(|| RefusedWrite {
+                    topic: topic.to_string(),
+                    partition,
+                    since: rfc3339(self.clock.now()),
+                    error: error.to_string(),
+                });
+            }
+            None => {
+                page.refused.remove(&key);
+            }
+        }
+    }
+
+    /// Shard `shard` was taken over with cursor records that do not decode (`offsets`, newest
+    /// first); `nothing_decoded`: none did, and it started after `start` (now minus the longest
+    /// catch-up window of its jobs), else after its last readable cursor `start`.
+    pub fn cursor_unreadable(
+        &self,
+        shard: u32,
+        offsets: &[i64],
+        nothing_decoded: bool,
+        start: Minute,
+    ) {
+        if !self.on {
+            return;
+        }
+        let entry = UnreadableCursor {
+            shard,
+            at: rfc3339(self.clock.now()),
+            offsets: offsets.to_vec(),
+            nothing_decoded,
+            started_from: start.start().map(rfc3339).unwrap_or_default(),
+        };
+        self.page().unreadable.insert(shard, entry);
     }
 
     /// The broker was reached (or not, with why).

@@ -67,14 +67,18 @@ pub enum ProduceErrorKind {
     Rejected,
     /// An attempt to make a topic usable failed (its dispatches wait).
     Topic,
+    /// The broker refused a produce request for want of rights (TOPIC_ or
+    /// CLUSTER_AUTHORIZATION_FAILED): its dispatches wait and are retried.
+    Unauthorized,
 }
 
 impl ProduceErrorKind {
-    const ALL: [ProduceErrorKind; 4] = [
+    const ALL: [ProduceErrorKind; 5] = [
         ProduceErrorKind::Unreachable,
         ProduceErrorKind::Retriable,
         ProduceErrorKind::Rejected,
         ProduceErrorKind::Topic,
+        ProduceErrorKind::Unauthorized,
     ];
 
     pub(super) fn label(self) -> &'static str {
@@ -83,6 +87,7 @@ impl ProduceErrorKind {
             ProduceErrorKind::Retriable => "retriable",
             ProduceErrorKind::Rejected => "rejected",
             ProduceErrorKind::Topic => "topic",
+            ProduceErrorKind::Unauthorized => "unauthorized",
         }
     }
 }

@@ -41,7 +41,9 @@ pub use clock::ClockView;
 pub use events::{ShardSnapshot, TickSnapshot};
 pub use metrics::{BatchHistogram, ProduceErrorKind, TopicCounter};
 pub use page::render;
-pub use status::{MinuteRow, Mode, OwnedShard, Reload, Status, UpcomingRun};
+pub use status::{
+    MinuteRow, Mode, OwnedShard, RefusedWrite, Reload, Status, UnreadableCursor, UpcomingRun,
+};
 
 /// Runs listed on the status page.
 pub const UPCOMING: usize = 50;

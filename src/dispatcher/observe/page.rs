@@ -93,6 +93,65 @@ pub fn render(s: &Status) -> String {
         );
     }
 
+    // Refused writes hold their dispatches (and their shards' cursors) until the rights are back.
+    if !s.refused_writes.is_empty() {
+        let _ = write!(
+            body,
+            "<section><h2 class=\"bad\">Writes refused by the broker ({})</h2><p>Not authorized: these partitions' dispatches wait and are retried; nothing is dropped.</p><table><tr><th>topic</th><th>partition</th><th>since</th><th>error</th></tr>",
+            s.refused_writes.len()
+        );
+        for r in &s.refused_writes {
+            let _ = write!(
+                body,
+                "<tr><td class=\"wrap\">{}</td><td>{}</td><td>{}</td><td class=\"wrap\">{}</td></tr>",
+                escape(&r.topic),
+                r.partition,
+                escape(&r.since),
+                escape(&r.error),
+            );
+        }
+        body.push_str("</table></section>");
+    }
+
+    // A shard whose cursor did not decode may have been started from the wrong place.
+    if !s.unreadable_cursors.is_empty() {
+        let class = if s.unreadable_cursors.iter().any(|u| u.nothing_decoded) {
+            "bad"
+        } else {
+            "warn"
+        };
+        let _ = write!(
+            body,
+            "<section><h2 class=\"{class}\">Unreadable cursor records ({})</h2><table><tr><th>shard</th><th>taken over</th><th>started after</th><th>undecodable offsets</th></tr>",
+            s.unreadable_cursors.len()
+        );
+        for u in &s.unreadable_cursors {
+            let offsets = u
+                .offsets
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let from = if u.nothing_decoded {
+                format!(
+                    "{} (no cursor decoded: now minus the longest catch-up window)",
+                    u.started_from
+                )
+            } else {
+                format!("{} (the last readable cursor)", u.started_from)
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td class=\"wrap\">{}</td><td class=\"wrap\">{}</td></tr>",
+                u.shard,
+                escape(&u.at),
+                escape(&from),
+                escape(&offsets),
+            );
+        }
+        body.push_str("</table></section>");
+    }
+
     // A pause stops dispatches: it is the first thing an operator must see.
     if let Some(all) = &s.paused.all {
         let _ = write!(

@@ -100,6 +100,38 @@ pub struct OwnedShard {
     pub jobs: usize,
 }
 
+/// A topic partition whose writes the broker refuses for want of rights: its dispatches wait and
+/// are retried, and their shards' cursors stay before them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedWrite {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The broker's answer.
+    pub error: String,
+}
+
+/// A shard taken over whose newest cursor records did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableCursor {
+    /// The shard.
+    pub shard: u32,
+    /// When it was taken over (RFC 3339).
+    pub at: String,
+    /// Offsets of the records that did not decode, newest first.
+    pub offsets: Vec<i64>,
+    /// No cursor record decoded at all: the shard started from now minus the longest catch-up
+    /// window of its jobs.
+    pub nothing_decoded: bool,
+    /// The minute the shard started after (RFC 3339).
+    pub started_from: String,
+}
+
 /// What the observer keeps for the page beyond its metrics.
 #[derive(Debug, Default)]
 pub(super) struct PageState {
@@ -117,6 +149,10 @@ pub(super) struct PageState {
     pub(super) clock: Option<super::ClockView>,
     /// Clock steps counted into the metrics so far.
     pub(super) clock_steps: super::clock::StepsCounted,
+    /// Partitions whose writes the broker refuses now, by topic and partition.
+    pub(super) refused: BTreeMap<(String, i32), RefusedWrite>,
+    /// Shards taken over whose newest cursor records did not decode.
+    pub(super) unreadable: BTreeMap<u32, UnreadableCursor>,
 }
 
 impl Observer {
@@ -160,6 +196,8 @@ impl Observer {
                 .as_ref()
                 .map(|t| t.view(now))
                 .unwrap_or_default(),
+            refused_writes: page.refused.values().cloned().collect(),
+            unreadable_cursors: page.unreadable.values().cloned().collect(),
         }
     }
 }
@@ -205,6 +243,11 @@ pub struct Status {
     pub paused: PausedView,
     /// The clock at the last tick (a step held back, behind the cursor); `None` before the first.
     pub clock: Option<super::ClockView>,
+    /// Topic partitions whose writes the broker refuses for want of rights (their dispatches
+    /// wait and are retried).
+    pub refused_writes: Vec<RefusedWrite>,
+    /// Shards this member took over whose newest cursor records did not decode.
+    pub unreadable_cursors: Vec<UnreadableCursor>,
 }
 
 #[cfg(test)]

@@ -69,7 +69,8 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
             at
         }
     };
-    let at = DateTime::<Utc>::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+    // Milliseconds, as the record writes them: two triggers within one second are two runs.
+    let at = DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at);
     let (schedule, _) = schedule::load(&args.schedule, args.limits.apply(LoadOptions::default()))?;
     let Some(job) = schedule.jobs.iter().find(|j| j.spec.name == args.job) else {
         let hint = did_you_mean(&schedule, &args.job);

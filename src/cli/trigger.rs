@@ -15,6 +15,7 @@ use super::args::{
 };
 use super::error::CliError;
 use super::runtime::{block_on, Cut, OnSignal};
+use crate::obs::terminal::escape_controls;
 use crate::schedule::{self, LoadOptions};
 use crate::trigger::{trigger, TriggerConfig};
 
@@ -122,7 +123,7 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
         }
     })?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{id}")?;
+    writeln!(out, "{}", escape_controls(&id))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::table::PauseTable;
-use super::topic::apply_records;
+use super::topic::{apply_records, Ignored};
 use crate::kafka::{describe, Backoff};
 use crate::wire::control::{ControlRecord, ALL_KEY};
 use crate::wire::slot_text;
@@ -112,6 +112,8 @@ async fn follow(
     // partial read would unpause jobs for a moment). False at the start and after a re-read.
     let mut complete = false;
     let mut announced = false;
+    // Over the follower's life (a re-read counts a record again).
+    let mut ignored = Ignored::default();
     loop {
         while let Ok(w) = requests.try_recv() {
             waiting.push(w);
@@ -148,11 +150,18 @@ async fn follow(
                 }
                 backoff = Backoff::new(Duration::from_millis(100));
                 let before = table.clone();
-                let next = apply_records(&mut table, &topic, from, &records, |key, record| {
-                    if complete {
-                        log_change(key, record);
-                    }
-                });
+                let next = apply_records(
+                    &mut table,
+                    &topic,
+                    from,
+                    &records,
+                    &mut ignored,
+                    |key, record| {
+                        if complete {
+                            log_change(key, record);
+                        }
+                    },
+                );
                 offset = Some(next);
                 let caught_up = next >= high;
                 if (complete && table != before) || (!complete && caught_up) {
@@ -162,7 +171,7 @@ async fn follow(
                     complete = true;
                     if !announced {
                         let (all, jobs) = table.in_force(Utc::now());
-                        info!(message = "control topic read", topic = %topic, records_kept = table.records().count(), all_paused = all.is_some(), jobs_paused = jobs.len());
+                        info!(message = "control topic read", topic = %topic, records_kept = table.records().count(), records_ignored = ignored.count, all_paused = all.is_some(), jobs_paused = jobs.len());
                         announced = true;
                     }
                     for w in waiting.drain(..) {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::table::PauseTable;
 use super::topic::{apply_records, Ignored};
 use crate::kafka::{describe, Backoff};
+use crate::obs::terminal::escape_controls;
 use crate::wire::control::{ControlRecord, ALL_KEY};
 use crate::wire::slot_text;
 
@@ -216,25 +217,27 @@ async fn follow(
     }
 }
 
-/// The one log line of a pause's change of state.
+/// The one log line of a pause's change of state. The record's text is escaped: the text log
+/// format escapes ESC and C1 controls but not a newline, which could forge a log line.
 fn log_change(key: &str, record: Option<&ControlRecord>) {
-    let job = if key == ALL_KEY { "--all" } else { key };
+    let job = escape_controls(if key == ALL_KEY { "--all" } else { key });
+    let job = job.as_str();
     match record {
         None => info!(message = "control record removed", job),
         Some(r) if r.paused => info!(
             message = "job paused",
             job,
-            reason = r.reason.as_deref().unwrap_or(""),
+            reason = escape_controls(r.reason.as_deref().unwrap_or("")).as_str(),
             since = %slot_text(r.since),
             until = %r.until.map(slot_text).unwrap_or_default(),
-            by = %r.by,
+            by = %escape_controls(&r.by),
         ),
         Some(r) => info!(
             message = "job resumed",
             job,
             paused_since = %slot_text(r.since),
             drop_missed = r.drop_missed,
-            by = %r.by,
+            by = %escape_controls(&r.by),
         ),
     }
 }

@@ -747,3 +747,33 @@ fn forged_control_records_are_ignored_and_the_table_is_bounded() {
         );
     }
 }
+
+/// A pause of a name that is no job of the schedule (`--force`, or a forged record) pauses
+/// nothing: the member that owns its shard says so once, and the jobs of the schedule run on.
+#[test]
+fn a_pause_of_a_job_not_in_the_schedule_is_logged_once_and_pauses_nothing() {
+    let setup = Setup::new(
+        "pause-stranger",
+        r#"{"jobs":[{"jobName":"steady","job":"x","cronTime":"* * * * *"}]}"#,
+    );
+    let mut member = setup.member("solo");
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    setup.control(&["pause", "ghost", "--force", "--reason", "typo"]);
+    member.wait_log(
+        "control record of a job not in the schedule: it pauses nothing job=\"ghost\"",
+        Duration::from_secs(30),
+    );
+    setup.drill.wait_minutes(2, 30);
+    member.terminate();
+    let log = std::fs::read_to_string(&member.log).unwrap();
+    assert_eq!(
+        log.matches("control record of a job not in the schedule")
+            .count(),
+        1,
+        "logged once: {log}"
+    );
+    with_logs(&[&member], || {
+        let arrived = setup.arrivals(2);
+        assert!(arrived["steady"].len() >= 2, "{arrived:?}");
+    });
+}

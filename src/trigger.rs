@@ -1,8 +1,10 @@
 //! `cronq trigger JOB`: one run of a job of the schedule, by hand, now (or at a later instant).
 //!
 //! The record is a JobMessage v1 like the dispatcher's, with `scheduledAt` the trigger instant
-//! (whole seconds, not a minute slot) and `dispatchId` = `jobName@scheduledAt#manual`, which
-//! workers accept as a triggered run and never confuse with a scheduled slot. It goes to the
+//! (milliseconds, not a minute slot) and `dispatchId` = `jobName@scheduledAt#manual`, which
+//! workers accept as a triggered run and never confuse with a scheduled slot. Milliseconds make
+//! two triggers within one second two runs (whole seconds, as earlier versions wrote, made the
+//! second a duplicate of the first); a trigger `--at` one instant twice is one run. It goes to the
 //! job's topic and the partition Kafka's default partitioner picks for its key, as every run of
 //! the job does, so a worker sees it in order with the job's scheduled runs.
 
@@ -52,10 +54,11 @@ pub struct TriggerConfig {
 }
 
 /// The message of a run of `spec` triggered at `at`: the slot's message with `scheduledAt` = `at`
-/// (whole seconds) and `#manual` after its dispatchId.
+/// (milliseconds, [`message::manual_text`]) and `#manual` after its dispatchId.
 pub fn manual_message(spec: &JobSpec, at: DateTime<Utc>) -> JobMessage {
     let mut msg = JobMessage::for_slot(spec, at);
-    msg.dispatch_id.push_str("#manual");
+    msg.scheduled_at = message::manual_text(at);
+    msg.dispatch_id = message::manual_dispatch_id(&spec.name, &msg.scheduled_at);
     // A run by hand runs now: a job's `jitter` spreads its scheduled slots only.
     msg.not_before = None;
     msg
@@ -128,7 +131,7 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn a_triggered_run_keeps_its_seconds_and_ends_its_dispatch_id_in_manual() {
+    fn a_triggered_run_keeps_its_milliseconds_and_ends_its_dispatch_id_in_manual() {
         let spec = JobSpec {
             name: "sync".into(),
             priority: 3,
@@ -145,10 +148,14 @@ mod tests {
             overlap: None,
             jitter: None,
         };
-        let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap()
+            + chrono::Duration::milliseconds(123);
         let m = manual_message(&spec, at);
-        assert_eq!(m.scheduled_at, "2026-11-29T21:14:05Z");
-        assert_eq!(m.dispatch_id, "sync@2026-11-29T21:14:05Z#manual");
+        assert_eq!(m.scheduled_at, "2026-11-29T21:14:05.123Z");
+        assert_eq!(m.dispatch_id, "sync@2026-11-29T21:14:05.123Z#manual");
+        // A second trigger 1 ms later, in the same second, is another run.
+        let next = manual_message(&spec, at + chrono::Duration::milliseconds(1));
+        assert_ne!(next.dispatch_id, m.dispatch_id);
         assert_eq!((m.priority, m.job.as_str()), (3, "run sync"));
         // The worker's integrity check accepts it as a triggered run.
         let value = serde_json::to_vec(&m).unwrap();

@@ -317,6 +317,46 @@ fn compose_file_passes_the_compose_spec_schema() {
     );
 }
 
+/// Anyone on the LAN could write the job and control topics (Kafka has no login here) and use
+/// Kafka UI: every published port binds 127.0.0.1, and every image pulled from a registry is
+/// pinned to a version tag (or a digest), so `docker compose pull` never changes what runs.
+#[test]
+fn compose_publishes_only_on_localhost_and_pins_every_pulled_image() {
+    let compose = compose();
+    let mut problems = Vec::new();
+    for (name, service) in services(&compose) {
+        for spec in strings(service.get("ports").unwrap_or(&Value::Null)) {
+            let (ip, _, _) = port_mapping(&spec);
+            if ip.as_deref() != Some("127.0.0.1") {
+                problems.push(format!(
+                    "{name}: {spec:?} publishes beyond localhost (write 127.0.0.1:{spec})"
+                ));
+            }
+        }
+        let Some(image) = service.get("image").map(scalar) else {
+            continue;
+        };
+        // Built here from the repository, never pulled.
+        if service.get("build").is_some() {
+            continue;
+        }
+        let (_, tag) = image
+            .rsplit_once('/')
+            .map_or(image.as_str(), |(_, last)| last)
+            .split_once(':')
+            .unwrap_or(("", ""));
+        let pinned = image.contains("@sha256:")
+            || (tag.chars().any(|c| c.is_ascii_digit())
+                && !matches!(tag, "latest" | "stable" | "edge" | "main" | "master"));
+        if !pinned {
+            problems.push(format!(
+                "{name}: image {image:?} is not pinned to a version tag"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn compose_ports_health_checks_and_volumes_match_the_http_addresses_and_the_repo() {
     let compose = compose();

@@ -582,3 +582,198 @@ fn bad_input_is_refused_with_a_clear_error() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Whoever can write the state and control topics chooses the owner, the pause's `by` and its
+/// reason: `cronq status` prints them escaped, so a reason of ESC `[2J` cannot clear the
+/// operator's screen, and a newline cannot forge a line of the output.
+#[test]
+fn status_escapes_the_text_of_forged_cursor_and_pause_records() {
+    let broker = Broker::start();
+    let group = format!("g-{}", random_topic("escape"));
+    let (state, control) = (format!("{group}.state"), format!("{group}.control"));
+    create_topic(&broker.address(), &state, 1);
+    create_topic(&broker.address(), &control, 1);
+    let now = Utc::now();
+    let minute = now.timestamp() / 60 * 60;
+    let text = |at: i64| {
+        DateTime::from_timestamp(at, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let cursor = serde_json::json!({"v":1,"shard":0,"minute":text(minute - 60),
+        "writtenAt":text(now.timestamp()),"owner":"evil\u{1b}[2J\u{1b}]0;owned\u{7}",
+        "generation":1,"scheduleMd5":"m\u{9b}31md5"});
+    let paused = serde_json::json!({"v":1,"job":"nightly","paused":true,
+        "reason":"\u{1b}[2J\rOK: nothing paused\n\u{202e}","since":text(minute - 600),
+        "by":"ops\u{1b}[8m@host","at":text(minute - 600)});
+    produce(
+        &broker.address(),
+        &state,
+        &[Record {
+            key: b"cursor".to_vec(),
+            value: serde_json::to_vec(&cursor).unwrap(),
+            partition: Some(0),
+            headers: Vec::new(),
+        }],
+    );
+    produce(
+        &broker.address(),
+        &control,
+        &[Record {
+            key: b"nightly".to_vec(),
+            value: serde_json::to_vec(&paused).unwrap(),
+            partition: Some(0),
+            headers: Vec::new(),
+        }],
+    );
+    let status = |json: bool| {
+        let out = Command::new(CRONQ)
+            .args(["status", "--brokers", &broker.address(), "--group", &group])
+            .args(json.then_some("--json"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cronq status");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let controls = |out: &str| -> Vec<char> {
+        out.chars()
+            .filter(|&c| {
+                (c.is_control() && c != '\n')
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect()
+    };
+    let out = status(false);
+    assert!(out.contains("nightly"), "the pause is listed: {out}");
+    assert!(
+        controls(&out).is_empty(),
+        "raw controls {:?} in\n{out}",
+        controls(&out)
+    );
+    assert!(
+        out.contains("reason: \\u001b[2J\\u000dOK: nothing paused\\u000a\\u202e"),
+        "{out}"
+    );
+    assert!(out.contains("evil\\u001b[2J"), "the owner, escaped: {out}");
+    let json = status(true);
+    assert!(
+        controls(&json).is_empty(),
+        "raw controls {:?} in\n{json}",
+        controls(&json)
+    );
+    let view: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        view["paused"]["jobs"][0]["reason"], paused["reason"],
+        "still JSON: {view}"
+    );
+}
+
+/// A writer of the control topic is checked: a pause longer than 366 days, a record whose key is
+/// not its job, a blank job name and a record past the table's bound of 10 000 jobs are ignored,
+/// each logged with its offset, and the good records still count.
+#[test]
+fn forged_control_records_are_ignored_and_the_table_is_bounded() {
+    let broker = Broker::start();
+    let group = format!("g-{}", random_topic("forged"));
+    let (state, control) = (format!("{group}.state"), format!("{group}.control"));
+    create_topic(&broker.address(), &state, 1);
+    create_topic(&broker.address(), &control, 1);
+    let now = Utc::now().timestamp();
+    let text = |at: i64| {
+        DateTime::from_timestamp(at, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let record = |key: &str, job: &str, until: Option<i64>| Record {
+        key: key.as_bytes().to_vec(),
+        value: serde_json::to_vec(&serde_json::json!({"v":1,"job":job,"paused":true,
+            "since":text(now - 60),"until":until.map(text),"by":"mallory@lan","at":text(now - 60)}))
+        .unwrap(),
+        partition: Some(0),
+        headers: Vec::new(),
+    };
+    let day = 86_400;
+    let mut records = vec![
+        record("frozen", "frozen", Some(now + 400 * day)),
+        record("nightly", "payroll", None),
+        record("  ", "  ", None),
+        record("yearly", "yearly", Some(now + 300 * day)),
+    ];
+    // Fill the table: 9 999 more jobs, then one too many.
+    records.extend((0..10_000).map(|i| {
+        let name = format!("filler-{i:05}");
+        record(&name, &name, None)
+    }));
+    produce(&broker.address(), &control, &records);
+    let out = Command::new(CRONQ)
+        .args([
+            "status",
+            "--json",
+            "--brokers",
+            &broker.address(),
+            "--group",
+            &group,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cronq status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let view: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let jobs: Vec<&str> = view["paused"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 10_000, "the table's bound: {stderr}");
+    assert!(jobs.contains(&"yearly"), "a 300-day pause counts");
+    for ignored in ["frozen", "nightly", "payroll", "  ", "filler-09999"] {
+        assert!(!jobs.contains(&ignored), "{ignored:?} listed");
+    }
+    for (offset, why) in [
+        (0, "more than 366 days"),
+        (1, "key is not its job"),
+        (2, "not a job name"),
+        (10_003, "holds 10000 jobs already"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("ignoring a control record")
+                    && l.contains(&format!("offset={offset} "))
+                    && l.contains(why)),
+            "offset {offset} ({why}) not logged:\n{stderr}"
+        );
+    }
+}
+
+/// A pause of a name that is no job of the schedule (`--force`, or a forged record) pauses
+/// nothing: the member that owns its shard says so once, and the jobs of the schedule run on.
+#[test]
+fn a_pause_of_a_job_not_in_the_schedule_is_logged_once_and_pauses_nothing() {
+    let setup = Setup::new(
+        "pause-stranger",
+        r#"{"jobs":[{"jobName":"steady","job":"x","cronTime":"* * * * *"}]}"#,
+    );
+    let mut member = setup.member("solo");
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    setup.control(&["pause", "ghost", "--force", "--reason", "typo"]);
+    member.wait_log(
+        "control record of a job not in the schedule: it pauses nothing job=\"ghost\"",
+        Duration::from_secs(30),
+    );
+    setup.drill.wait_minutes(2, 30);
+    member.terminate();
+    let log = std::fs::read_to_string(&member.log).unwrap();
+    assert_eq!(
+        log.matches("control record of a job not in the schedule")
+            .count(),
+        1,
+        "logged once: {log}"
+    );
+    with_logs(&[&member], || {
+        let arrived = setup.arrivals(2);
+        assert!(arrived["steady"].len() >= 2, "{arrived:?}");
+    });
+}

@@ -87,7 +87,7 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    // by-hand@<whole seconds>#manual, at the trigger instant.
+    // by-hand@<instant, milliseconds>#manual, at the trigger instant.
     let at = id
         .strip_prefix("by-hand@")
         .and_then(|rest| rest.strip_suffix("#manual"))
@@ -178,6 +178,8 @@ fn trigger_at_a_later_instant_waits_for_it_and_stamps_the_run_with_it() {
     );
     let at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 3, 0).unwrap();
     let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // The record writes the instant in milliseconds.
+    let at_ms = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let out = trigger(
         &broker.address(),
         &path,
@@ -191,7 +193,7 @@ fn trigger_at_a_later_instant_waits_for_it_and_stamps_the_run_with_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(id, format!("later@{at_text}#manual\n"));
+    assert_eq!(id, format!("later@{at_ms}#manual\n"));
     assert!(done >= at, "returned at {done}, before {at}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -200,7 +202,74 @@ fn trigger_at_a_later_instant_waits_for_it_and_stamps_the_run_with_it() {
     );
     let records = consume_all(&broker.address(), &topic, 3, 1, Duration::from_secs(30));
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].value["scheduledAt"], at_text.as_str());
+    assert_eq!(records[0].value["scheduledAt"], at_ms.as_str());
+}
+
+/// Two `cronq trigger X` within one second are two runs: with a whole-seconds dispatchId the
+/// worker took the second for a duplicate of the first and ran it not at all.
+#[test]
+fn two_triggers_in_the_same_second_are_two_runs() {
+    let broker = Broker::start();
+    let topic = random_topic("trigger-twice");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran.txt");
+    let (_sdir, path) = schedule_file(&format!(
+        r#"{{"jobs":[{{"jobName":"twice","priority":1,"job":"echo \"$CRONQ_DISPATCH_ID\" >> {}","cronTime":"0 0 1 1 *"}}]}}"#,
+        marker.display()
+    ));
+    let second = |id: &str| {
+        let at = id
+            .strip_prefix("twice@")
+            .and_then(|rest| rest.strip_suffix("#manual"))
+            .unwrap_or_else(|| panic!("dispatchId {id:?}"));
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp()
+    };
+    // Two triggers one after the other (each well under a second); a pair that straddles a
+    // second boundary proves nothing, so try again (up to 10 pairs).
+    let mut ids = Vec::new();
+    let mut in_one_second = false;
+    for _ in 0..10 {
+        let pair: Vec<String> = (0..2)
+            .map(|_| {
+                let out = trigger(&broker.address(), &path, &topic, &["twice"]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap().trim().to_string()
+            })
+            .collect();
+        let same = second(&pair[0]) == second(&pair[1]);
+        ids.extend(pair.iter().cloned());
+        if same {
+            assert_ne!(
+                pair[0], pair[1],
+                "two triggers in one second got one dispatchId"
+            );
+            in_one_second = true;
+            break;
+        }
+    }
+    assert!(
+        in_one_second,
+        "no two triggers landed in one second: {ids:?}"
+    );
+    let log = dir.path().join("worker.log");
+    let worker = start_worker(&broker.address(), &topic, &log);
+    for id in &ids {
+        let result = wait_for_result(&broker.address(), &topic, id, &log, Duration::from_secs(90));
+        assert_eq!(result.value["status"], "succeeded", "{}", result.value);
+    }
+    drop(worker);
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    let mut ran: Vec<&str> = ran.lines().collect();
+    ran.sort();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(ran, expected, "every trigger ran once");
 }
 
 /// A worker started before its job topic exists picks the topic up within seconds once a trigger

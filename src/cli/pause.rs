@@ -15,6 +15,7 @@ use super::args::{did_you_mean, status_timeout, whole, KafkaArgs, ScheduleLimitA
 use super::error::CliError;
 use super::runtime::{block_on, Cut, OnSignal};
 use crate::clock::{Clock, DrillClock, SystemClock};
+use crate::obs::terminal::escape_controls;
 use crate::schedule::{self, LoadOptions};
 
 /// Where the control records of `pause`/`resume` go: the dispatcher group's `<group>.control`.
@@ -102,8 +103,8 @@ pub enum UntilArg {
     After(Duration),
 }
 
-/// The longest pause `--until` may ask for.
-const MAX_PAUSE: Duration = Duration::from_secs(366 * 86_400);
+// The longest pause `--until` may ask for: what the dispatchers accept.
+use crate::wire::control::MAX_PAUSE;
 
 fn until_arg(text: &str) -> Result<UntilArg, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
@@ -182,7 +183,8 @@ fn write_control(
     })?;
     tracing::info!(message = "control record written", topic = %topic, job = record.job.as_deref().unwrap_or("--all"), paused = record.paused);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", record.encode())?;
+    // A resume carries its pause's reason, as the topic had it.
+    writeln!(out, "{}", escape_controls(&record.encode()))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -290,7 +292,7 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
                 ),
                 Some(r) => format!(
                     "it was resumed by {} at {}",
-                    r.by,
+                    escape_controls(&r.by),
                     crate::wire::slot_text(r.at)
                 ),
             };

@@ -13,6 +13,7 @@ use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
 use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::dispatcher::{control, status};
+use crate::obs::terminal::escape_controls;
 
 /// `cronq status`
 #[derive(Debug, Args)]
@@ -100,7 +101,8 @@ pub(super) fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
                 serde_json::to_value(&paused).unwrap_or_default(),
             );
         }
-        writeln!(out, "{json}")?;
+        // serde_json escapes C0 controls but writes C1 controls and bidi overrides raw.
+        writeln!(out, "{}", escape_controls(&json.to_string()))?;
     } else {
         if let Some(all) = &paused.all {
             // The incident switch is the first thing to see.

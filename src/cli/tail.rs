@@ -3,7 +3,8 @@
 //!
 //! Whatever a record holds, the output is one line of printable text per record: control characters
 //! (escape sequences, carriage returns, newlines) and bidirectional overrides are written as `\uXXXX`
-//! ([`escape_controls`]), so a record cannot drive or spoof the operator's terminal.
+//! ([`escape_controls`], shared by every command that prints text from a topic), so a record
+//! cannot drive or spoof the operator's terminal.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use super::args::{bounded, kafka_topic, whole, KafkaArgs, DAY};
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
 use crate::kafka::{describe, retry_forever};
+use crate::obs::terminal::escape_controls;
 use crate::wire::JobMessage;
 
 /// `cronq tail`
@@ -47,27 +49,6 @@ struct Received {
     partition: i32,
     offset: i64,
     value: Vec<u8>,
-}
-
-/// Characters that change how a terminal shows what follows: C0 and C1 controls, DEL, and the
-/// Unicode bidirectional marks and overrides.
-fn is_terminal_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `text` with every terminal control character written as `\uXXXX` (as in JSON, so JSON stays
-/// JSON).
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if is_terminal_control(c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// One readable line for a record, safe to print on a terminal.
@@ -204,6 +185,7 @@ async fn tail(args: TailArgs) -> Result<ExitCode, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::obs::terminal::is_terminal_control;
 
     fn message(name: &str, job: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
@@ -240,16 +222,6 @@ mod tests {
             ),
             "{line}"
         );
-    }
-
-    #[test]
-    fn escaping_keeps_ordinary_text_and_json_as_they_are() {
-        let plain = r#"{"jobName":"nightly-backup","job":"backup \"orders\" ünïcode ✓"}"#;
-        assert_eq!(escape_controls(plain), plain);
-        // A raw control character inside a JSON string becomes the JSON escape for it.
-        let escaped = escape_controls("{\"a\":\"x\u{1b}y\"}");
-        let parsed: serde_json::Value = serde_json::from_str(&escaped).unwrap();
-        assert_eq!(parsed["a"], "x\u{1b}y");
     }
 
     #[test]

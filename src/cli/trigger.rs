@@ -15,6 +15,7 @@ use super::args::{
 };
 use super::error::CliError;
 use super::runtime::{block_on, Cut, OnSignal};
+use crate::obs::terminal::escape_controls;
 use crate::schedule::{self, LoadOptions};
 use crate::trigger::{trigger, TriggerConfig};
 
@@ -69,7 +70,8 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
             at
         }
     };
-    let at = DateTime::<Utc>::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+    // Milliseconds, as the record writes them: two triggers within one second are two runs.
+    let at = DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at);
     let (schedule, _) = schedule::load(&args.schedule, args.limits.apply(LoadOptions::default()))?;
     let Some(job) = schedule.jobs.iter().find(|j| j.spec.name == args.job) else {
         let hint = did_you_mean(&schedule, &args.job);
@@ -121,7 +123,7 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
         }
     })?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{id}")?;
+    writeln!(out, "{}", escape_controls(&id))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

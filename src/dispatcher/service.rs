@@ -207,7 +207,7 @@ async fn run_in_group(
     let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
     let mut pipeline = Pipeline::start(&config, |tx| {
         TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx)
-            .with_pauses(Pauses::new(follower.clone()))
+            .with_pauses(Pauses::new(follower.clone()).with_shard_count(shards))
     });
     pipeline.tick_loop.sync_pauses();
     let (events_tx, mut events) = mpsc::channel(16);

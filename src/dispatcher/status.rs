@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::group::LastCursor;
 use crate::clock::Minute;
+use crate::obs::terminal::escape_controls;
 use crate::wire::cursor::Cursor;
 
 /// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
@@ -193,7 +194,10 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
         out.push_str("  (none alive)\n");
     }
     for (owner, shards) in &view.members {
-        let md5 = view.md5_by_owner.get(owner).map_or("?", String::as_str);
+        let md5 = escape_controls(view.md5_by_owner.get(owner).map_or("?", String::as_str));
+        // Owners and MD5s are what the cursor records say: whoever writes the state topic
+        // chooses them.
+        let owner = escape_controls(owner);
         let flag = if view.md5_disagree {
             "  <- schedules differ"
         } else {
@@ -210,8 +214,8 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
         out.push_str(&format!(
             "{:>5}  {:<30}  {:<20}  {:>6}  {}\n",
             s.shard,
-            s.owner.as_deref().unwrap_or("-- NO OWNER --"),
-            s.cursor.as_deref().unwrap_or("never"),
+            escape_controls(s.owner.as_deref().unwrap_or("-- NO OWNER --")),
+            escape_controls(s.cursor.as_deref().unwrap_or("never")),
             s.behind_minutes
                 .map_or("-".to_string(), |b| format!("{b}m")),
             s.record_age_seconds

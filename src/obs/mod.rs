@@ -3,11 +3,12 @@
 //!
 //! The server itself knows nothing of dispatchers or workers: each of them hands it a [`http::Site`]
 //! (its metrics registry, its [`health::Health`], and functions that render its page and its status
-//! as JSON).
+//! as JSON). [`terminal`] escapes text from topics before it reaches a terminal.
 
 pub mod health;
 pub mod http;
 pub mod page;
+pub mod terminal;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -15,6 +15,10 @@ use crate::clock::Minute;
 /// only white space, so no job can ever have this key.
 pub const ALL_KEY: &str = " ";
 
+/// The longest paused interval a record may name: `until` at most this long after the record's
+/// `at` (what `cronq pause --until` allows). A record asking more is ignored by its readers.
+pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 /// Version of the record format.
 pub const RECORD_VERSION: u32 = 1;
 
@@ -133,6 +137,37 @@ impl ControlRecord {
         Ok(r)
     }
 
+    /// Whether a record read at `key` may be applied: its key is its job's (or [`ALL_KEY`] for
+    /// `--all`), the job's name is one a schedule can have (not blank, at most
+    /// [`MAX_JOB_NAME_BYTES`](crate::wire::job::MAX_JOB_NAME_BYTES) bytes), and its `until` is at
+    /// most [`MAX_PAUSE`] after its `at`. Only the record is looked at, never the reader's clock
+    /// or schedule, so every reader decides alike.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if self.key() != key {
+            return Err("the record's key is not its job".into());
+        }
+        if key != ALL_KEY
+            && (key.trim().is_empty() || key.len() > crate::wire::job::MAX_JOB_NAME_BYTES)
+        {
+            return Err(format!(
+                "the key is not a job name (blank, or over {} bytes)",
+                crate::wire::job::MAX_JOB_NAME_BYTES
+            ));
+        }
+        let max = chrono::Duration::from_std(MAX_PAUSE).unwrap_or(chrono::Duration::MAX);
+        if let Some(until) = self.until {
+            // Past the end of chrono's time, nothing can be later.
+            if self
+                .at
+                .checked_add_signed(max)
+                .is_some_and(|last| until > last)
+            {
+                return Err("its until is more than 366 days after its at".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The record as JSON, as written.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -201,6 +236,33 @@ mod tests {
         let r = resume(&p, at(6, 10), false);
         assert_eq!(r.ends_in(), Some(Minute::containing(at(7, 0))));
         assert_eq!(pause(None, at(0, 0), None).ends_in(), None);
+    }
+
+    #[test]
+    fn a_record_is_checked_for_its_key_and_a_pause_of_at_most_366_days() {
+        let p = pause(Some("nightly"), at(0, 0), None);
+        assert_eq!(p.check("nightly"), Ok(()));
+        assert!(p.check("other").is_err(), "the key is not its job");
+        let all = pause(None, at(0, 0), None);
+        assert_eq!(all.check(ALL_KEY), Ok(()));
+        for name in ["  ", "\t", &"x".repeat(1025)] {
+            let r = pause(Some(name), at(0, 0), None);
+            assert!(r.check(name).is_err(), "{name:?}");
+        }
+        let days = |d: i64| Some(at(0, 0) + chrono::Duration::days(d));
+        assert_eq!(pause(Some("a"), at(0, 0), days(366)).check("a"), Ok(()));
+        let far = pause(Some("a"), at(0, 0), days(367));
+        assert!(far.check("a").unwrap_err().contains("366 days"));
+        let forever = ControlRecord {
+            until: Some(DateTime::<Utc>::MAX_UTC),
+            at: DateTime::<Utc>::MAX_UTC - chrono::Duration::days(1),
+            ..far
+        };
+        assert_eq!(
+            forever.check("a"),
+            Ok(()),
+            "no overflow near the end of time"
+        );
     }
 
     #[test]

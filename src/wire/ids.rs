@@ -27,6 +27,31 @@ pub fn dispatch_id(job_name: &str, scheduled_at: &str) -> String {
     format!("{job_name}@{scheduled_at}")
 }
 
+/// What ends the `dispatchId` of a run triggered by hand (`cronq trigger`).
+pub const MANUAL_SUFFIX: &str = "#manual";
+
+/// The instant of a run triggered by hand as its `scheduledAt` and `dispatchId` write it: RFC 3339,
+/// UTC, milliseconds (`2026-11-29T21:14:05.123Z`), so that two triggers within one second are two
+/// runs. Earlier versions of cronq wrote whole seconds; every reader takes both.
+pub fn manual_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `jobName@<instant>#manual`: the `dispatchId` of a run of `job_name` triggered by hand at the
+/// instant written `at_text` ([`manual_text`]).
+pub fn manual_dispatch_id(job_name: &str, at_text: &str) -> String {
+    format!("{job_name}@{at_text}{MANUAL_SUFFIX}")
+}
+
+/// The instant text of `id` when it is the `dispatchId` of a run of `job_name` triggered by hand
+/// (`jobName@<instant>#manual`, the instant in whole seconds or with a fraction); `None` otherwise.
+/// Only the shape is checked here, not that the text is an instant.
+pub fn manual_instant<'a>(id: &'a str, job_name: &str) -> Option<&'a str> {
+    id.strip_prefix(job_name)?
+        .strip_prefix('@')?
+        .strip_suffix(MANUAL_SUFFIX)
+}
+
 /// [`slot_text`] of the last slot asked for: the records of a minute share one slot, so a producer
 /// formats it once per minute rather than once per record.
 #[derive(Debug, Default)]
@@ -105,6 +130,33 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_manual_dispatch_id_has_milliseconds_and_the_old_whole_seconds_form_still_reads() {
+        let at = DateTime::from_timestamp_millis(1_764_450_845_123).unwrap();
+        let id = manual_dispatch_id("sync", &manual_text(at));
+        assert_eq!(id, "sync@2025-11-29T21:14:05.123Z#manual");
+        assert_eq!(
+            manual_instant(&id, "sync"),
+            Some("2025-11-29T21:14:05.123Z")
+        );
+        // Two triggers 1 ms apart within one second are two ids.
+        let next = at + chrono::Duration::milliseconds(1);
+        assert_ne!(manual_dispatch_id("sync", &manual_text(next)), id);
+        // What cronq wrote before: whole seconds.
+        assert_eq!(
+            manual_instant("sync@2025-11-29T21:14:05Z#manual", "sync"),
+            Some("2025-11-29T21:14:05Z")
+        );
+        for not in [
+            "sync@2025-11-29T21:14:05Z",
+            "other@x#manual",
+            "sync#manual",
+            "syncx@y#manual",
+        ] {
+            assert_eq!(manual_instant(not, "sync"), None, "{not}");
+        }
     }
 
     #[test]

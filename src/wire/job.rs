@@ -186,11 +186,8 @@ pub fn parse_message(key: &[u8], value: &[u8]) -> Result<JobMessage, String> {
     }
     let id = &message.dispatch_id;
     let expected = format!("{name}@{}", message.scheduled_at);
-    let manual = id
-        .strip_prefix(name.as_str())
-        .and_then(|rest| rest.strip_prefix('@'))
-        .and_then(|rest| rest.strip_suffix("#manual"))
-        .is_some_and(is_instant);
+    // A run by hand: milliseconds now, whole seconds as earlier versions wrote; both read.
+    let manual = super::ids::manual_instant(id, name).is_some_and(is_instant);
     if *id != expected && !manual {
         return Err(format!(
             "dispatchId {} is neither jobName@scheduledAt ({}) nor jobName@<instant>#manual",

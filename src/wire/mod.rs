@@ -18,7 +18,10 @@ pub mod ids;
 pub mod job;
 pub mod result;
 
-pub use ids::{dispatch_id, murmur2, partition_for, slot_text, SlotTexts};
+pub use ids::{
+    dispatch_id, manual_dispatch_id, manual_instant, manual_text, murmur2, partition_for,
+    slot_text, SlotTexts, MANUAL_SUFFIX,
+};
 pub use job::{
     JobMessage, Overlap, HEADER_DISPATCH_ID, HEADER_NOT_BEFORE, HEADER_PRIORITY,
     HEADER_SCHEDULED_AT,

@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::table::PauseTable;
-use super::topic::apply_records;
+use super::topic::{apply_records, Ignored};
 use crate::kafka::{describe, Backoff};
+use crate::obs::terminal::escape_controls;
 use crate::wire::control::{ControlRecord, ALL_KEY};
 use crate::wire::slot_text;
 
@@ -112,6 +113,8 @@ async fn follow(
     // partial read would unpause jobs for a moment). False at the start and after a re-read.
     let mut complete = false;
     let mut announced = false;
+    // Over the follower's life (a re-read counts a record again).
+    let mut ignored = Ignored::default();
     loop {
         while let Ok(w) = requests.try_recv() {
             waiting.push(w);
@@ -148,11 +151,18 @@ async fn follow(
                 }
                 backoff = Backoff::new(Duration::from_millis(100));
                 let before = table.clone();
-                let next = apply_records(&mut table, &topic, from, &records, |key, record| {
-                    if complete {
-                        log_change(key, record);
-                    }
-                });
+                let next = apply_records(
+                    &mut table,
+                    &topic,
+                    from,
+                    &records,
+                    &mut ignored,
+                    |key, record| {
+                        if complete {
+                            log_change(key, record);
+                        }
+                    },
+                );
                 offset = Some(next);
                 let caught_up = next >= high;
                 if (complete && table != before) || (!complete && caught_up) {
@@ -162,7 +172,7 @@ async fn follow(
                     complete = true;
                     if !announced {
                         let (all, jobs) = table.in_force(Utc::now());
-                        info!(message = "control topic read", topic = %topic, records_kept = table.records().count(), all_paused = all.is_some(), jobs_paused = jobs.len());
+                        info!(message = "control topic read", topic = %topic, records_kept = table.records().count(), records_ignored = ignored.count, all_paused = all.is_some(), jobs_paused = jobs.len());
                         announced = true;
                     }
                     for w in waiting.drain(..) {
@@ -207,25 +217,27 @@ async fn follow(
     }
 }
 
-/// The one log line of a pause's change of state.
+/// The one log line of a pause's change of state. The record's text is escaped: the text log
+/// format escapes ESC and C1 controls but not a newline, which could forge a log line.
 fn log_change(key: &str, record: Option<&ControlRecord>) {
-    let job = if key == ALL_KEY { "--all" } else { key };
+    let job = escape_controls(if key == ALL_KEY { "--all" } else { key });
+    let job = job.as_str();
     match record {
         None => info!(message = "control record removed", job),
         Some(r) if r.paused => info!(
             message = "job paused",
             job,
-            reason = r.reason.as_deref().unwrap_or(""),
+            reason = escape_controls(r.reason.as_deref().unwrap_or("")).as_str(),
             since = %slot_text(r.since),
             until = %r.until.map(slot_text).unwrap_or_default(),
-            by = %r.by,
+            by = %escape_controls(&r.by),
         ),
         Some(r) => info!(
             message = "job resumed",
             job,
             paused_since = %slot_text(r.since),
             drop_missed = r.drop_missed,
-            by = %r.by,
+            by = %escape_controls(&r.by),
         ),
     }
 }

@@ -1,10 +1,11 @@
 //! Pause application: the tick loop's side of the pauses. A minute's paused slots are held back,
 //! and when a pause ends its paused slots are sent as the job's catch-up rule says.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::follower::ControlFollower;
 use super::table::PauseTable;
@@ -12,9 +13,10 @@ use crate::clock::Minute;
 use crate::cron::CronExpr;
 use crate::dispatcher::catchup::{admit, window_minutes};
 use crate::dispatcher::scheduler::{Dispatch, Scheduler};
+use crate::obs::terminal::escape_controls;
 use crate::schedule::JobSpec;
 use crate::wire::control::ControlRecord;
-use crate::wire::slot_text;
+use crate::wire::{partition_for, slot_text};
 
 /// The paused slots of `spec` (compiled as `expr`) that the end of `record`'s interval sends,
 /// handed out at minute `now`: every slot `s` of the job with `record.since <= s < end`, where
@@ -65,6 +67,24 @@ pub struct Pauses {
     table: Arc<PauseTable>,
     /// (shard, record, end of the walk): sent with the shard's next minute.
     late: Vec<(u32, ControlRecord, DateTime<Utc>)>,
+    /// Records of names that are no job of the schedule: see [`Pauses::with_shard_count`].
+    strangers: Strangers,
+}
+
+/// The records whose key is no job of the schedule, found by the owner of the key's shard (only it
+/// knows that shard's jobs; the key's shard is `murmur2(key) mod shards`, as a job's). Such a record
+/// pauses nothing (only jobs of the schedule are looked up); it is logged once per record and
+/// counted, so a typo (or a forged record) is seen by exactly one member.
+#[derive(Debug, Default)]
+struct Strangers {
+    /// The state topic's partition count; `None`: not in a group, no check.
+    shards: Option<u32>,
+    /// Per shard: the table version and schedule last checked.
+    checked: BTreeMap<u32, (u64, usize)>,
+    /// (key, at) of the records logged, of the table in use.
+    logged: BTreeSet<(String, DateTime<Utc>)>,
+    /// How many were found.
+    count: u64,
 }
 
 /// What [`Pauses::apply_minute`] did to one shard's minute.
@@ -88,6 +108,70 @@ impl Pauses {
             version: u64::MAX,
             table: Arc::new(PauseTable::default()),
             late: Vec::new(),
+            strangers: Strangers::default(),
+        }
+    }
+
+    /// Checks each record's key against the jobs of the shards this member owns, the group having
+    /// `shards` shards: a record of a name that is no job of the schedule is logged once as
+    /// `control record of a job not in the schedule` and counted ([`Pauses::strangers`]). It is
+    /// kept (`cronq pause --force` writes one before the job is added) but pauses nothing.
+    pub fn with_shard_count(mut self, shards: u32) -> Pauses {
+        self.strangers.shards = Some(shards.max(1));
+        self
+    }
+
+    /// How many records of names that are no job of the schedule were found.
+    pub fn strangers(&self) -> u64 {
+        self.strangers.count
+    }
+
+    /// [`with_shard_count`](Self::with_shard_count)'s check of `shard`, when the table or the
+    /// shard's schedule changed since the last one.
+    fn check_keys(&mut self, shard: u32, scheduler: &Scheduler) {
+        let Some(shards) = self.strangers.shards else {
+            return;
+        };
+        let schedule = Arc::as_ptr(scheduler.schedule()) as usize;
+        if self.strangers.checked.get(&shard) == Some(&(self.version, schedule)) {
+            return;
+        }
+        self.strangers
+            .checked
+            .insert(shard, (self.version, schedule));
+        let table = &self.table;
+        self.strangers
+            .logged
+            .retain(|(key, at)| table.get(key).is_some_and(|r| r.at == *at));
+        let mut names: Option<BTreeSet<&str>> = None;
+        for record in table.records() {
+            let Some(job) = record.job.as_deref() else {
+                continue;
+            };
+            if partition_for(job.as_bytes(), shards as i32) as u32 != shard {
+                continue;
+            }
+            let names = names.get_or_insert_with(|| {
+                scheduler
+                    .schedule()
+                    .jobs
+                    .iter()
+                    .map(|j| j.spec.name.as_str())
+                    .collect()
+            });
+            if names.contains(job) || !self.strangers.logged.insert((job.to_string(), record.at)) {
+                continue;
+            }
+            self.strangers.count += 1;
+            warn!(
+                message = "control record of a job not in the schedule: it pauses nothing",
+                job = escape_controls(job).as_str(),
+                shard,
+                paused = record.paused,
+                by = %escape_controls(&record.by),
+                at = %slot_text(record.at),
+                strangers = self.strangers.count,
+            );
         }
     }
 
@@ -141,6 +225,7 @@ impl Pauses {
         start: usize,
     ) -> PauseEffect {
         let mut effect = PauseEffect::default();
+        self.check_keys(shard, scheduler);
         let Some(slot) = minute.start() else {
             return effect;
         };
@@ -252,6 +337,46 @@ mod tests {
     use crate::dispatcher::tick_loop::TickLoop;
     use crate::schedule::Schedule;
     use crate::wire::control::ALL_KEY;
+
+    /// A record of a name that is no job of the schedule is logged once (by the owner of its
+    /// shard), counted, and pauses nothing; a job of the schedule is no stranger.
+    #[test]
+    fn a_record_of_a_job_not_in_the_schedule_is_counted_once_by_its_shards_owner() {
+        let scheduler = Scheduler::new(
+            schedule(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#),
+            Minute::containing(at(0, 0)),
+        );
+        let follower = ControlFollower::manual();
+        let mut table = PauseTable::default();
+        table.apply("a", Some(pause(Some("a"), at(0, 0), None)));
+        table.apply("typo", Some(pause(Some("typo"), at(0, 0), None)));
+        follower.publish(table.clone());
+        let mut pauses = Pauses::new(follower.clone()).with_shard_count(2);
+        pauses.refresh(std::iter::empty());
+        let typo_shard = partition_for(b"typo", 2) as u32;
+        let mut out = Vec::new();
+        for m in 1..=3 {
+            for shard in 0..2 {
+                let minute = Minute::containing(at(m, 0));
+                pauses.apply_minute(shard, minute, minute, &scheduler, &mut out, 0);
+            }
+        }
+        assert_eq!(pauses.strangers(), 1, "one record, logged once");
+        // A new record of the same name is another one; the other shard never counts it.
+        table.apply("typo", Some(pause(Some("typo"), at(5, 0), None)));
+        follower.publish(table);
+        pauses.refresh(std::iter::empty());
+        let minute = Minute::containing(at(6, 0));
+        pauses.apply_minute(1 - typo_shard, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 1);
+        pauses.apply_minute(typo_shard, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 2);
+        // Without a shard count (no group) nothing is checked.
+        let mut alone = Pauses::new(follower);
+        alone.refresh(std::iter::empty());
+        alone.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(alone.strangers(), 0);
+    }
 
     /// The slots a pause's end sends, against a walk written out by hand: every-5-minutes job,
     /// paused from 10:02:30 to 10:41:00, handed out at 10:41.

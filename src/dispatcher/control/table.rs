@@ -6,8 +6,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::obs::terminal::escape_controls;
 use crate::wire::control::{ControlRecord, ALL_KEY};
 use crate::wire::slot_text;
+
+/// The most jobs the table holds a record of (besides `--all`): the bound on what a writer of
+/// the control topic can make every dispatcher keep in memory (a record is a few hundred bytes, so
+/// a few MB). A record of a further job is ignored until a tombstone frees a place; a job already
+/// in the table is always updated. An operator who needs more pauses than this pauses `--all`.
+pub const MAX_PAUSED_JOBS: usize = 10_000;
 
 /// The latest record of every key: what is, was and will be paused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +39,21 @@ impl PauseTable {
                 }
             }
         }
+    }
+
+    /// [`apply`](Self::apply), unless `record` is of a job not in the table and the table holds
+    /// [`MAX_PAUSED_JOBS`] jobs already: then nothing changes and the record is handed back.
+    pub fn admit(
+        &mut self,
+        key: &str,
+        record: Option<ControlRecord>,
+    ) -> Result<(), Option<ControlRecord>> {
+        let full = self.jobs.len() >= MAX_PAUSED_JOBS;
+        if full && key != ALL_KEY && record.is_some() && !self.jobs.contains_key(key) {
+            return Err(record);
+        }
+        self.apply(key, record);
+        Ok(())
     }
 
     /// The latest record of `key` (a job's name or [`ALL_KEY`]).
@@ -134,15 +156,18 @@ fn paused_line(p: &PausedJob) -> String {
         p.until
             .as_ref()
             .map_or(String::new(), |u| format!(" until {u}")),
-        p.by,
-        p.reason
-            .as_ref()
-            .map_or(String::new(), |r| format!("  reason: {r}")),
+        escape_controls(&p.by),
+        p.reason.as_ref().map_or(String::new(), |r| format!(
+            "  reason: {}",
+            escape_controls(r)
+        )),
         if p.drop_missed { "  (drop missed)" } else { "" },
     )
 }
 
-/// The pauses as text for a terminal: `--all` first and loud, then one line per job.
+/// The pauses as text for a terminal: `--all` first and loud, then one line per job. The text
+/// of the records (job, by, reason) is escaped ([`escape_controls`]): whoever writes the control
+/// topic chooses it.
 pub fn render(view: &PausedView) -> String {
     let mut out = String::new();
     if let Some(all) = &view.all {
@@ -156,7 +181,7 @@ pub fn render(view: &PausedView) -> String {
         for p in &view.jobs {
             out.push_str(&format!(
                 "  {}  {}\n",
-                p.job.as_deref().unwrap_or("--all"),
+                escape_controls(p.job.as_deref().unwrap_or("--all")),
                 paused_line(p)
             ));
         }
@@ -219,6 +244,33 @@ mod tests {
             "{}",
             render(&view)
         );
+    }
+
+    #[test]
+    fn the_table_holds_at_most_max_paused_jobs_and_still_updates_those_it_holds() {
+        let mut table = PauseTable::default();
+        for i in 0..MAX_PAUSED_JOBS {
+            let name = format!("job-{i}");
+            let r = pause(Some(&name), at(0, 0), None);
+            assert_eq!(table.admit(&name, Some(r)), Ok(()));
+        }
+        let extra = pause(Some("one-more"), at(0, 0), None);
+        assert_eq!(
+            table.admit("one-more", Some(extra.clone())),
+            Err(Some(extra.clone()))
+        );
+        assert_eq!(table.get("one-more"), None);
+        // A job it holds is updated, --all is always taken, a tombstone frees a place.
+        let resumed = resume(&pause(Some("job-7"), at(0, 0), None), at(3, 0), false);
+        assert_eq!(table.admit("job-7", Some(resumed.clone())), Ok(()));
+        assert_eq!(table.get("job-7"), Some(&resumed));
+        assert_eq!(
+            table.admit(ALL_KEY, Some(pause(None, at(0, 0), None))),
+            Ok(())
+        );
+        assert_eq!(table.admit("job-8", None), Ok(()));
+        assert_eq!(table.admit("one-more", Some(extra.clone())), Ok(()));
+        assert_eq!(table.get("one-more"), Some(&extra));
     }
 
     #[test]

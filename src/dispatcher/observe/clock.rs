@@ -2,9 +2,9 @@
 //! clock held back ([`crate::clock::GuardedClock`]), and a clock behind the last processed minute.
 //! Both make the member not ready (`/readyz` 503, check `clock`, with the reason).
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::status::rfc3339;
 use super::{check, Observer};
 use crate::clock::{ClockWatch, Minute};
 
@@ -91,6 +91,11 @@ impl Observer {
         );
         self.page().clock = Some(view);
     }
+}
+
+/// An instant as the page and `/status.json` write it: RFC 3339 UTC, whole seconds.
+pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

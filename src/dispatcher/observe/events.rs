@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::clock::rfc3339;
 use super::metrics::{ErrorLabel, ReasonLabel, ResultLabel, ShardLabel, TopicCounter};
 use super::status::{
-    rfc3339, OwnedShard, RefusedWrite, Reload, ScheduleState, UnreadableCursor, UpcomingRun,
+    OwnedShard, RefusedWrite, Reload, ScheduleState, UnreadableCursor, UpcomingRun,
 };
 use super::{check, Mode, Observer, ProduceErrorKind, UPCOMING};
 use crate::clock::Minute;

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard, PoisonError};
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::clock::rfc3339;
 use super::{Observer, HISTORY_MINUTES};
 use crate::clock::Minute;
 use crate::dispatcher::control::{PauseTable, PausedView};
@@ -200,10 +200,6 @@ impl Observer {
             unreadable_cursors: page.unreadable.values().cloned().collect(),
         }
     }
-}
-
-pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Everything the page shows.

@@ -46,22 +46,12 @@ pub trait Monotonic: Send + Sync + 'static {
 pub struct BootTime;
 
 impl Monotonic for BootTime {
-    #[allow(unsafe_code)]
     fn elapsed(&self) -> Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes only the timespec it is given, which lives on this stack.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        if rc != 0 {
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+            Ok(t) => Duration::from(t),
             // Linux has had CLOCK_BOOTTIME since 2.6.39; without it, std's monotonic clock.
-            return std::time::Instant::now().duration_since(*FALLBACK_ORIGIN);
+            Err(_) => FALLBACK_ORIGIN.elapsed(),
         }
-        Duration::new(
-            ts.tv_sec.max(0) as u64,
-            ts.tv_nsec.clamp(0, 999_999_999) as u32,
-        )
     }
 }
 

@@ -837,7 +837,10 @@ fn after_a_kill_9_of_one_of_two_workers_no_run_with_a_published_result_runs_agai
             == expected
     };
     let mut logs = vec![b_log];
-    for (joined, id) in ["c", "d", "e", "f"].into_iter().enumerate() {
+    for (joined, id) in ["c", "d", "e", "f", "g", "h", "i", "j"]
+        .into_iter()
+        .enumerate()
+    {
         let fresh = Worker::start(
             &address,
             &topic,
@@ -1958,9 +1961,10 @@ fn a_worker_refuses_a_run_as_user_it_cannot_switch_to_or_does_not_know() {
             nix::unistd::getegid().as_raw(),
         )
     };
+    let (_binary, cronq) = cronq_open_to_all();
     let run = |run_as: &str| {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(CRONQ);
+        let mut command = Command::new(&cronq);
         if root {
             command.uid(me.0).gid(me.1);
         }

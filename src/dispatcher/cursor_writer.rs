@@ -78,16 +78,17 @@ impl CursorBook {
             .filter(|(shard, lease)| self.written.get(shard) != Some(&minute) && !lease.is_closed())
             .filter_map(|(&shard, lease)| {
                 let cursor = lease.cursor();
-                let record = Cursor {
-                    shard,
-                    minute: cursor,
-                    written_at: now,
-                    owner: owner.to_string(),
-                    generation: self.generation,
-                    schedule_md5: self.md5.clone(),
-                };
-                (cursor >= lease.handed_out() || now.second() >= 30)
-                    .then(|| (record, Arc::clone(lease)))
+                (cursor >= lease.handed_out() || now.second() >= 30).then(|| {
+                    let record = Cursor {
+                        shard,
+                        minute: cursor,
+                        written_at: now,
+                        owner: owner.to_string(),
+                        generation: self.generation,
+                        schedule_md5: self.md5.clone(),
+                    };
+                    (record, Arc::clone(lease))
+                })
             })
             .collect()
     }

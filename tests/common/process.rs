@@ -189,6 +189,29 @@ pub fn handlers(scripts: &[(&str, &str)]) -> tempfile::TempDir {
 pub struct Worker {
     pub child: Child,
     pub log: PathBuf,
+    /// The copy of the binary a worker of another user runs ([`cronq_open_to_all`]).
+    _binary: Option<tempfile::TempDir>,
+}
+
+/// The cronq binary, in a directory every user may enter: for a process started under another
+/// user, since the build's own path may pass through directories only its owner may enter (a
+/// clone in a 0700 `mktemp -d`, a home directory). A hard link when the file system allows, a
+/// copy otherwise; removed with the directory.
+pub fn cronq_open_to_all() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("cronq-bin")
+        .tempdir()
+        .expect("a directory for the binary");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the directory");
+    let binary = dir.path().join("cronq");
+    if std::fs::hard_link(CRONQ, &binary).is_err() {
+        std::fs::copy(CRONQ, &binary).expect("copy the binary");
+    }
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+        .expect("open the binary");
+    (dir, binary)
 }
 
 impl Worker {
@@ -231,7 +254,8 @@ impl Worker {
         user: Option<(u32, u32)>,
         log: PathBuf,
     ) -> Worker {
-        let mut command = Command::new(CRONQ);
+        let binary = user.map(|_| cronq_open_to_all());
+        let mut command = Command::new(binary.as_ref().map_or(Path::new(CRONQ), |(_, b)| b));
         if let Some((uid, gid)) = user {
             use std::os::unix::process::CommandExt;
             command.uid(uid).gid(gid);
@@ -260,7 +284,11 @@ impl Worker {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn cronq worker");
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            _binary: binary.map(|(dir, _)| dir),
+        }
     }
 
     pub fn pid(&self) -> u32 {

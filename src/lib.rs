@@ -27,6 +27,9 @@
 //! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, client
 //!   builders, one retry helper with one error classification per client, topic administration,
 //!   outage reporting.
+//! - [`store`]: the schedule in Kafka, `<group>.schedule` (one partition per shard, one record
+//!   per job version): read a partition to its end, turn records into checked edits, write with
+//!   acks=all.
 //! - [`obs`] and [`lifecycle`]: the `--http` server, health and page helpers; the one owner of a
 //!   service's background tasks.
 //! - [`dispatcher`]: `cronq run` as a service: the tick loop over one scheduler per owned shard, the
@@ -47,6 +50,7 @@ pub mod kafka;
 pub mod lifecycle;
 pub mod obs;
 pub mod schedule;
+pub mod store;
 pub mod trigger;
 pub mod wheel;
 pub mod wire;

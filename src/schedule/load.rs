@@ -234,6 +234,61 @@ pub fn parse_reusing(
     }
 }
 
+/// One job entry checked on its own (a schedule topic record's `spec`): the job, or every problem
+/// it has. Problems carry no file position and the job index 0; the caller says where the entry
+/// came from.
+pub type EntryCheck = Result<Job, Vec<Problem>>;
+
+/// Checks each of `entries` (a job's JSON object each) exactly as a file's job is checked, but each
+/// on its own: there is no duplicate-name check across them (a topic holds each name once per
+/// version), and one bad entry does not reject the others. Entries that share an expression share
+/// its compilation. `options.shards` says how many shards there are; an entry of a shard it does
+/// not own comes back as a problem.
+pub fn check_entries(entries: &[&RawValue], options: &LoadOptions) -> Vec<EntryCheck> {
+    let path = Path::new("");
+    let mut checker = Checker {
+        path,
+        text: "",
+        index: None,
+        problems: Vec::new(),
+        previous: BTreeMap::new(),
+        jitters: HashMap::new(),
+        gaps_from: chrono::Utc::now(),
+    };
+    let mut compiled: Compiled = Vec::new();
+    entries
+        .iter()
+        .map(|raw| {
+            checker.problems.clear();
+            let mut names = Names::new(vec![*raw]);
+            let checked = checker.check_job(0, raw, options, &mut names, &mut compiled);
+            if !checker.problems.is_empty() {
+                return Err(std::mem::take(&mut checker.problems));
+            }
+            match checked {
+                Some(job) => Ok(job),
+                None => {
+                    let name = serde_json::from_str::<RawObject>(raw.get())
+                        .ok()
+                        .and_then(|o| o.get("jobName"))
+                        .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+                    let shard = name.as_deref().map(|n| options.shards.shard_of(n));
+                    Err(vec![Problem {
+                        file: PathBuf::new(),
+                        position: None,
+                        job: Some((0, name)),
+                        field: Some("jobName".into()),
+                        message: format!(
+                            "its shard {} is not one of the shards this reader keeps",
+                            shard.map_or_else(|| "?".to_string(), |s| s.to_string())
+                        ),
+                    }])
+                }
+            }
+        })
+        .collect()
+}
+
 /// Expressions compiled so far, by zone and text: jobs with the same pair share one [`CronExpr`].
 /// A schedule uses a handful of zones, so they are searched in a list (no hashing per job).
 type Compiled = Vec<(Tz, HashMap<Arc<str>, Result<Arc<CronExpr>, CronError>>)>;

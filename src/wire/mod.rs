@@ -17,6 +17,7 @@ pub mod cursor;
 pub mod ids;
 pub mod job;
 pub mod result;
+pub mod schedule;
 
 pub use ids::{
     dispatch_id, manual_dispatch_id, manual_instant, manual_text, murmur2, partition_for,

@@ -1,0 +1,586 @@
+//! The schedule in Kafka: a group's compacted schedule topic `<group>.schedule`, one partition per
+//! shard, one record per job version ([`crate::wire::schedule`]). `cronq apply` and `export` read
+//! and write it whole; a dispatcher member reads only the partitions of the shards it owns.
+//!
+//! ```text
+//!  cronq apply FILE ──► diff against latest() ──► write() (acks=all, only the difference)
+//!                                                    │
+//!  <group>.schedule  partition s = murmur2(jobName) mod S                       (compacted)
+//!                                                    │ read_partition (to the high watermark, then follow)
+//!  dispatcher member (owner of s) ──► edits(): decode, key and partition checked, the job checked by
+//!                                     the file's checker ──► Upsert / Delete / Rejected, in offset order
+//! ```
+//!
+//! A record that does not pass is [`Edit::Rejected`]: the job's last good version stays in force.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use rskafka::record::{Record, RecordAndOffset};
+use serde_json::value::RawValue;
+
+use crate::kafka::admin::{ensure_topic_retrying, TopicAdmin, TopicError, TopicSpec};
+use crate::kafka::{describe, Backoff, Connection};
+use crate::schedule::load::check_entries;
+use crate::schedule::{Job, LoadOptions, ShardFilter};
+use crate::wire::schedule::{key_name, Changed, ScheduleRecord};
+
+/// The schedule topic of `group`.
+pub fn topic_name(group: &str) -> String {
+    format!("{group}.schedule")
+}
+
+/// Why the schedule topic could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The topic cannot be used.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The topic's partitions are not the group's shards.
+    #[error("the schedule topic {topic:?} has {partitions} partitions, but the group has {shards} shards: a job's partition must be its shard (recreate the topic with {shards} partitions)")]
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        partitions: i32,
+        /// The group's shard count.
+        shards: u32,
+    },
+    /// Reading or writing failed.
+    #[error("{what} partition {partition} of the schedule topic {topic:?}: {reason}")]
+    Io {
+        /// Reading or writing.
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+    /// rdkafka's admin client could not be made.
+    #[error("cannot create a Kafka admin client: {0}")]
+    Admin(String),
+}
+
+/// Makes sure `topic` exists (compacted, `shards` partitions), creating it when `create` gives a
+/// replication factor; returns its partition count, which must be `shards`. Retries while Kafka
+/// is unreachable.
+pub async fn ensure_topic(
+    client: &Client,
+    kafka: &Connection,
+    topic: &str,
+    shards: u32,
+    create: Option<i16>,
+    retry_backoff: Duration,
+) -> Result<u32, StoreError> {
+    let admin = match create {
+        Some(_) => Some(TopicAdmin::new(kafka).map_err(|e| StoreError::Admin(e.to_string()))?),
+        None => None,
+    };
+    let spec = TopicSpec {
+        name: topic,
+        partitions: shards as i32,
+        replication_factor: create.unwrap_or(1),
+        configs: &[("cleanup.policy", "compact")],
+    };
+    let partitions = ensure_topic_retrying(
+        client,
+        admin.as_ref(),
+        &spec,
+        &mut Backoff::new(retry_backoff),
+        |e, _, _| tracing::debug!(message = "schedule topic lookup failed; retrying", topic, error = %e),
+    )
+    .await?;
+    if partitions as u32 != shards {
+        return Err(StoreError::Partitions {
+            topic: topic.to_string(),
+            partitions,
+            shards,
+        });
+    }
+    Ok(shards)
+}
+
+/// One change a record makes to a shard's jobs.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// The job's new version (checked).
+    Upsert {
+        /// The record's offset: the job's version.
+        offset: i64,
+        /// The job.
+        job: Job,
+        /// Who changed it.
+        changed: Changed,
+    },
+    /// A tombstone: the job is gone.
+    Delete {
+        /// The record's offset.
+        offset: i64,
+        /// The job.
+        name: String,
+    },
+    /// A record that does not pass: the job's last good version stays in force.
+    Rejected(Rejected),
+}
+
+impl Edit {
+    /// The record's offset.
+    pub fn offset(&self) -> i64 {
+        match self {
+            Edit::Upsert { offset, .. } | Edit::Delete { offset, .. } => *offset,
+            Edit::Rejected(r) => r.offset,
+        }
+    }
+}
+
+/// A record that did not pass, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The key, lossily decoded, quoted and escaped, shortened past 100 characters.
+    pub key: String,
+    /// Every problem, as `validate` words them.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {} offset {} key {}: {}",
+            self.partition, self.offset, self.key, self.reason
+        )
+    }
+}
+
+/// Turns records of `partition` into edits, in offset order. Each record's key must be the UTF-8
+/// name of its job, `murmur2(key) mod shards` must be `partition`, and the value must decode and
+/// pass the same checks as a file's job (`options`' zone and catch-up defaults apply).
+pub fn edits(
+    partition: i32,
+    records: &[RecordAndOffset],
+    shards: u32,
+    options: &LoadOptions,
+) -> Vec<Edit> {
+    let filter = ShardFilter::all(shards);
+    let mut options = options.clone();
+    options.shards = filter.clone();
+    // Quoted, escaped and shortened: a key is the writer's text.
+    let shown = |key: &[u8]| crate::wire::job::excerpt(&String::from_utf8_lossy(key));
+    let reject = |offset: i64, key: &[u8], reason: String| {
+        Edit::Rejected(Rejected {
+            partition,
+            offset,
+            key: shown(key),
+            reason,
+        })
+    };
+    // Records whose spec goes to the checker: (index in `out`, record, the spec).
+    let mut out: Vec<Option<Edit>> = Vec::with_capacity(records.len());
+    let mut pending: Vec<(usize, i64, &[u8], ScheduleRecord)> = Vec::new();
+    for r in records {
+        let key = r.record.key.as_deref().unwrap_or_default();
+        let name = match key_name(key) {
+            Ok(name) if !name.is_empty() => name,
+            Ok(_) => {
+                out.push(Some(reject(
+                    r.offset,
+                    key,
+                    "the record has no key (the job's name)".into(),
+                )));
+                continue;
+            }
+            Err(e) => {
+                out.push(Some(reject(r.offset, key, e.to_string())));
+                continue;
+            }
+        };
+        let shard = filter.shard_of(name);
+        if shard as i32 != partition {
+            out.push(Some(reject(
+                r.offset,
+                key,
+                format!("written to partition {partition}, but the job's shard is {shard} (murmur2 of its name mod {shards})"),
+            )));
+            continue;
+        }
+        match r.record.value.as_deref() {
+            None => out.push(Some(Edit::Delete {
+                offset: r.offset,
+                name: name.to_string(),
+            })),
+            Some(value) => match ScheduleRecord::decode(value) {
+                Ok(record) => {
+                    pending.push((out.len(), r.offset, key, record));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(reject(r.offset, key, e.to_string()))),
+            },
+        }
+    }
+    let specs: Vec<&RawValue> = pending.iter().map(|(_, _, _, r)| &*r.spec).collect();
+    let checked = check_entries(&specs, &options);
+    for ((at, offset, key, record), check) in pending.into_iter().zip(checked) {
+        let name = key_name(key).unwrap_or_default();
+        out[at] = Some(match check {
+            Ok(job) if job.spec.name == name => Edit::Upsert {
+                offset,
+                job,
+                changed: record.changed,
+            },
+            Ok(job) => reject(
+                offset,
+                key,
+                format!(
+                    "the key is {name:?} but the job's jobName is {:?}: the key must be the job's name",
+                    job.spec.name
+                ),
+            ),
+            Err(problems) => reject(
+                offset,
+                key,
+                problems
+                    .iter()
+                    .map(|p| match &p.field {
+                        Some(field) => format!("{field}: {}", p.message),
+                        None => p.message.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        });
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// A partition client for `topic`/`partition`.
+pub async fn partition_client(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionClient, StoreError> {
+    client
+        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+        .await
+        .map_err(|e| io_error("reading", topic, partition, &e))
+}
+
+fn io_error(
+    what: &'static str,
+    topic: &str,
+    partition: i32,
+    e: &rskafka::client::error::Error,
+) -> StoreError {
+    StoreError::Io {
+        what,
+        topic: topic.to_string(),
+        partition,
+        reason: describe(e),
+    }
+}
+
+/// The most bytes one fetch asks for.
+const FETCH_BYTES: i32 = 8 << 20;
+
+/// Reads `partition` from `from` (its first record when `None`) up to the high watermark as read
+/// when the call starts, handing each fetched batch to `batch`. Returns the offset after the last
+/// record read (where a follower goes on from).
+pub async fn read_to_end(
+    pc: &PartitionClient,
+    topic: &str,
+    from: Option<i64>,
+    mut batch: impl FnMut(&[RecordAndOffset]),
+) -> Result<i64, StoreError> {
+    let partition = pc.partition();
+    let err = |e: rskafka::client::error::Error| io_error("reading", topic, partition, &e);
+    let mut offset = match from {
+        Some(o) => o,
+        None => pc.get_offset(OffsetAt::Earliest).await.map_err(err)?,
+    };
+    let high = pc.get_offset(OffsetAt::Latest).await.map_err(err)?;
+    while offset < high {
+        let (records, _) = pc
+            .fetch_records(offset, 1..FETCH_BYTES, 0)
+            .await
+            .map_err(err)?;
+        let records: Vec<RecordAndOffset> =
+            records.into_iter().filter(|r| r.offset >= offset).collect();
+        let Some(last) = records.last() else {
+            // Nothing readable left below the watermark (aborted or compacted away).
+            break;
+        };
+        offset = last.offset + 1;
+        batch(&records);
+    }
+    Ok(offset.max(high))
+}
+
+/// A job's newest record as the topic holds it (what `apply` diffs against and `export` writes).
+#[derive(Debug, Clone)]
+pub struct Latest {
+    /// The record's offset: the job's version.
+    pub offset: i64,
+    /// The record's partition.
+    pub partition: i32,
+    /// The decoded record; `Err` with the reason when the newest record does not decode.
+    pub record: Result<ScheduleRecord, String>,
+}
+
+/// Every job of the topic, by name: its newest record, tombstoned jobs left out. `progress` is
+/// told each partition's records read so far.
+pub async fn latest(
+    client: &Client,
+    topic: &str,
+    shards: u32,
+    mut progress: impl FnMut(i32, u64),
+) -> Result<BTreeMap<String, Latest>, StoreError> {
+    let mut jobs = BTreeMap::new();
+    for partition in 0..shards as i32 {
+        let pc = partition_client(client, topic, partition).await?;
+        let mut read = 0u64;
+        read_to_end(&pc, topic, None, |records| {
+            read += records.len() as u64;
+            progress(partition, read);
+            for r in records {
+                let Some(key) = r.record.key.as_deref() else {
+                    continue;
+                };
+                let name = String::from_utf8_lossy(key).into_owned();
+                match r.record.value.as_deref() {
+                    None => {
+                        jobs.remove(&name);
+                    }
+                    Some(value) => {
+                        jobs.insert(
+                            name,
+                            Latest {
+                                offset: r.offset,
+                                partition,
+                                record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
+                            },
+                        );
+                    }
+                }
+            }
+        })
+        .await?;
+    }
+    Ok(jobs)
+}
+
+/// Every job in force in the topic, by name: the last version of each that passes the checks
+/// (what a dispatcher owning every shard would run), with its record; and every rejected record.
+pub async fn in_force(
+    client: &Client,
+    topic: &str,
+    shards: u32,
+    options: &LoadOptions,
+) -> Result<(BTreeMap<String, (Job, Changed, i64)>, Vec<Rejected>), StoreError> {
+    let mut jobs = BTreeMap::new();
+    let mut rejected = Vec::new();
+    for partition in 0..shards as i32 {
+        let pc = partition_client(client, topic, partition).await?;
+        read_to_end(&pc, topic, None, |records| {
+            for edit in edits(partition, records, shards, options) {
+                match edit {
+                    Edit::Upsert {
+                        offset,
+                        job,
+                        changed,
+                    } => {
+                        jobs.insert(job.spec.name.clone(), (job, changed, offset));
+                    }
+                    Edit::Delete { name, .. } => {
+                        jobs.remove(&name);
+                    }
+                    Edit::Rejected(r) => rejected.push(r),
+                }
+            }
+        })
+        .await?;
+    }
+    Ok((jobs, rejected))
+}
+
+/// One record to write: the job's name and its value (`None`: a tombstone).
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The job's name (the key).
+    pub name: String,
+    /// The record value; `None` deletes the job.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Records per produce request.
+const WRITE_BATCH_RECORDS: usize = 2_000;
+/// Bytes per produce request (below the broker's default `message.max.bytes` of 1 MiB).
+const WRITE_BATCH_BYTES: usize = 900 << 10;
+/// Partitions written at once.
+const WRITE_PARALLEL: usize = 8;
+
+/// Writes `writes` to their partitions (`murmur2(name) mod shards`), each acked by all in-sync
+/// replicas (rskafka produces with acks=all), in order within a partition. `progress` is told the
+/// records acked so far. Returns each job's new offset. Transient failures are retried with
+/// `retry_backoff` up to 5 times per request; anything else stops the write (what was acked
+/// stays written: a second run writes only what is still missing).
+pub async fn write(
+    client: &Arc<Client>,
+    topic: &str,
+    shards: u32,
+    writes: Vec<Write>,
+    at: DateTime<Utc>,
+    retry_backoff: Duration,
+    progress: impl Fn(u64) + Send + Sync,
+) -> Result<HashMap<String, i64>, StoreError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let filter = ShardFilter::all(shards);
+    let mut by_partition: BTreeMap<i32, Vec<Write>> = BTreeMap::new();
+    for w in writes {
+        by_partition
+            .entry(filter.shard_of(&w.name) as i32)
+            .or_default()
+            .push(w);
+    }
+    let acked = std::sync::atomic::AtomicU64::new(0);
+    let progress = &progress;
+    let acked = &acked;
+    let results: Vec<Vec<(String, i64)>> = stream::iter(by_partition)
+        .map(|(partition, writes)| async move {
+            let pc = client
+                .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| io_error("writing", topic, partition, &e))?;
+            let mut offsets = Vec::with_capacity(writes.len());
+            let mut batch: Vec<Record> = Vec::new();
+            let mut names: Vec<String> = Vec::new();
+            let mut bytes = 0;
+            let mut rest = writes.into_iter().peekable();
+            while let Some(w) = rest.next() {
+                bytes += w.name.len() + w.value.as_ref().map_or(0, Vec::len) + 64;
+                batch.push(Record {
+                    key: Some(w.name.as_bytes().to_vec()),
+                    value: w.value,
+                    headers: BTreeMap::new(),
+                    timestamp: at,
+                });
+                names.push(w.name);
+                let full = batch.len() >= WRITE_BATCH_RECORDS || bytes >= WRITE_BATCH_BYTES;
+                if full || rest.peek().is_none() {
+                    let records = std::mem::take(&mut batch);
+                    let produced = crate::kafka::retry(
+                        &mut Backoff::new(retry_backoff).with_max(Duration::from_secs(5)),
+                        || pc.produce(records.clone(), Compression::NoCompression),
+                        |e, attempt, delay| tracing::warn!(message = "schedule records not written; retrying", topic, partition, attempt, error = %describe(e), retry_in_ms = delay.as_millis() as u64),
+                    )
+                    .await
+                    .map_err(|e| io_error("writing", topic, partition, &e))?;
+                    offsets.extend(names.drain(..).zip(produced));
+                    bytes = 0;
+                    let n = acked.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed)
+                        + records.len() as u64;
+                    progress(n);
+                }
+            }
+            Ok::<_, StoreError>(offsets)
+        })
+        .buffer_unordered(WRITE_PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::schedule::VIA_APPLY;
+
+    fn record(offset: i64, key: &str, value: Option<String>) -> RecordAndOffset {
+        RecordAndOffset {
+            record: Record {
+                key: Some(key.as_bytes().to_vec()),
+                value: value.map(String::into_bytes),
+                headers: BTreeMap::new(),
+                timestamp: Utc::now(),
+            },
+            offset,
+        }
+    }
+
+    fn value(spec: &str) -> Option<String> {
+        let changed = Changed {
+            at: Utc::now(),
+            by: "t".into(),
+            via: VIA_APPLY.into(),
+            source: None,
+        };
+        let spec = RawValue::from_string(spec.into()).unwrap();
+        Some(String::from_utf8(ScheduleRecord::encode(&spec, &changed)).unwrap())
+    }
+
+    /// A name whose shard of `shards` is `shard` (found by murmur2, the partitioner's hash).
+    fn name_in(shard: u32, shards: u32, prefix: &str) -> String {
+        let filter = ShardFilter::all(shards);
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|n| filter.shard_of(n) == shard)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_record_becomes_its_own_edit_and_a_bad_one_is_rejected_with_the_checkers_words() {
+        let shards = 4;
+        let a = name_in(1, shards, "a");
+        let b = name_in(1, shards, "b");
+        let other = name_in(2, shards, "c");
+        let job = |name: &str, cron: &str| {
+            value(&format!(
+                r#"{{"jobName":"{name}","job":"x","cronTime":"{cron}"}}"#
+            ))
+        };
+        let records = [
+            record(10, &a, job(&a, "*/5 * * * *")),
+            record(11, &b, job(&b, "61 * * * *")),
+            record(12, &a, None),
+            record(13, &other, job(&other, "* * * * *")),
+            record(14, &b, job(&a, "* * * * *")),
+            record(15, &b, Some("{not json".into())),
+            record(
+                16,
+                &b,
+                value(r#"{"jobName":"x","job":"y","cronTme":"* * * * *"}"#),
+            ),
+        ];
+        let out = edits(1, &records, shards, &LoadOptions::default());
+        assert_eq!(out.len(), records.len(), "one edit per record");
+        assert!(
+            matches!(&out[0], Edit::Upsert { offset: 10, job, .. } if job.spec.name == a && &*job.spec.cron_time == "*/5 * * * *")
+        );
+        let reason = |e: &Edit| match e {
+            Edit::Rejected(r) => r.reason.clone(),
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert!(
+            reason(&out[1]).contains("cronTime: minute: 61 is out of range 0-59"),
+            "{}",
+            reason(&out[1])
+        );
+        assert!(matches!(&out[2], Edit::Delete { offset: 12, name } if *name == a));
+        assert!(reason(&out[3]).contains("written to partition 1, but the job's shard is 2"));
+        assert!(reason(&out[4]).contains("the key must be the job's name"));
+        assert!(reason(&out[5]).starts_with("not a schedule record"));
+        let typo = reason(&out[6]);
+        assert!(typo.contains("unknown field \"cronTme\""), "{typo}");
+        assert!(typo.contains("did you mean \"cronTime\""), "{typo}");
+        assert!(typo.contains("cronTime: missing (required)"), "{typo}");
+    }
+}

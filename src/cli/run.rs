@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// The schedule file (checked for changes on every tick).
     #[arg(long, env = "CRONQ_SCHEDULE", default_value = "schedule/schedule.json")]
     pub schedule: PathBuf,
+    /// Read the schedule from the group's schedule topic `<group>.schedule` (written by `cronq
+    /// apply`) instead of a file: each member reads only its shards' partitions and follows them.
+    #[arg(long, env = "CRONQ_SCHEDULE_TOPIC", conflicts_with_all = ["schedule", "dry_run", "from"])]
+    pub schedule_topic: bool,
     /// Limits of the schedule file.
     #[command(flatten)]
     pub limits: ScheduleLimitArgs,
@@ -226,6 +230,9 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         replication_factor: args.replication_factor,
         session_timeout: args.session_timeout,
         owner: args.member_id.clone().unwrap_or_else(hostname_pid),
+        schedule_topic: args
+            .schedule_topic
+            .then(|| crate::store::topic_name(&args.group)),
     });
     let observer = (args.http != Listen::Off).then(|| {
         let mode = match &group {

@@ -39,6 +39,9 @@ pub struct GroupConfig {
     pub session_timeout: Duration,
     /// This member's name in cursor records.
     pub owner: String,
+    /// Topic mode (`--schedule-topic`): the schedule topic the shards' jobs come from, instead
+    /// of the schedule file.
+    pub schedule_topic: Option<String>,
 }
 
 /// Everything a live dispatcher needs.
@@ -80,6 +83,9 @@ pub enum ServiceError {
     /// The group's control topic cannot be set up.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The schedule topic cannot be set up.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The dry-run printer failed (a closed pipe).
     #[error("writing dispatches to stdout: {0}")]
     Output(#[from] std::io::Error),

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::cursor::Lease;
 use super::group::StateTopic;
 use crate::clock::{Clock, Minute};
-use crate::wire::cursor::Cursor;
+use crate::wire::cursor::{Cursor, TopicPosition};
 
 /// What the writer reads: the owned shards' leases, and what their records carry.
 #[derive(Debug, Default)]
@@ -33,6 +33,8 @@ pub(super) struct CursorBook {
     leases: BTreeMap<u32, Arc<Lease>>,
     md5: String,
     generation: u64,
+    /// Topic mode: each owned shard's position in the schedule topic.
+    topic: BTreeMap<u32, TopicPosition>,
     /// The minute each shard's record was last written in.
     written: HashMap<u32, Minute>,
 }
@@ -62,6 +64,11 @@ impl CursorBook {
         self.written.remove(&shard);
     }
 
+    /// Topic mode: each owned shard's position in the schedule topic, for its next record.
+    pub(super) fn set_topic(&mut self, positions: BTreeMap<u32, TopicPosition>) {
+        self.topic = positions;
+    }
+
     /// The MD5 of the schedule in force.
     pub(super) fn set_md5(&mut self, md5: &str) {
         if self.md5 != md5 {
@@ -86,6 +93,7 @@ impl CursorBook {
                         owner: owner.to_string(),
                         generation: self.generation,
                         schedule_md5: self.md5.clone(),
+                        schedule_topic: self.topic.get(&shard).copied(),
                     };
                     (record, Arc::clone(lease))
                 })

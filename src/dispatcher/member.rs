@@ -24,6 +24,7 @@ use super::delay::DelayQueue;
 use super::group::{GroupError, LastCursor, StateTopic};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
+use super::schedule_topic::{ShardEdits, TopicSchedule};
 use super::tick_loop::{ShardRun, TickLoop};
 use super::watchdog::MemberView;
 use super::Scheduler;
@@ -73,6 +74,8 @@ pub(super) struct MemberSetup {
     pub(super) control: ControlFollower,
     /// How often the cursor writer looks at the owned shards (`--tick`).
     pub(super) poll: Duration,
+    /// Topic mode: the shards' jobs come from the schedule topic, not the file.
+    pub(super) topic: Option<TopicSchedule>,
 }
 
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
@@ -92,7 +95,7 @@ pub(super) struct Member {
     dropped: Vec<Arc<Lease>>,
     /// Shards handed back cleanly, kept compiled (with the MD5 of their schedule) in case the
     /// rebalance gives them back.
-    parked: BTreeMap<u32, (ShardRun, String)>,
+    parked: BTreeMap<u32, (ShardRun, String, Option<i64>)>,
     /// The last reason assigned shards could not start, logged once.
     waiting_error: Option<String>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
@@ -104,6 +107,8 @@ pub(super) struct Member {
     beat: Option<Beat>,
     /// The group's control topic (pauses), read up to date before each takeover.
     control: ControlFollower,
+    /// Topic mode: the shards' jobs come from the schedule topic, not the file.
+    topic: Option<TopicSchedule>,
 }
 
 impl Member {
@@ -134,6 +139,7 @@ impl Member {
             observer: setup.observer,
             beat: setup.beat,
             control: setup.control,
+            topic: setup.topic,
         };
         (member, writer)
     }
@@ -151,6 +157,7 @@ impl Member {
             owner: self.owner.clone(),
             generation: self.generation,
             schedule_md5: md5.to_string(),
+            schedule_topic: self.topic.as_ref().and_then(|t| t.position(shard)),
         }
     }
 
@@ -228,9 +235,24 @@ impl Member {
             let md5 = schedule_md5(tick_loop);
             let refs: Vec<(u32, &ShardRun)> = runs.iter().map(|(s, r)| (*s, r)).collect();
             flush_delayed(delay, Some(shards.to_vec()), self.grace).await;
+            // Topic mode: a parked shard given back resumes following its partition from the
+            // offset it had applied.
+            let applied: BTreeMap<u32, i64> = self.topic.as_ref().map_or_else(BTreeMap::new, |t| {
+                t.reports()
+                    .iter()
+                    .filter(|(s, _)| shards.contains(s))
+                    .map(|(s, r)| (*s, r.applied))
+                    .collect()
+            });
             self.release(&refs, &md5, "rebalance").await;
-            self.parked
-                .extend(runs.into_iter().map(|(s, run)| (s, (run, md5.clone()))));
+            let parked = runs.into_iter().filter_map(|(s, run)| {
+                let applied = match &self.topic {
+                    Some(_) => Some(*applied.get(&s)?),
+                    None => None,
+                };
+                Some((s, (run, md5.clone(), applied)))
+            });
+            self.parked.extend(parked);
         }
         self.waiting.retain(|(s, _)| !shards.contains(s));
     }
@@ -326,8 +348,8 @@ impl Member {
             // dispatch acked): keep the compiled shard.
             let reusable = parked
                 .remove(&shard)
-                .filter(|(_, parked_md5)| *parked_md5 == md5);
-            let reusable = reusable.map(|(run, _)| run).filter(|run| {
+                .filter(|(_, parked_md5, _)| *parked_md5 == md5);
+            let reusable = reusable.filter(|(run, _, _)| {
                 run.lease.as_ref().is_some_and(|l| {
                     l.outstanding() == 0
                         && cursor
@@ -337,9 +359,12 @@ impl Member {
                 })
             });
             match reusable {
-                Some(mut run) => {
+                Some((mut run, _, applied)) => {
                     let at = run.scheduler.processed();
                     run.lease = Some(Lease::new(shard, at));
+                    if let (Some(topic), Some(applied)) = (self.topic.as_mut(), applied) {
+                        topic.resume(shard, applied, run.scheduler.schedule().jobs.len() as u64);
+                    }
                     tick_loop.insert_shard(shard, run);
                 }
                 None => fresh.push((shard, cursor)),
@@ -357,42 +382,65 @@ impl Member {
         info!(message = "shards assigned", generation = self.generation, shards = ?assigned, new = ?new);
     }
 
-    /// Compiles and starts the assigned shards still waiting for their jobs.
+    /// Compiles and starts the assigned shards still waiting for their jobs: from the schedule
+    /// file, or in the topic mode from their partitions of the schedule topic (each then followed
+    /// from where its read ended).
     pub(super) async fn start_waiting(&mut self, tick_loop: &mut TickLoop) {
         if self.waiting.is_empty() {
             return;
         }
-        let Some(source) = tick_loop.source_mut() else {
-            return;
-        };
-        let path = source.path().to_path_buf();
-        let mut options = source.options().clone();
         let shards: Vec<u32> = self.waiting.iter().map(|(s, _)| *s).collect();
-        options.shards = ShardFilter::only(self.shards, shards.iter().copied());
         let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || schedule::load(&path, options)).await;
-        let problem = match loaded {
-            Ok(Ok((schedule, _))) => Ok(schedule),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let schedule = match problem {
-            Ok(schedule) => {
-                self.waiting_error = None;
-                schedule
+        let (loaded, what) = match self.topic.as_mut() {
+            Some(topic) => (
+                topic
+                    .load(&shards)
+                    .await
+                    .map(|parts| {
+                        let offsets = parts.iter().map(|(s, (_, next))| (*s, *next)).collect();
+                        let parts = parts.into_iter().map(|(s, (part, _))| (s, part)).collect();
+                        (parts, offsets)
+                    })
+                    .map_err(|e| e.to_string()),
+                "the schedule topic cannot be read",
+            ),
+            None => {
+                let Some(source) = tick_loop.source_mut() else {
+                    return;
+                };
+                let path = source.path().to_path_buf();
+                let mut options = source.options().clone();
+                options.shards = ShardFilter::only(self.shards, shards.iter().copied());
+                let loaded =
+                    tokio::task::spawn_blocking(move || schedule::load(&path, options)).await;
+                let loaded = match loaded {
+                    Ok(Ok((schedule, _))) => Ok((
+                        schedule.into_shards(shards.iter().copied()),
+                        BTreeMap::new(),
+                    )),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (loaded, "the schedule file does not load")
             }
-            Err(reason) => {
-                // Once per distinct problem, not once per tick.
-                if self.waiting_error.as_deref() != Some(reason.as_str()) {
-                    error!(message = "cannot start the assigned shards: the schedule file does not load; retrying every tick until it does", shards = ?shards, error = %reason);
-                    self.waiting_error = Some(reason);
+        };
+        let (mut parts, offsets): (BTreeMap<u32, schedule::Schedule>, BTreeMap<u32, i64>) =
+            match loaded {
+                Ok(loaded) => {
+                    self.waiting_error = None;
+                    loaded
                 }
-                return;
-            }
-        };
+                Err(reason) => {
+                    // Once per distinct problem, not once per tick.
+                    if self.waiting_error.as_deref() != Some(reason.as_str()) {
+                        error!(message = "cannot start the assigned shards; retrying every tick", why = what, shards = ?shards, error = %reason);
+                        self.waiting_error = Some(reason);
+                    }
+                    return;
+                }
+            };
         let now = Minute::containing(self.clock.now());
         let waiting = std::mem::take(&mut self.waiting);
-        let mut parts = schedule.into_shards(shards.iter().copied());
         for (shard, read) in waiting {
             let part = parts.remove(&shard).unwrap_or_default();
             let start = self.start_of(shard, &read, &part, now);
@@ -416,6 +464,9 @@ impl Member {
                     lease: Some(Lease::new(shard, start)),
                 },
             );
+            if let (Some(topic), Some(next)) = (self.topic.as_mut(), offsets.get(&shard)) {
+                topic.follow(shard, *next);
+            }
         }
         self.sync_book(tick_loop);
     }
@@ -482,9 +533,20 @@ impl Member {
             .ok()
     }
 
-    /// `shard` is not this member's any more: the cursor writer leaves it alone.
-    fn unown(&self, shard: u32) {
+    /// `shard` is not this member's any more: the cursor writer leaves it alone, and in the topic
+    /// mode its partition is no longer followed.
+    fn unown(&mut self, shard: u32) {
         cursor_writer::lock(&self.book).drop_shard(shard);
+        if let Some(topic) = self.topic.as_mut() {
+            topic.unfollow(shard);
+        }
+    }
+
+    /// Applies schedule topic records to their shard's jobs (topic mode).
+    pub(super) fn apply_edits(&mut self, tick_loop: &mut TickLoop, batch: ShardEdits) {
+        if let Some(topic) = self.topic.as_mut() {
+            topic.apply(batch, tick_loop);
+        }
     }
 
     /// Tells the cursor writer which shards the tick loop runs now, under which leases.
@@ -500,7 +562,13 @@ impl Member {
     /// Tells the watchdog and the cursor writer what this member owns and runs.
     pub(super) fn publish(&self, tick_loop: &TickLoop, md5: &str) {
         self.sync_book(tick_loop);
-        cursor_writer::lock(&self.book).set_md5(md5);
+        {
+            let mut book = cursor_writer::lock(&self.book);
+            book.set_md5(md5);
+            if let Some(topic) = &self.topic {
+                book.set_topic(topic.positions());
+            }
+        }
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.owned = tick_loop.shards().keys().copied().collect();
         if view.md5 != md5 {

@@ -19,6 +19,7 @@ mod member;
 pub mod observe;
 mod pipeline;
 pub mod producer;
+mod schedule_topic;
 pub mod scheduler;
 pub mod service;
 pub mod status;

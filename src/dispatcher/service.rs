@@ -35,6 +35,7 @@ use super::group::{self, GroupEvent, Membership, MembershipConfig, StateTopic};
 use super::member::{schedule_md5, Member, MemberSetup};
 use super::observe::Observer;
 use super::pipeline::Pipeline;
+use super::schedule_topic::{ShardEdits, TopicSchedule};
 use super::tick_loop::{ScheduleSource, TickLoop};
 use super::watchdog::Watchdog;
 use super::Scheduler;
@@ -135,15 +136,21 @@ async fn run_in_group(
     group: GroupConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    // Validate the whole file now (a bad file at start is an error); keep no job yet.
-    let mut options = config.load.clone();
-    options.shards = ShardFilter::only(1, []);
-    let (_, digest) = schedule::load(&config.schedule, options)?;
     let SinkConfig::Kafka(producer_config) = &config.sink else {
         return run_alone(config, shutdown).await;
     };
     let observer = config.observer.clone();
-    observer.schedule_loaded(&config.schedule, &digest.to_string());
+    // File mode: validate the whole file now (a bad file at start is an error); keep no job yet.
+    let digest = match &group.schedule_topic {
+        Some(_) => None,
+        None => {
+            let mut options = config.load.clone();
+            options.shards = ShardFilter::only(1, []);
+            let (_, digest) = schedule::load(&config.schedule, options)?;
+            observer.schedule_loaded(&config.schedule, &digest.to_string());
+            Some(digest)
+        }
+    };
     // The member's background tasks (control follower, cursor writer, orphan watchdog, Kafka
     // watch). Their own token, not a child of `shutdown`: they run until the member has released
     // its shards, and stop then.
@@ -175,6 +182,17 @@ async fn run_in_group(
             producer_config.retry_backoff,
         )
         .await?;
+        if let Some(topic) = &group.schedule_topic {
+            crate::store::ensure_topic(
+                &client,
+                &producer_config.kafka,
+                topic,
+                shards,
+                Some(group.replication_factor),
+                producer_config.retry_backoff,
+            )
+            .await?;
+        }
         let (follower, follow) = ControlFollower::new(Arc::clone(&client), control_topic);
         tasks.spawn_until_cancelled("the control topic follower", follow);
         follower.synced().await;
@@ -186,6 +204,24 @@ async fn run_in_group(
             info!(message = "stopped before the dispatcher started: Kafka was not reached");
             return Ok(());
         }
+    };
+    // Topic mode: the shards' jobs come from the schedule topic, followed by a task of the member.
+    let (topic, mut topic_edits) = match &group.schedule_topic {
+        Some(name) => {
+            let (topic, follower, edits) = TopicSchedule::new(
+                Arc::clone(&client),
+                name.clone(),
+                shards,
+                config.load.clone(),
+                observer.clone(),
+            );
+            tasks.spawn("the schedule topic follower", |token| async move {
+                follower.run(token).await;
+                Ok(())
+            });
+            (Some(topic), Some(edits))
+        }
+        None => (None, None),
     };
     let state = Arc::new(
         StateTopic::new(client, group.state_topic.clone(), shards)
@@ -204,9 +240,9 @@ async fn run_in_group(
     }
     let mut load = config.load.clone();
     load.shards = ShardFilter::only(shards, []);
-    let source = ScheduleSource::new(config.schedule.clone(), Some(digest), load);
+    let source = digest.map(|d| ScheduleSource::new(config.schedule.clone(), Some(d), load));
     let mut pipeline = Pipeline::start(&config, |tx| {
-        TickLoop::without_shards(Arc::clone(&config.clock), Some(source), tx)
+        TickLoop::without_shards(Arc::clone(&config.clock), source, tx)
             .with_pauses(Pauses::new(follower.clone()).with_shard_count(shards))
     });
     pipeline.tick_loop.sync_pauses();
@@ -221,7 +257,11 @@ async fn run_in_group(
         },
         events_tx,
     )?;
-    info!(message = "cronq dispatcher started", schedule = %config.schedule.display(), md5 = %digest, group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
+    let schedule_from = match &group.schedule_topic {
+        Some(topic) => format!("topic {topic}"),
+        None => config.schedule.display().to_string(),
+    };
+    info!(message = "cronq dispatcher started", schedule = %schedule_from, md5 = %digest.map(|d| d.to_string()).unwrap_or_default(), group = %group.group, state_topic = %group.state_topic, shards, member = %group.owner);
     let (mut member, writer) = Member::new(MemberSetup {
         owner: group.owner.clone(),
         state: Arc::clone(&state),
@@ -232,6 +272,7 @@ async fn run_in_group(
         beat: pipeline.beat().cloned(),
         control: follower,
         poll: config.tick,
+        topic,
     });
     tasks.spawn("the cursor writer", |token| async move {
         writer.run(token).await;
@@ -255,6 +296,7 @@ async fn run_in_group(
     loop {
         enum Next {
             Tick,
+            Edits(ShardEdits),
             Event(GroupEvent),
             Stop,
             Died(ServiceError),
@@ -266,6 +308,7 @@ async fn run_in_group(
                 what: "the group membership",
                 reason: "its thread ended".into(),
             }), Next::Event),
+            Some(batch) = next_edits(&mut topic_edits) => Next::Edits(batch),
             _ = tokio::time::sleep(until_next_wake(&*config.clock, config.tick)) => Next::Tick,
             e = pipeline.sink_ended() => Next::Died(e),
             ended = tasks.ended() => Next::Died(task_died(ended)),
@@ -276,6 +319,7 @@ async fn run_in_group(
                 died = Some(e);
                 break;
             }
+            Next::Edits(batch) => member.apply_edits(&mut pipeline.tick_loop, batch),
             Next::Event(GroupEvent::Assigned(shards)) => {
                 member
                     .take_over(&mut pipeline.tick_loop, shards, &shutdown)
@@ -331,6 +375,14 @@ async fn run_in_group(
         );
     }
     Ok(())
+}
+
+/// The next records of the schedule topic follower (topic mode); never ready in the file mode.
+async fn next_edits(edits: &mut Option<mpsc::Receiver<ShardEdits>>) -> Option<ShardEdits> {
+    match edits {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Keeps the readiness check `kafka` in step with the connection's reachability, once a second

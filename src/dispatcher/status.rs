@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::group::LastCursor;
 use crate::clock::Minute;
 use crate::obs::terminal::escape_controls;
-use crate::wire::cursor::Cursor;
+use crate::wire::cursor::{Cursor, TopicPosition};
 
 /// A shard with no cursor record written for this long is orphaned; a member whose schedule MD5
 /// differs for this long is reported.
@@ -49,6 +49,10 @@ pub struct ShardView {
     /// first (every cursor record of the shard when none decodes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable_offsets: Vec<i64>,
+    /// Topic mode: where the owner is in the shard's partition of the schedule topic (the next
+    /// offset to apply, jobs held, records rejected), as its last record says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_topic: Option<TopicPosition>,
 }
 
 /// The whole group.
@@ -174,6 +178,7 @@ pub fn assess(cursors: &[Option<Cursor>], now: DateTime<Utc>, shards: u32) -> Gr
             future,
             clock_behind,
             unreadable_offsets: Vec::new(),
+            schedule_topic: fresh.and_then(|c| c.schedule_topic),
         });
     }
     let mut md5s: Vec<&String> = view.md5_by_owner.values().collect();
@@ -207,20 +212,37 @@ pub fn render(view: &GroupView, group: &str, topic: &str) -> String {
             "  {owner}  shards {shards:?}  schedule md5 {md5}{flag}\n"
         ));
     }
+    // Topic mode: each shard's place in the schedule topic, as its owner reports it.
+    let topic = view.shards.iter().any(|s| s.schedule_topic.is_some());
     out.push_str(
-        "\nshard  owner                           cursor                behind  record age\n",
+        "\nshard  owner                           cursor                behind  record age",
     );
+    out.push_str(if topic {
+        "  topic offset  jobs  rejected\n"
+    } else {
+        "\n"
+    });
     for s in &view.shards {
+        let age = s
+            .record_age_seconds
+            .map_or("-".to_string(), |a| format!("{a}s"));
         out.push_str(&format!(
-            "{:>5}  {:<30}  {:<20}  {:>6}  {}\n",
+            "{:>5}  {:<30}  {:<20}  {:>6}  ",
             s.shard,
             escape_controls(s.owner.as_deref().unwrap_or("-- NO OWNER --")),
             escape_controls(s.cursor.as_deref().unwrap_or("never")),
             s.behind_minutes
                 .map_or("-".to_string(), |b| format!("{b}m")),
-            s.record_age_seconds
-                .map_or("-".to_string(), |a| format!("{a}s")),
         ));
+        match (topic, s.schedule_topic) {
+            (false, _) => out.push_str(&age),
+            (true, None) => out.push_str(&format!("{age:<10}  {:>12}", "-")),
+            (true, Some(t)) => out.push_str(&format!(
+                "{age:<10}  {:>12}  {:>4}  {:>8}",
+                t.offset, t.jobs, t.rejected
+            )),
+        }
+        out.push('\n');
     }
     out.push('\n');
     if view.healthy() {
@@ -322,6 +344,7 @@ mod tests {
             owner: owner.into(),
             generation: 1,
             schedule_md5: md5.into(),
+            schedule_topic: None,
         }
     }
 

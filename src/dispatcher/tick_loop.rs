@@ -348,6 +348,11 @@ impl TickLoop {
         self.shards.insert(shard, run);
     }
 
+    /// A running shard, to change its jobs.
+    pub fn shard_mut(&mut self, shard: u32) -> Option<&mut ShardRun> {
+        self.shards.get_mut(&shard)
+    }
+
     /// Stops running `shard` at once; returns its state.
     pub fn remove_shard(&mut self, shard: u32) -> Option<ShardRun> {
         self.shards.remove(&shard)

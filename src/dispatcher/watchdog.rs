@@ -148,6 +148,7 @@ mod tests {
             owner: owner.into(),
             generation: 1,
             schedule_md5: "m".into(),
+            schedule_topic: None,
         })
     }
 

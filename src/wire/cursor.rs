@@ -2,8 +2,11 @@
 //!
 //! ```text
 //!  <group>.state, partition = shard, key "cursor":
-//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"}
+//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"[,"scheduleTopic"]}
 //! ```
+//!
+//! `scheduleTopic` (optional, topic mode only): `{"offset","jobs","rejected"}`, where the owner is in
+//! the shard's partition of the schedule topic.
 //!
 //! `minute` is the last minute whose every dispatch was acked (RFC 3339, whole seconds);
 //! `writtenAt` has milliseconds. Unknown fields are ignored, so later versions may add some.
@@ -32,6 +35,19 @@ pub struct Cursor {
     pub generation: u64,
     /// MD5 of the owner's schedule file.
     pub schedule_md5: String,
+    /// Topic mode: where the owner is in the shard's partition of the schedule topic.
+    pub schedule_topic: Option<TopicPosition>,
+}
+
+/// Where a shard's owner is in its partition of the schedule topic (topic mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPosition {
+    /// The next offset to apply: every record before it is applied.
+    pub offset: i64,
+    /// Jobs held.
+    pub jobs: u64,
+    /// Records rejected since the owner took the shard over.
+    pub rejected: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +60,8 @@ struct Wire {
     owner: String,
     generation: u64,
     schedule_md5: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_topic: Option<TopicPosition>,
 }
 
 /// Why a state-topic record is not a cursor.
@@ -81,6 +99,7 @@ impl Cursor {
             owner: self.owner.clone(),
             generation: self.generation,
             schedule_md5: self.schedule_md5.clone(),
+            schedule_topic: self.schedule_topic,
         };
         // Strings and integers always serialize.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -108,6 +127,7 @@ impl Cursor {
             owner: wire.owner,
             generation: wire.generation,
             schedule_md5: wire.schedule_md5,
+            schedule_topic: wire.schedule_topic,
         })
     }
 }
@@ -128,6 +148,7 @@ mod tests {
             owner: "host-42".into(),
             generation: 3,
             schedule_md5: "0123456789abcdef0123456789abcdef".into(),
+            schedule_topic: None,
         };
         let bytes = cursor.encode();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -138,6 +159,37 @@ mod tests {
                 "scheduleMd5":"0123456789abcdef0123456789abcdef"})
         );
         assert_eq!(Cursor::decode(&bytes), Ok(cursor));
+    }
+
+    #[test]
+    fn a_topic_mode_cursor_carries_its_schedule_topic_position_and_old_readers_skip_it() {
+        let text = r#"{"v":1,"shard":2,"minute":"2026-11-29T18:05:00Z","writtenAt":"2026-11-29T18:06:01.250Z","owner":"m","generation":1,"scheduleMd5":"","scheduleTopic":{"offset":41,"jobs":7,"rejected":1}}"#;
+        let read = Cursor::decode(text.as_bytes()).unwrap();
+        assert_eq!(
+            read.schedule_topic,
+            Some(TopicPosition {
+                offset: 41,
+                jobs: 7,
+                rejected: 1
+            })
+        );
+        let again: serde_json::Value = serde_json::from_slice(&read.encode()).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        // A reader from before the field: the same struct without it, unknown fields ignored.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Before {
+            v: u32,
+            shard: u32,
+            minute: String,
+            schedule_md5: String,
+        }
+        let before: Before = serde_json::from_str(text).unwrap();
+        assert_eq!(before.shard, 2);
     }
 
     #[test]

@@ -72,8 +72,12 @@ impl Dispatcher {
             } else {
                 &["--session-timeout", "6s"][..]
             })
-            .arg("--schedule")
-            .arg(schedule)
+            // The topic mode reads no file.
+            .args(if extra.contains(&"--schedule-topic") {
+                vec![]
+            } else {
+                vec![std::ffi::OsStr::new("--schedule"), schedule.as_os_str()]
+            })
             .env("CRONQ_LOG", "info,rskafka=warn,librdkafka=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

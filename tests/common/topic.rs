@@ -92,6 +92,27 @@ pub fn produce(broker: &str, topic: &str, records: &[Record]) {
     });
 }
 
+/// Produces tombstones (records with a key and no value) for `keys`, each to its given partition
+/// (acks=all), and waits until each is delivered.
+pub fn produce_tombstones(broker: &str, topic: &str, keys: &[(&str, i32)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        for (key, partition) in keys {
+            let record: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(topic).key(*key).partition(*partition);
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce tombstone");
+        }
+    });
+}
+
 /// One consumed record.
 #[derive(Debug, Clone)]
 pub struct Consumed {

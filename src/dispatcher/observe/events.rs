@@ -305,6 +305,47 @@ impl Observer {
         self.page().unreadable.insert(shard, entry);
     }
 
+    /// Each owned shard's place in the schedule topic `topic` (topic mode).
+    pub fn schedule_topic(&self, topic: &str, shards: Vec<super::ShardTopicRow>) {
+        if !self.on {
+            return;
+        }
+        let mut page = self.page();
+        let view = page.schedule_topic.get_or_insert_with(Default::default);
+        view.topic = topic.to_string();
+        view.shards = shards;
+    }
+
+    /// A schedule topic record failed the checks.
+    pub fn schedule_record_rejected(&self, r: &crate::store::Rejected) {
+        if !self.on {
+            return;
+        }
+        self.metrics.schedule_rejected.inc();
+        let at = rfc3339(self.clock.now());
+        let mut page = self.page();
+        let view = page.schedule_topic.get_or_insert_with(Default::default);
+        if view.rejected.len() >= 20 {
+            view.rejected.remove(0);
+        }
+        view.rejected.push(super::RejectedRecord {
+            at,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.clone(),
+            reason: r.reason.clone(),
+        });
+    }
+
+    /// Schedule topic records reached the wheel `took` after their fetch.
+    pub fn schedule_topic_applied(&self, took: Duration) {
+        if self.on {
+            self.metrics
+                .schedule_topic_seconds
+                .observe(took.as_secs_f64());
+        }
+    }
+
     /// The broker was reached (or not, with why).
     pub fn kafka_reachable(&self, ok: bool, detail: impl Into<String>) {
         if self.on {

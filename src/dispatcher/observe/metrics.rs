@@ -25,6 +25,9 @@ const RELOAD_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Bounds of `cronq_schedule_topic_apply_seconds`: a change reaches the wheel in milliseconds.
+const TOPIC_APPLY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct TopicLabel {
     pub(super) topic: String,
@@ -207,6 +210,8 @@ pub(super) struct Metrics {
     pub(super) shards_owned: Gauge,
     pub(super) shard_cursor_lag: Family<ShardLabel, Gauge<f64, AtomicU64>>,
     pub(super) takeovers: Counter,
+    pub(super) schedule_rejected: Counter,
+    pub(super) schedule_topic_seconds: Histogram,
     pub(super) clock_steps: Family<DirectionLabel, Counter>,
     pub(super) clock_offset: Gauge<f64, AtomicU64>,
     /// Every topic's `dispatched` (not exported: the page's total).
@@ -233,6 +238,8 @@ impl Metrics {
             shards_owned: Gauge::default(),
             shard_cursor_lag: Family::default(),
             takeovers: Counter::default(),
+            schedule_rejected: Counter::default(),
+            schedule_topic_seconds: Histogram::new(TOPIC_APPLY_BUCKETS),
             clock_steps: Family::default(),
             clock_offset: Gauge::default(),
             dispatched_all: Counter::default(),
@@ -310,6 +317,17 @@ impl Metrics {
             "cronq_takeovers",
             "Shards taken over from their cursor (start-up, rebalance, a dead member)",
             m.takeovers.clone(),
+        );
+        registry.register(
+            "cronq_schedule_records_rejected",
+            "Schedule topic records of owned shards that failed the checks (the job's last good version stays in force)",
+            m.schedule_rejected.clone(),
+        );
+        registry.register_with_unit(
+            "cronq_schedule_topic_apply",
+            "From the fetch of schedule topic records to their jobs in the wheel",
+            Unit::Seconds,
+            m.schedule_topic_seconds.clone(),
         );
         registry.register(
             "cronq_clock_steps",

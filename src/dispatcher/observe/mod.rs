@@ -42,7 +42,8 @@ pub use events::{ShardSnapshot, TickSnapshot};
 pub use metrics::{BatchHistogram, ProduceErrorKind, TopicCounter};
 pub use page::render;
 pub use status::{
-    MinuteRow, Mode, OwnedShard, RefusedWrite, Reload, Status, UnreadableCursor, UpcomingRun,
+    MinuteRow, Mode, OwnedShard, RefusedWrite, RejectedRecord, Reload, ScheduleTopicView,
+    ShardTopicRow, Status, UnreadableCursor, UpcomingRun,
 };
 
 /// Runs listed on the status page.

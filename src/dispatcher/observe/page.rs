@@ -113,6 +113,41 @@ pub fn render(s: &Status) -> String {
         body.push_str("</table></section>");
     }
 
+    // Topic mode: where each owned shard is in the schedule topic, and what it rejected.
+    if let Some(t) = &s.schedule_topic {
+        let rejected: u64 = t.shards.iter().map(|r| r.rejected).sum();
+        let class = if rejected > 0 { " class=\"warn\"" } else { "" };
+        let _ = write!(
+            body,
+            "<section><h2{class}>Schedule topic {}</h2><table><tr><th>shard</th><th>offset applied</th><th>jobs</th><th>records rejected</th></tr>",
+            escape(&t.topic)
+        );
+        for r in &t.shards {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.shard, r.applied, r.jobs, r.rejected
+            );
+        }
+        body.push_str("</table>");
+        if !t.rejected.is_empty() {
+            body.push_str("<p><b>last records rejected</b> (the job's last good version stays in force)</p><table><tr><th>at</th><th>partition</th><th>offset</th><th>key</th><th>reason</th></tr>");
+            for r in t.rejected.iter().rev() {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"wrap\">{}</td><td class=\"wrap\">{}</td></tr>",
+                    escape(&r.at),
+                    r.partition,
+                    r.offset,
+                    escape(&r.key),
+                    escape(&r.reason),
+                );
+            }
+            body.push_str("</table>");
+        }
+        body.push_str("</section>");
+    }
+
     // A shard whose cursor did not decode may have been started from the wrong place.
     if !s.unreadable_cursors.is_empty() {
         let class = if s.unreadable_cursors.iter().any(|u| u.nothing_decoded) {

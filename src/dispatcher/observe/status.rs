@@ -153,6 +153,7 @@ pub(super) struct PageState {
     pub(super) refused: BTreeMap<(String, i32), RefusedWrite>,
     /// Shards taken over whose newest cursor records did not decode.
     pub(super) unreadable: BTreeMap<u32, UnreadableCursor>,
+    pub(super) schedule_topic: Option<ScheduleTopicView>,
 }
 
 impl Observer {
@@ -198,6 +199,7 @@ impl Observer {
                 .unwrap_or_default(),
             refused_writes: page.refused.values().cloned().collect(),
             unreadable_cursors: page.unreadable.values().cloned().collect(),
+            schedule_topic: page.schedule_topic.clone(),
         }
     }
 }
@@ -244,6 +246,51 @@ pub struct Status {
     pub refused_writes: Vec<RefusedWrite>,
     /// Shards this member took over whose newest cursor records did not decode.
     pub unreadable_cursors: Vec<UnreadableCursor>,
+    /// In the topic mode: each owned shard's place in the schedule topic, and the last records
+    /// rejected.
+    pub schedule_topic: Option<ScheduleTopicView>,
+}
+
+/// The schedule topic as this member applies it (`cronq run --schedule-topic`).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleTopicView {
+    /// The topic.
+    pub topic: String,
+    /// Each owned shard: the offset applied (every record before it), jobs, records rejected.
+    pub shards: Vec<ShardTopicRow>,
+    /// The last records rejected (newest last, at most 20).
+    pub rejected: Vec<RejectedRecord>,
+}
+
+/// One owned shard's place in the schedule topic.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardTopicRow {
+    /// The shard (= partition).
+    pub shard: u32,
+    /// The next offset to apply: every record before it is applied.
+    pub applied: i64,
+    /// Jobs held.
+    pub jobs: u64,
+    /// Records rejected since the shard was taken over.
+    pub rejected: u64,
+}
+
+/// A schedule record that failed the checks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedRecord {
+    /// When this member rejected it.
+    pub at: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The key, quoted and escaped.
+    pub key: String,
+    /// Why.
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -1,0 +1,553 @@
+//! The topic mode of a group member (`cronq run --schedule-topic`): each owned shard's jobs come
+//! from that shard's partition of `<group>.schedule`, and from no other.
+//!
+//! ```text
+//!  takeover of shard s ──► load(s): partition s read from its start to the high watermark,
+//!                          records checked on the blocking pool ──► Schedule ──► Scheduler::new
+//!                      └─► follow(s, from): the follower task fetches partition s on from there
+//!  follower (one task, every followed partition) ──► ShardEdits ──► the service loop ──► apply():
+//!                          Upsert ─► Scheduler::upsert   Delete ─► Scheduler::remove
+//!                          Rejected ─► logged with its offset, counted; the job's last good version stays
+//!  revoke of shard s ──► unfollow(s): edits of its old epoch are dropped on arrival
+//! ```
+//!
+//! A shard is never rebuilt after its takeover: each record changes its one job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use rskafka::client::partition::PartitionClient;
+use rskafka::client::Client;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::observe::{Observer, ShardTopicRow};
+use super::tick_loop::TickLoop;
+use crate::kafka::{describe, Backoff};
+use crate::schedule::{Job, LoadOptions, Schedule};
+use crate::store::{self, Edit, Rejected, StoreError};
+use crate::wire::cursor::TopicPosition;
+
+/// How long a follower's fetch waits for new records.
+const FOLLOW_WAIT: Duration = Duration::from_millis(250);
+
+/// How many rejected records a member logs one by one per shard; it counts the rest.
+const REJECTED_LOGGED: u64 = 10;
+
+/// Where the follower reads one shard's partition from, and under which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Follow {
+    epoch: u64,
+    from: i64,
+}
+
+/// Records of one shard, checked: what the follower hands the service loop.
+#[derive(Debug)]
+pub(super) struct ShardEdits {
+    shard: u32,
+    epoch: u64,
+    edits: Vec<Edit>,
+    /// The offset after the last record.
+    next: i64,
+    /// When the follower received them.
+    fetched: Instant,
+}
+
+/// What the status page and the cursor records show of one shard's schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTopic {
+    /// The next offset to apply (every record before it is applied).
+    pub applied: i64,
+    /// Jobs held.
+    pub jobs: u64,
+    /// Records rejected since the takeover.
+    pub rejected: u64,
+}
+
+/// The schedule topic as a member reads it.
+pub(super) struct TopicSchedule {
+    client: Arc<Client>,
+    topic: String,
+    shards: u32,
+    options: LoadOptions,
+    follow: watch::Sender<BTreeMap<u32, Follow>>,
+    next_epoch: u64,
+    reports: BTreeMap<u32, ShardTopic>,
+    observer: Arc<Observer>,
+}
+
+/// The follower task's half.
+pub(super) struct Follower {
+    read: Reader,
+    follow: watch::Receiver<BTreeMap<u32, Follow>>,
+    out: mpsc::Sender<ShardEdits>,
+}
+
+/// What a fetch needs.
+struct Reader {
+    client: Arc<Client>,
+    topic: String,
+    shards: u32,
+    options: LoadOptions,
+}
+
+impl TopicSchedule {
+    /// The member's view of `topic`, its follower (a task for the service to run) and the
+    /// receiver of the follower's edits.
+    pub(super) fn new(
+        client: Arc<Client>,
+        topic: String,
+        shards: u32,
+        options: LoadOptions,
+        observer: Arc<Observer>,
+    ) -> (TopicSchedule, Follower, mpsc::Receiver<ShardEdits>) {
+        let (follow_tx, follow_rx) = watch::channel(BTreeMap::new());
+        let (out, edits) = mpsc::channel(64);
+        let follower = Follower {
+            read: Reader {
+                client: Arc::clone(&client),
+                topic: topic.clone(),
+                shards,
+                options: options.clone(),
+            },
+            follow: follow_rx,
+            out,
+        };
+        (
+            TopicSchedule {
+                client,
+                topic,
+                shards,
+                options,
+                follow: follow_tx,
+                next_epoch: 0,
+                reports: BTreeMap::new(),
+                observer,
+            },
+            follower,
+            edits,
+        )
+    }
+
+    /// Reads `shards`' partitions from their start to their high watermarks (all at once): each
+    /// shard's jobs in force and the offset to follow it from.
+    pub(super) async fn load(
+        &mut self,
+        shards: &[u32],
+    ) -> Result<BTreeMap<u32, (Schedule, i64)>, StoreError> {
+        let loads = shards.iter().map(|&shard| {
+            let client = Arc::clone(&self.client);
+            let topic = self.topic.clone();
+            let options = self.options.clone();
+            let count = self.shards;
+            async move { load_shard(&client, &topic, shard, count, options).await }
+        });
+        let mut out = BTreeMap::new();
+        for (shard, loaded) in shards.iter().zip(join_all(loads).await) {
+            let (jobs, next, rejected) = loaded?;
+            self.reports.insert(
+                *shard,
+                ShardTopic {
+                    applied: next,
+                    jobs: jobs.len() as u64,
+                    rejected,
+                },
+            );
+            out.insert(
+                *shard,
+                (
+                    Schedule {
+                        jobs: jobs.into_values().collect(),
+                    },
+                    next,
+                ),
+            );
+        }
+        self.publish();
+        Ok(out)
+    }
+
+    /// The follower reads `shard` on from `from`, under a new epoch.
+    pub(super) fn follow(&mut self, shard: u32, from: i64) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.follow.send_modify(|f| {
+            f.insert(shard, Follow { epoch, from });
+        });
+    }
+
+    /// A shard handed back and given back unchanged (kept compiled): followed again from
+    /// `applied`, the offset it had applied.
+    pub(super) fn resume(&mut self, shard: u32, applied: i64, jobs: u64) {
+        self.reports.insert(
+            shard,
+            ShardTopic {
+                applied,
+                jobs,
+                rejected: 0,
+            },
+        );
+        self.follow(shard, applied);
+        self.publish();
+        info!(message = "shard kept from before the rebalance; following its partition on", topic = %self.topic, shard, offset = applied, jobs);
+    }
+
+    /// The follower stops reading `shard`; its edits still on the way are dropped.
+    pub(super) fn unfollow(&mut self, shard: u32) {
+        self.follow.send_modify(|f| {
+            f.remove(&shard);
+        });
+        self.reports.remove(&shard);
+        self.publish();
+    }
+
+    /// Applies `batch` to its shard's scheduler, if the shard is still followed under the batch's
+    /// epoch. Returns how long the records took from fetch to wheel.
+    pub(super) fn apply(
+        &mut self,
+        batch: ShardEdits,
+        tick_loop: &mut TickLoop,
+    ) -> Option<Duration> {
+        let current = self.follow.borrow().get(&batch.shard).copied();
+        if current.map(|f| f.epoch) != Some(batch.epoch) {
+            return None;
+        }
+        let run = tick_loop.shard_mut(batch.shard)?;
+        let report = self.reports.entry(batch.shard).or_default();
+        let (mut upserts, mut deletes) = (0u64, 0u64);
+        for edit in batch.edits {
+            match edit {
+                Edit::Upsert { job, offset, .. } => {
+                    let name = job.spec.name.clone();
+                    let edited = run.scheduler.upsert(job);
+                    upserts += 1;
+                    tracing::debug!(message = "schedule record applied", shard = batch.shard, offset, job = %name, edited = ?edited);
+                }
+                Edit::Delete { name, offset } => {
+                    if run.scheduler.remove(&name) {
+                        deletes += 1;
+                        tracing::debug!(message = "job deleted by a tombstone", shard = batch.shard, offset, job = %name);
+                    }
+                }
+                Edit::Rejected(r) => {
+                    report.rejected += 1;
+                    rejected(&self.topic, &r, report.rejected);
+                    self.observer.schedule_record_rejected(&r);
+                }
+            }
+        }
+        report.applied = batch.next;
+        report.jobs = run.scheduler.len() as u64;
+        if upserts + deletes > 0 {
+            info!(
+                message = "schedule changes applied",
+                shard = batch.shard,
+                upserts,
+                deletes,
+                jobs = report.jobs,
+                offset = batch.next
+            );
+        }
+        self.publish();
+        let took = batch.fetched.elapsed();
+        self.observer.schedule_topic_applied(took);
+        Some(took)
+    }
+
+    /// Each owned shard's schedule topic position.
+    pub(super) fn reports(&self) -> &BTreeMap<u32, ShardTopic> {
+        &self.reports
+    }
+
+    /// `shard`'s position, as its cursor records carry it.
+    pub(super) fn position(&self, shard: u32) -> Option<TopicPosition> {
+        self.reports.get(&shard).map(|r| TopicPosition {
+            offset: r.applied,
+            jobs: r.jobs,
+            rejected: r.rejected,
+        })
+    }
+
+    /// Every owned shard's position.
+    pub(super) fn positions(&self) -> BTreeMap<u32, TopicPosition> {
+        self.reports
+            .keys()
+            .filter_map(|&s| Some((s, self.position(s)?)))
+            .collect()
+    }
+
+    fn publish(&self) {
+        let rows = self
+            .reports
+            .iter()
+            .map(|(&shard, t)| ShardTopicRow {
+                shard,
+                applied: t.applied,
+                jobs: t.jobs,
+                rejected: t.rejected,
+            })
+            .collect();
+        self.observer.schedule_topic(&self.topic, rows);
+    }
+}
+
+/// Logs a rejected record (the first few of a shard one by one).
+fn rejected(topic: &str, r: &Rejected, count: u64) {
+    if count <= REJECTED_LOGGED {
+        warn!(message = "schedule record rejected; the job's last good version stays in force", topic, partition = r.partition, offset = r.offset, key = %r.key, reason = %r.reason, rejected = count);
+    }
+    if count == REJECTED_LOGGED {
+        warn!(
+            message = "further rejected schedule records of this shard are counted, not logged",
+            topic,
+            partition = r.partition
+        );
+    }
+}
+
+/// Reads one shard's partition to its end: its jobs, the offset after, and the records rejected.
+async fn load_shard(
+    client: &Client,
+    topic: &str,
+    shard: u32,
+    shards: u32,
+    options: LoadOptions,
+) -> Result<(HashMap<String, Job>, i64, u64), StoreError> {
+    let started = Instant::now();
+    let pc = store::partition_client(client, topic, shard as i32).await?;
+    let mut batches = Vec::new();
+    let next =
+        store::read_to_end(&pc, topic, None, |records| batches.push(records.to_vec())).await?;
+    let records: usize = batches.iter().map(Vec::len).sum();
+    // The checks are CPU work: the blocking pool does them, not the runtime's workers.
+    let topic_name = topic.to_string();
+    let folded = tokio::task::spawn_blocking(move || {
+        let mut jobs: HashMap<String, Job> = HashMap::new();
+        let mut rejected = 0u64;
+        for batch in batches {
+            for edit in store::edits(shard as i32, &batch, shards, &options) {
+                match edit {
+                    Edit::Upsert { job, .. } => {
+                        jobs.insert(job.spec.name.clone(), job);
+                    }
+                    Edit::Delete { name, .. } => {
+                        jobs.remove(&name);
+                    }
+                    Edit::Rejected(r) => {
+                        rejected += 1;
+                        self::rejected(&topic_name, &r, rejected);
+                    }
+                }
+            }
+        }
+        (jobs, rejected)
+    })
+    .await;
+    let (jobs, rejected) = folded.map_err(|e| StoreError::Io {
+        what: "checking",
+        topic: topic.to_string(),
+        partition: shard as i32,
+        reason: e.to_string(),
+    })?;
+    info!(
+        message = "shard's schedule read from the topic",
+        topic,
+        shard,
+        records,
+        jobs = jobs.len(),
+        rejected,
+        offset = next,
+        took_ms = started.elapsed().as_millis() as u64
+    );
+    Ok((jobs, next, rejected))
+}
+
+/// One followed partition.
+struct Followed {
+    follow: Follow,
+    pc: Option<PartitionClient>,
+    offset: i64,
+    backoff: Backoff,
+    failing: bool,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Follower {
+    /// Follows the partitions the member asks for until `token` is cancelled.
+    pub(super) async fn run(mut self, token: CancellationToken) {
+        let mut followed: BTreeMap<u32, Followed> = BTreeMap::new();
+        loop {
+            let wanted = self.follow.borrow_and_update().clone();
+            followed.retain(|s, f| wanted.get(s) == Some(&f.follow));
+            for (shard, follow) in wanted {
+                followed.entry(shard).or_insert_with(|| Followed {
+                    follow,
+                    pc: None,
+                    offset: follow.from,
+                    backoff: Backoff::new(Duration::from_millis(100)),
+                    failing: false,
+                    retry_at: None,
+                });
+            }
+            if followed.is_empty() {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = self.follow.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            let fetches = followed
+                .iter_mut()
+                .filter(|(_, f)| f.retry_at.is_none_or(|at| at <= now))
+                .map(|(&shard, f)| self.read.fetch(shard, f));
+            let round = join_all(fetches);
+            let results = tokio::select! {
+                _ = token.cancelled() => return,
+                results = round => results,
+                // A change of the owned shards starts a new round at once.
+                changed = self.follow.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut any = false;
+            for batch in results.into_iter().flatten() {
+                any = true;
+                if self.out.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            if !any {
+                // A broker that answers an empty fetch at once (or partitions waiting out a
+                // backoff) must not make this spin.
+                let next_retry = followed.values().filter_map(|f| f.retry_at).min();
+                let wait = next_retry.map_or(FOLLOW_WAIT, |at| {
+                    at.saturating_duration_since(tokio::time::Instant::now())
+                        .min(FOLLOW_WAIT)
+                });
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                    changed = self.follow.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// One fetch of one followed partition; its records checked, or `None` (nothing new, or a
+    /// failure, logged and retried after a backoff).
+    async fn fetch(&self, shard: u32, f: &mut Followed) -> Option<ShardEdits> {
+        let partition = shard as i32;
+        let step = async {
+            let pc = match f.pc.take() {
+                Some(pc) => pc,
+                None => store::partition_client(&self.client, &self.topic, partition).await?,
+            };
+            let fetched = pc
+                .fetch_records(f.offset, 1..(8 << 20), FOLLOW_WAIT.as_millis() as i32)
+                .await;
+            f.pc = Some(pc);
+            fetched.map_err(|e| StoreError::Io {
+                what: "reading",
+                topic: self.topic.clone(),
+                partition,
+                reason: describe(&e),
+            })
+        };
+        match step.await {
+            Ok((records, _high)) => {
+                f.retry_at = None;
+                if f.failing {
+                    info!(message = "reading the schedule topic again", topic = %self.topic, shard);
+                    f.failing = false;
+                }
+                f.backoff.reset();
+                let records: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| r.offset >= f.offset)
+                    .collect();
+                let last = records.last()?.offset;
+                let fetched = Instant::now();
+                let from = f.offset;
+                f.offset = last + 1;
+                let (shards, options) = (self.shards, self.options.clone());
+                let edits = tokio::task::spawn_blocking(move || {
+                    store::edits(partition, &records, shards, &options)
+                })
+                .await;
+                match edits {
+                    Ok(edits) => Some(ShardEdits {
+                        shard,
+                        epoch: f.follow.epoch,
+                        edits,
+                        next: last + 1,
+                        fetched,
+                    }),
+                    Err(e) => {
+                        warn!(message = "checking schedule records failed; reading them again", topic = %self.topic, shard, error = %e);
+                        f.offset = from;
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                f.pc = None;
+                let delay = f.backoff.next_delay();
+                f.retry_at = Some(tokio::time::Instant::now() + delay);
+                if !f.failing {
+                    warn!(message = "cannot read the schedule topic; the shard keeps its jobs and retries", topic = %self.topic, shard, error = %e, retry_in_ms = delay.as_millis() as u64);
+                    f.failing = true;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// TEMPORARY until the scheduler's own per-job edits land: an edit as a rebuild of the shard.
+trait InterimEdits {
+    fn upsert(&mut self, job: Job) -> bool;
+    fn remove(&mut self, name: &str) -> bool;
+    fn len(&self) -> usize;
+}
+
+impl InterimEdits for super::Scheduler {
+    fn upsert(&mut self, job: Job) -> bool {
+        let mut jobs: Vec<Job> = self
+            .schedule()
+            .jobs
+            .iter()
+            .filter(|j| j.spec.name != job.spec.name)
+            .cloned()
+            .collect();
+        jobs.push(job);
+        self.apply(Schedule { jobs });
+        true
+    }
+
+    fn remove(&mut self, name: &str) -> bool {
+        let before = self.schedule().jobs.len();
+        let jobs: Vec<Job> = self
+            .schedule()
+            .jobs
+            .iter()
+            .filter(|j| j.spec.name != name)
+            .cloned()
+            .collect();
+        let removed = jobs.len() != before;
+        self.apply(Schedule { jobs });
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.schedule().jobs.len()
+    }
+}

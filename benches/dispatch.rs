@@ -29,13 +29,14 @@
 mod common;
 #[path = "common/dispatch.rs"]
 mod dispatch_common;
+#[path = "common/engine.rs"]
+mod engine;
 use dispatch_common::{
     noon_schedule as bench_schedule, producer_config as config, BATCH, PARTITIONS,
 };
+use engine::MemoryBroker;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -254,79 +255,6 @@ fn process_cpu() -> Duration {
     }
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
     time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-/// A tansu broker started by the bench with a given storage engine, on a free port, in its own
-/// directory; killed on drop.
-struct MemoryBroker {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl MemoryBroker {
-    /// `None` (with the reason on stderr) when this tansu cannot serve from memory: release builds
-    /// of tansu 0.6 leave out the `dynostore` feature its memory engine needs.
-    fn start(engine: &str, dir: tempfile::TempDir) -> Option<MemoryBroker> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let tansu = std::env::var("TANSU").unwrap_or_else(|_| {
-            format!(
-                "{}/.cargo/bin/tansu",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        let mut child = Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", engine])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {tansu}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut log = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut err, &mut log);
-                }
-                let last = log.lines().last().unwrap_or("").to_string();
-                eprintln!("tansu --storage-engine {engine} exited ({status}): {last}");
-                return None;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu ({engine}) did not listen within 20 s"
-            );
-            common::pause();
-        }
-        Some(MemoryBroker {
-            port,
-            child,
-            _dir: dir,
-        })
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for MemoryBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Alternates raw and cronq `rounds` times on `broker` (raw first in even rounds, cronq first in

@@ -79,8 +79,9 @@ pub struct Pauses {
 struct Strangers {
     /// The state topic's partition count; `None`: not in a group, no check.
     shards: Option<u32>,
-    /// Per shard: the table version and schedule last checked.
-    checked: BTreeMap<u32, (u64, usize)>,
+    /// Per shard: the table version and jobs last checked (the scheduler's schedule and its
+    /// edit count: an upsert or remove changes the jobs under the same schedule).
+    checked: BTreeMap<u32, (u64, (usize, u64))>,
     /// (key, at) of the records logged, of the table in use.
     logged: BTreeSet<(String, DateTime<Utc>)>,
     /// How many were found.
@@ -132,7 +133,10 @@ impl Pauses {
         let Some(shards) = self.strangers.shards else {
             return;
         };
-        let schedule = Arc::as_ptr(scheduler.schedule()) as usize;
+        let schedule = (
+            Arc::as_ptr(scheduler.schedule()) as usize,
+            scheduler.edit_count(),
+        );
         if self.strangers.checked.get(&shard) == Some(&(self.version, schedule)) {
             return;
         }
@@ -153,10 +157,8 @@ impl Pauses {
             }
             let names = names.get_or_insert_with(|| {
                 scheduler
-                    .schedule()
-                    .jobs
-                    .iter()
-                    .map(|j| j.spec.name.as_str())
+                    .jobs()
+                    .map(|(spec, _)| spec.name.as_str())
                     .collect()
             });
             if names.contains(job) || !self.strangers.logged.insert((job.to_string(), record.at)) {
@@ -266,29 +268,27 @@ impl Pauses {
         let appended = out.len();
         for (record, end) in &ends {
             let mut sent = 0;
-            for job in &scheduler.schedule().jobs {
-                if !job.spec.enabled || record.job.as_ref().is_some_and(|j| *j != job.spec.name) {
+            for (spec, expr) in scheduler.jobs() {
+                if !spec.enabled || record.job.as_ref().is_some_and(|j| *j != spec.name) {
                     continue;
                 }
                 // Still paused by another record: that one's end decides.
-                if table.pausing(&job.spec.name, slot).is_some() {
+                if table.pausing(&spec.name, slot).is_some() {
                     continue;
                 }
-                for scheduled_at in paused_slots_sent(&job.spec, &job.expr, record, *end, at) {
+                for scheduled_at in paused_slots_sent(spec, expr, record, *end, at) {
                     out.push(Dispatch {
-                        spec: Arc::clone(&job.spec).into(),
+                        spec: Arc::clone(spec).into(),
                         scheduled_at,
                         lease: None,
                     });
                     sent += 1;
                 }
             }
-            let reached = record.job.is_none()
-                || scheduler
-                    .schedule()
-                    .jobs
-                    .iter()
-                    .any(|j| Some(&j.spec.name) == record.job.as_ref());
+            let reached = record
+                .job
+                .as_ref()
+                .is_none_or(|job| scheduler.job(job).is_some());
             if reached {
                 info!(
                     message = if record.paused { "pause ended (--until reached)" } else { "pause ended (resumed)" },

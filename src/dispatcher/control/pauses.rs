@@ -378,6 +378,49 @@ mod tests {
         assert_eq!(alone.strangers(), 0);
     }
 
+    /// Pauses see the jobs in force, not the schedule the scheduler was built from: a job an edit
+    /// took out is a stranger from the next minute, and a job an edit put in is no stranger and
+    /// gets its paused slots when its pause ends.
+    #[test]
+    fn pauses_see_the_jobs_that_edits_put_in_and_take_out() {
+        let mut scheduler = Scheduler::new(
+            schedule(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#),
+            Minute::containing(at(0, 0)),
+        );
+        let follower = ControlFollower::manual();
+        let mut table = PauseTable::default();
+        table.apply("a", Some(pause(Some("a"), at(0, 0), None)));
+        let p = pause(Some("new"), at(0, 30), None);
+        table.apply("new", Some(p.clone()));
+        follower.publish(table.clone());
+        let mut pauses = Pauses::new(follower.clone()).with_shard_count(1);
+        pauses.refresh(std::iter::empty());
+        let mut out = Vec::new();
+        let minute = Minute::containing(at(1, 0));
+        pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 1, "`new` is no job yet");
+        let new = schedule(r#"{"jobs":[{"jobName":"new","job":"y","cronTime":"* * * * *"}]}"#)
+            .jobs
+            .remove(0);
+        scheduler.upsert(new);
+        assert!(scheduler.remove("a"));
+        let minute = Minute::containing(at(2, 0));
+        pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 2, "`a` is no job any more");
+        let r = resume(&p, at(3, 20), false);
+        table.apply("new", Some(r.clone()));
+        follower.publish(table);
+        pauses.refresh(std::iter::empty());
+        let minute = r.ends_in().unwrap();
+        out.clear();
+        let effect = pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(effect.resumed, 3, "the paused slots 10:01, 10:02, 10:03");
+        assert!(out
+            .iter()
+            .all(|d| d.spec.name == "new" && d.spec.job == "y"));
+        assert_eq!(pauses.strangers(), 2);
+    }
+
     /// The slots a pause's end sends, against a walk written out by hand: every-5-minutes job,
     /// paused from 10:02:30 to 10:41:00, handed out at 10:41.
     #[test]

@@ -1640,6 +1640,31 @@ mod tests {
         assert_eq!(out.len(), 16);
     }
 
+    /// A reload of an edited scheduler is diffed against the jobs in force, not against the
+    /// schedule the scheduler was first built from.
+    #[test]
+    fn a_reload_after_edits_is_diffed_against_the_jobs_in_force() {
+        let start = Minute(29_000_040);
+        let a = row("a", 0, 0, true, 0);
+        let b = row("b", 0, 0, true, 0);
+        let c = row("c", 0, 4, true, 0);
+        let mut s = Scheduler::new(edit_schedule(&[a.clone(), b.clone()]), start);
+        s.upsert(edit_job(&c));
+        s.remove("b");
+        let diff = s.apply(edit_schedule(&[a.clone(), c.clone()]));
+        assert!(diff.is_empty(), "{diff:?}");
+        assert_eq!(s.next_run("c"), Some(Minute(start.0 + 15)));
+        let diff = s.apply(edit_schedule(&[a.clone(), b.clone()]));
+        assert_eq!(
+            (diff.added, diff.removed),
+            (vec!["b".to_string()], vec!["c".to_string()])
+        );
+        assert_eq!(s.edit_count(), 0, "rebuilt");
+        let out = run_for(&mut s, 1);
+        let names: Vec<_> = fired(&out, start).into_iter().map(|f| f.1).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
     fn edit_row() -> impl Strategy<Value = EditRow> {
         (
             "[ab]{1,2}|report-region-eu-west-[0-9]",

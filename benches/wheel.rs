@@ -32,6 +32,10 @@
 //! an idle minute cannot be repeated (advancing the scheduler is not undoable), so the bench walks
 //! simulated days and times the runs of consecutive idle minutes.
 //!
+//! Per-job edits (`edit/<n>`): one `Scheduler::upsert` (a changed payload) and one
+//! `Scheduler::remove` in a scheduler of 100k jobs, against `Scheduler::new` of the same jobs, which
+//! is what a rebuild per change would cost (`WHEEL_EDITS=0` skips them).
+//!
 //! Run: `cargo bench --bench wheel -- --warm-up-time 1 --measurement-time 3`
 
 mod common;
@@ -49,7 +53,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use cronq::clock::Minute;
 use cronq::cron::CronExpr;
 use cronq::dispatcher::{Dispatch, JobRef, Scheduler};
-use cronq::schedule::{JobSpec, Schedule};
+use cronq::schedule::{Job, JobSpec, Schedule};
 use cronq::wheel::{JobId, Wheel};
 
 use common::{day_start, fmt_count, fmt_secs, thread_cpu, verdict, Mix, DAY};
@@ -674,6 +678,112 @@ fn bench_day(c: &mut Criterion, rec: &Recorder, set: &JobSet, start: Minute, lar
     group.finish();
 }
 
+/// Per-job edits in a scheduler of `n` realistic-mix jobs against a rebuild, each sample the
+/// thread's CPU time for a batch (criterion's figure is per call): an upsert that changes a job's
+/// payload, a remove (its job put back untimed), the first edit of a scheduler (which indexes the
+/// jobs by name), and `Scheduler::new` of the same jobs.
+fn bench_edits(c: &mut Criterion, rec: &Recorder, n: usize, seed: u64) {
+    let schedule = common::schedule(n, Mix::Realistic, seed);
+    let now = day_start();
+    let label = fmt_count(n);
+    let mut group = c.benchmark_group(format!("edit/{label}"));
+    group.sampling_mode(SamplingMode::Flat);
+    // Jobs spread over the schedule, each in two versions that differ in the payload.
+    const PICKS: usize = 1024;
+    let picks: Vec<[Job; 2]> = (0..PICKS)
+        .map(|k| {
+            let job = &schedule.jobs[(k * 7919) % schedule.jobs.len()];
+            let version = |v: u32| Job {
+                spec: Arc::new(JobSpec {
+                    job: format!("{} v{v}", job.spec.job),
+                    ..(*job.spec).clone()
+                }),
+                expr: Arc::clone(&job.expr),
+            };
+            [version(1), version(2)]
+        })
+        .collect();
+    let mut scheduler = Scheduler::new(schedule.clone(), now);
+    // The first edit indexes the jobs; the benches below measure the edits after it.
+    scheduler.upsert(picks[0][0].clone());
+    let mut round = 0;
+    let r = rec.clone();
+    group.bench_function(BenchmarkId::new("upsert", &label), |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                round += 1;
+                let batch: Vec<Job> = picks
+                    .iter()
+                    .take(left)
+                    .map(|versions| versions[round % 2].clone())
+                    .collect();
+                left -= batch.len();
+                let t0 = thread_cpu();
+                for job in batch {
+                    black_box(scheduler.upsert(job));
+                }
+                elapsed += thread_cpu() - t0;
+            }
+            r.record("edit/upsert", iters, elapsed, iters);
+            elapsed
+        })
+    });
+    let r = rec.clone();
+    group.bench_function(BenchmarkId::new("remove", &label), |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let batch = &picks[..left.min(PICKS)];
+                left -= batch.len();
+                let t0 = thread_cpu();
+                for versions in batch {
+                    black_box(scheduler.remove(&versions[0].spec.name));
+                }
+                elapsed += thread_cpu() - t0;
+                for versions in batch {
+                    scheduler.upsert(versions[0].clone());
+                }
+            }
+            r.record("edit/remove", iters, elapsed, iters);
+            elapsed
+        })
+    });
+    let r = rec.clone();
+    group.bench_function(BenchmarkId::new("first_edit", &label), |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let mut fresh = Scheduler::new(schedule.clone(), now);
+                let t0 = thread_cpu();
+                black_box(fresh.upsert(picks[1][1].clone()));
+                elapsed += thread_cpu() - t0;
+                drop(fresh);
+            }
+            r.record("edit/first", iters, elapsed, iters);
+            elapsed
+        })
+    });
+    let r = rec.clone();
+    group.bench_function(BenchmarkId::new("scheduler_new", &label), |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let jobs = schedule.clone();
+                let t0 = thread_cpu();
+                let built = black_box(Scheduler::new(jobs, now));
+                elapsed += thread_cpu() - t0;
+                drop(built);
+            }
+            r.record("edit/new", iters, elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+}
+
 /// Idle-tick statistics for one job set: seconds per idle minute, net of the timer.
 struct Idle {
     jobs: usize,
@@ -860,6 +970,12 @@ fn main() {
         labels.push((set.label.clone(), n >= sampled_from, set.unique));
     }
 
+    let edits_n = if full { 100_000 } else { 2_000 };
+    let edits = std::env::var("WHEEL_EDITS").map_or(true, |v| v != "0");
+    if edits {
+        bench_edits(&mut c, &rec, edits_n, seed);
+    }
+
     let idle = if std::env::var("WHEEL_IDLE").is_ok_and(|v| v == "0") {
         None
     } else {
@@ -880,6 +996,19 @@ fn main() {
         println!("\n(smoke test under cargo test: small sizes, single iterations; run `cargo bench --bench wheel` for numbers)");
     }
     report(&rec, &labels, &per_fires, idle.as_ref());
+    if edits {
+        let new = rec.per_iter("edit/new");
+        println!(
+            "\nedits, {} jobs (thread CPU, median per call): upsert {}, remove {}, first edit (indexes the jobs) {}; Scheduler::new of the same jobs {} = {} upserts",
+            fmt_count(edits_n),
+            opt_secs(rec.per_iter("edit/upsert")),
+            opt_secs(rec.per_iter("edit/remove")),
+            opt_secs(rec.per_iter("edit/first")),
+            opt_secs(new),
+            new.zip(rec.per_iter("edit/upsert"))
+                .map_or_else(|| "—".to_string(), |(n, u)| format!("{:.0}", n / u)),
+        );
+    }
 }
 
 fn opt_secs(v: Option<f64>) -> String {

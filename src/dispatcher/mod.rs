@@ -26,5 +26,5 @@ pub mod status;
 pub mod tick_loop;
 pub mod watchdog;
 
-pub use scheduler::{Dispatch, JobRef, Scheduler};
+pub use scheduler::{Dispatch, Edited, JobRef, Scheduler};
 pub use tick_loop::{DispatchSink, ScheduleSource, ShardRun, SinkClosed, TickLoop, TickReport};

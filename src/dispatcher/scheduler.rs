@@ -24,10 +24,29 @@
 //! whole state is therefore a function of (schedule, processed): a reload rebuilds it from the new
 //! schedule at the same `processed`, which is why it can neither fire a job twice for one slot nor
 //! skip one, and why a payload-only change keeps the next run while a new `cronTime` moves it.
+//!
+//! Per-job edits ([`Scheduler::upsert`], [`Scheduler::remove`]: a schedule topic's records) keep
+//! that invariant without a rebuild. The structure `new` built stays as it is; an edit marks the
+//! job's old version dead (a bit per rank, which a due group skips) and files the new version as a
+//! *solo* job of its own in a second, small wheel that can unschedule (ids are reused only once the
+//! wheel dropped their entry). The state is then still a function of (jobs in force, processed):
+//! from any edit on, it hands out exactly what `Scheduler::new` of the jobs in force would, in the
+//! same order. A scheduler that is never edited keeps no edit state at all (no name index, no
+//! second wheel), so its minutes cost what they cost before.
+//!
+//! ```text
+//!  upsert/remove ──► name index (hash of jobName ─► base job or solo, built at the first edit)
+//!                     ├► old version: base rank ─► dead bit │ solo ─► unscheduled, id freed
+//!                     └► new version: solo ─► solo wheel at its first instant after `processed`
+//!  run_minute: base groups minus dead ranks ─┐
+//!              due solos, sorted ────────────┴► merged in dispatch order ─► Dispatch records
+//! ```
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -39,7 +58,8 @@ use super::cursor::LeaseRef;
 use crate::clock::Minute;
 use crate::cron::CronExpr;
 use crate::schedule::diff::Diff;
-use crate::schedule::{JobSpec, Schedule};
+use crate::schedule::load::HashedAlready;
+use crate::schedule::{Job, JobSpec, Schedule};
 use crate::wheel::{JobId, Wheel};
 
 /// A job's settings as a [`Dispatch`] holds them: the job's place in the job table of the schedule
@@ -179,15 +199,328 @@ pub struct Scheduler {
     /// The ranks of the groups of more than one job, group after group, each group's ascending
     /// (indices into `jobs`, so a group's members are in dispatch order).
     members: Vec<u32>,
-    /// Shared with a reload being built off the tick loop, which diffs against it.
+    /// The schedule `new` built this state from; shared with a reload being built off the tick
+    /// loop, which diffs against it. After an edit it is no longer the jobs in force (see
+    /// [`Scheduler::schedule`]).
     schedule: Arc<Schedule>,
+    /// The per-job edits since `new`; `None` until the first.
+    edits: Option<Box<Edits>>,
     processed: Minute,
-    /// Jobs in groups that are in the wheel.
+    /// Live jobs in groups that are in the wheel, plus solo jobs in the solo wheel.
     scheduled: usize,
-    /// The longest `catchupWindow` of the enabled jobs, in minutes.
+    /// The longest `catchupWindow` of the enabled jobs `new` was given, in minutes (after an edit,
+    /// [`Edits::windows`] says).
     longest_window: i64,
     due_groups: Vec<(JobId, Minute)>,
     due_jobs: Vec<u32>,
+}
+
+/// What [`Scheduler::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edited {
+    /// No job had the name: the job is new.
+    Added,
+    /// The job replaced a version with other settings.
+    Changed,
+    /// The job in force has exactly these settings: nothing moved.
+    Unchanged,
+}
+
+/// Where a job in force is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    /// Index in the base schedule's `jobs` (the structure `new` built).
+    Base(u32),
+    /// Solo job id (in [`Edits::solos`] and the solo wheel).
+    Solo(u32),
+}
+
+/// A job filed by an edit: its own entry in the solo wheel.
+#[derive(Debug)]
+struct Solo {
+    /// The job's settings as a table of one, shared with its dispatches ([`JobRef`]).
+    table: Arc<[Arc<JobSpec>]>,
+    expr: Arc<CronExpr>,
+    order: DispatchOrder,
+}
+
+impl Solo {
+    fn spec(&self) -> &Arc<JobSpec> {
+        &self.table[0]
+    }
+}
+
+/// Masks the name index's hashes in tests, so that collisions (two names, one hash) are common.
+const NAME_HASH_MASK: u64 = if cfg!(test) { 0x7 } else { u64::MAX };
+
+/// The state of a scheduler's per-job edits (built at the first; see the module documentation).
+#[derive(Debug)]
+struct Edits {
+    /// Every job held, enabled or not, by a 64-bit hash of its name, as the loader's duplicate
+    /// check keys them (a million jobs' index takes ~35 MB so, half of what a copy of every name
+    /// would).
+    index: HashMap<u64, Loc, BuildHasherDefault<HashedAlready>>,
+    /// Names whose hash another held name has in `index`.
+    collided: HashMap<String, Loc>,
+    hasher: RandomState,
+    /// Base jobs taken out, a bit per index in the base schedule's `jobs`.
+    gone: Vec<u64>,
+    /// Enabled base jobs taken out, a bit per rank: a due group skips them.
+    dead: Vec<u64>,
+    /// Whether a bit of `dead` is set.
+    any_dead: bool,
+    /// Solo jobs by id; `None`: a free id (in `free`).
+    solos: Vec<Option<Solo>>,
+    free: Vec<u32>,
+    /// The solo jobs that can still fire. It unschedules a replaced or removed solo for real, so
+    /// an id is free for reuse as soon as its job is gone.
+    wheel: Wheel,
+    due: Vec<(JobId, Minute)>,
+    due_solos: Vec<u32>,
+    /// The `catchupWindow`s (minutes) of the enabled jobs in force, counted.
+    windows: BTreeMap<i64, usize>,
+    /// Jobs held, enabled or not.
+    held: usize,
+    /// Edits that changed the jobs in force.
+    count: u64,
+}
+
+fn bit(set: &[u64], i: u32) -> bool {
+    set.get(i as usize / 64)
+        .is_some_and(|word| word & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(set: &mut [u64], i: u32) {
+    if let Some(word) = set.get_mut(i as usize / 64) {
+        *word |= 1 << (i % 64);
+    }
+}
+
+/// The rank of `spec` in `jobs` (in dispatch order), if it is there.
+fn rank_of(jobs: &[Arc<JobSpec>], spec: &JobSpec) -> Option<u32> {
+    let order = DispatchOrder::of(spec);
+    jobs.binary_search_by(|s| {
+        DispatchOrder::of(s)
+            .cmp(&order)
+            .then_with(|| s.name.cmp(&spec.name))
+    })
+    .ok()
+    .map(|rank| rank as u32)
+}
+
+/// The number of `ranks` not in `dead`.
+fn live_count(ranks: &[u32], dead: &[u64]) -> usize {
+    if dead.is_empty() {
+        ranks.len()
+    } else {
+        ranks.iter().filter(|&&r| !bit(dead, r)).count()
+    }
+}
+
+impl Edits {
+    /// The edit state of a scheduler fresh from `new`: every job of `schedule` held where `new`
+    /// put it. O(jobs), once.
+    fn build(schedule: &Schedule, jobs: &[Arc<JobSpec>], processed: Minute) -> Edits {
+        let mut edits = Edits {
+            index: HashMap::with_capacity_and_hasher(schedule.jobs.len(), Default::default()),
+            collided: HashMap::new(),
+            hasher: RandomState::new(),
+            gone: vec![0; schedule.jobs.len().div_ceil(64)],
+            dead: vec![0; jobs.len().div_ceil(64)],
+            any_dead: false,
+            solos: Vec::new(),
+            free: Vec::new(),
+            wheel: Wheel::new(processed),
+            due: Vec::new(),
+            due_solos: Vec::new(),
+            windows: BTreeMap::new(),
+            held: schedule.jobs.len(),
+            count: 0,
+        };
+        for (i, job) in (0u32..).zip(&schedule.jobs) {
+            edits.place(schedule, &job.spec.name, Some(Loc::Base(i)));
+        }
+        for spec in jobs {
+            *edits.windows.entry(window_minutes(spec)).or_default() += 1;
+        }
+        edits
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name) & NAME_HASH_MASK
+    }
+
+    /// The settings of the job held at `loc`.
+    fn spec<'a>(&'a self, schedule: &'a Schedule, loc: Loc) -> Option<&'a Arc<JobSpec>> {
+        match loc {
+            Loc::Base(i) => schedule.jobs.get(i as usize).map(|j| &j.spec),
+            Loc::Solo(id) => self
+                .solos
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .map(Solo::spec),
+        }
+    }
+
+    /// Where the job named `name` is held.
+    fn find(&self, schedule: &Schedule, name: &str) -> Option<Loc> {
+        match self.index.get(&self.hash(name)) {
+            Some(&loc) if self.spec(schedule, loc).is_some_and(|s| s.name == name) => Some(loc),
+            _ => self.collided.get(name).copied(),
+        }
+    }
+
+    /// Holds `name` at `loc` (`None`: no longer held), wherever it was held before. Called while
+    /// the job's old location still holds it (its name is read there).
+    fn place(&mut self, schedule: &Schedule, name: &str, loc: Option<Loc>) {
+        let hash = self.hash(name);
+        let first = self.index.get(&hash).copied();
+        let primary = match first {
+            Some(at) => self.spec(schedule, at).is_some_and(|s| s.name == name),
+            // The name may still be a collided one whose primary has gone.
+            None => !self.collided.contains_key(name),
+        };
+        match (primary, loc) {
+            (true, Some(loc)) => {
+                self.index.insert(hash, loc);
+            }
+            (true, None) => {
+                self.index.remove(&hash);
+            }
+            (false, Some(loc)) => {
+                self.collided.insert(name.to_string(), loc);
+            }
+            (false, None) => {
+                self.collided.remove(name);
+            }
+        }
+    }
+
+    fn add_window(&mut self, spec: &JobSpec) {
+        *self.windows.entry(window_minutes(spec)).or_default() += 1;
+    }
+
+    fn remove_window(&mut self, spec: &JobSpec) {
+        let window = window_minutes(spec);
+        if let Some(n) = self.windows.get_mut(&window) {
+            *n -= 1;
+            if *n == 0 {
+                self.windows.remove(&window);
+            }
+        }
+    }
+
+    /// Files `job` as a solo job from the first minute after `processed`; returns where, and
+    /// whether it is in the solo wheel (so counts as scheduled).
+    fn put_in(&mut self, job: Job, processed: Minute) -> (Loc, bool) {
+        let id = self.free.pop().unwrap_or(self.solos.len() as u32);
+        let enabled = job.spec.enabled;
+        let filed = enabled
+            && file_group(
+                &mut self.wheel,
+                JobId(id),
+                next_minute(&job.expr, processed),
+                processed,
+            );
+        if enabled {
+            self.add_window(&job.spec);
+        }
+        let solo = Solo {
+            order: DispatchOrder::of(&job.spec),
+            table: Arc::new([job.spec]),
+            expr: job.expr,
+        };
+        match self.solos.get_mut(id as usize) {
+            Some(slot) => *slot = Some(solo),
+            None => self.solos.push(Some(solo)),
+        }
+        self.held += 1;
+        (Loc::Solo(id), filed)
+    }
+
+    /// Takes the job held at `loc` out (it never fires again); returns whether it was scheduled
+    /// (a live member of a group in the wheel, or a solo in the solo wheel). Call `place` first.
+    fn take_out(
+        &mut self,
+        schedule: &Schedule,
+        jobs: &[Arc<JobSpec>],
+        loc: Loc,
+        processed: Minute,
+    ) -> bool {
+        match loc {
+            Loc::Base(i) => {
+                let Some(job) = schedule.jobs.get(i as usize) else {
+                    return false;
+                };
+                set_bit(&mut self.gone, i);
+                self.held -= 1;
+                if !job.spec.enabled {
+                    return false;
+                }
+                self.remove_window(&job.spec);
+                let Some(rank) = rank_of(jobs, &job.spec) else {
+                    debug_assert!(false, "enabled job {} has no rank", job.spec.name);
+                    return false;
+                };
+                set_bit(&mut self.dead, rank);
+                self.any_dead = true;
+                // Its group is in the wheel exactly when the expression has an instant to come.
+                next_minute(&job.expr, processed).is_some()
+            }
+            Loc::Solo(id) => {
+                let Some(solo) = self.solos.get_mut(id as usize).and_then(Option::take) else {
+                    return false;
+                };
+                self.free.push(id);
+                self.held -= 1;
+                if solo.spec().enabled {
+                    self.remove_window(solo.spec());
+                }
+                self.wheel.remove(JobId(id)).is_some()
+            }
+        }
+    }
+
+    /// Hands out the due solo jobs of minute `minute` (in `self.due`) into `due_solos`, in
+    /// dispatch order, and refiles them; returns how many are no longer scheduled.
+    fn run_due(
+        &mut self,
+        minute: Minute,
+        slot: DateTime<Utc>,
+        mut late: Option<(Minute, &mut Skips)>,
+    ) -> usize {
+        self.due_solos.clear();
+        let mut unscheduled = 0;
+        for &(JobId(id), at) in &self.due {
+            debug_assert_eq!(at, minute, "a solo job surfaced at the wrong minute");
+            let Some(solo) = self.solos.get(id as usize).and_then(Option::as_ref) else {
+                debug_assert!(false, "the solo wheel handed out a free id {id}");
+                continue;
+            };
+            let next = next_minute_from(&solo.expr, slot);
+            match late.as_mut() {
+                None => self.due_solos.push(id),
+                Some((now, skips)) => {
+                    let spec = solo.spec();
+                    match admit(spec.catchup, window_minutes(spec), minute, next, *now) {
+                        Ok(()) => self.due_solos.push(id),
+                        Err(reason) => skips.add(&spec.name, reason, 1),
+                    }
+                }
+            }
+            if !file_group(&mut self.wheel, JobId(id), next, minute) {
+                unscheduled += 1;
+            }
+        }
+        let solos = &self.solos;
+        let key = |id: &u32| {
+            solos[*id as usize]
+                .as_ref()
+                .map(|s| (s.order, s.spec().name.as_str()))
+        };
+        self.due_solos.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        unscheduled
+    }
 }
 
 /// Where a dispatch goes in its minute's batch: highest priority first, then by name.
@@ -223,6 +556,22 @@ fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
 fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minute> {
     // `next_after` of the minute's first second: strictly after the whole minute `after`.
     expr.next_after(after_start).map(Minute::containing)
+}
+
+/// How many slots of `expr` from `first` (one) up to `until` there are, counting at most `cap`.
+fn slots_until(expr: &CronExpr, first: Minute, until: Minute, cap: u64) -> u64 {
+    let mut cursor = first;
+    let mut counted = 1;
+    while counted < cap {
+        match next_minute(expr, cursor) {
+            Some(next) if next <= until => {
+                counted += 1;
+                cursor = next;
+            }
+            _ => break,
+        }
+    }
+    counted
 }
 
 /// How many due groups ahead [`Scheduler::run`] asks for the memory it will need: the group
@@ -343,6 +692,7 @@ impl Scheduler {
             exprs,
             members,
             schedule: Arc::new(schedule),
+            edits: None,
             processed,
             scheduled,
             longest_window,
@@ -364,7 +714,19 @@ impl Scheduler {
     /// When `name` fires next, if it is scheduled. A scan of the jobs: for inspection and tests,
     /// not for the tick path.
     pub fn next_run(&self, name: &str) -> Option<Minute> {
-        let rank = self.jobs.iter().position(|spec| spec.name == name)? as u32;
+        let rank = match &self.edits {
+            None => self.jobs.iter().position(|spec| spec.name == name)? as u32,
+            Some(edits) => match edits.find(&self.schedule, name)? {
+                Loc::Solo(id) => return edits.wheel.scheduled_at(JobId(id)),
+                Loc::Base(i) => {
+                    let spec = &self.schedule.jobs.get(i as usize)?.spec;
+                    if !spec.enabled {
+                        return None;
+                    }
+                    rank_of(&self.jobs, spec)?
+                }
+            },
+        };
         let group = self
             .groups
             .iter()
@@ -377,6 +739,10 @@ impl Scheduler {
     /// ([`Wheel::visit_in_order`]), so it costs the jobs of those slots, not the schedule's: the
     /// status page asks once a minute.
     pub fn upcoming(&self, limit: usize) -> Vec<(Minute, Arc<JobSpec>)> {
+        let dead: &[u64] = match &self.edits {
+            Some(edits) if edits.any_dead => &edits.dead,
+            _ => &[],
+        };
         let mut runs: Vec<(Minute, u32)> = Vec::new();
         self.wheel.visit_in_order(|batch| {
             for &(id, at) in batch {
@@ -385,6 +751,7 @@ impl Scheduler {
                 runs.extend(
                     members_of(&self.members, group)
                         .iter()
+                        .filter(|&&r| !bit(dead, r))
                         .take(limit)
                         .map(|&r| (at, r)),
                 );
@@ -394,14 +761,154 @@ impl Scheduler {
         });
         runs.sort_unstable();
         runs.truncate(limit);
-        runs.into_iter()
+        let mut upcoming: Vec<(Minute, Arc<JobSpec>)> = runs
+            .into_iter()
             .map(|(at, rank)| (at, Arc::clone(&self.jobs[rank as usize])))
-            .collect()
+            .collect();
+        let Some(edits) = &self.edits else {
+            return upcoming;
+        };
+        let before = upcoming.len();
+        edits.wheel.visit_in_order(|batch| {
+            upcoming.extend(batch.iter().filter_map(|&(id, at)| {
+                let solo = edits.solos.get(id.0 as usize)?.as_ref()?;
+                Some((at, Arc::clone(solo.spec())))
+            }));
+            upcoming.len() - before < limit
+        });
+        upcoming.sort_unstable_by(|(a_at, a), (b_at, b)| {
+            (a_at, DispatchOrder::of(a), &a.name).cmp(&(b_at, DispatchOrder::of(b), &b.name))
+        });
+        upcoming.truncate(limit);
+        upcoming
     }
 
-    /// The earliest minute at which something may be due.
+    /// The earliest minute at which something may be due: a lower bound, never later than the
+    /// first minute with a due job. (A group whose every job an edit took out still has its
+    /// entry, so after edits it may name a minute at which nothing is due.)
     pub fn next_due(&self) -> Option<Minute> {
-        self.wheel.next_due()
+        let solos = self.edits.as_ref().and_then(|e| e.wheel.next_due());
+        match (self.wheel.next_due(), solos) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Puts `job` in force from the first minute after [`processed`](Self::processed), in place of
+    /// the job of the same `jobName` if there is one: a changed `cronTime`/`timezone` reschedules
+    /// it, a payload-only change keeps its next run, the same settings change nothing. A disabled
+    /// job is held (see [`job`](Self::job)) but never fires. No rebuild: O(1) plus one cron
+    /// evaluation, after a first edit that indexes the jobs by name (O(jobs), once).
+    ///
+    /// Afterwards the scheduler hands out exactly what `Scheduler::new` of the jobs in force at
+    /// the same `processed` would.
+    pub fn upsert(&mut self, job: Job) -> Edited {
+        let processed = self.processed;
+        let edits = self
+            .edits
+            .get_or_insert_with(|| Box::new(Edits::build(&self.schedule, &self.jobs, processed)));
+        let old = edits.find(&self.schedule, &job.spec.name);
+        if let Some(loc) = old {
+            if edits
+                .spec(&self.schedule, loc)
+                .is_some_and(|spec| **spec == *job.spec)
+            {
+                return Edited::Unchanged;
+            }
+        }
+        let name = job.spec.name.clone();
+        let (loc, filed) = edits.put_in(job, processed);
+        edits.place(&self.schedule, &name, Some(loc));
+        self.scheduled += usize::from(filed);
+        edits.count += 1;
+        match old {
+            Some(old) => {
+                if edits.take_out(&self.schedule, &self.jobs, old, processed) {
+                    self.scheduled -= 1;
+                }
+                Edited::Changed
+            }
+            None => Edited::Added,
+        }
+    }
+
+    /// Takes the job named `name` out: it never fires again. Returns whether there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let processed = self.processed;
+        let edits = self
+            .edits
+            .get_or_insert_with(|| Box::new(Edits::build(&self.schedule, &self.jobs, processed)));
+        let Some(loc) = edits.find(&self.schedule, name) else {
+            return false;
+        };
+        edits.place(&self.schedule, name, None);
+        if edits.take_out(&self.schedule, &self.jobs, loc, processed) {
+            self.scheduled -= 1;
+        }
+        edits.count += 1;
+        true
+    }
+
+    /// The settings in force of the job named `name`, enabled or not. A scan of the jobs until the
+    /// first edit, a look-up in the name index after it.
+    pub fn job(&self, name: &str) -> Option<&Arc<JobSpec>> {
+        match &self.edits {
+            None => self
+                .schedule
+                .jobs
+                .iter()
+                .find(|j| j.spec.name == name)
+                .map(|j| &j.spec),
+            Some(edits) => edits.spec(&self.schedule, edits.find(&self.schedule, name)?),
+        }
+    }
+
+    /// Number of jobs held, enabled or not.
+    pub fn len(&self) -> usize {
+        self.edits
+            .as_ref()
+            .map_or(self.schedule.jobs.len(), |e| e.held)
+    }
+
+    /// Whether no job is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every job in force, enabled or not, with its compiled expression, in no particular order:
+    /// the schedule's jobs until the first edit, then the schedule's jobs no edit took out, then
+    /// the jobs edits put in.
+    pub fn jobs(&self) -> impl Iterator<Item = (&Arc<JobSpec>, &Arc<CronExpr>)> + '_ {
+        let edits = self.edits.as_deref();
+        let base = (0u32..)
+            .zip(&self.schedule.jobs)
+            .filter(move |(i, _)| edits.is_none_or(|e| !bit(&e.gone, *i)))
+            .map(|(_, j)| (&j.spec, &j.expr));
+        let solos = edits
+            .into_iter()
+            .flat_map(|e| e.solos.iter().flatten())
+            .map(|s| (s.spec(), &s.expr));
+        base.chain(solos)
+    }
+
+    /// The jobs in force as a schedule (what a reload diffs against).
+    fn in_force(&self) -> Schedule {
+        Schedule {
+            jobs: self
+                .jobs()
+                .map(|(spec, expr)| Job {
+                    spec: Arc::clone(spec),
+                    expr: Arc::clone(expr),
+                })
+                .collect(),
+        }
+    }
+
+    /// How many edits ([`upsert`](Self::upsert) and [`remove`](Self::remove)) changed the jobs in
+    /// force since this state was built: with the [`schedule`](Self::schedule) pointer, it tells
+    /// a reader whether the jobs it looked at are still the ones in force.
+    pub fn edit_count(&self) -> u64 {
+        self.edits.as_ref().map_or(0, |e| e.count)
     }
 
     /// Replaces the running schedule with `new`: added jobs are scheduled after
@@ -412,13 +919,20 @@ impl Scheduler {
     /// Every job's next run is its expression's first instant after `processed`, so rebuilding the
     /// state from `new` at the same `processed` applies exactly that difference.
     pub fn apply(&mut self, new: Schedule) -> Diff {
-        let rebuilt = Rebuilt::against(&self.schedule, new, self.processed);
+        let rebuilt = match &self.edits {
+            None => Rebuilt::against(&self.schedule, new, self.processed),
+            Some(_) => Rebuilt::against(&self.in_force(), new, self.processed),
+        };
         let diff = rebuilt.diff.clone();
         rebuilt.install(self);
         diff
     }
 
-    /// The schedule this state was built from.
+    /// The schedule this state was built from. After an edit (a non-zero
+    /// [`edit_count`](Self::edit_count)) it is no longer the jobs in force: read those with [`jobs`](Self::jobs) and
+    /// [`job`](Self::job). A reload ([`Rebuilt::against`]) must be compiled against the jobs in
+    /// force, so only a scheduler that is never edited (the file mode's) may compile one against
+    /// this schedule; [`apply`](Self::apply) does it right either way.
     pub fn schedule(&self) -> &Arc<Schedule> {
         &self.schedule
     }
@@ -454,6 +968,10 @@ impl Scheduler {
         );
         self.due_groups.clear();
         self.wheel.advance(minute, &mut self.due_groups);
+        if let Some(edits) = self.edits.as_deref_mut() {
+            edits.due.clear();
+            edits.wheel.advance(minute, &mut edits.due);
+        }
         self.processed = minute;
         let Some(slot) = minute.start() else { return };
         // By id, which is the order of each group's first rank: groups of one job (all of them,
@@ -463,6 +981,11 @@ impl Scheduler {
         self.due_jobs.clear();
         let mut late = late;
         let due_groups = &self.due_groups;
+        // Ranks an edit took out: handed out by their group, but not dispatched.
+        let dead: &[u64] = match self.edits.as_deref() {
+            Some(edits) if edits.any_dead => &edits.dead,
+            _ => &[],
+        };
         // The first groups' records and dense expressions (the loop below asks ahead for the
         // rest; a small minute is all head). What a record leads to is asked for only in the
         // loop, once the record has arrived: reading it here would wait for it.
@@ -498,6 +1021,9 @@ impl Scheduler {
                 None => self.due_jobs.extend_from_slice(members),
                 Some((now, skips)) => {
                     for &rank in members {
+                        if bit(dead, rank) {
+                            continue;
+                        }
                         let spec = &self.jobs[rank as usize];
                         match admit(spec.catchup, window_minutes(spec), minute, next, *now) {
                             Ok(()) => self.due_jobs.push(rank),
@@ -507,7 +1033,7 @@ impl Scheduler {
                 }
             }
             if !file_group(&mut self.wheel, id, next, minute) {
-                self.scheduled -= group.len as usize;
+                self.scheduled -= live_count(members, dead);
             }
         }
         if shared && self.due_groups.len() > 1 {
@@ -515,13 +1041,50 @@ impl Scheduler {
             // id order, hand out their ranks in order.) Ranks are distinct: stability is moot.
             self.due_jobs.sort_unstable();
         }
+        if !dead.is_empty() {
+            self.due_jobs.retain(|&rank| !bit(dead, rank));
+        }
         debug_assert!(self.due_jobs.is_sorted(), "ranks out of dispatch order");
         let jobs = &self.jobs;
-        out.extend(self.due_jobs.iter().map(|&rank| Dispatch {
+        let base = |rank: u32| Dispatch {
             // Ranks index `jobs` (see `Scheduler::new`).
             spec: JobRef {
                 table: Arc::clone(jobs),
                 index: rank,
+            },
+            scheduled_at: slot,
+            lease: None,
+        };
+        let edits = match self.edits.as_deref_mut() {
+            Some(edits) if !edits.due.is_empty() => edits,
+            _ => {
+                out.extend(self.due_jobs.iter().map(|&rank| base(rank)));
+                return;
+            }
+        };
+        self.scheduled -= edits.run_due(minute, slot, late);
+        // Merge the due solo jobs (in dispatch order) into the ranks.
+        let solo = |id: u32| edits.solos[id as usize].as_ref();
+        let mut solos = edits.due_solos.iter().filter_map(|&id| solo(id)).peekable();
+        for &rank in &self.due_jobs {
+            let spec = &jobs[rank as usize];
+            let key = (DispatchOrder::of(spec), spec.name.as_str());
+            while let Some(s) = solos.next_if(|s| (s.order, s.spec().name.as_str()) < key) {
+                out.push(Dispatch {
+                    spec: JobRef {
+                        table: Arc::clone(&s.table),
+                        index: 0,
+                    },
+                    scheduled_at: slot,
+                    lease: None,
+                });
+            }
+            out.push(base(rank));
+        }
+        out.extend(solos.map(|s| Dispatch {
+            spec: JobRef {
+                table: Arc::clone(&s.table),
+                index: 0,
             },
             scheduled_at: slot,
             lease: None,
@@ -531,7 +1094,10 @@ impl Scheduler {
     /// The longest `catchupWindow` of the scheduled jobs, in minutes: slots older than this are
     /// skipped by every job's rule, so [`skip_until`](Self::skip_until) may jump over them.
     pub fn longest_window(&self) -> i64 {
-        self.longest_window
+        match &self.edits {
+            None => self.longest_window,
+            Some(edits) => edits.windows.keys().next_back().copied().unwrap_or(0),
+        }
     }
 
     /// Skips every slot up to and including `until` without dispatching, counting them per job in
@@ -544,26 +1110,37 @@ impl Scheduler {
         self.due_groups.clear();
         self.wheel.advance(until, &mut self.due_groups);
         self.processed = until;
+        let dead: &[u64] = match self.edits.as_deref() {
+            Some(edits) if edits.any_dead => &edits.dead,
+            _ => &[],
+        };
         for &(id, at) in &self.due_groups {
             let group = &self.groups[id.0 as usize];
             let expr = &self.exprs[id.0 as usize];
-            let mut cursor = at;
-            let mut counted = 1;
-            while counted < cap {
-                match next_minute(expr, cursor) {
-                    Some(next) if next <= until => {
-                        counted += 1;
-                        cursor = next;
-                    }
-                    _ => break,
-                }
-            }
-            for &rank in members_of(&self.members, group) {
+            let counted = slots_until(expr, at, until, cap);
+            let members = members_of(&self.members, group);
+            for &rank in members.iter().filter(|&&r| !bit(dead, r)) {
                 skips.add(&self.jobs[rank as usize].name, SkipReason::Window, counted);
             }
             let next = next_minute(expr, until);
             if !file_group(&mut self.wheel, id, next, until) {
-                self.scheduled -= group.len as usize;
+                self.scheduled -= live_count(members, dead);
+            }
+        }
+        let Some(edits) = self.edits.as_deref_mut() else {
+            return;
+        };
+        edits.due.clear();
+        edits.wheel.advance(until, &mut edits.due);
+        for &(JobId(id), at) in &edits.due {
+            let Some(solo) = edits.solos.get(id as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            let counted = slots_until(&solo.expr, at, until, cap);
+            skips.add(&solo.spec().name, SkipReason::Window, counted);
+            let next = next_minute(&solo.expr, until);
+            if !file_group(&mut edits.wheel, JobId(id), next, until) {
+                self.scheduled -= 1;
             }
         }
     }
@@ -606,6 +1183,11 @@ impl Rebuilt {
     /// this was compiled: they are skipped here, as they were handed out by `running` already.
     pub fn install(self, running: &mut Scheduler) -> Option<Scheduler> {
         match self.scheduler {
+            None if running.edits.is_some() => {
+                // The jobs in force, which the diff was taken against, are the new schedule
+                // already; the edited state holds them (its base is another schedule).
+                None
+            }
             None => {
                 running.schedule = self.schedule;
                 None
@@ -895,7 +1477,381 @@ mod tests {
             })
     }
 
+    /// A job of the edit tests: a generated row, then its payload version, catch-up rule and
+    /// window (indices).
+    type EditRow = (JobRow, u8, u8, u8);
+
+    /// A schedule with these jobs.
+    fn edit_schedule<'a>(rows: impl IntoIterator<Item = &'a EditRow>) -> Schedule {
+        const CRONS: [&str; 8] = [
+            "* * * * *",
+            "*/7 * * * *",
+            "0 * * * *",
+            "30 * * * *",
+            "*/15 * * * *",
+            "5,10 * * * *",
+            "0 13 * * *",
+            "59 23 31 12 *",
+        ];
+        const ZONES: [&str; 2] = ["UTC", "Asia/Kolkata"];
+        const RULES: [&str; 3] = ["all", "latest", "none"];
+        const WINDOWS: [&str; 3] = ["5m", "1h", "3h"];
+        let entries: Vec<String> = rows
+            .into_iter()
+            .map(|((name, priority, cron, zone, enabled), payload, rule, window)| {
+                format!(
+                    r#"{{"jobName":"{name}","priority":{priority},"job":"run {name} v{payload}","cronTime":"{}","timezone":"{}","enabled":{enabled},"catchup":"{}","catchupWindow":"{}"}}"#,
+                    CRONS[*cron], ZONES[*zone], RULES[*rule as usize], WINDOWS[*window as usize]
+                )
+            })
+            .collect();
+        let json = format!(r#"{{"jobs":[{}]}}"#, entries.join(","));
+        parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap()
+    }
+
+    /// The one job of `row`.
+    fn edit_job(row: &EditRow) -> Job {
+        edit_schedule([row]).jobs.remove(0)
+    }
+
+    fn row(name: &str, priority: i32, cron: usize, enabled: bool, payload: u8) -> EditRow {
+        (
+            (name.to_string(), priority, cron, 0, enabled),
+            payload,
+            0,
+            1,
+        )
+    }
+
+    /// (minute offset from `start`, name, payload) of each dispatch.
+    fn fired(out: &[Dispatch], start: Minute) -> Vec<(i64, String, String)> {
+        out.iter()
+            .map(|d| {
+                let minute = Minute::containing(d.scheduled_at).0 - start.0;
+                (minute, d.spec.name.clone(), d.spec.job.clone())
+            })
+            .collect()
+    }
+
+    fn run_for(scheduler: &mut Scheduler, minutes: i64) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        for _ in 0..minutes {
+            let next = scheduler.processed().next();
+            scheduler.run_minute(next, &mut out);
+        }
+        out
+    }
+
+    /// An added job fires from the first minute after `processed`, in dispatch order among the
+    /// base jobs of its minute; a removed one never fires again; a payload change keeps the
+    /// next run and a new `cronTime` moves it.
+    #[test]
+    fn edits_take_effect_from_the_next_minute_in_dispatch_order() {
+        let start = Minute(29_000_040); // a whole hour
+        let mut s = Scheduler::new(
+            edit_schedule(&[row("b", 0, 0, true, 0), row("d", 0, 0, true, 0)]),
+            start,
+        );
+        assert_eq!(s.edit_count(), 0);
+        assert_eq!(s.upsert(edit_job(&row("c", 0, 0, true, 0))), Edited::Added);
+        assert_eq!(s.upsert(edit_job(&row("a", 1, 0, true, 0))), Edited::Added);
+        let out = run_for(&mut s, 1);
+        let names: Vec<_> = fired(&out, start).into_iter().map(|f| f.1).collect();
+        assert_eq!(names, ["a", "b", "c", "d"], "priority, then name");
+        assert!(s.remove("b"));
+        assert!(!s.remove("b"), "removed already");
+        assert_eq!(
+            s.upsert(edit_job(&row("c", 0, 0, true, 1))),
+            Edited::Changed
+        );
+        // `d` every minute -> every 15 minutes: its next run moves to minute 15.
+        assert_eq!(
+            s.upsert(edit_job(&row("d", 0, 4, true, 0))),
+            Edited::Changed
+        );
+        assert_eq!(s.next_run("d"), Some(Minute(start.0 + 15)));
+        assert_eq!(s.next_run("c"), Some(Minute(start.0 + 2)));
+        assert_eq!(s.next_run("b"), None);
+        assert_eq!(s.edit_count(), 5);
+        let out = run_for(&mut s, 1);
+        assert_eq!(
+            fired(&out, start),
+            [
+                (2, "a".to_string(), "run a v0".to_string()),
+                (2, "c".to_string(), "run c v1".to_string()),
+            ]
+        );
+        assert_eq!((s.len(), s.scheduled()), (3, 3));
+    }
+
+    /// The same settings again change nothing; a disabled job is held but never fires, and
+    /// enabling it schedules it.
+    #[test]
+    fn an_unchanged_upsert_moves_nothing_and_a_disabled_job_is_held_but_never_fires() {
+        let start = Minute(29_000_000);
+        let mut s = Scheduler::new(edit_schedule(&[row("a", 0, 0, true, 0)]), start);
+        let before = Arc::clone(s.job("a").unwrap());
+        assert_eq!(
+            s.upsert(edit_job(&row("a", 0, 0, true, 0))),
+            Edited::Unchanged
+        );
+        assert!(Arc::ptr_eq(s.job("a").unwrap(), &before), "kept as it was");
+        assert_eq!(s.edit_count(), 0, "nothing changed");
+        assert_eq!(
+            s.upsert(edit_job(&row("a", 0, 0, false, 0))),
+            Edited::Changed
+        );
+        assert_eq!(s.upsert(edit_job(&row("z", 0, 0, false, 0))), Edited::Added);
+        assert_eq!((s.len(), s.scheduled()), (2, 0));
+        assert!(!s.job("z").unwrap().enabled);
+        assert!(run_for(&mut s, 3).is_empty(), "disabled jobs never fire");
+        assert_eq!(s.next_run("a"), None);
+        assert_eq!(
+            s.upsert(edit_job(&row("z", 0, 0, true, 0))),
+            Edited::Changed
+        );
+        let out = run_for(&mut s, 1);
+        assert_eq!(
+            fired(&out, start),
+            [(4, "z".to_string(), "run z v0".to_string())]
+        );
+        let mut names: Vec<_> = s.jobs().map(|(spec, _)| spec.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["a", "z"]);
+    }
+
+    /// A replaced or removed solo job's settings are freed (only the dispatches made from it
+    /// keep them), and its id is reused without the old entry firing.
+    #[test]
+    fn a_replaced_solo_job_is_freed_and_its_id_reused_without_firing() {
+        let start = Minute(29_000_000);
+        let mut s = Scheduler::new(Schedule::default(), start);
+        let v1 = edit_job(&row("a", 0, 4, true, 0)); // every 15 minutes
+        let held = Arc::clone(&v1.spec);
+        s.upsert(v1);
+        s.upsert(edit_job(&row("a", 0, 2, true, 1))); // hourly
+        assert_eq!(Arc::strong_count(&held), 1, "v1 still referenced");
+        assert!(s.remove("a"));
+        s.upsert(edit_job(&row("b", 0, 0, true, 0)));
+        s.upsert(edit_job(&row("b", 0, 0, true, 1)));
+        let out = run_for(&mut s, 16);
+        assert!(fired(&out, start)
+            .iter()
+            .all(|(_, name, job)| name == "b" && job == "run b v1"));
+        assert_eq!(out.len(), 16);
+    }
+
+    /// A reload of an edited scheduler is diffed against the jobs in force, not against the
+    /// schedule the scheduler was first built from.
+    #[test]
+    fn a_reload_after_edits_is_diffed_against_the_jobs_in_force() {
+        let start = Minute(29_000_040);
+        let a = row("a", 0, 0, true, 0);
+        let b = row("b", 0, 0, true, 0);
+        let c = row("c", 0, 4, true, 0);
+        let mut s = Scheduler::new(edit_schedule(&[a.clone(), b.clone()]), start);
+        s.upsert(edit_job(&c));
+        s.remove("b");
+        let diff = s.apply(edit_schedule(&[a.clone(), c.clone()]));
+        assert!(diff.is_empty(), "{diff:?}");
+        assert_eq!(s.next_run("c"), Some(Minute(start.0 + 15)));
+        let diff = s.apply(edit_schedule(&[a.clone(), b.clone()]));
+        assert_eq!(
+            (diff.added, diff.removed),
+            (vec!["b".to_string()], vec!["c".to_string()])
+        );
+        assert_eq!(s.edit_count(), 0, "rebuilt");
+        let out = run_for(&mut s, 1);
+        let names: Vec<_> = fired(&out, start).into_iter().map(|f| f.1).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    fn edit_row() -> impl Strategy<Value = EditRow> {
+        (
+            "[ab]{1,2}|report-region-eu-west-[0-9]",
+            -1i32..2,
+            0usize..8,
+            0usize..2,
+            prop::bool::weighted(0.8),
+            0u8..2,
+            0u8..3,
+            0u8..3,
+        )
+            .prop_map(
+                |(name, priority, cron, zone, enabled, payload, rule, window)| {
+                    ((name, priority, cron, zone, enabled), payload, rule, window)
+                },
+            )
+    }
+
+    /// How time moves between edits.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// `run_minute`, each minute in its own minute.
+        OnTime(i64),
+        /// `run_minute_at` for the next minutes, handed out `lag` minutes after the last.
+        Late(i64, i64),
+        /// `skip_until` that many minutes on, counting at most `cap` slots per job.
+        Skip(i64, u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1i64..40).prop_map(Step::OnTime),
+            (1i64..10, 0i64..240).prop_map(|(n, lag)| Step::Late(n, lag)),
+            (1i64..400, 1u64..4).prop_map(|(n, cap)| Step::Skip(n, cap)),
+        ]
+    }
+
+    /// Everything a reader can ask a scheduler, which must be the same for an edited one and
+    /// one built fresh from its jobs in force.
+    fn check_same_state(
+        edited: &Scheduler,
+        fresh: &Scheduler,
+        names: &BTreeMap<String, EditRow>,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(edited.processed(), fresh.processed());
+        prop_assert_eq!(edited.len(), names.len());
+        prop_assert_eq!(fresh.len(), names.len());
+        prop_assert_eq!(edited.scheduled(), fresh.scheduled());
+        prop_assert_eq!(edited.longest_window(), fresh.longest_window());
+        let mut held: Vec<JobSpec> = edited.jobs().map(|(s, _)| (**s).clone()).collect();
+        let mut want: Vec<JobSpec> = fresh.jobs().map(|(s, _)| (**s).clone()).collect();
+        held.sort_by(|a, b| a.name.cmp(&b.name));
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        prop_assert_eq!(held, want);
+        for name in names
+            .keys()
+            .map(String::as_str)
+            .chain(["nope", "report-region-eu-west-"])
+        {
+            prop_assert_eq!(edited.job(name), fresh.job(name), "job {}", name);
+            prop_assert_eq!(
+                edited.next_run(name),
+                fresh.next_run(name),
+                "next run of {}",
+                name
+            );
+        }
+        for limit in [1, 3, 50] {
+            let runs = |s: &Scheduler| {
+                s.upcoming(limit)
+                    .into_iter()
+                    .map(|(at, spec)| (at, (*spec).clone()))
+                    .collect::<Vec<_>>()
+            };
+            prop_assert_eq!(runs(edited), runs(fresh), "upcoming({})", limit);
+        }
+        // A lower bound of the first due minute, never before the next minute.
+        let due = edited.next_due();
+        prop_assert!(due.is_none_or(|d| d > edited.processed()));
+        if let Some(first) = fresh.next_due() {
+            prop_assert!(
+                due.is_some_and(|d| d <= first),
+                "next_due {:?} > {:?}",
+                due,
+                first
+            );
+        }
+        Ok(())
+    }
+
     proptest! {
+        /// After any edits at any minutes, the edited scheduler hands out exactly what a scheduler
+        /// built fresh from the jobs in force at the same minute hands out (in time, in catch-up
+        /// with each job's rule and window, and through `skip_until`), in the same order, and
+        /// answers every question the same way; on time, that is also the per-job oracle's.
+        #[test]
+        fn an_edited_scheduler_behaves_as_one_built_from_its_jobs(
+            initial in prop::collection::btree_map(
+                "[ab]{1,2}|report-region-eu-west-[0-9]",
+                edit_row(),
+                0..12,
+            ),
+            plan in prop::collection::vec(
+                (prop::collection::vec((0u8..6, edit_row()), 0..4), step()),
+                1..12,
+            ),
+            start_offset in 0i64..1_440,
+        ) {
+            let mut names: BTreeMap<String, EditRow> = initial
+                .into_iter()
+                .map(|(name, mut row)| {
+                    row.0 .0 = name.clone();
+                    (name, row)
+                })
+                .collect();
+            // 2026-12-31 00:00 UTC plus an offset: the yearly job's minute is reachable.
+            let start = Minute(29_977_920 + start_offset);
+            let mut edited = Scheduler::new(edit_schedule(names.values()), start);
+            for (ops, step) in plan {
+                for (kind, new) in ops {
+                    let name = new.0 .0.clone();
+                    let current = names.get(&name).cloned();
+                    let row = match (kind, &current) {
+                        (3, _) => {
+                            prop_assert_eq!(edited.remove(&name), current.is_some());
+                            names.remove(&name);
+                            continue;
+                        }
+                        // The same settings again.
+                        (4, Some(current)) => current.clone(),
+                        // Only the payload changes.
+                        (5, Some(current)) => {
+                            let mut row = current.clone();
+                            row.1 = 1 - row.1;
+                            row
+                        }
+                        _ => new,
+                    };
+                    let want = match &current {
+                        None => Edited::Added,
+                        Some(old) if *old == row => Edited::Unchanged,
+                        Some(_) => Edited::Changed,
+                    };
+                    prop_assert_eq!(edited.upsert(edit_job(&row)), want, "upsert of {:?}", row);
+                    names.insert(name, row);
+                }
+                let schedule = edit_schedule(names.values());
+                let mut fresh = Scheduler::new(schedule.clone(), edited.processed());
+                check_same_state(&edited, &fresh, &names)?;
+                let from = edited.processed();
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                let (mut got_skips, mut want_skips) = (Skips::default(), Skips::default());
+                match step {
+                    Step::OnTime(minutes) => {
+                        let naive = expected_minutes(&schedule, from, Minute(from.0 + minutes));
+                        for m in from.0 + 1..=from.0 + minutes {
+                            got.clear();
+                            want.clear();
+                            edited.run_minute(Minute(m), &mut got);
+                            fresh.run_minute(Minute(m), &mut want);
+                            prop_assert_eq!(&got, &want, "minute {}", m);
+                            let names: Vec<(i32, String)> = got
+                                .iter()
+                                .map(|d| (d.spec.priority, d.spec.name.clone()))
+                                .collect();
+                            prop_assert_eq!(names, naive.get(&m).cloned().unwrap_or_default());
+                        }
+                    }
+                    Step::Late(minutes, lag) => {
+                        let now = Minute(from.0 + minutes + lag);
+                        for m in from.0 + 1..=from.0 + minutes {
+                            edited.run_minute_at(Minute(m), now, &mut got, &mut got_skips);
+                            fresh.run_minute_at(Minute(m), now, &mut want, &mut want_skips);
+                        }
+                    }
+                    Step::Skip(minutes, cap) => {
+                        edited.skip_until(Minute(from.0 + minutes), cap, &mut got_skips);
+                        fresh.skip_until(Minute(from.0 + minutes), cap, &mut want_skips);
+                    }
+                }
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(got_skips, want_skips);
+                check_same_state(&edited, &fresh, &names)?;
+            }
+        }
+
         /// The key plus the tie-break orders exactly like (priority descending, name).
         #[test]
         fn dispatch_order_sorts_like_priority_then_name(

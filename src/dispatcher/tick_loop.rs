@@ -548,6 +548,13 @@ impl TickLoop {
             .shards
             .iter()
             .map(|(shard, run)| {
+                // The file mode never edits a scheduler job by job, so its schedule is the jobs in
+                // force and a reload may be compiled against it (see `Scheduler::schedule`).
+                debug_assert_eq!(
+                    run.scheduler.edit_count(),
+                    0,
+                    "shard {shard}: a file reload against an edited scheduler"
+                );
                 (
                     *shard,
                     Arc::clone(run.scheduler.schedule()),

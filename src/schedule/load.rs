@@ -342,9 +342,9 @@ struct Names<'a> {
     hasher: std::collections::hash_map::RandomState,
 }
 
-/// The identity "hash" of a key that is a hash already.
+/// The identity "hash" of a key that is a hash already (also the scheduler's name index's).
 #[derive(Default)]
-struct HashedAlready(u64);
+pub(crate) struct HashedAlready(u64);
 
 impl Hasher for HashedAlready {
     fn finish(&self) -> u64 {

@@ -79,8 +79,9 @@ pub struct Pauses {
 struct Strangers {
     /// The state topic's partition count; `None`: not in a group, no check.
     shards: Option<u32>,
-    /// Per shard: the table version and schedule last checked.
-    checked: BTreeMap<u32, (u64, usize)>,
+    /// Per shard: the table version and jobs last checked (the scheduler's schedule and its
+    /// edit count: an upsert or remove changes the jobs under the same schedule).
+    checked: BTreeMap<u32, (u64, (usize, u64))>,
     /// (key, at) of the records logged, of the table in use.
     logged: BTreeSet<(String, DateTime<Utc>)>,
     /// How many were found.
@@ -132,7 +133,10 @@ impl Pauses {
         let Some(shards) = self.strangers.shards else {
             return;
         };
-        let schedule = Arc::as_ptr(scheduler.schedule()) as usize;
+        let schedule = (
+            Arc::as_ptr(scheduler.schedule()) as usize,
+            scheduler.edit_count(),
+        );
         if self.strangers.checked.get(&shard) == Some(&(self.version, schedule)) {
             return;
         }
@@ -153,10 +157,8 @@ impl Pauses {
             }
             let names = names.get_or_insert_with(|| {
                 scheduler
-                    .schedule()
-                    .jobs
-                    .iter()
-                    .map(|j| j.spec.name.as_str())
+                    .jobs()
+                    .map(|(spec, _)| spec.name.as_str())
                     .collect()
             });
             if names.contains(job) || !self.strangers.logged.insert((job.to_string(), record.at)) {
@@ -266,29 +268,27 @@ impl Pauses {
         let appended = out.len();
         for (record, end) in &ends {
             let mut sent = 0;
-            for job in &scheduler.schedule().jobs {
-                if !job.spec.enabled || record.job.as_ref().is_some_and(|j| *j != job.spec.name) {
+            for (spec, expr) in scheduler.jobs() {
+                if !spec.enabled || record.job.as_ref().is_some_and(|j| *j != spec.name) {
                     continue;
                 }
                 // Still paused by another record: that one's end decides.
-                if table.pausing(&job.spec.name, slot).is_some() {
+                if table.pausing(&spec.name, slot).is_some() {
                     continue;
                 }
-                for scheduled_at in paused_slots_sent(&job.spec, &job.expr, record, *end, at) {
+                for scheduled_at in paused_slots_sent(spec, expr, record, *end, at) {
                     out.push(Dispatch {
-                        spec: Arc::clone(&job.spec).into(),
+                        spec: Arc::clone(spec).into(),
                         scheduled_at,
                         lease: None,
                     });
                     sent += 1;
                 }
             }
-            let reached = record.job.is_none()
-                || scheduler
-                    .schedule()
-                    .jobs
-                    .iter()
-                    .any(|j| Some(&j.spec.name) == record.job.as_ref());
+            let reached = record
+                .job
+                .as_ref()
+                .is_none_or(|job| scheduler.job(job).is_some());
             if reached {
                 info!(
                     message = if record.paused { "pause ended (--until reached)" } else { "pause ended (resumed)" },
@@ -376,6 +376,49 @@ mod tests {
         alone.refresh(std::iter::empty());
         alone.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
         assert_eq!(alone.strangers(), 0);
+    }
+
+    /// Pauses see the jobs in force, not the schedule the scheduler was built from: a job an edit
+    /// took out is a stranger from the next minute, and a job an edit put in is no stranger and
+    /// gets its paused slots when its pause ends.
+    #[test]
+    fn pauses_see_the_jobs_that_edits_put_in_and_take_out() {
+        let mut scheduler = Scheduler::new(
+            schedule(r#"{"jobs":[{"jobName":"a","job":"x","cronTime":"* * * * *"}]}"#),
+            Minute::containing(at(0, 0)),
+        );
+        let follower = ControlFollower::manual();
+        let mut table = PauseTable::default();
+        table.apply("a", Some(pause(Some("a"), at(0, 0), None)));
+        let p = pause(Some("new"), at(0, 30), None);
+        table.apply("new", Some(p.clone()));
+        follower.publish(table.clone());
+        let mut pauses = Pauses::new(follower.clone()).with_shard_count(1);
+        pauses.refresh(std::iter::empty());
+        let mut out = Vec::new();
+        let minute = Minute::containing(at(1, 0));
+        pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 1, "`new` is no job yet");
+        let new = schedule(r#"{"jobs":[{"jobName":"new","job":"y","cronTime":"* * * * *"}]}"#)
+            .jobs
+            .remove(0);
+        scheduler.upsert(new);
+        assert!(scheduler.remove("a"));
+        let minute = Minute::containing(at(2, 0));
+        pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(pauses.strangers(), 2, "`a` is no job any more");
+        let r = resume(&p, at(3, 20), false);
+        table.apply("new", Some(r.clone()));
+        follower.publish(table);
+        pauses.refresh(std::iter::empty());
+        let minute = r.ends_in().unwrap();
+        out.clear();
+        let effect = pauses.apply_minute(0, minute, minute, &scheduler, &mut out, 0);
+        assert_eq!(effect.resumed, 3, "the paused slots 10:01, 10:02, 10:03");
+        assert!(out
+            .iter()
+            .all(|d| d.spec.name == "new" && d.spec.job == "y"));
+        assert_eq!(pauses.strangers(), 2);
     }
 
     /// The slots a pause's end sends, against a walk written out by hand: every-5-minutes job,

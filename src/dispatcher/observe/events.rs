@@ -552,12 +552,10 @@ mod tests {
             }
             // The oracle: every job's own next run (a scan), sorted the way dispatch orders them.
             let mut expected: Vec<(Minute, i32, String)> = s
-                .schedule()
-                .jobs
-                .iter()
-                .filter_map(|j| {
-                    s.next_run(&j.spec.name)
-                        .map(|at| (at, -j.spec.priority, j.spec.name.clone()))
+                .jobs()
+                .filter_map(|(spec, _)| {
+                    s.next_run(&spec.name)
+                        .map(|at| (at, -spec.priority, spec.name.clone()))
                 })
                 .collect();
             expected.sort();

@@ -363,7 +363,7 @@ impl Member {
                     let at = run.scheduler.processed();
                     run.lease = Some(Lease::new(shard, at));
                     if let (Some(topic), Some(applied)) = (self.topic.as_mut(), applied) {
-                        topic.resume(shard, applied, run.scheduler.schedule().jobs.len() as u64);
+                        topic.resume(shard, applied, run.scheduler.len() as u64);
                     }
                     tick_loop.insert_shard(shard, run);
                 }

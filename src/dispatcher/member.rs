@@ -337,7 +337,9 @@ impl Member {
         // When this member gives shards up for good (another member joined), its kept shards are
         // compiled again from the file too: their jobs sit interleaved with the freed ones on the
         // heap, and only a fresh load lets the memory of the given-up shards go back to the OS.
-        let shrinking = parked.keys().any(|s| !assigned.contains(s));
+        // In the topic mode the kept shards are not read again: a takeover reads only the
+        // partitions of the shards new to this member.
+        let shrinking = self.topic.is_none() && parked.keys().any(|s| !assigned.contains(s));
         if shrinking {
             parked.clear();
             return_freed_memory();

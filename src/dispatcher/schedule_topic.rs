@@ -511,4 +511,3 @@ impl Reader {
         }
     }
 }
-

@@ -91,6 +91,16 @@ fn an_upsert_and_a_delete_reach_the_owner_and_a_bad_record_leaves_the_last_good_
     );
     member.wait_log("taking over a shard", Duration::from_secs(90));
     let http = http_addr_in_log(&member.log, Duration::from_secs(10));
+    // Ready: the schedule is the topic, every owned shard read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(&format!("http://{http}/readyz"));
+        if code == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {body}");
+        (0..25).for_each(|_| pause());
+    }
     // Two whole minutes on the first versions, then the changes, written mid-minute.
     let changed_at = drill.wait_minutes(2, 30);
     write_jobs(

@@ -430,9 +430,24 @@ impl Member {
             match loaded {
                 Ok(loaded) => {
                     self.waiting_error = None;
+                    if let Some(topic) = &self.topic {
+                        self.observer.schedule_topic_read(
+                            true,
+                            format!("{}: every owned shard read", topic.name()),
+                        );
+                    }
                     loaded
                 }
                 Err(reason) => {
+                    if let Some(topic) = &self.topic {
+                        self.observer.schedule_topic_read(
+                            false,
+                            format!(
+                                "{}: shards {shards:?} cannot be read: {reason}",
+                                topic.name()
+                            ),
+                        );
+                    }
                     // Once per distinct problem, not once per tick.
                     if self.waiting_error.as_deref() != Some(reason.as_str()) {
                         error!(message = "cannot start the assigned shards; retrying every tick", why = what, shards = ?shards, error = %reason);

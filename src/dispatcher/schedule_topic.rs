@@ -132,6 +132,11 @@ impl TopicSchedule {
         )
     }
 
+    /// The topic.
+    pub(super) fn name(&self) -> &str {
+        &self.topic
+    }
+
     /// Reads `shards`' partitions from their start to their high watermarks (all at once): each
     /// shard's jobs in force and the offset to follow it from.
     pub(super) async fn load(

@@ -219,6 +219,10 @@ async fn run_in_group(
                 follower.run(token).await;
                 Ok(())
             });
+            observer.schedule_topic_read(
+                true,
+                format!("{name}: no shard owned yet (each owned shard's partition is read at its takeover)"),
+            );
             (Some(topic), Some(edits))
         }
         None => (None, None),

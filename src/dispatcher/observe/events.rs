@@ -64,6 +64,14 @@ impl Observer {
         });
     }
 
+    /// Topic mode: the schedule is the topic `topic`; `ok`: every owned shard's partition is read
+    /// (`detail` says what, or why not).
+    pub fn schedule_topic_read(&self, ok: bool, detail: impl Into<String>) {
+        if self.on {
+            self.health.set(check::SCHEDULE, ok, detail);
+        }
+    }
+
     /// A changed schedule file was loaded and swapped in.
     pub fn reload_ok(&self, md5: &str, took: Duration) {
         if !self.on {

@@ -35,6 +35,7 @@ use crate::wire::schedule::{Changed, VIA_APPLY};
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// The schedule file (the format `cronq validate` checks).
+    #[arg(value_name = "FILE", env = "CRONQ_SCHEDULE")]
     pub path: PathBuf,
     /// Print the plan and write nothing (no topic is created either).
     #[arg(long, env = "CRONQ_APPLY_DRY_RUN")]

@@ -12,6 +12,8 @@
 //! thousand records a second: it, not the client, is the limit of both runs.
 //!
 //! `cargo bench --bench apply` measures 100 000 jobs, 3 rounds (`APPLY_JOBS`, `APPLY_ROUNDS`);
+//! `APPLY_BROKER=host:port` runs against a broker started by hand instead (e.g. `tansu broker
+//! --storage-engine memory://tansu/` from a tansu built with `dynostore`, see docs/performance.md);
 //! `cargo test --benches` runs a 2 000-job smoke pass.
 
 #[path = "common/mod.rs"]
@@ -210,8 +212,16 @@ fn main() {
     let full = full_run();
     let jobs = env_count("APPLY_JOBS", if full { 100_000 } else { 2_000 });
     let rounds = env_count("APPLY_ROUNDS", if full { 3 } else { 1 }).max(1);
-    let broker = Broker::start();
-    let address = broker.address();
+    // A broker of the caller's (`APPLY_BROKER=host:port`, e.g. a tansu on its memory engine), or
+    // the test broker.
+    let (_broker, address) = match std::env::var("APPLY_BROKER") {
+        Ok(address) => (None, address),
+        Err(_) => {
+            let broker = Broker::start();
+            let address = broker.address();
+            (Some(broker), address)
+        }
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let text = schedule_json(jobs, Mix::Realistic, SEED);
     let file = dir.path().join("all.json");
@@ -226,7 +236,12 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "apply on tansu (sqlite): {} jobs, {SHARDS} shards, {rounds} rounds, load {}",
+        "apply on {}: {} jobs, {SHARDS} shards, {rounds} rounds, load {}",
+        if _broker.is_some() {
+            "the test broker (tansu, sqlite)".to_string()
+        } else {
+            address.clone()
+        },
         fmt_count(jobs),
         load_average()
     );

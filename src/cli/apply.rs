@@ -341,7 +341,8 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         tracing::info!(message = "read the schedule topic", topic = %topic, partitions = shards, jobs = latest.len(), elapsed_ms = reading.elapsed().as_millis() as u64);
         let plan = Plan::new(jobs, &latest, source, args.prune);
         drop(latest);
-        let mut out = std::io::stdout().lock();
+        // Buffered: stdout is line-buffered, and a plan may have a million lines.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for line in plan.to_string().lines() {
             writeln!(out, "{}", escape_controls(line))?;
         }

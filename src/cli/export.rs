@@ -122,7 +122,7 @@ pub(super) fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
     match &args.output {
         Some(path) => write_file(path, &text)?,
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for line in text.lines() {
                 writeln!(out, "{}", escape_controls(line))?;
             }

@@ -438,6 +438,13 @@ fn export_gives_back_the_jobs_in_force_as_a_file_validate_accepts() {
         exported.keys().cloned().collect::<Vec<_>>(),
         "one job per line, sorted by name:\n{text}"
     );
+    let stdout = setup.cronq(&["export"]);
+    assert!(stdout.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&stdout.stdout),
+        text,
+        "stdout carries the same file as --output"
+    );
     let validate = Command::new(CRONQ)
         .args(["validate", path.to_str().unwrap()])
         .output()

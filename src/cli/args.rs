@@ -44,6 +44,30 @@ impl KafkaArgs {
     }
 }
 
+/// The dispatcher group and its state topic (`run`, `apply`): the state topic's partitions are the
+/// group's shards, and the schedule topic `<group>.schedule` has as many.
+#[derive(Debug, Args, Clone)]
+pub struct GroupArgs {
+    /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
+    #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
+    pub group: String,
+    /// The group's state topic (one partition per shard, cursors in it); default `<group>.state`.
+    #[arg(long, env = "CRONQ_STATE_TOPIC", value_parser = kafka_topic)]
+    pub state_topic: Option<String>,
+    /// Shards of a state topic cronq creates (an existing topic's partition count wins; 1-10000).
+    #[arg(long, env = "CRONQ_SHARDS", default_value_t = 12, value_parser = |s: &str| whole::<u32>(s, 1, 10_000))]
+    pub shards: u32,
+}
+
+impl GroupArgs {
+    /// `--state-topic`, or `<group>.state`.
+    pub fn state_topic(&self) -> String {
+        self.state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.state", self.group))
+    }
+}
+
 /// What a schedule file may hold (`run` and `validate`): a file over a limit is refused with the
 /// file, job and field named.
 #[derive(Debug, Args, Clone)]

@@ -1,11 +1,11 @@
 //! The command line: `cronq run | worker | tail | validate | next | explain | status | trigger |
-//! pause | resume`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
+//! pause | resume | apply | export`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
 //! (`90s`, `1h`). stdout carries only data so it can be piped; logs and errors go to stderr.
 //!
 //! ```text
 //! main ─► Cli::parse ─► init_tracing ─► run ─► one file per command: run, worker, tail, status,
 //!                                              trigger, pause (and resume), next (and explain),
-//!                                              validate
+//!                                              validate, apply, export
 //!                                                │ flags they share, value parsers: args
 //!                                                │ the runtime and the signal token: runtime
 //!                                                ▼ what goes wrong, and its exit status: error
@@ -15,8 +15,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apply;
 mod args;
 mod error;
+mod export;
 mod next;
 mod pause;
 mod run;
@@ -27,8 +29,10 @@ mod trigger;
 mod validate;
 mod worker;
 
-pub use args::{KafkaArgs, ScheduleLimitArgs};
+pub use apply::ApplyArgs;
+pub use args::{GroupArgs, KafkaArgs, ScheduleLimitArgs};
 pub use error::CliError;
+pub use export::ExportArgs;
 pub use next::{ExplainArgs, NextArgs};
 pub use pause::{ControlArgs, PauseArgs, ResumeArgs, UntilArg};
 pub use run::RunArgs;
@@ -90,6 +94,12 @@ pub enum Command {
     /// `all` within 1h) decides about the paused slots, as about slots missed in downtime:
     /// --drop-missed sends none of them. Prints the control record written.
     Resume(ResumeArgs),
+    /// Write a schedule file into the group's schedule topic `<group>.schedule`: check it, print
+    /// the plan (added, changed field by field, removed), write only the difference (acks=all).
+    Apply(ApplyArgs),
+    /// Write the group's schedule topic out as a schedule file: the jobs in force, one per line,
+    /// sorted by name.
+    Export(ExportArgs),
 }
 
 /// `--log-format`.
@@ -137,5 +147,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Trigger(args) => trigger::run(args),
         Command::Pause(args) => pause::pause(args),
         Command::Resume(args) => pause::resume(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

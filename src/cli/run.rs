@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::args::{
     bounded, grace_duration, hostname_pid, kafka_topic, parse_instant, session_duration, whole,
-    KafkaArgs, ScheduleLimitArgs,
+    GroupArgs, KafkaArgs, ScheduleLimitArgs,
 };
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
@@ -62,15 +62,9 @@ pub struct RunArgs {
     /// before the producers (a full delay queue makes the loop wait, nothing is dropped; 1-100000000).
     #[arg(long, env = "CRONQ_DELAY_CAPACITY", default_value_t = 1_000_000, value_parser = |s: &str| whole::<u32>(s, 1, 100_000_000))]
     pub delay_capacity: u32,
-    /// The dispatcher group: every `cronq run` with the same group and brokers shares the schedule.
-    #[arg(long, env = "CRONQ_GROUP", default_value = "cronq-dispatchers")]
-    pub group: String,
-    /// The group's state topic (one partition per shard, cursors in it); default `<group>.state`.
-    #[arg(long, env = "CRONQ_STATE_TOPIC", value_parser = kafka_topic)]
-    pub state_topic: Option<String>,
-    /// Shards of a state topic cronq creates (an existing topic's partition count wins; 1-10000).
-    #[arg(long, env = "CRONQ_SHARDS", default_value_t = 12, value_parser = |s: &str| whole::<u32>(s, 1, 10_000))]
-    pub shards: u32,
+    /// The dispatcher group, its state topic and shards.
+    #[command(flatten)]
+    pub group: GroupArgs,
     /// How long a silent member keeps its shards before the group moves them (1s-30m).
     #[arg(long, env = "CRONQ_SESSION_TIMEOUT", default_value = "10s", value_parser = session_duration)]
     pub session_timeout: Duration,
@@ -221,18 +215,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     // Dry runs print what would be sent and never join the group.
     let group = (!args.dry_run).then(|| GroupConfig {
-        state_topic: args
-            .state_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}.state", args.group)),
-        group: args.group.clone(),
-        shards: args.shards,
+        state_topic: args.group.state_topic(),
+        group: args.group.group.clone(),
+        shards: args.group.shards,
         replication_factor: args.replication_factor,
         session_timeout: args.session_timeout,
         owner: args.member_id.clone().unwrap_or_else(hostname_pid),
         schedule_topic: args
             .schedule_topic
-            .then(|| crate::store::topic_name(&args.group)),
+            .then(|| crate::store::topic_name(&args.group.group)),
     });
     let observer = (args.http != Listen::Off).then(|| {
         let mode = match &group {

@@ -139,7 +139,7 @@ pub fn load(path: &Path, options: LoadOptions) -> Result<(Schedule, Digest), Loa
 /// Reads the file unless it is larger than `max` bytes. The size is checked before reading, and
 /// the read stops after `max + 1` bytes (a file that grows meanwhile, a pipe), so a huge file never
 /// ends up in memory.
-fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),

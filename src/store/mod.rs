@@ -29,6 +29,8 @@ use crate::schedule::load::check_entries;
 use crate::schedule::{Job, LoadOptions, ShardFilter};
 use crate::wire::schedule::{key_name, Changed, ScheduleRecord};
 
+pub mod plan;
+
 /// The schedule topic of `group`.
 pub fn topic_name(group: &str) -> String {
     format!("{group}.schedule")
@@ -378,19 +380,39 @@ pub async fn latest(
     Ok(jobs)
 }
 
+/// A job in force: its last version that passes the checks.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    /// The job, checked.
+    pub job: Job,
+    /// The entry as the record writes it (what `export` writes back out).
+    pub spec: Box<RawValue>,
+    /// Who changed it.
+    pub changed: Changed,
+    /// The record's partition.
+    pub partition: i32,
+    /// The record's offset: the job's version.
+    pub offset: i64,
+}
+
 /// Every job in force in the topic, by name: the last version of each that passes the checks
 /// (what a dispatcher owning every shard would run), with its record; and every rejected record.
+/// `progress` is told each partition's records read so far.
 pub async fn in_force(
     client: &Client,
     topic: &str,
     shards: u32,
     options: &LoadOptions,
-) -> Result<(BTreeMap<String, (Job, Changed, i64)>, Vec<Rejected>), StoreError> {
+    mut progress: impl FnMut(i32, u64),
+) -> Result<(BTreeMap<String, InForce>, Vec<Rejected>), StoreError> {
     let mut jobs = BTreeMap::new();
     let mut rejected = Vec::new();
     for partition in 0..shards as i32 {
         let pc = partition_client(client, topic, partition).await?;
+        let mut read = 0u64;
         read_to_end(&pc, topic, None, |records| {
+            read += records.len() as u64;
+            progress(partition, read);
             for edit in edits(partition, records, shards, options) {
                 match edit {
                     Edit::Upsert {
@@ -398,7 +420,24 @@ pub async fn in_force(
                         job,
                         changed,
                     } => {
-                        jobs.insert(job.spec.name.clone(), (job, changed, offset));
+                        // The checked job came from this record: its spec decodes.
+                        let spec = records
+                            .binary_search_by_key(&offset, |r| r.offset)
+                            .ok()
+                            .and_then(|i| records[i].record.value.as_deref())
+                            .and_then(|v| ScheduleRecord::decode(v).ok())
+                            .map(|r| r.spec);
+                        let Some(spec) = spec else { continue };
+                        jobs.insert(
+                            job.spec.name.clone(),
+                            InForce {
+                                job,
+                                spec,
+                                changed,
+                                partition,
+                                offset,
+                            },
+                        );
                     }
                     Edit::Delete { name, .. } => {
                         jobs.remove(&name);

@@ -448,7 +448,7 @@ fn main() {
 
     // 5. A takeover: one member stops; the others read its shards.
     if procs.len() > 1 {
-        let leaving = procs.remove(0);
+        let mut leaving = procs.remove(0);
         let before: Vec<usize> = procs
             .iter()
             .map(|m| {
@@ -464,6 +464,8 @@ fn main() {
         unsafe {
             libc::kill(leaving.child.id() as libc::pid_t, libc::SIGTERM);
         }
+        // A clean handover: it finishes its minute, writes its cursors and leaves the group.
+        let _ = leaving.child.wait();
         drop(leaving);
         let deadline = Instant::now() + Duration::from_secs(600);
         while live(&procs) != Some(shards as usize) {

@@ -2065,3 +2065,110 @@ fn quickstart_shows_results_and_a_dead_letter_and_stops_everything_it_started() 
     }
     qs.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes, topic mode: deploy/kubernetes/topic-mode/ (the schedule in Kafka)
+
+fn topic_mode_docs() -> Vec<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/kubernetes/topic-mode"))
+        .expect("deploy/kubernetes/topic-mode")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .flat_map(|f| yaml_docs(&f).into_iter().map(move |d| (f.clone(), d)))
+        .collect()
+}
+
+#[test]
+fn the_topic_mode_manifests_hold_no_schedule_and_apply_it_from_a_job() {
+    let docs = topic_mode_docs();
+    let files: BTreeSet<PathBuf> = docs.iter().map(|(f, _)| f.clone()).collect();
+    let validator = venv_tool("kubernetes-validate");
+    for version in ["1.29", "1.37"] {
+        let out = Command::new(&validator)
+            .args(["--strict", "--kubernetes-version", version])
+            .args(&files)
+            .output()
+            .expect("run kubernetes-validate");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {version}:\n{text}"
+        );
+        for (file, doc) in &docs {
+            let passed = format!(
+                "{} passed for resource {}/{}",
+                file.display(),
+                kind_of(doc).to_lowercase(),
+                name_of(doc)
+            );
+            assert!(
+                text.contains(&passed),
+                "not validated ({version}): {passed}\n{text}"
+            );
+        }
+    }
+    assert!(
+        docs.iter().all(|(_, d)| kind_of(d) != "ConfigMap"),
+        "the topic mode keeps no schedule in a ConfigMap"
+    );
+    // The settings both read: the cronq-kafka ConfigMap of ../config.yaml.
+    let kafka: Vec<(String, Option<String>)> = kube_docs()
+        .iter()
+        .find(|(_, d)| kind_of(d) == "ConfigMap" && name_of(d) == "cronq-kafka")
+        .map(|(_, d)| labels(get(d, &["data"])))
+        .expect("cronq-kafka in deploy/kubernetes/config.yaml")
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    let mut roles = BTreeSet::new();
+    for (file, doc) in &docs {
+        let pod = match kind_of(doc).as_str() {
+            "Deployment" | "Job" => get(doc, &["spec", "template", "spec"]),
+            _ => continue,
+        };
+        let c = &get(pod, &["containers"]).as_sequence().expect("containers")[0];
+        let args = strings(get(c, &["args"]));
+        let line = CommandLine {
+            origin: format!("{}: {}", relative(file), name_of(doc)),
+            args: args.clone(),
+            env: kafka.clone(),
+        };
+        check_command_line(&line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            get(pod, &["securityContext", "runAsNonRoot"]),
+            &Value::Bool(true)
+        );
+        match (kind_of(doc).as_str(), args[0].as_str()) {
+            ("Deployment", "run") => {
+                assert!(args.iter().any(|a| a == "--schedule-topic"), "{args:?}");
+                assert!(flag_value(&args, "--schedule").is_none(), "{args:?}");
+                assert!(pod.get("volumes").is_none(), "no schedule volume");
+            }
+            ("Job", "apply") => {
+                // The file it applies is the example schedule the image carries, and valid.
+                assert_eq!(args[1], image_path_of("examples/schedule.json"));
+                let out = Command::new(CRONQ)
+                    .arg("validate")
+                    .arg(repo().join("examples/schedule.json"))
+                    .output()
+                    .expect("validate");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            (kind, cmd) => panic!("{}: a {kind} runs `cronq {cmd}`", relative(file)),
+        }
+        roles.insert(args[0].clone());
+    }
+    assert_eq!(
+        roles,
+        BTreeSet::from(["apply".to_string(), "run".to_string()])
+    );
+}

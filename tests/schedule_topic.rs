@@ -117,7 +117,24 @@ fn an_upsert_and_a_delete_reach_the_owner_and_a_bad_record_leaves_the_last_good_
     let stopped = drill.wait_minutes(3, 10);
     let (_, status) = http_get(&format!("http://{http}/status.json"));
     let (_, metrics) = http_get(&format!("http://{http}/metrics"));
+    let page = browser_dom(&format!("http://{http}/"));
+    let (_, group) = group_status(&address, &topic, drill);
     member.terminate();
+    // The page (in a real browser) and `cronq status` show each shard's place in the topic.
+    assert!(page.contains("Schedule topic"), "{page}");
+    assert!(page.contains("61 is out of range"), "{page}");
+    let positions: Vec<&serde_json::Value> = group["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["scheduleTopic"])
+        .collect();
+    let sum = |key: &str| -> u64 { positions.iter().map(|p| p[key].as_u64().unwrap()).sum() };
+    assert_eq!(
+        (sum("jobs"), sum("rejected"), sum("offset")),
+        (2, 1, 6),
+        "cronq status: {group}"
+    );
 
     let got = dispatches(&address, &topic);
     with_logs(&[&member], || {

@@ -573,19 +573,17 @@ impl Member {
             .iter()
             .filter_map(|(shard, run)| run.lease.as_ref().map(|l| (*shard, Arc::clone(l))))
             .collect();
-        cursor_writer::lock(&self.book).own(leases, self.generation);
+        let mut book = cursor_writer::lock(&self.book);
+        book.own(leases, self.generation);
+        if let Some(topic) = &self.topic {
+            book.set_topic(topic.positions());
+        }
     }
 
     /// Tells the watchdog and the cursor writer what this member owns and runs.
     pub(super) fn publish(&self, tick_loop: &TickLoop, md5: &str) {
         self.sync_book(tick_loop);
-        {
-            let mut book = cursor_writer::lock(&self.book);
-            book.set_md5(md5);
-            if let Some(topic) = &self.topic {
-                book.set_topic(topic.positions());
-            }
-        }
+        cursor_writer::lock(&self.book).set_md5(md5);
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.owned = tick_loop.shards().keys().copied().collect();
         if view.md5 != md5 {

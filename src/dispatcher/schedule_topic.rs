@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use rskafka::client::partition::PartitionClient;
 use rskafka::client::Client;
+use rskafka::record::RecordAndOffset;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -323,16 +324,17 @@ async fn load_shard(
 ) -> Result<(HashMap<String, Job>, i64, u64), StoreError> {
     let started = Instant::now();
     let pc = store::partition_client(client, topic, shard as i32).await?;
-    let mut batches = Vec::new();
-    let next =
-        store::read_to_end(&pc, topic, None, |records| batches.push(records.to_vec())).await?;
-    let records: usize = batches.iter().map(Vec::len).sum();
-    // The checks are CPU work: the blocking pool does them, not the runtime's workers.
+    let mut reader = store::ToEnd::start(&pc, topic, None).await?;
+    // Each batch is checked on the blocking pool (CPU work) while the next one is fetched; at most
+    // two batches wait, so a large partition is never held whole as raw records.
+    let (batches, mut to_check) = mpsc::channel::<Vec<RecordAndOffset>>(2);
     let topic_name = topic.to_string();
-    let folded = tokio::task::spawn_blocking(move || {
+    let folding = tokio::task::spawn_blocking(move || {
         let mut jobs: HashMap<String, Job> = HashMap::new();
         let mut rejected = 0u64;
-        for batch in batches {
+        let mut records = 0usize;
+        while let Some(batch) = to_check.blocking_recv() {
+            records += batch.len();
             for edit in store::edits(shard as i32, &batch, shards, &options) {
                 match edit {
                     Edit::Upsert { job, .. } => {
@@ -348,10 +350,21 @@ async fn load_shard(
                 }
             }
         }
-        (jobs, rejected)
-    })
-    .await;
-    let (jobs, rejected) = folded.map_err(|e| StoreError::Io {
+        (jobs, rejected, records)
+    });
+    let read = async {
+        while let Some(batch) = reader.next(&pc, topic).await? {
+            if batches.send(batch).await.is_err() {
+                break;
+            }
+        }
+        drop(batches);
+        Ok::<_, StoreError>(reader.offset())
+    };
+    let next = read.await;
+    let folded = folding.await;
+    let next = next?;
+    let (jobs, rejected, records) = folded.map_err(|e| StoreError::Io {
         what: "checking",
         topic: topic.to_string(),
         partition: shard as i32,

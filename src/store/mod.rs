@@ -303,28 +303,73 @@ pub async fn read_to_end(
     from: Option<i64>,
     mut batch: impl FnMut(&[RecordAndOffset]),
 ) -> Result<i64, StoreError> {
-    let partition = pc.partition();
-    let err = |e: rskafka::client::error::Error| io_error("reading", topic, partition, &e);
-    let mut offset = match from {
-        Some(o) => o,
-        None => pc.get_offset(OffsetAt::Earliest).await.map_err(err)?,
-    };
-    let high = pc.get_offset(OffsetAt::Latest).await.map_err(err)?;
-    while offset < high {
-        let (records, _) = pc
-            .fetch_records(offset, 1..FETCH_BYTES, 0)
-            .await
-            .map_err(err)?;
-        let records: Vec<RecordAndOffset> =
-            records.into_iter().filter(|r| r.offset >= offset).collect();
-        let Some(last) = records.last() else {
-            // Nothing readable left below the watermark (aborted or compacted away).
-            break;
-        };
-        offset = last.offset + 1;
+    let mut reader = ToEnd::start(pc, topic, from).await?;
+    while let Some(records) = reader.next(pc, topic).await? {
         batch(&records);
     }
-    Ok(offset.max(high))
+    Ok(reader.offset())
+}
+
+/// A read of one partition up to the high watermark it had when the read started, a fetched
+/// batch at a time (for a reader that hands batches on as they come).
+#[derive(Debug)]
+pub struct ToEnd {
+    offset: i64,
+    high: i64,
+}
+
+impl ToEnd {
+    /// From `from` (the partition's first record when `None`) to its high watermark now.
+    pub async fn start(
+        pc: &PartitionClient,
+        topic: &str,
+        from: Option<i64>,
+    ) -> Result<ToEnd, StoreError> {
+        let partition = pc.partition();
+        let err = |e: rskafka::client::error::Error| io_error("reading", topic, partition, &e);
+        let offset = match from {
+            Some(o) => o,
+            None => pc.get_offset(OffsetAt::Earliest).await.map_err(err)?,
+        };
+        let high = pc.get_offset(OffsetAt::Latest).await.map_err(err)?;
+        Ok(ToEnd { offset, high })
+    }
+
+    /// The next batch; `None` at the end.
+    pub async fn next(
+        &mut self,
+        pc: &PartitionClient,
+        topic: &str,
+    ) -> Result<Option<Vec<RecordAndOffset>>, StoreError> {
+        if self.offset >= self.high {
+            return Ok(None);
+        }
+        let partition = pc.partition();
+        let (records, _) = pc
+            .fetch_records(self.offset, 1..FETCH_BYTES, 0)
+            .await
+            .map_err(|e| io_error("reading", topic, partition, &e))?;
+        let records: Vec<RecordAndOffset> = records
+            .into_iter()
+            .filter(|r| r.offset >= self.offset)
+            .collect();
+        match records.last() {
+            Some(last) => {
+                self.offset = last.offset + 1;
+                Ok(Some(records))
+            }
+            None => {
+                // Nothing readable left below the watermark (aborted or compacted away).
+                self.offset = self.high;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Where a follower goes on from: after the last record read (the watermark at the end).
+    pub fn offset(&self) -> i64 {
+        self.offset.max(self.high)
+    }
 }
 
 /// A job's newest record as the topic holds it (what `apply` diffs against and `export` writes).

@@ -149,6 +149,10 @@ pub struct Membership {
 /// long; the process exits anyway and the group notices through the session timeout.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the membership thread waits in the consumer's poll: rebalance events end the wait at
+/// once, so this only bounds how soon it sees a command (leave, rejoin), at two wakeups a second.
+const MEMBER_POLL: Duration = Duration::from_millis(500);
+
 struct MemberContext {
     events: mpsc::Sender<GroupEvent>,
     handover_timeout: Duration,
@@ -209,8 +213,13 @@ impl ConsumerContext for MemberContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // Membership only: the state topic is read with rskafka, so the consumer fetches
+            // nothing (an idle member would otherwise long-poll every assigned partition).
+            if let Err(e) = consumer.pause(tpl) {
+                debug!(message = "cannot pause the group consumer's fetches", error = %e);
+            }
             let _ = self
                 .events
                 .blocking_send(GroupEvent::Assigned(shards_of(tpl)));
@@ -306,8 +315,8 @@ fn membership_thread(
             continue;
         };
         // The state topic's records are read with rskafka; the consumer only keeps membership
-        // (its fetches of our own cursor records are dropped).
-        if let Some(Err(e)) = member.poll(Duration::from_millis(100)) {
+        // (its assigned partitions are paused: it fetches nothing).
+        if let Some(Err(e)) = member.poll(MEMBER_POLL) {
             debug!(message = "group consumer", error = %e);
         }
         match inbox.try_recv() {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -372,6 +373,14 @@ impl Member {
                 None => fresh.push((shard, cursor)),
             }
         }
+        // Shards given up for good (the topic mode keeps the others compiled) are dropped off the
+        // loop, and their memory goes back to the OS then, not when the heap happens to shrink.
+        if !parked.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                drop(parked);
+                return_freed_memory();
+            });
+        }
         self.waiting = fresh;
         self.start_waiting(tick_loop).await;
         let owned: Vec<u32> = tick_loop.shards().keys().copied().collect();
@@ -458,12 +467,36 @@ impl Member {
             };
         let now = Minute::containing(self.clock.now());
         let waiting = std::mem::take(&mut self.waiting);
-        for (shard, read) in waiting {
-            let part = parts.remove(&shard).unwrap_or_default();
-            let start = self.start_of(shard, &read, &part, now);
+        // Each shard's Scheduler is built on the blocking pool, as many at once as there are
+        // cores, off the service loop.
+        let builds: Vec<_> = waiting
+            .into_iter()
+            .map(|(shard, read)| {
+                let part = parts.remove(&shard).unwrap_or_default();
+                let start = self.start_of(shard, &read, &part, now);
+                (shard, read, start, part)
+            })
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let built: Vec<_> = futures_util::stream::iter(builds)
+            .map(|(shard, read, start, part)| async move {
+                let built = tokio::task::spawn_blocking(move || Scheduler::new(part, start)).await;
+                (shard, read, start, built)
+            })
+            .buffered(cores)
+            .collect()
+            .await;
+        for (shard, read, start, built) in built {
+            let scheduler = match built {
+                Ok(scheduler) => scheduler,
+                Err(e) => {
+                    error!(message = "building a shard's scheduler failed; trying again at the next tick", shard, error = %e);
+                    self.waiting.push((shard, read));
+                    continue;
+                }
+            };
             let cursor = read.cursor;
             let behind = now.0 - start.0;
-            let scheduler = Scheduler::new(part, start);
             self.observer.took_over();
             info!(
                 message = "taking over a shard",
@@ -485,6 +518,9 @@ impl Member {
                 topic.follow(shard, *next);
             }
         }
+        // Reading and checking the shards freed as much again as they keep (records, batches,
+        // check tables): without this, glibc holds it for good.
+        let _ = tokio::task::spawn_blocking(return_freed_memory).await;
         self.sync_book(tick_loop);
     }
 

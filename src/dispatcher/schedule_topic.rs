@@ -5,7 +5,7 @@
 //!  takeover of shard s ──► load(s): partition s read from its start to the high watermark,
 //!                          records checked on the blocking pool ──► Schedule ──► Scheduler::new
 //!                      └─► follow(s, from): the follower task fetches partition s on from there
-//!  follower (one task, every followed partition) ──► ShardEdits ──► the service loop ──► apply():
+//!  follower (one librdkafka consumer, every followed partition) ──► ShardEdits ──► the service loop ──► apply():
 //!                          Upsert ─► Scheduler::upsert   Delete ─► Scheduler::remove
 //!                          Rejected ─► logged with its offset, counted; the job's last good version stays
 //!  revoke of shard s ──► unfollow(s): edits of its old epoch are dropped on arrival
@@ -17,23 +17,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
 use futures_util::future::join_all;
-use rskafka::client::partition::PartitionClient;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use rskafka::client::Client;
-use rskafka::record::RecordAndOffset;
+use rskafka::record::{Record, RecordAndOffset};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::observe::{Observer, ShardTopicRow};
 use super::tick_loop::TickLoop;
-use crate::kafka::{describe, Backoff};
-use crate::schedule::{Job, LoadOptions, Schedule};
+use crate::kafka::{Connection, KafkaContext};
+use crate::schedule::{Job, LoadOptions, Schedule, SharedExprs};
 use crate::store::{self, Edit, Rejected, StoreError};
 use crate::wire::cursor::TopicPosition;
 
-/// How long a follower's fetch waits for new records.
-const FOLLOW_WAIT: Duration = Duration::from_millis(250);
+/// How long the follower waits for a record before it looks at the shards it follows again (a
+/// record ends the wait at once).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// The most records the follower takes in one round.
+const FOLLOW_BATCH: usize = 10_000;
 
 /// How many rejected records a member logs one by one per shard; it counts the rest.
 const REJECTED_LOGGED: u64 = 10;
@@ -80,19 +87,16 @@ pub(super) struct TopicSchedule {
     observer: Arc<Observer>,
 }
 
-/// The follower task's half.
+/// The follower's half: one librdkafka consumer without a group, its partitions assigned by hand,
+/// so that every followed partition is read by one fetch request per broker (an idle member makes
+/// a few requests a second, however many shards it owns).
 pub(super) struct Follower {
-    read: Reader,
-    follow: watch::Receiver<BTreeMap<u32, Follow>>,
-    out: mpsc::Sender<ShardEdits>,
-}
-
-/// What a fetch needs.
-struct Reader {
-    client: Arc<Client>,
+    consumer: BaseConsumer<KafkaContext>,
     topic: String,
     shards: u32,
     options: LoadOptions,
+    follow: watch::Receiver<BTreeMap<u32, Follow>>,
+    out: mpsc::Sender<ShardEdits>,
 }
 
 impl TopicSchedule {
@@ -100,24 +104,32 @@ impl TopicSchedule {
     /// receiver of the follower's edits.
     pub(super) fn new(
         client: Arc<Client>,
+        kafka: &Connection,
         topic: String,
         shards: u32,
         options: LoadOptions,
         observer: Arc<Observer>,
-    ) -> (TopicSchedule, Follower, mpsc::Receiver<ShardEdits>) {
+    ) -> Result<(TopicSchedule, Follower, mpsc::Receiver<ShardEdits>), StoreError> {
+        // Every shard's batches, read and followed, share one set of compiled expressions.
+        let mut options = options;
+        options
+            .expressions
+            .get_or_insert_with(|| Arc::new(SharedExprs::default()));
         let (follow_tx, follow_rx) = watch::channel(BTreeMap::new());
         let (out, edits) = mpsc::channel(64);
+        let consumer = kafka
+            .schedule_follower(&topic)
+            .create_with_context(kafka.context("schedule topic follower"))
+            .map_err(|e| StoreError::Follower(e.to_string()))?;
         let follower = Follower {
-            read: Reader {
-                client: Arc::clone(&client),
-                topic: topic.clone(),
-                shards,
-                options: options.clone(),
-            },
+            consumer,
+            topic: topic.clone(),
+            shards,
+            options: options.clone(),
             follow: follow_rx,
             out,
         };
-        (
+        Ok((
             TopicSchedule {
                 client,
                 topic,
@@ -130,7 +142,7 @@ impl TopicSchedule {
             },
             follower,
             edits,
-        )
+        ))
     }
 
     /// The topic.
@@ -383,149 +395,125 @@ async fn load_shard(
     Ok((jobs, next, rejected))
 }
 
-/// One followed partition.
-struct Followed {
-    follow: Follow,
-    pc: Option<PartitionClient>,
-    offset: i64,
-    backoff: Backoff,
-    failing: bool,
-    retry_at: Option<tokio::time::Instant>,
-}
-
 impl Follower {
-    /// Follows the partitions the member asks for until `token` is cancelled.
-    pub(super) async fn run(mut self, token: CancellationToken) {
-        let mut followed: BTreeMap<u32, Followed> = BTreeMap::new();
-        loop {
-            let wanted = self.follow.borrow_and_update().clone();
-            followed.retain(|s, f| wanted.get(s) == Some(&f.follow));
-            for (shard, follow) in wanted {
-                followed.entry(shard).or_insert_with(|| Followed {
-                    follow,
-                    pc: None,
-                    offset: follow.from,
-                    backoff: Backoff::new(Duration::from_millis(100)),
-                    failing: false,
-                    retry_at: None,
-                });
-            }
-            if followed.is_empty() {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    changed = self.follow.changed() => if changed.is_err() { return },
-                }
-                continue;
-            }
-            let now = tokio::time::Instant::now();
-            let fetches = followed
-                .iter_mut()
-                .filter(|(_, f)| f.retry_at.is_none_or(|at| at <= now))
-                .map(|(&shard, f)| self.read.fetch(shard, f));
-            let round = join_all(fetches);
-            let results = tokio::select! {
-                _ = token.cancelled() => return,
-                results = round => results,
-                // A change of the owned shards starts a new round at once.
-                changed = self.follow.changed() => {
-                    if changed.is_err() {
-                        return;
+    /// Follows the partitions the member asks for until `token` is cancelled, on a thread of its
+    /// own (librdkafka's consumer is polled in a blocking call).
+    pub(super) async fn run(self, token: CancellationToken) {
+        let topic = self.topic.clone();
+        let ended = tokio::task::spawn_blocking(move || self.follow(&token)).await;
+        if let Err(e) = ended {
+            error!(message = "the schedule topic follower failed", topic = %topic, error = %e);
+        }
+    }
+
+    fn follow(mut self, token: &CancellationToken) {
+        let mut assigned: BTreeMap<u32, Follow> = BTreeMap::new();
+        // The offset each followed shard expects next: a record below it is one already applied.
+        let mut next: BTreeMap<u32, i64> = BTreeMap::new();
+        let mut failing = false;
+        while !token.is_cancelled() {
+            match self.follow.has_changed() {
+                Ok(true) => {
+                    let wanted = self.follow.borrow_and_update().clone();
+                    if wanted != assigned {
+                        match self.assign(&wanted) {
+                            Ok(()) => {
+                                next = wanted
+                                    .iter()
+                                    .map(|(&s, f)| {
+                                        let at = match (assigned.get(&s), next.get(&s)) {
+                                            (Some(old), Some(&n)) if old == f => n,
+                                            _ => f.from,
+                                        };
+                                        (s, at)
+                                    })
+                                    .collect();
+                                assigned = wanted;
+                            }
+                            Err(e) => {
+                                // Tried again at the next round.
+                                warn!(message = "cannot assign the schedule topic's partitions to its follower; retrying", topic = %self.topic, error = %e);
+                                // The poll below waits before the next try.
+                                self.follow.mark_changed();
+                            }
+                        }
                     }
-                    continue;
                 }
-            };
-            let mut any = false;
-            for batch in results.into_iter().flatten() {
-                any = true;
-                if self.out.send(batch).await.is_err() {
-                    return;
-                }
+                Ok(false) => {}
+                Err(_) => return, // the member is gone
             }
-            if !any {
-                // A broker that answers an empty fetch at once (or partitions waiting out a
-                // backoff) must not make this spin.
-                let next_retry = followed.values().filter_map(|f| f.retry_at).min();
-                let wait = next_retry.map_or(FOLLOW_WAIT, |at| {
-                    at.saturating_duration_since(tokio::time::Instant::now())
-                        .min(FOLLOW_WAIT)
-                });
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                    changed = self.follow.changed() => if changed.is_err() { return },
+            // The first record waits up to FOLLOW_POLL; those already fetched are taken at once.
+            let mut batches: BTreeMap<u32, Vec<RecordAndOffset>> = BTreeMap::new();
+            let mut wait = FOLLOW_POLL;
+            for _ in 0..FOLLOW_BATCH {
+                match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        if failing {
+                            info!(message = "reading the schedule topic again", topic = %self.topic);
+                            failing = false;
+                        }
+                        let Ok(shard) = u32::try_from(m.partition()) else {
+                            continue;
+                        };
+                        if m.topic() != self.topic
+                            || next.get(&shard).is_none_or(|&n| m.offset() < n)
+                        {
+                            continue; // not followed (any more), or applied already
+                        }
+                        let timestamp = m
+                            .timestamp()
+                            .to_millis()
+                            .and_then(DateTime::from_timestamp_millis)
+                            .unwrap_or_default();
+                        batches.entry(shard).or_default().push(RecordAndOffset {
+                            record: Record {
+                                key: m.key().map(<[u8]>::to_vec),
+                                value: m.payload().map(<[u8]>::to_vec),
+                                headers: BTreeMap::new(),
+                                timestamp,
+                            },
+                            offset: m.offset(),
+                        });
+                    }
+                    Some(Err(e)) => {
+                        if !failing {
+                            warn!(message = "cannot read the schedule topic; the shards keep their jobs and the reads are retried", topic = %self.topic, error = %e);
+                            failing = true;
+                        }
+                        break;
+                    }
+                }
+                wait = Duration::ZERO;
+            }
+            let fetched = Instant::now();
+            for (shard, records) in batches {
+                let (Some(follow), Some(last)) = (assigned.get(&shard), records.last()) else {
+                    continue;
+                };
+                let after = last.offset + 1;
+                next.insert(shard, after);
+                let edits = store::edits(shard as i32, &records, self.shards, &self.options);
+                let batch = ShardEdits {
+                    shard,
+                    epoch: follow.epoch,
+                    edits,
+                    next: after,
+                    fetched,
+                };
+                if self.out.blocking_send(batch).is_err() {
+                    return;
                 }
             }
         }
     }
-}
 
-impl Reader {
-    /// One fetch of one followed partition; its records checked, or `None` (nothing new, or a
-    /// failure, logged and retried after a backoff).
-    async fn fetch(&self, shard: u32, f: &mut Followed) -> Option<ShardEdits> {
-        let partition = shard as i32;
-        let step = async {
-            let pc = match f.pc.take() {
-                Some(pc) => pc,
-                None => store::partition_client(&self.client, &self.topic, partition).await?,
-            };
-            let fetched = pc
-                .fetch_records(f.offset, 1..(8 << 20), FOLLOW_WAIT.as_millis() as i32)
-                .await;
-            f.pc = Some(pc);
-            fetched.map_err(|e| StoreError::Io {
-                what: "reading",
-                topic: self.topic.clone(),
-                partition,
-                reason: describe(&e),
-            })
-        };
-        match step.await {
-            Ok((records, _high)) => {
-                f.retry_at = None;
-                if f.failing {
-                    info!(message = "reading the schedule topic again", topic = %self.topic, shard);
-                    f.failing = false;
-                }
-                f.backoff.reset();
-                let records: Vec<_> = records
-                    .into_iter()
-                    .filter(|r| r.offset >= f.offset)
-                    .collect();
-                let last = records.last()?.offset;
-                let fetched = Instant::now();
-                let from = f.offset;
-                f.offset = last + 1;
-                let (shards, options) = (self.shards, self.options.clone());
-                let edits = tokio::task::spawn_blocking(move || {
-                    store::edits(partition, &records, shards, &options)
-                })
-                .await;
-                match edits {
-                    Ok(edits) => Some(ShardEdits {
-                        shard,
-                        epoch: f.follow.epoch,
-                        edits,
-                        next: last + 1,
-                        fetched,
-                    }),
-                    Err(e) => {
-                        warn!(message = "checking schedule records failed; reading them again", topic = %self.topic, shard, error = %e);
-                        f.offset = from;
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                f.pc = None;
-                let delay = f.backoff.next_delay();
-                f.retry_at = Some(tokio::time::Instant::now() + delay);
-                if !f.failing {
-                    warn!(message = "cannot read the schedule topic; the shard keeps its jobs and retries", topic = %self.topic, shard, error = %e, retry_in_ms = delay.as_millis() as u64);
-                    f.failing = true;
-                }
-                None
-            }
+    /// Reads exactly `wanted`'s partitions, each from its offset.
+    fn assign(&self, wanted: &BTreeMap<u32, Follow>) -> Result<(), rdkafka::error::KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (&shard, f) in wanted {
+            tpl.add_partition_offset(&self.topic, shard as i32, Offset::Offset(f.from))?;
         }
+        self.consumer.assign(&tpl)
     }
 }

@@ -210,11 +210,12 @@ async fn run_in_group(
         Some(name) => {
             let (topic, follower, edits) = TopicSchedule::new(
                 Arc::clone(&client),
+                &producer_config.kafka,
                 name.clone(),
                 shards,
                 config.load.clone(),
                 observer.clone(),
-            );
+            )?;
             tasks.spawn("the schedule topic follower", |token| async move {
                 follower.run(token).await;
                 Ok(())

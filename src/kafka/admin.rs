@@ -60,19 +60,23 @@ impl TopicError {
     }
 }
 
-/// Creates topics (rdkafka admin client).
+/// Creates topics (rdkafka admin client). The client exists only while a creation runs: an idle
+/// librdkafka client keeps threads that wake several times a second (its queue poller, its broker
+/// and main threads), a cost a long-running dispatcher would pay for the few topics it creates.
 pub struct TopicAdmin {
-    /// `None` once dropped.
-    admin: Option<AdminClient<KafkaContext>>,
+    config: rdkafka::ClientConfig,
+    context: KafkaContext,
 }
 
-/// Closing an rdkafka client joins its threads, and librdkafka's threads wait on deadlines of
-/// the real-time clock: one waiting when the wall clock steps back waits that much longer
-/// (confluentinc/librdkafka#2145; two hours for a step of two hours). The client is closed on a
-/// thread of its own, so that neither a tokio worker nor the process's exit waits for it.
-impl Drop for TopicAdmin {
+/// Closes an admin client on a thread of its own: closing an rdkafka client joins its threads, and
+/// librdkafka's threads wait on deadlines of the real-time clock, so one waiting when the wall
+/// clock steps back waits that much longer (confluentinc/librdkafka#2145; two hours for a step of
+/// two hours). Neither a tokio worker nor the process's exit waits for it.
+struct Closing(Option<AdminClient<KafkaContext>>);
+
+impl Drop for Closing {
     fn drop(&mut self) {
-        if let Some(admin) = self.admin.take() {
+        if let Some(admin) = self.0.take() {
             // Should the thread not start, the client is closed here after all.
             let _ = std::thread::Builder::new()
                 .name("cronq-admin-close".into())
@@ -88,12 +92,15 @@ impl std::fmt::Debug for TopicAdmin {
 }
 
 impl TopicAdmin {
-    /// An admin client on `connection`.
+    /// An admin on `connection`; its settings are checked now (a bad one is an error here), the
+    /// client is made by each [`TopicAdmin::create`].
     pub fn new(connection: &Connection) -> Result<TopicAdmin, rdkafka::error::KafkaError> {
-        let admin = connection
-            .rdkafka()
-            .create_with_context(connection.context("topic admin"))?;
-        Ok(TopicAdmin { admin: Some(admin) })
+        let config = connection.rdkafka();
+        config.create_native_config()?;
+        Ok(TopicAdmin {
+            config,
+            context: connection.context("topic admin"),
+        })
     }
 
     /// Creates each topic of `specs` that does not exist yet. `Ok` lists the topics created now
@@ -118,15 +125,17 @@ impl TopicAdmin {
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(5)));
         let first = specs.first().map_or("", |s| s.name).to_string();
-        // Only `drop` takes the client.
-        let Some(admin) = self.admin.as_ref() else {
-            return Err(TopicError::Unreachable {
-                topic: first,
-                reason: "the admin client is closed".into(),
-            });
-        };
+        let admin: AdminClient<KafkaContext> = self
+            .config
+            .create_with_context(self.context.clone())
+            .map_err(|e| TopicError::Unreachable {
+                topic: first.clone(),
+                reason: format!("cannot make the admin client: {e}"),
+            })?;
+        let mut closing = Closing(None);
+        let client = &*closing.0.insert(admin);
         let results =
-            admin
+            client
                 .create_topics(&topics, &options)
                 .await
                 .map_err(|e| TopicError::Unreachable {

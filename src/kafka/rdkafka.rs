@@ -120,6 +120,23 @@ impl Connection {
         config
     }
 
+    /// A group member's follower of `topic`, the schedule topic: its partitions are assigned by
+    /// hand, from the offsets the member read to (librdkafka wants a `group.id` for that; the
+    /// consumer never joins it nor commits). A compacted-away offset reads from the earliest record
+    /// kept; little is queued ahead, since it follows a tail.
+    pub fn schedule_follower(&self, topic: &str) -> ClientConfig {
+        let mut config = self.rdkafka();
+        config
+            .set("group.id", format!("{topic}.follower"))
+            .set("client.id", "cronq-schedule-follower")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "500")
+            .set("queued.max.messages.kbytes", "8192");
+        config
+    }
+
     /// A dispatcher group member's consumer of the state topic: it only keeps membership (range
     /// assignment: shard = partition), never commits.
     pub fn group_member(&self, group: &str, session_timeout: Duration) -> ClientConfig {

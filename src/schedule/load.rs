@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -113,6 +113,82 @@ pub struct LoadOptions {
     pub max_jobs: usize,
     /// The largest file read (`--max-file-bytes`); a larger one is refused before it is read.
     pub max_file_bytes: u64,
+    /// Expressions compiled by earlier checks, shared with every check given the same options:
+    /// a schedule topic's shards are checked batch by batch, and without it each batch would
+    /// compile its own copy of an expression other batches already hold.
+    pub expressions: Option<Arc<SharedExprs>>,
+}
+
+/// Compiled expressions by zone and text, shared across checks and threads. Held weakly: an
+/// expression no job uses any more is freed, and its entry dropped at the next sweep.
+#[derive(Debug, Default)]
+pub struct SharedExprs {
+    inner: Mutex<SharedInner>,
+}
+
+/// A compiled expression and its text (shared with the jobs that use it).
+pub type CompiledText = (Arc<str>, Result<Arc<CronExpr>, CronError>);
+
+/// The expressions of one zone, by text.
+type WeakZone = (Tz, HashMap<Arc<str>, Weak<CronExpr>>);
+
+#[derive(Debug, Default)]
+struct SharedInner {
+    zones: Vec<WeakZone>,
+    entries: usize,
+    /// Sweep the dead entries when `entries` reaches this.
+    sweep_at: usize,
+}
+
+impl SharedExprs {
+    /// `text` compiled in `tz`: the expression held by another job when there is one, else a new
+    /// compilation (a failed one is not kept).
+    pub fn compile(&self, text: &str, tz: Tz) -> CompiledText {
+        if let Some(found) = self.find(text, tz) {
+            return found;
+        }
+        let shared: Arc<str> = Arc::from(text);
+        let result = CronExpr::parse(&shared, tz).map(Arc::new);
+        let Ok(expr) = &result else {
+            return (shared, result);
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.entries >= inner.sweep_at {
+            for (_, zone) in &mut inner.zones {
+                zone.retain(|_, e| e.strong_count() > 0);
+            }
+            inner.entries = inner.zones.iter().map(|(_, z)| z.len()).sum();
+            inner.sweep_at = (inner.entries * 2).max(1024);
+        }
+        let zone = match inner.zones.iter().position(|(z, _)| *z == tz) {
+            Some(z) => z,
+            None => {
+                inner.zones.push((tz, HashMap::new()));
+                inner.zones.len() - 1
+            }
+        };
+        let in_zone = &mut inner.zones[zone].1;
+        // Another thread may have compiled it meanwhile: the first one kept wins.
+        if let Some((k, e)) = in_zone.get_key_value(text) {
+            if let Some(e) = e.upgrade() {
+                return (Arc::clone(k), Ok(e));
+            }
+        }
+        if in_zone
+            .insert(Arc::clone(&shared), Arc::downgrade(expr))
+            .is_none()
+        {
+            inner.entries += 1;
+        }
+        (shared, result)
+    }
+
+    fn find(&self, text: &str, tz: Tz) -> Option<CompiledText> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, zone) = inner.zones.iter().find(|(z, _)| *z == tz)?;
+        let (k, e) = zone.get_key_value(text)?;
+        Some((Arc::clone(k), Ok(e.upgrade()?)))
+    }
 }
 
 impl Default for LoadOptions {
@@ -124,6 +200,7 @@ impl Default for LoadOptions {
             max_message_bytes: limits::DEFAULT_MAX_MESSAGE_BYTES,
             max_jobs: limits::DEFAULT_MAX_JOBS,
             max_file_bytes: limits::DEFAULT_MAX_FILE_BYTES,
+            expressions: None,
         }
     }
 }
@@ -941,8 +1018,14 @@ impl<'a> Checker<'a> {
                         let (shared, result) = match in_zone.get_key_value(text.as_ref()) {
                             Some((shared, result)) => (Arc::clone(shared), result.clone()),
                             None => {
-                                let shared: Arc<str> = Arc::from(text.as_ref());
-                                let result = CronExpr::parse(&shared, tz).map(Arc::new);
+                                let (shared, result) = match &options.expressions {
+                                    Some(kept) => kept.compile(&text, tz),
+                                    None => {
+                                        let shared: Arc<str> = Arc::from(text.as_ref());
+                                        let result = CronExpr::parse(&shared, tz).map(Arc::new);
+                                        (shared, result)
+                                    }
+                                };
                                 in_zone.insert(Arc::clone(&shared), result.clone());
                                 (shared, result)
                             }
@@ -1156,6 +1239,61 @@ mod tests {
             assert_eq!(job_field(name), Some(k), "{name}");
         }
         assert_eq!(job_field("cronTme"), None);
+    }
+
+    /// Entries checked in separate calls (a topic's batches) share one compiled expression per
+    /// zone and text when the options carry a `SharedExprs`, and only then; an expression no job
+    /// holds any more is compiled anew.
+    #[test]
+    fn checks_given_shared_expressions_share_one_compilation() {
+        let one =
+            RawValue::from_string(r#"{"jobName":"a","job":"x","cronTime":"5 4 * * *"}"#.into())
+                .unwrap();
+        let two =
+            RawValue::from_string(r#"{"jobName":"b","job":"y","cronTime":"5 4 * * *"}"#.into())
+                .unwrap();
+        let other_zone = RawValue::from_string(
+            r#"{"jobName":"c","job":"y","cronTime":"5 4 * * *","timezone":"Europe/Paris"}"#.into(),
+        )
+        .unwrap();
+        let expr = |checked: Vec<EntryCheck>| match checked.into_iter().next() {
+            Some(Ok(job)) => job.expr,
+            other => panic!("not a job: {other:?}"),
+        };
+
+        let alone = LoadOptions::default();
+        let (a, b) = (
+            expr(check_entries(&[&one], &alone)),
+            expr(check_entries(&[&two], &alone)),
+        );
+        assert!(
+            !Arc::ptr_eq(&a, &b),
+            "without SharedExprs each call compiles"
+        );
+
+        let shared = LoadOptions {
+            expressions: Some(Arc::new(SharedExprs::default())),
+            ..LoadOptions::default()
+        };
+        let a = expr(check_entries(&[&one], &shared));
+        let b = expr(check_entries(&[&two], &shared));
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second call reuses the first one's"
+        );
+        let c = expr(check_entries(&[&other_zone], &shared));
+        assert!(!Arc::ptr_eq(&a, &c), "another zone is another expression");
+        assert_eq!(c.tz(), chrono_tz::Europe::Paris);
+
+        drop((a, b));
+        let again = expr(check_entries(&[&one], &shared));
+        assert_eq!(
+            Arc::strong_count(&again),
+            1,
+            "held by this job only: the shared set holds expressions weakly"
+        );
+        let d = expr(check_entries(&[&two], &shared));
+        assert!(Arc::ptr_eq(&again, &d));
     }
 
     /// Two names with one hash are still told apart, and a later copy of either is a duplicate

@@ -11,5 +11,5 @@ pub mod load;
 pub mod record;
 pub mod spec;
 
-pub use load::{load, parse, parse_reusing, LoadError, LoadOptions, Problem};
+pub use load::{load, parse, parse_reusing, LoadError, LoadOptions, Problem, SharedExprs};
 pub use spec::{Catchup, Job, JobSpec, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW};

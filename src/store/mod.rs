@@ -68,6 +68,9 @@ pub enum StoreError {
     /// rdkafka's admin client could not be made.
     #[error("cannot create a Kafka admin client: {0}")]
     Admin(String),
+    /// The consumer that follows the schedule topic could not be made.
+    #[error("cannot create the schedule topic's follower (a Kafka consumer): {0}")]
+    Follower(String),
 }
 
 /// Makes sure `topic` exists (compacted, `shards` partitions), creating it when `create` gives a

@@ -40,8 +40,10 @@ pub struct ControlFollower {
     sync: mpsc::Sender<oneshot::Sender<()>>,
 }
 
-/// How long one fetch waits for a new record when the follower is caught up.
-const FOLLOW_WAIT: Duration = Duration::from_millis(200);
+/// How long one fetch waits for a new record when the follower is caught up (and, with a broker
+/// that answers an empty fetch at once, the pause before the next one): a pause or resume is
+/// seen within about that, and an idle member makes about one request a second for it.
+const FOLLOW_WAIT: Duration = Duration::from_millis(500);
 
 impl ControlFollower {
     /// A follower of `topic` (one partition) through `client`, and the task that follows it (for

@@ -406,114 +406,147 @@ impl Follower {
         }
     }
 
-    fn follow(mut self, token: &CancellationToken) {
-        let mut assigned: BTreeMap<u32, Follow> = BTreeMap::new();
-        // The offset each followed shard expects next: a record below it is one already applied.
-        let mut next: BTreeMap<u32, i64> = BTreeMap::new();
-        let mut failing = false;
-        while !token.is_cancelled() {
-            match self.follow.has_changed() {
-                Ok(true) => {
-                    let wanted = self.follow.borrow_and_update().clone();
-                    if wanted != assigned {
-                        match self.assign(&wanted) {
-                            Ok(()) => {
-                                next = wanted
-                                    .iter()
-                                    .map(|(&s, f)| {
-                                        let at = match (assigned.get(&s), next.get(&s)) {
-                                            (Some(old), Some(&n)) if old == f => n,
-                                            _ => f.from,
-                                        };
-                                        (s, at)
-                                    })
-                                    .collect();
-                                assigned = wanted;
-                            }
-                            Err(e) => {
-                                // Tried again at the next round.
-                                warn!(message = "cannot assign the schedule topic's partitions to its follower; retrying", topic = %self.topic, error = %e);
-                                // The poll below waits before the next try.
-                                self.follow.mark_changed();
-                            }
-                        }
-                    }
-                }
-                Ok(false) => {}
-                Err(_) => return, // the member is gone
-            }
-            // The first record waits up to FOLLOW_POLL; those already fetched are taken at once.
-            let mut batches: BTreeMap<u32, Vec<RecordAndOffset>> = BTreeMap::new();
-            let mut wait = FOLLOW_POLL;
-            for _ in 0..FOLLOW_BATCH {
-                match self.consumer.poll(wait) {
-                    None => break,
-                    Some(Ok(m)) => {
-                        if failing {
-                            info!(message = "reading the schedule topic again", topic = %self.topic);
-                            failing = false;
-                        }
-                        let Ok(shard) = u32::try_from(m.partition()) else {
-                            continue;
-                        };
-                        if m.topic() != self.topic
-                            || next.get(&shard).is_none_or(|&n| m.offset() < n)
-                        {
-                            continue; // not followed (any more), or applied already
-                        }
-                        let timestamp = m
-                            .timestamp()
-                            .to_millis()
-                            .and_then(DateTime::from_timestamp_millis)
-                            .unwrap_or_default();
-                        batches.entry(shard).or_default().push(RecordAndOffset {
-                            record: Record {
-                                key: m.key().map(<[u8]>::to_vec),
-                                value: m.payload().map(<[u8]>::to_vec),
-                                headers: BTreeMap::new(),
-                                timestamp,
-                            },
-                            offset: m.offset(),
-                        });
-                    }
-                    Some(Err(e)) => {
-                        if !failing {
-                            warn!(message = "cannot read the schedule topic; the shards keep their jobs and the reads are retried", topic = %self.topic, error = %e);
-                            failing = true;
-                        }
-                        break;
-                    }
-                }
-                wait = Duration::ZERO;
-            }
-            let fetched = Instant::now();
-            for (shard, records) in batches {
-                let (Some(follow), Some(last)) = (assigned.get(&shard), records.last()) else {
-                    continue;
-                };
-                let after = last.offset + 1;
-                next.insert(shard, after);
-                let edits = store::edits(shard as i32, &records, self.shards, &self.options);
-                let batch = ShardEdits {
-                    shard,
-                    epoch: follow.epoch,
-                    edits,
-                    next: after,
-                    fetched,
-                };
-                if self.out.blocking_send(batch).is_err() {
-                    return;
-                }
-            }
-        }
+    fn follow(self, token: &CancellationToken) {
+        let Follower {
+            consumer,
+            topic,
+            shards,
+            options,
+            mut follow,
+            out,
+        } = self;
+        follow_partitions(
+            &consumer,
+            &topic,
+            shards,
+            &options,
+            &mut follow,
+            &out,
+            token,
+        );
+        crate::kafka::close_apart(consumer);
     }
+}
 
-    /// Reads exactly `wanted`'s partitions, each from its offset.
-    fn assign(&self, wanted: &BTreeMap<u32, Follow>) -> Result<(), rdkafka::error::KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for (&shard, f) in wanted {
-            tpl.add_partition_offset(&self.topic, shard as i32, Offset::Offset(f.from))?;
+/// The follower's loop, until `token` is cancelled or the member is gone.
+fn follow_partitions(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    shards: u32,
+    options: &LoadOptions,
+    follow: &mut watch::Receiver<BTreeMap<u32, Follow>>,
+    out: &mpsc::Sender<ShardEdits>,
+    token: &CancellationToken,
+) {
+    let mut assigned: BTreeMap<u32, Follow> = BTreeMap::new();
+    // The offset each followed shard expects next: a record below it is one already applied.
+    let mut next: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut failing = false;
+    while !token.is_cancelled() {
+        match follow.has_changed() {
+            Ok(true) => {
+                let wanted = follow.borrow_and_update().clone();
+                if wanted != assigned {
+                    // A partition followed on under the same epoch goes on from where it is.
+                    let from: BTreeMap<u32, i64> = wanted
+                        .iter()
+                        .map(|(&s, f)| {
+                            let at = match (assigned.get(&s), next.get(&s)) {
+                                (Some(old), Some(&n)) if old == f => n,
+                                _ => f.from,
+                            };
+                            (s, at)
+                        })
+                        .collect();
+                    match assign(consumer, topic, &from) {
+                        Ok(()) => {
+                            next = from;
+                            assigned = wanted;
+                        }
+                        Err(e) => {
+                            warn!(message = "cannot assign the schedule topic's partitions to its follower; retrying", topic = %topic, error = %e);
+                            // Tried again after the poll below.
+                            follow.mark_changed();
+                        }
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(_) => return, // the member is gone
         }
-        self.consumer.assign(&tpl)
+        // The first record waits up to FOLLOW_POLL; those already fetched are taken at once.
+        let mut batches: BTreeMap<u32, Vec<RecordAndOffset>> = BTreeMap::new();
+        let mut wait = FOLLOW_POLL;
+        for _ in 0..FOLLOW_BATCH {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => {
+                    if failing {
+                        info!(message = "reading the schedule topic again", topic = %topic);
+                        failing = false;
+                    }
+                    let Ok(shard) = u32::try_from(m.partition()) else {
+                        continue;
+                    };
+                    if m.topic() != topic || next.get(&shard).is_none_or(|&n| m.offset() < n) {
+                        continue; // not followed (any more), or applied already
+                    }
+                    let timestamp = m
+                        .timestamp()
+                        .to_millis()
+                        .and_then(DateTime::from_timestamp_millis)
+                        .unwrap_or_default();
+                    batches.entry(shard).or_default().push(RecordAndOffset {
+                        record: Record {
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: m.payload().map(<[u8]>::to_vec),
+                            headers: BTreeMap::new(),
+                            timestamp,
+                        },
+                        offset: m.offset(),
+                    });
+                }
+                Some(Err(e)) => {
+                    if !failing {
+                        warn!(message = "cannot read the schedule topic; the shards keep their jobs and the reads are retried", topic = %topic, error = %e);
+                        failing = true;
+                    }
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        let fetched = Instant::now();
+        for (shard, records) in batches {
+            let (Some(followed), Some(last)) = (assigned.get(&shard), records.last()) else {
+                continue;
+            };
+            let after = last.offset + 1;
+            next.insert(shard, after);
+            let edits = store::edits(shard as i32, &records, shards, options);
+            let batch = ShardEdits {
+                shard,
+                epoch: followed.epoch,
+                edits,
+                next: after,
+                fetched,
+            };
+            if out.blocking_send(batch).is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// Makes `consumer` read exactly `from`'s partitions (shards) of `topic`, each from its offset.
+fn assign(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    from: &BTreeMap<u32, i64>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for (&shard, &offset) in from {
+        tpl.add_partition_offset(topic, shard as i32, Offset::Offset(offset))?;
+    }
+    consumer.assign(&tpl)
 }

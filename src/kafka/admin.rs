@@ -68,19 +68,13 @@ pub struct TopicAdmin {
     context: KafkaContext,
 }
 
-/// Closes an admin client on a thread of its own: closing an rdkafka client joins its threads, and
-/// librdkafka's threads wait on deadlines of the real-time clock, so one waiting when the wall
-/// clock steps back waits that much longer (confluentinc/librdkafka#2145; two hours for a step of
-/// two hours). Neither a tokio worker nor the process's exit waits for it.
+/// An admin client, closed apart ([`close_apart`](super::close_apart)) when dropped.
 struct Closing(Option<AdminClient<KafkaContext>>);
 
 impl Drop for Closing {
     fn drop(&mut self) {
         if let Some(admin) = self.0.take() {
-            // Should the thread not start, the client is closed here after all.
-            let _ = std::thread::Builder::new()
-                .name("cronq-admin-close".into())
-                .spawn(move || drop(admin));
+            super::close_apart(admin);
         }
     }
 }

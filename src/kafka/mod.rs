@@ -127,6 +127,17 @@ impl Connection {
     }
 }
 
+/// Drops an rdkafka client on a thread of its own. Closing a client joins its threads, and
+/// librdkafka's threads wait on deadlines of the real-time clock: one waiting when the wall clock
+/// steps back waits that much longer (confluentinc/librdkafka#2145; two hours for a step of two
+/// hours), and neither a tokio thread nor the process's exit may wait for that. Should the thread
+/// not start, the client is closed here after all.
+pub fn close_apart<T: Send + 'static>(client: T) {
+    let _ = std::thread::Builder::new()
+        .name("cronq-kafka-close".into())
+        .spawn(move || drop(client));
+}
+
 /// Short, human form of an rskafka error (its `Display` includes whole request dumps).
 pub fn describe(e: &RsError) -> String {
     match e {

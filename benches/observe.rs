@@ -12,11 +12,12 @@
 mod common;
 #[path = "common/dispatch.rs"]
 mod dispatch_common;
+#[path = "common/engine.rs"]
+mod engine;
 use dispatch_common::{noon_schedule as bench_schedule, producer_config as config, PARTITIONS};
+use engine::MemoryBroker;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,48 +86,6 @@ async fn run(broker: &str, jobs: usize, observed: bool) -> Duration {
     elapsed
 }
 
-/// A tansu with its memory engine on a free port; killed on drop.
-struct MemoryBroker {
-    port: u16,
-    child: Child,
-}
-
-impl MemoryBroker {
-    fn start(tansu: &str) -> MemoryBroker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {tansu}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{tansu} did not listen");
-            common::pause();
-        }
-        MemoryBroker { port, child }
-    }
-}
-
-impl Drop for MemoryBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What the status page costs at `jobs` jobs spread over 40 320 distinct expressions: the next 50
 /// runs read from the wheel (once a minute), against a scan of every job's next run (what the page
 /// must never do per request).
@@ -190,8 +149,10 @@ fn main() {
     let (_sqlite, _memory, broker, engine);
     match std::env::var("TANSU_MEMORY") {
         Ok(tansu) => {
-            let b = MemoryBroker::start(&tansu);
-            broker = format!("127.0.0.1:{}", b.port);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let b = MemoryBroker::start_at(&tansu, "memory://tansu/", dir)
+                .unwrap_or_else(|| panic!("{tansu} cannot serve from memory"));
+            broker = b.address();
             _memory = Some(b);
             _sqlite = None;
             engine = "memory";

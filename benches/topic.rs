@@ -154,34 +154,25 @@ impl Member {
             .map_or(0, |kb| kb * 1024)
     }
 
-    /// CPU time of every thread of the process, ns (`/proc/PID/task/*/schedstat`).
-    fn cpu_ns(&self) -> u64 {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        std::fs::read_dir(tasks)
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-
-    /// CPU time per thread name, ns (librdkafka's threads are named `rdk:...`).
-    fn cpu_by_thread(&self) -> BTreeMap<String, u64> {
+    /// CPU time of each thread, ns (`/proc/PID/task/*/schedstat`), by thread id, with the
+    /// thread's kind: its name without a trailing number (librdkafka's `rdk:broker1`,
+    /// `rdk:broker-1`, ... are one kind).
+    fn cpu_by_thread(&self) -> BTreeMap<u64, (String, u64)> {
         let mut by = BTreeMap::new();
         let tasks = format!("/proc/{}/task", self.child.id());
         for t in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
             let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
             let ns = std::fs::read_to_string(t.path().join("schedstat"))
                 .ok()
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
                 .unwrap_or(0);
-            // rdk:broker1, rdk:broker-1, ... count as one kind.
             let kind = name
                 .trim()
                 .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-            *by.entry(kind.to_string()).or_insert(0) += ns;
+            by.insert(tid, (kind.to_string(), ns));
         }
         by
     }
@@ -462,26 +453,24 @@ fn main() {
     // 4. Idle CPU: nothing is written to the topic and almost nothing is due (a random `m h dom mon`
     // falls in a given minute for one job in 483 840, 2 a minute at 1M); every thread's CPU time.
     let idle = Duration::from_secs(env_or("TOPIC_IDLE", if measuring { 120 } else { 2 }) as u64);
-    let before: Vec<(u64, BTreeMap<String, u64>)> = procs
-        .iter()
-        .map(|m| (m.cpu_ns(), m.cpu_by_thread()))
-        .collect();
+    // Thread by thread: one that starts meanwhile counts from zero; one that ends meanwhile (the
+    // blocking pool's) takes its time with it.
+    let before: Vec<BTreeMap<u64, (String, u64)>> =
+        procs.iter().map(Member::cpu_by_thread).collect();
     let idle_started = Instant::now();
     wait(idle);
     let idle_wall = idle_started.elapsed().as_secs_f64();
-    for (m, (b, threads)) in procs.iter().zip(&before) {
-        let used = m.cpu_ns().saturating_sub(*b) as f64 / 1e9;
-        let by: Vec<String> = m
-            .cpu_by_thread()
-            .into_iter()
-            .map(|(k, ns)| {
-                (
-                    k.clone(),
-                    ns.saturating_sub(threads.get(&k).copied().unwrap_or(0)),
-                )
-            })
-            .filter(|(_, ns)| *ns > 0)
-            .map(|(k, ns)| format!("{k} {:.1} ms", ns as f64 / 1e6))
+    for (m, threads) in procs.iter().zip(&before) {
+        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        for (tid, (kind, ns)) in m.cpu_by_thread() {
+            let was = threads.get(&tid).map_or(0, |(_, ns)| *ns);
+            *kinds.entry(kind).or_insert(0) += ns.saturating_sub(was);
+        }
+        let by: Vec<(String, u64)> = kinds.into_iter().filter(|(_, ns)| *ns > 0).collect();
+        let used = by.iter().map(|(_, ns)| ns).sum::<u64>() as f64 / 1e9;
+        let by: Vec<String> = by
+            .iter()
+            .map(|(k, ns)| format!("{k} {:.1} ms", *ns as f64 / 1e6))
             .collect();
         println!(
             "  {}: idle CPU {:.1} ms over {:.0} s = {:.3} % of a core (target <= 0.1 %); by thread: {}",

@@ -15,19 +15,26 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     /// `None` (with the reason on stderr) when this tansu cannot serve from memory: release builds
     /// of tansu 0.6 leave out the `dynostore` feature its memory engine needs.
+    /// The tansu is `TANSU`, else `~/.cargo/bin/tansu`.
+    #[allow(dead_code)] // not every bench that includes this file uses it
     pub fn start(engine: &str, dir: tempfile::TempDir) -> Option<MemoryBroker> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
         let tansu = std::env::var("TANSU").unwrap_or_else(|_| {
             format!(
                 "{}/.cargo/bin/tansu",
                 std::env::var("HOME").unwrap_or_default()
             )
         });
-        let mut child = Command::new(&tansu)
+        Self::start_at(&tansu, engine, dir)
+    }
+
+    /// [`MemoryBroker::start`] with the tansu at `tansu`.
+    pub fn start_at(tansu: &str, engine: &str, dir: tempfile::TempDir) -> Option<MemoryBroker> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(tansu)
             .args([
                 "broker",
                 "--listener-url",

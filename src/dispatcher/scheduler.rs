@@ -1383,19 +1383,21 @@ mod tests {
     /// One job of a generated schedule: (name, priority, cron pool index, zone index, enabled).
     type JobRow = (String, i32, usize, usize, bool);
 
+    /// The expressions and zones a [`JobRow`] indexes.
+    const CRONS: [&str; 8] = [
+        "* * * * *",
+        "*/7 * * * *",
+        "0 * * * *",
+        "30 * * * *",
+        "*/15 * * * *",
+        "5,10 * * * *",
+        "0 13 * * *",
+        "59 23 31 12 *",
+    ];
+    const ZONES: [&str; 2] = ["UTC", "Asia/Kolkata"];
+
     /// A schedule file with these jobs.
     fn schedule_of(jobs: &[JobRow]) -> Schedule {
-        const CRONS: [&str; 8] = [
-            "* * * * *",
-            "*/7 * * * *",
-            "0 * * * *",
-            "30 * * * *",
-            "*/15 * * * *",
-            "5,10 * * * *",
-            "0 13 * * *",
-            "59 23 31 12 *",
-        ];
-        const ZONES: [&str; 2] = ["UTC", "Asia/Kolkata"];
         let entries: Vec<String> = jobs
             .iter()
             .map(|(name, priority, cron, zone, enabled)| {
@@ -1483,17 +1485,6 @@ mod tests {
 
     /// A schedule with these jobs.
     fn edit_schedule<'a>(rows: impl IntoIterator<Item = &'a EditRow>) -> Schedule {
-        const CRONS: [&str; 8] = [
-            "* * * * *",
-            "*/7 * * * *",
-            "0 * * * *",
-            "30 * * * *",
-            "*/15 * * * *",
-            "5,10 * * * *",
-            "0 13 * * *",
-            "59 23 31 12 *",
-        ];
-        const ZONES: [&str; 2] = ["UTC", "Asia/Kolkata"];
         const RULES: [&str; 3] = ["all", "latest", "none"];
         const WINDOWS: [&str; 3] = ["5m", "1h", "3h"];
         let entries: Vec<String> = rows

@@ -297,20 +297,27 @@ fn io_error(
 /// The most bytes one fetch asks for.
 const FETCH_BYTES: i32 = 8 << 20;
 
-/// Reads `partition` from `from` (its first record when `None`) up to the high watermark as read
-/// when the call starts, handing each fetched batch to `batch`. Returns the offset after the last
-/// record read (where a follower goes on from).
-pub async fn read_to_end(
-    pc: &PartitionClient,
+/// Reads every partition of `topic`, one after another, from its first record up to the high
+/// watermark it had when its read started, handing each fetched batch to `batch` with its
+/// partition; `progress` is told each partition's records read so far.
+async fn read_all(
+    client: &Client,
     topic: &str,
-    from: Option<i64>,
-    mut batch: impl FnMut(&[RecordAndOffset]),
-) -> Result<i64, StoreError> {
-    let mut reader = ToEnd::start(pc, topic, from).await?;
-    while let Some(records) = reader.next(pc, topic).await? {
-        batch(&records);
+    shards: u32,
+    mut progress: impl FnMut(i32, u64),
+    mut batch: impl FnMut(i32, &[RecordAndOffset]),
+) -> Result<(), StoreError> {
+    for partition in 0..shards as i32 {
+        let pc = partition_client(client, topic, partition).await?;
+        let mut reader = ToEnd::start(&pc, topic, None).await?;
+        let mut read = 0u64;
+        while let Some(records) = reader.next(&pc, topic).await? {
+            read += records.len() as u64;
+            progress(partition, read);
+            batch(partition, &records);
+        }
     }
-    Ok(reader.offset())
+    Ok(())
 }
 
 /// A read of one partition up to the high watermark it had when the read started, a fetched
@@ -392,39 +399,33 @@ pub async fn latest(
     client: &Client,
     topic: &str,
     shards: u32,
-    mut progress: impl FnMut(i32, u64),
+    progress: impl FnMut(i32, u64),
 ) -> Result<BTreeMap<String, Latest>, StoreError> {
     let mut jobs = BTreeMap::new();
-    for partition in 0..shards as i32 {
-        let pc = partition_client(client, topic, partition).await?;
-        let mut read = 0u64;
-        read_to_end(&pc, topic, None, |records| {
-            read += records.len() as u64;
-            progress(partition, read);
-            for r in records {
-                let Some(key) = r.record.key.as_deref() else {
-                    continue;
-                };
-                let name = String::from_utf8_lossy(key).into_owned();
-                match r.record.value.as_deref() {
-                    None => {
-                        jobs.remove(&name);
-                    }
-                    Some(value) => {
-                        jobs.insert(
-                            name,
-                            Latest {
-                                offset: r.offset,
-                                partition,
-                                record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
-                            },
-                        );
-                    }
+    read_all(client, topic, shards, progress, |partition, records| {
+        for r in records {
+            let Some(key) = r.record.key.as_deref() else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(key).into_owned();
+            match r.record.value.as_deref() {
+                None => {
+                    jobs.remove(&name);
+                }
+                Some(value) => {
+                    jobs.insert(
+                        name,
+                        Latest {
+                            offset: r.offset,
+                            partition,
+                            record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
+                        },
+                    );
                 }
             }
-        })
-        .await?;
-    }
+        }
+    })
+    .await?;
     Ok(jobs)
 }
 
@@ -451,51 +452,45 @@ pub async fn in_force(
     topic: &str,
     shards: u32,
     options: &LoadOptions,
-    mut progress: impl FnMut(i32, u64),
+    progress: impl FnMut(i32, u64),
 ) -> Result<(BTreeMap<String, InForce>, Vec<Rejected>), StoreError> {
     let mut jobs = BTreeMap::new();
     let mut rejected = Vec::new();
-    for partition in 0..shards as i32 {
-        let pc = partition_client(client, topic, partition).await?;
-        let mut read = 0u64;
-        read_to_end(&pc, topic, None, |records| {
-            read += records.len() as u64;
-            progress(partition, read);
-            for edit in edits(partition, records, shards, options) {
-                match edit {
-                    Edit::Upsert {
-                        offset,
-                        job,
-                        changed,
-                    } => {
-                        // The checked job came from this record: its spec decodes.
-                        let spec = records
-                            .binary_search_by_key(&offset, |r| r.offset)
-                            .ok()
-                            .and_then(|i| records[i].record.value.as_deref())
-                            .and_then(|v| ScheduleRecord::decode(v).ok())
-                            .map(|r| r.spec);
-                        let Some(spec) = spec else { continue };
-                        jobs.insert(
-                            job.spec.name.clone(),
-                            InForce {
-                                job,
-                                spec,
-                                changed,
-                                partition,
-                                offset,
-                            },
-                        );
-                    }
-                    Edit::Delete { name, .. } => {
-                        jobs.remove(&name);
-                    }
-                    Edit::Rejected(r) => rejected.push(r),
+    read_all(client, topic, shards, progress, |partition, records| {
+        for edit in edits(partition, records, shards, options) {
+            match edit {
+                Edit::Upsert {
+                    offset,
+                    job,
+                    changed,
+                } => {
+                    // The checked job came from this record: its spec decodes.
+                    let spec = records
+                        .binary_search_by_key(&offset, |r| r.offset)
+                        .ok()
+                        .and_then(|i| records[i].record.value.as_deref())
+                        .and_then(|v| ScheduleRecord::decode(v).ok())
+                        .map(|r| r.spec);
+                    let Some(spec) = spec else { continue };
+                    jobs.insert(
+                        job.spec.name.clone(),
+                        InForce {
+                            job,
+                            spec,
+                            changed,
+                            partition,
+                            offset,
+                        },
+                    );
                 }
+                Edit::Delete { name, .. } => {
+                    jobs.remove(&name);
+                }
+                Edit::Rejected(r) => rejected.push(r),
             }
-        })
-        .await?;
-    }
+        }
+    })
+    .await?;
     Ok((jobs, rejected))
 }
 

@@ -147,6 +147,7 @@ mod tests {
             max_attempts: None,
             overlap: None,
             jitter: None,
+            timing: None,
         };
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap()
             + chrono::Duration::milliseconds(123);

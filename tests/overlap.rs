@@ -56,6 +56,7 @@ fn encoded(
         max_attempts: settings.max_attempts,
         overlap: settings.overlap,
         jitter: None,
+        timing: None,
     };
     let r = cronq::schedule::record::encode(&spec, at, "unused", Utc::now());
     Record {

@@ -37,6 +37,7 @@ fn encoded(name: &str, job: &str, priority: i32, slot: DateTime<Utc>, partitions
             max_attempts: None,
             overlap: None,
             jitter: None,
+            timing: None,
         })
         .into(),
         scheduled_at: slot,

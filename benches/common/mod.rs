@@ -167,6 +167,7 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                     max_attempts: None,
                     overlap: None,
                     jitter: None,
+                    timing: None,
                 }),
                 expr,
             }

@@ -1,4 +1,5 @@
-//! `cronq next` and `cronq explain`: what a cron expression does, without a schedule file.
+//! `cronq next` and `cronq explain`: what a cron expression (or an `--at` / `--every` schedule,
+//! bounded by `--start-at` / `--end-at`) does, without a schedule file.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,12 +11,28 @@ use clap::Args;
 use super::args::{bounded, format_instant, parse_instant, whole};
 use super::error::CliError;
 use crate::cron::{tz::parse_zone, CronExpr};
+use crate::schedule::kinds::{self, parse_every, Kind, Timing, When};
 
 /// `cronq next`
 #[derive(Debug, Args)]
 pub struct NextArgs {
     /// A standard cron expression (quote it): `"*/15 9-17 * * MON-FRI"`, or a macro like `@daily`.
-    pub expr: String,
+    #[arg(required_unless_present_any = ["at", "every"])]
+    pub expr: Option<String>,
+    /// Instead of an expression, one run at this RFC 3339 instant (a job's `"at"`).
+    #[arg(long, env = "CRONQ_AT", conflicts_with_all = ["expr", "every"], value_parser = instant)]
+    pub at: Option<DateTime<Utc>>,
+    /// Instead of an expression, a run every this many whole minutes, UTC, anchored at
+    /// `--start-at` or the Unix epoch (a job's `"every"`: 1m-366d).
+    #[arg(long, env = "CRONQ_EVERY", conflicts_with = "expr", value_parser = every)]
+    pub every: Option<u32>,
+    /// No run before this RFC 3339 instant (a job's `"startAt"`).
+    #[arg(long, env = "CRONQ_START_AT", value_parser = instant)]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No run at or after this RFC 3339 instant (a job's `"endAt"`).
+    #[arg(long, env = "CRONQ_END_AT", value_parser = instant)]
+    pub end_at: Option<DateTime<Utc>>,
+
     /// Print instants strictly after this RFC 3339 instant (default: now).
     #[arg(long, env = "CRONQ_AFTER")]
     pub after: Option<String>,
@@ -37,7 +54,22 @@ pub struct NextArgs {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// A standard cron expression (quote it).
-    pub expr: String,
+    #[arg(required_unless_present_any = ["at", "every"])]
+    pub expr: Option<String>,
+    /// Instead of an expression, one run at this RFC 3339 instant (a job's `"at"`).
+    #[arg(long, env = "CRONQ_AT", conflicts_with_all = ["expr", "every"], value_parser = instant)]
+    pub at: Option<DateTime<Utc>>,
+    /// Instead of an expression, a run every this many whole minutes, UTC, anchored at
+    /// `--start-at` or the Unix epoch (a job's `"every"`: 1m-366d).
+    #[arg(long, env = "CRONQ_EVERY", conflicts_with = "expr", value_parser = every)]
+    pub every: Option<u32>,
+    /// No run before this RFC 3339 instant (a job's `"startAt"`).
+    #[arg(long, env = "CRONQ_START_AT", value_parser = instant)]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No run at or after this RFC 3339 instant (a job's `"endAt"`).
+    #[arg(long, env = "CRONQ_END_AT", value_parser = instant)]
+    pub end_at: Option<DateTime<Utc>>,
+
     /// The IANA time zone whose wall clock the expression is read on.
     #[arg(long, default_value = "UTC", env = "CRONQ_TZ")]
     pub tz: String,
@@ -50,15 +82,71 @@ fn jitter_duration(text: &str) -> Result<Duration, String> {
     bounded(text, Duration::from_millis(1), crate::wire::job::MAX_JITTER)
 }
 
-fn compile(expr: &str, tz: &str, job: Option<&str>) -> Result<CronExpr, CliError> {
-    let zone = parse_zone(tz).map_err(CliError::Zone)?;
-    CronExpr::parse_for_job(expr, zone, job).map_err(|source| CliError::Expression {
-        expr: expr.to_string(),
-        source,
+fn instant(text: &str) -> Result<DateTime<Utc>, String> {
+    kinds::parse_instant(text)
+}
+
+fn every(text: &str) -> Result<u32, String> {
+    parse_every(text)
+}
+
+/// What the command is asked about: an expression, `--at` or `--every`, and the bounds.
+struct Asked<'a> {
+    expr: Option<&'a str>,
+    at: Option<DateTime<Utc>>,
+    every: Option<u32>,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    tz: &'a str,
+    job: Option<&'a str>,
+}
+
+/// The schedule asked about, checked as the loader checks a job's.
+fn compile(asked: &Asked<'_>) -> Result<When, CliError> {
+    let zone = parse_zone(asked.tz).map_err(CliError::Zone)?;
+    if let (Some(start), Some(end)) = (asked.start_at, asked.end_at) {
+        if end <= start {
+            return Err(CliError::Invalid {
+                flag: "--end-at",
+                reason: "must be after --start-at: the schedule would have no run".into(),
+            });
+        }
+    }
+    let (kind, expr) = match (asked.expr, asked.at, asked.every) {
+        (_, Some(at), _) => (Kind::At(at), None),
+        (_, None, Some(minutes)) => (Kind::Every(minutes), None),
+        (Some(text), None, None) => {
+            let expr = CronExpr::parse_for_job(text, zone, asked.job).map_err(|source| {
+                CliError::Expression {
+                    expr: text.to_string(),
+                    source,
+                }
+            })?;
+            if asked.start_at.is_none() && asked.end_at.is_none() {
+                return Ok(When::of_cron(expr));
+            }
+            (Kind::Cron, Some(expr))
+        }
+        (None, None, None) => {
+            return Err(CliError::Invalid {
+                flag: "EXPR",
+                reason: "give a cron expression, --at or --every".into(),
+            })
+        }
+    };
+    let timing = Timing {
+        kind,
+        start_at: asked.start_at,
+        end_at: asked.end_at,
+        keep_after_run: false,
+    };
+    When::of(&timing, expr, zone).ok_or(CliError::Invalid {
+        flag: "EXPR",
+        reason: "no schedule".into(),
     })
 }
 
-fn upcoming(expr: &CronExpr, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+fn upcoming(expr: &When, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
     let mut out = Vec::with_capacity(count);
     let mut cursor = after;
     while out.len() < count {
@@ -76,7 +164,21 @@ fn upcoming(expr: &CronExpr, after: DateTime<Utc>, count: usize) -> Vec<DateTime
 
 /// Runs `cronq next`: the next instants of an expression, one a line.
 pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
-    let expr = compile(&args.expr, &args.tz, args.job.as_deref())?;
+    let expr = compile(&Asked {
+        expr: args.expr.as_deref(),
+        at: args.at,
+        every: args.every,
+        start_at: args.start_at,
+        end_at: args.end_at,
+        tz: &args.tz,
+        job: args.job.as_deref(),
+    })?;
+    if args.at.is_some() && args.jitter.is_some() {
+        return Err(CliError::Invalid {
+            flag: "--jitter",
+            reason: "an --at schedule runs at its own second: jitter does not apply to it".into(),
+        });
+    }
     let after = match &args.after {
         Some(text) => parse_instant("--after", text)?,
         None => Utc::now(),
@@ -92,8 +194,14 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     };
     let mut out = std::io::stdout().lock();
     for t in upcoming(&expr, after, args.count) {
-        match jitter {
-            Some((jitter, job)) => {
+        match (jitter, args.at) {
+            (_, Some(at)) => writeln!(
+                out,
+                "{}\tnot before {}",
+                format_instant(t, expr.tz()),
+                crate::wire::ids::not_before_text(at)
+            )?,
+            (Some((jitter, job)), None) => {
                 let slot = crate::wire::slot_text(t);
                 let at = crate::wire::ids::not_before(job, t, &slot, jitter);
                 writeln!(
@@ -103,7 +211,7 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
                     crate::wire::ids::not_before_text(at)
                 )?;
             }
-            None => writeln!(out, "{}", format_instant(t, expr.tz()))?,
+            (None, None) => writeln!(out, "{}", format_instant(t, expr.tz()))?,
         }
     }
     out.flush()?;
@@ -112,9 +220,18 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
 
 /// Runs `cronq explain`: the expression in English and its next 5 instants.
 pub(super) fn explain(args: ExplainArgs) -> Result<ExitCode, CliError> {
-    let expr = compile(&args.expr, &args.tz, args.job.as_deref())?;
+    let expr = compile(&Asked {
+        expr: args.expr.as_deref(),
+        at: args.at,
+        every: args.every,
+        start_at: args.start_at,
+        end_at: args.end_at,
+        tz: &args.tz,
+        job: args.job.as_deref(),
+    })?;
     let mut out = std::io::stdout().lock();
-    if let (true, Some(job)) = (crate::cron::hash::uses_hash(&args.expr), &args.job) {
+    let hashed = args.expr.as_deref().is_some_and(crate::cron::hash::uses_hash);
+    if let (true, Some(job)) = (hashed, &args.job) {
         writeln!(out, "{} (H resolved for job {job:?})", expr.source())?;
     }
     writeln!(out, "{}", expr.describe())?;

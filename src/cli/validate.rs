@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::args::{format_instant, ScheduleLimitArgs};
 use super::error::CliError;
-use crate::cron::{tz::parse_zone, CronExpr};
+use crate::cron::tz::parse_zone;
+use crate::schedule::When;
 use crate::schedule::{self, LoadError, LoadOptions};
 
 /// `cronq validate`
@@ -28,7 +29,7 @@ pub struct ValidateArgs {
 
 /// `cronq validate`'s column for a job with a `jitter`: the jitter and the next slot's `notBefore`
 /// (empty without one).
-fn jitter_column(spec: &crate::schedule::JobSpec, expr: &CronExpr, now: DateTime<Utc>) -> String {
+fn jitter_column(spec: &crate::schedule::JobSpec, expr: &When, now: DateTime<Utc>) -> String {
     let Some(jitter) = spec.jitter else {
         return String::new();
     };
@@ -80,8 +81,10 @@ pub(super) fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
     )?;
     for job in &schedule.jobs {
         let next = if job.spec.enabled {
+            // An `at` job's run is its own second (its slot is the minute containing it).
             job.expr
                 .next_after(now)
+                .map(|slot| job.spec.at().unwrap_or(slot))
                 .map_or_else(|| "never".to_string(), |t| format_instant(t, job.expr.tz()))
         } else {
             "disabled".to_string()

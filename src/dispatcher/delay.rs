@@ -105,8 +105,11 @@ pub struct DelayQueue {
     task: JoinHandle<()>,
 }
 
-/// `notBefore` of `dispatch`, for a job with a jitter.
+/// `notBefore` of `dispatch`, for a job with a jitter or an `at` job (its instant).
 fn not_before(dispatch: &Dispatch, texts: &mut SlotTexts) -> Option<DateTime<Utc>> {
+    if let Some(at) = dispatch.spec.at() {
+        return Some(at);
+    }
     let jitter = dispatch.spec.jitter?;
     let text = texts.get(dispatch.scheduled_at);
     Some(crate::wire::ids::not_before(
@@ -383,6 +386,7 @@ mod tests {
             max_attempts: None,
             overlap: None,
             jitter,
+            timing: None,
         })
     }
 

@@ -56,7 +56,7 @@ use chrono_tz::Tz;
 use super::catchup::{admit, window_minutes, SkipReason, Skips};
 use super::cursor::LeaseRef;
 use crate::clock::Minute;
-use crate::cron::CronExpr;
+use crate::schedule::When;
 use crate::schedule::diff::Diff;
 use crate::schedule::load::HashedAlready;
 use crate::schedule::{Job, JobSpec, Schedule};
@@ -79,7 +79,7 @@ use crate::wheel::{JobId, Wheel};
 /// #     timezone: chrono_tz::UTC, topic: None, enabled: true,
 /// #     catchup: cronq::schedule::Catchup::All,
 /// #     catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW, shard: 0,
-/// #     timeout: None, max_attempts: None, overlap: None, jitter: None,
+/// #     timeout: None, max_attempts: None, overlap: None, jitter: None, timing: None,
 /// # };
 ///
 /// let table: Arc<[Arc<cronq::schedule::JobSpec>]> = Arc::new([Arc::new(spec("a")), Arc::new(spec("b"))]);
@@ -195,7 +195,7 @@ pub struct Scheduler {
     groups: Vec<Group>,
     /// Each group's full expression, in group order: read by a due group without a
     /// [`Group::hot`] copy, and by [`skip_until`](Self::skip_until).
-    exprs: Vec<Arc<CronExpr>>,
+    exprs: Vec<Arc<When>>,
     /// The ranks of the groups of more than one job, group after group, each group's ascending
     /// (indices into `jobs`, so a group's members are in dispatch order).
     members: Vec<u32>,
@@ -240,7 +240,7 @@ enum Loc {
 struct Solo {
     /// The job's settings as a table of one, shared with its dispatches ([`JobRef`]).
     table: Arc<[Arc<JobSpec>]>,
-    expr: Arc<CronExpr>,
+    expr: Arc<When>,
     order: DispatchOrder,
 }
 
@@ -548,18 +548,18 @@ impl DispatchOrder {
 }
 
 /// The first minute strictly after minute `after` at which `expr` fires.
-fn next_minute(expr: &CronExpr, after: Minute) -> Option<Minute> {
+fn next_minute(expr: &When, after: Minute) -> Option<Minute> {
     next_minute_from(expr, after.start()?)
 }
 
 /// [`next_minute`] given the first instant of minute `after`.
-fn next_minute_from(expr: &CronExpr, after_start: DateTime<Utc>) -> Option<Minute> {
+fn next_minute_from(expr: &When, after_start: DateTime<Utc>) -> Option<Minute> {
     // `next_after` of the minute's first second: strictly after the whole minute `after`.
     expr.next_after(after_start).map(Minute::containing)
 }
 
 /// How many slots of `expr` from `first` (one) up to `until` there are, counting at most `cap`.
-fn slots_until(expr: &CronExpr, first: Minute, until: Minute, cap: u64) -> u64 {
+fn slots_until(expr: &When, first: Minute, until: Minute, cap: u64) -> u64 {
     let mut cursor = first;
     let mut counted = 1;
     while counted < cap {
@@ -627,7 +627,7 @@ fn members_of<'a>(members: &'a [u32], group: &'a Group) -> &'a [u32] {
 impl Scheduler {
     /// Schedules every enabled job of `schedule` at its next instant after minute `processed`.
     pub fn new(schedule: Schedule, processed: Minute) -> Scheduler {
-        let mut enabled: Vec<(DispatchOrder, &Arc<JobSpec>, &Arc<CronExpr>)> = schedule
+        let mut enabled: Vec<(DispatchOrder, &Arc<JobSpec>, &Arc<When>)> = schedule
             .jobs
             .iter()
             .filter(|j| j.spec.enabled)
@@ -642,7 +642,7 @@ impl Scheduler {
         let mut jobs = Vec::with_capacity(enabled.len());
         // Groups are numbered in the order of their first member's rank.
         let mut group_of: HashMap<(&str, Tz), u32> = HashMap::new();
-        let mut group_ranks: Vec<(&Arc<CronExpr>, Vec<u32>)> = Vec::new();
+        let mut group_ranks: Vec<(&Arc<When>, Vec<u32>)> = Vec::new();
         for (rank, (_, spec, expr)) in (0u32..).zip(&enabled) {
             let key = (&*spec.cron_time, spec.timezone);
             let group = *group_of.entry(key).or_insert_with(|| {
@@ -878,7 +878,7 @@ impl Scheduler {
     /// Every job in force, enabled or not, with its compiled expression, in no particular order:
     /// the schedule's jobs until the first edit, then the schedule's jobs no edit took out, then
     /// the jobs edits put in.
-    pub fn jobs(&self) -> impl Iterator<Item = (&Arc<JobSpec>, &Arc<CronExpr>)> + '_ {
+    pub fn jobs(&self) -> impl Iterator<Item = (&Arc<JobSpec>, &Arc<When>)> + '_ {
         let edits = self.edits.as_deref();
         let base = (0u32..)
             .zip(&self.schedule.jobs)
@@ -1227,6 +1227,7 @@ mod tests {
             max_attempts: None,
             overlap: None,
             jitter: None,
+            timing: None,
         }
     }
 

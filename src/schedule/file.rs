@@ -27,6 +27,11 @@ pub const JOB_FIELDS: &[&str] = &[
     "maxAttempts",
     "overlap",
     "jitter",
+    "at",
+    "every",
+    "startAt",
+    "endAt",
+    "keepAfterRun",
 ];
 
 /// Fields the top-level object may have.

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::cron::CronExpr;
+use super::kinds::When;
 use crate::wire::job::MAX_JITTER;
 use crate::wire::slot_text;
 
@@ -59,7 +59,7 @@ impl Gap {
 /// `J` leaves at most `400 days / J` of them), stopping at the first gap that is too small. An
 /// interval that occurs less often than once in 400 days (a 29 February in some expressions) is
 /// not seen.
-pub fn smallest_gap_below(expr: &CronExpr, from: DateTime<Utc>, jitter: Duration) -> Option<Gap> {
+pub fn smallest_gap_below(expr: &When, from: DateTime<Utc>, jitter: Duration) -> Option<Gap> {
     if jitter <= Duration::from_secs(60) {
         return None;
     }
@@ -82,7 +82,7 @@ pub fn smallest_gap_below(expr: &CronExpr, from: DateTime<Utc>, jitter: Duration
 /// Why a `"jitter"` value is refused, as the loader reports it (after `jitter: `).
 pub fn check(
     text: &str,
-    expr: Option<&CronExpr>,
+    expr: Option<&When>,
     catchup_window: Option<Duration>,
     from: DateTime<Utc>,
 ) -> Result<Duration, String> {
@@ -122,8 +122,8 @@ mod tests {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
     }
 
-    fn expr(text: &str, zone: &str) -> CronExpr {
-        CronExpr::parse_in(text, zone).unwrap()
+    fn expr(text: &str, zone: &str) -> When {
+        When::of_cron(crate::cron::CronExpr::parse_in(text, zone).unwrap())
     }
 
     #[test]
@@ -189,7 +189,7 @@ mod tests {
             Ok(Duration::from_secs(30))
         );
         assert_eq!(check("10m", Some(&hourly), hour, from), Ok(MAX_JITTER));
-        let err = |text: &str, e: &CronExpr, w: Option<Duration>| {
+        let err = |text: &str, e: &When, w: Option<Duration>| {
             check(text, Some(e), w, from).unwrap_err()
         };
         assert_eq!(

@@ -121,6 +121,7 @@ pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &st
         max_attempts: None,
         overlap: None,
         jitter: None,
+        timing: None,
     };
     record_batch_bytes(&encode(&spec, slot, "", slot))
 }
@@ -221,6 +222,7 @@ mod tests {
                 max_attempts: None,
                 overlap: None,
                 jitter: None,
+                timing: None,
             };
             let plain = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
             spec.jitter = Some(std::time::Duration::from_secs(600));

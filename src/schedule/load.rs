@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::value::RawValue;
 
@@ -22,6 +23,7 @@ use super::spec::{
     Catchup, Job, JobSpec, Overlap, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW,
     MAX_CATCHUP_WINDOW,
 };
+use super::kinds::{Kind, Timing, When};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 use crate::wire::job::{MAX_ATTEMPTS_RANGE, TIMEOUT_RANGE};
 
@@ -127,10 +129,10 @@ pub struct SharedExprs {
 }
 
 /// A compiled expression and its text (shared with the jobs that use it).
-pub type CompiledText = (Arc<str>, Result<Arc<CronExpr>, CronError>);
+pub type CompiledText = (Arc<str>, Result<Arc<When>, CronError>);
 
 /// The expressions of one zone, by text.
-type WeakZone = (Tz, HashMap<Arc<str>, Weak<CronExpr>>);
+type WeakZone = (Tz, HashMap<Arc<str>, Weak<When>>);
 
 #[derive(Debug, Default)]
 struct SharedInner {
@@ -148,7 +150,7 @@ impl SharedExprs {
             return found;
         }
         let shared: Arc<str> = Arc::from(text);
-        let result = CronExpr::parse(&shared, tz).map(Arc::new);
+        let result = CronExpr::parse(&shared, tz).map(|e| Arc::new(When::of_cron(e)));
         let Ok(expr) = &result else {
             return (shared, result);
         };
@@ -368,7 +370,7 @@ pub fn check_entries(entries: &[&RawValue], options: &LoadOptions) -> Vec<EntryC
 
 /// Expressions compiled so far, by zone and text: jobs with the same pair share one [`CronExpr`].
 /// A schedule uses a handful of zones, so they are searched in a list (no hashing per job).
-type Compiled = Vec<(Tz, HashMap<Arc<str>, Result<Arc<CronExpr>, CronError>>)>;
+type Compiled = Vec<(Tz, HashMap<Arc<str>, Result<Arc<When>, CronError>>)>;
 
 /// A job field's index in [`JOB_FIELDS`].
 fn job_field(key: &str) -> Option<usize> {
@@ -386,6 +388,11 @@ fn job_field(key: &str) -> Option<usize> {
         "maxAttempts" => MAX_ATTEMPTS,
         "overlap" => OVERLAP,
         "jitter" => JITTER,
+        "at" => AT,
+        "every" => EVERY,
+        "startAt" => START_AT,
+        "endAt" => END_AT,
+        "keepAfterRun" => KEEP_AFTER_RUN,
         _ => return None,
     })
 }
@@ -402,8 +409,12 @@ const CATCHUP_WINDOW: usize = 8;
 const TIMEOUT: usize = 9;
 const MAX_ATTEMPTS: usize = 10;
 const OVERLAP: usize = 11;
-
 const JITTER: usize = 12;
+const AT: usize = 13;
+const EVERY: usize = 14;
+const START_AT: usize = 15;
+const END_AT: usize = 16;
+const KEEP_AFTER_RUN: usize = 17;
 
 /// The names of the jobs checked so far, for the duplicate check: a 64-bit hash of each name to the
 /// index of the first job using it. Keyed by hash rather than by the name, the index of a
@@ -690,7 +701,7 @@ impl<'a> Checker<'a> {
         &mut self,
         raw: Option<&'a RawValue>,
         job_ref: (usize, Option<&str>),
-        cron: Option<&(Arc<str>, Arc<CronExpr>)>,
+        cron: Option<&(Arc<str>, Arc<When>)>,
         catchup_window: Option<Duration>,
     ) -> Option<Duration> {
         let v = raw?;
@@ -787,7 +798,7 @@ impl<'a> Checker<'a> {
         }
 
         let job_start = Some(raw.get());
-        for required in [JOB_NAME, PAYLOAD, CRON_TIME] {
+        for required in [JOB_NAME, PAYLOAD] {
             if field[required].is_none() {
                 self.report(
                     job_start,
@@ -975,6 +986,69 @@ impl<'a> Checker<'a> {
         let timeout = self.timeout_field(field[TIMEOUT], job_ref);
         let max_attempts = self.max_attempts_field(field[MAX_ATTEMPTS], job_ref);
         let overlap = self.overlap_field(field[OVERLAP], job_ref);
+        let at = self.instant_field(field[AT], job_ref, "at");
+        let every = self.every_field(field[EVERY], job_ref);
+        let start_at = self.instant_field(field[START_AT], job_ref, "startAt");
+        let end_at = self.instant_field(field[END_AT], job_ref, "endAt");
+        let keep_after_run = self.keep_after_run_field(field[KEEP_AFTER_RUN], job_ref);
+        // Exactly one kind of schedule.
+        let kinds: Vec<usize> = [CRON_TIME, AT, EVERY]
+            .into_iter()
+            .filter(|&k| field[k].is_some())
+            .collect();
+        match kinds.as_slice() {
+            [] => self.report(
+                job_start,
+                Some(job_ref),
+                Some("cronTime"),
+                "missing (required): a job needs one of \"cronTime\", \"at\" or \"every\"".into(),
+            ),
+            [_] => {}
+            [first, rest @ ..] => {
+                for &k in rest {
+                    self.report(
+                        field[k].map(|v| v.get()),
+                        Some(job_ref),
+                        Some(JOB_FIELDS[k]),
+                        format!(
+                            "a job has one of \"cronTime\", \"at\" and \"every\", and this one also has {:?}",
+                            JOB_FIELDS[*first]
+                        ),
+                    );
+                }
+            }
+        }
+        if let (Some(Some(start)), Some(Some(end)), Some(v)) = (start_at, end_at, field[END_AT]) {
+            if end <= start {
+                self.report(
+                    Some(v.get()),
+                    Some(job_ref),
+                    Some("endAt"),
+                    format!(
+                        "must be after startAt ({}): the job would have no slot",
+                        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                );
+            }
+        }
+        if let (Some(true), Some(v)) = (keep_after_run, field[KEEP_AFTER_RUN]) {
+            if field[AT].is_none() && field[END_AT].is_none() {
+                self.report(
+                    Some(v.get()),
+                    Some(job_ref),
+                    Some("keepAfterRun"),
+                    "applies only to a job with \"at\" or \"endAt\" (a job whose runs come to an end)".into(),
+                );
+            }
+        }
+        if let (Some(_), Some(v)) = (field[AT], field[JITTER]) {
+            self.report(
+                Some(v.get()),
+                Some(job_ref),
+                Some("jitter"),
+                "an \"at\" job runs at its own second: jitter does not apply to it".into(),
+            );
+        }
 
         let cron = match field[CRON_TIME] {
             Some(v) => {
@@ -1022,7 +1096,8 @@ impl<'a> Checker<'a> {
                                     Some(kept) => kept.compile(&text, tz),
                                     None => {
                                         let shared: Arc<str> = Arc::from(text.as_ref());
-                                        let result = CronExpr::parse(&shared, tz).map(Arc::new);
+                                        let result = CronExpr::parse(&shared, tz)
+                                            .map(|e| Arc::new(When::of_cron(e)));
                                         (shared, result)
                                     }
                                 };
@@ -1049,10 +1124,48 @@ impl<'a> Checker<'a> {
             None => None,
         };
 
+        // The job's compiled schedule and its text: an unbounded cron job shares its expression;
+        // bounds, `at` and `every` make one of the job's own.
+        let tz = timezone.unwrap_or(chrono_tz::UTC);
+        let timing = match (at, every, start_at, end_at, keep_after_run) {
+            (Some(at), Some(every), Some(start_at), Some(end_at), Some(keep_after_run)) => {
+                let kind = match (at, every) {
+                    (Some(at), _) => Kind::At(at),
+                    (None, Some(minutes)) => Kind::Every(minutes),
+                    (None, None) => Kind::Cron,
+                };
+                Some(
+                    (kind != Kind::Cron || start_at.is_some() || end_at.is_some() || keep_after_run)
+                        .then(|| {
+                            Box::new(Timing {
+                                kind,
+                                start_at,
+                                end_at,
+                                keep_after_run,
+                            })
+                        }),
+                )
+            }
+            _ => None,
+        };
+        let schedule: Option<(Arc<str>, Arc<When>)> = match (&timing, &cron) {
+            (Some(None), Some(shared)) => Some(shared.clone()),
+            (Some(Some(t)), cron) if t.kind == Kind::Cron => cron.as_ref().and_then(|(text, e)| {
+                let own = When::of(t, e.cron().cloned(), tz)?;
+                Some((Arc::clone(text), Arc::new(own)))
+            }),
+            (Some(Some(t)), _) if kinds.len() == 1 => {
+                When::of(t, None, tz).map(|w| (Arc::from(w.source()), Arc::new(w)))
+            }
+            _ => None,
+        };
+        let cron = schedule;
+
         // The record a dispatch becomes depends on the name, payload, expression and priority only,
         // so its size is checked even when another field failed: every problem in one pass.
+        let raw_text = field[CRON_TIME].or(field[AT]).or(field[EVERY]);
         if let (Some(n), Some(j), Some(at), Some(raw_cron)) =
-            (&name, &payload, field[PAYLOAD], field[CRON_TIME])
+            (&name, &payload, field[PAYLOAD], raw_text)
         {
             let cron_text: Cow<'_, str> = match &cron {
                 Some((text, _)) => Cow::Borrowed(text.as_ref()),
@@ -1060,7 +1173,7 @@ impl<'a> Checker<'a> {
             };
             let max = options.max_message_bytes;
             // The optional fields' share, at most: what the job sets of them.
-            let optional = if field[JITTER].is_some() {
+            let optional = if field[JITTER].is_some() || field[AT].is_some() {
                 limits::NOT_BEFORE_BYTES
             } else {
                 0
@@ -1089,7 +1202,10 @@ impl<'a> Checker<'a> {
             }
         }
 
-        let jitter = self.jitter_field(field[JITTER], job_ref, cron.as_ref(), catchup_window);
+        let jitter = match field[AT] {
+            Some(_) => None,
+            None => self.jitter_field(field[JITTER], job_ref, cron.as_ref(), catchup_window),
+        };
 
         if self.problems.len() > before {
             return None;
@@ -1118,7 +1234,8 @@ impl<'a> Checker<'a> {
         else {
             return None;
         };
-        let (Some(timeout), Some(max_attempts), Some(overlap)) = (timeout, max_attempts, overlap)
+        let (Some(timeout), Some(max_attempts), Some(overlap), Some(timing)) =
+            (timeout, max_attempts, overlap, timing)
         else {
             return None;
         };
@@ -1142,6 +1259,7 @@ impl<'a> Checker<'a> {
             max_attempts,
             overlap,
             jitter,
+            timing,
         };
         if let Some(unchanged) = self.unchanged(&spec) {
             return Some(unchanged);
@@ -1156,6 +1274,68 @@ impl<'a> Checker<'a> {
 /// The per-job run settings (`timeout`, `maxAttempts`, `overlap`): each returns `Some(None)` when
 /// the field is absent, `None` after reporting a problem.
 impl<'a> Checker<'a> {
+    /// `at`, `startAt`, `endAt`: an RFC 3339 instant with its offset, in whole seconds.
+    fn instant_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+        name: &str,
+    ) -> Option<Option<DateTime<Utc>>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let text = self.string_field(v, job, name)?;
+        match super::kinds::parse_instant(&text) {
+            Ok(t) => Some(Some(t)),
+            Err(problem) => {
+                self.report(Some(v.get()), Some(job), Some(name), problem);
+                None
+            }
+        }
+    }
+
+    /// `every`: whole minutes, 1m-366d.
+    fn every_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<Option<u32>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let text = self.string_field(v, job, "every")?;
+        match super::kinds::parse_every(&text) {
+            Ok(minutes) => Some(Some(minutes)),
+            Err(problem) => {
+                self.report(Some(v.get()), Some(job), Some("every"), problem);
+                None
+            }
+        }
+    }
+
+    fn keep_after_run_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<bool> {
+        let Some(v) = raw else {
+            return Some(false);
+        };
+        match serde_json::from_str::<bool>(v.get()) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                let found = json_kind(v);
+                self.report(
+                    Some(v.get()),
+                    Some(job),
+                    Some("keepAfterRun"),
+                    format!("expected true or false, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
     fn timeout_field(
         &mut self,
         raw: Option<&'a RawValue>,

@@ -6,10 +6,13 @@ pub mod diff;
 pub mod file;
 pub mod fingerprint;
 pub mod jitter;
+pub mod kinds;
 pub mod limits;
 pub mod load;
 pub mod record;
 pub mod spec;
 
 pub use load::{load, parse, parse_reusing, LoadError, LoadOptions, Problem, SharedExprs};
-pub use spec::{Catchup, Job, JobSpec, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW};
+pub use spec::{
+    Catchup, Job, JobSpec, Kind, Schedule, ShardFilter, Timing, When, DEFAULT_CATCHUP_WINDOW,
+};

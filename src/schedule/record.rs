@@ -38,15 +38,21 @@ impl JobMessage {
 }
 
 /// `notBefore` of `spec`'s slot written `scheduled_at` (as [`slot_text`] writes it), for a job with
-/// a `jitter`; `None` without one (or for a slot text that is not an instant, which
-/// [`slot_text`] never writes).
+/// a `jitter` (the slot plus its offset) or an `at` job (its instant, to the second); `None`
+/// otherwise (or for a slot text that is not an instant, which [`slot_text`] never writes).
 pub fn not_before_for(spec: &JobSpec, scheduled_at: &str) -> Option<String> {
+    if let Some(at) = spec.at() {
+        return Some(not_before_text(at));
+    }
     spec.jitter?;
     not_before_with_id(spec, &dispatch_id(&spec.name, scheduled_at), scheduled_at)
 }
 
 /// [`not_before_for`] given the slot's `dispatchId` already written.
 fn not_before_with_id(spec: &JobSpec, dispatch_id: &str, scheduled_at: &str) -> Option<String> {
+    if let Some(at) = spec.at() {
+        return Some(not_before_text(at));
+    }
     let jitter = spec.jitter?;
     let slot = DateTime::parse_from_rfc3339(scheduled_at)
         .ok()?
@@ -246,6 +252,7 @@ mod tests {
             max_attempts: None,
             overlap: None,
             jitter: None,
+            timing: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::cron::CronExpr;
+pub use super::kinds::{Kind, Timing, When};
 pub use crate::wire::job::Overlap;
 
 /// One job's settings, shared (behind an `Arc`) by the scheduler and every dispatch of the job.
@@ -22,7 +22,9 @@ pub struct JobSpec {
     /// The payload: what a worker executes.
     pub job: String,
     /// The cron expression as written, with `H` (Jenkins' hash) resolved for this job's name.
-    /// Shared by every job with the same text (one allocation per distinct expression).
+    /// Shared by every job with the same text (one allocation per distinct expression). For an
+    /// `at` or `every` job, its schedule as one line (`@at <instant>`, `@every <period>`: see
+    /// [`When::source`]), which is what its records' `cronTime` carries.
     pub cron_time: Arc<str>,
     /// The zone `cron_time` is read in.
     pub timezone: Tz,
@@ -45,6 +47,17 @@ pub struct JobSpec {
     /// Records leave at the slot plus a stable offset in `[0, jitter)` (see [`super::jitter`]);
     /// `None`: at the slot, with no `notBefore`.
     pub jitter: Option<Duration>,
+    /// The schedule's kind and bounds when it is not a plain, unbounded `cronTime` (`at`,
+    /// `every`, `startAt`, `endAt`, `keepAfterRun`); `None` for the common case, which so keeps
+    /// no allocation.
+    pub timing: Option<Box<Timing>>,
+}
+
+impl JobSpec {
+    /// The instant of an `at` job.
+    pub fn at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.timing.as_ref().and_then(|t| t.at())
+    }
 }
 
 /// What a job does with slots that were not dispatched in their own minute (no dispatcher owned
@@ -127,13 +140,14 @@ impl ShardFilter {
     }
 }
 
-/// A validated job: its settings and its compiled expression.
+/// A validated job: its settings and its compiled schedule.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Settings.
     pub spec: Arc<JobSpec>,
-    /// Compiled `cron_time` in `timezone` (shared between jobs with the same expression and zone).
-    pub expr: Arc<CronExpr>,
+    /// Its compiled schedule: `cron_time` in `timezone` (shared between unbounded cron jobs with
+    /// the same expression and zone), or its `at`/`every` and bounds.
+    pub expr: Arc<When>,
 }
 
 /// A whole valid schedule, jobs in file order.

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::follower::ControlFollower;
 use super::table::PauseTable;
 use crate::clock::Minute;
-use crate::cron::CronExpr;
+use crate::schedule::When;
 use crate::dispatcher::catchup::{admit, window_minutes};
 use crate::dispatcher::scheduler::{Dispatch, Scheduler};
 use crate::obs::terminal::escape_controls;
@@ -24,7 +24,7 @@ use crate::wire::{partition_for, slot_text};
 /// time order. None with `dropMissed`.
 pub fn paused_slots_sent(
     spec: &JobSpec,
-    expr: &CronExpr,
+    expr: &When,
     record: &ControlRecord,
     end: DateTime<Utc>,
     now: Minute,

@@ -53,6 +53,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use cronq::clock::Minute;
 use cronq::cron::CronExpr;
 use cronq::dispatcher::{Dispatch, JobRef, Scheduler};
+use cronq::schedule::When;
 use cronq::schedule::{Job, JobSpec, Schedule};
 use cronq::wheel::{JobId, Wheel};
 
@@ -137,7 +138,7 @@ struct JobSet {
     /// The jobs grouped as cronq's scheduler groups them (same `cronTime` and zone), for the
     /// baselines given the same sharing: (saffron expression, cronq expression, the members'
     /// ranks in dispatch order, ascending).
-    groups: Vec<(saffron::Cron, Arc<CronExpr>, Vec<u32>)>,
+    groups: Vec<(saffron::Cron, Arc<When>, Vec<u32>)>,
     /// The jobs' settings in dispatch order (priority descending, then name), as one shared table
     /// like the Scheduler's: the grouped baselines' records name a job by its rank in it.
     by_rank: Arc<[Arc<JobSpec>]>,
@@ -156,7 +157,11 @@ impl JobSet {
             .jobs
             .iter()
             .map(|job| {
-                let text = job.expr.saffron_expression();
+                let text = job
+                    .expr
+                    .cron()
+                    .expect("the bench's jobs are cron jobs")
+                    .saffron_expression();
                 distinct
                     .entry(text)
                     .or_insert_with(|| text.parse().expect("saffron accepts the translation"))
@@ -178,7 +183,7 @@ impl JobSet {
             .map(|&job| Arc::clone(&schedule.jobs[job].spec))
             .collect();
         let mut group_of: HashMap<(&str, chrono_tz::Tz), usize> = HashMap::new();
-        let mut groups: Vec<(saffron::Cron, Arc<CronExpr>, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<(saffron::Cron, Arc<When>, Vec<u32>)> = Vec::new();
         for (job, (j, cron)) in schedule.jobs.iter().zip(&saffron).enumerate() {
             let key = (&*j.spec.cron_time, j.spec.timezone);
             let g = *group_of.entry(key).or_insert_with(|| {
@@ -218,7 +223,7 @@ impl JobSet {
         }
     }
 
-    fn exprs(&self) -> Vec<Arc<CronExpr>> {
+    fn exprs(&self) -> Vec<Arc<When>> {
         self.schedule
             .jobs
             .iter()
@@ -287,7 +292,7 @@ fn naive_grouped_minute(
 /// order.
 struct HeapGroupedSim {
     heap: BinaryHeap<Reverse<(i64, u32)>>,
-    groups: Vec<(Arc<CronExpr>, Vec<u32>)>,
+    groups: Vec<(Arc<When>, Vec<u32>)>,
     by_rank: Arc<[Arc<JobSpec>]>,
     now: Minute,
     due: Vec<u32>,
@@ -296,7 +301,7 @@ struct HeapGroupedSim {
 
 impl HeapGroupedSim {
     fn new(set: &JobSet, now: Minute) -> HeapGroupedSim {
-        let groups: Vec<(Arc<CronExpr>, Vec<u32>)> = set
+        let groups: Vec<(Arc<When>, Vec<u32>)> = set
             .groups
             .iter()
             .map(|(_, e, m)| (Arc::clone(e), m.clone()))
@@ -341,7 +346,7 @@ impl HeapGroupedSim {
 /// (b) A min-heap of (next minute, job).
 struct HeapSim {
     heap: BinaryHeap<Reverse<(i64, u32)>>,
-    exprs: Vec<Arc<CronExpr>>,
+    exprs: Vec<Arc<When>>,
     now: Minute,
     due: Vec<u32>,
 }
@@ -384,7 +389,7 @@ impl HeapSim {
 /// (c) The wheel alone: advance, then reinsert each due job at its next instant.
 struct WheelSim {
     wheel: Wheel,
-    exprs: Vec<Arc<CronExpr>>,
+    exprs: Vec<Arc<When>>,
     due: Vec<(JobId, Minute)>,
 }
 

@@ -73,6 +73,7 @@ fn spec(name: &str, jitter: Duration) -> JobSpec {
         max_attempts: None,
         overlap: None,
         jitter: Some(jitter),
+        timing: None,
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use cronq::clock::Minute;
 use cronq::cron::CronExpr;
+use cronq::schedule::When;
 use cronq::schedule::{Job, JobSpec, Schedule};
 
 /// SplitMix64 (Steele, Lea and Flood 2014): tiny, fast, good enough to spread cron fields.
@@ -138,7 +139,7 @@ fn noon_and_other_hours(i: usize) -> String {
 /// The set as an in-memory [`Schedule`] (UTC), jobs with equal expressions sharing one compiled
 /// [`CronExpr`] as the loader does.
 pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
-    let mut compiled: HashMap<String, (Arc<str>, Arc<CronExpr>)> = HashMap::new();
+    let mut compiled: HashMap<String, (Arc<str>, Arc<When>)> = HashMap::new();
     let mut rng = Rng(seed ^ 0x5EED);
     let jobs = cron_times(n, mix, seed)
         .into_iter()
@@ -148,7 +149,7 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                 .entry(cron_time.clone())
                 .or_insert_with(|| {
                     let expr = CronExpr::parse(&cron_time, chrono_tz::UTC).expect("valid cron");
-                    (Arc::from(cron_time.as_str()), Arc::new(expr))
+                    (Arc::from(cron_time.as_str()), Arc::new(When::of_cron(expr)))
                 })
                 .clone();
             Job {

@@ -230,7 +230,10 @@ pub(super) fn explain(args: ExplainArgs) -> Result<ExitCode, CliError> {
         job: args.job.as_deref(),
     })?;
     let mut out = std::io::stdout().lock();
-    let hashed = args.expr.as_deref().is_some_and(crate::cron::hash::uses_hash);
+    let hashed = args
+        .expr
+        .as_deref()
+        .is_some_and(crate::cron::hash::uses_hash);
     if let (true, Some(job)) = (hashed, &args.job) {
         writeln!(out, "{} (H resolved for job {job:?})", expr.source())?;
     }

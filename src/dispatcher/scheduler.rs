@@ -56,10 +56,10 @@ use chrono_tz::Tz;
 use super::catchup::{admit, window_minutes, SkipReason, Skips};
 use super::cursor::LeaseRef;
 use crate::clock::Minute;
-use crate::schedule::When;
 use crate::schedule::diff::Diff;
 use crate::schedule::load::HashedAlready;
 use crate::schedule::{Job, JobSpec, Schedule};
+use crate::schedule::{Timing, When};
 use crate::wheel::{JobId, Wheel};
 
 /// A job's settings as a [`Dispatch`] holds them: the job's place in the job table of the schedule
@@ -641,10 +641,12 @@ impl Scheduler {
         let mut wheel = Wheel::append_only(processed);
         let mut jobs = Vec::with_capacity(enabled.len());
         // Groups are numbered in the order of their first member's rank.
-        let mut group_of: HashMap<(&str, Tz), u32> = HashMap::new();
+        // The same expression in the same zone with the same kind and bounds (an `every` job's
+        // anchor is its startAt) fires in the same minutes.
+        let mut group_of: HashMap<(&str, Tz, Option<&Timing>), u32> = HashMap::new();
         let mut group_ranks: Vec<(&Arc<When>, Vec<u32>)> = Vec::new();
         for (rank, (_, spec, expr)) in (0u32..).zip(&enabled) {
-            let key = (&*spec.cron_time, spec.timezone);
+            let key = (&*spec.cron_time, spec.timezone, spec.timing.as_deref());
             let group = *group_of.entry(key).or_insert_with(|| {
                 group_ranks.push((expr, Vec::new()));
                 (group_ranks.len() - 1) as u32
@@ -1206,6 +1208,7 @@ impl Rebuilt {
 mod tests {
     use std::path::Path;
 
+    use chrono::TimeZone;
     use proptest::prelude::*;
 
     use super::*;
@@ -1437,6 +1440,43 @@ mod tests {
             jobs.sort_by(|a, b| (Reverse(a.0), &a.1).cmp(&(Reverse(b.0), &b.1)));
         }
         minutes
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum KindRow {
+        /// Seconds after the test's start.
+        At(i64),
+        /// Minutes.
+        Every(u32),
+        /// Index in `CRONS`.
+        Cron(usize),
+    }
+
+    /// A job of any kind with optional bounds (seconds after the test's start, `end` after
+    /// `start`).
+    #[derive(Debug, Clone, Copy)]
+    struct KindJob {
+        kind: KindRow,
+        start: Option<i64>,
+        end: Option<i64>,
+    }
+
+    fn kind_row() -> impl Strategy<Value = KindJob> {
+        let kind = prop_oneof![
+            (-600i64..15_000).prop_map(KindRow::At),
+            (1u32..120).prop_map(KindRow::Every),
+            (0usize..CRONS.len()).prop_map(KindRow::Cron),
+        ];
+        (
+            kind,
+            proptest::option::of(-3_000i64..14_000),
+            proptest::option::of(1i64..14_000),
+        )
+            .prop_map(|(kind, start, len)| KindJob {
+                kind,
+                start,
+                end: len.map(|l| start.unwrap_or(0) + l),
+            })
     }
 
     fn job_list() -> impl Strategy<Value = Vec<JobRow>> {
@@ -1862,6 +1902,95 @@ mod tests {
             });
             let key = |v: Vec<&JobSpec>| v.iter().map(|s| (s.priority, s.name.clone())).collect::<Vec<_>>();
             prop_assert_eq!(key(by_key), key(expected));
+        }
+
+        /// `at`, `every` and bounded cron jobs, minute by minute over four hours, with the
+        /// scheduler rebuilt from the cursor at a random minute (a takeover): each minute hands
+        /// out exactly the jobs whose slots an independent model lists for it (the kinds'
+        /// definitions walked minute by minute; a bounded cron job's slots are its unbounded
+        /// expression's, filtered by the bounds), each once.
+        #[test]
+        fn every_kind_fires_on_its_model_slots_across_a_takeover(
+            kinds in prop::collection::vec(kind_row(), 1..12),
+            takeover_after in 1i64..240,
+        ) {
+            const SPAN: i64 = 240;
+            // 2027-03-01T00:00Z.
+            let start = Minute(29_546_160);
+            let instant = |offset: i64| {
+                Utc.timestamp_opt(start.0 * 60 + offset, 0).unwrap().to_rfc3339()
+            };
+            let mut entries = Vec::new();
+            let mut expected: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+            for (i, row) in kinds.iter().enumerate() {
+                let name = format!("k{i:02}");
+                let mut fields = format!(r#""jobName":"{name}","job":"x""#);
+                if let Some(s) = row.start {
+                    fields.push_str(&format!(r#","startAt":"{}""#, instant(s)));
+                }
+                if let Some(e) = row.end {
+                    fields.push_str(&format!(r#","endAt":"{}""#, instant(e)));
+                }
+                let at = |o: i64| Utc.timestamp_opt(start.0 * 60 + o, 0).unwrap();
+                let timing = crate::schedule::Timing {
+                    kind: crate::schedule::Kind::Cron,
+                    start_at: row.start.map(at),
+                    end_at: row.end.map(at),
+                    keep_after_run: false,
+                };
+                let (from, to) = ((start.0 + 1) * 60, (start.0 + SPAN + 1) * 60);
+                let slots = match row.kind {
+                    KindRow::At(offset) => {
+                        fields.push_str(&format!(r#","at":"{}""#, instant(offset)));
+                        let t = crate::schedule::Timing { kind: crate::schedule::Kind::At(at(offset)), ..timing };
+                        crate::schedule::kinds::tests::model_slots(&t, from, to)
+                    }
+                    KindRow::Every(period) => {
+                        fields.push_str(&format!(r#","every":"{period}m""#));
+                        let t = crate::schedule::Timing { kind: crate::schedule::Kind::Every(period), ..timing };
+                        crate::schedule::kinds::tests::model_slots(&t, from, to)
+                    }
+                    KindRow::Cron(cron) => {
+                        fields.push_str(&format!(r#","cronTime":"{}""#, CRONS[cron]));
+                        let expr = crate::cron::CronExpr::parse(CRONS[cron], chrono_tz::UTC).unwrap();
+                        let mut out = Vec::new();
+                        let mut cursor = Utc.timestamp_opt(from - 1, 0).unwrap();
+                        while let Some(next) = expr.next_after(cursor) {
+                            if next.timestamp() >= to {
+                                break;
+                            }
+                            let t = next.timestamp();
+                            if row.start.is_none_or(|s| t >= start.0 * 60 + s)
+                                && row.end.is_none_or(|e| t < start.0 * 60 + e)
+                            {
+                                out.push(t);
+                            }
+                            cursor = next;
+                        }
+                        out
+                    }
+                };
+                for slot in slots {
+                    expected.entry(slot / 60).or_default().push(name.clone());
+                }
+                entries.push(format!("{{{fields}}}"));
+            }
+            let json = format!(r#"{{"jobs":[{}]}}"#, entries.join(","));
+            let schedule = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
+            let takeover = Minute(start.0 + takeover_after);
+            let mut scheduler = Scheduler::new(schedule.clone(), start);
+            let mut out = Vec::new();
+            for m in start.0 + 1..=start.0 + SPAN {
+                out.clear();
+                scheduler.run_minute(Minute(m), &mut out);
+                let got: Vec<String> = out.iter().map(|d| d.spec.name.clone()).collect();
+                let want = expected.get(&m).cloned().unwrap_or_default();
+                prop_assert_eq!(got, want, "minute {} (takeover after {})", m, takeover.0);
+                if Minute(m) == takeover {
+                    // A new owner builds from the cursor: the minutes after it, as if nothing moved.
+                    scheduler = Scheduler::new(schedule.clone(), takeover);
+                }
+            }
         }
 
         /// Minute by minute over four hours, with a reload after a random minute, the scheduler

@@ -67,7 +67,10 @@ impl Diff {
                 None => diff.added.push(name.to_string()),
                 Some(prev) => {
                     let prev = &prev.spec;
-                    if prev.cron_time != job.spec.cron_time || prev.timezone != job.spec.timezone {
+                    if prev.cron_time != job.spec.cron_time
+                        || prev.timezone != job.spec.timezone
+                        || prev.timing != job.spec.timing
+                    {
                         diff.rescheduled.push(name.to_string());
                     } else if **prev != *job.spec {
                         diff.updated.push(name.to_string());

@@ -189,9 +189,8 @@ mod tests {
             Ok(Duration::from_secs(30))
         );
         assert_eq!(check("10m", Some(&hourly), hour, from), Ok(MAX_JITTER));
-        let err = |text: &str, e: &When, w: Option<Duration>| {
-            check(text, Some(e), w, from).unwrap_err()
-        };
+        let err =
+            |text: &str, e: &When, w: Option<Duration>| check(text, Some(e), w, from).unwrap_err();
         assert_eq!(
             err("0s", &hourly, hour),
             r#""0s" is out of range 1ms-10m (for more spread, use H in cronTime)"#

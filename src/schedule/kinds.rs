@@ -33,7 +33,7 @@ pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// What a job's settings record of a schedule that is not a plain, unbounded `cronTime` (the
 /// common case keeps none: see [`crate::schedule::JobSpec::timing`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// Which kind the job is.
     pub kind: Kind,
@@ -57,7 +57,7 @@ impl Timing {
 }
 
 /// The kind of a job's schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `cronTime`.
     Cron,
@@ -89,7 +89,10 @@ enum Shape {
     /// The instant.
     At(DateTime<Utc>),
     /// Slots at `anchor + k * period` minutes, `k >= 0`.
-    Every { anchor: i64, period: i64 },
+    Every {
+        anchor: i64,
+        period: i64,
+    },
 }
 
 impl fmt::Debug for When {
@@ -214,7 +217,9 @@ impl When {
             Shape::Cron(expr) => match self.start {
                 // The first slot at or after startAt: slots are whole minutes, so "after the
                 // second before it" is exactly that.
-                Some(start) if start > after => expr.next_after(start - chrono::Duration::seconds(1))?,
+                Some(start) if start > after => {
+                    expr.next_after(start - chrono::Duration::seconds(1))?
+                }
                 _ => expr.next_after(after)?,
             },
             Shape::At(at) => {
@@ -315,7 +320,7 @@ impl When {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
@@ -330,9 +335,10 @@ mod tests {
         }
     }
 
-    /// The model: every slot of the job in `[from, to)`, listed by walking every minute (or, for
-    /// an `at` job, by its definition), with the bounds applied to each candidate.
-    fn model_slots(t: &Timing, from: i64, to: i64) -> Vec<i64> {
+    /// The model: every slot of the job in `[from, to)` (seconds since the epoch), listed by
+    /// walking every minute (or, for an `at` job, by its definition), with the bounds applied to
+    /// each candidate. Shared with the scheduler's property tests.
+    pub(crate) fn model_slots(t: &Timing, from: i64, to: i64) -> Vec<i64> {
         let inside = |instant: i64| {
             t.start_at.is_none_or(|s| instant >= s.timestamp())
                 && t.end_at.is_none_or(|e| instant < e.timestamp())

@@ -18,12 +18,12 @@ use serde_json::value::RawValue;
 
 use super::file::{offset_in, LineIndex, RawObject, JOB_FIELDS, TOP_FIELDS};
 use super::fingerprint::Digest;
+use super::kinds::{Kind, Timing, When};
 use super::limits;
 use super::spec::{
     Catchup, Job, JobSpec, Overlap, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW,
     MAX_CATCHUP_WINDOW,
 };
-use super::kinds::{Kind, Timing, When};
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 use crate::wire::job::{MAX_ATTEMPTS_RANGE, TIMEOUT_RANGE};
 
@@ -1135,7 +1135,10 @@ impl<'a> Checker<'a> {
                     (None, None) => Kind::Cron,
                 };
                 Some(
-                    (kind != Kind::Cron || start_at.is_some() || end_at.is_some() || keep_after_run)
+                    (kind != Kind::Cron
+                        || start_at.is_some()
+                        || end_at.is_some()
+                        || keep_after_run)
                         .then(|| {
                             Box::new(Timing {
                                 kind,
@@ -1565,6 +1568,79 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn at_every_and_bounds_are_read_into_the_jobs_timing() {
+        let json = r#"{"jobs": [
+  {"jobName": "once", "job": "x", "at": "2027-03-01T14:05:30+01:00", "keepAfterRun": true},
+  {"jobName": "ninety", "job": "x", "every": "90m", "startAt": "2027-01-01T00:00:00Z"},
+  {"jobName": "spring", "job": "x", "cronTime": "0 3 * * *", "endAt": "2027-06-01T00:00:00Z"},
+  {"jobName": "plain", "job": "x", "cronTime": "0 3 * * *"}
+]}"#;
+        let s = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
+        let utc = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let timing = |i: usize| s.jobs[i].spec.timing.as_deref().cloned();
+        assert_eq!(
+            timing(0),
+            Some(Timing {
+                kind: Kind::At(utc("2027-03-01T13:05:30Z")),
+                start_at: None,
+                end_at: None,
+                keep_after_run: true
+            })
+        );
+        assert_eq!(&*s.jobs[0].spec.cron_time, "@at 2027-03-01T13:05:30Z");
+        assert_eq!(
+            timing(1).map(|t| (t.kind, t.start_at)),
+            Some((Kind::Every(90), Some(utc("2027-01-01T00:00:00Z"))))
+        );
+        assert_eq!(&*s.jobs[1].spec.cron_time, "@every 1h 30m");
+        assert_eq!(
+            timing(2).map(|t| (t.kind, t.end_at)),
+            Some((Kind::Cron, Some(utc("2027-06-01T00:00:00Z"))))
+        );
+        assert_eq!(&*s.jobs[2].spec.cron_time, "0 3 * * *");
+        // A plain cron job keeps no timing, and shares nothing with the bounded one.
+        assert_eq!(timing(3), None);
+        assert!(!Arc::ptr_eq(&s.jobs[2].expr, &s.jobs[3].expr));
+    }
+
+    #[test]
+    fn at_every_and_bounds_are_checked_with_precise_errors() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "a", "job": "x", "at": "tomorrow"},
+  {"jobName": "b", "job": "x", "every": "90s"},
+  {"jobName": "c", "job": "x", "every": "400d"},
+  {"jobName": "d", "job": "x", "cronTime": "* * * * *", "at": "2027-03-01T14:05:30Z"},
+  {"jobName": "e", "job": "x"},
+  {"jobName": "f", "job": "x", "every": "1h", "startAt": "2027-03-01T00:00:00Z", "endAt": "2027-02-01T00:00:00Z"},
+  {"jobName": "g", "job": "x", "at": "2027-03-01T14:05:30Z", "jitter": "10s"},
+  {"jobName": "h", "job": "x", "cronTime": "* * * * *", "keepAfterRun": true},
+  {"jobName": "i", "job": "x", "at": "2027-03-01T14:05:30.5Z"},
+  {"jobName": "j", "job": "x", "every": 90}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:38: jobs[0] "a": at: "tomorrow" is not an RFC 3339 instant with its offset, like "2027-03-01T14:05:30+01:00" or "2027-03-01T13:05:30Z": premature end of input"#,
+                r#"s.json:3:41: jobs[1] "b": every: "90s" is not a whole number of minutes (slots are whole minutes)"#,
+                r#"s.json:4:41: jobs[2] "c": every: "400d" is out of range 1m-366d"#,
+                r#"s.json:5:63: jobs[3] "d": at: a job has one of "cronTime", "at" and "every", and this one also has "cronTime""#,
+                r#"s.json:6:3: jobs[4] "e": cronTime: missing (required): a job needs one of "cronTime", "at" or "every""#,
+                r#"s.json:7:91: jobs[5] "f": endAt: must be after startAt (2027-03-01T00:00:00Z): the job would have no slot"#,
+                r#"s.json:8:72: jobs[6] "g": jitter: an "at" job runs at its own second: jitter does not apply to it"#,
+                r#"s.json:9:73: jobs[7] "h": keepAfterRun: applies only to a job with "at" or "endAt" (a job whose runs come to an end)"#,
+                r#"s.json:10:38: jobs[8] "i": at: "2027-03-01T14:05:30.5Z" is not a whole second"#,
+                r#"s.json:11:41: jobs[9] "j": every: expected a string, found a number"#,
+            ]
+        );
     }
 
     #[test]

@@ -10,11 +10,11 @@ use tracing::{info, warn};
 use super::follower::ControlFollower;
 use super::table::PauseTable;
 use crate::clock::Minute;
-use crate::schedule::When;
 use crate::dispatcher::catchup::{admit, window_minutes};
 use crate::dispatcher::scheduler::{Dispatch, Scheduler};
 use crate::obs::terminal::escape_controls;
 use crate::schedule::JobSpec;
+use crate::schedule::When;
 use crate::wire::control::ControlRecord;
 use crate::wire::{partition_for, slot_text};
 

@@ -213,6 +213,9 @@ pub struct Scheduler {
     longest_window: i64,
     due_groups: Vec<(JobId, Minute)>,
     due_jobs: Vec<u32>,
+    /// `at` jobs added (by an edit or a reload) after their slot's minute was processed: their
+    /// one slot is handed out late, once, if its catch-up rule allows ([`Self::take_late`]).
+    late_at: Vec<(Arc<JobSpec>, Minute)>,
 }
 
 /// What [`Scheduler::upsert`] did.
@@ -700,6 +703,7 @@ impl Scheduler {
             longest_window,
             due_groups: Vec::new(),
             due_jobs: Vec::new(),
+            late_at: Vec::new(),
         }
     }
 
@@ -819,6 +823,17 @@ impl Scheduler {
             }
         }
         let name = job.spec.name.clone();
+        // An `at` job whose minute has passed: its slot was never handed out if the job is new or
+        // its instant moved; the catch-up rule decides at the next minute.
+        if let Some(at) = job.spec.at().filter(|_| job.spec.enabled) {
+            let slot = Minute::containing(at);
+            let old_at = old
+                .and_then(|loc| edits.spec(&self.schedule, loc))
+                .and_then(|spec| spec.at());
+            if slot <= processed && old_at != Some(at) && job.expr.next_after(slot.start().unwrap_or(at) - chrono::Duration::seconds(1)).is_some() {
+                self.late_at.push((Arc::clone(&job.spec), slot));
+            }
+        }
         let (loc, filed) = edits.put_in(job, processed);
         edits.place(&self.schedule, &name, Some(loc));
         self.scheduled += usize::from(filed);
@@ -1102,6 +1117,37 @@ impl Scheduler {
         }
     }
 
+    /// Hands out the late slots of `at` jobs added after their minute (see `late_at`), each once,
+    /// with its own `scheduledAt`, if the job is still in force with those settings and its
+    /// catch-up rule admits the slot at `now`; what the rule leaves out is counted in `skips`.
+    /// Returns how many were appended to `out`, by slot, for the lease's late count.
+    pub fn take_late(
+        &mut self,
+        now: Minute,
+        out: &mut Vec<Dispatch>,
+        skips: &mut Skips,
+    ) -> Vec<(Minute, u64)> {
+        let mut slots = Vec::new();
+        for (spec, slot) in std::mem::take(&mut self.late_at) {
+            let in_force = self.job(&spec.name).is_some_and(|s| Arc::ptr_eq(s, &spec));
+            let Some(start) = slot.start().filter(|_| in_force) else {
+                continue;
+            };
+            match admit(spec.catchup, window_minutes(&spec), slot, None, now) {
+                Ok(()) => {
+                    out.push(Dispatch {
+                        spec: JobRef::from(spec),
+                        scheduled_at: start,
+                        lease: None,
+                    });
+                    slots.push((slot, 1));
+                }
+                Err(reason) => skips.add(&spec.name, reason, 1),
+            }
+        }
+        slots
+    }
+
     /// Skips every slot up to and including `until` without dispatching, counting them per job in
     /// `skips` as outside the window (counting stops at `cap` slots per job, so a month-long
     /// suspension of an every-minute job doesn't cost 43 200 cron evaluations just to count them).
@@ -1198,6 +1244,21 @@ impl Rebuilt {
                 if next.processed < running.processed {
                     next.skip_until(running.processed, 1, &mut Skips::default());
                 }
+                // `at` jobs the reload adds (or moves) after their minute: handed out late.
+                let processed = next.processed;
+                let late: Vec<(Arc<JobSpec>, Minute)> = self
+                    .diff
+                    .added
+                    .iter()
+                    .chain(&self.diff.rescheduled)
+                    .filter_map(|name| {
+                        let spec = next.job(name)?;
+                        let slot = Minute::containing(spec.at()?);
+                        (spec.enabled && slot <= processed).then(|| (Arc::clone(spec), slot))
+                    })
+                    .collect();
+                next.late_at.extend(late);
+                next.late_at.append(&mut running.late_at);
                 Some(std::mem::replace(running, next))
             }
         }
@@ -1542,6 +1603,77 @@ mod tests {
     }
 
     /// The one job of `row`.
+    fn jobs_of(entries: &str) -> Vec<Job> {
+        let json = format!(r#"{{"jobs":[{entries}]}}"#);
+        parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default())
+            .unwrap()
+            .jobs
+    }
+
+    /// An `at` job added after its minute was processed is handed out once, late, with its own
+    /// slot, when its catch-up rule admits it; not when the rule refuses, nor once it is removed,
+    /// nor again when the same job is upserted unchanged.
+    #[test]
+    fn an_at_job_added_after_its_minute_is_handed_out_late_once_under_its_catch_up_rule() {
+        // 2027-03-01T13:05Z processed; the jobs' instant 13:05:30 lies in that minute.
+        let processed = Minute(30_064_320 + 13 * 60 + 5);
+        let now = processed.next();
+        let mut scheduler = Scheduler::new(Schedule::default(), processed);
+        let mut jobs = jobs_of(
+            r#"{"jobName":"late","job":"x","at":"2027-03-01T13:05:30Z"},
+               {"jobName":"never","job":"x","at":"2027-03-01T13:05:30Z","catchup":"none"},
+               {"jobName":"gone","job":"x","at":"2027-03-01T13:05:30Z"},
+               {"jobName":"future","job":"x","at":"2027-03-01T13:07:00Z"}"#,
+        )
+        .into_iter();
+        let late = jobs.next().unwrap();
+        assert_eq!(scheduler.upsert(late.clone()), Edited::Added);
+        assert_eq!(scheduler.upsert(late), Edited::Unchanged);
+        for job in jobs {
+            scheduler.upsert(job);
+        }
+        assert!(scheduler.remove("gone"));
+        let (mut out, mut skips) = (Vec::new(), Skips::default());
+        let slots = scheduler.take_late(now, &mut out, &mut skips);
+        let sent: Vec<(String, DateTime<Utc>)> = out
+            .iter()
+            .map(|d| (d.spec.name.clone(), d.scheduled_at))
+            .collect();
+        assert_eq!(sent, [("late".to_string(), processed.start().unwrap())]);
+        assert_eq!(slots, [(processed, 1)]);
+        assert_eq!((skips.rule, skips.window), (1, 0));
+        // Handed out once; the future one fires in its own minute like any slot.
+        out.clear();
+        assert!(scheduler.take_late(now, &mut out, &mut skips).is_empty());
+        scheduler.run_minute(now, &mut out);
+        scheduler.run_minute(now.next(), &mut out);
+        let names: Vec<&str> = out.iter().map(|d| d.spec.name.as_str()).collect();
+        assert_eq!(names, ["future"]);
+    }
+
+    /// A reload that adds an `at` job after its minute hands its slot out late, like an edit.
+    #[test]
+    fn a_reload_adding_an_at_job_after_its_minute_hands_it_out_late() {
+        let processed = Minute(30_064_320 + 13 * 60 + 5);
+        let mut scheduler = Scheduler::new(
+            Schedule {
+                jobs: jobs_of(r#"{"jobName":"a","job":"x","cronTime":"0 0 1 1 *"}"#),
+            },
+            processed,
+        );
+        scheduler.apply(Schedule {
+            jobs: jobs_of(
+                r#"{"jobName":"a","job":"x","cronTime":"0 0 1 1 *"},
+                   {"jobName":"b","job":"x","at":"2027-03-01T13:04:10Z"}"#,
+            ),
+        });
+        let (mut out, mut skips) = (Vec::new(), Skips::default());
+        let slots = scheduler.take_late(processed.next(), &mut out, &mut skips);
+        assert_eq!(slots, [(Minute(processed.0 - 1), 1)]);
+        assert_eq!(out[0].spec.name, "b");
+        assert_eq!(out[0].scheduled_at, Minute(processed.0 - 1).start().unwrap());
+    }
+
     fn edit_job(row: &EditRow) -> Job {
         edit_schedule([row]).jobs.remove(0)
     }
@@ -1916,7 +2048,7 @@ mod tests {
         ) {
             const SPAN: i64 = 240;
             // 2027-03-01T00:00Z.
-            let start = Minute(29_546_160);
+            let start = Minute(30_064_320);
             let instant = |offset: i64| {
                 Utc.timestamp_opt(start.0 * 60 + offset, 0).unwrap().to_rfc3339()
             };

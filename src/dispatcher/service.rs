@@ -324,7 +324,11 @@ async fn run_in_group(
                 died = Some(e);
                 break;
             }
-            Next::Edits(batch) => member.apply_edits(&mut pipeline.tick_loop, batch),
+            Next::Edits(batch) => {
+                member.apply_edits(&mut pipeline.tick_loop, batch);
+                // A closed sink is reported by `sink_ended` on the next turn.
+                let _ = pipeline.tick_loop.send_late().await;
+            }
             Next::Event(GroupEvent::Assigned(shards)) => {
                 member
                     .take_over(&mut pipeline.tick_loop, shards, &shutdown)

@@ -337,3 +337,126 @@ fn three_members_each_read_only_their_shards_and_a_takeover_reads_one_partition(
         }
     });
 }
+
+/// `at`, `every` and `keepAfterRun` on the topic, on a drill clock: an `at` job fires once in its
+/// minute with its second as `notBefore`, and its owner then deletes it with a tombstone (one with
+/// `keepAfterRun` stays); an `at` written after its second, in the same minute, still runs, late,
+/// at once; an `every` job fires on the minutes anchored at its `startAt`, and on no other.
+#[test]
+fn at_and_every_jobs_fire_on_their_slots_and_a_fired_at_job_is_removed_by_its_owner() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("stkinds");
+    let schedule_topic = format!("g-{topic}.schedule");
+    let shards = 2;
+    let drill = Drill::new(10);
+    let dir = tempfile::tempdir().unwrap();
+    create_topic(&address, &schedule_topic, shards as i32);
+    let instant = |secs: i64| {
+        DateTime::<Utc>::from_timestamp(secs, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let m0 = drill.minute();
+    let (once_at, kept_at) = ((m0 + 3) * 60 + 30, (m0 + 3) * 60 + 10);
+    let anchor = m0 + 1;
+    let spec = |name: &str, fields: String| {
+        (
+            name.to_string(),
+            format!(r#"{{"jobName":"{name}","job":"run {name}",{fields}}}"#),
+        )
+    };
+    write_jobs(
+        &address,
+        &schedule_topic,
+        shards,
+        &[
+            spec("once", format!(r#""at":"{}""#, instant(once_at))),
+            spec(
+                "kept",
+                format!(r#""at":"{}","keepAfterRun":true"#, instant(kept_at)),
+            ),
+            spec(
+                "every2",
+                format!(r#""every":"2m","startAt":"{}""#, instant(anchor * 60)),
+            ),
+        ],
+    );
+    let unused = dir.path().join("no-such-file.json");
+    let mut member = Dispatcher::start(
+        &address,
+        &topic,
+        &unused,
+        drill,
+        "m1",
+        dir.path(),
+        &["--schedule-topic", "--shards", "2"],
+    );
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    // An `at` whose second has just passed, written in its own minute.
+    let late_minute = drill.wait_minutes(4, 20);
+    write_jobs(
+        &address,
+        &schedule_topic,
+        shards,
+        &[spec(
+            "late",
+            format!(r#""at":"{}""#, instant(late_minute * 60 + 5)),
+        )],
+    );
+    member.wait_log("removed from the schedule topic", Duration::from_secs(60));
+    let stopped = drill.wait_minutes(2, 10);
+    member.terminate();
+
+    let mut got: BTreeMap<String, Vec<(i64, Option<String>)>> = BTreeMap::new();
+    for r in consume_all(&address, &topic, PARTITIONS, 20, Duration::from_secs(60)) {
+        let at: DateTime<Utc> = r.value["scheduledAt"].as_str().unwrap().parse().unwrap();
+        got.entry(r.value["jobName"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                at.timestamp().div_euclid(60),
+                r.value["notBefore"].as_str().map(str::to_string),
+            ));
+    }
+    let schedule: Vec<(String, bool)> = consume_all(
+        &address,
+        &schedule_topic,
+        shards as i32,
+        10,
+        Duration::from_secs(60),
+    )
+    .into_iter()
+    .map(|r| (String::from_utf8(r.key).unwrap(), r.value.is_null()))
+    .collect();
+    with_logs(&[&member], || {
+        let millis = |secs: i64| {
+            DateTime::<Utc>::from_timestamp(secs, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        assert_eq!(
+            got["once"],
+            [(once_at / 60, Some(millis(once_at)))],
+            "{got:?}"
+        );
+        assert_eq!(got["kept"], [(kept_at / 60, Some(millis(kept_at)))]);
+        assert_eq!(
+            got["late"],
+            [(late_minute, Some(millis(late_minute * 60 + 5)))]
+        );
+        let every: Vec<i64> = got["every2"].iter().map(|(m, _)| *m).collect();
+        let expected: Vec<i64> = (every[0]..stopped)
+            .filter(|m| m >= &anchor && (m - anchor) % 2 == 0)
+            .collect();
+        assert_eq!(every, expected, "every 2m from minute {anchor}");
+        assert!(every.len() >= 3, "{every:?}");
+        assert!(got["every2"].iter().all(|(_, nb)| nb.is_none()));
+        // The owner deleted the fired `at` jobs, not the one to keep nor the interval.
+        let tombstones: BTreeSet<&str> = schedule
+            .iter()
+            .filter(|(_, gone)| *gone)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(tombstones, BTreeSet::from(["late", "once"]), "{schedule:?}");
+    });
+}

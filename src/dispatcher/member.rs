@@ -595,6 +595,13 @@ impl Member {
         }
     }
 
+    /// Removes the topic-sourced jobs whose runs have come to an end (topic mode).
+    pub(super) async fn retire_finished(&mut self, tick_loop: &TickLoop) {
+        if let Some(topic) = self.topic.as_mut() {
+            topic.retire(tick_loop).await;
+        }
+    }
+
     /// Applies schedule topic records to their shard's jobs (topic mode).
     pub(super) fn apply_edits(&mut self, tick_loop: &mut TickLoop, batch: ShardEdits) {
         if let Some(topic) = self.topic.as_mut() {

@@ -13,7 +13,7 @@
 //!
 //! A shard is never rebuilt after its takeover: each record changes its one job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,9 @@ use tracing::{error, info, warn};
 
 use super::observe::{Observer, ShardTopicRow};
 use super::tick_loop::TickLoop;
+use crate::clock::Minute;
 use crate::kafka::{Connection, KafkaContext};
-use crate::schedule::{Job, LoadOptions, Schedule, SharedExprs};
+use crate::schedule::{Job, JobSpec, LoadOptions, Schedule, SharedExprs};
 use crate::store::{self, Edit, Rejected, StoreError};
 use crate::wire::cursor::TopicPosition;
 
@@ -85,7 +86,31 @@ pub(super) struct TopicSchedule {
     next_epoch: u64,
     reports: BTreeMap<u32, ShardTopic>,
     observer: Arc<Observer>,
+    /// Jobs whose runs come to an end (`at`, `endAt`) and are removed once their last slot is
+    /// acked, by (that slot's minute, shard, name): see [`TopicSchedule::retire`].
+    ending: BTreeSet<(Minute, u32, String)>,
 }
+
+/// The minute after whose acknowledgement a job of the schedule topic has no run left, when it is
+/// to be removed then (an `at` job, or one with an `endAt`, without `keepAfterRun`).
+fn last_minute(spec: &JobSpec) -> Option<Minute> {
+    let timing = spec.timing.as_deref()?;
+    if timing.keep_after_run || !spec.enabled {
+        return None;
+    }
+    let at = timing.at().map(Minute::containing);
+    let end = timing
+        .end_at
+        .map(|e| Minute::containing(e - chrono::Duration::seconds(1)));
+    match (at, end) {
+        (Some(a), Some(e)) => Some(a.min(e)),
+        (a, e) => a.or(e),
+    }
+}
+
+/// How long a member waits for the broker to ack the tombstones of finished jobs before it tries
+/// again at the next tick (the service loop waits meanwhile).
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
 
 /// The follower's half: one librdkafka consumer without a group, its partitions assigned by hand,
 /// so that every followed partition is read by one fetch request per broker (an idle member makes
@@ -139,6 +164,7 @@ impl TopicSchedule {
                 next_epoch: 0,
                 reports: BTreeMap::new(),
                 observer,
+                ending: BTreeSet::new(),
             },
             follower,
             edits,
@@ -174,6 +200,11 @@ impl TopicSchedule {
                     rejected,
                 },
             );
+            for job in jobs.values() {
+                if let Some(last) = last_minute(&job.spec) {
+                    self.ending.insert((last, *shard, job.spec.name.clone()));
+                }
+            }
             out.insert(
                 *shard,
                 (
@@ -240,6 +271,9 @@ impl TopicSchedule {
             match edit {
                 Edit::Upsert { job, offset, .. } => {
                     let name = job.spec.name.clone();
+                    if let Some(last) = last_minute(&job.spec) {
+                        self.ending.insert((last, batch.shard, name.clone()));
+                    }
                     let edited = run.scheduler.upsert(job);
                     upserts += 1;
                     tracing::debug!(message = "schedule record applied", shard = batch.shard, offset, job = %name, edited = ?edited);
@@ -273,6 +307,89 @@ impl TopicSchedule {
         let took = batch.fetched.elapsed();
         self.observer.schedule_topic_applied(took);
         Some(took)
+    }
+
+    /// Removes, with a tombstone in its partition, each job whose runs have come to an end: an
+    /// `at` job whose slot, or a job whose last slot before `endAt`, is acked (its shard's cursor
+    /// is at or past it), unless it keeps `keepAfterRun`. The tombstone comes back through the
+    /// follower like any record. A job replaced meanwhile by a version that still runs is kept;
+    /// a write that fails is tried again at the next tick.
+    pub(super) async fn retire(&mut self, tick_loop: &TickLoop) {
+        let mut due = Vec::new();
+        let mut later = BTreeSet::new();
+        // Only entries up to the furthest cursor can be due: the rest wait untouched.
+        let furthest = tick_loop
+            .shards()
+            .values()
+            .map(|run| {
+                run.lease
+                    .as_ref()
+                    .map_or(run.scheduler.processed(), |l| l.cursor())
+            })
+            .max();
+        let Some(furthest) = furthest else {
+            return;
+        };
+        let waiting = self.ending.split_off(&(furthest.next(), 0, String::new()));
+        for (last, shard, name) in std::mem::replace(&mut self.ending, waiting) {
+            let Some(run) = tick_loop.shards().get(&shard) else {
+                continue; // not owned any more: its new owner retires it
+            };
+            let acked = run
+                .lease
+                .as_ref()
+                .map_or(run.scheduler.processed(), |l| l.cursor());
+            let still = run
+                .scheduler
+                .job(&name)
+                .and_then(|spec| last_minute(spec))
+                .is_some_and(|l| l == last);
+            match (still, last <= acked) {
+                (false, _) => {}
+                (true, true) => due.push((last, shard, name)),
+                (true, false) => {
+                    later.insert((last, shard, name));
+                }
+            }
+        }
+        self.ending.extend(later);
+        if due.is_empty() {
+            return;
+        }
+        let writes = due
+            .iter()
+            .map(|(_, _, name)| store::Write {
+                name: name.clone(),
+                value: None,
+            })
+            .collect();
+        let written = tokio::time::timeout(
+            RETIRE_WAIT,
+            store::write(
+                &self.client,
+                &self.topic,
+                self.shards,
+                writes,
+                chrono::Utc::now(),
+                Duration::from_millis(200),
+                |_| {},
+            ),
+        )
+        .await;
+        match written {
+            Ok(Ok(_)) => {
+                let jobs: Vec<&str> = due.iter().map(|(_, _, n)| n.as_str()).collect();
+                info!(message = "jobs whose runs came to an end removed from the schedule topic (a tombstone each)", topic = %self.topic, count = jobs.len(), jobs = ?jobs);
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no ack within {}", humantime::format_duration(RETIRE_WAIT)),
+                };
+                warn!(message = "cannot remove finished jobs from the schedule topic yet; trying again at the next tick", topic = %self.topic, count = due.len(), error = %error);
+                self.ending.extend(due);
+            }
+        }
     }
 
     /// Each owned shard's schedule topic position.

@@ -830,7 +830,13 @@ impl Scheduler {
             let old_at = old
                 .and_then(|loc| edits.spec(&self.schedule, loc))
                 .and_then(|spec| spec.at());
-            if slot <= processed && old_at != Some(at) && job.expr.next_after(slot.start().unwrap_or(at) - chrono::Duration::seconds(1)).is_some() {
+            if slot <= processed
+                && old_at != Some(at)
+                && job
+                    .expr
+                    .next_after(slot.start().unwrap_or(at) - chrono::Duration::seconds(1))
+                    .is_some()
+            {
                 self.late_at.push((Arc::clone(&job.spec), slot));
             }
         }
@@ -1671,7 +1677,10 @@ mod tests {
         let slots = scheduler.take_late(processed.next(), &mut out, &mut skips);
         assert_eq!(slots, [(Minute(processed.0 - 1), 1)]);
         assert_eq!(out[0].spec.name, "b");
-        assert_eq!(out[0].scheduled_at, Minute(processed.0 - 1).start().unwrap());
+        assert_eq!(
+            out[0].scheduled_at,
+            Minute(processed.0 - 1).start().unwrap()
+        );
     }
 
     fn edit_job(row: &EditRow) -> Job {

@@ -351,6 +351,7 @@ async fn run_in_group(
                     died = stop;
                     break;
                 }
+                member.retire_finished(&pipeline.tick_loop).await;
                 let md5 = schedule_md5(&mut pipeline.tick_loop);
                 member.publish(&pipeline.tick_loop, &md5);
             }

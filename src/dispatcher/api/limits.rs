@@ -89,9 +89,11 @@ pub fn parse_if_match(text: &str) -> Result<IfMatch, String> {
             .unwrap_or(part);
         match bare.parse::<i64>() {
             Ok(v) if v >= 0 && bare.bytes().all(|b| b.is_ascii_digit()) => versions.push(v),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{part:?} is not a version (the decimal offset a write replied, like \"17\") or *"
-            )),
+            ))
+            }
         }
     }
     Ok(IfMatch::Versions(versions))

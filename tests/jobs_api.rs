@@ -129,8 +129,10 @@ impl Group {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (healthy, view) = group_status(&self.broker.address(), &self.topic, self.drill);
-            let owned: u64 = self.urls.iter().map(|u| self.jobs_held(u).1).sum();
-            if healthy && owned == u64::from(SHARDS) {
+            let owned: Vec<u64> = self.urls.iter().map(|u| self.jobs_held(u).1).collect();
+            // Every shard owned once, and every member owning some.
+            let spread = owned.iter().all(|&n| n > 0);
+            if healthy && owned.iter().sum::<u64>() == u64::from(SHARDS) && spread {
                 break;
             }
             assert!(Instant::now() < deadline, "group not settled: {view}");
@@ -246,6 +248,22 @@ impl Group {
             None,
             None,
         )
+    }
+
+    /// `call` again while it answers 503 with Retry-After (a shard's owner not known yet, a
+    /// rebalance), as a client is told to; at most 30 s.
+    fn retrying(&self, call: impl Fn() -> Reply) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = call();
+            if reply.status != 503
+                || !reply.headers.contains_key("retry-after")
+                || Instant::now() > deadline
+            {
+                return reply;
+            }
+            (0..25).for_each(|_| pause());
+        }
     }
 
     fn logs(&self) -> Vec<&Dispatcher> {
@@ -373,7 +391,7 @@ fn a_job_put_through_the_api_fires_reads_back_with_its_version_and_stops_when_de
 
 #[test]
 fn tokens_validation_and_if_match_guard_every_write() {
-    let mut g = Group::start("apiguard", &["m1"]);
+    let g = Group::start("apiguard", &["m1"]);
     let body = job("guarded", "x", "*/5 * * * *", &g.topic);
     let path = "/api/v1/jobs/guarded";
     let doc = "/api/v1/jobs/{name}";
@@ -501,8 +519,12 @@ fn tokens_validation_and_if_match_guard_every_write() {
     );
     // A broken file keeps the last good one.
     std::fs::write(&g.tokens, "{not json").unwrap();
-    g.members[0].wait_log("does not parse", Duration::from_secs(10));
-    assert_eq!(g.get(0, "guarded", "fresh-token").status, 200);
+    g.wait("the broken file logged", Duration::from_secs(10), || {
+        assert_eq!(g.get(0, "guarded", "fresh-token").status, 200);
+        g.members[0]
+            .log()
+            .contains("the new API token file does not parse")
+    });
     check_openapi(&g.seen.lock().unwrap(), false);
 }
 
@@ -700,31 +722,28 @@ fn a_request_sent_to_a_member_that_does_not_own_the_shard_is_forwarded_to_the_ow
         (7, 1),
     ] {
         let name = format!("fwd-{i}");
-        let put = g.put(
-            via,
-            &name,
-            &job(&name, "f", "0 4 * * *", &g.topic),
-            WRITE_TOKEN,
-            None,
-        );
+        let body = job(&name, "f", "0 4 * * *", &g.topic);
+        let put = g.retrying(|| g.put(via, &name, &body, WRITE_TOKEN, None));
         assert_eq!(put.status, 201, "{name} via m{}: {}", via + 1, put.body);
         let other = 1 - via;
-        let got = g.get(other, &name, READ_TOKEN);
+        let got = g.retrying(|| g.get(other, &name, READ_TOKEN));
         assert_eq!(got.status, 200, "{name} via m{}: {}", other + 1, got.body);
         assert_eq!(got.body["version"], put.body["version"]);
         assert_eq!(got.etag, put.etag);
     }
     // A list from either member gathers every shard's jobs.
     for m in 0..2 {
-        let list = g.call(
-            m,
-            "GET",
-            "/api/v1/jobs?prefix=fwd-",
-            "/api/v1/jobs",
-            Some(READ_TOKEN),
-            None,
-            None,
-        );
+        let list = g.retrying(|| {
+            g.call(
+                m,
+                "GET",
+                "/api/v1/jobs?prefix=fwd-",
+                "/api/v1/jobs",
+                Some(READ_TOKEN),
+                None,
+                None,
+            )
+        });
         assert_eq!(list.status, 200, "{}", list.body);
         let names: Vec<&str> = list.body["jobs"]
             .as_array()
@@ -741,15 +760,18 @@ fn a_request_sent_to_a_member_that_does_not_own_the_shard_is_forwarded_to_the_ow
     }
     // A batch through one member writes on both.
     let ops: Vec<Value> = (0..20).map(|i| json!({"op": "put", "job": {"jobName": format!("fb-{i:02}"), "job": "b", "cronTime": "0 5 * * *"}})).collect();
-    let batch = g.call(
-        0,
-        "POST",
-        "/api/v1/jobs:batch",
-        "/api/v1/jobs:batch",
-        Some(WRITE_TOKEN),
-        None,
-        Some(&json!({"ops": ops}).to_string()),
-    );
+    let ops = json!({ "ops": ops }).to_string();
+    let batch = g.retrying(|| {
+        g.call(
+            0,
+            "POST",
+            "/api/v1/jobs:batch",
+            "/api/v1/jobs:batch",
+            Some(WRITE_TOKEN),
+            None,
+            Some(&ops),
+        )
+    });
     assert_eq!(batch.status, 200, "{}", batch.body);
     assert!(batch.body["results"]
         .as_array()

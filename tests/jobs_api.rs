@@ -157,6 +157,7 @@ impl Group {
     }
 
     /// `method url` with `token` (and If-Match, body); `doc` is the documented path it exercises.
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         member: usize,

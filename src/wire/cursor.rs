@@ -202,6 +202,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_with_the_jobs_api_on_carries_its_url_and_others_write_none() {
+        let text = r#"{"v":1,"shard":1,"minute":"2026-11-29T18:05:00Z","writtenAt":"2026-11-29T18:06:01.250Z","owner":"m","generation":1,"scheduleMd5":"","apiUrl":"http://10.0.0.5:9464"}"#;
+        let read = Cursor::decode(text.as_bytes()).unwrap();
+        assert_eq!(read.api_url.as_deref(), Some("http://10.0.0.5:9464"));
+        let again: serde_json::Value = serde_json::from_slice(&read.encode()).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        let without = Cursor {
+            api_url: None,
+            ..read
+        };
+        let bytes = String::from_utf8(without.encode()).unwrap();
+        assert!(!bytes.contains("apiUrl"), "no API, no field: {bytes}");
+    }
+
+    #[test]
     fn a_later_version_or_garbage_is_refused_with_the_reason() {
         assert_eq!(
             Cursor::decode(br#"{"v":2,"shard":0,"minute":"x","writtenAt":"y","owner":"","generation":0,"scheduleMd5":""}"#),

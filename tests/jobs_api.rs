@@ -67,6 +67,11 @@ struct Reply {
 
 impl Group {
     fn start(prefix: &str, members: &[&str]) -> Group {
+        Group::start_with(prefix, members, &[])
+    }
+
+    /// [`Group::start`] with more `cronq run` flags for every member.
+    fn start_with(prefix: &str, members: &[&str], extra: &[&str]) -> Group {
         let broker = Broker::start();
         let topic = random_topic(prefix);
         let dir = tempfile::tempdir().unwrap();
@@ -91,13 +96,13 @@ impl Group {
             seen: Mutex::new(Vec::new()),
         };
         for name in members {
-            group.add(name);
+            group.add(name, extra);
         }
         group.wait_settled();
         group
     }
 
-    fn add(&mut self, name: &str) {
+    fn add(&mut self, name: &str, extra: &[&str]) {
         let unused = self.dir.path().join("no-file.json");
         let shards = SHARDS.to_string();
         let tokens = self.tokens.to_str().unwrap().to_string();
@@ -109,12 +114,16 @@ impl Group {
             name,
             self.dir.path(),
             &[
-                "--schedule-topic",
-                "--shards",
-                &shards,
-                "--api-tokens",
-                &tokens,
-            ],
+                &[
+                    "--schedule-topic",
+                    "--shards",
+                    shards.as_str(),
+                    "--api-tokens",
+                    tokens.as_str(),
+                ][..],
+                extra,
+            ]
+            .concat(),
         );
         let http = http_addr_in_log(&member.log, Duration::from_secs(30));
         self.urls.push(format!("http://{http}"));
@@ -803,6 +812,25 @@ fn a_request_sent_to_a_member_that_does_not_own_the_shard_is_forwarded_to_the_ow
     g.wait("28 jobs in force", Duration::from_secs(30), || {
         g.jobs_in_force() == 28
     });
+    check_openapi(&g.seen.lock().unwrap(), false);
+}
+
+#[test]
+fn a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_held() {
+    let g = Group::start_with("apirate", &["m1"], &["--api-rate", "3"]);
+    let statuses: Vec<Reply> = (0..8).map(|_| g.get(0, "nothing", READ_TOKEN)).collect();
+    let limited: Vec<&Reply> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(!limited.is_empty(), "8 requests at once on a rate of 3/s");
+    assert!(limited.iter().all(|r| r
+        .headers
+        .get("retry-after")
+        .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1))));
+    assert!(
+        statuses.iter().take(3).all(|r| r.status == 404),
+        "the burst goes through"
+    );
+    // Another token has its own bucket.
+    assert_eq!(g.get(0, "nothing", WRITE_TOKEN).status, 404);
     check_openapi(&g.seen.lock().unwrap(), false);
 }
 

@@ -62,6 +62,9 @@ impl HttpClient {
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
         let inner = Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            // Below the --http server's 10 s keep-alive timeout: a pooled connection is dropped
+            // here before the other side closes it.
             .pool_idle_timeout(Duration::from_secs(5))
             .build(connector);
         HttpClient {

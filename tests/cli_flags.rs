@@ -127,6 +127,24 @@ fn cronq_within(args: &[&str], limit: std::time::Duration) -> std::process::Outp
 const BAD_VALUES: &[(&str, &str, &str, &[&str])] = &[
     (
         "run",
+        "--api-rate",
+        "1-1000000",
+        &["0", "-1", "1000001", "18446744073709551615", "x"],
+    ),
+    (
+        "run",
+        "--api-max-body",
+        "1024-16777216",
+        &["0", "1023", "16777217", "x"],
+    ),
+    (
+        "run",
+        "--api-max-batch-body",
+        "1024-268435456",
+        &["0", "268435457", "x"],
+    ),
+    (
+        "run",
         "--tick",
         "10ms-1m",
         &["0s", "-1s", "61s", "99999999999999999999999s", "soon"],

@@ -65,6 +65,10 @@ pub enum CliError {
     #[error(transparent)]
     Http(#[from] crate::obs::http::HttpError),
 
+    /// The jobs API answered with an error (its message), or did not answer.
+    #[error("{0}")]
+    Api(String),
+
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -86,6 +90,7 @@ impl CliError {
             | CliError::Http(_)
             | CliError::RunAs(_)
             | CliError::Control(_)
+            | CliError::Api(_)
             | CliError::Kafka(_) => 1,
         }
     }

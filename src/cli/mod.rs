@@ -1,5 +1,5 @@
 //! The command line: `cronq run | worker | tail | validate | next | explain | status | trigger |
-//! pause | resume | apply | export`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
+//! pause | resume | apply | export | jobs`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
 //! (`90s`, `1h`). stdout carries only data so it can be piped; logs and errors go to stderr.
 //!
 //! ```text
@@ -19,6 +19,7 @@ mod apply;
 mod args;
 mod error;
 mod export;
+mod jobs;
 mod next;
 mod pause;
 mod run;
@@ -33,6 +34,7 @@ pub use apply::ApplyArgs;
 pub use args::{GroupArgs, KafkaArgs, ScheduleLimitArgs};
 pub use error::CliError;
 pub use export::ExportArgs;
+pub use jobs::{ClientArgs, JobsArgs, JobsCommand};
 pub use next::{ExplainArgs, NextArgs};
 pub use pause::{ControlArgs, PauseArgs, ResumeArgs, UntilArg};
 pub use run::RunArgs;
@@ -100,6 +102,9 @@ pub enum Command {
     /// Write the group's schedule topic out as a schedule file: the jobs in force, one per line,
     /// sorted by name.
     Export(ExportArgs),
+    /// The jobs API's client (`cronq run --schedule-topic --api-tokens FILE`): get, put, delete,
+    /// list jobs and their next runs; `hash-token` for the token file.
+    Jobs(JobsArgs),
 }
 
 /// `--log-format`.
@@ -149,5 +154,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Resume(args) => pause::resume(args),
         Command::Apply(args) => apply::run(args),
         Command::Export(args) => export::run(args),
+        Command::Jobs(args) => jobs::run(args),
     }
 }

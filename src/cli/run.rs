@@ -87,6 +87,25 @@ pub struct RunArgs {
     /// port 0: any free port, logged at start).
     #[arg(long, env = "CRONQ_HTTP", default_value = "127.0.0.1:9464")]
     pub http: Listen,
+    /// Turn the jobs API on, on the `--http` server (needs --schedule-topic): the token file, JSON
+    /// `{"tokens":[{"name","scope":"read"|"write","sha256"}]}` (`cronq jobs hash-token` prints a
+    /// token's hash); looked at again at most once a second.
+    #[arg(long, env = "CRONQ_API_TOKENS", requires = "schedule_topic")]
+    pub api_tokens: Option<PathBuf>,
+    /// The base URL of this member's jobs API, where the other members forward the requests for
+    /// its shards (default: `http://<--http address>`, the host name when it listens on every
+    /// interface).
+    #[arg(long, env = "CRONQ_ADVERTISE_URL", value_parser = advertise_url)]
+    pub advertise_url: Option<String>,
+    /// Jobs API requests a second per token, with a second's worth of burst; past it 429 (1-1000000).
+    #[arg(long, env = "CRONQ_API_RATE", default_value_t = 1000, value_parser = |s: &str| whole::<u32>(s, 1, 1_000_000))]
+    pub api_rate: u32,
+    /// The largest body of a single jobs API request, in bytes; larger is 413 (1024-16777216).
+    #[arg(long, env = "CRONQ_API_MAX_BODY", default_value_t = 1 << 20, value_parser = |s: &str| whole::<usize>(s, 1024, 16 << 20))]
+    pub api_max_body: usize,
+    /// The largest body of a `jobs:batch` request, in bytes; larger is 413 (1024-268435456).
+    #[arg(long, env = "CRONQ_API_MAX_BATCH_BODY", default_value_t = 16 << 20, value_parser = |s: &str| whole::<usize>(s, 1024, 256 << 20))]
+    pub api_max_batch_body: usize,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -118,6 +137,38 @@ pub struct RunArgs {
     /// End (exclusive) of the replay window.
     #[arg(long, env = "CRONQ_UNTIL", requires = "from")]
     pub until: Option<String>,
+}
+
+/// `--advertise-url`: an `http://host[:port]` base URL (no path, query or trailing slash needed).
+fn advertise_url(text: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL like http://10.0.0.5:9464 ({e})"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "{text:?}: an http:// URL with a host, like http://10.0.0.5:9464 (members forward over plain HTTP)"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "{text:?}: the base URL only, without a path or query"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+/// The default `--advertise-url`: the address `--http` listens on; the host name when that is
+/// every interface (0.0.0.0 or ::).
+fn default_advertise(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 fn tick_duration(text: &str) -> Result<Duration, String> {
@@ -176,6 +227,29 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             Some((from, until))
         }
         _ => None,
+    };
+    let api = match &args.api_tokens {
+        None => None,
+        Some(tokens) => {
+            if args.http == Listen::Off {
+                return Err(CliError::Invalid {
+                    flag: "--api-tokens",
+                    reason: "the jobs API is served on the --http server: give --http an address, not off".into(),
+                });
+            }
+            let settings = crate::dispatcher::api::ApiSettings {
+                tokens: tokens.clone(),
+                rate: args.api_rate,
+                max_body: args.api_max_body,
+                max_batch_body: args.api_max_batch_body,
+            };
+            Some(
+                crate::dispatcher::api::Front::open(&settings).map_err(|e| CliError::Invalid {
+                    flag: "--api-tokens",
+                    reason: e.to_string(),
+                })?,
+            )
+        }
     };
     let kafka = args.kafka.connection()?;
     let sink = if args.dry_run {
@@ -250,9 +324,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         group,
         clock,
         observer: observer.unwrap_or_else(Observer::disabled),
+        api: api.clone(),
     };
+    let advertise = args.advertise_url.clone();
     block_on(OnSignal::Stop, |shutdown| async move {
-        let http = Server::start(args.http, site).await?;
+        let routes = api.as_ref().map(crate::dispatcher::api::Front::router);
+        let http = Server::start_with_routes(args.http, site, routes).await?;
+        if let (Some(api), Some(addr)) = (&api, http.local_addr()) {
+            api.set_advertise_url(advertise.unwrap_or_else(|| default_advertise(addr)));
+        }
         let result = service::run(config, shutdown.token()).await;
         http.stop().await;
         result.map_err(CliError::from)

@@ -68,6 +68,9 @@ pub struct ServiceConfig {
     pub clock: Arc<dyn Clock>,
     /// Metrics, probes and the status page of `--http` ([`Observer::disabled`]: `--http off`).
     pub observer: Arc<Observer>,
+    /// The jobs API (`--api-tokens`, topic mode only): handed its Kafka side once the member has
+    /// joined its group.
+    pub api: Option<Arc<super::api::Front>>,
 }
 
 /// Errors that stop the dispatcher.

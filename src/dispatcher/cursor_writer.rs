@@ -37,6 +37,8 @@ pub(super) struct CursorBook {
     topic: BTreeMap<u32, TopicPosition>,
     /// The minute each shard's record was last written in.
     written: HashMap<u32, Minute>,
+    /// The member's jobs API URL (`--advertise-url`), when the API is on.
+    api_url: Option<String>,
 }
 
 /// The book the member keeps and the writer reads.
@@ -69,6 +71,11 @@ impl CursorBook {
         self.topic = positions;
     }
 
+    /// The member's jobs API URL, carried by every record (`apiUrl`).
+    pub(super) fn set_api_url(&mut self, url: Option<String>) {
+        self.api_url = url;
+    }
+
     /// The MD5 of the schedule in force.
     pub(super) fn set_md5(&mut self, md5: &str) {
         if self.md5 != md5 {
@@ -94,6 +101,7 @@ impl CursorBook {
                         generation: self.generation,
                         schedule_md5: self.md5.clone(),
                         schedule_topic: self.topic.get(&shard).copied(),
+                        api_url: self.api_url.clone(),
                     };
                     (record, Arc::clone(lease))
                 })

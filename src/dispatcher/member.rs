@@ -77,6 +77,8 @@ pub(super) struct MemberSetup {
     pub(super) poll: Duration,
     /// Topic mode: the shards' jobs come from the schedule topic, not the file.
     pub(super) topic: Option<TopicSchedule>,
+    /// The jobs API's URL (`--advertise-url`) when the API is on: carried by the cursor records.
+    pub(super) api_url: Option<String>,
 }
 
 /// A member of the dispatcher group: the shards it owns and what it knows of the others.
@@ -110,6 +112,8 @@ pub(super) struct Member {
     control: ControlFollower,
     /// Topic mode: the shards' jobs come from the schedule topic, not the file.
     topic: Option<TopicSchedule>,
+    /// The jobs API's URL, when the API is on.
+    api_url: Option<String>,
 }
 
 impl Member {
@@ -117,6 +121,7 @@ impl Member {
     /// the periodic cursor records are its).
     pub(super) fn new(setup: MemberSetup) -> (Member, CursorWriter) {
         let book = SharedBook::default();
+        cursor_writer::lock(&book).set_api_url(setup.api_url.clone());
         let writer = CursorWriter {
             state: Arc::clone(&setup.state),
             book: Arc::clone(&book),
@@ -141,6 +146,7 @@ impl Member {
             beat: setup.beat,
             control: setup.control,
             topic: setup.topic,
+            api_url: setup.api_url,
         };
         (member, writer)
     }
@@ -159,6 +165,7 @@ impl Member {
             generation: self.generation,
             schedule_md5: md5.to_string(),
             schedule_topic: self.topic.as_ref().and_then(|t| t.position(shard)),
+            api_url: self.api_url.clone(),
         }
     }
 
@@ -352,6 +359,10 @@ impl Member {
             let reusable = parked
                 .remove(&shard)
                 .filter(|(_, parked_md5, _)| *parked_md5 == md5);
+            // With the jobs API on, a shard is read afresh: its versions were dropped at the
+            // release, and the API must not answer from versions that missed the writes since.
+            let api_on = self.topic.as_ref().is_some_and(TopicSchedule::api_on);
+            let reusable = reusable.filter(|_| !api_on);
             let reusable = reusable.filter(|(run, _, _)| {
                 run.lease.as_ref().is_some_and(|l| {
                     l.outstanding() == 0

@@ -7,6 +7,7 @@
 //! the Kafka producer pool, behind the [`delay`] queue that holds jittered records until their
 //! `notBefore`).
 
+pub mod api;
 pub mod catchup;
 mod config;
 pub mod control;

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::api::book::Versions;
 use super::observe::{Observer, ShardTopicRow};
 use super::tick_loop::TickLoop;
 use crate::clock::Minute;
@@ -89,6 +90,8 @@ pub(super) struct TopicSchedule {
     /// Jobs whose runs come to an end (`at`, `endAt`) and are removed once their last slot is
     /// acked, by (that slot's minute, shard, name): see [`TopicSchedule::retire`].
     ending: BTreeSet<(Minute, u32, String)>,
+    /// The jobs API's versions (each owned shard's job names and offsets), when the API is on.
+    versions: Option<Arc<Versions>>,
 }
 
 /// The minute after whose acknowledgement a job of the schedule topic has no run left, when it is
@@ -134,6 +137,7 @@ impl TopicSchedule {
         shards: u32,
         options: LoadOptions,
         observer: Arc<Observer>,
+        versions: Option<Arc<Versions>>,
     ) -> Result<(TopicSchedule, Follower, mpsc::Receiver<ShardEdits>), StoreError> {
         // Every shard's batches, read and followed, share one set of compiled expressions.
         let mut options = options;
@@ -165,10 +169,16 @@ impl TopicSchedule {
                 reports: BTreeMap::new(),
                 observer,
                 ending: BTreeSet::new(),
+                versions,
             },
             follower,
             edits,
         ))
+    }
+
+    /// Whether the jobs API is on (it keeps each owned shard's versions).
+    pub(super) fn api_on(&self) -> bool {
+        self.versions.is_some()
     }
 
     /// The topic.
@@ -187,11 +197,15 @@ impl TopicSchedule {
             let topic = self.topic.clone();
             let options = self.options.clone();
             let count = self.shards;
-            async move { load_shard(&client, &topic, shard, count, options).await }
+            let keep_versions = self.versions.is_some();
+            async move { load_shard(&client, &topic, shard, count, options, keep_versions).await }
         });
         let mut out = BTreeMap::new();
         for (shard, loaded) in shards.iter().zip(join_all(loads).await) {
-            let (jobs, next, rejected) = loaded?;
+            let (jobs, next, rejected, offsets) = loaded?;
+            if let (Some(versions), Some(offsets)) = (&self.versions, offsets) {
+                versions.load(*shard, offsets);
+            }
             self.reports.insert(
                 *shard,
                 ShardTopic {
@@ -250,6 +264,9 @@ impl TopicSchedule {
             f.remove(&shard);
         });
         self.reports.remove(&shard);
+        if let Some(versions) = &self.versions {
+            versions.drop_shard(shard);
+        }
         self.publish();
     }
 
@@ -274,11 +291,17 @@ impl TopicSchedule {
                     if let Some(last) = last_minute(&job.spec) {
                         self.ending.insert((last, batch.shard, name.clone()));
                     }
+                    if let Some(versions) = &self.versions {
+                        versions.seen(batch.shard, &name, offset, true);
+                    }
                     let edited = run.scheduler.upsert(job);
                     upserts += 1;
                     tracing::debug!(message = "schedule record applied", shard = batch.shard, offset, job = %name, edited = ?edited);
                 }
                 Edit::Delete { name, offset } => {
+                    if let Some(versions) = &self.versions {
+                        versions.seen(batch.shard, &name, offset, false);
+                    }
                     if run.scheduler.remove(&name) {
                         deletes += 1;
                         tracing::debug!(message = "job deleted by a tombstone", shard = batch.shard, offset, job = %name);
@@ -443,14 +466,20 @@ fn rejected(topic: &str, r: &Rejected, count: u64) {
     }
 }
 
-/// Reads one shard's partition to its end: its jobs, the offset after, and the records rejected.
+/// One shard as read to its end: its jobs, the offset after, the records rejected, and (with the
+/// jobs API on) each job's version.
+type LoadedShard = (HashMap<String, Job>, i64, u64, Option<HashMap<String, i64>>);
+
+/// Reads one shard's partition to its end: its jobs, the offset after, the records rejected, and
+/// with `keep_versions` each job's newest offset (its version, for the jobs API).
 async fn load_shard(
     client: &Client,
     topic: &str,
     shard: u32,
     shards: u32,
     options: LoadOptions,
-) -> Result<(HashMap<String, Job>, i64, u64), StoreError> {
+    keep_versions: bool,
+) -> Result<LoadedShard, StoreError> {
     let started = Instant::now();
     let pc = store::partition_client(client, topic, shard as i32).await?;
     let mut reader = store::ToEnd::start(&pc, topic, None).await?;
@@ -460,16 +489,23 @@ async fn load_shard(
     let topic_name = topic.to_string();
     let folding = tokio::task::spawn_blocking(move || {
         let mut jobs: HashMap<String, Job> = HashMap::new();
+        let mut versions: Option<HashMap<String, i64>> = keep_versions.then(HashMap::new);
         let mut rejected = 0u64;
         let mut records = 0usize;
         while let Some(batch) = to_check.blocking_recv() {
             records += batch.len();
             for edit in store::edits(shard as i32, &batch, shards, &options) {
                 match edit {
-                    Edit::Upsert { job, .. } => {
+                    Edit::Upsert { job, offset, .. } => {
+                        if let Some(v) = versions.as_mut() {
+                            v.insert(job.spec.name.clone(), offset);
+                        }
                         jobs.insert(job.spec.name.clone(), job);
                     }
                     Edit::Delete { name, .. } => {
+                        if let Some(v) = versions.as_mut() {
+                            v.remove(&name);
+                        }
                         jobs.remove(&name);
                     }
                     Edit::Rejected(r) => {
@@ -479,7 +515,7 @@ async fn load_shard(
                 }
             }
         }
-        (jobs, rejected, records)
+        (jobs, rejected, records, versions)
     });
     let read = async {
         while let Some(batch) = reader.next(&pc, topic).await? {
@@ -493,7 +529,7 @@ async fn load_shard(
     let next = read.await;
     let folded = folding.await;
     let next = next?;
-    let (jobs, rejected, records) = folded.map_err(|e| StoreError::Io {
+    let (jobs, rejected, records, versions) = folded.map_err(|e| StoreError::Io {
         what: "checking",
         topic: topic.to_string(),
         partition: shard as i32,
@@ -509,7 +545,7 @@ async fn load_shard(
         offset = next,
         took_ms = started.elapsed().as_millis() as u64
     );
-    Ok((jobs, next, rejected))
+    Ok((jobs, next, rejected, versions))
 }
 
 impl Follower {

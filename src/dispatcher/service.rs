@@ -205,6 +205,15 @@ async fn run_in_group(
             return Ok(());
         }
     };
+    // The jobs API (topic mode only): the owned shards' versions and the directory of owners.
+    let api = match (&config.api, &group.schedule_topic) {
+        (Some(front), Some(_)) => Some((
+            Arc::clone(front),
+            Arc::new(super::api::book::Versions::default()),
+            Arc::new(super::api::book::Directory::default()),
+        )),
+        _ => None,
+    };
     // Topic mode: the shards' jobs come from the schedule topic, followed by a task of the member.
     let (topic, mut topic_edits) = match &group.schedule_topic {
         Some(name) => {
@@ -215,6 +224,7 @@ async fn run_in_group(
                 shards,
                 config.load.clone(),
                 observer.clone(),
+                api.as_ref().map(|(_, versions, _)| Arc::clone(versions)),
             )?;
             tasks.spawn("the schedule topic follower", |token| async move {
                 follower.run(token).await;
@@ -229,9 +239,22 @@ async fn run_in_group(
         None => (None, None),
     };
     let state = Arc::new(
-        StateTopic::new(client, group.state_topic.clone(), shards)
+        StateTopic::new(Arc::clone(&client), group.state_topic.clone(), shards)
             .with_health(Arc::clone(producer_config.kafka.health())),
     );
+    if let (Some((front, versions, directory)), Some(topic)) = (&api, &group.schedule_topic) {
+        front.start(super::api::core::Core::new(super::api::core::CoreSetup {
+            client: Arc::clone(&client),
+            topic: topic.clone(),
+            shards,
+            options: config.load.clone(),
+            versions: Arc::clone(versions),
+            directory: Arc::clone(directory),
+            state: Arc::clone(&state),
+            clock: Arc::clone(&config.clock),
+            retry_backoff: producer_config.retry_backoff,
+        }));
+    }
     // Only an observer that is on shows the broker's reachability: otherwise nothing to update.
     if observer.is_on() {
         tasks.spawn_until_cancelled(
@@ -278,6 +301,7 @@ async fn run_in_group(
         control: follower,
         poll: config.tick,
         topic,
+        api_url: api.as_ref().and_then(|(front, _, _)| front.advertise_url()),
     });
     tasks.spawn("the cursor writer", |token| async move {
         writer.run(token).await;
@@ -292,6 +316,7 @@ async fn run_in_group(
         rejoiner: membership.rejoiner(),
         poll: config.tick,
         observer: observer.clone(),
+        directory: api.as_ref().map(|(_, _, directory)| Arc::clone(directory)),
     };
     tasks.spawn("the orphan watchdog", |token| async move {
         watchdog.run(token).await;

@@ -345,6 +345,7 @@ mod tests {
             generation: 1,
             schedule_md5: md5.into(),
             schedule_topic: None,
+            api_url: None,
         }
     }
 

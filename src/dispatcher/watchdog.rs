@@ -47,6 +47,8 @@ pub struct Watchdog {
     pub poll: Duration,
     /// Shows the group on the status page.
     pub observer: Arc<Observer>,
+    /// The jobs API's directory of shard owners, when the API is on: fed from the same read.
+    pub directory: Option<Arc<super::api::book::Directory>>,
 }
 
 impl Watchdog {
@@ -62,6 +64,7 @@ impl Watchdog {
             rejoiner,
             poll,
             observer,
+            directory,
         } = self;
         let mut joined_at = clock.now();
         let mut watched: Option<Minute> = None;
@@ -82,6 +85,9 @@ impl Watchdog {
             let reads = state.all(shards).await;
             let cursors: Vec<_> = reads.iter().map(|r| r.cursor.clone()).collect();
             confirm_clock(&*clock, &cursors, &owner);
+            if let Some(directory) = &directory {
+                directory.update(cursors.iter().flatten());
+            }
             let group = super::status::assess_reads(&reads, now, shards);
             observer.group_read(group.clone());
             let ours = view.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -149,6 +155,7 @@ mod tests {
             generation: 1,
             schedule_md5: "m".into(),
             schedule_topic: None,
+            api_url: None,
         })
     }
 

@@ -131,25 +131,51 @@ impl Connections {
 pub struct Server {
     tasks: Tasks<Infallible>,
     connections: Arc<Connections>,
+    local: Option<SocketAddr>,
 }
 
 impl Server {
     /// Binds `listen` (a busy port is an error now) and serves `site`, or nothing for `off`.
     pub async fn start(listen: Listen, site: Site) -> Result<Server, HttpError> {
-        Server::start_with(listen, site, Limits::default()).await
+        Server::start_with(listen, site, None, Limits::default()).await
     }
 
-    async fn start_with(listen: Listen, site: Site, limits: Limits) -> Result<Server, HttpError> {
+    /// [`Server::start`] with more routes beside the pages (the jobs API).
+    pub async fn start_with_routes(
+        listen: Listen,
+        site: Site,
+        routes: Option<Router>,
+    ) -> Result<Server, HttpError> {
+        Server::start_with(listen, site, routes, Limits::default()).await
+    }
+
+    async fn start_with(
+        listen: Listen,
+        site: Site,
+        routes: Option<Router>,
+        limits: Limits,
+    ) -> Result<Server, HttpError> {
         let mut tasks = Tasks::new(&CancellationToken::new());
         let connections = Arc::new(Connections::default());
+        let mut local = None;
         if let Listen::At(addr) = listen {
             let listener = bind(addr).await?;
+            local = listener.local_addr().ok();
             let open = Arc::clone(&connections);
             tasks.spawn("the HTTP server", move |stop| {
-                serve(listener, site, limits, open, stop)
+                serve(listener, site, routes, limits, open, stop)
             });
         }
-        Ok(Server { tasks, connections })
+        Ok(Server {
+            tasks,
+            connections,
+            local,
+        })
+    }
+
+    /// The address served on (port 0 resolved), `None` for `off`.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     /// The connections open now (at most [`MAX_CONNECTIONS`]).
@@ -194,6 +220,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 async fn serve(
     listener: TcpListener,
     site: Site,
+    routes: Option<Router>,
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: CancellationToken,
@@ -206,6 +233,10 @@ async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(site);
+    let app = match routes {
+        Some(routes) => app.merge(routes),
+        None => app,
+    };
     if let Some(addr) = local {
         tracing::info!(
             message = "HTTP serving /metrics /healthz /readyz and the status page",
@@ -331,7 +362,7 @@ mod tests {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap();
-        let server = Server::start_with(Listen::At(addr), Site::blank("test"), limits)
+        let server = Server::start_with(Listen::At(addr), Site::blank("test"), None, limits)
             .await
             .unwrap();
         (server, addr)

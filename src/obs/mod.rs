@@ -5,6 +5,7 @@
 //! (its metrics registry, its [`health::Health`], and functions that render its page and its status
 //! as JSON). [`terminal`] escapes text from topics before it reaches a terminal.
 
+pub mod client;
 pub mod health;
 pub mod http;
 pub mod page;

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //!  <group>.state, partition = shard, key "cursor":
-//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"[,"scheduleTopic"]}
+//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"[,"scheduleTopic"][,"apiUrl"]}
 //! ```
 //!
 //! `scheduleTopic` (optional, topic mode only): `{"offset","jobs","rejected"}`, where the owner is in
-//! the shard's partition of the schedule topic.
+//! the shard's partition of the schedule topic. `apiUrl` (optional, only when the owner's jobs API
+//! is on): the base URL the other members forward this shard's API requests to.
 //!
 //! `minute` is the last minute whose every dispatch was acked (RFC 3339, whole seconds);
 //! `writtenAt` has milliseconds. Unknown fields are ignored, so later versions may add some.
@@ -37,6 +38,9 @@ pub struct Cursor {
     pub schedule_md5: String,
     /// Topic mode: where the owner is in the shard's partition of the schedule topic.
     pub schedule_topic: Option<TopicPosition>,
+    /// The owner's jobs API (`--advertise-url`), when its API is on: where the other members
+    /// forward requests for this shard's jobs.
+    pub api_url: Option<String>,
 }
 
 /// Where a shard's owner is in its partition of the schedule topic (topic mode).
@@ -62,6 +66,8 @@ struct Wire {
     schedule_md5: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule_topic: Option<TopicPosition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_url: Option<String>,
 }
 
 /// Why a state-topic record is not a cursor.
@@ -100,6 +106,7 @@ impl Cursor {
             generation: self.generation,
             schedule_md5: self.schedule_md5.clone(),
             schedule_topic: self.schedule_topic,
+            api_url: self.api_url.clone(),
         };
         // Strings and integers always serialize.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -128,6 +135,7 @@ impl Cursor {
             generation: wire.generation,
             schedule_md5: wire.schedule_md5,
             schedule_topic: wire.schedule_topic,
+            api_url: wire.api_url,
         })
     }
 }
@@ -149,6 +157,7 @@ mod tests {
             generation: 3,
             schedule_md5: "0123456789abcdef0123456789abcdef".into(),
             schedule_topic: None,
+            api_url: None,
         };
         let bytes = cursor.encode();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -190,6 +199,24 @@ mod tests {
         }
         let before: Before = serde_json::from_str(text).unwrap();
         assert_eq!(before.shard, 2);
+    }
+
+    #[test]
+    fn a_member_with_the_jobs_api_on_carries_its_url_and_others_write_none() {
+        let text = r#"{"v":1,"shard":1,"minute":"2026-11-29T18:05:00Z","writtenAt":"2026-11-29T18:06:01.250Z","owner":"m","generation":1,"scheduleMd5":"","apiUrl":"http://10.0.0.5:9464"}"#;
+        let read = Cursor::decode(text.as_bytes()).unwrap();
+        assert_eq!(read.api_url.as_deref(), Some("http://10.0.0.5:9464"));
+        let again: serde_json::Value = serde_json::from_slice(&read.encode()).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        let without = Cursor {
+            api_url: None,
+            ..read
+        };
+        let bytes = String::from_utf8(without.encode()).unwrap();
+        assert!(!bytes.contains("apiUrl"), "no API, no field: {bytes}");
     }
 
     #[test]

@@ -19,19 +19,9 @@ pub struct NextArgs {
     /// A standard cron expression (quote it): `"*/15 9-17 * * MON-FRI"`, or a macro like `@daily`.
     #[arg(required_unless_present_any = ["at", "every"])]
     pub expr: Option<String>,
-    /// Instead of an expression, one run at this RFC 3339 instant (a job's `"at"`).
-    #[arg(long, env = "CRONQ_AT", conflicts_with_all = ["expr", "every"], value_parser = instant)]
-    pub at: Option<DateTime<Utc>>,
-    /// Instead of an expression, a run every this many whole minutes, UTC, anchored at
-    /// `--start-at` or the Unix epoch (a job's `"every"`: 1m-366d).
-    #[arg(long, env = "CRONQ_EVERY", conflicts_with = "expr", value_parser = every)]
-    pub every: Option<u32>,
-    /// No run before this RFC 3339 instant (a job's `"startAt"`).
-    #[arg(long, env = "CRONQ_START_AT", value_parser = instant)]
-    pub start_at: Option<DateTime<Utc>>,
-    /// No run at or after this RFC 3339 instant (a job's `"endAt"`).
-    #[arg(long, env = "CRONQ_END_AT", value_parser = instant)]
-    pub end_at: Option<DateTime<Utc>>,
+    /// `--at`, `--every`, `--start-at`, `--end-at`.
+    #[command(flatten)]
+    pub kinds: KindArgs,
 
     /// Print instants strictly after this RFC 3339 instant (default: now).
     #[arg(long, env = "CRONQ_AFTER")]
@@ -50,12 +40,9 @@ pub struct NextArgs {
     pub jitter: Option<Duration>,
 }
 
-/// `cronq explain`
+/// The schedules other than an expression, shared by `next` and `explain`.
 #[derive(Debug, Args)]
-pub struct ExplainArgs {
-    /// A standard cron expression (quote it).
-    #[arg(required_unless_present_any = ["at", "every"])]
-    pub expr: Option<String>,
+pub struct KindArgs {
     /// Instead of an expression, one run at this RFC 3339 instant (a job's `"at"`).
     #[arg(long, env = "CRONQ_AT", conflicts_with_all = ["expr", "every"], value_parser = instant)]
     pub at: Option<DateTime<Utc>>,
@@ -69,6 +56,17 @@ pub struct ExplainArgs {
     /// No run at or after this RFC 3339 instant (a job's `"endAt"`).
     #[arg(long, env = "CRONQ_END_AT", value_parser = instant)]
     pub end_at: Option<DateTime<Utc>>,
+}
+
+/// `cronq explain`
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A standard cron expression (quote it).
+    #[arg(required_unless_present_any = ["at", "every"])]
+    pub expr: Option<String>,
+    /// `--at`, `--every`, `--start-at`, `--end-at`.
+    #[command(flatten)]
+    pub kinds: KindArgs,
 
     /// The IANA time zone whose wall clock the expression is read on.
     #[arg(long, default_value = "UTC", env = "CRONQ_TZ")]
@@ -166,14 +164,14 @@ fn upcoming(expr: &When, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc
 pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     let expr = compile(&Asked {
         expr: args.expr.as_deref(),
-        at: args.at,
-        every: args.every,
-        start_at: args.start_at,
-        end_at: args.end_at,
+        at: args.kinds.at,
+        every: args.kinds.every,
+        start_at: args.kinds.start_at,
+        end_at: args.kinds.end_at,
         tz: &args.tz,
         job: args.job.as_deref(),
     })?;
-    if args.at.is_some() && args.jitter.is_some() {
+    if args.kinds.at.is_some() && args.jitter.is_some() {
         return Err(CliError::Invalid {
             flag: "--jitter",
             reason: "an --at schedule runs at its own second: jitter does not apply to it".into(),
@@ -194,7 +192,7 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
     };
     let mut out = std::io::stdout().lock();
     for t in upcoming(&expr, after, args.count) {
-        match (jitter, args.at) {
+        match (jitter, args.kinds.at) {
             (_, Some(at)) => writeln!(
                 out,
                 "{}\tnot before {}",
@@ -222,10 +220,10 @@ pub(super) fn next(args: NextArgs) -> Result<ExitCode, CliError> {
 pub(super) fn explain(args: ExplainArgs) -> Result<ExitCode, CliError> {
     let expr = compile(&Asked {
         expr: args.expr.as_deref(),
-        at: args.at,
-        every: args.every,
-        start_at: args.start_at,
-        end_at: args.end_at,
+        at: args.kinds.at,
+        every: args.kinds.every,
+        start_at: args.kinds.start_at,
+        end_at: args.kinds.end_at,
         tz: &args.tz,
         job: args.job.as_deref(),
     })?;

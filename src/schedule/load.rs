@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::value::RawValue;
 
@@ -915,22 +914,7 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let enabled = match field[ENABLED] {
-            None => Some(true),
-            Some(v) => match serde_json::from_str::<bool>(v.get()) {
-                Ok(b) => Some(b),
-                Err(_) => {
-                    let found = json_kind(v);
-                    self.report(
-                        Some(v.get()),
-                        Some(job_ref),
-                        Some("enabled"),
-                        format!("expected true or false, found {found}"),
-                    );
-                    None
-                }
-            },
-        };
+        let enabled = self.bool_field(field[ENABLED], job_ref, "enabled", true);
 
         let catchup = match field[CATCHUP] {
             None => Some(Catchup::All),
@@ -986,11 +970,12 @@ impl<'a> Checker<'a> {
         let timeout = self.timeout_field(field[TIMEOUT], job_ref);
         let max_attempts = self.max_attempts_field(field[MAX_ATTEMPTS], job_ref);
         let overlap = self.overlap_field(field[OVERLAP], job_ref);
-        let at = self.instant_field(field[AT], job_ref, "at");
-        let every = self.every_field(field[EVERY], job_ref);
-        let start_at = self.instant_field(field[START_AT], job_ref, "startAt");
-        let end_at = self.instant_field(field[END_AT], job_ref, "endAt");
-        let keep_after_run = self.keep_after_run_field(field[KEEP_AFTER_RUN], job_ref);
+        use super::kinds::{parse_every, parse_instant};
+        let at = self.parsed_field(field[AT], job_ref, "at", parse_instant);
+        let every = self.parsed_field(field[EVERY], job_ref, "every", parse_every);
+        let start_at = self.parsed_field(field[START_AT], job_ref, "startAt", parse_instant);
+        let end_at = self.parsed_field(field[END_AT], job_ref, "endAt", parse_instant);
+        let keep_after_run = self.bool_field(field[KEEP_AFTER_RUN], job_ref, "keepAfterRun", false);
         // Exactly one kind of schedule.
         let kinds: Vec<usize> = [CRON_TIME, AT, EVERY]
             .into_iter()
@@ -1277,18 +1262,21 @@ impl<'a> Checker<'a> {
 /// The per-job run settings (`timeout`, `maxAttempts`, `overlap`): each returns `Some(None)` when
 /// the field is absent, `None` after reporting a problem.
 impl<'a> Checker<'a> {
-    /// `at`, `startAt`, `endAt`: an RFC 3339 instant with its offset, in whole seconds.
-    fn instant_field(
+    /// A string field read by `parse` (whose error is the problem reported): `Some(None)` when
+    /// the field is absent, `None` after reporting a problem. `at`, `startAt`, `endAt` and
+    /// `every` are read so ([`super::kinds::parse_instant`], [`super::kinds::parse_every`]).
+    fn parsed_field<T>(
         &mut self,
         raw: Option<&'a RawValue>,
         job: (usize, Option<&str>),
         name: &str,
-    ) -> Option<Option<DateTime<Utc>>> {
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
         let Some(v) = raw else {
             return Some(None);
         };
         let text = self.string_field(v, job, name)?;
-        match super::kinds::parse_instant(&text) {
+        match parse(&text) {
             Ok(t) => Some(Some(t)),
             Err(problem) => {
                 self.report(Some(v.get()), Some(job), Some(name), problem);
@@ -1297,32 +1285,17 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `every`: whole minutes, 1m-366d.
-    fn every_field(
+    /// A `true`/`false` field (`enabled`, `keepAfterRun`): `default` when absent, `None` after
+    /// reporting a problem.
+    fn bool_field(
         &mut self,
         raw: Option<&'a RawValue>,
         job: (usize, Option<&str>),
-    ) -> Option<Option<u32>> {
-        let Some(v) = raw else {
-            return Some(None);
-        };
-        let text = self.string_field(v, job, "every")?;
-        match super::kinds::parse_every(&text) {
-            Ok(minutes) => Some(Some(minutes)),
-            Err(problem) => {
-                self.report(Some(v.get()), Some(job), Some("every"), problem);
-                None
-            }
-        }
-    }
-
-    fn keep_after_run_field(
-        &mut self,
-        raw: Option<&'a RawValue>,
-        job: (usize, Option<&str>),
+        name: &str,
+        default: bool,
     ) -> Option<bool> {
         let Some(v) = raw else {
-            return Some(false);
+            return Some(default);
         };
         match serde_json::from_str::<bool>(v.get()) {
             Ok(b) => Some(b),
@@ -1331,7 +1304,7 @@ impl<'a> Checker<'a> {
                 self.report(
                     Some(v.get()),
                     Some(job),
-                    Some("keepAfterRun"),
+                    Some(name),
                     format!("expected true or false, found {found}"),
                 );
                 None
@@ -1415,6 +1388,7 @@ impl<'a> Checker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
 
     #[test]
     fn every_job_field_has_its_index() {

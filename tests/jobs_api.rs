@@ -399,6 +399,69 @@ fn a_job_put_through_the_api_fires_reads_back_with_its_version_and_stops_when_de
     check_openapi(&g.seen.lock().unwrap(), false);
 }
 
+/// An `at` job created through the API fires once, in the minute of its instant, with the instant
+/// to the second as `notBefore`; once its slot is acked, its owner deletes it (a GET gives 404).
+#[test]
+fn an_at_job_put_through_the_api_fires_at_its_second_and_its_owner_then_deletes_it() {
+    let g = Group::start("apiat", &["m1"]);
+    let at = (g.drill.minute() + 2) * 60 + 37;
+    let at_text = chrono::DateTime::<chrono::Utc>::from_timestamp(at, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body =
+        json!({"jobName": "launch", "job": "send", "at": at_text, "topic": g.topic}).to_string();
+    let put = g.put(0, "launch", &body, WRITE_TOKEN, None);
+    assert_eq!(put.status, 201, "{}", put.body);
+    let next = g.call(
+        0,
+        "GET",
+        "/api/v1/jobs/launch/next?n=3",
+        "/api/v1/jobs/{name}/next",
+        Some(READ_TOKEN),
+        None,
+        None,
+    );
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        next.body["next"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        next.body
+    );
+    let mut fired = Vec::new();
+    g.wait(
+        "the dispatch of the at job",
+        Duration::from_secs(90),
+        || {
+            fired = consume_all(&g.broker.address(), &g.topic, 3, 10, Duration::from_secs(5));
+            !fired.is_empty()
+        },
+    );
+    g.wait("the owner's tombstone", Duration::from_secs(60), || {
+        g.get(0, "launch", READ_TOKEN).status == 404
+    });
+    let after = consume_all(&g.broker.address(), &g.topic, 3, 10, Duration::from_secs(5));
+    with_logs(&g.logs(), || {
+        assert_eq!(
+            after.len(),
+            1,
+            "one run: {:?}",
+            after.iter().map(|r| &r.value).collect::<Vec<_>>()
+        );
+        let v = &after[0].value;
+        let slot = chrono::DateTime::<chrono::Utc>::from_timestamp(at / 60 * 60, 0).unwrap();
+        assert_eq!(
+            v["scheduledAt"],
+            slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let not_before = chrono::DateTime::<chrono::Utc>::from_timestamp(at, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        assert_eq!(v["notBefore"], not_before.as_str());
+        assert_eq!(v["cronTime"], format!("@at {at_text}"));
+    });
+}
+
 #[test]
 fn tokens_validation_and_if_match_guard_every_write() {
     let g = Group::start("apiguard", &["m1"]);

@@ -460,3 +460,81 @@ fn at_and_every_jobs_fire_on_their_slots_and_a_fired_at_job_is_removed_by_its_ow
         assert_eq!(tombstones, BTreeSet::from(["late", "once"]), "{schedule:?}");
     });
 }
+
+/// An `every` job keeps its anchored slots across takeovers: it runs on one member, a second one
+/// joins (the group rebalances), then the first stops (SIGTERM: its shards are handed over). Every
+/// slot `startAt + k × 3 min` from the first dispatch on is sent exactly once, and no other minute.
+#[test]
+fn an_interval_job_fires_on_its_anchored_slots_across_takeovers() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("stevery");
+    let schedule_topic = format!("g-{topic}.schedule");
+    let shards = 2u32;
+    let drill = Drill::new(10);
+    let dir = tempfile::tempdir().unwrap();
+    create_topic(&address, &schedule_topic, shards as i32);
+    let anchor = drill.minute() + 1;
+    let start_at = DateTime::<Utc>::from_timestamp(anchor * 60, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let jobs: Vec<(String, String)> = ["every3-a", "every3-b", "every3-c"]
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                format!(
+                    r#"{{"jobName":"{name}","job":"run","every":"3m","startAt":"{start_at}"}}"#
+                ),
+            )
+        })
+        .collect();
+    write_jobs(&address, &schedule_topic, shards, &jobs);
+    let unused = dir.path().join("no-such-file.json");
+    let extra = ["--schedule-topic", "--shards", "2"];
+    let mut m1 = Dispatcher::start(&address, &topic, &unused, drill, "m1", dir.path(), &extra);
+    m1.wait_log("taking over a shard", Duration::from_secs(90));
+    drill.wait_minutes(4, 20);
+    let mut m2 = Dispatcher::start(&address, &topic, &unused, drill, "m2", dir.path(), &extra);
+    m2.wait_log("taking over a shard", Duration::from_secs(90));
+    drill.wait_minutes(4, 20);
+    m1.terminate();
+    // m2 owns both shards now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (healthy, view) = group_status(&address, &topic, drill);
+        let owners: BTreeSet<String> = view["shards"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|s| s["owner"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if healthy && owners == BTreeSet::from(["m2".to_string()]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "m2 owns all: {view}");
+        (0..25).for_each(|_| pause());
+    }
+    let stopped = drill.wait_minutes(7, 10);
+    m2.terminate();
+    let mut sent: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in consume_all(&address, &topic, PARTITIONS, 40, Duration::from_secs(60)) {
+        let at: DateTime<Utc> = r.value["scheduledAt"].as_str().unwrap().parse().unwrap();
+        sent.entry(r.value["jobName"].as_str().unwrap().to_string())
+            .or_default()
+            .push(at.timestamp().div_euclid(60));
+    }
+    with_logs(&[&m1, &m2], || {
+        for (name, _) in &jobs {
+            let mut minutes = sent[name].clone();
+            minutes.sort_unstable();
+            let expected: Vec<i64> = (minutes[0]..stopped)
+                .filter(|m| *m >= anchor && (m - anchor) % 3 == 0)
+                .collect();
+            assert_eq!(minutes, expected, "{name}: every 3m from minute {anchor}");
+            assert!(minutes.len() >= 5, "{name}: {minutes:?}");
+        }
+    });
+}

@@ -706,10 +706,12 @@ fn next_instants(job: &crate::schedule::Job, now: chrono::DateTime<Utc>, n: usiz
     while out.len() < n {
         match job.expr.next_after(after) {
             Some(t) if t.with_timezone(&tz).year() <= 9999 => {
+                // An `at` job's run is its own second (its slot is the minute containing it).
+                let run = job.spec.at().unwrap_or(t);
                 out.push(if tz == chrono_tz::Tz::UTC {
-                    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    run.to_rfc3339_opts(SecondsFormat::Secs, true)
                 } else {
-                    t.with_timezone(&tz)
+                    run.with_timezone(&tz)
                         .to_rfc3339_opts(SecondsFormat::Secs, false)
                 });
                 after = t;

@@ -703,3 +703,40 @@ fn assign(
     }
     consumer.assign(&tpl)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::schedule::parse;
+
+    /// The minute after which the owner deletes a topic-sourced job: an `at` job's slot, the
+    /// minute of the last second before `endAt` (the earlier of the two when both are set), and
+    /// never for a job that keeps `keepAfterRun`, a disabled one or an unbounded one.
+    #[test]
+    fn a_job_ends_after_its_at_slot_or_its_last_minute_before_end_at() {
+        let json = r#"{"jobs":[
+            {"jobName":"at","job":"x","at":"2027-03-01T13:05:30Z"},
+            {"jobName":"until","job":"x","cronTime":"*/7 * * * *","endAt":"2027-03-01T14:00:00Z"},
+            {"jobName":"both","job":"x","at":"2027-03-01T13:05:30Z","endAt":"2027-03-01T13:00:01Z"},
+            {"jobName":"kept","job":"x","at":"2027-03-01T13:05:30Z","keepAfterRun":true},
+            {"jobName":"off","job":"x","every":"5m","endAt":"2027-03-01T14:00:00Z","enabled":false},
+            {"jobName":"plain","job":"x","every":"5m","startAt":"2027-03-01T14:00:00Z"}
+        ]}"#;
+        let s = parse(json.as_bytes(), Path::new("s.json"), LoadOptions::default()).unwrap();
+        let minute = |h: i64, m: i64| Minute(30_064_320 + h * 60 + m);
+        let got: Vec<Option<Minute>> = s.jobs.iter().map(|j| last_minute(&j.spec)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(minute(13, 5)),
+                Some(minute(13, 59)),
+                Some(minute(13, 0)),
+                None,
+                None,
+                None
+            ]
+        );
+    }
+}

@@ -48,6 +48,7 @@ pub mod cron;
 pub mod dispatcher;
 pub mod kafka;
 pub mod lifecycle;
+pub mod monitor;
 pub mod obs;
 pub mod schedule;
 pub mod store;

@@ -148,6 +148,7 @@ mod tests {
             overlap: None,
             jitter: None,
             timing: None,
+            deadline: None,
         };
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 21, 14, 5).unwrap()
             + chrono::Duration::milliseconds(123);

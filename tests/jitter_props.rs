@@ -74,6 +74,7 @@ fn spec(name: &str, jitter: Duration) -> JobSpec {
         overlap: None,
         jitter: Some(jitter),
         timing: None,
+        deadline: None,
     }
 }
 

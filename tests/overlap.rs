@@ -57,6 +57,7 @@ fn encoded(
         overlap: settings.overlap,
         jitter: None,
         timing: None,
+        deadline: None,
     };
     let r = cronq::schedule::record::encode(&spec, at, "unused", Utc::now());
     Record {

@@ -38,6 +38,7 @@ fn encoded(name: &str, job: &str, priority: i32, slot: DateTime<Utc>, partitions
             overlap: None,
             jitter: None,
             timing: None,
+            deadline: None,
         })
         .into(),
         scheduled_at: slot,

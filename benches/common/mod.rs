@@ -169,6 +169,7 @@ pub fn schedule(n: usize, mix: Mix, seed: u64) -> Schedule {
                     overlap: None,
                     jitter: None,
                     timing: None,
+                    deadline: None,
                 }),
                 expr,
             }

@@ -387,6 +387,7 @@ mod tests {
             overlap: None,
             jitter,
             timing: None,
+            deadline: None,
         })
     }
 

@@ -80,6 +80,7 @@ use crate::wheel::{JobId, Wheel};
 /// #     catchup: cronq::schedule::Catchup::All,
 /// #     catchup_window: cronq::schedule::DEFAULT_CATCHUP_WINDOW, shard: 0,
 /// #     timeout: None, max_attempts: None, overlap: None, jitter: None, timing: None,
+/// #     deadline: None,
 /// # };
 ///
 /// let table: Arc<[Arc<cronq::schedule::JobSpec>]> = Arc::new([Arc::new(spec("a")), Arc::new(spec("b"))]);
@@ -1298,6 +1299,7 @@ mod tests {
             overlap: None,
             jitter: None,
             timing: None,
+            deadline: None,
         }
     }
 

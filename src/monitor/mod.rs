@@ -16,4 +16,6 @@
 //! outbox a notifier drains is the [`model::Outbox`] trait, so delivery is tested without a
 //! database.
 
+pub mod judge;
 pub mod model;
+pub mod store;

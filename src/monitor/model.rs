@@ -216,3 +216,117 @@ pub trait Outbox: Send {
     /// Deliveries waiting (the `alerts pending` gauge).
     fn pending(&mut self) -> Result<u64, Self::Error>;
 }
+
+/// One run as the history keeps it: a dispatched slot (or one that should have been), joined to
+/// its attempts and outcome by `dispatchId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// `jobName@scheduledAt` (a manual run's ends in `#manual`; a missed slot's is the id its
+    /// dispatch would have had).
+    pub dispatch_id: String,
+    /// The job.
+    pub job: String,
+    /// The slot (a manual run's: the trigger instant).
+    pub slot: DateTime<Utc>,
+    /// What became of it so far.
+    pub state: RunState,
+    /// When the JobMessage was written (its record timestamp); none when only a report was seen.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its last attempt finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Attempts reported so far (the highest `attempt` seen).
+    pub attempts: u32,
+    /// The last attempt's exit code.
+    pub last_exit_code: Option<i32>,
+    /// The end of the last attempt's stderr (at most [`STDERR_TAIL_BYTES`]).
+    pub stderr_tail: String,
+    /// The worker of the last attempt.
+    pub worker: Option<String>,
+    /// When it becomes `late` without a final state.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Triggered by hand (`cronq trigger`).
+    pub manual: bool,
+}
+
+/// How much of an attempt's stderr a run keeps.
+pub const STDERR_TAIL_BYTES: usize = 4096;
+
+impl Run {
+    /// A run of `job`'s `slot` with nothing known yet but its state.
+    pub fn new(dispatch_id: String, job: String, slot: DateTime<Utc>, state: RunState) -> Run {
+        let manual = dispatch_id.ends_with(crate::wire::MANUAL_SUFFIX);
+        Run {
+            dispatch_id,
+            job,
+            slot,
+            state,
+            dispatched_at: None,
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            last_exit_code: None,
+            stderr_tail: String::new(),
+            worker: None,
+            deadline: None,
+            manual,
+        }
+    }
+
+    /// How long it ran: from its first start to its last finish.
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        Some(self.finished_at? - self.started_at?)
+    }
+}
+
+/// One attempt of a run, as its JobResult reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// The run.
+    pub dispatch_id: String,
+    /// 1 for the first (0: not run).
+    pub attempt: u32,
+    /// The result's `status`.
+    pub status: String,
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its wall time.
+    pub duration_ms: u64,
+    /// The end of its stdout.
+    pub stdout_tail: String,
+    /// The end of its stderr.
+    pub stderr_tail: String,
+    /// The worker that ran it.
+    pub worker: String,
+}
+
+/// One operator action read from a topic: a pause, a resume, a trigger, a schedule change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// When the writer says it happened.
+    pub at: DateTime<Utc>,
+    /// Who the writer claims to be (an OS user, a token's name; `unknown` when not said).
+    pub who: String,
+    /// `pause`, `resume`, `trigger`, `schedule_put`, `schedule_delete`.
+    pub what: String,
+    /// The job (`None`: every job, `--all`).
+    pub job: Option<String>,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+    /// The record's own fields, as JSON.
+    pub detail: serde_json::Value,
+    /// Where it was read: topic, partition, offset (unique: a re-read adds nothing).
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}

@@ -32,6 +32,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "startAt",
     "endAt",
     "keepAfterRun",
+    "deadline",
 ];
 
 /// Fields the top-level object may have.

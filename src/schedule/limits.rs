@@ -122,6 +122,7 @@ pub fn dispatch_batch_bytes(name: &str, priority: i32, job: &str, cron_time: &st
         overlap: None,
         jitter: None,
         timing: None,
+        deadline: None,
     };
     record_batch_bytes(&encode(&spec, slot, "", slot))
 }
@@ -223,6 +224,7 @@ mod tests {
                 overlap: None,
                 jitter: None,
                 timing: None,
+                deadline: None,
             };
             let plain = record_batch_bytes(&encode(&spec, sample_slot(), "", sample_slot()));
             spec.jitter = Some(std::time::Duration::from_secs(600));

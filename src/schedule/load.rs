@@ -21,7 +21,7 @@ use super::kinds::{Kind, Timing, When};
 use super::limits;
 use super::spec::{
     Catchup, Job, JobSpec, Overlap, Schedule, ShardFilter, DEFAULT_CATCHUP_WINDOW,
-    MAX_CATCHUP_WINDOW,
+    MAX_CATCHUP_WINDOW, MAX_DEADLINE, MIN_DEADLINE,
 };
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 use crate::wire::job::{MAX_ATTEMPTS_RANGE, TIMEOUT_RANGE};
@@ -392,6 +392,7 @@ fn job_field(key: &str) -> Option<usize> {
         "startAt" => START_AT,
         "endAt" => END_AT,
         "keepAfterRun" => KEEP_AFTER_RUN,
+        "deadline" => DEADLINE,
         _ => return None,
     })
 }
@@ -414,6 +415,7 @@ const EVERY: usize = 14;
 const START_AT: usize = 15;
 const END_AT: usize = 16;
 const KEEP_AFTER_RUN: usize = 17;
+const DEADLINE: usize = 18;
 
 /// The names of the jobs checked so far, for the duplicate check: a 64-bit hash of each name to the
 /// index of the first job using it. Keyed by hash rather than by the name, the index of a
@@ -976,6 +978,7 @@ impl<'a> Checker<'a> {
         let start_at = self.parsed_field(field[START_AT], job_ref, "startAt", parse_instant);
         let end_at = self.parsed_field(field[END_AT], job_ref, "endAt", parse_instant);
         let keep_after_run = self.bool_field(field[KEEP_AFTER_RUN], job_ref, "keepAfterRun", false);
+        let deadline = self.deadline_field(field[DEADLINE], job_ref);
         // Exactly one kind of schedule.
         let kinds: Vec<usize> = [CRON_TIME, AT, EVERY]
             .into_iter()
@@ -1222,8 +1225,8 @@ impl<'a> Checker<'a> {
         else {
             return None;
         };
-        let (Some(timeout), Some(max_attempts), Some(overlap), Some(timing)) =
-            (timeout, max_attempts, overlap, timing)
+        let (Some(timeout), Some(max_attempts), Some(overlap), Some(timing), Some(deadline)) =
+            (timeout, max_attempts, overlap, timing, deadline)
         else {
             return None;
         };
@@ -1248,6 +1251,7 @@ impl<'a> Checker<'a> {
             overlap,
             jitter,
             timing,
+            deadline,
         };
         if let Some(unchanged) = self.unchanged(&spec) {
             return Some(unchanged);
@@ -1330,6 +1334,25 @@ impl<'a> Checker<'a> {
             Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
         };
         self.report(Some(v.get()), Some(job), Some("timeout"), problem);
+        None
+    }
+
+    /// `deadline`: a humantime duration in [`MIN_DEADLINE`]..=[`MAX_DEADLINE`] (the monitor's).
+    fn deadline_field(
+        &mut self,
+        raw: Option<&'a RawValue>,
+        job: (usize, Option<&str>),
+    ) -> Option<Option<Duration>> {
+        let Some(v) = raw else {
+            return Some(None);
+        };
+        let text = self.string_field(v, job, "deadline")?;
+        let problem = match humantime::parse_duration(&text) {
+            Ok(d) if (MIN_DEADLINE..=MAX_DEADLINE).contains(&d) => return Some(Some(d)),
+            Ok(_) => format!("{text:?} is out of range 1m-366d"),
+            Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
+        };
+        self.report(Some(v.get()), Some(job), Some("deadline"), problem);
         None
     }
 

@@ -253,6 +253,7 @@ mod tests {
             overlap: None,
             jitter: None,
             timing: None,
+            deadline: None,
         }
     }
 

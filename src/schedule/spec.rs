@@ -51,6 +51,10 @@ pub struct JobSpec {
     /// `every`, `startAt`, `endAt`, `keepAfterRun`); `None` for the common case, which so keeps
     /// no allocation.
     pub timing: Option<Box<Timing>>,
+    /// `deadline`: how long after its slot a run may take to reach a final state before the
+    /// monitor calls it `late` (None: the monitor's default, from the timeout and attempts). The
+    /// dispatcher and the worker ignore it.
+    pub deadline: Option<Duration>,
 }
 
 impl JobSpec {
@@ -171,6 +175,12 @@ impl Schedule {
         out
     }
 }
+
+/// The shortest `deadline` a job may have.
+pub const MIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The longest `deadline` a job may have.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// `--max-catchup`'s default.
 pub const DEFAULT_CATCHUP_WINDOW: Duration = Duration::from_secs(3600);

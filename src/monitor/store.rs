@@ -1131,3 +1131,322 @@ impl Outbox for SqliteStore {
         Ok(n.max(0) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::judge::tests::{at, jobs, message, result};
+    use crate::wire::result::{DeadReason, Origin, Status};
+
+    fn store() -> SqliteStore {
+        SqliteStore::in_memory(Routes(vec![
+            vec![AlertKind::Failed, AlertKind::Recovered],
+            AlertKind::ALL.to_vec(),
+        ]))
+        .unwrap()
+    }
+
+    fn two_minutes(_: &str, slot: DateTime<Utc>, _: Option<&JobMessage>) -> DateTime<Utc> {
+        slot + chrono::Duration::minutes(2)
+    }
+
+    fn source(offset: i64) -> Source {
+        Source {
+            topic: "jobs".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn failing_batch(slot: &str) -> Vec<Ingested> {
+        let m = message("a", slot);
+        let r1 = result("a", slot, 1, Status::Failed);
+        let r2 = result("a", slot, 2, Status::Failed);
+        vec![
+            Ingested::Dispatched {
+                message: m.clone(),
+                at: at(slot),
+                by: None,
+                source: source(0),
+            },
+            Ingested::Reported(r1),
+            Ingested::Reported(r2.clone()),
+            Ingested::DeadLettered(DeadLetter {
+                v: 1,
+                reason: DeadReason::AttemptsExhausted,
+                origin: Origin {
+                    topic: "jobs".into(),
+                    partition: 0,
+                    offset: 0,
+                },
+                message: Some(m),
+                last_result: Some(r2),
+                raw: None,
+                error: None,
+                original: None,
+                worker: "w1".into(),
+            }),
+        ]
+    }
+
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_batch_applied_twice_adds_nothing_the_second_time_and_its_positions_commit_with_it() {
+        let mut store = store();
+        let slot = "2026-12-07T10:00:00Z";
+        let positions = BTreeMap::from([(("jobs".to_string(), 0), 1), (("jobs.dlq".into(), 0), 1)]);
+        let now = at("2026-12-07T10:00:30Z");
+        let first = store
+            .ingest(&failing_batch(slot), &positions, now, &two_minutes)
+            .unwrap();
+        assert_eq!(first.count(RunState::Failed), 1);
+        assert_eq!(first.alerts, 1);
+        let again = store
+            .ingest(&failing_batch(slot), &positions, now, &two_minutes)
+            .unwrap();
+        assert_eq!(again.alerts, 0);
+        assert_eq!(again.duplicates, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM attempts"), 2);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM alerts"), 1);
+        // Both webhooks want `failed`.
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM outbox"), 2);
+        assert_eq!(store.positions().unwrap(), positions);
+        let run = &store
+            .runs(&RunQuery {
+                job: Some("a".into()),
+                ..RunQuery::default()
+            })
+            .unwrap()[0];
+        assert_eq!((run.state, run.attempts), (RunState::Failed, 2));
+        assert_eq!(store.attempts(&run.dispatch_id).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_neither_its_rows_nor_its_positions() {
+        let mut store = store();
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .unwrap();
+        let positions = BTreeMap::from([(("jobs".to_string(), 0), 4)]);
+        let slot = "2026-12-07T10:00:00Z";
+        let err = store.ingest(
+            &failing_batch(slot),
+            &positions,
+            at("2026-12-07T10:00:30Z"),
+            &two_minutes,
+        );
+        assert!(err.is_err());
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 0);
+        assert!(store.positions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn late_missed_skipped_by_rule_and_recovered_come_from_the_judge_pass() {
+        let mut store = store();
+        let jobs = jobs(
+            r#"{"jobs":[
+              {"jobName":"a","job":"x","cronTime":"* * * * *"},
+              {"jobName":"p","job":"x","cronTime":"* * * * *"}
+            ]}"#,
+        );
+        let start = at("2026-12-07T10:00:00Z");
+        assert_eq!(store.first_start(start).unwrap(), start);
+        assert_eq!(store.first_start(at("2027-01-01T00:00:00Z")).unwrap(), start);
+        let none = BTreeMap::new();
+        // a@10:01 dispatched and never reported; p paused over 10:01-10:03.
+        let pause = ControlRecord {
+            v: 1,
+            job: Some("p".into()),
+            paused: true,
+            reason: Some("INC-1".into()),
+            since: at("2026-12-07T10:00:30Z"),
+            until: None,
+            drop_missed: false,
+            by: "alice@ops".into(),
+            at: at("2026-12-07T10:00:30Z"),
+        };
+        let batch = vec![
+            Ingested::Dispatched {
+                message: message("a", "2026-12-07T10:01:00Z"),
+                at: at("2026-12-07T10:01:00Z"),
+                by: None,
+                source: source(0),
+            },
+            Ingested::Control {
+                record: pause,
+                source: source(1),
+            },
+        ];
+        store
+            .ingest(&batch, &none, at("2026-12-07T10:01:01Z"), &two_minutes)
+            .unwrap();
+        let applied = store
+            .judge(&Pass {
+                now: at("2026-12-07T10:05:00Z"),
+                missed_after: Duration::from_secs(180),
+                jobs: &jobs,
+            })
+            .unwrap();
+        // Judged up to 10:02: a@10:02 missed, a@10:01 late; p@10:01, 10:02 skipped by rule.
+        assert_eq!(applied.count(RunState::Late), 1);
+        assert_eq!(applied.count(RunState::Missed), 1);
+        assert_eq!(applied.count(RunState::SkippedByRule), 2);
+        let state_of = |store: &mut SqliteStore, job: &str| {
+            store
+                .runs(&RunQuery {
+                    job: Some(job.into()),
+                    ..RunQuery::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|r| (r.slot.format("%M").to_string(), r.state))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            state_of(&mut store, "a"),
+            [("02".into(), RunState::Missed), ("01".into(), RunState::Late)]
+        );
+        assert_eq!(
+            state_of(&mut store, "p"),
+            [
+                ("02".into(), RunState::SkippedByRule),
+                ("01".into(), RunState::SkippedByRule)
+            ]
+        );
+        // A second pass at the same instant judges nothing again.
+        let again = store
+            .judge(&Pass {
+                now: at("2026-12-07T10:05:00Z"),
+                missed_after: Duration::from_secs(180),
+                jobs: &jobs,
+            })
+            .unwrap();
+        assert_eq!(again, Applied::default());
+        // The late run ends in success: recovered, once.
+        let ok = vec![Ingested::Reported(result(
+            "a",
+            "2026-12-07T10:01:00Z",
+            1,
+            Status::Succeeded,
+        ))];
+        let applied = store
+            .ingest(&ok, &none, at("2026-12-07T10:06:00Z"), &two_minutes)
+            .unwrap();
+        assert_eq!(applied.alerts, 1);
+        let kinds: Vec<AlertKind> = store
+            .alerts(None, 100)
+            .unwrap()
+            .iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == AlertKind::Recovered).count(),
+            1
+        );
+        assert_eq!(kinds.len(), 3, "late, missed, recovered: {kinds:?}");
+        let audit = store.audit(None, Some("p"), 10).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            (audit[0].what.as_str(), audit[0].who.as_str()),
+            ("pause", "alice@ops")
+        );
+    }
+
+    #[test]
+    fn pruning_deletes_old_rows_in_chunks_and_keeps_pending_deliveries() {
+        let mut store = store();
+        let none = BTreeMap::new();
+        for minute in 0..5 {
+            let slot = format!("2026-12-07T10:0{minute}:00Z");
+            store
+                .ingest(&failing_batch(&slot), &none, at(&slot), &two_minutes)
+                .unwrap();
+        }
+        let before = at("2026-12-07T10:03:00Z");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 5);
+        // Chunks of 2: runs 10:00-10:02 go in two rounds.
+        while store.prune(before, 2).unwrap() > 0 {}
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM runs"), 2);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM attempts"), 4);
+        // Their alerts wait in the outbox: kept until delivered.
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM alerts"), 5);
+        let due = store.due(at("2026-12-07T11:00:00Z"), 100).unwrap();
+        assert_eq!(due.len(), 10);
+        for d in &due {
+            store
+                .delivered(&d.alert.id, d.webhook, at("2026-12-07T11:00:00Z"))
+                .unwrap();
+        }
+        assert_eq!(store.pending().unwrap(), 0);
+        while store.prune(before, 2).unwrap() > 0 {}
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM alerts"), 2);
+    }
+
+    #[test]
+    fn the_outbox_retries_failed_deliveries_when_their_time_comes() {
+        let mut store = store();
+        store
+            .ingest(
+                &failing_batch("2026-12-07T10:00:00Z"),
+                &BTreeMap::new(),
+                at("2026-12-07T10:00:00Z"),
+                &two_minutes,
+            )
+            .unwrap();
+        let now = at("2026-12-07T10:00:01Z");
+        let due = store.due(now, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[0].alert.id, "failed:a@2026-12-07T10:00:00Z");
+        store
+            .failed(&due[0].alert.id, 0, "503", at("2026-12-07T10:01:00Z"))
+            .unwrap();
+        store.abandoned(&due[1].alert.id, 1, "410 Gone").unwrap();
+        assert!(store.due(now, 10).unwrap().is_empty());
+        let retry = store.due(at("2026-12-07T10:01:00Z"), 10).unwrap();
+        assert_eq!((retry.len(), retry[0].attempts), (1, 1));
+        assert_eq!(store.pending().unwrap(), 1);
+    }
+
+    #[test]
+    fn runs_page_by_cursor_newest_first() {
+        let mut store = store();
+        for minute in 0..5 {
+            let slot = format!("2026-12-07T10:0{minute}:00Z");
+            store
+                .ingest(
+                    &failing_batch(&slot),
+                    &BTreeMap::new(),
+                    at(&slot),
+                    &two_minutes,
+                )
+                .unwrap();
+        }
+        let mut query = RunQuery {
+            limit: 2,
+            ..RunQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.runs(&query).unwrap();
+            let Some(last) = page.last() else { break };
+            query.after = Some(SqliteStore::cursor(last));
+            seen.extend(page.iter().map(|r| r.slot.format("%M").to_string()));
+        }
+        assert_eq!(seen, ["04", "03", "02", "01", "00"]);
+        let since = store
+            .runs(&RunQuery {
+                since: Some(at("2026-12-07T10:03:00Z")),
+                status: Some(RunState::Failed),
+                ..RunQuery::default()
+            })
+            .unwrap();
+        assert_eq!(since.len(), 2);
+    }
+}

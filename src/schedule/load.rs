@@ -1877,6 +1877,36 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_is_read_and_checked_with_precise_errors() {
+        let got = problems(
+            r#"{"jobs": [
+  {"jobName": "a", "job": "x", "cronTime": "* * * * *", "deadline": "30s"},
+  {"jobName": "b", "job": "x", "cronTime": "* * * * *", "deadline": "400d"},
+  {"jobName": "c", "job": "x", "cronTime": "* * * * *", "deadline": "soon"},
+  {"jobName": "d", "job": "x", "cronTime": "* * * * *", "deadline": 120}
+]}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                r#"s.json:2:69: jobs[0] "a": deadline: "30s" is out of range 1m-366d"#,
+                r#"s.json:3:69: jobs[1] "b": deadline: "400d" is out of range 1m-366d"#,
+                r#"s.json:4:69: jobs[2] "c": deadline: "soon" is not a duration like "90s", "15m" or "2h": expected number at 0"#,
+                r#"s.json:5:69: jobs[3] "d": deadline: expected a string, found a number"#,
+            ]
+        );
+        let ok = parse(
+            br#"{"jobs": [{"jobName": "a", "job": "x", "every": "1h", "deadline": "2h 30m"},
+                          {"jobName": "b", "job": "x", "cronTime": "* * * * *"}]}"#,
+            Path::new("s.json"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.jobs[0].spec.deadline, Some(Duration::from_secs(9000)));
+        assert_eq!(ok.jobs[1].spec.deadline, None);
+    }
+
+    #[test]
     fn run_settings_are_checked_with_precise_errors() {
         let got = problems(
             r#"{"jobs": [

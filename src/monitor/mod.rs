@@ -16,6 +16,8 @@
 //! outbox a notifier drains is the [`model::Outbox`] trait, so delivery is tested without a
 //! database.
 
+pub mod ingest;
 pub mod judge;
+pub mod metrics;
 pub mod model;
 pub mod store;

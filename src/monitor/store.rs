@@ -1258,7 +1258,10 @@ mod tests {
         );
         let start = at("2026-12-07T10:00:00Z");
         assert_eq!(store.first_start(start).unwrap(), start);
-        assert_eq!(store.first_start(at("2027-01-01T00:00:00Z")).unwrap(), start);
+        assert_eq!(
+            store.first_start(at("2027-01-01T00:00:00Z")).unwrap(),
+            start
+        );
         let none = BTreeMap::new();
         // a@10:01 dispatched and never reported; p paused over 10:01-10:03.
         let pause = ControlRecord {
@@ -1311,7 +1314,10 @@ mod tests {
         };
         assert_eq!(
             state_of(&mut store, "a"),
-            [("02".into(), RunState::Missed), ("01".into(), RunState::Late)]
+            [
+                ("02".into(), RunState::Missed),
+                ("01".into(), RunState::Late)
+            ]
         );
         assert_eq!(
             state_of(&mut store, "p"),

@@ -69,6 +69,13 @@ pub enum CliError {
     #[error("{0}")]
     Api(String),
 
+    /// The monitor stopped on an error.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::service::MonitorError),
+    /// The monitor's database cannot be read.
+    #[error(transparent)]
+    History(#[from] crate::monitor::store::StoreError),
+
     /// Writing to stdout failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -91,6 +98,8 @@ impl CliError {
             | CliError::RunAs(_)
             | CliError::Control(_)
             | CliError::Api(_)
+            | CliError::Monitor(_)
+            | CliError::History(_)
             | CliError::Kafka(_) => 1,
         }
     }

@@ -1,5 +1,5 @@
 //! The command line: `cronq run | worker | tail | validate | next | explain | status | trigger |
-//! pause | resume | apply | export | jobs`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
+//! pause | resume | apply | export | jobs | monitor | history | runs`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
 //! (`90s`, `1h`). stdout carries only data so it can be piped; logs and errors go to stderr.
 //!
 //! ```text
@@ -19,7 +19,9 @@ mod apply;
 mod args;
 mod error;
 mod export;
+mod history;
 mod jobs;
+mod monitor;
 mod next;
 mod pause;
 mod run;
@@ -34,7 +36,9 @@ pub use apply::ApplyArgs;
 pub use args::{GroupArgs, KafkaArgs, ScheduleLimitArgs};
 pub use error::CliError;
 pub use export::ExportArgs;
+pub use history::{HistoryArgs, RunFilter, RunsArgs};
 pub use jobs::{ClientArgs, JobsArgs, JobsCommand};
+pub use monitor::{Kinds, MonitorArgs};
 pub use next::{ExplainArgs, NextArgs};
 pub use pause::{ControlArgs, PauseArgs, ResumeArgs, UntilArg};
 pub use run::RunArgs;
@@ -105,6 +109,14 @@ pub enum Command {
     /// The jobs API's client (`cronq run --schedule-topic --api-tokens FILE`): get, put, delete,
     /// list jobs and their next runs; `hash-token` for the token file.
     Jobs(JobsArgs),
+    /// Watch that every slot ran: join dispatches to results in a SQLite history (--db), judge
+    /// late and missed runs, queue alerts for webhooks.
+    Monitor(MonitorArgs),
+    /// One job's runs from the monitor's database, newest first: slot, start, duration,
+    /// attempts, outcome, worker.
+    History(HistoryArgs),
+    /// Runs across jobs from the monitor's database (`--status failed --since 1h`).
+    Runs(RunsArgs),
 }
 
 /// `--log-format`.
@@ -155,5 +167,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Apply(args) => apply::run(args),
         Command::Export(args) => export::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Monitor(args) => monitor::run(args),
+        Command::History(args) => history::history(args),
+        Command::Runs(args) => history::runs(args),
     }
 }

@@ -79,14 +79,14 @@ pub enum ScheduleSource {
         md5: [u8; 16],
     },
     /// `--schedule-topic`: `<group>.schedule`, read whole at start, then kept current from the
-    /// ingest stream (records at or past `loaded_to` of their partition).
+    /// ingest stream. Ingest reads the topic from its own position, so after a restart it
+    /// replays versions older than those read at start; they are replayed in order up to the
+    /// newest, and nothing is judged before ingest has caught up.
     Topic {
         /// The topic.
         topic: String,
         /// Its partitions (the group's shards).
         shards: u32,
-        /// The high watermark of each partition when it was read whole.
-        loaded_to: BTreeMap<i32, i64>,
     },
     /// No schedule: nothing is judged missed, and deadlines use the defaults.
     None,
@@ -437,10 +437,7 @@ impl<S: RunStore> Ingest<S> {
         at: DateTime<Utc>,
         source: Source,
     ) -> Result<Option<Ingested>, String> {
-        let ScheduleSource::Topic {
-            shards, loaded_to, ..
-        } = &self.source
-        else {
+        let ScheduleSource::Topic { shards, .. } = &self.source else {
             return Ok(None);
         };
         let name = key_name(key).map_err(|e| e.to_string())?.to_string();
@@ -452,9 +449,6 @@ impl<S: RunStore> Ingest<S> {
             ),
             None => None,
         };
-        if loaded_to
-            .get(&source.partition)
-            .is_none_or(|&to| source.offset >= to)
         {
             let record = RecordAndOffset {
                 record: Record {

@@ -20,4 +20,5 @@ pub mod ingest;
 pub mod judge;
 pub mod metrics;
 pub mod model;
+pub mod service;
 pub mod store;

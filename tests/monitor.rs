@@ -1,0 +1,367 @@
+//! `cronq monitor` against the real broker, with real dispatcher, worker and monitor processes on
+//! a drill clock (a "minute" lasts 6 real seconds): a failing job is `failed` with one alert in the
+//! outbox and a fix is `recovered`; a job no worker runs is `late`; lost slots are `missed` and a
+//! paused job's are `skipped_by_rule`; a monitor killed mid-stream resumes without duplicates or
+//! losses; `cronq history` agrees with the results topic as a client we did not write reads it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Partitions of the topics the tests create.
+const PARTITIONS: i32 = 3;
+
+/// A `cronq monitor` child; killed when dropped.
+struct Monitor {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Monitor {
+    fn start(broker: &str, topic: &str, db: &Path, drill: Drill, extra: &[&str]) -> Monitor {
+        let log = db.with_extension(format!("{}.log", chrono::Utc::now().timestamp_millis()));
+        let child = Command::new(CRONQ)
+            .args(["monitor", "--brokers", broker, "--topic", topic])
+            .args(["--results-topic", &format!("{topic}.results")])
+            .args(["--dlq-topic", &format!("{topic}.dlq")])
+            .args(["--group", &format!("g-{topic}"), "--http", "127.0.0.1:0"])
+            .arg("--db")
+            .arg(db)
+            .args(["--drill-clock", &drill.setting()])
+            .args(extra)
+            .env("CRONQ_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn cronq monitor");
+        Monitor { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One number from the monitor's database (read while it runs: WAL).
+fn count(db: &Path, sql: &str) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return -1;
+    };
+    conn.busy_timeout(Duration::from_secs(5)).ok();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+}
+
+/// `cronq <args>` with `--db`; stdout, which must be all it printed there.
+fn cronq_db(db: &Path, args: &[&str]) -> String {
+    let out = Command::new(CRONQ)
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cronq");
+    assert!(
+        out.status.success(),
+        "cronq {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn setup_topics(broker: &str, topic: &str) {
+    for t in [
+        topic.to_string(),
+        format!("{topic}.results"),
+        format!("{topic}.dlq"),
+    ] {
+        create_topic(broker, &t, PARTITIONS);
+    }
+}
+
+#[test]
+fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered_and_history_agrees_with_the_results_topic(
+) {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-fail");
+    setup_topics(&address, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed");
+    let (_sdir, schedule) = schedule_file(&format!(
+        r#"{{"jobs":[{{"jobName":"flaky","job":"flaky {}","cronTime":"* * * * *","maxAttempts":2}}]}}"#,
+        fixed.display()
+    ));
+    let handlers = handlers(&[(
+        "flaky",
+        r#"if [ -f "$1" ]; then echo ok; exit 0; fi; echo "boom" >&2; exit 1"#,
+    )]);
+    let drill = Drill::new(10);
+    let db = dir.path().join("monitor.db");
+    let mut monitor = Monitor::start(
+        &address,
+        &topic,
+        &db,
+        drill,
+        &[
+            "--schedule",
+            schedule.to_str().unwrap(),
+            "--webhook",
+            "http://127.0.0.1:9/hook",
+            "--webhook-events",
+            "failed,recovered",
+        ],
+    );
+    let _member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    let worker = Worker::start(
+        &address,
+        &topic,
+        &format!("w-{topic}"),
+        handlers.path(),
+        &["--drill-clock", &drill.setting()],
+        dir.path().join("worker.log"),
+    );
+    wait_for(
+        "a failed run",
+        Duration::from_secs(120),
+        || count(&db, "SELECT COUNT(*) FROM runs WHERE state = 'failed'") >= 1,
+        || monitor.log(),
+    );
+    std::fs::write(&fixed, "").unwrap();
+    wait_for(
+        "a recovered alert",
+        Duration::from_secs(120),
+        || count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'recovered'") == 1,
+        || format!("{}\n{}", monitor.log(), worker.log()),
+    );
+    worker.stop();
+    // Let the last reports in, then stop reading.
+    let results = consume_all(
+        &address,
+        &format!("{topic}.results"),
+        PARTITIONS,
+        0,
+        Duration::from_secs(30),
+    );
+    wait_for(
+        "every result ingested",
+        Duration::from_secs(60),
+        || count(&db, "SELECT COUNT(*) FROM attempts") == results.len() as i64,
+        || monitor.log(),
+    );
+    monitor.kill9();
+
+    // One failed alert per failed run, one outbox row each (one webhook wants `failed`).
+    let failed = count(&db, "SELECT COUNT(*) FROM runs WHERE state = 'failed'");
+    assert!(failed >= 1);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'failed'"),
+        failed
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE a.kind = 'failed'"
+        ),
+        failed
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'recovered'"),
+        1
+    );
+
+    // `cronq history --json` against the results topic read by rdkafka: every dispatchId with
+    // its highest attempt and its final status.
+    let mut from_topic: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for r in &results {
+        let id = r.value["dispatchId"].as_str().unwrap().to_string();
+        let attempt = r.value["attempt"].as_u64().unwrap();
+        let status = r.value["status"].as_str().unwrap().to_string();
+        let entry = from_topic.entry(id).or_insert((0, String::new()));
+        if attempt >= entry.0 {
+            *entry = (attempt, status);
+        }
+    }
+    let history = cronq_db(&db, &["history", "flaky", "--json", "--limit", "10000"]);
+    let mut from_history: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for line in history.lines() {
+        let run: serde_json::Value = serde_json::from_str(line).unwrap();
+        if run["attempts"].as_u64() == Some(0) {
+            continue; // dispatched, not reported yet
+        }
+        // The handler only succeeds or fails: a run not succeeded (failed, or still running or
+        // late with a retry pending when the worker stopped) last reported `failed`.
+        let status = match run["state"].as_str().unwrap() {
+            "succeeded" => "succeeded",
+            _ => "failed",
+        };
+        from_history.insert(
+            run["dispatchId"].as_str().unwrap().to_string(),
+            (run["attempts"].as_u64().unwrap(), status.to_string()),
+        );
+    }
+    assert_eq!(from_history, from_topic, "history:\n{history}");
+}
+
+#[test]
+fn a_job_no_worker_runs_is_late_after_its_deadline() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-late");
+    setup_topics(&address, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let (_sdir, schedule) = schedule_file(
+        r#"{"jobs":[{"jobName":"nobody","job":"x","cronTime":"* * * * *","deadline":"2m"}]}"#,
+    );
+    let drill = Drill::new(10);
+    let db = dir.path().join("monitor.db");
+    let monitor = Monitor::start(
+        &address,
+        &topic,
+        &db,
+        drill,
+        &["--schedule", schedule.to_str().unwrap()],
+    );
+    let _member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    wait_for(
+        "a late run",
+        Duration::from_secs(120),
+        || count(&db, "SELECT COUNT(*) FROM runs WHERE state = 'late'") >= 1,
+        || monitor.log(),
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (slot, deadline): (i64, i64) = conn
+        .query_row(
+            "SELECT slot, deadline FROM runs WHERE state = 'late' ORDER BY slot LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(deadline - slot, 120_000, "the job's own deadline");
+    assert!(drill.now().timestamp_millis() >= deadline);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'late'"),
+        count(&db, "SELECT COUNT(*) FROM runs WHERE state = 'late'")
+    );
+}
+
+/// A JobMessage v1 of `job`'s slot `minute` as the dispatcher writes it.
+fn message(job: &str, minute: u32) -> (String, Vec<u8>) {
+    let slot = common::slot(minute).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let id = format!("{job}@{slot}");
+    let value = serde_json::json!({"v":1,"jobName":job,"priority":0,"job":"x","cronTime":"* * * * *","scheduledAt":slot,"dispatchId":id});
+    (id, value.to_string().into_bytes())
+}
+
+#[test]
+fn a_monitor_killed_mid_stream_resumes_without_duplicate_rows_or_alerts_and_loses_no_run() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-kill");
+    setup_topics(&address, &topic);
+    // 40 jobs × 60 slots: every run dispatched (plus a re-send of each first slot), every third
+    // one dead-lettered after failing.
+    let mut jobs_records = Vec::new();
+    let mut dlq_records = Vec::new();
+    let mut dead = 0;
+    for j in 0..40 {
+        let job = format!("job-{j:02}");
+        for minute in 0..60 {
+            let (id, value) = message(&job, minute);
+            let record = |value: Vec<u8>| Record {
+                key: job.as_bytes().to_vec(),
+                value,
+                partition: Some(cronq::wire::partition_for(job.as_bytes(), PARTITIONS)),
+                headers: vec![],
+            };
+            jobs_records.push(record(value.clone()));
+            if minute == 0 {
+                jobs_records.push(record(value.clone()));
+            }
+            if (j + minute) % 3 == 0 {
+                dead += 1;
+                let message: serde_json::Value = serde_json::from_slice(&value).unwrap();
+                let last = serde_json::json!({"v":1,"dispatchId":id,"jobName":job,"scheduledAt":message["scheduledAt"],
+                    "attempt":3,"status":"failed","exitCode":1,"startedAt":"2026-11-26T00:00:01.000Z",
+                    "finishedAt":"2026-11-26T00:00:02.000Z","durationMs":1000,"stdoutTail":"","stderrTail":"boom","worker":"w"});
+                let letter = serde_json::json!({"v":1,"reason":"attempts_exhausted","topic":topic,"partition":0,"offset":0,
+                    "message":message,"lastResult":last,"raw":null,"error":null,"worker":"w"});
+                dlq_records.push(record(letter.to_string().into_bytes()));
+            }
+        }
+    }
+    // A record that is not a JobMessage: counted and skipped.
+    jobs_records.push(Record {
+        key: b"junk".to_vec(),
+        value: b"{not json".to_vec(),
+        partition: Some(0),
+        headers: vec![],
+    });
+    produce(&address, &topic, &jobs_records);
+    produce(&address, &format!("{topic}.dlq"), &dlq_records);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("monitor.db");
+    let drill = Drill::new(1);
+    let mut first = Monitor::start(&address, &topic, &db, drill, &[]);
+    wait_for(
+        "some runs ingested",
+        Duration::from_secs(60),
+        || count(&db, "SELECT COUNT(*) FROM runs") > 0,
+        || first.log(),
+    );
+    first.kill9();
+    let at_kill = count(&db, "SELECT COUNT(*) FROM runs");
+    let second = Monitor::start(&address, &topic, &db, drill, &[]);
+    wait_for(
+        "every run and dead letter ingested",
+        Duration::from_secs(90),
+        || {
+            count(&db, "SELECT COUNT(*) FROM runs") == 40 * 60
+                && count(&db, "SELECT COUNT(*) FROM runs WHERE state = 'failed'") == dead
+        },
+        || second.log(),
+    );
+    assert!(at_kill <= 40 * 60);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'failed'"),
+        dead
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT dispatch_id FROM attempts GROUP BY dispatch_id, attempt, status HAVING COUNT(*) > 1)"
+        ),
+        0
+    );
+    // Every partition's position is its high watermark.
+    for (t, partitions) in [(topic.clone(), PARTITIONS), (format!("{topic}.dlq"), PARTITIONS)] {
+        let high = high_watermarks(&address, &t, partitions);
+        for (p, h) in high {
+            let pos = count(
+                &db,
+                &format!("SELECT COALESCE(MAX(next_offset), 0) FROM positions WHERE topic = '{t}' AND partition = {p}"),
+            );
+            assert_eq!(pos, h, "{t}/{p}");
+        }
+    }
+    let runs = cronq_db(&db, &["runs", "--status", "failed", "--limit", "10000"]);
+    assert_eq!(runs.lines().count() as i64, dead);
+    let logs = format!("{}{}", first.log(), second.log());
+    assert!(logs.contains("does not decode"), "{logs}");
+}

@@ -327,6 +327,7 @@ fn a_monitor_killed_mid_stream_resumes_without_duplicate_rows_or_alerts_and_lose
     );
     first.kill9();
     let at_kill = count(&db, "SELECT COUNT(*) FROM runs");
+    eprintln!("runs in the database when the monitor was killed: {at_kill} of {}", 40 * 60);
     let second = Monitor::start(&address, &topic, &db, drill, &[]);
     wait_for(
         "every run and dead letter ingested",

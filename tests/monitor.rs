@@ -262,7 +262,9 @@ fn a_job_no_worker_runs_is_late_after_its_deadline() {
 
 /// A JobMessage v1 of `job`'s slot `minute` as the dispatcher writes it.
 fn message(job: &str, minute: u32) -> (String, Vec<u8>) {
-    let slot = common::slot(minute).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let slot = common::slot(minute)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let id = format!("{job}@{slot}");
     let value = serde_json::json!({"v":1,"jobName":job,"priority":0,"job":"x","cronTime":"* * * * *","scheduledAt":slot,"dispatchId":id});
     (id, value.to_string().into_bytes())
@@ -327,7 +329,10 @@ fn a_monitor_killed_mid_stream_resumes_without_duplicate_rows_or_alerts_and_lose
     );
     first.kill9();
     let at_kill = count(&db, "SELECT COUNT(*) FROM runs");
-    eprintln!("runs in the database when the monitor was killed: {at_kill} of {}", 40 * 60);
+    eprintln!(
+        "runs in the database when the monitor was killed: {at_kill} of {}",
+        40 * 60
+    );
     let second = Monitor::start(&address, &topic, &db, drill, &[]);
     wait_for(
         "every run and dead letter ingested",
@@ -351,7 +356,10 @@ fn a_monitor_killed_mid_stream_resumes_without_duplicate_rows_or_alerts_and_lose
         0
     );
     // Every partition's position is its high watermark.
-    for (t, partitions) in [(topic.clone(), PARTITIONS), (format!("{topic}.dlq"), PARTITIONS)] {
+    for (t, partitions) in [
+        (topic.clone(), PARTITIONS),
+        (format!("{topic}.dlq"), PARTITIONS),
+    ] {
         let high = high_watermarks(&address, &t, partitions);
         for (p, h) in high {
             let pos = count(
@@ -365,4 +373,131 @@ fn a_monitor_killed_mid_stream_resumes_without_duplicate_rows_or_alerts_and_lose
     assert_eq!(runs.lines().count() as i64, dead);
     let logs = format!("{}{}", first.log(), second.log());
     assert!(logs.contains("does not decode"), "{logs}");
+}
+
+#[test]
+fn a_dispatcher_stopped_for_four_minutes_gives_missed_slots_and_a_paused_job_gives_none() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-miss");
+    setup_topics(&address, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let (_sdir, schedule) = schedule_file(
+        r#"{"jobs":[
+          {"jobName":"lost","job":"x","cronTime":"* * * * *","catchup":"none"},
+          {"jobName":"held","job":"x","cronTime":"* * * * *","catchup":"none"}
+        ]}"#,
+    );
+    let drill = Drill::new(10);
+    let db = dir.path().join("monitor.db");
+    let monitor = Monitor::start(
+        &address,
+        &topic,
+        &db,
+        drill,
+        &[
+            "--schedule",
+            schedule.to_str().unwrap(),
+            "--missed-after",
+            "1m",
+        ],
+    );
+    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    wait_for(
+        "a dispatch of lost",
+        Duration::from_secs(120),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM runs WHERE job = 'lost' AND dispatched_at IS NOT NULL",
+            ) >= 1
+        },
+        || format!("{}\n{}", monitor.log(), member.log()),
+    );
+    let paused = Command::new(CRONQ)
+        .args(["pause", "held", "--reason", "INC-7: maintenance"])
+        .args(["--brokers", &address, "--group", &format!("g-{topic}")])
+        .args(["--drill-clock", &drill.setting()])
+        .arg("--schedule")
+        .arg(&schedule)
+        .output()
+        .expect("cronq pause");
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    member.kill9();
+    let stopped = drill.minute();
+    drill.wait_minutes(4, 0);
+    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    let back = drill.minute();
+    // Judged once slot + --missed-after has passed for every lost slot.
+    drill.wait_minutes(2, 30);
+    wait_for(
+        "missed slots of lost",
+        Duration::from_secs(60),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM runs WHERE job = 'lost' AND state = 'missed'",
+            ) >= 3
+        },
+        || monitor.log(),
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let missed: Vec<i64> = conn
+        .prepare(
+            "SELECT slot / 60000 FROM runs WHERE job = 'lost' AND state = 'missed' ORDER BY slot",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // Every missed slot lies in the outage, and none of them reached the job topic.
+    assert!(
+        missed.iter().all(|&m| m > stopped - 1 && m <= back),
+        "missed {missed:?}, stopped {stopped}, back {back}"
+    );
+    let dispatched: Vec<String> =
+        consume_all(&address, &topic, PARTITIONS, 0, Duration::from_secs(30))
+            .iter()
+            .map(|r| r.value["dispatchId"].as_str().unwrap().to_string())
+            .collect();
+    for m in &missed {
+        let id = format!(
+            "lost@{}",
+            chrono::DateTime::from_timestamp(m * 60, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        assert!(!dispatched.contains(&id), "{id} was dispatched");
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM alerts WHERE kind = 'missed' AND job = 'lost'"
+        ),
+        missed.len() as i64
+    );
+    // The paused job: nothing missed, its paused slots skipped by rule, the pause audited.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE job = 'held' AND state = 'missed'"
+        ),
+        0
+    );
+    assert!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE job = 'held' AND state = 'skipped_by_rule'"
+        ) >= 3
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM audit WHERE job = 'held' AND what = 'pause' AND reason = 'INC-7: maintenance'"),
+        1
+    );
 }

@@ -401,7 +401,7 @@ impl<S: RunStore> Ingest<S> {
                 .map(|r| Some(Ingested::Reported(r)))
                 .map_err(|e| e.to_string()),
             (Kind::Dlq, Some(value)) => serde_json::from_slice::<DeadLetter>(value)
-                .map(|l| Some(Ingested::DeadLettered(l)))
+                .map(|l| Some(Ingested::DeadLettered(Box::new(l))))
                 .map_err(|e| e.to_string()),
             (Kind::Control, Some(value)) => ControlRecord::decode(value).and_then(|record| {
                 record.check(&String::from_utf8_lossy(key)).map(|()| {

@@ -77,8 +77,8 @@ pub enum Ingested {
     },
     /// A JobResult.
     Reported(JobResult),
-    /// A dead letter.
-    DeadLettered(DeadLetter),
+    /// A dead letter (boxed: it is the largest record by far).
+    DeadLettered(Box<DeadLetter>),
     /// A pause or resume.
     Control {
         /// The record.
@@ -98,6 +98,10 @@ pub enum Ingested {
         source: Source,
     },
 }
+
+/// A new run's deadline from its job, slot and message ([`judge::deadline`] with the schedule in
+/// force).
+pub type DeadlineOf<'a> = dyn Fn(&str, DateTime<Utc>, Option<&JobMessage>) -> DateTime<Utc> + 'a;
 
 /// What one ingest batch or judge pass did, for the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,7 +169,7 @@ pub trait RunStore: Send {
         batch: &[Ingested],
         positions: &BTreeMap<(String, i32), i64>,
         now: DateTime<Utc>,
-        deadline: &dyn Fn(&str, DateTime<Utc>, Option<&JobMessage>) -> DateTime<Utc>,
+        deadline: &DeadlineOf<'_>,
     ) -> Result<Applied>;
 
     /// Marks the runs past their deadline `late` and the undispatched slots `missed` (or
@@ -586,7 +590,7 @@ fn apply_one(
     routes: &Routes,
     record: &Ingested,
     now: DateTime<Utc>,
-    deadline: &dyn Fn(&str, DateTime<Utc>, Option<&JobMessage>) -> DateTime<Utc>,
+    deadline: &DeadlineOf<'_>,
     applied: &mut Applied,
 ) -> rusqlite::Result<()> {
     let event = match record {
@@ -670,10 +674,11 @@ fn apply_one(
     }
     match record {
         Ingested::Reported(result) => write_attempt(tx, step.run.slot, result)?,
-        Ingested::DeadLettered(DeadLetter {
-            last_result: Some(last),
-            ..
-        }) => write_attempt(tx, step.run.slot, last)?,
+        Ingested::DeadLettered(letter) if letter.last_result.is_some() => {
+            if let Some(last) = &letter.last_result {
+                write_attempt(tx, step.run.slot, last)?;
+            }
+        }
         Ingested::Dispatched {
             message,
             at,
@@ -838,7 +843,7 @@ impl RunStore for SqliteStore {
         batch: &[Ingested],
         positions: &BTreeMap<(String, i32), i64>,
         now: DateTime<Utc>,
-        deadline: &dyn Fn(&str, DateTime<Utc>, Option<&JobMessage>) -> DateTime<Utc>,
+        deadline: &DeadlineOf<'_>,
     ) -> Result<Applied> {
         let (tx, routes, path) = self.tx()?;
         let mut applied = Applied::default();
@@ -1171,7 +1176,7 @@ mod tests {
             },
             Ingested::Reported(r1),
             Ingested::Reported(r2.clone()),
-            Ingested::DeadLettered(DeadLetter {
+            Ingested::DeadLettered(Box::new(DeadLetter {
                 v: 1,
                 reason: DeadReason::AttemptsExhausted,
                 origin: Origin {
@@ -1185,7 +1190,7 @@ mod tests {
                 error: None,
                 original: None,
                 worker: "w1".into(),
-            }),
+            })),
         ]
     }
 

@@ -30,6 +30,7 @@ step() {
 
 step "system packages (libssl-dev, pkg-config, chromium)" scripts/deps.sh test
 step "deployment checkers (systemd-analyze, kubernetes-validate) for tests/deploy.rs" scripts/deploy_tools.sh
+step "kafka-python for tests/monitor.rs" scripts/monitor_tools.sh
 
 # The test broker builds with cargo (once per machine) while cronq builds: the two share the two
 # cores, and each fills the other's single-threaded stretches (build scripts, links).

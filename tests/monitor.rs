@@ -2,7 +2,8 @@
 //! a drill clock (a "minute" lasts 6 real seconds): a failing job is `failed` with one alert in the
 //! outbox and a fix is `recovered`; a job no worker runs is `late`; lost slots are `missed` and a
 //! paused job's are `skipped_by_rule`; a monitor killed mid-stream resumes without duplicates or
-//! losses; `cronq history` agrees with the results topic as a client we did not write reads it.
+//! losses; `cronq history` agrees with the results topic as a client we did not write reads it
+//! (kafka-python, which scripts/monitor_tools.sh installs into target/monitor-venv).
 
 mod common;
 
@@ -82,6 +83,51 @@ fn cronq_db(db: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Every record value of `topic`, from its start to its high watermarks, as kafka-python (from
+/// PyPI: a client cronq did not write; scripts/monitor_tools.sh installs it) reads them.
+fn python_read(broker: &str, topic: &str) -> Vec<serde_json::Value> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/monitor-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/monitor_tools.sh (a virtualenv with kafka-python)",
+        python.display()
+    );
+    const READ: &str = r#"
+import json, sys, time
+from kafka import KafkaConsumer, TopicPartition
+broker, topic = sys.argv[1], sys.argv[2]
+consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, group_id=None)
+deadline = time.time() + 60
+partitions = None
+while not partitions:
+    assert time.time() < deadline, "no partitions for " + topic
+    partitions = consumer.partitions_for_topic(topic)
+parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+consumer.assign(parts)
+consumer.seek_to_beginning(*parts)
+end = consumer.end_offsets(parts)
+while any(consumer.position(tp) < end[tp] for tp in parts):
+    assert time.time() < deadline, "did not reach the end of " + topic
+    for records in consumer.poll(timeout_ms=500).values():
+        for record in records:
+            print(json.dumps(json.loads(record.value)))
+"#;
+    let out = Command::new(python)
+        .args(["-c", READ, broker, topic])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "kafka-python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 fn setup_topics(broker: &str, topic: &str) {
@@ -185,18 +231,27 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
         1
     );
 
-    // `cronq history --json` against the results topic read by rdkafka: every dispatchId with
-    // its highest attempt and its final status.
+    // `cronq history --json` against the results topic as kafka-python reads it: every
+    // dispatchId with its highest attempt and its final status.
     let mut from_topic: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for r in &results {
-        let id = r.value["dispatchId"].as_str().unwrap().to_string();
-        let attempt = r.value["attempt"].as_u64().unwrap();
-        let status = r.value["status"].as_str().unwrap().to_string();
+    for r in python_read(&address, &format!("{topic}.results")) {
+        let id = r["dispatchId"].as_str().unwrap().to_string();
+        let attempt = r["attempt"].as_u64().unwrap();
+        let status = r["status"].as_str().unwrap().to_string();
         let entry = from_topic.entry(id).or_insert((0, String::new()));
         if attempt >= entry.0 {
             *entry = (attempt, status);
         }
     }
+    assert_eq!(
+        from_topic.len(),
+        results
+            .iter()
+            .map(|r| r.value["dispatchId"].as_str().unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        "kafka-python and rdkafka read the same runs"
+    );
     let history = cronq_db(&db, &["history", "flaky", "--json", "--limit", "10000"]);
     let mut from_history: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for line in history.lines() {

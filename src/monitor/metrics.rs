@@ -115,3 +115,35 @@ impl Metrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_names_are_exported_without_a_per_job_label() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let mut applied = Applied::default();
+        applied.entered[RunState::ALL
+            .iter()
+            .position(|s| *s == RunState::Missed)
+            .unwrap()] = 2;
+        metrics.applied(&applied);
+        metrics.rejected("jobs.results");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "cronq_monitor_runs_total{status=\"missed\"} 2",
+            "cronq_monitor_runs_total{status=\"succeeded\"} 0",
+            "cronq_monitor_missed_total 2",
+            "cronq_monitor_late_total 0",
+            "cronq_monitor_records_rejected_total{topic=\"jobs.results\"} 1",
+            "cronq_monitor_ingest_lag_records 0",
+            "cronq_monitor_db_bytes 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("job="), "{text}");
+    }
+}

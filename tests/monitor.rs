@@ -556,3 +556,58 @@ fn a_dispatcher_stopped_for_four_minutes_gives_missed_slots_and_a_paused_job_giv
         1
     );
 }
+
+#[test]
+fn with_the_schedule_topic_a_job_nobody_dispatches_is_missed_and_its_apply_is_audited() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-topic");
+    setup_topics(&address, &topic);
+    let group = format!("g-{topic}");
+    let (_sdir, schedule) = schedule_file(
+        r#"{"jobs":[{"jobName":"orphan","job":"x","cronTime":"* * * * *","deadline":"5m"}]}"#,
+    );
+    let applied = Command::new(CRONQ)
+        .arg("apply")
+        .arg(&schedule)
+        .args(["--shards", "2", "--brokers", &address, "--group", &group])
+        .args(["--timeout", "20s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cronq apply");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("monitor.db");
+    let drill = Drill::new(10);
+    let monitor = Monitor::start(
+        &address,
+        &topic,
+        &db,
+        drill,
+        &["--schedule-topic", "--missed-after", "1m"],
+    );
+    wait_for(
+        "a missed slot of orphan",
+        Duration::from_secs(90),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM runs WHERE job = 'orphan' AND state = 'missed'",
+            ) >= 1
+        },
+        || monitor.log(),
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM audit WHERE job = 'orphan' AND what = 'schedule_put' AND json_extract(detail, '$.via') = 'apply'"
+        ),
+        1,
+        "{}",
+        monitor.log()
+    );
+}

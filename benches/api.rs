@@ -331,7 +331,8 @@ fn put(agent: &ureq::Agent, base: &str, job: &Job) -> f64 {
 
 /// PUT again while the answer is 503 (a shard's owner not known yet): a warm-up, not measured.
 fn put_until_written(agent: &ureq::Agent, base: &str, job: &Job) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A member's URL reaches the others in its cursor records, written once a minute.
+    let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let url = format!("{base}/api/v1/jobs/{}", job.name);
         let (status, body, _) = send(agent, "PUT", &url, Some(&job.json));
@@ -704,6 +705,24 @@ fn main() {
         } else {
             forwarded.push(ms);
         }
+    }
+    // The forwards happened: each member logged the writes of every probe of its own shards,
+    // whichever member the client sent it to.
+    for (m, member) in pair.iter().enumerate() {
+        let mine = probes
+            .iter()
+            .filter(|j| owned[m].contains(&shards.shard_of(&j.name)))
+            .count();
+        let log = member.log();
+        let written = log
+            .lines()
+            .filter(|l| l.contains("job written through the API") && l.contains(" job=f-"))
+            .count();
+        assert_eq!(
+            written, mine,
+            "{}: probes of its shards written",
+            member.name
+        );
     }
     let after = settled(&pair);
     if after != owned {

@@ -51,6 +51,10 @@ pub struct TriggerConfig {
     pub create: Option<(i32, i16)>,
     /// First retry delay of a failed attempt.
     pub retry_backoff: Duration,
+    /// Who triggers the run (`user@host`): the record's `cronq-by` header, for the audit.
+    pub by: String,
+    /// Why, when given: the `cronq-reason` header.
+    pub reason: Option<String>,
 }
 
 /// The message of a run of `spec` triggered at `at`: the slot's message with `scheduledAt` = `at`
@@ -102,8 +106,10 @@ pub async fn trigger(
         (message::HEADER_DISPATCH_ID, msg.dispatch_id.clone()),
         (message::HEADER_PRIORITY, msg.priority.to_string()),
         (message::HEADER_SCHEDULED_AT, msg.scheduled_at.clone()),
+        (message::HEADER_BY, config.by.clone()),
     ]
     .into_iter()
+    .chain(config.reason.clone().map(|r| (message::HEADER_REASON, r)))
     .map(|(k, v)| (k.to_string(), v.into_bytes()))
     .collect();
     let record = Record {

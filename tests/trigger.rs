@@ -83,7 +83,12 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
     );
     let (_sdir, path) = schedule_file(&schedule);
     let before = chrono::Utc::now().timestamp();
-    let out = trigger(&broker.address(), &path, &topic, &["by-hand"]);
+    let out = trigger(
+        &broker.address(),
+        &path,
+        &topic,
+        &["by-hand", "--reason", "INC-42: re-run after the fix"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -106,6 +111,21 @@ fn a_triggered_run_reaches_a_worker_and_runs_once() {
     assert_eq!(records[0].key, b"by-hand");
     assert_eq!(records[0].value["dispatchId"], id.as_str());
     assert_eq!(records[0].value["scheduledAt"], id[8..id.len() - 7]);
+    // Who triggered it, and why, for the audit.
+    let header = |name: &str| {
+        records[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    let by = header("cronq-by").unwrap_or_default();
+    let (user, host) = by.split_once('@').unwrap_or_default();
+    assert!(!user.is_empty() && !host.is_empty(), "cronq-by: {by:?}");
+    assert_eq!(
+        header("cronq-reason").as_deref(),
+        Some("INC-42: re-run after the fix")
+    );
 
     // A worker runs it once and reports it.
     let log = dir.path().join("worker.log");

@@ -119,7 +119,7 @@ fn until_arg(text: &str) -> Result<UntilArg, String> {
     }
 }
 
-fn reason_text(text: &str) -> Result<String, String> {
+pub(super) fn reason_text(text: &str) -> Result<String, String> {
     let len = text.chars().count();
     if !(1..=500).contains(&len) {
         return Err(format!("{len} characters; the range is 1-500"));
@@ -131,7 +131,7 @@ fn reason_text(text: &str) -> Result<String, String> {
 }
 
 /// `user@host` of whoever runs the command, for the control record.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()

@@ -48,6 +48,9 @@ pub struct TriggerArgs {
     /// Never create topics; a missing topic is an error.
     #[arg(long, env = "CRONQ_NO_CREATE_TOPICS")]
     pub no_create_topics: bool,
+    /// Why (1-500 characters): carried in the record's `cronq-reason` header, for the audit.
+    #[arg(long, env = "CRONQ_REASON", value_parser = super::pause::reason_text)]
+    pub reason: Option<String>,
     /// Give up when Kafka has not taken the run within this long (1s-10m).
     #[arg(long, env = "CRONQ_TIMEOUT", default_value = "30s", value_parser = status_timeout)]
     pub timeout: Duration,
@@ -88,6 +91,8 @@ pub(super) fn run(args: TriggerArgs) -> Result<ExitCode, CliError> {
         topic: job.spec.topic.clone().unwrap_or_else(|| args.topic.clone()),
         create: (!args.no_create_topics).then_some((args.partitions, args.replication_factor)),
         retry_backoff: Duration::from_millis(100),
+        by: super::pause::operator(),
+        reason: args.reason.clone(),
     };
     let spec = Arc::clone(&job.spec);
     let (config, timeout) = (&config, args.timeout);

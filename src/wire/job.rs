@@ -77,6 +77,10 @@ pub const HEADER_PRIORITY: &str = "cronq-priority";
 pub const HEADER_SCHEDULED_AT: &str = "cronq-scheduled-at";
 /// Header names: `notBefore`, on records of jobs with a `jitter` only.
 pub const HEADER_NOT_BEFORE: &str = "cronq-not-before";
+/// Header names: who triggered a run by hand (`user@host`), on `cronq trigger`'s records only.
+pub const HEADER_BY: &str = "cronq-by";
+/// Header names: the `--reason` of a run triggered by hand, when given.
+pub const HEADER_REASON: &str = "cronq-reason";
 
 /// The range of a job's `timeout`: the worker's `--timeout` range.
 pub const TIMEOUT_RANGE: (Duration, Duration) =

@@ -24,6 +24,6 @@ pub use ids::{
     slot_text, SlotTexts, MANUAL_SUFFIX,
 };
 pub use job::{
-    JobMessage, Overlap, HEADER_DISPATCH_ID, HEADER_NOT_BEFORE, HEADER_PRIORITY,
-    HEADER_SCHEDULED_AT,
+    JobMessage, Overlap, HEADER_BY, HEADER_DISPATCH_ID, HEADER_NOT_BEFORE, HEADER_PRIORITY,
+    HEADER_REASON, HEADER_SCHEDULED_AT,
 };

@@ -37,12 +37,9 @@ use crate::kafka::{Connection, KafkaContext};
 use crate::obs::health::Health;
 use crate::schedule::{Job, LoadOptions};
 use crate::wire::control::ControlRecord;
-use crate::wire::job::JobMessage;
+use crate::wire::job::{JobMessage, HEADER_BY, HEADER_REASON};
 use crate::wire::result::{DeadLetter, JobResult};
 use crate::wire::schedule::{key_name, ScheduleRecord};
-
-/// The header a manual trigger may carry with who triggered it.
-pub const HEADER_BY: &str = "cronq-by";
 
 /// The most records one transaction takes.
 const BATCH_RECORDS: usize = 2000;
@@ -383,16 +380,19 @@ impl<S: RunStore> Ingest<S> {
             (_, None) => Ok(None), // a tombstone of another writer: nothing to record
             (Kind::Jobs, Some(value)) => {
                 crate::wire::job::parse_message(key, value).map(|message| {
-                    let by = m.headers().and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == HEADER_BY)
-                            .and_then(|h| h.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    });
+                    let header = |name: &str| {
+                        m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key == name)
+                                .and_then(|h| h.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        })
+                    };
                     Some(Ingested::Dispatched {
                         message,
                         at,
-                        by,
+                        by: header(HEADER_BY),
+                        reason: header(HEADER_REASON),
                         source: source.clone(),
                     })
                 })

@@ -64,7 +64,8 @@ pub struct Source {
 /// One decoded record of an ingest batch.
 #[derive(Debug, Clone)]
 pub enum Ingested {
-    /// A JobMessage, written at `at`; `by` is its `cronq-by` header (a manual trigger's who).
+    /// A JobMessage, written at `at`; `by` and `reason` are its `cronq-by` and `cronq-reason`
+    /// headers (a manual trigger's who and why).
     Dispatched {
         /// The message.
         message: JobMessage,
@@ -72,6 +73,8 @@ pub enum Ingested {
         at: DateTime<Utc>,
         /// The `cronq-by` header.
         by: Option<String>,
+        /// The `cronq-reason` header.
+        reason: Option<String>,
         /// Where it was read.
         source: Source,
     },
@@ -683,6 +686,7 @@ fn apply_one(
             message,
             at,
             by,
+            reason,
             source,
         } if step.run.manual => write_audit(
             tx,
@@ -691,7 +695,7 @@ fn apply_one(
                 who: by.clone().unwrap_or_else(|| "unknown".into()),
                 what: "trigger".into(),
                 job: Some(message.job_name.clone()),
-                reason: None,
+                reason: reason.clone(),
                 detail: serde_json::json!({"dispatchId": message.dispatch_id}),
                 topic: source.topic.clone(),
                 partition: source.partition,
@@ -1172,6 +1176,7 @@ mod tests {
                 message: m.clone(),
                 at: at(slot),
                 by: None,
+                reason: None,
                 source: source(0),
             },
             Ingested::Reported(r1),
@@ -1285,6 +1290,7 @@ mod tests {
                 message: message("a", "2026-12-07T10:01:00Z"),
                 at: at("2026-12-07T10:01:00Z"),
                 by: None,
+                reason: None,
                 source: source(0),
             },
             Ingested::Control {
@@ -1368,6 +1374,50 @@ mod tests {
             (audit[0].what.as_str(), audit[0].who.as_str()),
             ("pause", "alice@ops")
         );
+    }
+
+    #[test]
+    fn a_run_by_hand_is_marked_manual_and_audited_with_who_and_why() {
+        let mut store = store();
+        let mut m = message("a", "2026-12-07T10:00:07.123Z");
+        m.dispatch_id = "a@2026-12-07T10:00:07.123Z#manual".into();
+        let batch = [
+            Ingested::Dispatched {
+                message: m.clone(),
+                at: at("2026-12-07T10:00:07.200Z"),
+                by: Some("bob@ops-2".into()),
+                reason: Some("INC-9 rerun".into()),
+                source: source(7),
+            },
+            Ingested::Dispatched {
+                message: m,
+                at: at("2026-12-07T10:00:07.200Z"),
+                by: None,
+                reason: None,
+                source: source(8),
+            },
+        ];
+        store
+            .ingest(
+                &batch,
+                &BTreeMap::new(),
+                at("2026-12-07T10:00:08Z"),
+                &two_minutes,
+            )
+            .unwrap();
+        let runs = store.runs(&RunQuery::default()).unwrap();
+        assert!(runs[0].manual);
+        let audit = store.audit(None, Some("a"), 10).unwrap();
+        assert_eq!(audit.len(), 1, "the re-sent record is no second trigger");
+        assert_eq!(
+            (
+                audit[0].what.as_str(),
+                audit[0].who.as_str(),
+                audit[0].reason.as_deref()
+            ),
+            ("trigger", "bob@ops-2", Some("INC-9 rerun"))
+        );
+        assert_eq!(audit[0].offset, 7);
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
     let dir = tempfile::tempdir().unwrap();
     let fixed = dir.path().join("fixed");
     let (_sdir, schedule) = schedule_file(&format!(
-        r#"{{"jobs":[{{"jobName":"flaky","job":"flaky {}","cronTime":"* * * * *","maxAttempts":2}}]}}"#,
+        r#"{{"jobs":[{{"jobName":"flaky","job":"flaky {}","cronTime":"* * * * *","maxAttempts":2,"deadline":"1h"}}]}}"#,
         fixed.display()
     ));
     let handlers = handlers(&[(
@@ -159,6 +159,9 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
     )]);
     let drill = Drill::new(10);
     let db = dir.path().join("monitor.db");
+    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    // Only the failures and the fix: no slot missed before the group dispatches, none late.
+    member.wait_log("taking over a shard", Duration::from_secs(90));
     let mut monitor = Monitor::start(
         &address,
         &topic,
@@ -173,7 +176,6 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
             "failed,recovered",
         ],
     );
-    let _member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
     let worker = Worker::start(
         &address,
         &topic,
@@ -445,6 +447,9 @@ fn a_dispatcher_stopped_for_four_minutes_gives_missed_slots_and_a_paused_job_giv
     );
     let drill = Drill::new(10);
     let db = dir.path().join("monitor.db");
+    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    // The monitor judges the slots after its first start: from when the group dispatches.
+    member.wait_log("taking over a shard", Duration::from_secs(90));
     let monitor = Monitor::start(
         &address,
         &topic,
@@ -457,7 +462,6 @@ fn a_dispatcher_stopped_for_four_minutes_gives_missed_slots_and_a_paused_job_giv
             "1m",
         ],
     );
-    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
     wait_for(
         "a dispatch of lost",
         Duration::from_secs(120),

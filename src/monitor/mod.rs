@@ -17,3 +17,4 @@
 //! database.
 
 pub mod model;
+pub mod notify;

@@ -1173,3 +1173,1294 @@ impl Jitter {
         (self.0 % 1000) as f64 / 1000.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::monitor::model::RunState;
+    use chrono::TimeZone;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use tokio::net::TcpListener;
+
+    // -----------------------------------------------------------------------------------------
+    // An outbox in memory
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum State {
+        Pending,
+        Delivered,
+        Abandoned(String),
+    }
+
+    #[derive(Debug, Clone)]
+    struct Entry {
+        delivery: Delivery,
+        retry_at: DateTime<Utc>,
+        errors: Vec<String>,
+        state: State,
+    }
+
+    /// Deliveries in the order queued; shared with the test, which looks inside.
+    #[derive(Debug, Clone, Default)]
+    struct MemOutbox(Arc<Mutex<Vec<Entry>>>);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no delivery of {0} to webhook {1}")]
+    struct Unknown(String, usize);
+
+    impl MemOutbox {
+        fn queue(&self, alert: &Alert, webhook: usize, at: DateTime<Utc>) {
+            self.0.lock().unwrap().push(Entry {
+                delivery: Delivery {
+                    alert: alert.clone(),
+                    webhook,
+                    attempts: 0,
+                    queued_at: at,
+                },
+                retry_at: at,
+                errors: Vec::new(),
+                state: State::Pending,
+            });
+        }
+
+        fn entry(&self, alert: &Alert, webhook: usize) -> Entry {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e.delivery.alert.id == alert.id && e.delivery.webhook == webhook)
+                .cloned()
+                .expect("queued")
+        }
+
+        fn update(
+            &self,
+            alert: &str,
+            webhook: usize,
+            f: impl FnOnce(&mut Entry),
+        ) -> Result<(), Unknown> {
+            let mut entries = self.0.lock().unwrap();
+            let entry = entries
+                .iter_mut()
+                .find(|e| e.delivery.alert.id == alert && e.delivery.webhook == webhook)
+                .ok_or_else(|| Unknown(alert.to_string(), webhook))?;
+            assert_eq!(entry.state, State::Pending, "{alert} settled twice");
+            f(entry);
+            Ok(())
+        }
+    }
+
+    impl Outbox for MemOutbox {
+        type Error = Unknown;
+
+        fn due(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, Unknown> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.state == State::Pending && e.retry_at <= now)
+                .take(limit)
+                .map(|e| e.delivery.clone())
+                .collect())
+        }
+
+        fn delivered(
+            &mut self,
+            alert: &str,
+            webhook: usize,
+            _: DateTime<Utc>,
+        ) -> Result<(), Unknown> {
+            self.update(alert, webhook, |e| {
+                e.delivery.attempts += 1;
+                e.state = State::Delivered;
+            })
+        }
+
+        fn failed(
+            &mut self,
+            alert: &str,
+            webhook: usize,
+            error: &str,
+            retry_at: DateTime<Utc>,
+        ) -> Result<(), Unknown> {
+            self.update(alert, webhook, |e| {
+                e.delivery.attempts += 1;
+                e.errors.push(error.to_string());
+                e.retry_at = retry_at;
+            })
+        }
+
+        fn abandoned(&mut self, alert: &str, webhook: usize, error: &str) -> Result<(), Unknown> {
+            self.update(alert, webhook, |e| {
+                e.state = State::Abandoned(error.to_string())
+            })
+        }
+
+        fn pending(&mut self) -> Result<u64, Unknown> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.state == State::Pending)
+                .count() as u64)
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // A receiver: a real HTTP server on 127.0.0.1 that records requests and answers as told
+
+    #[derive(Debug, Clone)]
+    enum Answer {
+        Status(u16),
+        RetryAfter(u16, &'static str),
+        Hang,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Received {
+        path: String,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    #[derive(Default)]
+    struct Script {
+        next: VecDeque<Answer>,
+        otherwise: Option<Answer>,
+        received: Vec<Received>,
+    }
+
+    struct Receiver {
+        addr: SocketAddr,
+        script: Arc<Mutex<Script>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Receiver {
+        /// Answers 200 unless told otherwise.
+        async fn start() -> Receiver {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let script = Arc::new(Mutex::new(Script::default()));
+            let shared = Arc::clone(&script);
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let script = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| answer(req, Arc::clone(&script)));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            Receiver { addr, script, task }
+        }
+
+        /// A path that, like Slack's, is a secret: it must never reach a log or an error.
+        fn url(&self) -> String {
+            format!("http://{}/hooks/T0/s3cr3t-path", self.addr)
+        }
+
+        fn then(&self, answers: impl IntoIterator<Item = Answer>) {
+            self.script.lock().unwrap().next.extend(answers);
+        }
+
+        fn always(&self, answer: Answer) {
+            self.script.lock().unwrap().otherwise = Some(answer);
+        }
+
+        fn received(&self) -> Vec<Received> {
+            self.script.lock().unwrap().received.clone()
+        }
+
+        fn count(&self) -> usize {
+            self.script.lock().unwrap().received.len()
+        }
+
+        fn ids(&self) -> Vec<String> {
+            self.received()
+                .iter()
+                .map(|r| r.headers[HEADER_ID].to_str().unwrap().to_string())
+                .collect()
+        }
+    }
+
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn answer(
+        req: hyper::Request<Incoming>,
+        script: Arc<Mutex<Script>>,
+    ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let answer = {
+            let mut script = script.lock().unwrap();
+            script.received.push(Received {
+                path: parts.uri.path().to_string(),
+                headers: parts.headers,
+                body,
+            });
+            let otherwise = script.otherwise.clone();
+            script
+                .next
+                .pop_front()
+                .or(otherwise)
+                .unwrap_or(Answer::Status(200))
+        };
+        let reply = |code: u16| {
+            hyper::Response::builder()
+                .status(code)
+                .body(Full::new(Bytes::from_static(b"receiver says so")))
+                .unwrap()
+        };
+        Ok(match answer {
+            Answer::Status(code) => reply(code),
+            Answer::RetryAfter(code, after) => {
+                let mut r = reply(code);
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static(after));
+                r
+            }
+            Answer::Hang => std::future::pending().await,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The notifier under test
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 10, 30, 0).unwrap()
+    }
+
+    /// An alert of `kind` for `job`'s slot at 10:`minute`.
+    fn alert(kind: AlertKind, job: &str, minute: u32) -> Alert {
+        let slot = Utc.with_ymd_and_hms(2026, 11, 30, 10, minute, 0).unwrap();
+        let outcome = match kind {
+            AlertKind::Failed => RunState::Failed,
+            AlertKind::TimedOut => RunState::TimedOut,
+            AlertKind::DeadLettered => RunState::DeadLettered,
+            AlertKind::Late => RunState::Late,
+            AlertKind::Missed => RunState::Missed,
+            AlertKind::Recovered => RunState::Succeeded,
+        };
+        Alert {
+            id: Alert::id_for(kind, job, slot),
+            kind,
+            job: job.to_string(),
+            slot,
+            dispatch_id: (kind != AlertKind::Missed)
+                .then(|| crate::wire::dispatch_id(job, &crate::wire::slot_text(slot))),
+            outcome,
+            attempts: 3,
+            last_exit_code: Some(3),
+            stderr_tail: "line one\n<b>boom</b> & done\n".into(),
+            raised_at: slot + TimeDelta::minutes(5),
+        }
+    }
+
+    fn webhook(receiver: &Receiver) -> Webhook {
+        Webhook {
+            url: receiver.url(),
+            events: AlertKind::ALL.to_vec(),
+            secret: Some(b"a-secret-of-32-bytes-for-testing".to_vec()),
+            format: Format::Json,
+        }
+    }
+
+    fn quick() -> Settings {
+        Settings {
+            page_url: Some("http://monitor.example:9466".into()),
+            poll: Duration::from_millis(5),
+            request_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        }
+    }
+
+    struct Notifier {
+        outbox: MemOutbox,
+        clock: ManualClock,
+        registry: Registry,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), NotifyError>>,
+    }
+
+    impl Notifier {
+        fn start(webhooks: Vec<Webhook>, settings: Settings, outbox: MemOutbox) -> Notifier {
+            let clock = ManualClock::new(t0());
+            let mut registry = Registry::default();
+            let metrics = NotifyMetrics::register(&mut registry);
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run(
+                outbox.clone(),
+                webhooks,
+                settings,
+                Arc::new(clock.clone()),
+                metrics,
+                cancel.clone(),
+            ));
+            Notifier {
+                outbox,
+                clock,
+                registry,
+                cancel,
+                task,
+            }
+        }
+
+        /// Moves the clock just past `at` (the clock keeps milliseconds).
+        fn set_clock(&self, at: DateTime<Utc>) {
+            self.clock.set(at + TimeDelta::milliseconds(1));
+        }
+
+        async fn stop(self) -> String {
+            self.cancel.cancel();
+            tokio::time::timeout(Duration::from_secs(5), self.task)
+                .await
+                .expect("the notifier stops within the request timeout")
+                .expect("joined")
+                .expect("no outbox error");
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+            text
+        }
+    }
+
+    /// Waits (real time, at most 10 s) until `done` holds.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Lets the notifier run a few polls: for asserting that nothing more happens.
+    async fn settle_a_while() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    fn has_line(metrics: &str, line: &str) -> bool {
+        metrics.lines().any(|l| l == line)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Delivery
+
+    #[tokio::test]
+    async fn each_alert_reaches_each_webhook_once_signed_with_its_id_as_the_key() {
+        let (one, two) = (Receiver::start().await, Receiver::start().await);
+        let outbox = MemOutbox::default();
+        let alerts = [
+            alert(AlertKind::Failed, "nightly", 0),
+            alert(AlertKind::Late, "hourly", 1),
+            alert(AlertKind::Missed, "backup", 2),
+        ];
+        for a in &alerts {
+            outbox.queue(a, 0, t0());
+            outbox.queue(a, 1, t0());
+        }
+        let n = Notifier::start(vec![webhook(&one), webhook(&two)], quick(), outbox);
+        wait_for("six deliveries", || {
+            n.outbox
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|e| e.state == State::Delivered)
+        })
+        .await;
+        settle_a_while().await;
+        let want: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect();
+        for r in [&one, &two] {
+            let mut ids = r.ids();
+            ids.sort();
+            let mut want = want.clone();
+            want.sort();
+            assert_eq!(ids, want, "one request per alert");
+            for got in r.received() {
+                assert_eq!(got.path, "/hooks/T0/s3cr3t-path");
+                assert_eq!(got.headers["content-type"], "application/json");
+                assert_eq!(got.headers[HEADER_TIMESTAMP], t0().timestamp().to_string());
+                assert!(got.headers[HEADER_SIGNATURE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("v1="));
+            }
+        }
+        let metrics = n.stop().await;
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_sent_total{kind="failed"} 2"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_sent_total{kind="missed"} 2"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_failed_total{kind="failed"} 0"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(&metrics, "cronq_monitor_alerts_pending 0"),
+            "{metrics}"
+        );
+        assert!(
+            has_line(&metrics, "cronq_monitor_alert_attempts_failed_total 0"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_500_then_a_200_is_one_delivery_of_two_attempts_a_second_apart() {
+        let receiver = Receiver::start().await;
+        receiver.then([Answer::Status(500)]);
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::Failed, "nightly", 0);
+        outbox.queue(&a, 0, t0());
+        let n = Notifier::start(vec![webhook(&receiver)], quick(), outbox);
+        wait_for("the failed attempt", || {
+            n.outbox.entry(&a, 0).delivery.attempts == 1
+        })
+        .await;
+        let entry = n.outbox.entry(&a, 0);
+        assert_eq!(entry.state, State::Pending);
+        assert!(
+            entry.errors[0].starts_with("HTTP 500 Internal Server Error: receiver says so"),
+            "{:?}",
+            entry.errors
+        );
+        let wait = entry.retry_at - t0();
+        assert!(
+            wait >= TimeDelta::milliseconds(500) && wait <= TimeDelta::seconds(1),
+            "the first retry within [0.5 s, 1 s]: {wait}"
+        );
+        settle_a_while().await;
+        assert_eq!(receiver.count(), 1, "not before its retry time");
+        n.set_clock(entry.retry_at);
+        wait_for("the delivery", || {
+            n.outbox.entry(&a, 0).state == State::Delivered
+        })
+        .await;
+        assert_eq!(n.outbox.entry(&a, 0).delivery.attempts, 2);
+        assert_eq!(
+            receiver.ids(),
+            [a.id.clone(), a.id.clone()],
+            "the same key twice"
+        );
+        let metrics = n.stop().await;
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_sent_total{kind="failed"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(&metrics, "cronq_monitor_alert_attempts_failed_total 1"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receiver_failing_for_24_hours_has_the_delivery_abandoned_after_backoff_to_10_minutes(
+    ) {
+        let receiver = Receiver::start().await;
+        receiver.always(Answer::Status(503));
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::Late, "hourly", 0);
+        outbox.queue(&a, 0, t0());
+        let n = Notifier::start(vec![webhook(&receiver)], quick(), outbox);
+        let mut waits = Vec::new();
+        loop {
+            let attempts = receiver.count();
+            wait_for("an attempt settled", || {
+                let e = n.outbox.entry(&a, 0);
+                e.state != State::Pending || e.delivery.attempts as usize == attempts.max(1)
+            })
+            .await;
+            let e = n.outbox.entry(&a, 0);
+            if e.state != State::Pending {
+                break;
+            }
+            if e.delivery.attempts as usize == attempts
+                && attempts > 0
+                && e.retry_at > n.clock.now()
+            {
+                waits.push((e.retry_at - n.clock.now()).to_std().unwrap());
+                n.set_clock(e.retry_at);
+                wait_for("the next attempt", || {
+                    receiver.count() > attempts || n.outbox.entry(&a, 0).state != State::Pending
+                })
+                .await;
+            }
+        }
+        let e = n.outbox.entry(&a, 0);
+        let State::Abandoned(reason) = &e.state else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with(&format!(
+                "gave up after {} attempts within 1day: HTTP 503",
+                receiver.count()
+            )),
+            "{reason}"
+        );
+        assert!(
+            n.clock.now() <= t0() + TimeDelta::hours(24),
+            "no attempt after 24 h: {}",
+            n.clock.now()
+        );
+        assert!(
+            n.clock.now() >= t0() + TimeDelta::hours(23),
+            "retried for about 24 h: {}",
+            n.clock.now()
+        );
+        // 1 s doubling, jittered into [d/2, d], up to 10 min.
+        for (i, w) in waits.iter().enumerate() {
+            let full = FIRST_RETRY.saturating_mul(1 << i.min(20)).min(MAX_RETRY);
+            assert!(
+                *w >= full / 2 && *w <= full + Duration::from_millis(1),
+                "wait {i}: {w:?} for {full:?}"
+            );
+        }
+        assert!(
+            (144..=300).contains(&receiver.count()),
+            "{} attempts",
+            receiver.count()
+        );
+        let metrics = n.stop().await;
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_failed_total{kind="late"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(
+                &metrics,
+                &format!(
+                    "cronq_monitor_alert_attempts_failed_total {}",
+                    receiver.count()
+                )
+            ),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_410_is_abandoned_at_once_and_a_429_waits_for_its_retry_after() {
+        let gone = Receiver::start().await;
+        gone.always(Answer::Status(410));
+        let busy = Receiver::start().await;
+        busy.then([Answer::RetryAfter(429, "120")]);
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::Failed, "nightly", 0);
+        outbox.queue(&a, 0, t0());
+        outbox.queue(&a, 1, t0());
+        let n = Notifier::start(vec![webhook(&gone), webhook(&busy)], quick(), outbox);
+        wait_for("the 410 abandoned", || {
+            n.outbox.entry(&a, 0).state != State::Pending
+        })
+        .await;
+        assert_eq!(
+            n.outbox.entry(&a, 0).state,
+            State::Abandoned("HTTP 410 Gone: receiver says so".into())
+        );
+        wait_for("the 429 recorded", || {
+            n.outbox.entry(&a, 1).delivery.attempts == 1
+        })
+        .await;
+        assert_eq!(
+            n.outbox.entry(&a, 1).retry_at,
+            t0() + TimeDelta::seconds(120)
+        );
+        n.clock.set(t0() + TimeDelta::seconds(119));
+        settle_a_while().await;
+        assert_eq!(
+            (gone.count(), busy.count()),
+            (1, 1),
+            "no retry of a 410; the 429 waits"
+        );
+        n.set_clock(t0() + TimeDelta::seconds(120));
+        wait_for("the delivery", || {
+            n.outbox.entry(&a, 1).state == State::Delivered
+        })
+        .await;
+        let metrics = n.stop().await;
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_failed_total{kind="failed"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_sent_total{kind="failed"} 1"#
+            ),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_hangs_times_out_and_is_retried() {
+        let receiver = Receiver::start().await;
+        receiver.then([Answer::Hang]);
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::TimedOut, "slow", 0);
+        outbox.queue(&a, 0, t0());
+        let n = Notifier::start(vec![webhook(&receiver)], quick(), outbox);
+        wait_for("the timeout", || {
+            n.outbox.entry(&a, 0).delivery.attempts == 1
+        })
+        .await;
+        let e = n.outbox.entry(&a, 0);
+        assert_eq!(e.errors, ["no answer within 300ms"]);
+        n.set_clock(e.retry_at);
+        wait_for("the delivery", || {
+            n.outbox.entry(&a, 0).state == State::Delivered
+        })
+        .await;
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn no_more_posts_than_the_concurrency_are_in_flight() {
+        let receiver = Receiver::start().await;
+        receiver.always(Answer::Hang);
+        let outbox = MemOutbox::default();
+        for minute in 0..5 {
+            outbox.queue(&alert(AlertKind::Failed, "nightly", minute), 0, t0());
+        }
+        let settings = Settings {
+            concurrency: 2,
+            request_timeout: Duration::from_millis(200),
+            ..quick()
+        };
+        let n = Notifier::start(vec![webhook(&receiver)], settings, outbox);
+        wait_for("two requests", || receiver.count() == 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(receiver.count(), 2, "the other three wait for a slot");
+        wait_for("every alert tried", || receiver.count() >= 5).await;
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_delivery_queued_more_than_24_hours_ago_is_abandoned_unsent() {
+        let receiver = Receiver::start().await;
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::Missed, "backup", 0);
+        outbox.queue(&a, 0, t0() - TimeDelta::hours(25));
+        let n = Notifier::start(vec![webhook(&receiver)], quick(), outbox);
+        wait_for("the expiry", || {
+            n.outbox.entry(&a, 0).state != State::Pending
+        })
+        .await;
+        assert_eq!(
+            n.outbox.entry(&a, 0).state,
+            State::Abandoned("expired: not delivered within 1day of being queued".into())
+        );
+        assert_eq!(receiver.count(), 0);
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_flapping_job_is_rate_limited_per_job_and_the_excess_counted() {
+        let receiver = Receiver::start().await;
+        let outbox = MemOutbox::default();
+        let flapping: Vec<Alert> = (0..4)
+            .map(|m| alert(AlertKind::Failed, "flappy", m))
+            .collect();
+        let steady = alert(AlertKind::Failed, "steady", 0);
+        for a in &flapping {
+            outbox.queue(a, 0, t0());
+        }
+        outbox.queue(&steady, 0, t0());
+        let settings = Settings {
+            rate_limit: RateLimit {
+                max: 2,
+                window: Duration::from_secs(600),
+            },
+            ..quick()
+        };
+        let n = Notifier::start(vec![webhook(&receiver)], settings, outbox);
+        wait_for("every delivery settled", || {
+            n.outbox
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|e| e.state != State::Pending)
+        })
+        .await;
+        let mut ids = receiver.ids();
+        ids.sort();
+        let mut want = vec![
+            flapping[0].id.clone(),
+            flapping[1].id.clone(),
+            steady.id.clone(),
+        ];
+        want.sort();
+        assert_eq!(ids, want);
+        for a in &flapping[2..] {
+            assert_eq!(
+                n.outbox.entry(a, 0).state,
+                State::Abandoned("rate limited: job flappy had 2 alerts within 2/10m".into())
+            );
+        }
+        // The window slides: ten minutes on, the job's next alert goes out.
+        let later_one = alert(AlertKind::Recovered, "flappy", 20);
+        n.clock
+            .set(t0() + TimeDelta::minutes(10) + TimeDelta::seconds(1));
+        n.outbox.queue(&later_one, 0, n.clock.now());
+        wait_for("the next alert", || {
+            n.outbox.entry(&later_one, 0).state == State::Delivered
+        })
+        .await;
+        let metrics = n.stop().await;
+        assert!(
+            has_line(&metrics, "cronq_monitor_alerts_suppressed_total 2"),
+            "{metrics}"
+        );
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_failed_total{kind="failed"} 0"#
+            ),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_webhook_gets_only_the_kinds_of_its_events() {
+        let (only_failed, everything) = (Receiver::start().await, Receiver::start().await);
+        let webhooks = vec![
+            Webhook {
+                events: vec![AlertKind::Failed],
+                ..webhook(&only_failed)
+            },
+            webhook(&everything),
+        ];
+        assert_eq!(
+            subscribers(&webhooks, AlertKind::Late).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(
+            subscribers(&webhooks, AlertKind::Failed).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let outbox = MemOutbox::default();
+        let (failed, late) = (
+            alert(AlertKind::Failed, "nightly", 0),
+            alert(AlertKind::Late, "nightly", 1),
+        );
+        // A writer that queued for every webhook, and one for a webhook no longer configured.
+        for a in [&failed, &late] {
+            outbox.queue(a, 0, t0());
+            outbox.queue(a, 1, t0());
+        }
+        outbox.queue(&failed, 2, t0());
+        let n = Notifier::start(webhooks, quick(), outbox);
+        wait_for("every delivery settled", || {
+            n.outbox
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|e| e.state != State::Pending)
+        })
+        .await;
+        assert_eq!(only_failed.ids(), [failed.id.clone()]);
+        assert_eq!(everything.ids().len(), 2);
+        assert_eq!(
+            n.outbox.entry(&late, 0).state,
+            State::Abandoned("not subscribed: this webhook's events exclude late".into())
+        );
+        assert_eq!(
+            n.outbox.entry(&failed, 2).state,
+            State::Abandoned("no --webhook number 3 is configured now".into())
+        );
+        let metrics = n.stop().await;
+        assert!(
+            has_line(
+                &metrics,
+                r#"cronq_monitor_alerts_failed_total{kind="late"} 0"#
+            ),
+            "{metrics}"
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The body and the signature, as a receiver sees them
+
+    /// The Python snippet of docs/contracts.md ("Verifying a signature").
+    fn documented_python() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/contracts.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let section = doc
+            .split_once("### Verifying a signature")
+            .expect("docs/contracts.md has ### Verifying a signature")
+            .1;
+        let code = section
+            .split_once("```python\n")
+            .expect("a python block")
+            .1
+            .split_once("\n```")
+            .expect("its end")
+            .0;
+        code.to_string()
+    }
+
+    #[tokio::test]
+    async fn the_signature_verifies_in_rust_and_with_the_documented_python() {
+        let receiver = Receiver::start().await;
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::DeadLettered, "nightly", 0);
+        outbox.queue(&a, 0, t0());
+        let hook = webhook(&receiver);
+        let secret = hook.secret.clone().unwrap();
+        let n = Notifier::start(vec![hook], quick(), outbox);
+        wait_for("the delivery", || receiver.count() == 1).await;
+        n.stop().await;
+        let got = &receiver.received()[0];
+        let timestamp = got.headers[HEADER_TIMESTAMP].to_str().unwrap().to_string();
+        let sent = got.headers[HEADER_SIGNATURE].to_str().unwrap().to_string();
+        // In Rust, from the parts.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(&got.body);
+        let hex = sent.strip_prefix("v1=").unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        mac.verify_slice(&bytes).expect("the signature verifies");
+        assert_eq!(hex, hex.to_lowercase());
+
+        // With the documented Python, against the captured request.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("body"), &got.body).unwrap();
+        let headers: serde_json::Map<String, serde_json::Value> = got
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap())))
+            .collect();
+        let harness = r#"
+import json, os, sys
+class Headers(dict):
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+headers = Headers(json.loads(os.environ["HEADERS"]))
+body = open(os.environ["BODY"], "rb").read()
+secret = os.environ["SECRET"].encode()
+ts = int(headers.get("X-Cronq-Timestamp"))
+print(verify(secret, headers, body, now=ts + 10),
+      verify(secret, headers, body.replace(b"nightly", b"nightlz"), now=ts + 10),
+      verify(b"another-secret-of-32-bytes-here!", headers, body, now=ts + 10),
+      verify(secret, headers, body, now=ts + 301))
+"#;
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!("{}\n{harness}", documented_python()))
+            .env("HEADERS", serde_json::Value::Object(headers).to_string())
+            .env("BODY", dir.path().join("body"))
+            .env("SECRET", String::from_utf8(secret).unwrap())
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "True False False False",
+            "genuine, tampered body, wrong secret, outside the replay window"
+        );
+    }
+
+    #[test]
+    fn the_json_body_has_every_documented_field() {
+        let a = alert(AlertKind::Failed, "nightly", 0);
+        let v = json_body(&a, Some("http://monitor.example:9466/"));
+        assert_eq!(
+            v,
+            json!({
+                "v": 1,
+                "id": "failed:nightly@2026-11-30T10:00:00Z",
+                "kind": "failed",
+                "job": "nightly",
+                "slot": "2026-11-30T10:00:00Z",
+                "dispatchId": "nightly@2026-11-30T10:00:00Z",
+                "outcome": "failed",
+                "attempts": 3,
+                "lastExitCode": 3,
+                "stderrTail": "line one\n<b>boom</b> & done\n",
+                "raisedAt": "2026-11-30T10:05:00Z",
+                "link": "http://monitor.example:9466/runs/nightly@2026-11-30T10:00:00Z",
+            })
+        );
+        let missed = Alert {
+            last_exit_code: None,
+            attempts: 0,
+            stderr_tail: String::new(),
+            ..alert(AlertKind::Missed, "a job.x", 7)
+        };
+        let v = json_body(&missed, None);
+        assert_eq!(v["dispatchId"], serde_json::Value::Null);
+        assert_eq!(v["lastExitCode"], serde_json::Value::Null);
+        assert_eq!(v["link"], serde_json::Value::Null);
+        assert_eq!(
+            run_link("http://m:9466", &missed),
+            "http://m:9466/runs/a%20job.x@2026-11-30T10:07:00Z",
+            "a missed slot links by job@slot, escaped"
+        );
+    }
+
+    #[test]
+    fn the_slack_body_is_one_line_of_text_and_a_section_of_facts() {
+        let a = alert(AlertKind::TimedOut, "nightly", 0);
+        let v = slack_body(&a, Some("http://monitor.example:9466"));
+        assert_eq!(
+            v["text"],
+            "cronq: job nightly timed out (slot 2026-11-30T10:00:00Z)"
+        );
+        let blocks = v["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["type"], "section");
+        assert_eq!(blocks[0]["text"]["type"], "mrkdwn");
+        assert_eq!(
+            blocks[0]["text"]["text"],
+            "*<http://monitor.example:9466/runs/nightly@2026-11-30T10:00:00Z|nightly>* timed out"
+        );
+        let fields: Vec<&str> = blocks[0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                assert_eq!(f["type"], "mrkdwn");
+                f["text"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "*Slot*\n2026-11-30T10:00:00Z",
+                "*Outcome*\ntimed_out",
+                "*Attempts*\n3",
+                "*Last exit code*\n3",
+                "*Raised*\n2026-11-30T10:05:00Z",
+                "*Dispatch*\nnightly@2026-11-30T10:00:00Z",
+            ]
+        );
+        assert!(fields.len() <= 10, "Slack takes at most 10 fields");
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "*stderr (tail)*\n```line one\n&lt;b&gt;boom&lt;/b&gt; &amp; done```"
+        );
+        // A long stderr is cut to its end, within a section's 3000 characters.
+        let long = Alert {
+            stderr_tail: format!("{}END", "x".repeat(4000)),
+            ..a
+        };
+        let text = slack_body(&long, None)["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.len() < 3000 && text.ends_with("END```"),
+            "{}",
+            text.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slack_webhook_receives_the_slack_body() {
+        let receiver = Receiver::start().await;
+        let outbox = MemOutbox::default();
+        let a = alert(AlertKind::Recovered, "nightly", 0);
+        outbox.queue(&a, 0, t0());
+        let hook = Webhook {
+            format: Format::Slack,
+            secret: None,
+            ..webhook(&receiver)
+        };
+        let n = Notifier::start(vec![hook], quick(), outbox);
+        wait_for("the delivery", || receiver.count() == 1).await;
+        n.stop().await;
+        let got = &receiver.received()[0];
+        let v: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(v, slack_body(&a, quick().page_url.as_deref()));
+        assert!(
+            got.headers.get(HEADER_SIGNATURE).is_none(),
+            "no secret, no signature"
+        );
+        assert_eq!(got.headers[HEADER_ID], a.id.as_str());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The pure parts
+
+    #[test]
+    fn retry_delays_double_from_a_second_to_ten_minutes_within_their_jitter() {
+        for failures in 1..=40u32 {
+            let full = FIRST_RETRY
+                .saturating_mul(1 << (failures - 1).min(20))
+                .min(MAX_RETRY);
+            assert_eq!(retry_delay(failures, 0.0), full / 2, "{failures}");
+            assert_eq!(retry_delay(failures, 1.0), full, "{failures}");
+            let mid = retry_delay(failures, 0.5);
+            assert!(mid > full / 2 && mid < full);
+        }
+        assert_eq!(
+            retry_delay(1, 0.999),
+            Duration::from_millis(999) + Duration::from_micros(500)
+        );
+        assert_eq!(retry_delay(11, 1.0), MAX_RETRY, "2^10 s is past 10 min");
+        assert_eq!(retry_delay(0, 1.0), FIRST_RETRY);
+    }
+
+    #[test]
+    fn replies_are_judged_delivered_retried_or_abandoned() {
+        let now = t0();
+        let none = HeaderMap::new();
+        let judge = |code: u16| judge_reply(StatusCode::from_u16(code).unwrap(), &none, b"", now);
+        for code in [200, 201, 202, 204] {
+            assert_eq!(judge(code), Verdict::Delivered, "{code}");
+        }
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(judge(code), Verdict::Retry { after: None, .. }),
+                "{code}"
+            );
+        }
+        for code in [301, 302, 400, 401, 403, 404, 405, 410, 413, 422] {
+            assert!(matches!(judge(code), Verdict::Abandon { .. }), "{code}");
+        }
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("retry-after", HeaderValue::from_static(value));
+            h
+        };
+        let after = |code: u16, value| match judge_reply(
+            StatusCode::from_u16(code).unwrap(),
+            &with(value),
+            b"",
+            now,
+        ) {
+            Verdict::Retry { after, .. } => after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(after(429, "30"), Some(Duration::from_secs(30)));
+        assert_eq!(after(503, "30"), Some(Duration::from_secs(30)));
+        assert_eq!(after(500, "30"), None, "only 429 and 503 say when");
+        assert_eq!(
+            after(429, "Mon, 30 Nov 2026 10:31:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            after(429, "Mon, 30 Nov 2026 10:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(after(429, "86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(after(429, "soon"), None);
+        assert_eq!(
+            judge_reply(StatusCode::BAD_REQUEST, &none, b"bad\nfield", now),
+            Verdict::Abandon {
+                error: "HTTP 400 Bad Request: bad field".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_slides_per_webhook_and_job() {
+        let mut limiter = RateLimiter::new(RateLimit {
+            max: 2,
+            window: Duration::from_secs(600),
+        });
+        let at = |secs: i64| t0() + TimeDelta::seconds(secs);
+        assert!(limiter.admit(0, "a", at(0)));
+        assert!(limiter.admit(0, "a", at(100)));
+        assert!(!limiter.admit(0, "a", at(200)));
+        assert!(limiter.admit(0, "b", at(200)), "another job");
+        assert!(limiter.admit(1, "a", at(200)), "another webhook");
+        assert!(
+            !limiter.admit(0, "a", at(599)),
+            "the window is (now - 10 min, now]"
+        );
+        assert!(limiter.admit(0, "a", at(600)), "the first left the window");
+        assert!(!limiter.admit(0, "a", at(650)));
+        assert!(limiter.admit(0, "a", at(701)));
+    }
+
+    #[test]
+    fn the_flags_are_checked_when_parsed() {
+        assert_eq!(
+            parse_url("http://hooks.internal:8080/cronq").unwrap(),
+            "http://hooks.internal:8080/cronq"
+        );
+        let err = parse_url("https://hooks.slack.com/services/T/B/X").unwrap_err();
+        assert!(
+            err.to_string().contains("https:// is not supported"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("TLS-terminating proxy"), "{err}");
+        for bad in ["ftp://x/y", "hooks.internal/cronq", "http://", "not a url"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_page_url("https://monitor.example/").unwrap(),
+            "https://monitor.example"
+        );
+        assert!(parse_page_url("monitor.example").is_err());
+
+        assert_eq!(parse_events("all").unwrap(), AlertKind::ALL);
+        assert_eq!(
+            parse_events("failed, late,MISSED").unwrap(),
+            [AlertKind::Failed, AlertKind::Late, AlertKind::Missed]
+        );
+        let err = parse_events("failed,lat").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--webhook-events \"failed,lat\": \"lat\" is not an alert kind; the kinds are failed, \
+             timed_out, dead_lettered, late, missed, recovered (or all)"
+        );
+        assert!(parse_events("").is_err());
+        assert!(parse_events("failed,,late").is_err());
+        assert!(parse_events("late,late")
+            .unwrap_err()
+            .to_string()
+            .contains("late is given twice"));
+
+        assert_eq!(parse_format("json").unwrap(), Format::Json);
+        assert_eq!("Slack".parse::<Format>().unwrap(), Format::Slack);
+        assert_eq!(
+            parse_format("xml").unwrap_err().to_string(),
+            "--webhook-format \"xml\": expected json or slack"
+        );
+
+        assert_eq!(parse_rate_limit("5/10m").unwrap(), RateLimit::default());
+        assert_eq!(RateLimit::default().to_string(), "5/10m");
+        assert_eq!(
+            parse_rate_limit("100/1h").unwrap(),
+            RateLimit {
+                max: 100,
+                window: Duration::from_secs(3600)
+            }
+        );
+        for bad in [
+            "5", "0/10m", "1001/10m", "5/0s", "5/2days", "x/10m", "5/soon",
+        ] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_is_read_trimmed_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("secret");
+        std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(
+            read_secret_file(&good).unwrap(),
+            b"0123456789abcdef0123456789abcdef"
+        );
+        let short = dir.path().join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        let err = read_secret_file(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("7 bytes is too short") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(read_secret_file(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        let missing = dir.path().join("missing");
+        assert!(read_secret_file(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+
+        let hook = Webhook::from_flags(
+            "http://hooks.internal:8080/services/s3cr3t",
+            Some("failed"),
+            Some(&good),
+            Some("slack"),
+        )
+        .unwrap();
+        assert_eq!(hook.events, [AlertKind::Failed]);
+        assert_eq!(hook.format, Format::Slack);
+        let shown = format!("{hook:?}");
+        assert!(
+            !shown.contains("0123456789abcdef") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert_eq!(hook.target(), "http://hooks.internal:8080/…");
+        let default = Webhook::from_flags("http://h/x", None, None, None).unwrap();
+        assert_eq!(
+            (default.events, default.secret, default.format),
+            (AlertKind::ALL.to_vec(), None, Format::Json)
+        );
+    }
+
+    #[test]
+    fn the_metrics_are_registered_with_every_kind_at_zero() {
+        let mut registry = Registry::default();
+        let _ = NotifyMetrics::register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for kind in AlertKind::ALL {
+            for family in ["sent", "failed"] {
+                let line = format!(
+                    "cronq_monitor_alerts_{family}_total{{kind=\"{}\"}} 0",
+                    kind.as_str()
+                );
+                assert!(has_line(&text, &line), "{line}\n{text}");
+            }
+        }
+        for line in [
+            "cronq_monitor_alert_attempts_failed_total 0",
+            "cronq_monitor_alerts_pending 0",
+            "cronq_monitor_alerts_suppressed_total 0",
+        ] {
+            assert!(has_line(&text, line), "{line}\n{text}");
+        }
+    }
+}

@@ -2239,7 +2239,7 @@ fn the_monitor_runs_as_one_statefulset_with_its_database_on_its_claim() {
         .as_sequence()
         .expect("volumeClaimTemplates")
         .iter()
-        .map(|t| name_of(t))
+        .map(name_of)
         .collect();
     assert!(
         claims.contains(&mount_of(&db)),

@@ -635,7 +635,6 @@ pub fn body(alert: &Alert, format: Format, page_url: Option<&str>) -> Bytes {
 /// `v1=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: the `X-Cronq-Signature`.
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     // HMAC takes a key of any length (a long one is hashed first): this cannot fail.
-    #[allow(clippy::expect_used)]
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret).expect("HMAC-SHA256 takes a key of any length");
     mac.update(timestamp.to_string().as_bytes());
@@ -2005,7 +2004,7 @@ mod tests {
                 .all(|e| e.state != State::Pending)
         })
         .await;
-        assert_eq!(only_failed.ids(), [failed.id.clone()]);
+        assert_eq!(only_failed.ids(), std::slice::from_ref(&failed.id));
         assert_eq!(everything.ids().len(), 2);
         assert_eq!(
             n.outbox.entry(&late, 0).state,

@@ -33,7 +33,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 cronq \
  && useradd --system --uid 10001 --gid cronq --home-dir /var/lib/cronq --create-home \
-      --shell /usr/sbin/nologin cronq
+      --shell /usr/sbin/nologin cronq \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/cronq-monitor
+# /var/lib/cronq-monitor: `cronq monitor --db`'s directory, owned by the user so that a volume
+# mounted there (docker-compose.yaml's monitor-data) starts writable.
 COPY --from=build /out/cronq /usr/local/bin/cronq
 # The worker runs only handlers owned by root (or itself) that group and other cannot write.
 COPY examples/handlers/ /usr/local/share/cronq/handlers/

@@ -4,6 +4,8 @@
 #   kubernetes-validate   from PyPI, in a virtualenv at target/deploy-venv (deploy/kubernetes/)
 #   check-jsonschema      from PyPI, same virtualenv; its vendored compose-spec schema checks
 #                         docker/docker-compose.yaml
+#   promtool              Debian's `prometheus` package (deploy/prometheus/cronq-rules.yaml is checked
+#                         and unit-tested with `promtool check rules` and `promtool test rules`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE=1.37.0
@@ -11,6 +13,7 @@ CHECK_JSONSCHEMA=0.39.0
 VENV=target/deploy-venv
 
 command -v systemd-analyze >/dev/null 2>&1 || scripts/deps.sh only systemd
+command -v promtool >/dev/null 2>&1 || scripts/deps.sh only prometheus
 command -v python3 >/dev/null 2>&1 || scripts/deps.sh only python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || scripts/deps.sh only python3-venv
 

@@ -1272,8 +1272,8 @@ fn systemd_units_pass_systemd_analyze_verify_and_its_security_review() {
     }
     assert_eq!(
         names.len(),
-        2,
-        "cronq-dispatcher.service and cronq-worker@.service"
+        3,
+        "cronq-dispatcher.service, cronq-worker@.service and cronq-monitor.service"
     );
     let out = Command::new(tool)
         .arg("verify")
@@ -1390,7 +1390,7 @@ fn kube_command_lines() -> Vec<CommandLine> {
     };
     let mut out = Vec::new();
     for (file, doc) in &docs {
-        if kind_of(doc) != "Deployment" {
+        if !matches!(kind_of(doc).as_str(), "Deployment" | "StatefulSet") {
             continue;
         }
         let pod = get(doc, &["spec", "template", "spec"]);
@@ -1647,6 +1647,14 @@ fn kubernetes_manifests_agree_with_each_other_the_image_and_the_endpoints() {
         assert_eq!(get(p, &["port"]).as_u64(), Some(u64::from(*port)));
         service_labels.push(labels(get(svc, &["metadata", "labels"])));
     }
+    // The monitor's StatefulSet and Service are checked in
+    // the_monitor_runs_as_one_statefulset_with_its_database_on_its_claim; the ServiceMonitor
+    // scrapes its Service too.
+    let monitor = services
+        .iter()
+        .find(|s| name_of(s) == "cronq-monitor")
+        .expect("the cronq-monitor Service");
+    service_labels.push(labels(get(monitor, &["metadata", "labels"])));
     // The ServiceMonitor (a CRD: no schema in the validator) selects both Services and scrapes
     // their `http` port at /metrics.
     let monitors = of_kind("ServiceMonitor");
@@ -2146,4 +2154,335 @@ fn the_topic_mode_manifests_hold_no_schedule_and_apply_it_from_a_job() {
         roles,
         BTreeSet::from(["apply".to_string(), "run".to_string()])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The monitor (issue 22): systemd, Kubernetes, compose
+
+/// Where `cronq monitor --db` keeps its database in every deployment file.
+const MONITOR_DB: &str = "/var/lib/cronq-monitor/monitor.db";
+
+#[test]
+fn the_monitor_unit_keeps_its_database_in_its_state_directory() {
+    let unit = repo().join("deploy/systemd/cronq-monitor.service");
+    let settings = service_settings(&unit);
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("cronq-monitor.service: no {key}="))
+    };
+    assert_eq!(value("StateDirectory"), "cronq-monitor");
+    let exec = shell_words::split(&value("ExecStart")).expect("ExecStart words");
+    assert_eq!(exec[..2], ["/usr/local/bin/cronq", "monitor"]);
+    // StateDirectory=cronq-monitor is /var/lib/cronq-monitor, the only place it may write.
+    assert_eq!(
+        flag_value(&exec, "--db").as_deref(),
+        Some(MONITOR_DB),
+        "{exec:?}"
+    );
+    let http = flag_value(&exec, "--http").expect("--http");
+    assert!(http.starts_with("127.0.0.1:"), "{http}");
+    assert!(
+        !read(&unit).contains("LoadCredential=") || read(&unit).contains("#   LoadCredential="),
+        "the webhook secret is the operator's drop-in, not the shipped unit"
+    );
+}
+
+#[test]
+fn the_monitor_runs_as_one_statefulset_with_its_database_on_its_claim() {
+    let docs = kube_docs();
+    let set = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| kind_of(d) == "StatefulSet" && name_of(d) == "cronq-monitor")
+        .expect("a StatefulSet cronq-monitor in deploy/kubernetes/");
+    assert_eq!(
+        get(set, &["spec", "replicas"]).as_u64(),
+        Some(1),
+        "one writer of the database"
+    );
+    let pod_labels = labels(get(set, &["spec", "template", "metadata", "labels"]));
+    assert!(selects(
+        &labels(get(set, &["spec", "selector", "matchLabels"])),
+        &pod_labels
+    ));
+    let pod = get(set, &["spec", "template", "spec"]);
+    let security = get(pod, &["securityContext"]);
+    assert_eq!(get(security, &["runAsNonRoot"]), &Value::Bool(true));
+    let uid = get(security, &["runAsUser"]).as_u64().expect("runAsUser");
+    assert_eq!(
+        get(security, &["fsGroup"]).as_u64(),
+        Some(uid),
+        "the claim is writable by the monitor's user"
+    );
+    let c = &get(pod, &["containers"]).as_sequence().expect("containers")[0];
+    let sc = get(c, &["securityContext"]);
+    assert_eq!(get(sc, &["readOnlyRootFilesystem"]), &Value::Bool(true));
+    assert_eq!(get(sc, &["allowPrivilegeEscalation"]), &Value::Bool(false));
+    let args = strings(get(c, &["args"]));
+    assert_eq!(args[0], "monitor");
+    // --db on the claim's mount.
+    let db = flag_value(&args, "--db").expect("--db");
+    assert_eq!(db, MONITOR_DB);
+    let mounts = get(c, &["volumeMounts"]).as_sequence().expect("mounts");
+    let mount_of = |path: &str| {
+        mounts
+            .iter()
+            .filter(|m| path.starts_with(&format!("{}/", scalar(get(m, &["mountPath"])))))
+            .map(|m| scalar(get(m, &["name"])))
+            .next()
+            .unwrap_or_else(|| panic!("nothing mounted above {path}"))
+    };
+    let claims: Vec<String> = get(set, &["spec", "volumeClaimTemplates"])
+        .as_sequence()
+        .expect("volumeClaimTemplates")
+        .iter()
+        .map(name_of)
+        .collect();
+    assert!(
+        claims.contains(&mount_of(&db)),
+        "--db {db} is not on a claim {claims:?}"
+    );
+    // The webhook secret file: a Secret's key, mounted read-only.
+    let secret_file = flag_value(&args, "--webhook-secret-file").expect("--webhook-secret-file");
+    let volume_name = mount_of(&secret_file);
+    let volume = get(pod, &["volumes"])
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| scalar(get(v, &["name"])) == volume_name)
+        .expect("the secret's volume");
+    assert!(volume.get("secret").is_some(), "{volume:?}");
+    let url = flag_value(&args, "--webhook").expect("--webhook");
+    assert!(
+        url.starts_with("http://"),
+        "{url}: the notifier speaks http:// only"
+    );
+    // --http, the container port, the probes and the Service agree.
+    let http = flag_value(&args, "--http").expect("--http");
+    assert!(http.starts_with("0.0.0.0:"), "{http}");
+    let port = port_of(&http);
+    let named_http = get(c, &["ports"])
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .find(|p| p.get("name").map(scalar).as_deref() == Some("http"))
+        .expect("a container port named http");
+    assert_eq!(
+        get(named_http, &["containerPort"]).as_u64(),
+        Some(u64::from(port))
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(scalar(get(c, &[probe, "httpGet", "path"])), path);
+        assert_eq!(scalar(get(c, &[probe, "httpGet", "port"])), "http");
+    }
+    let service_name = scalar(get(set, &["spec", "serviceName"]));
+    let service = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| kind_of(d) == "Service" && name_of(d) == service_name)
+        .unwrap_or_else(|| panic!("no Service {service_name} (the StatefulSet's serviceName)"));
+    assert!(selects(
+        &labels(get(service, &["spec", "selector"])),
+        &pod_labels
+    ));
+    let p = &get(service, &["spec", "ports"])
+        .as_sequence()
+        .expect("ports")[0];
+    assert_eq!(
+        (scalar(get(p, &["name"])), scalar(get(p, &["targetPort"]))),
+        ("http".to_string(), "http".to_string())
+    );
+    assert_eq!(get(p, &["port"]).as_u64(), Some(u64::from(port)));
+}
+
+#[test]
+fn compose_runs_one_monitor_with_its_database_on_a_named_volume() {
+    let compose = compose();
+    let monitors: Vec<_> = cronq_services(&compose)
+        .into_iter()
+        .filter(|(_, c, _)| c[0] == "monitor")
+        .collect();
+    assert_eq!(monitors.len(), 1, "one `cronq monitor` service");
+    let (name, command, service) = &monitors[0];
+    assert_eq!(flag_value(command, "--db").as_deref(), Some(MONITOR_DB));
+    let volume = strings(get(service, &["volumes"]))
+        .into_iter()
+        .find(|v| v.ends_with(":/var/lib/cronq-monitor"))
+        .unwrap_or_else(|| panic!("{name}: nothing mounted at /var/lib/cronq-monitor"));
+    let (source, _) = volume.split_once(':').expect("SOURCE:TARGET");
+    assert!(
+        get(&compose, &["volumes"]).get(source).is_some(),
+        "{name}: {source} is not a named volume of the compose file"
+    );
+    // The image creates the directory owned by its user: a new named volume copies that.
+    let runs = dockerfile()
+        .into_iter()
+        .filter(|(i, _)| i == "RUN")
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        runs.contains("install -d -o 10001 -g 10001 -m 0700 /var/lib/cronq-monitor"),
+        "the Dockerfile makes /var/lib/cronq-monitor for the image's user"
+    );
+    let brokers = flag_value(command, "--brokers").expect("--brokers");
+    let names: BTreeSet<String> = services(&compose).into_iter().map(|(n, _)| n).collect();
+    for host in brokers.split(',') {
+        let host = host.split(':').next().unwrap_or("");
+        assert!(names.contains(host), "{name}: broker {host} is no service");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus alerting rules: deploy/prometheus/
+
+/// The metrics the monitor exports (issue 22), beside those of issue 11 ([`METRICS`]).
+const MONITOR_METRICS: &[&str] = &[
+    "cronq_monitor_runs_total",
+    "cronq_monitor_missed_total",
+    "cronq_monitor_late_total",
+    "cronq_monitor_ingest_lag_records",
+    "cronq_monitor_alerts_sent_total",
+    "cronq_monitor_alerts_failed_total",
+    "cronq_monitor_alert_attempts_failed_total",
+    "cronq_monitor_alerts_pending",
+    "cronq_monitor_alerts_suppressed_total",
+];
+
+fn promtool() -> &'static str {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "promtool is missing: run scripts/deploy_tools.sh (installs Debian's prometheus package)"
+    );
+    "promtool"
+}
+
+fn run_promtool(args: &[&str]) {
+    let out = Command::new(promtool())
+        .args(args)
+        .current_dir(repo().join("deploy/prometheus"))
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_alerting_rules_pass_promtool_check_and_their_unit_tests() {
+    run_promtool(&["check", "rules", "cronq-rules.yaml"]);
+    // Fires CronqDispatcherDown, CronqNoDispatcher, CronqShardsUnowned, CronqRunsMissed,
+    // CronqAlertsUndelivered and CronqAlertsPendingHigh, and checks quiet ones stay quiet.
+    run_promtool(&["test", "rules", "cronq-rules.test.yaml"]);
+}
+
+#[test]
+fn every_alerting_rule_reads_real_metrics_waits_and_says_how_bad_and_why() {
+    let rules = yaml(&repo().join("deploy/prometheus/cronq-rules.yaml"));
+    // The dispatcher's and the worker's metrics: the tables of docs/operations.md ("Metrics").
+    let documented: BTreeSet<String> = read(&repo().join("docs/operations.md"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `cronq_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("cronq_{name}"))
+        .collect();
+    assert!(documented.len() > 20, "{documented:?}");
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    for group in get(&rules, &["groups"]).as_sequence().expect("groups") {
+        groups.insert(scalar(get(group, &["name"])));
+        for rule in get(group, &["rules"]).as_sequence().expect("rules") {
+            let name = scalar(get(rule, &["alert"]));
+            if !names.insert(name.clone()) {
+                problems.push(format!("{name}: defined twice"));
+            }
+            let expr = scalar(get(rule, &["expr"]));
+            if rule.get("for").is_none() {
+                problems.push(format!("{name}: no `for:`"));
+            }
+            let severity = rule
+                .get("labels")
+                .and_then(|l| l.get("severity"))
+                .map(scalar);
+            if !matches!(severity.as_deref(), Some("critical" | "warning" | "info")) {
+                problems.push(format!("{name}: severity {severity:?}"));
+            }
+            for key in ["summary", "description"] {
+                if rule.get("annotations").and_then(|a| a.get(key)).is_none() {
+                    problems.push(format!("{name}: no {key} annotation"));
+                }
+            }
+            for series in series_in(&expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| series.strip_suffix(s))
+                    .unwrap_or(&series);
+                let known = documented.contains(base)
+                    || documented.contains(series.as_str())
+                    || MONITOR_METRICS.contains(&series.as_str());
+                if !known {
+                    problems.push(format!("{name}: `{series}` is no metric cronq exports"));
+                }
+            }
+            for label in labels_in(&expr) {
+                if !LABELS.contains(&label.as_str()) {
+                    problems.push(format!("{name}: label `{label}` is not a bounded one"));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        groups,
+        BTreeSet::from([
+            "cronq-dispatcher".to_string(),
+            "cronq-worker".to_string(),
+            "cronq-monitor".to_string()
+        ])
+    );
+    // The scrape jobs the rules' `up{job=~…}` name are those of docker/prometheus.yml.
+    let scrape: BTreeSet<String> = get(
+        &yaml(&repo().join("docker/prometheus.yml")),
+        &["scrape_configs"],
+    )
+    .as_sequence()
+    .expect("scrape_configs")
+    .iter()
+    .map(|j| scalar(get(j, &["job_name"])))
+    .collect();
+    for job in ["cronq-dispatcher", "cronq-worker", "cronq-monitor"] {
+        assert!(
+            scrape.contains(job),
+            "docker/prometheus.yml scrapes no {job}"
+        );
+    }
+    let loaded = strings(get(
+        &yaml(&repo().join("docker/prometheus.yml")),
+        &["rule_files"],
+    ));
+    assert_eq!(loaded, ["/etc/prometheus/rules/cronq-rules.yaml"]);
+    let prometheus = services(&compose())
+        .into_iter()
+        .find(|(_, s)| scalar(get(s, &["image"])).starts_with("prom/prometheus:"))
+        .map(|(_, s)| s)
+        .expect("prometheus");
+    assert!(
+        bind_mounts(&prometheus)
+            .iter()
+            .any(|(host, dst)| dst == "/etc/prometheus/rules"
+                && host.join("cronq-rules.yaml").is_file()),
+        "compose's prometheus mounts deploy/prometheus at /etc/prometheus/rules"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -20,5 +20,6 @@ pub mod ingest;
 pub mod judge;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod service;
 pub mod store;

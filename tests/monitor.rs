@@ -59,6 +59,59 @@ impl Drop for Monitor {
     }
 }
 
+/// A webhook receiver: a plain HTTP/1.1 server on a free port that answers 200 to every POST and
+/// keeps each request's headers (lowercase names) and body.
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(BTreeMap<String, String>, Vec<u8>)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = std::sync::Arc::clone(&got);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut headers = BTreeMap::new();
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                keep.lock().unwrap().push((headers, body));
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { url, got }
+    }
+
+    fn requests(&self) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
 /// One number from the monitor's database (read while it runs: WAL).
 fn count(db: &Path, sql: &str) -> i64 {
     let Ok(conn) = rusqlite::Connection::open(db) else {
@@ -159,6 +212,9 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
     )]);
     let drill = Drill::new(10);
     let db = dir.path().join("monitor.db");
+    let receiver = Receiver::start();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "s3cret-shared-with-the-receiver\n").unwrap();
     let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
     // Only the failures and the fix: no slot missed before the group dispatches, none late.
     member.wait_log("taking over a shard", Duration::from_secs(90));
@@ -171,9 +227,11 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
             "--schedule",
             schedule.to_str().unwrap(),
             "--webhook",
-            "http://127.0.0.1:9/hook",
+            &receiver.url,
             "--webhook-events",
             "failed,recovered",
+            "--webhook-secret-file",
+            secret.to_str().unwrap(),
         ],
     );
     let worker = Worker::start(
@@ -232,6 +290,46 @@ fn a_job_failing_every_attempt_is_failed_with_one_alert_and_its_fix_is_recovered
         count(&db, "SELECT COUNT(*) FROM alerts WHERE kind = 'recovered'"),
         1
     );
+
+    // The receiver got each alert once, signed: HMAC-SHA256 of "<timestamp>.<body>" with the
+    // shared secret, as docs/contracts.md tells a receiver to check it.
+    let alerts = count(&db, "SELECT COUNT(*) FROM alerts") as usize;
+    wait_for(
+        "every alert delivered",
+        Duration::from_secs(60),
+        || receiver.requests().len() >= alerts,
+        || monitor.log(),
+    );
+    let requests = receiver.requests();
+    let mut ids = std::collections::BTreeSet::new();
+    for (headers, body) in &requests {
+        use hmac::Mac;
+        let ts = &headers["x-cronq-timestamp"];
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret-shared-with-the-receiver").unwrap();
+        mac.update(format!("{ts}.").as_bytes());
+        mac.update(body);
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(headers["x-cronq-signature"], format!("v1={expected}"));
+        let alert: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(alert["id"], headers["x-cronq-id"].as_str());
+        assert_eq!(alert["job"], "flaky");
+        assert!(
+            ids.insert(headers["x-cronq-id"].clone()),
+            "delivered twice: {alert}"
+        );
+    }
+    let kinds: Vec<String> = requests
+        .iter()
+        .map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(requests.len(), alerts, "{kinds:?}");
+    assert!(kinds.contains(&"\"recovered\"".to_string()), "{kinds:?}");
 
     // `cronq history --json` against the results topic as kafka-python reads it: every
     // dispatchId with its highest attempt and its final status.

@@ -16,7 +16,8 @@ use crate::clock::{Clock, DrillClock, SystemClock};
 use crate::monitor::ingest::IngestConfig;
 use crate::monitor::judge::Defaults;
 use crate::monitor::model::AlertKind;
-use crate::monitor::service::{MonitorConfig, Observer, ScheduleArg, WebhookConfig};
+use crate::monitor::notify::{self, Format, RateLimit, Settings, Webhook};
+use crate::monitor::service::{MonitorConfig, Observer, ScheduleArg};
 use crate::obs::http::Server;
 use crate::obs::Listen;
 use crate::schedule::LoadOptions;
@@ -66,6 +67,21 @@ pub struct MonitorArgs {
     /// go with the n-th --webhook).
     #[arg(long = "webhook", env = "CRONQ_WEBHOOK", value_name = "URL", value_parser = webhook_url)]
     pub webhooks: Vec<String>,
+    /// A webhook's body: `json` (cronq's, docs/contracts.md) or `slack` (an incoming webhook's);
+    /// paired with the n-th --webhook (default json).
+    #[arg(long = "webhook-format", env = "CRONQ_WEBHOOK_FORMAT", value_name = "FORMAT", value_parser = |s: &str| notify::parse_format(s).map_err(|e| e.to_string()))]
+    pub webhook_formats: Vec<Format>,
+    /// At most N alerts of one job per WINDOW to each webhook (`5/10m`; N 1-1000, WINDOW 1s-24h):
+    /// a flapping job does not flood the receiver; the rest are counted as suppressed.
+    #[arg(long, env = "CRONQ_WEBHOOK_RATE_LIMIT", default_value = "5/10m", value_parser = |s: &str| notify::parse_rate_limit(s).map_err(|e| e.to_string()))]
+    pub webhook_rate_limit: RateLimit,
+    /// How long one webhook POST may take, connecting included (1s-2m).
+    #[arg(long, env = "CRONQ_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = |s: &str| bounded(s, Duration::from_secs(1), Duration::from_secs(120)))]
+    pub webhook_timeout: Duration,
+    /// The monitor page's URL as receivers reach it (`https://monitor.example/`): alerts link to
+    /// the run there (none: no link).
+    #[arg(long, env = "CRONQ_PAGE_URL", value_parser = |s: &str| notify::parse_page_url(s).map_err(|e| e.to_string()))]
+    pub page_url: Option<String>,
     /// The alert kinds a webhook gets, comma separated: failed, timed_out, dead_lettered, late,
     /// missed, recovered (default: all).
     #[arg(long = "webhook-events", env = "CRONQ_WEBHOOK_EVENTS", value_name = "KINDS", value_parser = alert_kinds)]
@@ -98,17 +114,9 @@ fn missed_after_duration(text: &str) -> Result<Duration, String> {
     bounded(text, MINUTE, DAY)
 }
 
-/// `--webhook`: an http or https URL.
+/// `--webhook`: an `http://` URL with a host (notify's rules: https needs a TLS proxy in front).
 fn webhook_url(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(text.to_string()),
-        _ => Err(format!(
-            "{text:?} is not an http:// or https:// URL with a host"
-        )),
-    }
+    notify::parse_url(text).map_err(|e| e.to_string())
 }
 
 /// `--webhook-events`: `failed,late,…`.
@@ -131,8 +139,17 @@ fn alert_kinds(text: &str) -> Result<Kinds, String> {
 }
 
 /// The webhooks, their kinds and their secrets, paired by position.
-fn webhooks(args: &MonitorArgs) -> Result<Vec<WebhookConfig>, CliError> {
+fn webhooks(args: &MonitorArgs) -> Result<Vec<Webhook>, CliError> {
     let n = args.webhooks.len();
+    if !args.webhook_formats.is_empty() && args.webhook_formats.len() != n {
+        return Err(CliError::Invalid {
+            flag: "--webhook-format",
+            reason: format!(
+                "given {} times for {n} --webhook: give it once per --webhook, in the same order, or not at all (json)",
+                args.webhook_formats.len()
+            ),
+        });
+    }
     if !args.webhook_events.is_empty() && args.webhook_events.len() != n {
         return Err(CliError::Invalid {
             flag: "--webhook-events",
@@ -172,13 +189,14 @@ fn webhooks(args: &MonitorArgs) -> Result<Vec<WebhookConfig>, CliError> {
                 }
                 None => None,
             };
-            Ok(WebhookConfig {
+            Ok(Webhook {
                 url: url.clone(),
                 events: args
                     .webhook_events
                     .get(i)
                     .map_or_else(|| AlertKind::ALL.to_vec(), |k| k.0.clone()),
                 secret,
+                format: args.webhook_formats.get(i).copied().unwrap_or_default(),
             })
         })
         .collect()
@@ -220,6 +238,12 @@ pub(super) fn run(args: MonitorArgs) -> Result<ExitCode, CliError> {
         },
         schedule,
         webhooks,
+        notify: Settings {
+            page_url: args.page_url.clone(),
+            rate_limit: args.webhook_rate_limit,
+            request_timeout: args.webhook_timeout,
+            ..Settings::default()
+        },
         clock,
     };
     let observer = Observer::new();

@@ -10,7 +10,6 @@
 //!      └─► (the notifier: drains the outbox to the webhooks)
 //! ```
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::ingest::{Ingest, IngestConfig, IngestError, ScheduleSource};
 use super::metrics::Metrics;
-use super::model::AlertKind;
+use super::notify::{self, NotifyMetrics, Settings, Webhook};
 use super::store::{Routes, RunStore, SqliteStore, StoreError};
 use crate::clock::Clock;
 use crate::lifecycle::{Exit, Tasks};
@@ -35,27 +34,6 @@ const TASK_GRACE: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows per table the pruner deletes in one transaction (short, so ingest never waits long).
 const PRUNE_CHUNK: usize = 1000;
-
-/// One `--webhook` with its `--webhook-events` and `--webhook-secret-file`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WebhookConfig {
-    /// Where alerts are POSTed.
-    pub url: String,
-    /// The alert kinds it gets.
-    pub events: Vec<AlertKind>,
-    /// The HMAC-SHA256 key (read from the file at start; never logged).
-    pub secret: Option<Vec<u8>>,
-}
-
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
-            .field("events", &self.events)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
 
 /// Where the monitor's schedule comes from.
 #[derive(Debug, Clone)]
@@ -78,8 +56,10 @@ pub struct MonitorConfig {
     pub ingest: IngestConfig,
     /// The schedule.
     pub schedule: ScheduleArg,
-    /// The webhooks.
-    pub webhooks: Vec<WebhookConfig>,
+    /// The webhooks (`--webhook` and its settings, paired by position).
+    pub webhooks: Vec<Webhook>,
+    /// How the notifier delivers to them.
+    pub notify: Settings,
     /// The clock runs are judged by (a drill clock in tests).
     pub clock: Arc<dyn Clock>,
 }
@@ -114,6 +94,8 @@ pub enum MonitorError {
 pub struct Observer {
     /// Its metrics.
     pub metrics: Arc<Metrics>,
+    /// The notifier's metrics.
+    pub notify: NotifyMetrics,
     registry: Arc<Registry>,
     /// Its probes.
     pub health: Arc<Health>,
@@ -124,8 +106,10 @@ impl Observer {
     pub fn new() -> Arc<Observer> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let notify = NotifyMetrics::register(&mut registry);
         Arc::new(Observer {
             metrics,
+            notify,
             registry: Arc::new(registry),
             health: Health::new(&[(
                 "caught up",
@@ -289,13 +273,21 @@ pub async fn run(
         }
     });
 
-    // TODO(notifier): start the webhook notifier here, on a connection of its own:
-    //   tasks.spawn("notifier", |token| crate::monitor::notify::run(
-    //       SqliteStore::open(&config.db, routes)?, webhooks, token, ...));
-    // `notify::run(outbox: impl Outbox, webhooks: Vec<Webhook>, ...)` drains the outbox that
-    // ingest and the judge fill (one row per alert and webhook that wants its kind).
-    let _webhooks: Vec<WebhookConfig> = config.webhooks;
-    let _routes: Routes = routes;
+    // The notifier drains the outbox that ingest and the judge fill (one row per alert and
+    // webhook that wants its kind), on a connection of its own.
+    if !config.webhooks.is_empty() {
+        let outbox = SqliteStore::open(&config.db, routes)?;
+        let (webhooks, settings) = (config.webhooks, config.notify);
+        let (clock, metrics) = (Arc::clone(&config.clock), observer.notify.clone());
+        tasks.spawn("notifier", move |token| async move {
+            notify::run(outbox, webhooks, settings, clock, metrics, token)
+                .await
+                .map_err(|e| MonitorError::TaskEnded {
+                    task: "notifier",
+                    reason: e.to_string(),
+                })
+        });
+    }
 
     let ended_early = tokio::select! {
         () = shutdown.cancelled() => None,

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The whole loop in one command: build cronq, start a local Kafka-protocol broker (tansu; installed
 # on first use) unless CRONQ_BROKERS points at one, run a dispatcher on examples/schedule.json and a
-# worker with the example handlers of examples/handlers/, print the URLs of both status pages, and
-# show every result and dead letter as it arrives. Ctrl-C stops everything.
+# worker with the example handlers of examples/handlers/ and a monitor (run history and alerts in
+# .quickstart/monitor.db), print the URLs of the three status pages, and show every result and dead
+# letter as it arrives. Ctrl-C stops everything.
 #
 #   ./scripts/quickstart.sh                                # local tansu broker on 127.0.0.1:9092
 #   CRONQ_BROKERS=kafka-1:9092 ./scripts/quickstart.sh     # your own Kafka
 #
 # Every minute at :00 the three example jobs are dispatched: `write-line` appends a line to
 # .quickstart/lines.txt, `sleep 20` keeps an executor busy, `fail 3` fails, is retried and ends in
-# the dead letter topic. Logs of the dispatcher and the worker go to .quickstart/*.log.
+# the dead letter topic. Logs of the dispatcher, the worker and the monitor go to .quickstart/*.log.
 #
 # Knobs (tests use them): QUICKSTART_BIN (a cronq binary; skips the release build), QUICKSTART_DIR
-# (default .quickstart), QUICKSTART_DISPATCHER_HTTP and QUICKSTART_WORKER_HTTP (the --http
-# addresses, default 127.0.0.1:9464 and 127.0.0.1:9465).
+# (default .quickstart), QUICKSTART_DISPATCHER_HTTP, QUICKSTART_WORKER_HTTP and
+# QUICKSTART_MONITOR_HTTP (the --http addresses, default 127.0.0.1:9464, :9465 and :9466).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -31,6 +32,7 @@ STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 DIR="${QUICKSTART_DIR:-.quickstart}"
 DISPATCHER_HTTP="${QUICKSTART_DISPATCHER_HTTP:-127.0.0.1:9464}"
 WORKER_HTTP="${QUICKSTART_WORKER_HTTP:-127.0.0.1:9465}"
+MONITOR_HTTP="${QUICKSTART_MONITOR_HTTP:-127.0.0.1:9466}"
 SCHEDULE=examples/schedule.json
 HANDLERS=examples/handlers
 JOBS=quickstart.jobs
@@ -146,6 +148,14 @@ pids+=($!)
   > >(python3 -u -c "$SHOW" dlq "$STARTED") &
 pids+=($!)
 announce worker "$WORKER_HTTP"
+
+echo "==> starting a monitor: every run and its outcome, late and missed runs (log: $DIR/monitor.log)"
+CRONQ_HTTP="$MONITOR_HTTP" "$CRONQ" monitor --schedule "$SCHEDULE" --topic "$JOBS" \
+  --results-topic "$RESULTS" --dlq-topic "$DLQ" --group quickstart-dispatchers \
+  --db "$DIR/monitor.db" 2>>"$DIR/monitor.log" &
+pids+=($!)
+announce monitor "$MONITOR_HTTP"
+echo "    (the history: $CRONQ history write-line --db $DIR/monitor.db; $CRONQ runs --status failed --db $DIR/monitor.db)"
 
 echo "==> every minute at :00 the jobs of $SCHEDULE run; their results appear below"
 echo "    (write-line appends to $DIR/lines.txt; fail is retried 3 times, then dead-lettered). Ctrl-C stops."

@@ -1873,7 +1873,8 @@ impl Quickstart {
         let dir = tempfile::tempdir().expect("temp dir");
         let (l1, dispatcher_http) = free_addr();
         let (l2, worker_http) = free_addr();
-        drop((l1, l2));
+        let (l3, monitor_http) = free_addr();
+        drop((l1, l2, l3));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -1887,6 +1888,7 @@ impl Quickstart {
             .env("QUICKSTART_DIR", dir.path())
             .env("QUICKSTART_DISPATCHER_HTTP", &dispatcher_http)
             .env("QUICKSTART_WORKER_HTTP", &worker_http)
+            .env("QUICKSTART_MONITOR_HTTP", &monitor_http)
             .env("CRONQ_BROKERS", broker.address())
             .env("CRONQ_DRILL_CLOCK", format!("20x@{now}"))
             .env_remove("CRONQ_HTTP")
@@ -1917,7 +1919,7 @@ impl Quickstart {
     }
 
     fn logs(&self) -> String {
-        ["script.err", "dispatcher.log", "worker.log"]
+        ["script.err", "dispatcher.log", "worker.log", "monitor.log"]
             .iter()
             .map(|f| {
                 let text = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
@@ -2054,6 +2056,27 @@ fn quickstart_shows_results_and_a_dead_letter_and_stops_everything_it_started() 
     let out = qs.seen.join("\n");
     assert!(out.contains("==> dispatcher status page: http://"), "{out}");
     assert!(out.contains("==> worker status page: http://"), "{out}");
+    assert!(out.contains("==> monitor status page: http://"), "{out}");
+    // The monitor it started keeps the history: the dead-lettered job's run is `failed` there.
+    let db = qs.dir.path().join("monitor.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = Command::new(CRONQ)
+            .args(["runs", "--status", "failed", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .expect("cronq runs");
+        let runs = String::from_utf8_lossy(&runs.stdout).to_string();
+        if runs.contains("\"always-fails\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the monitor has no failed run of always-fails: {runs}\n{}",
+            qs.logs()
+        );
+        pause();
+    }
     // write-line wrote one line per dispatch it ran, each dispatch of say-hello.
     let written = read(&qs.dir.path().join("lines.txt"));
     let ids: Vec<&str> = written

@@ -444,7 +444,12 @@ fn at_and_every_jobs_fire_on_their_slots_and_a_fired_at_job_is_removed_by_its_ow
             got["late"],
             [(late_minute, Some(millis(late_minute * 60 + 5)))]
         );
-        let every: Vec<i64> = got["every2"].iter().map(|(m, _)| *m).collect();
+        // The minute the member was stopped in may or may not have been sent: left out.
+        let every: Vec<i64> = got["every2"]
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| *m < stopped)
+            .collect();
         let expected: Vec<i64> = (every[0]..stopped)
             .filter(|m| m >= &anchor && (m - anchor) % 2 == 0)
             .collect();
@@ -528,7 +533,12 @@ fn an_interval_job_fires_on_its_anchored_slots_across_takeovers() {
     }
     with_logs(&[&m1, &m2], || {
         for (name, _) in &jobs {
-            let mut minutes = sent[name].clone();
+            // The minute m2 was stopped in may or may not have been sent: left out.
+            let mut minutes: Vec<i64> = sent[name]
+                .iter()
+                .copied()
+                .filter(|m| *m < stopped)
+                .collect();
             minutes.sort_unstable();
             let expected: Vec<i64> = (minutes[0]..stopped)
                 .filter(|m| *m >= anchor && (m - anchor) % 3 == 0)

@@ -312,7 +312,7 @@ mod tests {
         std::fs::write(&secret, "k3y\n").unwrap();
         let args = parse(&[
             "--webhook",
-            "https://a.example/hook",
+            "http://a.example/hook",
             "--webhook-events",
             "failed,late",
             "--webhook-secret-file",
@@ -332,6 +332,8 @@ mod tests {
             "{err}"
         );
         assert!(parse(&["--webhook", "ftp://x"]).is_err());
+        let https = parse(&["--webhook", "https://a.example/hook"]).unwrap_err();
+        assert!(https.contains("TLS-terminating proxy"), "{https}");
         let two = parse(&[
             "--webhook",
             "http://a",

@@ -63,8 +63,11 @@ impl Drop for Monitor {
 /// keeps each request's headers (lowercase names) and body.
 struct Receiver {
     url: String,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(BTreeMap<String, String>, Vec<u8>)>>>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
 }
+
+/// A request's headers (lowercase names) and body.
+type Request = (BTreeMap<String, String>, Vec<u8>);
 
 impl Receiver {
     fn start() -> Receiver {
@@ -107,7 +110,7 @@ impl Receiver {
         Receiver { url, got }
     }
 
-    fn requests(&self) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    fn requests(&self) -> Vec<Request> {
         self.got.lock().unwrap().clone()
     }
 }

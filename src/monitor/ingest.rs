@@ -115,6 +115,8 @@ pub struct Ingest<S: RunStore> {
     store: S,
     source: ScheduleSource,
     jobs: BTreeMap<String, Job>,
+    /// `jobs` as the judge's list, made again only after the schedule changed (not every pass).
+    listed: Option<Vec<Job>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -145,6 +147,7 @@ impl<S: RunStore> Ingest<S> {
             store,
             source,
             jobs: jobs.into_iter().map(|j| (j.spec.name.clone(), j)).collect(),
+            listed: None,
             clock,
             metrics,
             health,
@@ -264,11 +267,14 @@ impl<S: RunStore> Ingest<S> {
             }
             if ready && last_judge.elapsed() >= JUDGE_EVERY {
                 last_judge = Instant::now();
-                let jobs: Vec<Job> = self.jobs.values().cloned().collect();
+                let all = &self.jobs;
+                let jobs = self
+                    .listed
+                    .get_or_insert_with(|| all.values().cloned().collect());
                 let applied = self.store.judge(&Pass {
                     now: self.clock.now(),
                     missed_after: self.config.missed_after,
-                    jobs: &jobs,
+                    jobs,
                 })?;
                 self.metrics.applied(&applied);
             }
@@ -350,6 +356,7 @@ impl<S: RunStore> Ingest<S> {
         match crate::schedule::parse(&bytes, path, self.config.load_options.clone()) {
             Ok(schedule) => {
                 info!(message = "monitor: schedule reloaded", path = %path.display(), jobs = schedule.jobs.len());
+                self.listed = None;
                 self.jobs = schedule
                     .jobs
                     .into_iter()
@@ -467,9 +474,11 @@ impl<S: RunStore> Ingest<S> {
             ) {
                 match edit {
                     crate::store::Edit::Upsert { job, .. } => {
+                        self.listed = None;
                         self.jobs.insert(job.spec.name.clone(), job);
                     }
                     crate::store::Edit::Delete { name, .. } => {
+                        self.listed = None;
                         self.jobs.remove(&name);
                     }
                     crate::store::Edit::Rejected(r) => {

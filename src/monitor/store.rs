@@ -765,7 +765,10 @@ fn judge_pass(
             None => return Ok(()),
         },
     };
-    if until <= from {
+    // Slots are whole minutes (an `at` job's too): none lies in (from, until] unless a minute
+    // starts there, so the jobs are walked once a minute, not at every pass.
+    let first_slot = crate::clock::Minute::containing(from).next().start();
+    if until <= from || first_slot.is_none_or(|m| m > until) {
         return Ok(());
     }
     let pauses: HashMap<String, ControlRecord> = tx

@@ -205,6 +205,18 @@ pub trait RunStore: Send {
     /// The database's size in bytes.
     fn size_bytes(&mut self) -> Result<u64>;
 
+    /// One run, by its `dispatchId`.
+    fn run(&mut self, dispatch_id: &str) -> Result<Option<Run>>;
+
+    /// Up to `limit` job names with runs, in name order, after `after` (keyset paging: the
+    /// status page lists jobs a page at a time, so many jobs cost no more than a few).
+    fn jobs(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Failing now: for each job whose latest run with an outcome (succeeded, failed, timed_out,
+    /// dead_lettered) did not succeed, that run; newest slot first. Only the jobs that raised an
+    /// alert since their last success are looked at, so this stays cheap with many jobs.
+    fn failing(&mut self) -> Result<Vec<Run>>;
+
     /// The cursor that pages past `run` ([`RunQuery::after`]).
     fn cursor(run: &Run) -> String
     where
@@ -364,6 +376,26 @@ impl SqliteStore {
         };
         store.prepare()?;
         Ok(store)
+    }
+
+    /// Opens an existing database read-only, for the monitor's HTTP readers: never creates it,
+    /// never writes (WAL lets it read while ingest writes on its own connection).
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| sqlite_error(path, source))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|source| sqlite_error(path, source))?;
+        Ok(SqliteStore {
+            conn,
+            path: path.display().to_string(),
+            routes: Routes::default(),
+        })
     }
 
     /// An in-memory database (tests).
@@ -1059,6 +1091,59 @@ impl RunStore for SqliteStore {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(|e| sqlite_error(&self.path, e))?;
         Ok((pages.max(0) * size.max(0)) as u64)
+    }
+
+    fn run(&mut self, dispatch_id: &str) -> Result<Option<Run>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE dispatch_id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([dispatch_id], run_from_row).optional())
+            .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    fn jobs(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        // One index seek per job (runs_by_job_slot), not a scan of every run.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE names(job) AS (
+                   SELECT (SELECT MIN(job) FROM runs WHERE job > ?1)
+                   UNION ALL
+                   SELECT (SELECT MIN(job) FROM runs WHERE job > names.job) FROM names
+                   WHERE names.job IS NOT NULL
+                 )
+                 SELECT job FROM names WHERE job IS NOT NULL LIMIT ?2",
+            )
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![after.unwrap_or(""), clamp_limit(limit)], |r| {
+                r.get(0)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        Ok(rows)
+    }
+
+    fn failing(&mut self) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs r WHERE r.dispatch_id IN (
+                   SELECT (SELECT dispatch_id FROM runs
+                           WHERE job = t.job
+                             AND state IN ('succeeded', 'failed', 'timed_out', 'dead_lettered')
+                           ORDER BY slot DESC LIMIT 1)
+                   FROM troubled_jobs t)
+                 AND r.state != 'succeeded'
+                 ORDER BY r.slot DESC, r.dispatch_id DESC"
+            ))
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        Ok(rows)
     }
 }
 

@@ -44,6 +44,8 @@ pub const DEFAULT_LIMIT: usize = 100;
 const IDLE_READERS: usize = 4;
 /// Late and missed runs on the page: the last day's, at most this many.
 const LATE_AND_MISSED_SHOWN: usize = 50;
+/// Jobs under "Failing now", at most.
+const FAILING_SHOWN: usize = 500;
 /// Audit entries on the page.
 const AUDIT_SHOWN: usize = 50;
 
@@ -391,7 +393,7 @@ fn index_view(
     }
     Ok(IndexView {
         now,
-        failing: store.failing()?,
+        failing: store.failing(FAILING_SHOWN)?,
         late_and_missed,
         jobs,
         from,

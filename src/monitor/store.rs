@@ -214,8 +214,9 @@ pub trait RunStore: Send {
 
     /// Failing now: for each job whose latest run with an outcome (succeeded, failed, timed_out,
     /// dead_lettered) did not succeed, that run; newest slot first. Only the jobs that raised an
-    /// alert since their last success are looked at, so this stays cheap with many jobs.
-    fn failing(&mut self) -> Result<Vec<Run>>;
+    /// alert since their last success are looked at, so this stays cheap with many jobs. At most
+    /// `limit`.
+    fn failing(&mut self, limit: usize) -> Result<Vec<Run>>;
 
     /// The cursor that pages past `run` ([`RunQuery::after`]).
     fn cursor(run: &Run) -> String
@@ -1125,7 +1126,7 @@ impl RunStore for SqliteStore {
         Ok(rows)
     }
 
-    fn failing(&mut self) -> Result<Vec<Run>> {
+    fn failing(&mut self, limit: usize) -> Result<Vec<Run>> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
@@ -1136,11 +1137,11 @@ impl RunStore for SqliteStore {
                            ORDER BY slot DESC LIMIT 1)
                    FROM troubled_jobs t)
                  AND r.state != 'succeeded'
-                 ORDER BY r.slot DESC, r.dispatch_id DESC"
+                 ORDER BY r.slot DESC, r.dispatch_id DESC LIMIT ?1"
             ))
             .map_err(|e| sqlite_error(&self.path, e))?;
         let rows = stmt
-            .query_map([], run_from_row)
+            .query_map([clamp_limit(limit)], run_from_row)
             .and_then(|rows| rows.collect())
             .map_err(|e| sqlite_error(&self.path, e))?;
         Ok(rows)
@@ -1558,6 +1559,91 @@ mod tests {
         let retry = store.due(at("2026-12-07T10:01:00Z"), 10).unwrap();
         assert_eq!((retry.len(), retry[0].attempts), (1, 1));
         assert_eq!(store.pending().unwrap(), 1);
+    }
+
+    #[test]
+    fn failing_now_is_each_troubled_jobs_latest_outcome_unless_it_succeeded() {
+        let mut store = store();
+        let none = BTreeMap::new();
+        let slot = "2026-12-07T10:00:00Z";
+        store
+            .ingest(&failing_batch(slot), &none, at(slot), &two_minutes)
+            .unwrap();
+        let failing = store.failing(10).unwrap();
+        assert_eq!(failing.len(), 1);
+        assert_eq!(
+            (failing[0].job.as_str(), failing[0].state),
+            ("a", RunState::Failed)
+        );
+        // A later success: recovered, no longer failing.
+        let ok = "2026-12-07T10:01:00Z";
+        let batch = [
+            Ingested::Dispatched {
+                message: message("a", ok),
+                at: at(ok),
+                by: None,
+                reason: None,
+                source: source(9),
+            },
+            Ingested::Reported(result("a", ok, 1, Status::Succeeded)),
+        ];
+        store.ingest(&batch, &none, at(ok), &two_minutes).unwrap();
+        assert!(store.failing(10).unwrap().is_empty());
+        assert_eq!(
+            store
+                .run("a@2026-12-07T10:01:00Z")
+                .unwrap()
+                .map(|r| r.state),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(store.run("a@2026-12-07T09:00:00Z").unwrap(), None);
+    }
+
+    #[test]
+    fn jobs_page_by_name() {
+        let mut store = store();
+        for job in ["c", "a", "b", "a"] {
+            let slot = "2026-12-07T10:00:00Z";
+            let batch = [Ingested::Dispatched {
+                message: message(job, slot),
+                at: at(slot),
+                by: None,
+                reason: None,
+                source: source(0),
+            }];
+            store
+                .ingest(&batch, &BTreeMap::new(), at(slot), &two_minutes)
+                .unwrap();
+        }
+        assert_eq!(store.jobs(None, 2).unwrap(), ["a", "b"]);
+        assert_eq!(store.jobs(Some("b"), 2).unwrap(), ["c"]);
+        assert!(store.jobs(Some("c"), 2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_only_store_reads_what_another_connection_wrote_and_never_creates_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        assert!(matches!(
+            SqliteStore::open_read_only(&path),
+            Err(StoreError::Missing(_))
+        ));
+        let mut writer = SqliteStore::open(&path, Routes::default()).unwrap();
+        let slot = "2026-12-07T10:00:00Z";
+        writer
+            .ingest(
+                &failing_batch(slot),
+                &BTreeMap::new(),
+                at(slot),
+                &two_minutes,
+            )
+            .unwrap();
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.runs(&RunQuery::default()).unwrap().len(), 1);
+        assert!(
+            reader.prune(at("2027-01-01T00:00:00Z"), 10).is_err(),
+            "read-only"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::model::{Attempt, AuditEntry, Run, RunState};
+use super::notify::path_segment;
 use crate::obs::page::{document, escape, stat};
 
 /// How often the pages reload themselves.
@@ -38,20 +39,6 @@ pub struct IndexView {
     pub next_from: Option<String>,
     /// The latest audit entries (newest first).
     pub audit: Vec<AuditEntry>,
-}
-
-/// `text` percent-encoded as one path segment or query value (all but RFC 3986's unreserved
-/// characters): a dispatch id holds `@`, `:` and, for a manual run, `#`.
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 fn instant(t: Option<DateTime<Utc>>) -> String {
@@ -398,7 +385,7 @@ mod tests {
         assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;"));
         // The link to the run encodes its id as one path segment.
         assert!(
-            html.contains("href=\"runs/%3Cb%3Eevil%3C%2Fb%3E%402026-12-07T10%3A00%3A00Z\""),
+            html.contains("href=\"runs/%3Cb%3Eevil%3C%2Fb%3E@2026-12-07T10:00:00Z\""),
             "{html}"
         );
     }

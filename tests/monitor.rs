@@ -716,3 +716,248 @@ fn with_the_schedule_topic_a_job_nobody_dispatches_is_missed_and_its_apply_is_au
         monitor.log()
     );
 }
+
+/// `GET url` with `Authorization: Bearer <token>`: the status and the body.
+fn get_with_token(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = ureq::get(url).timeout(Duration::from_secs(10));
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// A dispatch id as one URL path segment.
+fn segment(id: &str) -> String {
+    id.replace('@', "%40")
+        .replace(':', "%3A")
+        .replace('#', "%23")
+}
+
+#[test]
+fn the_page_shows_a_failing_job_its_strip_and_a_pause_with_who_and_why_and_the_api_pages_runs_behind_a_token(
+) {
+    let broker = Broker::start();
+    let address = broker.address();
+    let topic = random_topic("mon-page");
+    setup_topics(&address, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let (_sdir, schedule) = schedule_file(
+        r#"{"jobs":[
+          {"jobName":"broken","job":"broken","cronTime":"* * * * *","maxAttempts":1,"deadline":"1h"},
+          {"jobName":"held","job":"held","cronTime":"* * * * *","deadline":"1h"}
+        ]}"#,
+    );
+    let handlers = handlers(&[
+        (
+            "broken",
+            r#"echo "step 1 done"; echo "boom <script>alert(1)</script>" >&2; exit 3"#,
+        ),
+        ("held", "echo fine"),
+    ]);
+    let drill = Drill::new(10);
+    let db = dir.path().join("monitor.db");
+    let mut member = Dispatcher::start(&address, &topic, &schedule, drill, "d1", dir.path(), &[]);
+    member.wait_log("taking over a shard", Duration::from_secs(90));
+    let schedule_arg = ["--schedule", schedule.to_str().unwrap()];
+    let mut monitor = Monitor::start(&address, &topic, &db, drill, &schedule_arg);
+    let _worker = Worker::start(
+        &address,
+        &topic,
+        &format!("w-{topic}"),
+        handlers.path(),
+        &["--drill-clock", &drill.setting()],
+        dir.path().join("worker.log"),
+    );
+    let paused = Command::new(CRONQ)
+        .args(["pause", "held", "--reason", "INC-7: <maintenance>"])
+        .args(["--brokers", &address, "--group", &format!("g-{topic}")])
+        .args(["--drill-clock", &drill.setting()])
+        .arg("--schedule")
+        .arg(&schedule)
+        .output()
+        .expect("cronq pause");
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    wait_for(
+        "two failed runs of broken and the pause of held",
+        Duration::from_secs(120),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM runs WHERE job = 'broken' AND state = 'failed'",
+            ) >= 2
+                && count(&db, "SELECT COUNT(*) FROM audit WHERE what = 'pause'") == 1
+        },
+        || format!("{}\n{}", monitor.log(), member.log()),
+    );
+    let (who, failed_id): (String, String) = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let who = conn
+            .query_row("SELECT who FROM audit WHERE what = 'pause'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let id = conn
+            .query_row(
+                "SELECT dispatch_id FROM runs WHERE job = 'broken' AND state = 'failed' ORDER BY slot DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (who, id)
+    };
+    let http = http_addr_in_log(&monitor.log, Duration::from_secs(10));
+    let base = format!("http://{http}");
+
+    // The page, as a browser builds it.
+    let dom = browser_dom(&format!("{base}/"));
+    let section = |id: &str| {
+        let start = dom
+            .find(&format!("<section id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no section {id}: {dom}"));
+        let end = dom[start..].find("</section>").unwrap() + start;
+        dom[start..end].to_string()
+    };
+    let failing = section("failing");
+    assert!(failing.contains("Failing now"), "{failing}");
+    assert!(failing.contains("<td>broken</td>"), "{failing}");
+    assert!(failing.contains("boom &lt;script&gt;"), "{failing}");
+    assert!(!failing.contains("<td>held</td>"), "{failing}");
+    let jobs = section("jobs");
+    let broken_row = jobs
+        .split("<tr")
+        .find(|row| row.contains("data-job=\"broken\""))
+        .unwrap_or_else(|| panic!("no row of broken: {jobs}"));
+    assert!(
+        broken_row
+            .matches("<a class=\"bad\" href=\"runs/broken")
+            .count()
+            >= 2,
+        "{broken_row}"
+    );
+    assert!(broken_row.contains(" failed\"></a>"), "{broken_row}");
+    let audit = section("audit");
+    assert!(
+        audit.contains(&format!(
+            "<td>{who}</td><td>pause</td><td>held</td><td class=\"wrap\">INC-7: &lt;maintenance&gt;</td>"
+        )),
+        "{audit}"
+    );
+    assert!(
+        !dom.contains("<script"),
+        "nothing from a topic becomes markup"
+    );
+
+    // The run's page: its attempt's exit code and output, escaped.
+    let run_dom = browser_dom(&format!("{base}/runs/{}", segment(&failed_id)));
+    assert!(run_dom.contains("exit code 3"), "{run_dom}");
+    assert!(run_dom.contains("step 1 done"), "{run_dom}");
+    assert!(
+        run_dom.contains("boom &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{run_dom}"
+    );
+    assert!(!run_dom.contains("<script"), "{run_dom}");
+
+    // The API, open on loopback: paged, one run at a time.
+    let (code, body) = http_get(&format!(
+        "{base}/api/v1/runs?job=broken&status=failed&limit=1"
+    ));
+    assert_eq!(code, 200, "{body}");
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["runs"].as_array().unwrap().len(), 1, "{first}");
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let (code, body) = http_get(&format!(
+        "{base}/api/v1/jobs/broken/runs?status=failed&limit=1&after={}",
+        segment(&next)
+    ));
+    assert_eq!(code, 200, "{body}");
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["runs"].as_array().unwrap().len(), 1, "{second}");
+    assert!(
+        second["runs"][0]["slot"].as_str() < first["runs"][0]["slot"].as_str(),
+        "{first} then {second}"
+    );
+    let (code, body) = http_get(&format!("{base}/api/v1/runs/{}", segment(&failed_id)));
+    assert_eq!(code, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["attempts"][0]["exitCode"], 3, "{run}");
+    assert!(run["attempts"][0]["stderrTail"]
+        .as_str()
+        .unwrap()
+        .contains("boom <script>"));
+    let (code, body) = http_get(&format!("{base}/api/v1/runs?limit=0"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    let (code, body) = http_get(&format!("{base}/api/v1/audit?job=held"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("INC-7: <maintenance>"), "{body}");
+
+    // `cronq audit --json` lists the pause.
+    let listed = cronq_db(&db, &["audit", "--json"]);
+    let pause: serde_json::Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["what"] == "pause")
+        .unwrap_or_else(|| panic!("no pause in {listed}"));
+    assert_eq!(
+        (&pause["job"], &pause["who"], &pause["reason"]),
+        (
+            &serde_json::json!("held"),
+            &serde_json::json!(who),
+            &serde_json::json!("INC-7: <maintenance>")
+        )
+    );
+
+    // With --api-tokens: 401 without a token, 200 with a read token (the jobs API's file).
+    monitor.kill9();
+    let tokens = dir.path().join("tokens.json");
+    let hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"t-read-1")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    std::fs::write(
+        &tokens,
+        format!(
+            r#"{{"tokens":[{{"name":"dash","scope":"read","sha256":"{}"}}]}}"#,
+            hash.trim()
+        ),
+    )
+    .unwrap();
+    let monitor = Monitor::start(
+        &address,
+        &topic,
+        &db,
+        drill,
+        &[
+            schedule_arg[0],
+            schedule_arg[1],
+            "--api-tokens",
+            tokens.to_str().unwrap(),
+        ],
+    );
+    let http = http_addr_in_log(&monitor.log, Duration::from_secs(10));
+    let url = format!("http://{http}/api/v1/runs?job=broken&limit=1");
+    let (code, body) = get_with_token(&url, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = get_with_token(&url, Some("t-wrong"));
+    assert_eq!(code, 401);
+    let (code, body) = get_with_token(&url, Some("t-read-1"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["runs"][0]["job"],
+        "broken"
+    );
+    let (code, _) = get_with_token(&format!("http://{http}/"), None);
+    assert_eq!(code, 401, "the page needs a token too");
+}

@@ -54,7 +54,7 @@ pub struct RunFilter {
     pub json: bool,
 }
 
-fn since_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn since_duration(text: &str) -> Result<Duration, String> {
     bounded(text, MINUTE, 3650 * DAY)
 }
 
@@ -95,17 +95,9 @@ pub fn line(run: &Run, with_job: bool) -> String {
     ))
 }
 
-/// A run as one JSON object: its fields, and `durationMs`.
+/// A run as one JSON object: its fields, and `durationMs` ([`Run::to_json`]).
 pub fn json(run: &Run) -> serde_json::Value {
-    let mut value = serde_json::to_value(run).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        object.insert(
-            "durationMs".into(),
-            run.duration()
-                .map_or(serde_json::Value::Null, |d| d.num_milliseconds().into()),
-        );
-    }
-    value
+    run.to_json()
 }
 
 fn show(filter: &RunFilter, job: Option<String>) -> Result<ExitCode, CliError> {

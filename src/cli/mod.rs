@@ -1,6 +1,6 @@
 //! The command line: `cronq run | worker | tail | validate | next | explain | status | trigger |
-//! pause | resume | apply | export | jobs | monitor | history | runs`. Every flag is also an environment variable (`CRONQ_*`); durations use humantime
-//! (`90s`, `1h`). stdout carries only data so it can be piped; logs and errors go to stderr.
+//! pause | resume | apply | export | jobs | monitor | history | runs | audit`. Every flag is also
+//! an environment variable (`CRONQ_*`); durations use humantime (`90s`, `1h`). stdout carries only data so it can be piped; logs and errors go to stderr.
 //!
 //! ```text
 //! main ─► Cli::parse ─► init_tracing ─► run ─► one file per command: run, worker, tail, status,
@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
 mod args;
+mod audit;
 mod error;
 mod export;
 mod history;
@@ -34,6 +35,7 @@ mod worker;
 
 pub use apply::ApplyArgs;
 pub use args::{GroupArgs, KafkaArgs, ScheduleLimitArgs};
+pub use audit::AuditArgs;
 pub use error::CliError;
 pub use export::ExportArgs;
 pub use history::{HistoryArgs, RunFilter, RunsArgs};
@@ -117,6 +119,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Runs across jobs from the monitor's database (`--status failed --since 1h`).
     Runs(RunsArgs),
+    /// Operator actions from the monitor's database, newest first: when, who (as the writer
+    /// claimed), what, job, reason.
+    Audit(AuditArgs),
 }
 
 /// `--log-format`.
@@ -170,5 +175,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Monitor(args) => monitor::run(args),
         Command::History(args) => history::history(args),
         Command::Runs(args) => history::runs(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

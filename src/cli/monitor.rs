@@ -13,6 +13,8 @@ use super::args::{bounded, kafka_topic, whole, KafkaArgs, DAY, HOUR, MINUTE};
 use super::error::CliError;
 use super::runtime::{block_on, OnSignal};
 use crate::clock::{Clock, DrillClock, SystemClock};
+use crate::dispatcher::api::tokens::TokenFile;
+use crate::monitor::api::{self, Access};
 use crate::monitor::ingest::IngestConfig;
 use crate::monitor::judge::Defaults;
 use crate::monitor::model::AlertKind;
@@ -93,9 +95,20 @@ pub struct MonitorArgs {
         value_name = "FILE"
     )]
     pub webhook_secret_files: Vec<PathBuf>,
-    /// Serve /metrics, /healthz and /readyz here (`off`: no server; port 0: any free port).
+    /// Serve the status page, the API (/api/v1/runs, …), /metrics, /healthz and /readyz here
+    /// (`off`: no server; port 0: any free port). Without --api-tokens it must be a loopback
+    /// address unless --http-public is given.
     #[arg(long, env = "CRONQ_HTTP", default_value = "127.0.0.1:9466")]
     pub http: Listen,
+    /// The token file of the API and the pages (the jobs API's format: `{"tokens":[{"name",
+    /// "scope","sha256"}]}`; either scope reads). Without it they are open to whoever reaches
+    /// --http.
+    #[arg(long, env = "CRONQ_API_TOKENS", value_name = "FILE")]
+    pub api_tokens: Option<PathBuf>,
+    /// Serve the page and the API without tokens on a non-loopback --http (run history and job
+    /// output to anyone who can reach it).
+    #[arg(long, env = "CRONQ_HTTP_PUBLIC")]
+    pub http_public: bool,
     /// A drill and test aid: judge by a clock SPEED times faster from the Unix second EPOCH
     /// (`10x@1764441000`), as the dispatchers and workers of the drill do.
     #[arg(long, env = "CRONQ_DRILL_CLOCK", hide = true)]
@@ -202,9 +215,33 @@ fn webhooks(args: &MonitorArgs) -> Result<Vec<Webhook>, CliError> {
         .collect()
 }
 
+/// Who may read the page and the API: the token file, or everyone, which is only allowed on a
+/// loopback `--http` or with `--http-public`.
+fn access(args: &MonitorArgs) -> Result<Access, CliError> {
+    if let Some(path) = &args.api_tokens {
+        let file = TokenFile::open(path).map_err(|e| CliError::Invalid {
+            flag: "--api-tokens",
+            reason: e.to_string(),
+        })?;
+        return Ok(Access::Tokens(file));
+    }
+    match args.http {
+        Listen::At(addr) if !addr.ip().is_loopback() && !args.http_public => {
+            Err(CliError::Invalid {
+                flag: "--http",
+                reason: format!(
+                    "{addr} is not a loopback address, and without --api-tokens the page and the API (run history, job output) would be open to anyone who reaches it: give --api-tokens FILE, bind 127.0.0.1, or pass --http-public if that is what you want"
+                ),
+            })
+        }
+        _ => Ok(Access::Open),
+    }
+}
+
 /// Runs `cronq monitor` until SIGINT or SIGTERM.
 pub(super) fn run(args: MonitorArgs) -> Result<ExitCode, CliError> {
     let webhooks = webhooks(&args)?;
+    let access = access(&args)?;
     let clock: Arc<dyn Clock> = match args.drill_clock {
         Some(drill) => {
             tracing::warn!(message = "drill clock: time runs faster than the wall clock (a drill and test aid)", clock = ?drill);
@@ -248,8 +285,9 @@ pub(super) fn run(args: MonitorArgs) -> Result<ExitCode, CliError> {
     };
     let observer = Observer::new();
     let site = observer.site();
+    let routes = api::router(args.db.clone(), access, Arc::clone(&config.clock));
     block_on(OnSignal::Stop, |shutdown| async move {
-        let http = Server::start(args.http, site).await?;
+        let http = Server::start_with_page(args.http, site, routes).await?;
         let result = crate::monitor::service::run(config, observer, shutdown.token()).await;
         http.stop().await;
         result.map_err(CliError::from)
@@ -303,6 +341,43 @@ mod tests {
             );
         }
         assert!(parse(&["--missed-after", "1m", "--history", "1h"]).is_ok());
+    }
+
+    #[test]
+    fn an_open_api_needs_a_loopback_http_or_http_public() {
+        let err = access(&parse(&["--http", "0.0.0.0:9466"]).unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("--http: 0.0.0.0:9466 is not a loopback address"),
+            "{err}"
+        );
+        assert!(matches!(
+            access(&parse(&["--http", "0.0.0.0:9466", "--http-public"]).unwrap()),
+            Ok(Access::Open)
+        ));
+        assert!(matches!(access(&parse(&[]).unwrap()), Ok(Access::Open)));
+        assert!(matches!(
+            access(&parse(&["--http", "[::1]:0"]).unwrap()),
+            Ok(Access::Open)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.json");
+        std::fs::write(&tokens, r#"{"tokens":[]}"#).unwrap();
+        let args = parse(&[
+            "--http",
+            "0.0.0.0:9466",
+            "--api-tokens",
+            tokens.to_str().unwrap(),
+        ]);
+        assert!(matches!(access(&args.unwrap()), Ok(Access::Tokens(_))));
+        let missing = parse(&["--api-tokens", "/nonexistent/tokens.json"]).unwrap();
+        assert!(access(&missing)
+            .err()
+            .unwrap()
+            .to_string()
+            .starts_with("--api-tokens: /nonexistent/tokens.json: cannot read"));
     }
 
     #[test]

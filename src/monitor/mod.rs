@@ -14,12 +14,15 @@
 //! The topics are the truth: the database is an index that a monitor started on an empty one
 //! rebuilds from what the topics still hold. [`model`] holds the types every part shares; the
 //! outbox a notifier drains is the [`model::Outbox`] trait, so delivery is tested without a
-//! database.
+//! database. [`api`] serves the history on `--http` (a JSON API and, with [`page`], the status
+//! page), reading it on connections of its own.
 
+pub mod api;
 pub mod ingest;
 pub mod judge;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod page;
 pub mod service;
 pub mod store;

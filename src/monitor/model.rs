@@ -158,6 +158,22 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert as one JSON object (the HTTP API).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "kind": self.kind.as_str(),
+            "job": self.job,
+            "slot": self.slot,
+            "dispatchId": self.dispatch_id,
+            "outcome": self.outcome.as_str(),
+            "attempts": self.attempts,
+            "lastExitCode": self.last_exit_code,
+            "stderrTail": self.stderr_tail,
+            "raisedAt": self.raised_at,
+        })
+    }
+
     /// The id of the alert of `kind` for `job`'s slot `slot`.
     pub fn id_for(kind: AlertKind, job: &str, slot: DateTime<Utc>) -> String {
         format!(
@@ -278,6 +294,20 @@ impl Run {
     /// How long it ran: from its first start to its last finish.
     pub fn duration(&self) -> Option<chrono::Duration> {
         Some(self.finished_at? - self.started_at?)
+    }
+
+    /// The run as one JSON object (`cronq history --json`, the HTTP API): its fields, and
+    /// `durationMs`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "durationMs".into(),
+                self.duration()
+                    .map_or(serde_json::Value::Null, |d| d.num_milliseconds().into()),
+            );
+        }
+        value
     }
 }
 

@@ -518,8 +518,9 @@ pub fn run_link(page_url: &str, alert: &Alert) -> String {
     )
 }
 
-/// RFC 3986 `pchar`s kept (unreserved, `@`, `:`), every other byte `%XX`.
-fn path_segment(text: &str) -> String {
+/// `text` as one URL path segment (or query value): RFC 3986 `pchar`s kept (unreserved, `@`,
+/// `:`), every other byte `%XX`. The monitor's pages link to runs with it too.
+pub fn path_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@' | b':') {

@@ -205,6 +205,19 @@ pub trait RunStore: Send {
     /// The database's size in bytes.
     fn size_bytes(&mut self) -> Result<u64>;
 
+    /// One run, by its `dispatchId`.
+    fn run(&mut self, dispatch_id: &str) -> Result<Option<Run>>;
+
+    /// Up to `limit` job names with runs, in name order, after `after` (keyset paging: the
+    /// status page lists jobs a page at a time, so many jobs cost no more than a few).
+    fn jobs(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Failing now: for each job whose latest run with an outcome (succeeded, failed, timed_out,
+    /// dead_lettered) did not succeed, that run; newest slot first. Only the jobs that raised an
+    /// alert since their last success are looked at, so this stays cheap with many jobs. At most
+    /// `limit`.
+    fn failing(&mut self, limit: usize) -> Result<Vec<Run>>;
+
     /// The cursor that pages past `run` ([`RunQuery::after`]).
     fn cursor(run: &Run) -> String
     where
@@ -364,6 +377,26 @@ impl SqliteStore {
         };
         store.prepare()?;
         Ok(store)
+    }
+
+    /// Opens an existing database read-only, for the monitor's HTTP readers: never creates it,
+    /// never writes (WAL lets it read while ingest writes on its own connection).
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| sqlite_error(path, source))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|source| sqlite_error(path, source))?;
+        Ok(SqliteStore {
+            conn,
+            path: path.display().to_string(),
+            routes: Routes::default(),
+        })
     }
 
     /// An in-memory database (tests).
@@ -1063,6 +1096,59 @@ impl RunStore for SqliteStore {
             .map_err(|e| sqlite_error(&self.path, e))?;
         Ok((pages.max(0) * size.max(0)) as u64)
     }
+
+    fn run(&mut self, dispatch_id: &str) -> Result<Option<Run>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE dispatch_id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([dispatch_id], run_from_row).optional())
+            .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    fn jobs(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        // One index seek per job (runs_by_job_slot), not a scan of every run.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE names(job) AS (
+                   SELECT (SELECT MIN(job) FROM runs WHERE job > ?1)
+                   UNION ALL
+                   SELECT (SELECT MIN(job) FROM runs WHERE job > names.job) FROM names
+                   WHERE names.job IS NOT NULL
+                 )
+                 SELECT job FROM names WHERE job IS NOT NULL LIMIT ?2",
+            )
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![after.unwrap_or(""), clamp_limit(limit)], |r| {
+                r.get(0)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        Ok(rows)
+    }
+
+    fn failing(&mut self, limit: usize) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs r WHERE r.dispatch_id IN (
+                   SELECT (SELECT dispatch_id FROM runs
+                           WHERE job = t.job
+                             AND state IN ('succeeded', 'failed', 'timed_out', 'dead_lettered')
+                           ORDER BY slot DESC LIMIT 1)
+                   FROM troubled_jobs t)
+                 AND r.state != 'succeeded'
+                 ORDER BY r.slot DESC, r.dispatch_id DESC LIMIT ?1"
+            ))
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([clamp_limit(limit)], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        Ok(rows)
+    }
 }
 
 impl Outbox for SqliteStore {
@@ -1476,6 +1562,91 @@ mod tests {
         let retry = store.due(at("2026-12-07T10:01:00Z"), 10).unwrap();
         assert_eq!((retry.len(), retry[0].attempts), (1, 1));
         assert_eq!(store.pending().unwrap(), 1);
+    }
+
+    #[test]
+    fn failing_now_is_each_troubled_jobs_latest_outcome_unless_it_succeeded() {
+        let mut store = store();
+        let none = BTreeMap::new();
+        let slot = "2026-12-07T10:00:00Z";
+        store
+            .ingest(&failing_batch(slot), &none, at(slot), &two_minutes)
+            .unwrap();
+        let failing = store.failing(10).unwrap();
+        assert_eq!(failing.len(), 1);
+        assert_eq!(
+            (failing[0].job.as_str(), failing[0].state),
+            ("a", RunState::Failed)
+        );
+        // A later success: recovered, no longer failing.
+        let ok = "2026-12-07T10:01:00Z";
+        let batch = [
+            Ingested::Dispatched {
+                message: message("a", ok),
+                at: at(ok),
+                by: None,
+                reason: None,
+                source: source(9),
+            },
+            Ingested::Reported(result("a", ok, 1, Status::Succeeded)),
+        ];
+        store.ingest(&batch, &none, at(ok), &two_minutes).unwrap();
+        assert!(store.failing(10).unwrap().is_empty());
+        assert_eq!(
+            store
+                .run("a@2026-12-07T10:01:00Z")
+                .unwrap()
+                .map(|r| r.state),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(store.run("a@2026-12-07T09:00:00Z").unwrap(), None);
+    }
+
+    #[test]
+    fn jobs_page_by_name() {
+        let mut store = store();
+        for job in ["c", "a", "b", "a"] {
+            let slot = "2026-12-07T10:00:00Z";
+            let batch = [Ingested::Dispatched {
+                message: message(job, slot),
+                at: at(slot),
+                by: None,
+                reason: None,
+                source: source(0),
+            }];
+            store
+                .ingest(&batch, &BTreeMap::new(), at(slot), &two_minutes)
+                .unwrap();
+        }
+        assert_eq!(store.jobs(None, 2).unwrap(), ["a", "b"]);
+        assert_eq!(store.jobs(Some("b"), 2).unwrap(), ["c"]);
+        assert!(store.jobs(Some("c"), 2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_only_store_reads_what_another_connection_wrote_and_never_creates_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        assert!(matches!(
+            SqliteStore::open_read_only(&path),
+            Err(StoreError::Missing(_))
+        ));
+        let mut writer = SqliteStore::open(&path, Routes::default()).unwrap();
+        let slot = "2026-12-07T10:00:00Z";
+        writer
+            .ingest(
+                &failing_batch(slot),
+                &BTreeMap::new(),
+                at(slot),
+                &two_minutes,
+            )
+            .unwrap();
+        let mut reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.runs(&RunQuery::default()).unwrap().len(), 1);
+        assert!(
+            reader.prune(at("2027-01-01T00:00:00Z"), 10).is_err(),
+            "read-only"
+        );
     }
 
     #[test]

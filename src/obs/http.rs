@@ -140,19 +140,35 @@ impl Server {
         Server::start_with(listen, site, None, Limits::default()).await
     }
 
+    /// [`Server::start_with_routes`] where `routes` serve `GET /` themselves (the monitor's page,
+    /// which takes query parameters and reads its database): the site's page is left out.
+    pub async fn start_with_page(
+        listen: Listen,
+        site: Site,
+        routes: Router,
+    ) -> Result<Server, HttpError> {
+        Server::start_with(
+            listen,
+            site,
+            Some(Extra::OwnPage(routes)),
+            Limits::default(),
+        )
+        .await
+    }
+
     /// [`Server::start`] with more routes beside the pages (the jobs API).
     pub async fn start_with_routes(
         listen: Listen,
         site: Site,
         routes: Option<Router>,
     ) -> Result<Server, HttpError> {
-        Server::start_with(listen, site, routes, Limits::default()).await
+        Server::start_with(listen, site, routes.map(Extra::Beside), Limits::default()).await
     }
 
     async fn start_with(
         listen: Listen,
         site: Site,
-        routes: Option<Router>,
+        routes: Option<Extra>,
         limits: Limits,
     ) -> Result<Server, HttpError> {
         let mut tasks = Tasks::new(&CancellationToken::new());
@@ -194,6 +210,14 @@ impl Server {
     }
 }
 
+/// Routes served beside the site's.
+enum Extra {
+    /// Beside the site's page.
+    Beside(Router),
+    /// Including `GET /`, which replaces the site's page.
+    OwnPage(Router),
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -220,21 +244,25 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 async fn serve(
     listener: TcpListener,
     site: Site,
-    routes: Option<Router>,
+    routes: Option<Extra>,
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: CancellationToken,
 ) -> Result<(), Infallible> {
     let local = listener.local_addr().ok();
-    let app = Router::new()
-        .route("/", get(page))
+    let app = Router::new();
+    let app = match routes {
+        Some(Extra::OwnPage(_)) => app,
+        _ => app.route("/", get(page)),
+    };
+    let app = app
         .route("/status.json", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(site);
     let app = match routes {
-        Some(routes) => app.merge(routes),
+        Some(Extra::Beside(routes) | Extra::OwnPage(routes)) => app.merge(routes),
         None => app,
     };
     if let Some(addr) = local {

@@ -34,7 +34,10 @@ th{color:var(--muted);font-weight:600}td.wrap{white-space:normal;word-break:brea
 .muted{color:var(--muted)}.ok{color:var(--ok)}.warn{color:var(--warn)}.bad{color:var(--bad)}\
 .chart{width:100%;height:auto;max-height:160px}.chart rect{fill:var(--accent)}\
 .chart .alt{fill:var(--warn)}.chart text{fill:var(--muted);font-size:10px}\
-pre{white-space:pre-wrap;word-break:break-word;font-size:.85rem;margin:0}";
+pre{white-space:pre-wrap;word-break:break-word;font-size:.85rem;margin:0}\
+.strip{display:flex;gap:2px}.strip a{display:block;width:9px;height:16px;border-radius:2px;\
+background:var(--line)}.strip a.ok{background:var(--ok)}.strip a.warn{background:var(--warn)}\
+.strip a.bad{background:var(--bad)}a{color:var(--accent)}";
 
 /// `text` made safe inside HTML text and attribute values.
 pub fn escape(text: &str) -> String {

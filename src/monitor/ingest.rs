@@ -189,6 +189,18 @@ impl<S: RunStore> Ingest<S> {
             .set("fetch.wait.max.ms", "200")
             .create_with_context(self.config.kafka.context("monitor"))
             .map_err(|e| IngestError::Consumer(e.to_string()))?;
+        // Topic look-ups and watermarks go through a client of their own: asked of the reading
+        // consumer, each waits behind its fetch, which the broker holds for fetch.wait.max.ms
+        // when nothing is new (~200 ms a partition, measured), and ingest stalled behind them.
+        let probe: BaseConsumer<KafkaContext> = self
+            .config
+            .kafka
+            .rdkafka()
+            .set("group.id", "cronq-monitor")
+            .set("client.id", "cronq-monitor-probe")
+            .set("enable.auto.commit", "false")
+            .create_with_context(self.config.kafka.context("monitor probe"))
+            .map_err(|e| IngestError::Consumer(e.to_string()))?;
         let mut positions = self.store.positions()?;
         let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
         // The high watermarks when each partition was first assigned: ready once reached.
@@ -206,6 +218,7 @@ impl<S: RunStore> Ingest<S> {
                 kinds = self.topics();
                 self.refresh(
                     &consumer,
+                    &probe,
                     &kinds,
                     &positions,
                     &mut assigned,
@@ -280,14 +293,16 @@ impl<S: RunStore> Ingest<S> {
             }
         }
         crate::kafka::close_apart(consumer);
+        crate::kafka::close_apart(probe);
         Ok(())
     }
 
-    /// Looks the topics up again: assigns partitions not yet read (from their position, else the
-    /// beginning) and measures the lag.
+    /// Looks the topics up again (through `probe`): assigns `consumer` the partitions not yet read
+    /// (from their position, else the beginning) and measures the lag.
     fn refresh(
         &self,
         consumer: &BaseConsumer<KafkaContext>,
+        probe: &BaseConsumer<KafkaContext>,
         kinds: &BTreeMap<String, Kind>,
         positions: &BTreeMap<(String, i32), i64>,
         assigned: &mut BTreeSet<(String, i32)>,
@@ -295,7 +310,7 @@ impl<S: RunStore> Ingest<S> {
     ) {
         let mut wanted = assigned.clone();
         for topic in kinds.keys() {
-            match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+            match probe.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
                 Ok(meta) => {
                     for t in meta.topics().iter().filter(|t| t.error().is_none()) {
                         for p in t.partitions() {
@@ -331,7 +346,7 @@ impl<S: RunStore> Ingest<S> {
         }
         let mut lag = 0i64;
         for tp in assigned.iter() {
-            if let Ok((_, high)) = consumer.fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT) {
+            if let Ok((_, high)) = probe.fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT) {
                 start_marks.entry(tp.clone()).or_insert(high);
                 lag += (high - positions.get(tp).copied().unwrap_or(0)).max(0);
             }

@@ -1127,4 +1127,55 @@ fn main() {
         cpu_after_queries.saturating_sub(cpu).as_secs_f64(),
         load_average()
     );
+    judge_pass(full, dir.path());
+}
+
+/// The missed-slot pass over a large schedule (`MONITOR_SCHEDULE_JOBS`, 1M; 20 000 in the smoke
+/// pass): the realistic mix of benches/common, no dispatch at all, so every slot of a judged minute
+/// is written as `missed` with its alert (the worst case). One pass judges one minute; ten minutes
+/// are judged one after another on a fresh database, timed in the thread's CPU.
+fn judge_pass(full: bool, dir: &Path) {
+    use cronq::monitor::store::{Pass, Routes};
+    let n = env_count(
+        "MONITOR_SCHEDULE_JOBS",
+        if full { 1_000_000 } else { 20_000 },
+    );
+    let schedule = bench_common::schedule(n, bench_common::Mix::Realistic, 2026);
+    let db = dir.join("judge.db");
+    let mut store = SqliteStore::open(
+        &db,
+        Routes(vec![cronq::monitor::model::AlertKind::ALL.to_vec()]),
+    )
+    .expect("open the judge database");
+    let start = DateTime::<Utc>::from_timestamp(1_804_000_000 / 60 * 60, 0).expect("instant");
+    store.first_start(start).expect("first start");
+    let missed_after = Duration::from_secs(180);
+    let mut passes = Vec::new();
+    let mut written = 0u64;
+    for minute in 1..=10 {
+        let now = start + chrono::Duration::minutes(minute) + chrono::Duration::seconds(180);
+        let cpu = bench_common::thread_cpu();
+        store
+            .judge(&Pass {
+                now,
+                missed_after,
+                jobs: &schedule.jobs,
+            })
+            .expect("judge pass");
+        passes.push((bench_common::thread_cpu() - cpu).as_secs_f64() * 1000.0);
+        written = count_missed(&db);
+    }
+    passes.sort_by(f64::total_cmp);
+    println!(
+        "| the missed-slot pass, one minute judged over {} jobs, every slot missed | CPU {:.0} ms median, {:.0} ms max of 10 minutes | {} missed runs written in all | (reported) |",
+        fmt_count(n),
+        passes[passes.len() / 2],
+        passes[passes.len() - 1],
+        written
+    );
+}
+
+fn count_missed(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    count(&conn, "SELECT COUNT(*) FROM runs WHERE state = 'missed'") as u64
 }

@@ -109,6 +109,13 @@ pub struct IngestConfig {
     pub load_options: LoadOptions,
 }
 
+/// The partitions assigned, and the high watermark each had when first assigned (ready once
+/// reached).
+type Reading<'a> = (
+    &'a mut BTreeSet<(String, i32)>,
+    &'a mut BTreeMap<(String, i32), i64>,
+);
+
 /// The ingest loop's state.
 pub struct Ingest<S: RunStore> {
     config: IngestConfig,
@@ -221,8 +228,8 @@ impl<S: RunStore> Ingest<S> {
                     &probe,
                     &kinds,
                     &positions,
-                    &mut assigned,
-                    &mut start_marks,
+                    (&mut assigned, &mut start_marks),
+                    token,
                 );
                 if !ready {
                     ready = !start_marks.is_empty()
@@ -305,11 +312,15 @@ impl<S: RunStore> Ingest<S> {
         probe: &BaseConsumer<KafkaContext>,
         kinds: &BTreeMap<String, Kind>,
         positions: &BTreeMap<(String, i32), i64>,
-        assigned: &mut BTreeSet<(String, i32)>,
-        start_marks: &mut BTreeMap<(String, i32), i64>,
+        (assigned, start_marks): Reading<'_>,
+        token: &CancellationToken,
     ) {
         let mut wanted = assigned.clone();
         for topic in kinds.keys() {
+            // With the broker away each look-up waits its timeout: a stop must not wait for all.
+            if token.is_cancelled() {
+                return;
+            }
             match probe.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
                 Ok(meta) => {
                     for t in meta.topics().iter().filter(|t| t.error().is_none()) {

@@ -290,8 +290,10 @@ pub async fn run(
     }
 
     let ended_early = tokio::select! {
+        // A stop first: the tasks end on the same token, and one of them ending then is the stop.
+        biased;
         () = shutdown.cancelled() => None,
-        ended = tasks.ended() => Some(ended),
+        ended = tasks.ended() => (!shutdown.is_cancelled()).then_some(ended),
     };
     if let Some(ended) = &ended_early {
         error!(message = "a monitor task stopped unexpectedly; stopping the monitor", task = ended.name, error = %ended.reason());

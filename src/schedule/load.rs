@@ -1263,6 +1263,17 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// A humantime duration within `min..=max` (`range` says it in the error).
+fn duration_in(text: &str, min: Duration, max: Duration, range: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if (min..=max).contains(&d) => Ok(d),
+        Ok(_) => Err(format!("{text:?} is out of range {range}")),
+        Err(e) => Err(format!(
+            "{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"
+        )),
+    }
+}
+
 /// The per-job run settings (`timeout`, `maxAttempts`, `overlap`): each returns `Some(None)` when
 /// the field is absent, `None` after reporting a problem.
 impl<'a> Checker<'a> {
@@ -1321,39 +1332,25 @@ impl<'a> Checker<'a> {
         raw: Option<&'a RawValue>,
         job: (usize, Option<&str>),
     ) -> Option<Option<Duration>> {
-        let Some(v) = raw else {
-            return Some(None);
-        };
-        let text = self.string_field(v, job, "timeout")?;
         let (min, max) = TIMEOUT_RANGE;
-        let problem = match humantime::parse_duration(&text) {
-            Ok(d) if d >= min && d <= max => return Some(Some(d)),
-            Ok(_) => {
-                format!("{text:?} is out of range 1s-1d (the range of the worker's --timeout)")
-            }
-            Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
-        };
-        self.report(Some(v.get()), Some(job), Some("timeout"), problem);
-        None
+        self.parsed_field(raw, job, "timeout", |text| {
+            duration_in(
+                text,
+                min,
+                max,
+                "1s-1d (the range of the worker's --timeout)",
+            )
+        })
     }
 
-    /// `deadline`: a humantime duration in [`MIN_DEADLINE`]..=[`MAX_DEADLINE`] (the monitor's).
     fn deadline_field(
         &mut self,
         raw: Option<&'a RawValue>,
         job: (usize, Option<&str>),
     ) -> Option<Option<Duration>> {
-        let Some(v) = raw else {
-            return Some(None);
-        };
-        let text = self.string_field(v, job, "deadline")?;
-        let problem = match humantime::parse_duration(&text) {
-            Ok(d) if (MIN_DEADLINE..=MAX_DEADLINE).contains(&d) => return Some(Some(d)),
-            Ok(_) => format!("{text:?} is out of range 1m-366d"),
-            Err(e) => format!("{text:?} is not a duration like \"90s\", \"15m\" or \"2h\": {e}"),
-        };
-        self.report(Some(v.get()), Some(job), Some("deadline"), problem);
-        None
+        self.parsed_field(raw, job, "deadline", |text| {
+            duration_in(text, MIN_DEADLINE, MAX_DEADLINE, "1m-366d")
+        })
     }
 
     fn max_attempts_field(

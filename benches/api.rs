@@ -40,7 +40,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bench_common::{fmt_count, full_run, load_average};
+use bench_common::{env_count, fmt_count, full_run, load_average, Rng};
 use chrono::Utc;
 use common::{create_topic, http_addr_in_log, random_topic, Broker, CRONQ};
 use cronq::schedule::ShardFilter;
@@ -65,26 +65,6 @@ const PARALLEL: usize = 8;
 /// The token the bench writes with; its name is the records' `changed.by`.
 const TOKEN: &str = "bench-secret-token";
 const TOKEN_NAME: &str = "bench-bot";
-
-/// SplitMix64, seeded: every run draws the same jobs.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.replace('_', "").parse().expect("a number"))
-        .unwrap_or(default)
-}
 
 /// One job as a client sends it: a random `m h dom mon *` (due about once a year, so that almost
 /// nothing fires during the bench), compact JSON as the API stores it.

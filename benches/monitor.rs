@@ -49,7 +49,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_common::{fmt_count, full_run, load_average};
+use bench_common::{env_count, fmt_count, full_run, load_average, Rng};
 use chrono::{DateTime, DurationRound, Utc};
 use common::{create_topic, random_topic, Broker, CRONQ};
 use cronq::monitor::model::RunState;
@@ -74,26 +74,6 @@ const PRODUCE_BATCH: usize = 2_000;
 const CHUNK_PAIRS: usize = 50_000;
 /// The worker ids results name.
 const WORKERS: usize = 8;
-
-/// SplitMix64, seeded: every run draws the same jobs, durations and failures.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.replace('_', "").parse().expect("a number"))
-        .unwrap_or(default)
-}
 
 /// Real time passing: polls of the database and of the monitor process.
 #[allow(clippy::disallowed_methods)]

@@ -17,6 +17,15 @@ use cronq::cron::CronExpr;
 use cronq::schedule::When;
 use cronq::schedule::{Job, JobSpec, Schedule};
 
+/// A bench setting from the environment (`1_000_000` may be written with underscores), else
+/// `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.replace('_', "").parse().expect("a number"))
+        .unwrap_or(default)
+}
+
 /// SplitMix64 (Steele, Lea and Flood 2014): tiny, fast, good enough to spread cron fields.
 pub struct Rng(pub u64);
 

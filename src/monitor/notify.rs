@@ -79,9 +79,17 @@ const QUOTED_REPLY: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookFlagError {
-    /// `--webhook URL` (or the page URL).
+    /// `--webhook URL`.
     #[error("--webhook {url:?}: {reason}")]
     Url {
+        /// As given.
+        url: String,
+        /// Why, and what to write instead.
+        reason: String,
+    },
+    /// `--page-url URL`.
+    #[error("--page-url {url:?}: {reason}")]
+    PageUrl {
         /// As given.
         url: String,
         /// Why, and what to write instead.
@@ -171,7 +179,7 @@ pub fn parse_url(text: &str) -> Result<String, WebhookFlagError> {
 /// The monitor page's base URL for the body's `link` (`http://` or `https://`: it is only
 /// written, never fetched), without a trailing slash.
 pub fn parse_page_url(text: &str) -> Result<String, WebhookFlagError> {
-    let bad = |reason: &str| WebhookFlagError::Url {
+    let bad = |reason: &str| WebhookFlagError::PageUrl {
         url: text.to_string(),
         reason: reason.to_string(),
     };

@@ -641,6 +641,24 @@ struct NextQuery {
     n: Option<String>,
 }
 
+/// A count parameter (`n`, `limit`): `(default, max)` when absent; 400 unless a whole number in
+/// 1-max.
+#[allow(clippy::result_large_err)]
+fn count_param(
+    name: &str,
+    value: Option<&str>,
+    (default, max): (usize, usize),
+) -> Result<usize, Response> {
+    match value.map(str::parse::<usize>) {
+        None => Ok(default),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("{name}: a whole number in 1-{max}"),
+        )),
+    }
+}
+
 async fn next_runs(
     State(front): State<Arc<Front>>,
     Path(name): Path<String>,
@@ -650,16 +668,7 @@ async fn next_runs(
     headers: HeaderMap,
 ) -> Response {
     tri!(front.authorize(&headers, false));
-    let n = match query.n.as_deref().map(str::parse::<usize>) {
-        None => NEXT_COUNT.0,
-        Some(Ok(n)) if (1..=NEXT_COUNT.1).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("n: a whole number in 1-{}", NEXT_COUNT.1),
-            )
-        }
-    };
+    let n = tri!(count_param("n", query.n.as_deref(), NEXT_COUNT));
     let core = tri!(front.core());
     let shard = core.shard_of(&name);
     match tri!(route(&front, &core, shard, &headers).await) {
@@ -749,16 +758,7 @@ async fn list_jobs(
     headers: HeaderMap,
 ) -> Response {
     tri!(front.authorize(&headers, false));
-    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
-        None => LIST_LIMIT.0,
-        Some(Ok(n)) if (1..=LIST_LIMIT.1).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("limit: a whole number in 1-{}", LIST_LIMIT.1),
-            )
-        }
-    };
+    let limit = tri!(count_param("limit", query.limit.as_deref(), LIST_LIMIT));
     let core = tri!(front.core());
     let prefix = query.prefix.unwrap_or_default();
     let after = query.after.filter(|a| !a.is_empty());

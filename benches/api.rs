@@ -42,11 +42,11 @@ use std::time::{Duration, Instant};
 
 use bench_common::{env_count, fmt_count, full_run, load_average, Rng};
 use chrono::Utc;
-use common::{create_topic, http_addr_in_log, random_topic, Broker, CRONQ};
+use common::{create_topic, http_addr_in_log, random_topic, CRONQ};
 use cronq::schedule::ShardFilter;
 use cronq::store::plan::compact;
 use cronq::wire::schedule::{Changed, ScheduleRecord, VIA_API};
-use engine::MemoryBroker;
+use engine::BenchBroker;
 use futures_util::stream::{self, StreamExt};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
@@ -127,51 +127,6 @@ impl Latencies {
 }
 
 // ---- the broker and the members ----
-
-/// The broker of this run and how it was described.
-enum TheBroker {
-    Test(Broker),
-    Engine(MemoryBroker, String),
-    ByHand(String),
-}
-
-impl TheBroker {
-    fn start() -> TheBroker {
-        if let Ok(address) = std::env::var("API_BROKER") {
-            return TheBroker::ByHand(address);
-        }
-        let engine = std::env::var("API_ENGINE").ok().or_else(|| {
-            std::env::var("TANSU")
-                .is_ok()
-                .then(|| "memory://tansu/".to_string())
-        });
-        if let Some(engine) = engine {
-            let dir = tempfile::tempdir_in("/dev/shm")
-                .unwrap_or_else(|_| tempfile::tempdir().expect("temp dir"));
-            if let Some(b) = MemoryBroker::start(&engine, dir) {
-                return TheBroker::Engine(b, engine);
-            }
-            eprintln!("falling back to the test broker");
-        }
-        TheBroker::Test(Broker::start())
-    }
-
-    fn address(&self) -> String {
-        match self {
-            TheBroker::Test(b) => b.address(),
-            TheBroker::Engine(b, _) => b.address(),
-            TheBroker::ByHand(a) => a.clone(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            TheBroker::Test(_) => "the test broker (tansu, sqlite)".into(),
-            TheBroker::Engine(_, engine) => format!("tansu --storage-engine {engine}"),
-            TheBroker::ByHand(a) => format!("the broker at {a}"),
-        }
-    }
-}
 
 /// A `cronq run --schedule-topic --api-tokens` member (the bench-profile binary); killed when
 /// dropped.
@@ -339,15 +294,20 @@ async fn raw_client(broker: &str) -> Arc<Client> {
     )
 }
 
-/// A fresh topic of 12 partitions and a client of each partition.
-async fn raw_topic(client: &Client, prefix: &str) -> Vec<Arc<PartitionClient>> {
+/// A fresh topic of 12 partitions, compacted like the schedule topic (`store::ensure_topic`, as
+/// the members make theirs), and a client of each partition.
+async fn raw_topic(client: &Client, broker: &str, prefix: &str) -> Vec<Arc<PartitionClient>> {
     let topic = random_topic(prefix);
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, SHARDS as i32, 1, 5_000)
-        .await
-        .expect("create topic");
+    cronq::store::ensure_topic(
+        client,
+        &cronq::kafka::Connection::plaintext(vec![broker.to_string()]),
+        &topic,
+        SHARDS,
+        Some(1),
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("create topic");
     let mut partitions = Vec::new();
     for p in 0..SHARDS as i32 {
         partitions.push(Arc::new(
@@ -456,9 +416,12 @@ async fn raw_singles(
 
 // ---- the API side ----
 
-/// `bodies` POSTed `clients` at a time (one connection each); the wall time.
+/// `bodies` POSTed `clients` at a time (one connection each); the wall time. Each reply is read
+/// in full within it, and checked (every job has a version) after it, as the raw side's acks are
+/// not looked at within its time either.
 fn api_batches(base: &str, bodies: &[String], clients: usize) -> Duration {
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let replies = std::sync::Mutex::new(Vec::with_capacity(bodies.len()));
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..clients {
@@ -470,17 +433,26 @@ fn api_batches(base: &str, bodies: &[String], clients: usize) -> Duration {
                     let url = format!("{base}/api/v1/jobs:batch");
                     let (status, reply, _) = send(&agent, "POST", &url, Some(body));
                     assert_eq!(status, 200, "batch {i}: {reply}");
-                    let reply: Value = serde_json::from_str(&reply).expect("JSON reply");
-                    let results = reply["results"].as_array().expect("results");
-                    assert!(
-                        results.iter().all(|r| r["version"].is_string()),
-                        "batch {i}: a job without a version"
-                    );
+                    replies.lock().expect("replies").push((i, reply));
                 }
             });
         }
     });
-    started.elapsed()
+    let took = started.elapsed();
+    for (i, reply) in replies.into_inner().expect("replies") {
+        let reply: Value = serde_json::from_str(&reply).expect("JSON reply");
+        let results = reply["results"].as_array().expect("results");
+        assert!(
+            results.len() == n_ops(&bodies[i]) && results.iter().all(|r| r["version"].is_string()),
+            "batch {i}: a job without a version"
+        );
+    }
+    took
+}
+
+/// How many operations a batch body holds.
+fn n_ops(body: &str) -> usize {
+    body.matches(r#"{"op":"#).count()
 }
 
 /// `jobs` PUT by `clients` threads, each on its own keep-alive connection (opened before the
@@ -538,7 +510,7 @@ fn main() {
     let n_probes = env_count("API_FORWARD_PUTS", if full { 1_000 } else { 100 });
     let clients = env_count("API_CLIENTS", 32).max(1);
     let batch_clients = env_count("API_BATCH_CLIENTS", 1).max(1);
-    let broker = TheBroker::start();
+    let broker = BenchBroker::start(Some("API_BROKER"), "API_ENGINE");
     let address = broker.address();
     let dir = tempfile::tempdir().expect("temp dir");
     let tokens = dir.path().join("tokens.json");
@@ -611,13 +583,26 @@ fn main() {
         let requests: Vec<RequestBatches> =
             batch_jobs.chunks(BATCH_OPS).map(request_batches).collect();
         rt.block_on(async {
-            let partitions = raw_topic(&client, "bench-api-raw").await;
+            let partitions = raw_topic(&client, &address, "bench-api-raw").await;
             raw_batches(&partitions, requests, batch_clients).await
         })
     };
+    // The broker's CPU seconds over each run: what a record costs it, written raw or by the API.
+    let cpu = || engine::broker_cpu_s(&address).unwrap_or(f64::NAN);
+    let c0 = cpu();
     let raw_before = raw_batch_run();
+    let c1 = cpu();
     let api = api_batches(&member.url, &bodies, batch_clients);
+    let c2 = cpu();
     let raw_after = raw_batch_run();
+    let c3 = cpu();
+    let per_record = |cpu_s: f64| cpu_s * 1e6 / n_jobs as f64;
+    println!(
+        "  broker CPU per record written: raw {:.1} µs before, {:.1} µs after; API {:.1} µs",
+        per_record(c1 - c0),
+        per_record(c3 - c2),
+        per_record(c2 - c1)
+    );
     let raw_rate = (rate(n_jobs, raw_before) + rate(n_jobs, raw_after)) / 2.0;
     let api_rate = rate(n_jobs, api);
     let batch_ratio = api_rate / raw_rate;
@@ -634,7 +619,7 @@ fn main() {
     let single_jobs = jobs("p", n_puts, 7);
     let raw_single_run = || {
         rt.block_on(async {
-            let partitions = raw_topic(&client, "bench-api-raw1").await;
+            let partitions = raw_topic(&client, &address, "bench-api-raw1").await;
             raw_singles(&partitions, &single_jobs, clients).await
         })
     };

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use bench_common::{env_count, fmt_count, full_run, load_average, Rng};
 use chrono::{DateTime, DurationRound, Utc};
-use common::{create_topic, random_topic, Broker, CRONQ};
+use common::{create_topic, random_topic, CRONQ};
 use cronq::monitor::model::RunState;
 use cronq::monitor::store::{RunQuery, RunStore, SqliteStore};
 use cronq::schedule::{Job, LoadOptions};
@@ -59,7 +59,7 @@ use cronq::wire::result::{
     letter_bytes, result_bytes, DeadLetter, DeadReason, JobResult, Origin, Status,
 };
 use cronq::wire::JobMessage;
-use engine::MemoryBroker;
+use engine::BenchBroker;
 use futures_util::stream::{self, StreamExt};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -270,45 +270,6 @@ async fn produce(
 
 // ---- the broker ----
 
-/// The broker of this run and how it was described.
-enum TheBroker {
-    Test(Broker),
-    Engine(MemoryBroker, String),
-}
-
-impl TheBroker {
-    fn start() -> TheBroker {
-        let engine = std::env::var("MONITOR_ENGINE").ok().or_else(|| {
-            std::env::var("TANSU")
-                .is_ok()
-                .then(|| "memory://tansu/".to_string())
-        });
-        if let Some(engine) = engine {
-            let dir = tempfile::tempdir_in("/dev/shm")
-                .unwrap_or_else(|_| tempfile::tempdir().expect("temp dir"));
-            if let Some(b) = MemoryBroker::start(&engine, dir) {
-                return TheBroker::Engine(b, engine);
-            }
-            eprintln!("falling back to the test broker");
-        }
-        TheBroker::Test(Broker::start())
-    }
-
-    fn address(&self) -> String {
-        match self {
-            TheBroker::Test(b) => b.address(),
-            TheBroker::Engine(b, _) => b.address(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            TheBroker::Test(_) => "the test broker (tansu, sqlite)".into(),
-            TheBroker::Engine(_, engine) => format!("tansu --storage-engine {engine}"),
-        }
-    }
-}
-
 // ---- 1. ingest ----
 
 /// CPU time of this process so far (user + system), for the bare consumer's cost.
@@ -452,30 +413,12 @@ impl Monitor {
     }
 
     fn status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|r| r.trim().strip_suffix("kB"))
-            .and_then(|kb| kb.trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        engine::status_bytes(self.child.id(), field)
     }
 
     /// User + system CPU of the whole process (threads that ended included).
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<u64> = rest
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        Duration::from_secs_f64(ticks as f64 / hz)
+        engine::cpu_time(self.child.id())
     }
 
     /// CPU time by thread kind (the thread's name without a trailing number), ms, of the threads
@@ -727,7 +670,7 @@ fn main() {
     let n_jobs = env_count("MONITOR_JOBS", 1_000).clamp(1, 1_000);
     let partitions = env_count("MONITOR_PARTITIONS", 12) as i32;
     let n_queries = env_count("MONITOR_QUERIES", if full { 200 } else { 20 }).max(1);
-    let broker = TheBroker::start();
+    let broker = BenchBroker::start(None, "MONITOR_ENGINE");
     let address = broker.address();
     let dir = tempfile::tempdir().expect("temp dir");
     println!(

@@ -144,14 +144,7 @@ impl Member {
     }
 
     fn rss(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|r| r.trim().strip_suffix("kB"))
-            .and_then(|kb| kb.trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        engine::status_bytes(self.child.id(), field)
     }
 
     /// CPU time of each thread, ns (`/proc/PID/task/*/schedstat`), by thread id, with the
@@ -292,13 +285,14 @@ fn main() {
     let started = Instant::now();
     let last_print = std::sync::Mutex::new(Instant::now());
     rt.block_on(store::write(
-        &client,
+        store::fresh_partitions(&client, &topic),
         &topic,
         shards,
         writes,
         Utc::now(),
         Duration::from_millis(50),
-        |n| {
+        |a| {
+            let n = a.total;
             let mut last = last_print.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() > Duration::from_secs(5) {
                 eprintln!("    written {n}/{jobs}");

@@ -21,7 +21,7 @@
 //! - [`clock`]: [`clock::Minute`], the scheduler's unit of time, and the injectable [`clock::Clock`].
 //! - [`cron`]: standard cron expressions (5 fields, `@macros`, `H`) compiled through saffron,
 //!   evaluated in an IANA zone with the Debian cron(8) DST rules.
-//! - [`wheel`]: the hierarchical timing wheel; pure, no IO.
+//! - [`wheel`]: the hierarchical timing wheel; pure, no IO. [`cores`]: work split over the cores.
 //! - [`schedule`]: the schedule file: job specs, the loader and its checks, limits, diff, jitter,
 //!   and the record a job's slot becomes.
 //! - [`kafka`]: the one Kafka layer of both clients: connection and security settings, client
@@ -42,8 +42,14 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+/// The hash of cronq's in-memory maps keyed by job names and expressions: seeded per process
+/// (hashbrown's own default), and several times faster than std's SipHash on such short keys,
+/// which a million-job schedule hashes millions of times.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 pub mod cli;
 pub mod clock;
+pub mod cores;
 pub mod cron;
 pub mod dispatcher;
 pub mod kafka;

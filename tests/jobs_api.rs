@@ -770,6 +770,103 @@ fn a_batch_of_1000_puts_lists_back_in_pages_and_the_cli_works_against_the_server
     check_openapi(&g.seen.lock().unwrap(), false);
 }
 
+/// The API's own acked records go to the member's follower straight from the write path, not
+/// fetched back from the broker; `cronq apply` writing the same partitions at the same time leaves
+/// gaps between them, which the follower reads from the broker. In the end every record of every
+/// partition is applied, once, whichever way it came.
+#[test]
+fn the_apis_own_records_reach_the_wheel_without_a_read_back_beside_another_writers() {
+    let mut g = Group::start_with(
+        "apiown",
+        &["m1"],
+        &["--log", "info,cronq::dispatcher::schedule_topic=debug"],
+    );
+    let group = format!("g-{}", g.topic);
+    let files: Vec<PathBuf> = (0..3)
+        .map(|k| {
+            let jobs: Vec<Value> = (0..100)
+                .map(|i| json!({"jobName": format!("applied-{k}-{i:03}"), "job": "a", "cronTime": "0 4 * * *"}))
+                .collect();
+            let path = g.dir.path().join(format!("apply-{k}.json"));
+            std::fs::write(&path, json!({ "jobs": jobs }).to_string()).unwrap();
+            path
+        })
+        .collect();
+    let address = g.broker.address();
+    std::thread::scope(|s| {
+        let applier = s.spawn(|| {
+            for (k, file) in files.iter().enumerate() {
+                let out = Command::new(CRONQ)
+                    .args(["apply", file.to_str().unwrap(), "--brokers", &address])
+                    .args(["--group", &group, "--shards", &SHARDS.to_string()])
+                    .args(["--source", &format!("file-{k}")])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        });
+        for b in 0..5 {
+            let ops: Vec<Value> = (0..200)
+                .map(|i| json!({"op": "put", "job": {"jobName": format!("api-{b}-{i:03}"), "job": "b", "cronTime": "0 3 * * *"}}))
+                .collect();
+            let written = g.call(
+                0,
+                "POST",
+                "/api/v1/jobs:batch",
+                "/api/v1/jobs:batch",
+                Some(WRITE_TOKEN),
+                None,
+                Some(&json!({ "ops": ops }).to_string()),
+            );
+            assert_eq!(written.status, 200, "{}", written.body);
+        }
+        applier.join().unwrap();
+    });
+    g.wait("1300 jobs in force", Duration::from_secs(60), || {
+        g.jobs_in_force() == 1300
+    });
+    // Every partition applied up to its end.
+    let marks = high_watermarks(&address, &format!("{group}.schedule"), SHARDS as i32);
+    g.wait(
+        "every partition applied to its end",
+        Duration::from_secs(30),
+        || {
+            let (_, status) = http_get(&format!("{}/status.json", g.urls[0]));
+            let status: Value = serde_json::from_str(&status).unwrap_or(Value::Null);
+            let applied: BTreeMap<i32, i64> = status["scheduleTopic"]["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s["shard"].as_i64()? as i32, s["applied"].as_i64()?)))
+                .collect();
+            applied == marks
+        },
+    );
+    // The follower took the API's records from the write path (a write whose partition had
+    // another writer's records pending is read back instead, so not all 1000 need be).
+    let log = g.members[0].log();
+    let own: u64 = log
+        .lines()
+        .filter(|l| l.contains("schedule topic follower round"))
+        .filter_map(|l| {
+            l.split("own_records=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    with_logs(&g.logs(), || {
+        assert!(own > 0 && own <= 1000, "own records handed over: {own}");
+    });
+    g.members.iter_mut().for_each(Dispatcher::terminate);
+}
+
 #[test]
 fn a_request_sent_to_a_member_that_does_not_own_the_shard_is_forwarded_to_the_owner() {
     let g = Group::start("apifwd", &["m1", "m2"]);

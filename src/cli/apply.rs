@@ -367,13 +367,14 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         drop(plan);
         let writing = Progress::new();
         let write = store::write(
-            &client,
+            store::fresh_partitions(&client, topic),
             topic,
             shards,
             writes,
             changed.at,
             Duration::from_millis(200),
-            |acked| {
+            |a| {
+                let acked = a.total;
                 writing.moved(|| tracing::info!(message = "writing the schedule topic", topic = %topic, acked, total))
             },
         );

@@ -102,6 +102,7 @@ impl CursorBook {
                         schedule_md5: self.md5.clone(),
                         schedule_topic: self.topic.get(&shard).copied(),
                         api_url: self.api_url.clone(),
+                        released: false,
                     };
                     (record, Arc::clone(lease))
                 })

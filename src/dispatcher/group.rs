@@ -15,6 +15,10 @@
 //! cursors of the shards it gives up: the coordinator hands a shard on only after that, so a clean
 //! rebalance neither loses nor repeats a slot. A lost assignment (session expired) is reported as
 //! such and the service drops those shards at once, without writing.
+//!
+//! A coordinator may hand a shard on before its previous owner has let go (tansu answers a join at
+//! once, without waiting for the other members to rejoin): the next owner then waits for the
+//! previous owner's final cursor record (`handover.rs`).
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -112,6 +116,8 @@ pub struct MembershipConfig {
     pub kafka: Connection,
     /// The consumer group.
     pub group: String,
+    /// This member's name (its cursor records' `owner`).
+    pub member: String,
     /// The state topic.
     pub state_topic: String,
     /// How long a silent member keeps its shards.
@@ -272,7 +278,7 @@ fn consumer(
 ) -> Result<BaseConsumer<MemberContext>, GroupError> {
     let consumer: BaseConsumer<MemberContext> = config
         .kafka
-        .group_member(&config.group, config.session_timeout)
+        .group_member(&config.group, &config.member, config.session_timeout)
         .create_with_context(MemberContext {
             events,
             handover_timeout: config.handover_timeout,
@@ -397,6 +403,8 @@ const READ_BACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Records read back at first from the end of a shard's partition; each further step back reads
 /// twice as many, up to [`READ_BACK_MAX`].
 const READ_BACK_FIRST: i64 = 16;
+/// The wait of a read-back fetch asked again after an empty answer.
+const READ_BACK_WAIT_MS: i32 = 1_000;
 const READ_BACK_MAX: i64 = 4096;
 
 /// Undecodable records remembered as logged (beyond that, each is logged at every read).
@@ -538,11 +546,22 @@ impl StateTopic {
             let mut records = Vec::new();
             let mut at = from;
             while at < end {
-                let (batch, _) = io(pc.fetch_records(at, 1..1_000_000, 1_000))
-                    .await
-                    .map_err(|e| {
-                        e.map_or_else(|| self.error(shard, "no answer in time".into()), fail)
-                    })?;
+                // No wait first: the records asked for are below the high watermark already, and
+                // a broker may hold a fetch for part of its wait even with data there (tansu
+                // does). An empty answer is asked again with a wait before it counts as the end:
+                // a cursor missed here would make the next owner re-send minutes.
+                let mut batch = Vec::new();
+                for wait_ms in [0, READ_BACK_WAIT_MS] {
+                    batch = io(pc.fetch_records(at, 1..1_000_000, wait_ms))
+                        .await
+                        .map_err(|e| {
+                            e.map_or_else(|| self.error(shard, "no answer in time".into()), fail)
+                        })?
+                        .0;
+                    if !batch.is_empty() {
+                        break;
+                    }
+                }
                 let Some(last) = batch.last().map(|r| r.offset) else {
                     break;
                 };

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //!  Assigned(shards) ─► take_over: pauses synced, each new shard's cursor read, its jobs compiled
-//!  tick             ─► start_waiting (shards whose file did not load), publish
+//!                      (a shard a live previous owner still holds waits for its final record:
+//!                      handover.rs)
+//!  tick             ─► start_waiting (shards handed over since, shards whose file did not
+//!                      load), publish
 //!  (the periodic cursor records are the cursor writer's, a task of its own: `cursor_writer.rs`)
 //!  Revoked(shards)  ─► revoke: delayed records sent, acks awaited (≤ grace), final cursors, parked
 //!  shutdown         ─► release_all: the same for every owned shard
@@ -14,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -23,6 +27,7 @@ use super::cursor::Lease;
 use super::cursor_writer::{self, CursorWriter, SharedBook};
 use super::delay::DelayQueue;
 use super::group::{GroupError, LastCursor, StateTopic};
+use super::handover::{self, Handovers, Outcome, Verdict};
 use super::observe::Observer;
 use super::pipeline::flush_delayed;
 use super::schedule_topic::{ShardEdits, TopicSchedule};
@@ -67,6 +72,8 @@ pub(super) struct MemberSetup {
     pub(super) clock: Arc<dyn Clock>,
     /// Bound on waiting for acks at a release.
     pub(super) grace: Duration,
+    /// Bound on waiting for a previous owner's final cursor record at a takeover.
+    pub(super) handover_bound: Duration,
     /// The `--http` metrics and page.
     pub(super) observer: Arc<Observer>,
     /// The tick loop's heartbeat.
@@ -103,6 +110,8 @@ pub(super) struct Member {
     waiting_error: Option<String>,
     /// Shards assigned whose jobs could not be loaded yet (the file is rejected right now).
     waiting: Vec<(u32, LastCursor)>,
+    /// Shards assigned that a live previous owner has not released yet.
+    handovers: Handovers,
     grace: Duration,
     /// The `--http` metrics and page.
     observer: Arc<Observer>,
@@ -141,6 +150,7 @@ impl Member {
             parked: BTreeMap::new(),
             waiting_error: None,
             waiting: Vec::new(),
+            handovers: Handovers::new(setup.handover_bound),
             grace: setup.grace,
             observer: setup.observer,
             beat: setup.beat,
@@ -156,7 +166,8 @@ impl Member {
         Arc::clone(&self.view)
     }
 
-    fn cursor(&self, shard: u32, minute: Minute, md5: &str) -> Cursor {
+    /// A released shard's final cursor record.
+    fn final_cursor(&self, shard: u32, minute: Minute, md5: &str) -> Cursor {
         Cursor {
             shard,
             minute,
@@ -166,6 +177,7 @@ impl Member {
             schedule_md5: md5.to_string(),
             schedule_topic: self.topic.as_ref().and_then(|t| t.position(shard)),
             api_url: self.api_url.clone(),
+            released: true,
         }
     }
 
@@ -188,7 +200,7 @@ impl Member {
         self.settle(&leases).await;
         let cursors: Vec<Cursor> = leases
             .iter()
-            .map(|l| self.cursor(l.shard(), l.cursor(), md5))
+            .map(|l| self.final_cursor(l.shard(), l.cursor(), md5))
             .collect();
         let undelivered: u64 = leases.iter().map(|l| l.outstanding()).sum();
         for (shard, e) in self.state.write(&cursors).await {
@@ -263,6 +275,7 @@ impl Member {
             self.parked.extend(parked);
         }
         self.waiting.retain(|(s, _)| !shards.contains(s));
+        self.handovers.suspend(shards);
     }
 
     /// Shutdown: the records waiting for their jitter offset go, then every owned shard is
@@ -332,14 +345,30 @@ impl Member {
             .copied()
             .filter(|s| !owned.contains(s))
             .collect();
-        let mut cursors = Vec::with_capacity(new.len());
-        for &shard in &new {
-            let Some(cursor) = self.read_cursor(shard, shutdown).await else {
+        // All at once: a takeover of many shards waits for the slowest read, not for their sum.
+        let reads = join_all(new.iter().map(|&shard| self.read_cursor(shard, shutdown))).await;
+        let mut cursors: Vec<(u32, LastCursor)> = Vec::with_capacity(new.len());
+        for (&shard, cursor) in new.iter().zip(reads) {
+            let Some(cursor) = cursor else {
                 // Stopping: the new shards are not started, so their cursors stay as they are.
                 return;
             };
             cursors.push((shard, cursor));
         }
+        // A shard a live previous owner has not released yet waits for its final record.
+        self.handovers.retain(&assigned);
+        let now = self.clock.now();
+        let started = std::time::Instant::now();
+        cursors.retain(|(shard, read)| {
+            match handover::verdict(read, &self.owner, now) {
+                Verdict::Start => true,
+                Verdict::Wait(previous) => {
+                    info!(message = "waiting for the previous owner to hand the shard over", shard, previous_owner = %previous, cursor = %read.cursor.as_ref().map(|c| c.minute.to_string()).unwrap_or_default(), at_most_ms = self.handovers.bound().as_millis() as u64);
+                    self.handovers.wait(*shard, previous, started);
+                    false
+                }
+            }
+        });
         let mut parked = std::mem::take(&mut self.parked);
         let md5 = schedule_md5(tick_loop);
         // When this member gives shards up for good (another member joined), its kept shards are
@@ -408,6 +437,7 @@ impl Member {
     /// file, or in the topic mode from their partitions of the schedule topic (each then followed
     /// from where its read ended).
     pub(super) async fn start_waiting(&mut self, tick_loop: &mut TickLoop) {
+        self.poll_handovers().await;
         if self.waiting.is_empty() {
             return;
         }
@@ -488,7 +518,7 @@ impl Member {
                 (shard, read, start, part)
             })
             .collect();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = crate::cores::count();
         let built: Vec<_> = futures_util::stream::iter(builds)
             .map(|(shard, read, start, part)| async move {
                 let built = tokio::task::spawn_blocking(move || Scheduler::new(part, start)).await;
@@ -533,6 +563,34 @@ impl Member {
         // check tables): without this, glibc holds it for good.
         let _ = tokio::task::spawn_blocking(return_freed_memory).await;
         self.sync_book(tick_loop);
+    }
+
+    /// Reads again the last record of each shard due that waits for its previous owner; a shard
+    /// handed over (or whose wait reached its bound) joins the shards to start.
+    async fn poll_handovers(&mut self) {
+        if self.handovers.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let due = self.handovers.due(now);
+        let reads = join_all(due.iter().map(|&shard| self.state.last(shard))).await;
+        for (shard, read) in due.into_iter().zip(reads) {
+            // Not readable right now: read again at the next poll.
+            let Ok(read) = read else { continue };
+            match self
+                .handovers
+                .judge(shard, &read, std::time::Instant::now())
+            {
+                Outcome::Waiting => continue,
+                Outcome::HandedOver { previous, waited } => {
+                    info!(message = "the previous owner handed the shard over", shard, previous_owner = %previous, waited_ms = waited.as_millis() as u64);
+                }
+                Outcome::GaveUp { previous, waited } => {
+                    warn!(message = "the previous owner did not release the shard in time; taking it over from its last cursor (minutes it sent after that cursor are sent again)", shard, previous_owner = %previous, waited_ms = waited.as_millis() as u64);
+                }
+            }
+            self.waiting.push((shard, read));
+        }
     }
 
     /// Where a shard taken over starts (its first minute handed out is the next one): its last

@@ -13,7 +13,9 @@
 //!
 //! A shard is never rebuilt after its takeover: each record changes its one job.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,16 +32,22 @@ use tracing::{error, info, warn};
 
 use super::api::book::Versions;
 use super::observe::{Observer, ShardTopicRow};
+use super::own_writes::{Consumed, OwnWrites};
 use super::tick_loop::TickLoop;
 use crate::clock::Minute;
 use crate::kafka::{Connection, KafkaContext};
 use crate::schedule::{Job, JobSpec, LoadOptions, Schedule, SharedExprs};
 use crate::store::{self, Edit, Rejected, StoreError};
 use crate::wire::cursor::TopicPosition;
+use crate::FastHash;
 
 /// How long the follower waits for a record before it looks at the shards it follows again (a
 /// record ends the wait at once).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// How long the follower waits for a record while the jobs API writes to its shards: the API's
+/// acked records reach the wheel within this of their ack.
+const OWN_POLL: Duration = Duration::from_millis(20);
 
 /// The most records the follower takes in one round.
 const FOLLOW_BATCH: usize = 10_000;
@@ -92,6 +100,8 @@ pub(super) struct TopicSchedule {
     ending: BTreeSet<(Minute, u32, String)>,
     /// The jobs API's versions (each owned shard's job names and offsets), when the API is on.
     versions: Option<Arc<Versions>>,
+    /// The API's own acked records, handed to the follower (when the API is on).
+    own: Option<Arc<OwnWrites>>,
 }
 
 /// The minute after whose acknowledgement a job of the schedule topic has no run left, when it is
@@ -119,12 +129,14 @@ const RETIRE_WAIT: Duration = Duration::from_secs(5);
 /// so that every followed partition is read by one fetch request per broker (an idle member makes
 /// a few requests a second, however many shards it owns).
 pub(super) struct Follower {
-    consumer: BaseConsumer<KafkaContext>,
+    consumer: Arc<BaseConsumer<KafkaContext>>,
     topic: String,
     shards: u32,
     options: LoadOptions,
     follow: watch::Receiver<BTreeMap<u32, Follow>>,
     out: mpsc::Sender<ShardEdits>,
+    /// The jobs API's own acked records (when the API is on).
+    own: Option<Arc<OwnWrites>>,
 }
 
 impl TopicSchedule {
@@ -150,7 +162,15 @@ impl TopicSchedule {
             .schedule_follower(&topic)
             .create_with_context(kafka.context("schedule topic follower"))
             .map_err(|e| StoreError::Follower(e.to_string()))?;
+        let consumer = Arc::new(consumer);
+        let own = versions.as_ref().map(|_| {
+            Arc::new(OwnWrites::new(Box::new(Consumed::new(
+                Arc::clone(&consumer),
+                topic.clone(),
+            ))))
+        });
         let follower = Follower {
+            own: own.clone(),
             consumer,
             topic: topic.clone(),
             shards,
@@ -170,6 +190,7 @@ impl TopicSchedule {
                 observer,
                 ending: BTreeSet::new(),
                 versions,
+                own,
             },
             follower,
             edits,
@@ -179,6 +200,18 @@ impl TopicSchedule {
     /// Whether the jobs API is on (it keeps each owned shard's versions).
     pub(super) fn api_on(&self) -> bool {
         self.versions.is_some()
+    }
+
+    /// The API's own writes, for the API's write path (when the API is on).
+    pub(super) fn own_writes(&self) -> Option<Arc<OwnWrites>> {
+        self.own.clone()
+    }
+
+    /// The checker's settings of every shard, with their shared compiled expressions: the API
+    /// checks with them, so that the jobs it hands to the follower are those the follower would
+    /// have made.
+    pub(super) fn load_options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// The topic.
@@ -214,7 +247,7 @@ impl TopicSchedule {
                     rejected,
                 },
             );
-            for job in jobs.values() {
+            for ByName(job) in &jobs {
                 if let Some(last) = last_minute(&job.spec) {
                     self.ending.insert((last, *shard, job.spec.name.clone()));
                 }
@@ -223,7 +256,7 @@ impl TopicSchedule {
                 *shard,
                 (
                     Schedule {
-                        jobs: jobs.into_values().collect(),
+                        jobs: jobs.into_iter().map(|ByName(job)| job).collect(),
                     },
                     next,
                 ),
@@ -389,7 +422,7 @@ impl TopicSchedule {
         let written = tokio::time::timeout(
             RETIRE_WAIT,
             store::write(
-                &self.client,
+                store::fresh_partitions(&self.client, &self.topic),
                 &self.topic,
                 self.shards,
                 writes,
@@ -468,7 +501,36 @@ fn rejected(topic: &str, r: &Rejected, count: u64) {
 
 /// One shard as read to its end: its jobs, the offset after, the records rejected, and (with the
 /// jobs API on) each job's version.
-type LoadedShard = (HashMap<String, Job>, i64, u64, Option<HashMap<String, i64>>);
+type LoadedShard = (
+    HashSet<ByName, FastHash>,
+    i64,
+    u64,
+    Option<HashMap<String, i64>>,
+);
+
+/// A job in a set keyed by its own name: a shard read holds no second copy of every name.
+struct ByName(Job);
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.spec.name
+    }
+}
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: lookups by `&str` find it.
+        self.0.spec.name.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.spec.name == other.0.spec.name
+    }
+}
+
+impl Eq for ByName {}
 
 /// Reads one shard's partition to its end: its jobs, the offset after, the records rejected, and
 /// with `keep_versions` each job's newest offset (its version, for the jobs API).
@@ -486,9 +548,13 @@ async fn load_shard(
     // Each batch is checked on the blocking pool (CPU work) while the next one is fetched; at most
     // two batches wait, so a large partition is never held whole as raw records.
     let (batches, mut to_check) = mpsc::channel::<Vec<RecordAndOffset>>(2);
+    // Sized for every record once (a compacted partition holds about one per job), so the set is
+    // not rebuilt as it grows; capped, so a long uncompacted history does not reserve too much.
+    let expected = reader.left().min(4 << 20);
     let topic_name = topic.to_string();
     let folding = tokio::task::spawn_blocking(move || {
-        let mut jobs: HashMap<String, Job> = HashMap::new();
+        let mut jobs: HashSet<ByName, FastHash> =
+            HashSet::with_capacity_and_hasher(expected, FastHash::default());
         let mut versions: Option<HashMap<String, i64>> = keep_versions.then(HashMap::new);
         let mut rejected = 0u64;
         let mut records = 0usize;
@@ -500,13 +566,13 @@ async fn load_shard(
                         if let Some(v) = versions.as_mut() {
                             v.insert(job.spec.name.clone(), offset);
                         }
-                        jobs.insert(job.spec.name.clone(), job);
+                        jobs.replace(ByName(job));
                     }
                     Edit::Delete { name, .. } => {
                         if let Some(v) = versions.as_mut() {
                             v.remove(&name);
                         }
-                        jobs.remove(&name);
+                        jobs.remove(name.as_str());
                     }
                     Edit::Rejected(r) => {
                         rejected += 1;
@@ -559,38 +625,24 @@ impl Follower {
         }
     }
 
-    fn follow(self, token: &CancellationToken) {
-        let Follower {
-            consumer,
-            topic,
-            shards,
-            options,
-            mut follow,
-            out,
-        } = self;
-        follow_partitions(
-            &consumer,
-            &topic,
-            shards,
-            &options,
-            &mut follow,
-            &out,
-            token,
-        );
-        crate::kafka::close_apart(consumer);
+    fn follow(mut self, token: &CancellationToken) {
+        follow_partitions(&mut self, token);
+        if let Some(own) = &self.own {
+            own.stop();
+        }
+        crate::kafka::close_apart(self.consumer);
     }
 }
 
 /// The follower's loop, until `token` is cancelled or the member is gone.
-fn follow_partitions(
-    consumer: &BaseConsumer<KafkaContext>,
-    topic: &str,
-    shards: u32,
-    options: &LoadOptions,
-    follow: &mut watch::Receiver<BTreeMap<u32, Follow>>,
-    out: &mpsc::Sender<ShardEdits>,
-    token: &CancellationToken,
-) {
+fn follow_partitions(follower: &mut Follower, token: &CancellationToken) {
+    let consumer: &BaseConsumer<KafkaContext> = &follower.consumer;
+    let topic = follower.topic.as_str();
+    let shards = follower.shards;
+    let options = &follower.options;
+    let follow = &mut follower.follow;
+    let out = &follower.out;
+    let own = follower.own.as_deref();
     let mut assigned: BTreeMap<u32, Follow> = BTreeMap::new();
     // The offset each followed shard expects next: a record below it is one already applied.
     let mut next: BTreeMap<u32, i64> = BTreeMap::new();
@@ -611,7 +663,11 @@ fn follow_partitions(
                             (s, at)
                         })
                         .collect();
-                    match assign(consumer, topic, &from) {
+                    let assigned_now = match own {
+                        Some(own) => own.assign(&from, || assign(consumer, topic, &from)),
+                        None => assign(consumer, topic, &from),
+                    };
+                    match assigned_now {
                         Ok(()) => {
                             next = from;
                             assigned = wanted;
@@ -627,9 +683,18 @@ fn follow_partitions(
             Ok(false) => {}
             Err(_) => return, // the member is gone
         }
-        // The first record waits up to FOLLOW_POLL; those already fetched are taken at once.
+        // The API's own acked records first: they continue their partitions where the follower
+        // is, and are not fetched back. While the API writes, the follower looks every
+        // OWN_POLL; otherwise the first record waits up to FOLLOW_POLL, and those already fetched
+        // are taken at once.
+        let mut own_edits = own.map(|o| o.take(&mut next)).unwrap_or_default();
+        let taken: usize = own_edits.values().map(Vec::len).sum();
         let mut batches: BTreeMap<u32, Vec<RecordAndOffset>> = BTreeMap::new();
-        let mut wait = FOLLOW_POLL;
+        let mut read_again = 0usize;
+        let mut wait = match own {
+            Some(o) if o.busy() => OWN_POLL,
+            _ => FOLLOW_POLL,
+        };
         for _ in 0..FOLLOW_BATCH {
             match consumer.poll(wait) {
                 None => break,
@@ -642,6 +707,7 @@ fn follow_partitions(
                         continue;
                     };
                     if m.topic() != topic || next.get(&shard).is_none_or(|&n| m.offset() < n) {
+                        read_again += 1;
                         continue; // not followed (any more), or applied already
                     }
                     let timestamp = m
@@ -670,13 +736,25 @@ fn follow_partitions(
             wait = Duration::ZERO;
         }
         let fetched = Instant::now();
-        for (shard, records) in batches {
-            let (Some(followed), Some(last)) = (assigned.get(&shard), records.last()) else {
+        if taken > 0 || read_again > 0 {
+            tracing::debug!(message = "schedule topic follower round", topic = %topic, own_records = taken, records_dropped = read_again);
+        }
+        let touched: BTreeSet<u32> = own_edits.keys().chain(batches.keys()).copied().collect();
+        for shard in touched {
+            let Some(followed) = assigned.get(&shard) else {
                 continue;
             };
-            let after = last.offset + 1;
-            next.insert(shard, after);
-            let edits = store::edits(shard as i32, &records, shards, options);
+            // The API's own records (checked by the API) come first: the fetched ones follow them.
+            let mut edits = own_edits.remove(&shard).unwrap_or_default();
+            if let Some(records) = batches.remove(&shard) {
+                if let Some(last) = records.last() {
+                    next.insert(shard, last.offset + 1);
+                }
+                edits.extend(store::edits(shard as i32, &records, shards, options));
+            }
+            let Some(&after) = next.get(&shard).filter(|_| !edits.is_empty()) else {
+                continue;
+            };
             let batch = ShardEdits {
                 shard,
                 epoch: followed.epoch,

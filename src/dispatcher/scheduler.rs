@@ -43,7 +43,6 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -61,6 +60,7 @@ use crate::schedule::load::HashedAlready;
 use crate::schedule::{Job, JobSpec, Schedule};
 use crate::schedule::{Timing, When};
 use crate::wheel::{JobId, Wheel};
+use crate::FastHash;
 
 /// A job's settings as a [`Dispatch`] holds them: the job's place in the job table of the schedule
 /// version that fired it. Reads like `&JobSpec` (`dispatch.spec.name`), compares and prints as the
@@ -266,7 +266,7 @@ struct Edits {
     index: HashMap<u64, Loc, BuildHasherDefault<HashedAlready>>,
     /// Names whose hash another held name has in `index`.
     collided: HashMap<String, Loc>,
-    hasher: RandomState,
+    hasher: FastHash,
     /// Base jobs taken out, a bit per index in the base schedule's `jobs`.
     gone: Vec<u64>,
     /// Enabled base jobs taken out, a bit per rank: a due group skips them.
@@ -328,7 +328,7 @@ impl Edits {
         let mut edits = Edits {
             index: HashMap::with_capacity_and_hasher(schedule.jobs.len(), Default::default()),
             collided: HashMap::new(),
-            hasher: RandomState::new(),
+            hasher: FastHash::default(),
             gone: vec![0; schedule.jobs.len().div_ceil(64)],
             dead: vec![0; jobs.len().div_ceil(64)],
             any_dead: false,
@@ -647,10 +647,22 @@ impl Scheduler {
         // Groups are numbered in the order of their first member's rank.
         // The same expression in the same zone with the same kind and bounds (an `every` job's
         // anchor is its startAt) fires in the same minutes.
-        let mut group_of: HashMap<(&str, Tz, Option<&Timing>), u32> = HashMap::new();
+        // Unbounded cron jobs with one expression share its compilation, so they are grouped by
+        // it (a pointer: no text hashed or compared); the rest by text, zone and timing. Jobs
+        // that fire together but land in two groups are still handed out in rank order.
+        #[derive(PartialEq, Eq, Hash)]
+        enum GroupKey<'a> {
+            Shared(*const When),
+            Own(&'a str, Tz, &'a Timing),
+        }
+        let mut group_of: HashMap<GroupKey<'_>, u32, FastHash> =
+            HashMap::with_capacity_and_hasher(enabled.len() / 2, FastHash::default());
         let mut group_ranks: Vec<(&Arc<When>, Vec<u32>)> = Vec::new();
         for (rank, (_, spec, expr)) in (0u32..).zip(&enabled) {
-            let key = (&*spec.cron_time, spec.timezone, spec.timing.as_deref());
+            let key = match spec.timing.as_deref() {
+                None => GroupKey::Shared(Arc::as_ptr(expr)),
+                Some(timing) => GroupKey::Own(&spec.cron_time, spec.timezone, timing),
+            };
             let group = *group_of.entry(key).or_insert_with(|| {
                 group_ranks.push((expr, Vec::new()));
                 (group_ranks.len() - 1) as u32

@@ -242,17 +242,20 @@ async fn run_in_group(
         StateTopic::new(Arc::clone(&client), group.state_topic.clone(), shards)
             .with_health(Arc::clone(producer_config.kafka.health())),
     );
-    if let (Some((front, versions, directory)), Some(topic)) = (&api, &group.schedule_topic) {
+    if let (Some((front, versions, directory)), Some(name)) = (&api, &group.schedule_topic) {
         front.start(super::api::core::Core::new(super::api::core::CoreSetup {
             client: Arc::clone(&client),
-            topic: topic.clone(),
+            topic: name.clone(),
             shards,
-            options: config.load.clone(),
+            options: topic
+                .as_ref()
+                .map_or_else(|| config.load.clone(), |t| t.load_options().clone()),
             versions: Arc::clone(versions),
             directory: Arc::clone(directory),
             state: Arc::clone(&state),
             clock: Arc::clone(&config.clock),
             retry_backoff: producer_config.retry_backoff,
+            own_writes: topic.as_ref().and_then(TopicSchedule::own_writes),
         }));
     }
     // Only an observer that is on shows the broker's reachability: otherwise nothing to update.
@@ -279,6 +282,7 @@ async fn run_in_group(
         MembershipConfig {
             kafka: producer_config.kafka.clone(),
             group: group.group.clone(),
+            member: group.owner.clone(),
             state_topic: group.state_topic.clone(),
             session_timeout: group.session_timeout,
             handover_timeout: config.shutdown_grace + Duration::from_secs(5),
@@ -296,6 +300,9 @@ async fn run_in_group(
         shards,
         clock: Arc::clone(&config.clock),
         grace: config.shutdown_grace,
+        // The previous owner hears of the rebalance at its next heartbeat (a third of the
+        // session); its handover then takes well under a second when its acks are in.
+        handover_bound: group.session_timeout / 3 + Duration::from_secs(3),
         observer: observer.clone(),
         beat: pipeline.beat().cloned(),
         control: follower,

@@ -346,6 +346,7 @@ mod tests {
             schedule_md5: md5.into(),
             schedule_topic: None,
             api_url: None,
+            released: false,
         }
     }
 

@@ -156,6 +156,7 @@ mod tests {
             schedule_md5: "m".into(),
             schedule_topic: None,
             api_url: None,
+            released: false,
         })
     }
 

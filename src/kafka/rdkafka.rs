@@ -138,12 +138,19 @@ impl Connection {
     }
 
     /// A dispatcher group member's consumer of the state topic: it only keeps membership (range
-    /// assignment: shard = partition), never commits.
-    pub fn group_member(&self, group: &str, session_timeout: Duration) -> ClientConfig {
+    /// assignment: shard = partition), never commits. Its `client.id` is the member's name, so the
+    /// group's member list names the members as their cursor records do.
+    pub fn group_member(
+        &self,
+        group: &str,
+        member: &str,
+        session_timeout: Duration,
+    ) -> ClientConfig {
         let session_ms = session_timeout.as_millis().max(1) as u64;
         let mut config = self.rdkafka();
         config
             .set("group.id", group)
+            .set("client.id", member)
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
             .set("enable.auto.commit", "false")
@@ -229,8 +236,9 @@ mod tests {
     #[test]
     fn the_group_member_and_the_report_producer_keep_their_own_settings() {
         let kafka = Connection::plaintext(vec!["127.0.0.1:9092".into()]);
-        let member = kafka.group_member("cronq", Duration::from_millis(6000));
+        let member = kafka.group_member("cronq", "host-7", Duration::from_millis(6000));
         assert_eq!(member.get("heartbeat.interval.ms"), Some("2000"));
+        assert_eq!(member.get("client.id"), Some("host-7"));
         assert_eq!(member.get("partition.assignment.strategy"), Some("range"));
         let producer = kafka.report_producer("w1");
         assert_eq!(producer.get("acks"), Some("all"));

@@ -347,6 +347,15 @@ fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(time)
 }
 
+/// A connection to the database at `path`, which must exist (it is never created here).
+fn connect_existing(path: &Path, mode: OpenFlags) -> Result<Connection> {
+    if !path.exists() {
+        return Err(StoreError::Missing(path.display().to_string()));
+    }
+    Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|source| sqlite_error(path, source))
+}
+
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path`: WAL mode, the schema.
     pub fn open(path: &Path, routes: Routes) -> Result<SqliteStore> {
@@ -362,14 +371,7 @@ impl SqliteStore {
 
     /// Opens an existing database for the query commands; never creates one.
     pub fn open_existing(path: &Path) -> Result<SqliteStore> {
-        if !path.exists() {
-            return Err(StoreError::Missing(path.display().to_string()));
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| sqlite_error(path, source))?;
+        let conn = connect_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let store = SqliteStore {
             conn,
             path: path.display().to_string(),
@@ -382,14 +384,7 @@ impl SqliteStore {
     /// Opens an existing database read-only, for the monitor's HTTP readers: never creates it,
     /// never writes (WAL lets it read while ingest writes on its own connection).
     pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
-        if !path.exists() {
-            return Err(StoreError::Missing(path.display().to_string()));
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| sqlite_error(path, source))?;
+        let conn = connect_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|source| sqlite_error(path, source))?;
         Ok(SqliteStore {

@@ -25,6 +25,7 @@ use super::spec::{
 };
 use crate::cron::{tz::parse_zone, CronError, CronExpr};
 use crate::wire::job::{MAX_ATTEMPTS_RANGE, TIMEOUT_RANGE};
+use crate::FastHash;
 
 /// Where a problem is and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +132,7 @@ pub struct SharedExprs {
 pub type CompiledText = (Arc<str>, Result<Arc<When>, CronError>);
 
 /// The expressions of one zone, by text.
-type WeakZone = (Tz, HashMap<Arc<str>, Weak<When>>);
+type WeakZone = (Tz, HashMap<Arc<str>, Weak<When>, FastHash>);
 
 #[derive(Debug, Default)]
 struct SharedInner {
@@ -164,7 +165,7 @@ impl SharedExprs {
         let zone = match inner.zones.iter().position(|(z, _)| *z == tz) {
             Some(z) => z,
             None => {
-                inner.zones.push((tz, HashMap::new()));
+                inner.zones.push((tz, HashMap::default()));
                 inner.zones.len() - 1
             }
         };
@@ -275,18 +276,22 @@ pub fn parse_reusing(
     options: LoadOptions,
     previous: BTreeMap<u32, Arc<Schedule>>,
 ) -> Result<Schedule, LoadError> {
+    parse_spread(bytes, path, options, previous, Spread::of_machine())
+}
+
+/// [`parse_reusing`] with the jobs checked on the threads `spread` gives.
+fn parse_spread(
+    bytes: &[u8],
+    path: &Path,
+    options: LoadOptions,
+    previous: BTreeMap<u32, Arc<Schedule>>,
+    spread: Spread,
+) -> Result<Schedule, LoadError> {
     if bytes.len() as u64 > options.max_file_bytes {
         return Err(too_large(path, bytes.len() as u64, options.max_file_bytes));
     }
-    let mut checker = Checker {
-        path,
-        text: "",
-        index: None,
-        problems: Vec::new(),
-        previous: previous.into_iter().map(|(s, p)| (s, (p, 0))).collect(),
-        jitters: HashMap::new(),
-        gaps_from: chrono::Utc::now(),
-    };
+    let previous = previous.into_iter().map(|(s, p)| (s, (p, 0))).collect();
+    let mut checker = Checker::new(path, "", previous, chrono::Utc::now(), spread);
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -324,22 +329,15 @@ pub type EntryCheck = Result<Job, Vec<Problem>>;
 /// not own comes back as a problem.
 pub fn check_entries(entries: &[&RawValue], options: &LoadOptions) -> Vec<EntryCheck> {
     let path = Path::new("");
-    let mut checker = Checker {
-        path,
-        text: "",
-        index: None,
-        problems: Vec::new(),
-        previous: BTreeMap::new(),
-        jitters: HashMap::new(),
-        gaps_from: chrono::Utc::now(),
-    };
+    let mut checker = Checker::new(path, "", BTreeMap::new(), chrono::Utc::now(), Spread::ONE);
     let mut compiled: Compiled = Vec::new();
     entries
         .iter()
         .map(|raw| {
             checker.problems.clear();
             let mut names = Names::new(vec![*raw]);
-            let checked = checker.check_job(0, raw, options, &mut names, &mut compiled);
+            let names = NameCheck::Now(&mut names);
+            let checked = checker.check_job(0, raw, options, names, &mut compiled);
             if !checker.problems.is_empty() {
                 return Err(std::mem::take(&mut checker.problems));
             }
@@ -369,7 +367,10 @@ pub fn check_entries(entries: &[&RawValue], options: &LoadOptions) -> Vec<EntryC
 
 /// Expressions compiled so far, by zone and text: jobs with the same pair share one [`CronExpr`].
 /// A schedule uses a handful of zones, so they are searched in a list (no hashing per job).
-type Compiled = Vec<(Tz, HashMap<Arc<str>, Result<Arc<When>, CronError>>)>;
+type Compiled = Vec<(
+    Tz,
+    HashMap<Arc<str>, Result<Arc<When>, CronError>, FastHash>,
+)>;
 
 /// A job field's index in [`JOB_FIELDS`].
 fn job_field(key: &str) -> Option<usize> {
@@ -428,7 +429,7 @@ struct Names<'a> {
     by_hash: HashMap<u64, u32, BuildHasherDefault<HashedAlready>>,
     /// Names whose hash another name had first.
     collided: HashMap<Cow<'a, str>, usize>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: FastHash,
 }
 
 /// The identity "hash" of a key that is a hash already (also the scheduler's name index's).
@@ -490,6 +491,42 @@ impl<'a> Names<'a> {
     }
 }
 
+/// How [`Checker::check_job`] checks a job's name against the others': at once, or (a file checked
+/// on several threads) by noting it for the pass in file order that follows.
+enum NameCheck<'a, 'n> {
+    Now(&'n mut Names<'a>),
+    Later(&'n mut Vec<(usize, Cow<'a, str>, &'a RawValue)>),
+}
+
+/// How a file's jobs are spread over threads: at most `max` threads, each with at least
+/// `min_jobs` jobs (below that, spawning costs more than it saves).
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    max: usize,
+    min_jobs: usize,
+}
+
+impl Spread {
+    /// One thread per core, each with at least 20 000 jobs.
+    fn of_machine() -> Spread {
+        Spread {
+            max: crate::cores::count(),
+            min_jobs: 20_000,
+        }
+    }
+
+    /// One thread.
+    const ONE: Spread = Spread {
+        max: 1,
+        min_jobs: usize::MAX,
+    };
+
+    /// The threads that check `jobs` jobs.
+    fn threads(self, jobs: usize) -> usize {
+        self.max.min(jobs / self.min_jobs).max(1)
+    }
+}
+
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
@@ -502,6 +539,8 @@ struct Checker<'a> {
     jitters: HashMap<JitterKey, Result<Duration, String>>,
     /// Where that search starts: the load.
     gaps_from: chrono::DateTime<chrono::Utc>,
+    /// The threads a file's jobs are checked on.
+    spread: Spread,
 }
 
 /// What a `jitter` check depends on: the compiled expression (by address), the text, the window.
@@ -530,6 +569,25 @@ fn suggestion(unknown: &str, known: &[&str]) -> String {
 }
 
 impl<'a> Checker<'a> {
+    fn new(
+        path: &'a Path,
+        text: &'a str,
+        previous: BTreeMap<u32, (Arc<Schedule>, usize)>,
+        gaps_from: chrono::DateTime<chrono::Utc>,
+        spread: Spread,
+    ) -> Checker<'a> {
+        Checker {
+            path,
+            text,
+            index: None,
+            problems: Vec::new(),
+            previous,
+            jitters: HashMap::new(),
+            gaps_from,
+            spread,
+        }
+    }
+
     fn into_error(mut self) -> LoadError {
         // File order reads best; problems without a position go last.
         self.problems
@@ -642,13 +700,70 @@ impl<'a> Checker<'a> {
             );
             return Schedule::default();
         }
+        let threads = self.spread.threads(entries.len());
+        if threads < 2 || !self.previous.is_empty() {
+            // A reload matches jobs against the previous version in file order: one pass.
+            let mut jobs = Vec::with_capacity(entries.len());
+            let mut first_seen = Names::new(entries);
+            let mut compiled: Compiled = Vec::new();
+            for i in 0..first_seen.entries.len() {
+                let raw = first_seen.entries[i];
+                let names = NameCheck::Now(&mut first_seen);
+                if let Some(job) = self.check_job(i, raw, options, names, &mut compiled) {
+                    jobs.push(job);
+                }
+            }
+            return Schedule { jobs };
+        }
+        self.check_in_parallel(&entries, options)
+    }
+
+    /// [`Checker::check_file`]'s jobs checked on the threads of `spread`, each a contiguous run of the
+    /// file's jobs with a checker of its own; they share compiled expressions (one copy of each),
+    /// and the duplicate-name check runs after them in file order, so the jobs, problems and
+    /// messages are exactly those of one pass.
+    fn check_in_parallel(&mut self, entries: &[&'a RawValue], options: &LoadOptions) -> Schedule {
+        let mut shared = options.clone();
+        if shared.expressions.is_none() {
+            shared.expressions = Some(Arc::new(SharedExprs::default()));
+        }
+        let shared = &shared;
+        let (path, text, gaps_from) = (self.path, self.text, self.gaps_from);
+        let parts = crate::cores::map_runs(
+            entries,
+            self.spread.max,
+            self.spread.min_jobs,
+            |first, run| {
+                let mut checker = Checker::new(path, text, BTreeMap::new(), gaps_from, Spread::ONE);
+                let mut jobs = Vec::with_capacity(run.len());
+                let mut names = Vec::with_capacity(run.len());
+                let mut compiled: Compiled = Vec::new();
+                for (k, raw) in run.iter().enumerate() {
+                    let later = NameCheck::Later(&mut names);
+                    if let Some(job) =
+                        checker.check_job(first + k, raw, shared, later, &mut compiled)
+                    {
+                        jobs.push(job);
+                    }
+                }
+                (jobs, checker.problems, names)
+            },
+        );
+        let mut first_seen = Names::new(entries.to_vec());
         let mut jobs = Vec::with_capacity(entries.len());
-        let mut first_seen = Names::new(entries);
-        let mut compiled: Compiled = Vec::new();
-        for i in 0..first_seen.entries.len() {
-            let raw = first_seen.entries[i];
-            if let Some(job) = self.check_job(i, raw, options, &mut first_seen, &mut compiled) {
-                jobs.push(job);
+        for (part_jobs, problems, names) in parts {
+            jobs.extend(part_jobs);
+            self.problems.extend(problems);
+            for (i, key, v) in names {
+                if let Some(first) = first_seen.first_use(key, i) {
+                    let name = serde_json::from_str::<String>(v.get()).ok();
+                    self.report(
+                        Some(v.get()),
+                        Some((i, name.as_deref())),
+                        Some("jobName"),
+                        format!("duplicate: jobs[{first}] already uses this name"),
+                    );
+                }
             }
         }
         Schedule { jobs }
@@ -736,7 +851,7 @@ impl<'a> Checker<'a> {
         i: usize,
         raw: &'a RawValue,
         options: &LoadOptions,
-        first_seen: &mut Names<'a>,
+        first_seen: NameCheck<'a, '_>,
         compiled: &mut Compiled,
     ) -> Option<Job> {
         let obj: RawObject<'a> = match serde_json::from_str(raw.get()) {
@@ -825,13 +940,18 @@ impl<'a> Checker<'a> {
                     Some(text) => Cow::Borrowed(text),
                     None => Cow::Owned(n.clone()),
                 };
-                if let Some(first) = first_seen.first_use(key, i) {
-                    self.report(
-                        Some(v.get()),
-                        Some(job_ref),
-                        Some("jobName"),
-                        format!("duplicate: jobs[{first}] already uses this name"),
-                    );
+                match first_seen {
+                    NameCheck::Now(names) => {
+                        if let Some(first) = names.first_use(key, i) {
+                            self.report(
+                                Some(v.get()),
+                                Some(job_ref),
+                                Some("jobName"),
+                                format!("duplicate: jobs[{first}] already uses this name"),
+                            );
+                        }
+                    }
+                    NameCheck::Later(names) => names.push((i, key, v)),
                 }
             }
         }
@@ -1072,7 +1192,7 @@ impl<'a> Checker<'a> {
                         let zone = match compiled.iter().position(|(zone, _)| *zone == tz) {
                             Some(z) => z,
                             None => {
-                                compiled.push((tz, HashMap::new()));
+                                compiled.push((tz, HashMap::default()));
                                 compiled.len() - 1
                             }
                         };
@@ -1471,6 +1591,89 @@ mod tests {
         );
         let d = expr(check_entries(&[&two], &shared));
         assert!(Arc::ptr_eq(&again, &d));
+    }
+
+    /// A file checked on several threads gives exactly what one pass gives: the same problems
+    /// (duplicates within a thread's run and across runs included, each naming the first use),
+    /// and for a valid file the same jobs in file order, sharing one compiled expression per text
+    /// whichever thread compiled it.
+    #[test]
+    fn a_file_checked_on_several_threads_is_checked_as_in_one_pass() {
+        let spread = Spread {
+            max: 4,
+            min_jobs: 100,
+        };
+        let file = |bad: bool| {
+            let jobs: Vec<String> = (0..600)
+                .map(|i| {
+                    let name = match i {
+                        450 if bad => "job-5".to_string(),
+                        460 if bad => "job-455".to_string(),
+                        _ => format!("job-{i}"),
+                    };
+                    let cron = match i {
+                        300 if bad => "61 * * * *".to_string(),
+                        _ => format!("{} {} * * *", i % 7, i % 5),
+                    };
+                    let extra = if bad && i == 590 {
+                        r#","cronTme":"x""#
+                    } else {
+                        ""
+                    };
+                    format!(r#"{{"jobName":"{name}","job":"run {i}","cronTime":"{cron}"{extra}}}"#)
+                })
+                .collect();
+            format!("{{\"jobs\": [\n{}\n]}}", jobs.join(",\n"))
+        };
+        let path = Path::new("s.json");
+        let check = |text: &str, spread| {
+            parse_spread(
+                text.as_bytes(),
+                path,
+                LoadOptions::default(),
+                BTreeMap::new(),
+                spread,
+            )
+        };
+
+        let bad = file(true);
+        let problems = |r: Result<Schedule, LoadError>| match r {
+            Err(LoadError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        };
+        let one = problems(check(&bad, Spread::ONE));
+        let many = problems(check(&bad, spread));
+        assert_eq!(many, one);
+        let messages: Vec<String> = one.iter().map(ToString::to_string).collect();
+        for expected in [
+            "jobs[450] \"job-5\": jobName: duplicate: jobs[5] already uses this name",
+            "jobs[460] \"job-455\": jobName: duplicate: jobs[455] already uses this name",
+            "jobs[300] \"job-300\": cronTime: minute: 61 is out of range 0-59",
+            "jobs[590] \"job-590\": unknown field \"cronTme\"",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.contains(expected)),
+                "{expected:?} not in {messages:#?}"
+            );
+        }
+
+        let good = file(false);
+        let one = check(&good, Spread::ONE).expect("valid");
+        let many = check(&good, spread).expect("valid");
+        assert_eq!(many.jobs.len(), 600);
+        for (a, b) in one.jobs.iter().zip(&many.jobs) {
+            assert_eq!(a.spec, b.spec);
+        }
+        let mut by_text: HashMap<&str, &Arc<When>> = HashMap::new();
+        for job in &many.jobs {
+            let first = by_text.entry(&job.spec.cron_time).or_insert(&job.expr);
+            assert!(
+                Arc::ptr_eq(first, &job.expr),
+                "{} compiled twice",
+                job.spec.cron_time
+            );
+        }
+        assert_eq!(by_text.len(), 35);
     }
 
     /// Two names with one hash are still told apart, and a later copy of either is a duplicate

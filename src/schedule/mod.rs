@@ -12,7 +12,9 @@ pub mod load;
 pub mod record;
 pub mod spec;
 
-pub use load::{load, parse, parse_reusing, LoadError, LoadOptions, Problem, SharedExprs};
+pub use load::{
+    load, parse, parse_reusing, read_limited, LoadError, LoadOptions, Problem, SharedExprs,
+};
 pub use spec::{
     Catchup, Job, JobSpec, Kind, Schedule, ShardFilter, Timing, When, DEFAULT_CATCHUP_WINDOW,
 };

@@ -376,6 +376,12 @@ impl ToEnd {
         }
     }
 
+    /// The records still to read, at most (the offsets below the watermark; compaction may have
+    /// removed some).
+    pub fn left(&self) -> usize {
+        usize::try_from(self.high - self.offset).unwrap_or(0)
+    }
+
     /// Where a follower goes on from: after the last record read (the watermark at the end).
     pub fn offset(&self) -> i64 {
         self.offset.max(self.high)
@@ -510,20 +516,53 @@ const WRITE_BATCH_BYTES: usize = 900 << 10;
 /// Partitions written at once.
 const WRITE_PARALLEL: usize = 8;
 
-/// Writes `writes` to their partitions (`murmur2(name) mod shards`), each acked by all in-sync
-/// replicas (rskafka produces with acks=all), in order within a partition. `progress` is told the
-/// records acked so far. Returns each job's new offset. Transient failures are retried with
-/// `retry_backoff` up to 5 times per request; anything else stops the write (what was acked
+/// Partition clients of `topic` made afresh for each partition [`write`] writes (a metadata request
+/// each); a writer that keeps its clients passes its own.
+pub fn fresh_partitions<'a>(
+    client: &'a Client,
+    topic: &'a str,
+) -> impl Fn(i32) -> futures_util::future::BoxFuture<'a, Result<Arc<PartitionClient>, StoreError>> + 'a
+{
+    move |partition| {
+        Box::pin(async move {
+            client
+                .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+                .await
+                .map(Arc::new)
+                .map_err(|e| io_error("writing", topic, partition, &e))
+        })
+    }
+}
+
+/// One produce request of [`write`], acked.
+pub struct Acked<'a> {
+    /// Its partition.
+    pub partition: i32,
+    /// Its records' offsets, in order.
+    pub offsets: &'a [i64],
+    /// Records acked so far by the whole write.
+    pub total: u64,
+}
+
+/// Writes `writes` to their partitions (`murmur2(name) mod shards`) through the clients
+/// `partition` gives ([`fresh_partitions`], or clients the writer keeps), each acked by all
+/// in-sync replicas (rskafka produces with acks=all), in order within a partition. `on_ack` is
+/// told of each produce request acked. Returns each job's new offset. Transient failures are retried
+/// with `retry_backoff` up to 5 times per request; anything else stops the write (what was acked
 /// stays written: a second run writes only what is still missing).
-pub async fn write(
-    client: &Arc<Client>,
+pub async fn write<F, Fut>(
+    partition: F,
     topic: &str,
     shards: u32,
     writes: Vec<Write>,
     at: DateTime<Utc>,
     retry_backoff: Duration,
-    progress: impl Fn(u64) + Send + Sync,
-) -> Result<HashMap<String, i64>, StoreError> {
+    on_ack: impl Fn(Acked<'_>) + Send + Sync,
+) -> Result<HashMap<String, i64>, StoreError>
+where
+    F: Fn(i32) -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<PartitionClient>, StoreError>>,
+{
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let filter = ShardFilter::all(shards);
     let mut by_partition: BTreeMap<i32, Vec<Write>> = BTreeMap::new();
@@ -534,14 +573,12 @@ pub async fn write(
             .push(w);
     }
     let acked = std::sync::atomic::AtomicU64::new(0);
-    let progress = &progress;
+    let partition_of = &partition;
+    let on_ack = &on_ack;
     let acked = &acked;
     let results: Vec<Vec<(String, i64)>> = stream::iter(by_partition)
         .map(|(partition, writes)| async move {
-            let pc = client
-                .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
-                .await
-                .map_err(|e| io_error("writing", topic, partition, &e))?;
+            let pc = partition_of(partition).await?;
             let mut offsets = Vec::with_capacity(writes.len());
             let mut batch: Vec<Record> = Vec::new();
             let mut names: Vec<String> = Vec::new();
@@ -566,11 +603,15 @@ pub async fn write(
                     )
                     .await
                     .map_err(|e| io_error("writing", topic, partition, &e))?;
-                    offsets.extend(names.drain(..).zip(produced));
                     bytes = 0;
                     let n = acked.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed)
                         + records.len() as u64;
-                    progress(n);
+                    on_ack(Acked {
+                        partition,
+                        offsets: &produced,
+                        total: n,
+                    });
+                    offsets.extend(names.drain(..).zip(produced));
                 }
             }
             Ok::<_, StoreError>(offsets)

@@ -2,12 +2,15 @@
 //!
 //! ```text
 //!  <group>.state, partition = shard, key "cursor":
-//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"[,"scheduleTopic"][,"apiUrl"]}
+//!  {"v":1,"shard","minute","writtenAt","owner","generation","scheduleMd5"[,"scheduleTopic"][,"apiUrl"]
+//!   [,"released":true]}
 //! ```
 //!
 //! `scheduleTopic` (optional, topic mode only): `{"offset","jobs","rejected"}`, where the owner is in
 //! the shard's partition of the schedule topic. `apiUrl` (optional, only when the owner's jobs API
-//! is on): the base URL the other members forward this shard's API requests to.
+//! is on): the base URL the other members forward this shard's API requests to. `released`
+//! (optional, `true` only): the owner's final record of the shard: it dispatches nothing of it
+//! any more, and a next owner may start at once.
 //!
 //! `minute` is the last minute whose every dispatch was acked (RFC 3339, whole seconds);
 //! `writtenAt` has milliseconds. Unknown fields are ignored, so later versions may add some.
@@ -41,6 +44,9 @@ pub struct Cursor {
     /// The owner's jobs API (`--advertise-url`), when its API is on: where the other members
     /// forward requests for this shard's jobs.
     pub api_url: Option<String>,
+    /// The owner's final record of the shard (a clean release): it dispatches nothing of the
+    /// shard any more.
+    pub released: bool,
 }
 
 /// Where a shard's owner is in its partition of the schedule topic (topic mode).
@@ -68,6 +74,8 @@ struct Wire {
     schedule_topic: Option<TopicPosition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    released: bool,
 }
 
 /// Why a state-topic record is not a cursor.
@@ -107,6 +115,7 @@ impl Cursor {
             schedule_md5: self.schedule_md5.clone(),
             schedule_topic: self.schedule_topic,
             api_url: self.api_url.clone(),
+            released: self.released,
         };
         // Strings and integers always serialize.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -136,6 +145,7 @@ impl Cursor {
             schedule_md5: wire.schedule_md5,
             schedule_topic: wire.schedule_topic,
             api_url: wire.api_url,
+            released: wire.released,
         })
     }
 }
@@ -158,6 +168,7 @@ mod tests {
             schedule_md5: "0123456789abcdef0123456789abcdef".into(),
             schedule_topic: None,
             api_url: None,
+            released: false,
         };
         let bytes = cursor.encode();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -217,6 +228,25 @@ mod tests {
         };
         let bytes = String::from_utf8(without.encode()).unwrap();
         assert!(!bytes.contains("apiUrl"), "no API, no field: {bytes}");
+    }
+
+    #[test]
+    fn a_final_record_says_released_and_a_periodic_one_says_nothing() {
+        let text = r#"{"v":1,"shard":1,"minute":"2026-11-29T18:05:00Z","writtenAt":"2026-11-29T18:06:01.250Z","owner":"m","generation":1,"scheduleMd5":"","released":true}"#;
+        let read = Cursor::decode(text.as_bytes()).unwrap();
+        assert!(read.released);
+        let again: serde_json::Value = serde_json::from_slice(&read.encode()).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        let periodic = Cursor {
+            released: false,
+            ..read
+        };
+        let bytes = String::from_utf8(periodic.encode()).unwrap();
+        assert!(!bytes.contains("released"), "{bytes}");
+        assert!(!Cursor::decode(bytes.as_bytes()).unwrap().released);
     }
 
     #[test]

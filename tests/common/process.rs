@@ -121,6 +121,17 @@ impl Dispatcher {
         let _ = self.child.wait();
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: a member that neither ticks nor
+    /// heartbeats for a while.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) {
         // SAFETY: signalling our own child process.
@@ -145,9 +156,17 @@ impl Drop for Dispatcher {
 }
 
 /// Runs `check`; if it panics, prints the members' logs first.
+/// With `CRONQ_TEST_LOGS=1` in the environment the logs are printed after a pass too.
 pub fn with_logs<T>(logs: &[&Dispatcher], check: impl FnOnce() -> T) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
-        Ok(v) => v,
+        Ok(v) => {
+            if std::env::var_os("CRONQ_TEST_LOGS").is_some_and(|v| v == "1") {
+                for d in logs {
+                    eprintln!("===== {} =====\n{}", d.name, d.log());
+                }
+            }
+            v
+        }
         Err(e) => {
             for d in logs {
                 eprintln!("===== {} =====\n{}", d.name, d.log());

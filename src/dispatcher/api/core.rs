@@ -2,7 +2,7 @@
 //! async mutex per shard), one record written with acks=all or read back at its offset, a batch
 //! written as `store::write` writes, and the directory of the other shards' owners.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,14 @@ use rskafka::record::Record;
 use super::book::{Directory, Versions};
 use crate::clock::Clock;
 use crate::dispatcher::group::StateTopic;
+use crate::dispatcher::own_writes::OwnWrites;
 use crate::dispatcher::status::STALE_AFTER;
 use crate::kafka::{describe, Backoff};
 use crate::obs::client::HttpClient;
+use crate::schedule::Job;
 use crate::schedule::{LoadOptions, ShardFilter};
-use crate::store::{self, StoreError};
+use crate::store::{self, Edit, StoreError};
+use crate::wire::schedule::Changed;
 use crate::wire::schedule::{ScheduleRecord, MAX_SCHEDULE_RECORD_BYTES};
 
 /// How long one write or read of the schedule topic may take before the request fails (503).
@@ -48,6 +51,26 @@ pub struct CoreSetup {
     pub clock: Arc<dyn Clock>,
     /// First retry delay of a failed write.
     pub retry_backoff: Duration,
+    /// The follower's intake of the API's own acked records.
+    pub(crate) own_writes: Option<Arc<OwnWrites>>,
+}
+
+/// The follower's edit of a record the API wrote of `name` at `offset`: its job as the API
+/// checked it, or, for a record without a value, its deletion; None when the job is not known
+/// here (the follower then reads the record back).
+fn own_edit(offset: i64, name: &str, value: bool, job: Option<(Job, Changed)>) -> Option<Edit> {
+    match (value, job) {
+        (true, Some((job, changed))) => Some(Edit::Upsert {
+            offset,
+            job,
+            changed,
+        }),
+        (false, _) => Some(Edit::Delete {
+            offset,
+            name: name.to_string(),
+        }),
+        (true, None) => None,
+    }
 }
 
 /// The API's Kafka side.
@@ -61,6 +84,7 @@ pub struct Core {
     state: Arc<StateTopic>,
     clock: Arc<dyn Clock>,
     retry_backoff: Duration,
+    own_writes: Option<Arc<OwnWrites>>,
     writers: Vec<tokio::sync::Mutex<()>>,
     partitions: tokio::sync::Mutex<Vec<Option<Arc<PartitionClient>>>>,
     refreshed: Mutex<Option<Instant>>,
@@ -120,6 +144,7 @@ impl Core {
             state: setup.state,
             clock: setup.clock,
             retry_backoff: setup.retry_backoff,
+            own_writes: setup.own_writes,
             refreshed: Mutex::new(None),
             http: HttpClient::new(Duration::from_secs(30), 64 << 20),
         }
@@ -166,7 +191,14 @@ impl Core {
     }
 
     /// Writes one record (`None`: a tombstone) of `name` and waits for acks=all; its offset.
-    pub async fn write_one(&self, name: &str, value: Option<Vec<u8>>) -> Result<i64, StoreError> {
+    /// `job` is the record's job as the API checked it (with who changed it): the follower takes
+    /// it from here, not from the broker.
+    pub async fn write_one(
+        &self,
+        name: &str,
+        value: Option<Vec<u8>>,
+        job: Option<(Job, Changed)>,
+    ) -> Result<i64, StoreError> {
         let shard = self.shard_of(name);
         let record = Record {
             key: Some(name.as_bytes().to_vec()),
@@ -182,6 +214,7 @@ impl Core {
         };
         let pc = self.partition(shard).await?;
         let topic = &self.topic;
+        let _writing = self.own_writes.as_ref().map(|o| o.begin([shard]));
         let produced = tokio::time::timeout(
             KAFKA_TIMEOUT,
             crate::kafka::retry(
@@ -192,10 +225,16 @@ impl Core {
         )
         .await;
         match produced {
-            Ok(Ok(offsets)) => offsets
-                .first()
-                .copied()
-                .ok_or_else(|| io("the broker acked no offset".into())),
+            Ok(Ok(offsets)) => {
+                if let (Some(own), Some(&offset)) = (&self.own_writes, offsets.first()) {
+                    let edit = own_edit(offset, name, record.value.is_some(), job);
+                    own.acked(shard, edit.into_iter().collect());
+                }
+                offsets
+                    .first()
+                    .copied()
+                    .ok_or_else(|| io("the broker acked no offset".into()))
+            }
             Ok(Err(e)) => {
                 self.forget(shard).await;
                 Err(io(describe(&e)))
@@ -208,22 +247,70 @@ impl Core {
     }
 
     /// Writes a batch of the shards this member owns (`store::write`: batched per partition,
-    /// acks=all); each job's new offset.
+    /// acks=all); each job's new offset. `jobs` are the writes' jobs as the API checked them (None
+    /// for a delete), all `changed` alike: the follower takes them from here.
     pub async fn write_batch(
         &self,
         writes: Vec<store::Write>,
+        jobs: Vec<Option<Job>>,
+        changed: &Changed,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        let client = Arc::clone(&self.client);
-        store::write(
-            &client,
+        // Each partition's writes in the order `store::write` produces them, as (name, a value
+        // written, the checked job), for the follower; the partitions paused meanwhile.
+        type Pending = (String, bool, Option<Job>);
+        let mut pending: BTreeMap<u32, VecDeque<Pending>> = BTreeMap::new();
+        if self.own_writes.is_some() {
+            for (w, job) in writes.iter().zip(jobs) {
+                pending
+                    .entry(self.shard_of(&w.name))
+                    .or_default()
+                    .push_back((w.name.clone(), w.value.is_some(), job));
+            }
+        }
+        let _writing = self
+            .own_writes
+            .as_ref()
+            .map(|o| o.begin(pending.keys().copied()));
+        let pending = Mutex::new(pending);
+        // Through this member's partition clients: no metadata request per batch.
+        let written = store::write(
+            |p| self.partition(p as u32),
             &self.topic,
             self.shards,
             writes,
             Utc::now(),
             self.retry_backoff,
-            |_| {},
+            |a| {
+                let Some(own) = &self.own_writes else {
+                    return;
+                };
+                let shard = a.partition as u32;
+                let mut all = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(queue) = all.get_mut(&shard) else {
+                    return;
+                };
+                let n = a.offsets.len().min(queue.len());
+                let edits: Option<Vec<Edit>> = queue
+                    .drain(..n)
+                    .zip(a.offsets)
+                    .map(|((name, value, job), &offset)| {
+                        own_edit(offset, &name, value, job.map(|j| (j, changed.clone())))
+                    })
+                    .collect();
+                // A request with a record not known here is read back whole.
+                if let Some(edits) = edits.filter(|e| e.len() == a.offsets.len()) {
+                    own.acked(shard, edits);
+                }
+            },
         )
-        .await
+        .await;
+        if written.is_err() {
+            // A client that failed may point at a leader that moved: made afresh next time.
+            for shard in 0..self.shards {
+                self.forget(shard).await;
+            }
+        }
+        written
     }
 
     /// The record of `name` at `offset` of its partition, read back from Kafka (one fetch).

@@ -23,12 +23,19 @@ struct GroupEnd {
     cursors: BTreeMap<u32, i64>,
 }
 
-/// Waits until `cronq status` says the group is healthy: every shard owned, no cursor behind.
+/// Waits until `cronq status` says the group is healthy and caught up: every shard owned and its
+/// last record past the minute before this one. Healthy alone is not enough: it allows a cursor
+/// two minutes behind, which a member that has just taken over still has before its catch-up.
 fn wait_healthy(broker: &str, topic: &str, drill: Drill, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let (healthy, view) = group_status(broker, topic, drill);
-        if healthy {
+        let caught_up = view["shards"].as_array().is_some_and(|shards| {
+            shards
+                .iter()
+                .all(|s| s["behindMinutes"].as_i64().is_some_and(|b| b <= 0))
+        });
+        if healthy && caught_up {
             return;
         }
         assert!(

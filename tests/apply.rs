@@ -46,10 +46,17 @@ impl Setup {
 
     /// `cronq <args…>` against this test's broker and group.
     fn cronq(&self, args: &[&str]) -> Output {
+        self.cronq_in(&self.group, args)
+    }
+
+    /// `cronq <args…>` against this test's broker and `group`; apply's cache (if any) in this
+    /// test's directory.
+    fn cronq_in(&self, group: &str, args: &[&str]) -> Output {
         Command::new(CRONQ)
             .args(args)
-            .args(["--brokers", &self.broker.address(), "--group", &self.group])
+            .args(["--brokers", &self.broker.address(), "--group", group])
             .args(["--timeout", "20s"])
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .stdin(Stdio::null())
             .output()
             .expect("run cronq")
@@ -535,4 +542,121 @@ fn an_unreachable_broker_fails_within_the_timeout_and_bad_flags_are_usage_errors
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
     }
+}
+
+/// `field=N` of the log line containing `message`, in `stderr`.
+fn logged(stderr: &str, message: &str, field: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} line:\n{stderr}"));
+    line.split(&format!(" {field}="))
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+/// Issue 20, re-apply: apply keeps a copy of the topic, so the next apply from the same machine
+/// fetches only the records written since, its own writes included in the copy; another writer's
+/// records are still read and planned against; and a copy the topic does not confirm (here one of
+/// another group's topic) is read past whole. Each plan is checked against a plan made with
+/// `--no-cache` at the same moment.
+#[test]
+fn a_reapply_reads_only_what_was_written_since_and_a_copy_the_topic_denies_is_not_used() {
+    let setup = Setup::new("apply-cache");
+    let jobs: Vec<Value> = (0..120)
+        .map(|i| job(&format!("job-{i:03}"), "*/5 * * * *"))
+        .collect();
+    let file = setup.file("mine.json", &jobs);
+    let path = file.to_str().unwrap();
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["apply", path, "--shards", "4"];
+        args.extend(extra);
+        let out = setup.cronq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "apply {extra:?}: {stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+    let (_, first) = apply(&[]);
+    assert_eq!(
+        logged(&first, "apply cache written", "jobs"),
+        120,
+        "{first}"
+    );
+    // Its own 120 writes are in the copy: nothing is fetched.
+    let (plan, again) = apply(&[]);
+    assert!(plan.contains("120 unchanged"), "{plan}");
+    assert_eq!(logged(&again, "read the schedule topic", "records_read"), 0);
+    assert_eq!(
+        logged(&again, "read the schedule topic", "partitions_resumed"),
+        4
+    );
+    // Another writer (no cache of its own) takes one job over and adds one.
+    let other = setup.file(
+        "other.json",
+        &[job("job-007", "0 * * * *"), job("zz-other", "@daily")],
+    );
+    let out = setup.cronq(&[
+        "apply",
+        other.to_str().unwrap(),
+        "--shards",
+        "4",
+        "--no-cache",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cached_plan, stderr) = apply(&["--dry-run"]);
+    let (uncached_plan, _) = apply(&["--dry-run", "--no-cache"]);
+    assert_eq!(cached_plan, uncached_plan);
+    assert!(cached_plan.contains("~ job-007"), "{cached_plan}");
+    assert_eq!(
+        logged(&stderr, "read the schedule topic", "records_read"),
+        2
+    );
+    assert_eq!(
+        logged(&stderr, "read the schedule topic", "partitions_read_whole"),
+        0
+    );
+    // A copy from another topic: every mark names a record this topic does not have.
+    let cache_dir = setup.dir.path().join("cache/cronq");
+    let files = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let [mine] = files(&cache_dir).try_into().expect("one cache file");
+    let elsewhere = format!("{}-elsewhere", setup.group);
+    let out = setup.cronq_in(&elsewhere, &["apply", path, "--shards", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = files(&cache_dir)
+        .into_iter()
+        .find(|f| *f != mine)
+        .expect("the other group's cache file");
+    std::fs::copy(&theirs, &mine).unwrap();
+    let (plan, stderr) = apply(&[]);
+    assert_eq!(plan, uncached_plan, "{stderr}");
+    assert_eq!(
+        logged(&stderr, "read the schedule topic", "partitions_read_whole"),
+        4
+    );
+    let (plan, stderr) = apply(&[]);
+    assert!(plan.contains("120 unchanged"), "{plan}");
+    assert_eq!(
+        logged(&stderr, "read the schedule topic", "records_read"),
+        0
+    );
+    // A file that is not a cache is named, and the apply goes on without it.
+    std::fs::write(&mine, b"not a cache").unwrap();
+    let (plan, stderr) = apply(&["--dry-run"]);
+    assert!(plan.contains("120 unchanged"), "{plan}");
+    assert!(stderr.contains("the apply cache is unreadable"), "{stderr}");
 }

@@ -5,10 +5,13 @@
 //! ```text
 //! FILE ──► schedule::load checks (file:line:col; invalid: exit 1, nothing written)
 //!      ──► connect, ensure <group>.state (as `run`) and <group>.schedule (as many partitions)
-//!      ──► store::latest (progress per partition) ──► store::plan::Plan ──► stdout
+//!      ──► store::latest (progress per partition; from the apply cache's marks where the topic
+//!          confirms them, store::cache) ──► store::plan::Plan ──► stdout
 //!      ──► store::write (unless --dry-run or nothing to do; progress: records acked of total)
+//!      ──► the cache, with what was written
 //! ```
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -27,9 +30,10 @@ use super::runtime::{block_on, Cut, OnSignal, Shutdown};
 use crate::cron::tz::parse_zone;
 use crate::kafka::Connection;
 use crate::obs::terminal::escape_controls;
+use crate::schedule::ShardFilter;
 use crate::schedule::{self, LoadError, LoadOptions};
-use crate::store::{self, plan::Plan, StoreError};
-use crate::wire::schedule::{Changed, VIA_APPLY};
+use crate::store::{self, cache, plan::Plan, StoreError};
+use crate::wire::schedule::{Changed, ScheduleRecord, VIA_APPLY};
 
 /// `cronq apply`
 #[derive(Debug, Args)]
@@ -64,6 +68,14 @@ pub struct ApplyArgs {
     /// Replication factor of the topics cronq creates (1-32).
     #[arg(long, env = "CRONQ_REPLICATION_FACTOR", default_value_t = 1, value_parser = |s: &str| whole::<i16>(s, 1, 32))]
     pub replication_factor: i16,
+    /// Where apply keeps its copy of the schedule topic, so that the next apply from this machine
+    /// reads only what was written since (checked against the topic first; one file per broker
+    /// list and topic, mode 0600). Default: `$XDG_CACHE_HOME/cronq`, else `~/.cache/cronq`.
+    #[arg(long, env = "CRONQ_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no copy: read the whole topic and write no cache file.
+    #[arg(long, env = "CRONQ_NO_CACHE", conflicts_with = "cache_dir")]
+    pub no_cache: bool,
     /// Give up when Kafka does not answer, or a read or write makes no progress, within this long
     /// (1s-10m).
     #[arg(long, env = "CRONQ_TIMEOUT", default_value = "30s", value_parser = status_timeout)]
@@ -271,6 +283,15 @@ async fn shards(
     Ok((shards, true))
 }
 
+/// The cache file of this apply: `None` with `--no-cache`, or when no directory is known.
+fn cache_path(args: &ApplyArgs, kafka: &Connection, topic: &str) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
+    }
+    let dir = args.cache_dir.clone().or_else(cache::default_dir)?;
+    Some(cache::path_for(&dir, &kafka.brokers_text(), topic))
+}
+
 /// Runs `cronq apply`: the plan on stdout, then the writes (unless `--dry-run`).
 pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     let default_tz = parse_zone(&args.timezone).map_err(CliError::Zone)?;
@@ -327,8 +348,16 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
             .await
             .map_err(|cut| cut_error(cut, "looking up the topics", kafka, limit))??;
         let reading = Progress::new();
-        let latest = if exists {
-            let read = store::latest(&client, topic, shards, |partition, records| {
+        let cache_path = cache_path(args, kafka, topic);
+        let cached = cache_path.as_deref().and_then(|path| match cache::Snapshot::load(path) {
+            Ok(cached) => cached,
+            Err(e) => {
+                tracing::warn!(message = "the apply cache is unreadable; reading the whole topic", error = %e);
+                None
+            }
+        });
+        let (mut snapshot, stats) = if exists {
+            let read = store::latest(&client, topic, shards, cached, |partition, records| {
                 reading.moved(|| tracing::info!(message = "reading the schedule topic", topic = %topic, partition, partitions = shards, records));
             });
             with_progress(&shutdown, &reading, limit, read)
@@ -336,11 +365,29 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
                 .map_err(|cut| cut_error(cut, "reading the schedule topic", kafka, limit))?
                 .map_err(|e| CliError::Kafka(e.to_string()))?
         } else {
-            Default::default()
+            (
+                cache::Snapshot {
+                    marks: vec![cache::Mark::default(); shards as usize],
+                    ..Default::default()
+                },
+                Default::default(),
+            )
         };
-        tracing::info!(message = "read the schedule topic", topic = %topic, partitions = shards, jobs = latest.len(), elapsed_ms = reading.elapsed().as_millis() as u64);
-        let plan = Plan::new(jobs, &latest, source, args.prune);
-        drop(latest);
+        tracing::info!(message = "read the schedule topic", topic = %topic, partitions = shards, jobs = snapshot.jobs.len(), cached_jobs = stats.cached_jobs, partitions_resumed = stats.resumed, partitions_read_whole = stats.whole, records_read = stats.records, elapsed_ms = reading.elapsed().as_millis() as u64);
+        let save = |snapshot: &cache::Snapshot| {
+            if let Some(path) = &cache_path {
+                let saving = Instant::now();
+                match snapshot.save(path) {
+                    Ok(()) => {
+                        tracing::info!(message = "apply cache written", path = %path.display(), jobs = snapshot.jobs.len(), elapsed_ms = saving.elapsed().as_millis() as u64)
+                    }
+                    Err(e) => {
+                        tracing::warn!(message = "the apply cache could not be written; the next apply reads the whole topic", error = %e)
+                    }
+                }
+            }
+        };
+        let plan = Plan::new(jobs, &snapshot.jobs, source, args.prune);
         // Buffered: stdout is line-buffered, and a plan may have a million lines.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for line in plan.to_string().lines() {
@@ -348,12 +395,19 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         }
         out.flush()?;
         drop(out);
+        let read_anything = stats.records > 0 || stats.whole > 0;
         if args.dry_run {
             tracing::info!(message = "dry run: nothing was written", topic = %topic);
+            if exists && read_anything {
+                save(&snapshot);
+            }
             return Ok(());
         }
         if plan.is_empty() {
             tracing::info!(message = "the topic holds the file: nothing to write", topic = %topic);
+            if read_anything {
+                save(&snapshot);
+            }
             return Ok(());
         }
         let changed = Changed {
@@ -364,6 +418,29 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         };
         let writes = plan.writes(&changed);
         let total = writes.len() as u64;
+        let filter = ShardFilter::all(shards);
+        let partition_of = |name: &str| filter.shard_of(name) as i32;
+        // The records this apply writes, for the cache, and each partition's last one's print.
+        let mut last_prints = BTreeMap::new();
+        let mut written = Vec::new();
+        if cache_path.is_some() {
+            for w in writes.iter().rev() {
+                last_prints
+                    .entry(partition_of(&w.name))
+                    .or_insert_with(|| cache::fingerprint(w.name.as_bytes(), w.value.as_deref()));
+            }
+            let record = |job: &store::plan::FileJob| ScheduleRecord {
+                spec: job.spec.clone(),
+                changed: changed.clone(),
+            };
+            written = plan
+                .add
+                .iter()
+                .chain(plan.change.iter().map(|(job, _)| job))
+                .map(|job| (job.name.clone(), Some(record(job))))
+                .chain(plan.remove.iter().map(|name| (name.clone(), None)))
+                .collect();
+        }
         drop(plan);
         let writing = Progress::new();
         let write = store::write(
@@ -378,7 +455,7 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
                 writing.moved(|| tracing::info!(message = "writing the schedule topic", topic = %topic, acked, total))
             },
         );
-        with_progress(&shutdown, &writing, limit, write)
+        let offsets = with_progress(&shutdown, &writing, limit, write)
             .await
             .map_err(|cut| {
                 cut_error(
@@ -390,6 +467,8 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
             })?
             .map_err(|e| CliError::Kafka(format!("{e} (what was acked stays written; apply again to write the rest)")))?;
         tracing::info!(message = "applied", topic = %topic, records = total, elapsed_ms = writing.elapsed().as_millis() as u64);
+        snapshot.add_writes(written, partition_of, &offsets, &last_prints);
+        save(&snapshot);
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,7 @@ use crate::schedule::load::check_entries;
 use crate::schedule::{Job, LoadOptions, ShardFilter};
 use crate::wire::schedule::{key_name, Changed, ScheduleRecord};
 
+pub mod cache;
 pub mod plan;
 
 /// The schedule topic of `group`.
@@ -399,40 +400,124 @@ pub struct Latest {
     pub record: Result<ScheduleRecord, String>,
 }
 
-/// Every job of the topic, by name: its newest record, tombstoned jobs left out. `progress` is
-/// told each partition's records read so far.
+/// What [`latest`] read: jobs taken from the cache, partitions read on from their mark or whole,
+/// and records fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Jobs the cache held when the read began (0 without one).
+    pub cached_jobs: usize,
+    /// Partitions read on from the cache's mark.
+    pub resumed: u32,
+    /// Partitions read whole (no cache, or the topic did not confirm its mark).
+    pub whole: u32,
+    /// Records fetched.
+    pub records: u64,
+}
+
+/// Every job of the topic, by name: its newest record, tombstoned jobs left out, and each
+/// partition's [`cache::Mark`] at the end of the read. With `cached` (a [`cache::Snapshot`] of the
+/// same topic), a partition whose mark the topic confirms (the record at the mark's offset is the
+/// one the mark names) is read on from there only; any other is read whole. `progress` is told each
+/// partition's records read so far.
 pub async fn latest(
     client: &Client,
     topic: &str,
     shards: u32,
-    progress: impl FnMut(i32, u64),
-) -> Result<BTreeMap<String, Latest>, StoreError> {
-    let mut jobs = BTreeMap::new();
-    read_all(client, topic, shards, progress, |partition, records| {
-        for r in records {
-            let Some(key) = r.record.key.as_deref() else {
-                continue;
-            };
-            let name = String::from_utf8_lossy(key).into_owned();
-            match r.record.value.as_deref() {
-                None => {
-                    jobs.remove(&name);
-                }
-                Some(value) => {
-                    jobs.insert(
-                        name,
-                        Latest {
-                            offset: r.offset,
-                            partition,
-                            record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
-                        },
-                    );
-                }
+    cached: Option<cache::Snapshot>,
+    mut progress: impl FnMut(i32, u64),
+) -> Result<(cache::Snapshot, ReadStats), StoreError> {
+    let mut stats = ReadStats::default();
+    let mut snapshot = cached
+        .filter(|c| c.marks.len() == shards as usize)
+        .unwrap_or_default();
+    stats.cached_jobs = snapshot.jobs.len();
+    let mut marks = std::mem::take(&mut snapshot.marks);
+    marks.resize(shards as usize, cache::Mark::default());
+    for partition in 0..shards as i32 {
+        let pc = partition_client(client, topic, partition).await?;
+        let mark = marks[partition as usize];
+        let mut reader = None;
+        if let Some((offset, hash)) = mark.last {
+            let mut from_mark = ToEnd::start(&pc, topic, Some(offset)).await?;
+            let first = from_mark.next(&pc, topic).await?;
+            let confirmed = first.as_ref().and_then(|b| b.first()).is_some_and(|r| {
+                r.offset == offset
+                    && cache::fingerprint(
+                        r.record.key.as_deref().unwrap_or_default(),
+                        r.record.value.as_deref(),
+                    ) == hash
+            });
+            if confirmed {
+                stats.resumed += 1;
+                let after: Vec<RecordAndOffset> = first
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.offset > offset)
+                    .collect();
+                reader = Some((from_mark, after, mark));
             }
         }
-    })
-    .await?;
-    Ok(jobs)
+        let (mut reader, mut pending, mut mark) = match reader {
+            Some(r) => r,
+            None => {
+                stats.whole += 1;
+                snapshot.jobs.retain(|_, l| l.partition != partition);
+                (
+                    ToEnd::start(&pc, topic, None).await?,
+                    Vec::new(),
+                    cache::Mark::default(),
+                )
+            }
+        };
+        let mut read = 0u64;
+        loop {
+            let records = if pending.is_empty() {
+                match reader.next(&pc, topic).await? {
+                    Some(records) => records,
+                    None => break,
+                }
+            } else {
+                std::mem::take(&mut pending)
+            };
+            read += records.len() as u64;
+            progress(partition, read);
+            for r in &records {
+                let Some(key) = r.record.key.as_deref() else {
+                    continue;
+                };
+                let name = String::from_utf8_lossy(key).into_owned();
+                match r.record.value.as_deref() {
+                    None => {
+                        snapshot.jobs.remove(&name);
+                    }
+                    Some(value) => {
+                        snapshot.jobs.insert(
+                            name,
+                            Latest {
+                                offset: r.offset,
+                                partition,
+                                record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
+                            },
+                        );
+                    }
+                }
+            }
+            if let Some(r) = records.last() {
+                mark.last = Some((
+                    r.offset,
+                    cache::fingerprint(
+                        r.record.key.as_deref().unwrap_or_default(),
+                        r.record.value.as_deref(),
+                    ),
+                ));
+            }
+        }
+        stats.records += read;
+        mark.next = reader.offset().max(mark.next);
+        marks[partition as usize] = mark;
+    }
+    snapshot.marks = marks;
+    Ok((snapshot, stats))
 }
 
 /// A job in force: its last version that passes the checks.

@@ -4,7 +4,9 @@
 //! records (the same specs, the same `{"v":1,"spec",…,"changed"}` values, the same murmur2
 //! partitions of 12 shards, the same batches: 2 000 records or 900 KiB, 8 partitions at once) to a
 //! fresh topic, encoded and batched before its clock starts. Then a re-apply of the file with 1 %
-//! of its jobs changed, against the first apply's time, and a re-apply with nothing to do.
+//! of its jobs changed, against the first apply's time, and a re-apply with nothing to do, both with
+//! the apply cache the first apply left (`--cache-dir` in the bench's temporary directory); then a
+//! re-apply with 1 % changed and `--no-cache` (a runner without a kept cache reads the whole topic).
 //!
 //! The apply figure is the whole command (process start to exit); its write phase alone (the
 //! `applied` event's `elapsed_ms`) is printed beside it. The broker is the test broker (tansu,
@@ -53,10 +55,11 @@ struct Applied {
     plan: String,
 }
 
-fn apply(broker: &str, group: &str, file: &Path) -> Applied {
+fn apply(broker: &str, group: &str, file: &Path, extra: &[&str]) -> Applied {
     let start = Instant::now();
     let out = Command::new(CRONQ)
         .args(["apply", file.to_str().expect("UTF-8 path")])
+        .args(extra)
         .args([
             "--brokers",
             broker,
@@ -246,30 +249,35 @@ fn main() {
         load_average()
     );
     let (mut rate_ratios, mut write_ratios, mut reapply_ratios) = (vec![], vec![], vec![]);
+    let cache_dir = dir.path().join("cache");
+    let cached = ["--cache-dir", cache_dir.to_str().expect("UTF-8 path")];
     for round in 1..=rounds {
         let group = random_topic("bench-apply");
-        let first = apply(&address, &group, &file);
+        let first = apply(&address, &group, &file, &cached);
         assert!(
             first.plan.contains(&format!("{jobs} to add")),
             "{}",
             first.plan
         );
         let raw = runtime.block_on(raw_produce(&address, &text));
-        let again = apply(&address, &group, &changed);
+        let again = apply(&address, &group, &changed, &cached);
         let wanted = format!("{} to change", jobs.div_ceil(100));
         assert!(again.plan.contains(&wanted), "{}", again.plan);
-        let idle = apply(&address, &group, &changed);
+        let idle = apply(&address, &group, &changed, &cached);
         assert!(
             idle.plan.contains("0 to add, 0 to change, 0 to remove"),
             "{}",
             idle.plan
         );
+        // Back to the first file (1 % changed again), reading the whole topic.
+        let uncached = apply(&address, &group, &file, &["--no-cache"]);
+        assert!(uncached.plan.contains(&wanted), "{}", uncached.plan);
         let rate = raw.as_secs_f64() / first.wall.as_secs_f64();
         let write = first.write.unwrap_or(first.wall);
         let write_rate = raw.as_secs_f64() / write.as_secs_f64();
         let reapply = again.wall.as_secs_f64() / first.wall.as_secs_f64();
         println!(
-            "  round {round}: apply {} ({:.0} jobs/s; write phase {}), raw rskafka {} ({:.0} records/s): apply/raw rate {rate:.2}x (write phase {write_rate:.2}x); re-apply 1% {} = {:.1}% of the first; nothing to do {}",
+            "  round {round}: apply {} ({:.0} jobs/s; write phase {}), raw rskafka {} ({:.0} records/s): apply/raw rate {rate:.2}x (write phase {write_rate:.2}x); re-apply 1% {} = {:.1}% of the first; nothing to do {}; re-apply 1% without the cache {} = {:.1}%",
             fmt_secs(first.wall.as_secs_f64()),
             jobs as f64 / first.wall.as_secs_f64(),
             fmt_secs(write.as_secs_f64()),
@@ -278,6 +286,8 @@ fn main() {
             fmt_secs(again.wall.as_secs_f64()),
             reapply * 100.0,
             fmt_secs(idle.wall.as_secs_f64()),
+            fmt_secs(uncached.wall.as_secs_f64()),
+            uncached.wall.as_secs_f64() / first.wall.as_secs_f64() * 100.0,
         );
         rate_ratios.push(rate);
         write_ratios.push(write_rate);

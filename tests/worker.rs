@@ -2229,25 +2229,38 @@ fn malformed_records_count_against_the_same_bounds_as_jobs() {
     produce(&address, &topic, &garbage);
     create_topic(&address, &format!("{topic}.results"), 1);
     let dir = handlers(&[("record", RECORD)]);
+    // A long session: the flood's dead letters, retried against a DLQ topic that does not exist,
+    // load the broker, and on a loaded machine (CI) it stalled past the tests' usual 6 s session:
+    // the group dropped the worker, and the worker sat with no partition for the rest of the wait.
     let worker = Worker::start_with_env(
         &address,
         &topic,
         "gflood",
         dir.path(),
-        &["--no-create-topics", "--prefetch", "64"],
+        &[
+            "--no-create-topics",
+            "--prefetch",
+            "64",
+            "--session-timeout",
+            "30s",
+        ],
         &[("CRONQ_LOG", "info,cronq::worker=debug")],
         dir.path().join("worker.log"),
     );
     wait_for(
         "fetching to pause",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || worker.log().contains("local queue full: fetching paused"),
         || {
-            worker
-                .log()
+            // The group's story (assignments, warnings), then the last lines.
+            let log = worker.log();
+            let story = log
                 .lines()
-                .rev()
-                .take(20)
+                .filter(|l| l.contains("partitions ") || l.contains(" WARN "));
+            let last: Vec<&str> = log.lines().rev().take(20).collect();
+            story
+                .chain(["..."])
+                .chain(last.into_iter().rev())
                 .collect::<Vec<_>>()
                 .join("\n")
         },

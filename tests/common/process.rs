@@ -298,9 +298,14 @@ impl Worker {
             .arg(handlers)
             .args(["--results-topic", &format!("{topic}.results")])
             .args(["--dlq-topic", &format!("{topic}.dlq")])
-            .args(["--commit-interval", "100ms", "--session-timeout", "6s"])
+            .args(["--commit-interval", "100ms"])
             .args(["--retry-backoff", "50ms", "--shutdown-grace", "10s"])
             .args(extra)
+            .args(if extra.contains(&"--session-timeout") {
+                &[][..]
+            } else {
+                &["--session-timeout", "6s"][..]
+            })
             .env("CRONQ_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

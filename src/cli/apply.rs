@@ -342,20 +342,28 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     let limit = args.timeout;
     let (kafka, topic, args, source) = (&kafka, &topic, &args, &source);
     block_on(OnSignal::Stop, |shutdown| async move {
+        // The cache loads (decodes every job) while the connection and topic lookups wait on Kafka.
+        let cache_path = cache_path(args, kafka, topic);
+        let loading = tokio::task::spawn_blocking({
+            let path = cache_path.clone();
+            move || {
+                path.as_deref()
+                    .and_then(|path| match cache::Snapshot::load(path) {
+                        Ok(cached) => cached,
+                        Err(e) => {
+                            tracing::warn!(message = "the apply cache is unreadable; reading the whole topic", error = %e);
+                            None
+                        }
+                    })
+            }
+        });
         let client = Arc::new(connect(&shutdown, kafka, limit).await?);
         let (shards, exists) = shutdown
             .within(Some(limit), shards(&client, kafka, args, topic))
             .await
             .map_err(|cut| cut_error(cut, "looking up the topics", kafka, limit))??;
         let reading = Progress::new();
-        let cache_path = cache_path(args, kafka, topic);
-        let cached = cache_path.as_deref().and_then(|path| match cache::Snapshot::load(path) {
-            Ok(cached) => cached,
-            Err(e) => {
-                tracing::warn!(message = "the apply cache is unreadable; reading the whole topic", error = %e);
-                None
-            }
-        });
+        let cached = loading.await.ok().flatten();
         let (mut snapshot, stats) = if exists {
             let read = store::latest(&client, topic, shards, cached, |partition, records| {
                 reading.moved(|| tracing::info!(message = "reading the schedule topic", topic = %topic, partition, partitions = shards, records));

@@ -424,8 +424,9 @@ pub async fn latest(
     topic: &str,
     shards: u32,
     cached: Option<cache::Snapshot>,
-    mut progress: impl FnMut(i32, u64),
+    progress: impl Fn(i32, u64),
 ) -> Result<(cache::Snapshot, ReadStats), StoreError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
     let mut stats = ReadStats::default();
     let mut snapshot = cached
         .filter(|c| c.marks.len() == shards as usize)
@@ -433,91 +434,129 @@ pub async fn latest(
     stats.cached_jobs = snapshot.jobs.len();
     let mut marks = std::mem::take(&mut snapshot.marks);
     marks.resize(shards as usize, cache::Mark::default());
-    for partition in 0..shards as i32 {
-        let pc = partition_client(client, topic, partition).await?;
-        let mark = marks[partition as usize];
-        let mut reader = None;
-        if let Some((offset, hash)) = mark.last {
-            let mut from_mark = ToEnd::start(&pc, topic, Some(offset)).await?;
-            let first = from_mark.next(&pc, topic).await?;
-            let confirmed = first.as_ref().and_then(|b| b.first()).is_some_and(|r| {
-                r.offset == offset
-                    && cache::fingerprint(
-                        r.record.key.as_deref().unwrap_or_default(),
-                        r.record.value.as_deref(),
-                    ) == hash
-            });
-            if confirmed {
-                stats.resumed += 1;
-                let after: Vec<RecordAndOffset> = first
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r.offset > offset)
-                    .collect();
-                reader = Some((from_mark, after, mark));
-            }
+    let progress = &progress;
+    // Partitions are read 8 at a time (a resumed partition is a few round trips, which would add
+    // up one after another), and their records applied in partition order.
+    let reads: Vec<PartitionRead> = stream::iter(marks.iter().copied().enumerate())
+        .map(|(partition, mark)| {
+            read_partition_from(client, topic, partition as i32, mark, progress)
+        })
+        .buffered(READ_PARALLEL)
+        .try_collect()
+        .await?;
+    for (partition, read) in reads.into_iter().enumerate() {
+        let partition = partition as i32;
+        if read.resumed {
+            stats.resumed += 1;
+        } else {
+            stats.whole += 1;
+            snapshot.jobs.retain(|_, l| l.partition != partition);
         }
-        let (mut reader, mut pending, mut mark) = match reader {
-            Some(r) => r,
-            None => {
-                stats.whole += 1;
-                snapshot.jobs.retain(|_, l| l.partition != partition);
-                (
-                    ToEnd::start(&pc, topic, None).await?,
-                    Vec::new(),
-                    cache::Mark::default(),
-                )
-            }
-        };
-        let mut read = 0u64;
-        loop {
-            let records = if pending.is_empty() {
-                match reader.next(&pc, topic).await? {
-                    Some(records) => records,
-                    None => break,
+        stats.records += read.records;
+        for (name, latest) in read.jobs {
+            match latest {
+                Some(latest) => {
+                    snapshot.jobs.insert(name, latest);
                 }
-            } else {
-                std::mem::take(&mut pending)
-            };
-            read += records.len() as u64;
-            progress(partition, read);
-            for r in &records {
-                let Some(key) = r.record.key.as_deref() else {
-                    continue;
-                };
-                let name = String::from_utf8_lossy(key).into_owned();
-                match r.record.value.as_deref() {
-                    None => {
-                        snapshot.jobs.remove(&name);
-                    }
-                    Some(value) => {
-                        snapshot.jobs.insert(
-                            name,
-                            Latest {
-                                offset: r.offset,
-                                partition,
-                                record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
-                            },
-                        );
-                    }
+                None => {
+                    snapshot.jobs.remove(&name);
                 }
             }
-            if let Some(r) = records.last() {
-                mark.last = Some((
-                    r.offset,
-                    cache::fingerprint(
-                        r.record.key.as_deref().unwrap_or_default(),
-                        r.record.value.as_deref(),
-                    ),
-                ));
-            }
         }
-        stats.records += read;
-        mark.next = reader.offset().max(mark.next);
-        marks[partition as usize] = mark;
+        marks[partition as usize] = read.mark;
     }
     snapshot.marks = marks;
     Ok((snapshot, stats))
+}
+
+/// Partitions [`latest`] reads at once.
+const READ_PARALLEL: usize = 8;
+
+/// One partition's part of [`latest`]: its records as upserts (`Some`) and deletes, in offset
+/// order; whether it was read on from its mark (else whole); its new mark.
+struct PartitionRead {
+    jobs: Vec<(String, Option<Latest>)>,
+    resumed: bool,
+    records: u64,
+    mark: cache::Mark,
+}
+
+async fn read_partition_from(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    mark: cache::Mark,
+    progress: &impl Fn(i32, u64),
+) -> Result<PartitionRead, StoreError> {
+    let pc = partition_client(client, topic, partition).await?;
+    let print = |r: &RecordAndOffset| {
+        cache::fingerprint(
+            r.record.key.as_deref().unwrap_or_default(),
+            r.record.value.as_deref(),
+        )
+    };
+    let mut resumed = None;
+    if let Some((offset, hash)) = mark.last {
+        let mut from_mark = ToEnd::start(&pc, topic, Some(offset)).await?;
+        let first = from_mark.next(&pc, topic).await?;
+        let confirmed = first
+            .as_ref()
+            .and_then(|b| b.first())
+            .is_some_and(|r| r.offset == offset && print(r) == hash);
+        if confirmed {
+            let after: Vec<RecordAndOffset> = first
+                .into_iter()
+                .flatten()
+                .filter(|r| r.offset > offset)
+                .collect();
+            resumed = Some((from_mark, after, mark));
+        }
+    }
+    let was_resumed = resumed.is_some();
+    let (mut reader, mut pending, mut mark) = match resumed {
+        Some(r) => r,
+        None => (
+            ToEnd::start(&pc, topic, None).await?,
+            Vec::new(),
+            cache::Mark::default(),
+        ),
+    };
+    let mut jobs = Vec::new();
+    let mut read = 0u64;
+    loop {
+        let records = if pending.is_empty() {
+            match reader.next(&pc, topic).await? {
+                Some(records) => records,
+                None => break,
+            }
+        } else {
+            std::mem::take(&mut pending)
+        };
+        read += records.len() as u64;
+        progress(partition, read);
+        for r in &records {
+            let Some(key) = r.record.key.as_deref() else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(key).into_owned();
+            let latest = r.record.value.as_deref().map(|value| Latest {
+                offset: r.offset,
+                partition,
+                record: ScheduleRecord::decode(value).map_err(|e| e.to_string()),
+            });
+            jobs.push((name, latest));
+        }
+        if let Some(r) = records.last() {
+            mark.last = Some((r.offset, print(r)));
+        }
+    }
+    mark.next = reader.offset().max(mark.next);
+    Ok(PartitionRead {
+        jobs,
+        resumed: was_resumed,
+        records: read,
+        mark,
+    })
 }
 
 /// A job in force: its last version that passes the checks.

@@ -284,12 +284,13 @@ async fn shards(
 }
 
 /// The cache file of this apply: `None` with `--no-cache`, or when no directory is known.
-fn cache_path(args: &ApplyArgs, kafka: &Connection, topic: &str) -> Option<PathBuf> {
+fn cache_path(args: &ApplyArgs) -> Option<PathBuf> {
     if args.no_cache {
         return None;
     }
     let dir = args.cache_dir.clone().or_else(cache::default_dir)?;
-    Some(cache::path_for(&dir, &kafka.brokers_text(), topic))
+    let topic = store::topic_name(&args.group.group);
+    Some(cache::path_for(&dir, &args.kafka.brokers.join(","), &topic))
 }
 
 /// Runs `cronq apply`: the plan on stdout, then the writes (unless `--dry-run`).
@@ -298,6 +299,21 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     let options = args.limits.apply(LoadOptions {
         default_tz,
         ..LoadOptions::default()
+    });
+    // The cache (if any) loads on its own thread while the file is checked on this one.
+    let cache_path = cache_path(&args);
+    let loading = std::thread::spawn({
+        let path = cache_path.clone();
+        move || {
+            path.as_deref()
+                .and_then(|path| match cache::Snapshot::load(path) {
+                    Ok(cached) => cached,
+                    Err(e) => {
+                        tracing::warn!(message = "the apply cache is unreadable; reading the whole topic", error = %e);
+                        None
+                    }
+                })
+        }
     });
     let checked = schedule::load::read_limited(&args.path, options.max_file_bytes)
         .and_then(|bytes| Ok((schedule::parse(&bytes, &args.path, options)?, bytes)));
@@ -340,30 +356,15 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     let kafka = args.kafka.connection()?;
     let topic = store::topic_name(&args.group.group);
     let limit = args.timeout;
+    let cached = loading.join().ok().flatten();
     let (kafka, topic, args, source) = (&kafka, &topic, &args, &source);
     block_on(OnSignal::Stop, |shutdown| async move {
-        // The cache loads (decodes every job) while the connection and topic lookups wait on Kafka.
-        let cache_path = cache_path(args, kafka, topic);
-        let loading = tokio::task::spawn_blocking({
-            let path = cache_path.clone();
-            move || {
-                path.as_deref()
-                    .and_then(|path| match cache::Snapshot::load(path) {
-                        Ok(cached) => cached,
-                        Err(e) => {
-                            tracing::warn!(message = "the apply cache is unreadable; reading the whole topic", error = %e);
-                            None
-                        }
-                    })
-            }
-        });
         let client = Arc::new(connect(&shutdown, kafka, limit).await?);
         let (shards, exists) = shutdown
             .within(Some(limit), shards(&client, kafka, args, topic))
             .await
             .map_err(|cut| cut_error(cut, "looking up the topics", kafka, limit))??;
         let reading = Progress::new();
-        let cached = loading.await.ok().flatten();
         let (mut snapshot, stats) = if exists {
             let read = store::latest(&client, topic, shards, cached, |partition, records| {
                 reading.moved(|| tracing::info!(message = "reading the schedule topic", topic = %topic, partition, partitions = shards, records));

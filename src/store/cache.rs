@@ -145,7 +145,8 @@ impl Snapshot {
             marks.push(Mark { next, last });
         }
         let count = r.u64()?;
-        let mut jobs = BTreeMap::new();
+        // Written in name order: collected, the map is built in one pass, not searched per job.
+        let mut jobs = Vec::with_capacity(count.min(1 << 24) as usize);
         for _ in 0..count {
             let name = String::from_utf8(r.bytes()?).map_err(|_| r.format("job name"))?;
             let partition = r.u32()? as i32;
@@ -157,15 +158,16 @@ impl Snapshot {
                 0 => Err(String::from_utf8_lossy(&body).into_owned()),
                 _ => return Err(r.format("record kind")),
             };
-            jobs.insert(
+            jobs.push((
                 name,
                 Latest {
                     offset,
                     partition,
                     record,
                 },
-            );
+            ));
         }
+        let jobs: BTreeMap<String, Latest> = jobs.into_iter().collect();
         let mut end = [0];
         if r.inner.read(&mut end).map_err(|e| r.io(e))? != 0 {
             return Err(r.format("trailing bytes"));

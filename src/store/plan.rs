@@ -249,7 +249,8 @@ fn shown(value: &str) -> String {
 /// How `now` (the file's entry) differs from `was` (the topic's spec), field by field; empty when
 /// they are the same JSON value (whatever the formatting and the order of keys).
 pub fn field_changes(was: &RawValue, now: &RawValue) -> Vec<FieldChange> {
-    if compact(was.get()) == now.get() {
+    // The topic's specs are written compact (by apply and the API), so equal text is the usual case.
+    if was.get() == now.get() || compact(was.get()) == now.get() {
         return Vec::new();
     }
     let was: Value = serde_json::from_str(was.get()).unwrap_or(Value::Null);

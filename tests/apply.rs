@@ -64,16 +64,21 @@ impl Setup {
 
     /// `cronq apply FILE <extra…> --shards 4`, which must succeed; returns its stdout.
     fn apply(&self, file: &Path, extra: &[&str]) -> String {
+        self.apply_logged(file, extra).0
+    }
+
+    /// As [`Setup::apply`], returning stdout and stderr.
+    fn apply_logged(&self, file: &Path, extra: &[&str]) -> (String, String) {
         let mut args = vec!["apply", file.to_str().unwrap(), "--shards", "4"];
         args.extend(extra);
         let out = self.cronq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             out.status.success(),
-            "cronq {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "cronq {args:?}: {}\n{stderr}",
+            out.status
         );
-        String::from_utf8(out.stdout).expect("UTF-8 plan")
+        (String::from_utf8(out.stdout).expect("UTF-8 plan"), stderr)
     }
 
     fn watermarks(&self) -> BTreeMap<i32, i64> {
@@ -570,14 +575,7 @@ fn a_reapply_reads_only_what_was_written_since_and_a_copy_the_topic_denies_is_no
         .collect();
     let file = setup.file("mine.json", &jobs);
     let path = file.to_str().unwrap();
-    let apply = |extra: &[&str]| {
-        let mut args = vec!["apply", path, "--shards", "4"];
-        args.extend(extra);
-        let out = setup.cronq(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "apply {extra:?}: {stderr}");
-        (String::from_utf8(out.stdout).unwrap(), stderr)
-    };
+    let apply = |extra: &[&str]| setup.apply_logged(&file, extra);
     let (_, first) = apply(&[]);
     assert_eq!(
         logged(&first, "apply cache written", "jobs"),
@@ -597,18 +595,7 @@ fn a_reapply_reads_only_what_was_written_since_and_a_copy_the_topic_denies_is_no
         "other.json",
         &[job("job-007", "0 * * * *"), job("zz-other", "@daily")],
     );
-    let out = setup.cronq(&[
-        "apply",
-        other.to_str().unwrap(),
-        "--shards",
-        "4",
-        "--no-cache",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup.apply(&other, &["--no-cache"]);
     let (cached_plan, stderr) = apply(&["--dry-run"]);
     let (uncached_plan, _) = apply(&["--dry-run", "--no-cache"]);
     assert_eq!(cached_plan, uncached_plan);

@@ -71,7 +71,7 @@ pub struct ApplyArgs {
     /// Where apply keeps its copy of the schedule topic, so that the next apply from this machine
     /// reads only what was written since (checked against the topic first; one file per broker
     /// list and topic, mode 0600). Default: `$XDG_CACHE_HOME/cronq`, else `~/.cache/cronq`.
-    #[arg(long, env = "CRONQ_CACHE_DIR", value_name = "DIR")]
+    #[arg(long, env = "CRONQ_CACHE_DIR", value_name = "DIR", value_parser = cache_dir)]
     pub cache_dir: Option<PathBuf>,
     /// Keep no copy: read the whole topic and write no cache file.
     #[arg(long, env = "CRONQ_NO_CACHE", conflicts_with = "cache_dir")]
@@ -80,6 +80,14 @@ pub struct ApplyArgs {
     /// (1s-10m).
     #[arg(long, env = "CRONQ_TIMEOUT", default_value = "30s", value_parser = status_timeout)]
     pub timeout: Duration,
+}
+
+/// `--cache-dir`: a path, not the empty string.
+fn cache_dir(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("an empty path; give a directory, or --no-cache".into());
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// `--source`: 1-200 characters, none of them a control character.
@@ -495,5 +503,14 @@ mod tests {
             .unwrap_err()
             .contains("range is 1-200"));
         assert!(source_name("a\nb").unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn an_empty_cache_dir_is_refused_and_a_path_is_kept() {
+        assert!(cache_dir("").unwrap_err().contains("--no-cache"));
+        assert_eq!(
+            cache_dir("/var/cache/cronq").unwrap(),
+            PathBuf::from("/var/cache/cronq")
+        );
     }
 }

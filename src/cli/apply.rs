@@ -33,7 +33,7 @@ use crate::obs::terminal::escape_controls;
 use crate::schedule::ShardFilter;
 use crate::schedule::{self, LoadError, LoadOptions};
 use crate::store::{self, cache, plan::Plan, StoreError};
-use crate::wire::schedule::{Changed, ScheduleRecord, VIA_APPLY};
+use crate::wire::schedule::{Changed, VIA_APPLY};
 
 /// `cronq apply`
 #[derive(Debug, Args)]
@@ -433,32 +433,27 @@ pub(super) fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
             via: VIA_APPLY.to_string(),
             source: Some(source.clone()),
         };
-        let writes = plan.writes(&changed);
+        let records = plan.records(&changed);
+        drop(plan);
+        let writes: Vec<store::Write> = records
+            .iter()
+            .map(|(name, record)| store::Write::of(name, record.as_ref()))
+            .collect();
         let total = writes.len() as u64;
         let filter = ShardFilter::all(shards);
         let partition_of = |name: &str| filter.shard_of(name) as i32;
-        // The records this apply writes, for the cache, and each partition's last one's print.
+        // For the cache: the records written, and the print of each partition's last one.
         let mut last_prints = BTreeMap::new();
-        let mut written = Vec::new();
-        if cache_path.is_some() {
+        let written = if cache_path.is_some() {
             for w in writes.iter().rev() {
                 last_prints
                     .entry(partition_of(&w.name))
                     .or_insert_with(|| cache::fingerprint(w.name.as_bytes(), w.value.as_deref()));
             }
-            let record = |job: &store::plan::FileJob| ScheduleRecord {
-                spec: job.spec.clone(),
-                changed: changed.clone(),
-            };
-            written = plan
-                .add
-                .iter()
-                .chain(plan.change.iter().map(|(job, _)| job))
-                .map(|job| (job.name.clone(), Some(record(job))))
-                .chain(plan.remove.iter().map(|name| (name.clone(), None)))
-                .collect();
-        }
-        drop(plan);
+            records
+        } else {
+            Vec::new()
+        };
         let writing = Progress::new();
         let write = store::write(
             store::fresh_partitions(&client, topic),

@@ -434,6 +434,7 @@ pub async fn latest(
     stats.cached_jobs = snapshot.jobs.len();
     let mut marks = std::mem::take(&mut snapshot.marks);
     marks.resize(shards as usize, cache::Mark::default());
+    let mut ends = Vec::with_capacity(marks.len());
     let progress = &progress;
     // Partitions are read 8 at a time (a resumed partition is a few round trips, which would add
     // up one after another), and their records applied in partition order.
@@ -463,9 +464,9 @@ pub async fn latest(
                 }
             }
         }
-        marks[partition as usize] = read.mark;
+        ends.push(read.mark);
     }
-    snapshot.marks = marks;
+    snapshot.marks = ends;
     Ok((snapshot, stats))
 }
 
@@ -631,6 +632,16 @@ pub struct Write {
     pub name: String,
     /// The record value; `None` deletes the job.
     pub value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// The write of `record` (`None`: a tombstone) under `name`.
+    pub fn of(name: &str, record: Option<&ScheduleRecord>) -> Write {
+        Write {
+            name: name.to_string(),
+            value: record.map(|r| ScheduleRecord::encode(&r.spec, &r.changed)),
+        }
+    }
 }
 
 /// Records per produce request.

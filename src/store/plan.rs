@@ -163,18 +163,27 @@ impl Plan {
     /// The records that carry out the plan: each added or changed job's entry tagged `changed`,
     /// a tombstone for each removed job.
     pub fn writes(&self, changed: &Changed) -> Vec<Write> {
+        self.records(changed)
+            .iter()
+            .map(|(name, record)| Write::of(name, record.as_ref()))
+            .collect()
+    }
+
+    /// The records of [`Plan::writes`] before they are encoded, by name (`None`: a tombstone):
+    /// an upsert per job to add or change, then a delete per job to remove.
+    pub fn records(&self, changed: &Changed) -> Vec<(String, Option<ScheduleRecord>)> {
         let upserts = self
             .add
             .iter()
             .chain(self.change.iter().map(|(job, _)| job))
-            .map(|job| Write {
-                name: job.name.clone(),
-                value: Some(ScheduleRecord::encode(&job.spec, changed)),
+            .map(|job| {
+                let record = ScheduleRecord {
+                    spec: job.spec.clone(),
+                    changed: changed.clone(),
+                };
+                (job.name.clone(), Some(record))
             });
-        let deletes = self.remove.iter().map(|name| Write {
-            name: name.clone(),
-            value: None,
-        });
+        let deletes = self.remove.iter().map(|name| (name.clone(), None));
         upserts.chain(deletes).collect()
     }
 }
